@@ -1,0 +1,3 @@
+from moovitamix.cli import main
+
+raise SystemExit(main())

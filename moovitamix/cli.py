@@ -1,0 +1,72 @@
+"""`python -m moovitamix ...`: the warehouse commands behind `make psql` and friends."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from moovitamix import exit_codes
+from moovitamix.embedded_warehouse import EmbeddedWarehouse, psql_path
+from moovitamix.settings import apply_offline_defaults, load_settings
+from moovitamix.warehouse import WarehouseUnreachable, connect, open_warehouse
+
+
+def _warehouse(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    action = args.action
+    if action in ("stop", "status") and not settings.uses_embedded_warehouse:
+        print(f"WAREHOUSE_URL is set: {action} applies to the embedded warehouse only")
+        if action == "stop":
+            return exit_codes.OK
+    if action == "stop":
+        stopped = EmbeddedWarehouse(settings.embedded_pgdata).stop()
+        print("embedded Postgres stopped" if stopped else "embedded Postgres was not running")
+        return exit_codes.OK
+    if action == "status" and settings.uses_embedded_warehouse:
+        status = EmbeddedWarehouse(settings.embedded_pgdata).status()
+        if not status.running:
+            print(f"embedded Postgres: not running (data in {settings.embedded_pgdata})")
+            return exit_codes.WAREHOUSE_UNREACHABLE
+        print(f"embedded Postgres: running, pid {status.pid}, socket {status.socket_dir}")
+    url = open_warehouse(settings) if action != "status" else None
+    if action == "status":
+        from moovitamix.warehouse import resolve_url
+
+        url = resolve_url(settings, start=False)
+        with connect(url) as conn:
+            version = conn.execute("show server_version").fetchone()
+        print(f"warehouse: {url.masked} (Postgres {version[0] if version else '?'})")
+        return exit_codes.OK
+    assert url is not None
+    if action == "start":
+        print(f"warehouse ready: {url.masked}")
+    elif action == "url":
+        print(url.masked)
+    elif action == "psql":
+        env = {**os.environ, **url.libpq_env()}
+        psql = str(psql_path())
+        os.execve(psql, [psql, *args.psql_args], env)
+    return exit_codes.OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m moovitamix", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    wh = sub.add_parser("warehouse", help="the warehouse: start, stop, status, url, psql")
+    wh.add_argument("action", choices=["start", "stop", "status", "url", "psql"])
+    wh.add_argument("psql_args", nargs=argparse.REMAINDER, help="passed on to psql")
+    wh.set_defaults(func=_warehouse)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    apply_offline_defaults()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except WarehouseUnreachable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exit_codes.WAREHOUSE_UNREACHABLE

