@@ -38,36 +38,36 @@ $(STAMP): $(ROOT)/requirements.lock
 venv: $(STAMP) ## create .venv from requirements.lock (done by every target on first use)
 
 daily: $(STAMP) ## the whole daily run (what cron calls); exit 0 only if every step passed
-	cd $(ROOT) && $(PY) -m moovitamix.daily $(ARGS)
+	@cd $(ROOT) && $(PY) -m moovitamix.daily $(ARGS)
 
 test: lint unit ## the test command: lint, unit and integration tests (what CI runs)
 
 lint: $(STAMP) ## ruff on all Python code
-	cd $(ROOT) && $(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check --quiet . || \
+	@cd $(ROOT) && $(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check --quiet . || \
 		{ echo "lint failed: run '$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .'"; exit 1; }
 
 unit: $(STAMP) ## pytest only (ARGS="-k name" to select)
-	cd $(ROOT)
+	@cd $(ROOT)
 	# pytest's exit 5 means it collected no test: a failure here, said plainly.
 	$(PY) -m pytest $(ARGS) || { rc=$$?; [ $$rc -ne 5 ] || echo "error: pytest collected no tests"; exit $$rc; }
 
 ingest: $(STAMP) ## load the API into schema raw (dlt)
-	cd $(ROOT) && $(PY) -m ingestion $(ARGS)
+	@cd $(ROOT) && $(PY) -m ingestion $(ARGS)
 
 simulator: $(STAMP) ## serve the API simulator in the foreground (ARGS="--port 8000 --seed 1 ...")
-	cd $(ROOT) && $(PY) -m simulator $(if $(ARGS),$(ARGS),--port 8000)
+	@cd $(ROOT) && $(PY) -m simulator $(if $(ARGS),$(ARGS),--port 8000)
 
 psql: $(STAMP) ## a psql shell on the warehouse (starts the embedded one if needed)
-	cd $(ROOT) && $(PY) -m moovitamix warehouse psql $(ARGS)
+	@cd $(ROOT) && $(PY) -m moovitamix warehouse psql $(ARGS)
 
 warehouse-status: $(STAMP) ## is the warehouse up, and which one is in use
-	cd $(ROOT) && $(PY) -m moovitamix warehouse status
+	@cd $(ROOT) && $(PY) -m moovitamix warehouse status
 
 warehouse-stop: $(STAMP) ## stop the embedded Postgres (it is left running between steps)
-	cd $(ROOT) && $(PY) -m moovitamix warehouse stop
+	@cd $(ROOT) && $(PY) -m moovitamix warehouse stop
 
 bench: $(STAMP) ## the benchmarks under bench/, results in bench/results/
-	cd $(ROOT) && for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b $(ARGS); done
+	@cd $(ROOT) && for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b $(ARGS); done
 
 lock: ## re-resolve requirements.txt into requirements.lock (needs the package index)
 	rm -rf $(ROOT)/.lockvenv && $(PYTHON) -m venv $(ROOT)/.lockvenv
@@ -77,4 +77,4 @@ lock: ## re-resolve requirements.txt into requirements.lock (needs the package i
 	rm -rf $(ROOT)/.lockvenv
 
 clean: ## remove generated files (keeps .venv and the warehouse data in .data)
-	cd $(ROOT) && rm -rf logs reports dbt_project/target dbt_project/logs .pytest_cache .ruff_cache
+	@cd $(ROOT) && rm -rf logs reports dbt_project/target dbt_project/logs .pytest_cache .ruff_cache

@@ -1,8 +1,8 @@
 """`make daily`: the whole daily run, one run id, a summary at the end, a clear exit code.
 
-Steps run in order; each is timed and reported. The first line says what the run uses (API and
-warehouse), the last lines summarise it. Steps that later issues add (transform, validate,
-train, report) plug into `STEPS`.
+The run holds a lock (a second run exits at once), records itself and each step in the run
+ledger as it goes, alerts on failure, and ends with a summary. The first line says which API and
+warehouse it uses. Steps are plain functions of a `RunContext`, listed in `STEPS`.
 """
 
 from __future__ import annotations
@@ -16,12 +16,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
 from moovitamix import exit_codes
+from moovitamix.alerts import Alert, send_alert
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.run_context import current_run_id, setup_logging
+from moovitamix.run_ledger import RunLedger
+from moovitamix.run_lock import RunLocked, run_lock
 from moovitamix.settings import Settings, apply_offline_defaults, load_settings
 from moovitamix.simulator_process import SimulatorError, running_simulator
 from moovitamix.warehouse import WarehouseUnreachable, open_warehouse
@@ -31,22 +35,17 @@ log = logging.getLogger("moovitamix.daily")
 # The embedded default: realistic data at a demo scale, so the first run is quick and its
 # recommendations mean something. Override with MOOVITAMIX_SIMULATOR_ARGS.
 DEMO_SIMULATOR_ARGS = (
-    "--profile",
-    "realistic",
-    "--seed",
-    "42",
-    "--users",
-    "5000",
-    "--tracks",
-    "2000",
-)
+    "--profile", "realistic", "--seed", "42", "--users", "5000", "--tracks", "2000",
+)  # fmt: skip
 ENDPOINTS = ("tracks", "users", "listen_history")
+MISSED_RUN_AFTER = timedelta(hours=26)  # daily cadence plus slack
 
 
 class StepFailed(RuntimeError):
-    def __init__(self, step: str, reason: str, code: int = exit_codes.STEP_FAILED) -> None:
-        super().__init__(f"step '{step}' failed: {reason}")
-        self.step = step
+    """A step failed; `reason` is one line for the user."""
+
+    def __init__(self, reason: str, code: int = exit_codes.STEP_FAILED) -> None:
+        super().__init__(reason)
         self.code = code
 
 
@@ -57,14 +56,20 @@ class RunContext:
     warehouse: ConnectionURL
     api_url: str
     api_is_simulator: bool
+    alerts: list[Alert] = field(default_factory=list)
+
+    def alert(self, severity: str, title: str, step: str | None = None, **details: object) -> None:
+        alert = Alert(severity, title, self.run_id, step, details)  # type: ignore[arg-type]
+        self.alerts.append(alert)
+        send_alert(alert, self.settings.alert_webhook_url)
 
 
 @dataclass
 class StepReport:
-    name: str
-    seconds: float
     summary: str
-    rows: dict[str, int] = field(default_factory=dict)
+    rows_in: int | None = None
+    rows_out: int | None = None
+    details: dict[str, object] = field(default_factory=dict)
 
 
 Step = Callable[[RunContext], StepReport]
@@ -72,7 +77,6 @@ Step = Callable[[RunContext], StepReport]
 
 def check_source(ctx: RunContext) -> StepReport:
     """Ask each endpoint for its first page: reachable, and how many records it will serve."""
-    started = time.monotonic()
     totals: dict[str, int] = {}
     with httpx.Client(base_url=ctx.api_url, timeout=httpx.Timeout(30, connect=5)) as client:
         for endpoint in ENDPOINTS:
@@ -82,12 +86,10 @@ def check_source(ctx: RunContext) -> StepReport:
                 totals[endpoint] = int(response.json().get("total") or 0)
             except (httpx.HTTPError, ValueError) as exc:
                 raise StepFailed(
-                    "source",
-                    f"GET /{endpoint} at {ctx.api_url}: {exc}",
-                    exit_codes.SOURCE_UNREACHABLE,
+                    f"GET /{endpoint} at {ctx.api_url}: {exc}", exit_codes.SOURCE_UNREACHABLE
                 ) from None
     summary = ", ".join(f"{name} {count:,}" for name, count in totals.items())
-    return StepReport("source", time.monotonic() - started, f"API totals: {summary}", totals)
+    return StepReport(f"API totals: {summary}", rows_out=sum(totals.values()), details=totals)
 
 
 STEPS: tuple[tuple[str, Step], ...] = (("source", check_source),)
@@ -105,19 +107,83 @@ def _api(settings: Settings, run_id: str) -> Iterator[tuple[str, bool]]:
         yield url, True
 
 
-def run(settings: Settings, run_id: str) -> int:
+@dataclass
+class _Outcome:
+    reports: list[tuple[str, float, StepReport]] = field(default_factory=list)
+    failed_step: str | None = None
+    error: str | None = None
+    code: int = exit_codes.OK
+
+
+def _check_previous_runs(ctx: RunContext, ledger: RunLedger) -> None:
+    for killed in ledger.close_abandoned_runs():
+        ctx.alert("warning", f"run {killed} ended without finishing (killed?); marked failed")
+    last = ledger.last_successful_run()
+    if last and datetime.now(UTC) - last.started_at > MISSED_RUN_AFTER:
+        ctx.alert(
+            "warning",
+            "no successful run in the last day",
+            last_success=last.started_at.isoformat(timespec="minutes"),
+        )
+
+
+def _run_steps(ctx: RunContext, ledger: RunLedger, steps: tuple[tuple[str, Step], ...]) -> _Outcome:
+    outcome = _Outcome()
+    for index, (name, step) in enumerate(steps, start=1):
+        log.info("[%d/%d] %s ...", index, len(steps), name)
+        ledger.start_step(name)
+        started = time.monotonic()
+        try:
+            report = step(ctx)
+        except StepFailed as exc:
+            outcome.failed_step, outcome.error, outcome.code = name, str(exc), exc.code
+        except WarehouseUnreachable as exc:
+            outcome.failed_step, outcome.error = name, str(exc)
+            outcome.code = exit_codes.WAREHOUSE_UNREACHABLE
+            return outcome  # the ledger is unreachable too
+        except Exception as exc:  # a bug or an unexpected failure: still recorded, still named
+            log.exception("step %s crashed", name)
+            outcome.failed_step, outcome.error = name, f"{type(exc).__name__}: {exc}"
+            outcome.code = exit_codes.STEP_FAILED
+        seconds = time.monotonic() - started
+        if outcome.failed_step:
+            ledger.finish_step(name, seconds=seconds, error=outcome.error)
+            return outcome
+        ledger.finish_step(
+            name,
+            seconds=seconds,
+            rows_in=report.rows_in,
+            rows_out=report.rows_out,
+            details=report.details,
+        )
+        outcome.reports.append((name, seconds, report))
+        log.info("[%d/%d] %s done in %.1fs: %s", index, len(steps), name, seconds, report.summary)
+    return outcome
+
+
+def run(settings: Settings, run_id: str, steps: tuple[tuple[str, Step], ...] = STEPS) -> int:
     started = time.monotonic()
-    reports: list[StepReport] = []
     with ExitStack() as stack:
+        try:
+            stale = stack.enter_context(run_lock(settings.data_dir / "daily.lock", run_id))
+        except RunLocked as exc:
+            print(f"not started: {exc}", file=sys.stderr)
+            return exit_codes.ALREADY_RUNNING
+        if stale:
+            log.warning(
+                "took over the lock of run %s (pid %s), which died without releasing it",
+                stale.get("run_id"),
+                stale.get("pid"),
+            )
         try:
             api_url, simulated = stack.enter_context(_api(settings, run_id))
         except SimulatorError as exc:
             print(f"FAILED step 'simulator': {exc}", file=sys.stderr)
             return exit_codes.SOURCE_UNREACHABLE
-        source = f"built-in simulator at {api_url}" if simulated else f"API {api_url}"
+        source = f"the built-in simulator at {api_url}" if simulated else f"the API at {api_url}"
         print(
-            f"MooVitamix daily run {run_id}: using the {source} "
-            f"(MOOVITAMIX_API_URL {'unset' if simulated else 'set'})",
+            f"MooVitamix daily run {run_id}: using {source}"
+            + (" (MOOVITAMIX_API_URL is unset)" if simulated else ""),
             flush=True,
         )
         try:
@@ -127,26 +193,35 @@ def run(settings: Settings, run_id: str) -> int:
             return exit_codes.WAREHOUSE_UNREACHABLE
         kind = "embedded Postgres" if settings.uses_embedded_warehouse else "WAREHOUSE_URL"
         log.info("warehouse: %s (%s)", warehouse.masked, kind)
+
         ctx = RunContext(settings, run_id, warehouse, api_url, simulated)
-        for name, step in STEPS:
-            log.info("step %s: starting", name)
-            try:
-                report = step(ctx)
-            except StepFailed as exc:
-                _summary(run_id, reports, time.monotonic() - started, failed=str(exc))
-                return exc.code
-            reports.append(report)
-            log.info("step %s: done in %.1fs: %s", name, report.seconds, report.summary)
-    _summary(run_id, reports, time.monotonic() - started, failed=None)
-    return exit_codes.OK
+        ledger = RunLedger(warehouse, run_id)
+        ledger.ensure_tables()
+        _check_previous_runs(ctx, ledger)
+        ledger.start_run(source=api_url, warehouse=warehouse.masked)
+        outcome = _run_steps(ctx, ledger, steps)
+        if outcome.code != exit_codes.WAREHOUSE_UNREACHABLE:
+            ledger.finish_run(failed_step=outcome.failed_step, error=outcome.error)
+        if outcome.failed_step:
+            ctx.alert(
+                "error",
+                f"daily run failed in step {outcome.failed_step}",
+                outcome.failed_step,
+                error=outcome.error,
+            )
+    _summary(run_id, outcome, time.monotonic() - started, len(ctx.alerts))
+    return outcome.code
 
 
-def _summary(run_id: str, reports: list[StepReport], seconds: float, failed: str | None) -> None:
-    lines = ["", f"Run {run_id}: {'FAILED' if failed else 'OK'} in {seconds:.1f}s"]
-    lines += [f"  {r.name:<12} {r.seconds:6.1f}s  {r.summary}" for r in reports]
-    if failed:
-        lines.append(f"  {failed}")
-    print("\n".join(lines), file=sys.stderr if failed else sys.stdout, flush=True)
+def _summary(run_id: str, outcome: _Outcome, seconds: float, alerts: int) -> None:
+    status = f"FAILED in step '{outcome.failed_step}'" if outcome.failed_step else "OK"
+    lines = ["", f"Run {run_id}: {status} after {seconds:.1f}s ({alerts} alert(s))"]
+    lines += [
+        f"  {name:<10} {secs:7.1f}s  {report.summary}" for name, secs, report in outcome.reports
+    ]
+    if outcome.failed_step:
+        lines.append(f"  {outcome.failed_step:<10} failed: {outcome.error}")
+    print("\n".join(lines), file=sys.stderr if outcome.failed_step else sys.stdout, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,15 +30,12 @@ class Settings:
     warehouse_url: str | None
     alert_webhook_url: str | None
     data_dir: Path
+    logs_dir: Path
     project_root: Path = PROJECT_ROOT
 
     @property
     def embedded_pgdata(self) -> Path:
         return self.data_dir / "postgres"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.project_root / "logs"
 
     @property
     def uses_embedded_warehouse(self) -> bool:
@@ -61,11 +58,13 @@ def load_settings(environ: Mapping[str, str] | None = None, root: Path = PROJECT
         return value or None
 
     data_dir = get("MOOVITAMIX_DATA_DIR")
+    logs_dir = get("MOOVITAMIX_LOGS_DIR")
     return Settings(
         api_url=get("MOOVITAMIX_API_URL"),
         warehouse_url=get("WAREHOUSE_URL"),
         alert_webhook_url=get("ALERT_WEBHOOK_URL"),
         data_dir=Path(data_dir).resolve() if data_dir else root / ".data",
+        logs_dir=Path(logs_dir).resolve() if logs_dir else root / "logs",
         project_root=root,
     )
 

@@ -66,9 +66,11 @@ def fresh_warehouse(admin_url: ConnectionURL) -> ConnectionURL:
 def warehouse_env(
     fresh_warehouse: ConnectionURL, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> ConnectionURL:
-    """`fresh_warehouse`, exported as WAREHOUSE_URL (and a private data dir) for code under test."""
+    """`fresh_warehouse`, exported as WAREHOUSE_URL (with private data and logs dirs) for the
+    code under test and the subprocesses it starts."""
     monkeypatch.setenv("WAREHOUSE_URL", fresh_warehouse.url())
     monkeypatch.setenv("MOOVITAMIX_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MOOVITAMIX_LOGS_DIR", str(tmp_path / "logs"))
     return fresh_warehouse
 
 

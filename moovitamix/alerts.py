@@ -1,0 +1,72 @@
+"""Alerts: always to stderr and the run log; also POSTed to ALERT_WEBHOOK_URL when set.
+
+The webhook gets a Slack-compatible body (`{"text": ...}`) plus structured fields, so a Slack
+channel and a machine consumer can both read it. A webhook that is down is retried a few times and
+logged; it never fails the pipeline by itself. Alerts carry counts and names, never record
+contents (which may hold PII).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+import httpx
+
+log = logging.getLogger("moovitamix.alerts")
+
+Severity = Literal["error", "warning"]
+WEBHOOK_ATTEMPTS = 3
+WEBHOOK_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Alert:
+    severity: Severity
+    title: str  # one line: what happened
+    run_id: str
+    step: str | None = None
+    details: Mapping[str, object] = field(default_factory=dict)
+    raised_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    @property
+    def text(self) -> str:
+        where = f" [{self.step}]" if self.step else ""
+        facts = ", ".join(f"{k}={v}" for k, v in self.details.items())
+        icon = ":red_circle:" if self.severity == "error" else ":warning:"
+        return f"{icon} MooVitamix {self.severity}{where}: {self.title}" + (
+            f" ({facts})" if facts else ""
+        )
+
+    def payload(self) -> dict[str, object]:
+        return {"text": self.text, **asdict(self), "details": dict(self.details)}
+
+
+def send_alert(alert: Alert, webhook_url: str | None, *, backoff_s: float = 0.5) -> bool:
+    """Report the alert; returns whether the webhook took it (True when there is none)."""
+    # The console handler writes to stderr, the run log's to the file: both see it.
+    level = logging.ERROR if alert.severity == "error" else logging.WARNING
+    log.log(level, "ALERT %s", alert.text)
+    if not webhook_url:
+        return True
+    last_error = ""
+    for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
+        try:
+            response = httpx.post(webhook_url, json=alert.payload(), timeout=WEBHOOK_TIMEOUT_S)
+            if response.status_code < 300:
+                return True
+            last_error = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            last_error = f"{type(exc).__name__}: {exc}"
+        if attempt < WEBHOOK_ATTEMPTS:
+            time.sleep(backoff_s * 2 ** (attempt - 1))
+    log.warning(
+        "alert webhook failed after %d attempts (%s); alert kept in the run log",
+        WEBHOOK_ATTEMPTS,
+        last_error,
+    )
+    return False

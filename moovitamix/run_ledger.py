@@ -1,0 +1,160 @@
+"""The run ledger: `monitoring.pipeline_runs` (one row per run) and
+`monitoring.pipeline_run_steps` (one row per step), written as the run goes, failures included.
+
+Each write commits at once, so a run killed at any point leaves a row in state `running`; the
+next run, holding the run lock, knows no such run is alive and marks it `failed` (killed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from moovitamix.connection_url import ConnectionURL
+from moovitamix.warehouse import connect
+
+DDL = """
+create schema if not exists monitoring;
+create table if not exists monitoring.pipeline_runs (
+    run_id text primary key,
+    started_at timestamptz not null default now(),
+    finished_at timestamptz,
+    status text not null check (status in ('running', 'success', 'failed')),
+    failed_step text,
+    error_message text,
+    seconds double precision,
+    source text,
+    warehouse text,
+    hostname text,
+    pid integer
+);
+create table if not exists monitoring.pipeline_run_steps (
+    run_id text not null references monitoring.pipeline_runs (run_id),
+    step text not null,
+    step_order integer not null,
+    started_at timestamptz not null default now(),
+    finished_at timestamptz,
+    status text not null check (status in ('running', 'success', 'failed')),
+    seconds double precision,
+    rows_in bigint,
+    rows_out bigint,
+    details jsonb not null default '{}'::jsonb,
+    error_message text,
+    primary key (run_id, step)
+);
+comment on table monitoring.pipeline_runs is
+    'One row per pipeline run (make daily), written as it runs; killed runs show as failed.';
+comment on table monitoring.pipeline_run_steps is
+    'One row per step of a pipeline run: status, seconds, rows in and out, step details.';
+"""
+
+
+@dataclass(frozen=True)
+class RunRow:
+    run_id: str
+    started_at: datetime
+    status: str
+
+
+class RunLedger:
+    def __init__(self, url: ConnectionURL, run_id: str) -> None:
+        self.url = url
+        self.run_id = run_id
+        self._order = 0
+
+    def ensure_tables(self) -> None:
+        with connect(self.url) as conn:
+            conn.execute(DDL)
+
+    def close_abandoned_runs(self) -> list[str]:
+        """Mark runs still `running` as failed: called under the run lock, so none is alive."""
+        with connect(self.url) as conn:
+            rows = conn.execute(
+                """
+                update monitoring.pipeline_runs
+                set status = 'failed', finished_at = coalesce(finished_at, now()),
+                    error_message = coalesce(error_message, '')
+                        || 'killed: the run ended without finishing (found by run '
+                        || %(run_id)s || ')'
+                where status = 'running' and run_id <> %(run_id)s
+                returning run_id
+                """,
+                {"run_id": self.run_id},
+            ).fetchall()
+            conn.execute(
+                """
+                update monitoring.pipeline_run_steps
+                set status = 'failed', finished_at = coalesce(finished_at, now()),
+                    error_message = coalesce(error_message, 'killed while running')
+                where status = 'running' and run_id = any(%(runs)s)
+                """,
+                {"runs": [row[0] for row in rows]},
+            )
+        return [row[0] for row in rows]
+
+    def last_successful_run(self) -> RunRow | None:
+        with connect(self.url) as conn:
+            row = conn.execute(
+                "select run_id, started_at, status from monitoring.pipeline_runs "
+                "where status = 'success' and run_id <> %s order by started_at desc limit 1",
+                (self.run_id,),
+            ).fetchone()
+        return RunRow(*row) if row else None
+
+    def start_run(self, *, source: str, warehouse: str) -> None:
+        with connect(self.url) as conn:
+            conn.execute(
+                "insert into monitoring.pipeline_runs "
+                "(run_id, status, source, warehouse, hostname, pid) "
+                "values (%s, 'running', %s, %s, %s, %s)",
+                (self.run_id, source, warehouse, socket.gethostname(), os.getpid()),
+            )
+
+    def finish_run(self, *, failed_step: str | None = None, error: str | None = None) -> None:
+        with connect(self.url) as conn:
+            conn.execute(
+                "update monitoring.pipeline_runs set finished_at = now(), status = %s, "
+                "failed_step = %s, error_message = %s, "
+                "seconds = extract(epoch from now() - started_at) where run_id = %s",
+                ("failed" if failed_step else "success", failed_step, error, self.run_id),
+            )
+
+    def start_step(self, step: str) -> None:
+        self._order += 1
+        with connect(self.url) as conn:
+            conn.execute(
+                "insert into monitoring.pipeline_run_steps (run_id, step, step_order, status) "
+                "values (%s, %s, %s, 'running')",
+                (self.run_id, step, self._order),
+            )
+
+    def finish_step(
+        self,
+        step: str,
+        *,
+        seconds: float,
+        rows_in: int | None = None,
+        rows_out: int | None = None,
+        details: Mapping[str, object] | None = None,
+        error: str | None = None,
+    ) -> None:
+        with connect(self.url) as conn:
+            conn.execute(
+                "update monitoring.pipeline_run_steps set finished_at = now(), status = %s, "
+                "seconds = %s, rows_in = %s, rows_out = %s, details = %s, error_message = %s "
+                "where run_id = %s and step = %s",
+                (
+                    "failed" if error else "success",
+                    seconds,
+                    rows_in,
+                    rows_out,
+                    json.dumps(details or {}, default=str),
+                    error,
+                    self.run_id,
+                    step,
+                ),
+            )

@@ -1,0 +1,69 @@
+"""One daily run at a time: an exclusive lock on a file in the data directory.
+
+The kernel drops a `flock` when its holder dies, even on kill -9, so a stale lock never blocks
+the next run; the file also records who held it, so the next run can say that it took over.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+class RunLocked(RuntimeError):
+    """Another run holds the lock; the message says which."""
+
+
+def _read_holder(handle: object) -> dict[str, object]:
+    assert hasattr(handle, "seek") and hasattr(handle, "read")
+    handle.seek(0)
+    try:
+        holder = json.loads(handle.read() or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+@contextmanager
+def run_lock(path: Path, run_id: str) -> Iterator[dict[str, object] | None]:
+    """Hold the lock for the block. Yields the previous holder if it died holding the lock
+    (its run never released it), else None. Raises RunLocked at once if a live run holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(handle)
+            raise RunLocked(
+                f"another run is in progress (run {holder.get('run_id', '?')}, "
+                f"pid {holder.get('pid', '?')}, since {holder.get('since', '?')}); "
+                f"lock file {path}"
+            ) from None
+        previous = _read_holder(handle)
+        stale = previous if previous.get("released") is False else None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(
+            json.dumps(
+                {
+                    "run_id": run_id,
+                    "pid": os.getpid(),
+                    "released": False,
+                    "since": datetime.now(UTC).isoformat(timespec="seconds"),
+                }
+            )
+        )
+        handle.flush()
+        try:
+            yield stale
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"run_id": run_id, "pid": os.getpid(), "released": True}))
+            handle.flush()
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,99 @@
+"""`python -m moovitamix.daily` end to end: real subprocess, embedded Postgres, simulator."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from moovitamix import exit_codes
+from moovitamix.connection_url import ConnectionURL
+from moovitamix.run_lock import run_lock
+
+pytestmark = pytest.mark.integration
+
+SMALL = "--seed 3 --users 200 --tracks 100"
+
+
+def _daily(env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "moovitamix.daily"],
+        cwd=Path("/"),  # works from any directory, as under cron
+        capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, "MOOVITAMIX_SIMULATOR_ARGS": SMALL, **(env or {})},
+    )  # fmt: skip
+
+
+def _runs(url: ConnectionURL) -> list[tuple[str, str, str | None]]:
+    with psycopg.connect(url.url()) as conn:
+        return conn.execute(
+            "select run_id, status, failed_step from monitoring.pipeline_runs order by started_at"
+        ).fetchall()
+
+
+def test_daily_on_the_simulator_succeeds_and_is_recorded(warehouse_env: ConnectionURL) -> None:
+    result = _daily()
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert "using the built-in simulator at http://127.0.0.1:" in first
+    assert "MOOVITAMIX_API_URL is unset" in first
+    assert " OK after " in result.stdout
+    [(run_id, status, failed)] = _runs(warehouse_env)
+    assert (status, failed) == ("success", None) and run_id in first
+    with psycopg.connect(warehouse_env.url()) as conn:
+        steps = conn.execute(
+            "select step, status from monitoring.pipeline_run_steps where run_id = %s", (run_id,)
+        ).fetchall()
+    assert steps and all(status == "success" for _, status in steps)
+
+
+def test_unreachable_api_fails_naming_the_step(warehouse_env: ConnectionURL) -> None:
+    result = _daily({"MOOVITAMIX_API_URL": "http://127.0.0.1:1"})
+    assert result.returncode == exit_codes.SOURCE_UNREACHABLE
+    assert "FAILED in step 'source'" in result.stderr
+    assert "Traceback" not in result.stderr
+    [(_, status, failed)] = _runs(warehouse_env)
+    assert (status, failed) == ("failed", "source")
+
+
+def test_second_run_while_one_runs_exits_at_once(warehouse_env: ConnectionURL) -> None:
+    lock = Path(os.environ["MOOVITAMIX_DATA_DIR"]) / "daily.lock"
+    with run_lock(lock, "the-running-one"):
+        result = _daily()
+    assert result.returncode == exit_codes.ALREADY_RUNNING
+    assert "another run is in progress (run the-running-one" in result.stderr
+    with psycopg.connect(warehouse_env.url()) as conn:
+        ledger = conn.execute("select to_regclass('monitoring.pipeline_runs')").fetchone()
+    assert ledger == (None,), "a refused run writes nothing"
+
+
+def test_a_killed_run_is_marked_failed_by_the_next(warehouse_env: ConnectionURL) -> None:
+    assert _daily().returncode == 0
+    with psycopg.connect(warehouse_env.url()) as conn:  # as a run killed mid-way leaves it
+        conn.execute(
+            "insert into monitoring.pipeline_runs (run_id, status, started_at) "
+            "values ('killed-run', 'running', now() - interval '1 hour')"
+        )
+    result = _daily()
+    assert result.returncode == 0, result.stderr
+    assert "run killed-run ended without finishing" in result.stderr
+    statuses = {run_id: status for run_id, status, _ in _runs(warehouse_env)}
+    assert statuses["killed-run"] == "failed"
+    assert list(statuses.values()).count("success") == 2
+
+
+def test_unreachable_warehouse_is_one_line(tmp_path: Path) -> None:
+    result = _daily(
+        {
+            "WAREHOUSE_URL": "postgresql://u:pw@127.0.0.1:1/wh",
+            "MOOVITAMIX_DATA_DIR": str(tmp_path),
+            "MOOVITAMIX_LOGS_DIR": str(tmp_path),
+        }
+    )
+    assert result.returncode == exit_codes.WAREHOUSE_UNREACHABLE
+    assert "FAILED step 'warehouse': cannot reach the warehouse (host 127.0.0.1:1" in result.stderr
+    assert "Traceback" not in result.stderr and "pw@" not in result.stderr
