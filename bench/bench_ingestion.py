@@ -1,0 +1,231 @@
+"""Ingestion benchmark: the whole ingestion against the bare fetch of the same pages.
+
+    python bench/bench_ingestion.py [--users 100000] [--tracks 50000] [--concurrency 8]
+
+Starts its own simulator (realistic profile) and a throw-away embedded Postgres, then measures
+in one go:
+- the ceiling: a bare concurrent HTTP fetch of every page of the three endpoints (httpx, the
+  same concurrency), bodies discarded: what fetching alone costs;
+- the ingestion, in a child process (`run_ingestion`, as `make ingest` runs it): wall time and
+  peak RSS (the child's ru_maxrss), on an empty warehouse, then again on unchanged data.
+The ceiling is measured before and after the ingestion; the faster of the two is used.
+Prints the ratio, records/s and items/s; writes bench/results/ingestion.json.
+Goal (issue #3): ingestion <= 1.5 x the ceiling, peak RSS <= 500 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ingestion.config import DEFAULT_CONCURRENCY  # noqa: E402
+from moovitamix.embedded_warehouse import EmbeddedWarehouse  # noqa: E402
+from moovitamix.settings import apply_offline_defaults  # noqa: E402
+from moovitamix.simulator_process import running_simulator  # noqa: E402
+
+ENDPOINTS = ("tracks", "users", "listen_history")
+RESULTS = ROOT / "bench" / "results" / "ingestion.json"
+
+
+def bare_fetch(api_url: str, concurrency: int) -> dict[str, float]:
+    """Every page of every endpoint, concurrently, bodies discarded. Returns seconds, bytes."""
+    started = time.monotonic()
+    total_bytes = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    with httpx.Client(base_url=api_url, limits=limits, timeout=60) as client:
+        for endpoint in ENDPOINTS:
+            first = client.get(f"/{endpoint}", params={"page": 1, "size": 100})
+            first.raise_for_status()
+            pages = first.json()["pages"]
+            total_bytes += len(first.content)
+
+            def get(page: int, endpoint: str = endpoint) -> int:
+                response = client.get(f"/{endpoint}", params={"page": page, "size": 100})
+                response.raise_for_status()
+                return len(response.content)
+
+            with ThreadPoolExecutor(concurrency) as pool:
+                total_bytes += sum(pool.map(get, range(2, pages + 1)))
+    return {"seconds": time.monotonic() - started, "bytes": total_bytes}
+
+
+def run_child(api_url: str, warehouse_url: str, data_dir: Path, concurrency: int) -> dict:
+    """One ingestion in a child process: its result, wall time and peak RSS."""
+    env = {
+        **os.environ,
+        "WAREHOUSE_URL": warehouse_url,
+        "MOOVITAMIX_DATA_DIR": str(data_dir),
+        "PYTHONPATH": str(ROOT),
+    }
+    argv = [sys.executable, __file__, "--child", api_url, "--concurrency", str(concurrency)]
+    with tempfile.TemporaryFile("w+") as out:
+        started = time.monotonic()
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.PIPE, text=True)
+        stderr_lines: list[str] = []
+        reader = threading.Thread(target=lambda: stderr_lines.extend(proc.stderr or []))
+        reader.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - started
+        reader.join()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            sys.stderr.write("".join(stderr_lines[-20:]))
+            raise SystemExit(f"the ingestion failed (exit {proc.returncode})")
+        out.seek(0)
+        result = json.loads(out.read().strip().splitlines()[-1])
+    result["process_wall_s"] = round(wall, 2)
+    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+    result["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
+    return result
+
+
+def child(api_url: str, concurrency: int) -> None:
+    """The ingestion itself (runs in the child): one JSON line on stdout."""
+    from ingestion.config import IngestionConfig
+    from ingestion.pipeline import run_ingestion
+    from moovitamix.run_context import new_run_id
+    from moovitamix.settings import load_settings
+
+    apply_offline_defaults()
+    config = IngestionConfig(concurrency=concurrency, progress=False)
+    result = run_ingestion(load_settings(), new_run_id(), api_url=api_url, config=config)
+    items = result.tables.get("listen_history__items")
+    print(
+        json.dumps(
+            {
+                "seconds": round(result.seconds, 2),
+                "records": result.records,
+                "items_added": items.added if items else 0,
+                "endpoint_seconds": {e: round(s.seconds, 2) for e, s in result.endpoints.items()},
+                "step_seconds": result.steps,
+                "requests": sum(s.requests for s in result.endpoints.values()),
+            }
+        )
+    )
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--users", type=int, default=100_000)
+    p.add_argument("--tracks", type=int, default=50_000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
+    p.add_argument("--ceiling-concurrency", default="4,8,16",
+                   help="also time the bare fetch at these concurrencies (tuning)")  # fmt: skip
+    p.add_argument("--output", type=Path, default=RESULTS)
+    p.add_argument("--child", metavar="API_URL", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args.child, args.concurrency)
+        return
+
+    apply_offline_defaults()
+    with tempfile.TemporaryDirectory(prefix="bench-ingestion-") as tmp:
+        tmp_path = Path(tmp)
+        server = EmbeddedWarehouse(tmp_path / "postgres")
+        admin = server.start()
+        try:
+            _bench(args, admin.with_database("postgres"), tmp_path)
+        finally:
+            server.stop()
+
+
+def _bench(args: argparse.Namespace, admin, tmp_path: Path) -> None:
+    import psycopg
+
+    with psycopg.connect(admin.url(), autocommit=True) as conn:
+        conn.execute("create database bench")
+    warehouse = admin.with_database("bench")
+    sim_args = ["--seed", str(args.seed), "--profile", "realistic",
+                "--users", str(args.users), "--tracks", str(args.tracks)]  # fmt: skip
+    print(f"starting the simulator: {' '.join(sim_args)}", flush=True)
+    load_before = load_average()
+    with running_simulator(sim_args, log_path=tmp_path / "simulator.log", timeout_s=1800) as url:
+        bare_fetch(url, args.concurrency)  # warm-up: the simulator's first pages are slower
+        sweep = {}
+        for c in sorted({int(c) for c in args.ceiling_concurrency.split(",") if c}):
+            sweep[c] = round(bare_fetch(url, c)["seconds"], 2)
+            print(f"bare fetch at concurrency {c}: {sweep[c]:.2f}s", flush=True)
+        ceiling_before = bare_fetch(url, args.concurrency)
+        print(f"ceiling: {ceiling_before['seconds']:.2f}s", flush=True)
+        first = run_child(url, warehouse.url(), tmp_path / "data", args.concurrency)
+        print(f"ingestion (empty warehouse): {first['seconds']:.2f}s, "
+              f"peak RSS {first['peak_rss_mb']:.0f} MB, steps {first['step_seconds']}",
+              flush=True)  # fmt: skip
+        ceiling_after = bare_fetch(url, args.concurrency)
+        print(f"ceiling again: {ceiling_after['seconds']:.2f}s", flush=True)
+        rerun = run_child(url, warehouse.url(), tmp_path / "data", args.concurrency)
+        print(f"ingestion (unchanged data): {rerun['seconds']:.2f}s, "
+              f"peak RSS {rerun['peak_rss_mb']:.0f} MB, steps {rerun['step_seconds']}",
+              flush=True)  # fmt: skip
+    ceiling = min(ceiling_before["seconds"], ceiling_after["seconds"])
+    ratio = first["seconds"] / ceiling
+    results = {
+        "benchmark": "ingestion",
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_before": load_before,
+            "load_average_after": load_average(),
+        },
+        "simulator": {
+            "seed": args.seed,
+            "profile": "realistic",
+            "users": args.users,
+            "tracks": args.tracks,
+        },
+        "concurrency": args.concurrency,
+        "bare_fetch_seconds_by_concurrency": sweep,
+        "ceiling_seconds": round(ceiling, 2),
+        "ceiling_runs_seconds": [
+            round(ceiling_before["seconds"], 2),
+            round(ceiling_after["seconds"], 2),
+        ],
+        "bytes": ceiling_before["bytes"],
+        "ingestion": first,
+        "ingestion_unchanged_data": rerun,
+        "ratio_to_ceiling": round(ratio, 2),
+        "records_per_s": round(first["records"] / first["seconds"]),
+        "items_per_s": round(first["items_added"] / first["seconds"]),
+        "goals": {
+            "ratio_to_ceiling_max": 1.5,
+            "peak_rss_mb_max": 500,
+            "ratio_met": ratio <= 1.5,
+            "rss_met": max(first["peak_rss_mb"], rerun["peak_rss_mb"]) <= 500,
+        },
+        "bench_process_peak_rss_mb": round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+        ),
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(
+        f"\nratio to the ceiling: {ratio:.2f} (goal <= 1.5); "
+        f"{results['records_per_s']:,} records/s, {results['items_per_s']:,} items/s; "
+        f"peak RSS {first['peak_rss_mb']:.0f} MB (goal <= 500)\nresults: {args.output}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""`python -m ingestion`: load the MooVitamix API into schema raw (what `make ingest` runs).
+
+Exit codes (moovitamix.exit_codes): 0 ok; 1 the run failed (one line on stderr says why);
+2 bad arguments; 3 the warehouse is unreachable; 75 another ingestion holds the lock.
+Without MOOVITAMIX_API_URL (or --api-url) the built-in simulator is started, and the first line
+says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from collections.abc import Sequence
+from contextlib import ExitStack
+
+from ingestion.config import IngestionConfig
+from moovitamix import exit_codes
+from moovitamix.run_context import current_run_id, setup_logging
+from moovitamix.settings import apply_offline_defaults, load_settings
+from moovitamix.simulator_process import SimulatorError, running_simulator
+from moovitamix.warehouse import WarehouseUnreachable
+
+log = logging.getLogger("ingestion")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    d = IngestionConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m ingestion",
+        description="Load the MooVitamix API (tracks, users, listen_history) into schema raw.",
+    )
+    p.add_argument(
+        "--api-url",
+        help="base URL of the API (default: MOOVITAMIX_API_URL; "
+        "unset: the built-in simulator is started)",
+    )
+    p.add_argument(
+        "--simulator-args",
+        default="",
+        metavar="ARGS",
+        help="arguments for the built-in simulator, e.g. '--users 5000 --day 1'",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=d.concurrency,
+        help=f"pages in flight per endpoint (default {d.concurrency})",
+    )
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=d.max_attempts,
+        help=f"attempts per page before the run fails (default {d.max_attempts})",
+    )
+    p.add_argument(
+        "--backoff",
+        type=float,
+        default=d.backoff_base_s,
+        metavar="SECONDS",
+        help=f"first retry delay, doubled each retry (default {d.backoff_base_s})",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=d.connect_timeout_s,
+        metavar="SECONDS",
+        help=f"default {d.connect_timeout_s}",
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=d.read_timeout_s,
+        metavar="SECONDS",
+        help=f"default {d.read_timeout_s}",
+    )
+    p.add_argument(
+        "--max-reject-share",
+        type=float,
+        default=d.max_reject_share,
+        metavar="SHARE",
+        help="share of an endpoint's records that may break the "
+        f"contract before the run fails (default {d.max_reject_share})",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug output on the console")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    apply_offline_defaults()
+    settings = load_settings()
+    run_id = current_run_id()
+    log_file = setup_logging(run_id, settings.logs_dir, verbose=args.verbose)
+    try:
+        config = IngestionConfig(
+            concurrency=args.concurrency,
+            max_attempts=args.max_attempts,
+            backoff_base_s=args.backoff,
+            connect_timeout_s=args.connect_timeout,
+            read_timeout_s=args.read_timeout,
+            max_reject_share=args.max_reject_share,
+            progress=False if args.no_progress else None,
+        )
+    except ValueError as exc:
+        print(f"ingestion: {exc}", file=sys.stderr)
+        return exit_codes.USAGE
+
+    # Imported here: dlt takes a second to import, --help should not wait for it.
+    from ingestion.console import print_summary
+    from ingestion.pipeline import IngestionAlreadyRunning, IngestionFailed, run_ingestion
+
+    with ExitStack() as stack:
+        api_url = args.api_url or settings.api_url
+        try:
+            if not api_url:
+                sim_log = settings.logs_dir / f"{run_id}-simulator.log"
+                api_url = stack.enter_context(
+                    running_simulator(shlex.split(args.simulator_args), log_path=sim_log)
+                )
+                log.info(
+                    "MOOVITAMIX_API_URL is unset: started the built-in simulator at %s (log %s)",
+                    api_url,
+                    sim_log,
+                )
+            result = run_ingestion(settings, run_id, api_url=api_url, config=config)
+        except WarehouseUnreachable as exc:
+            print(f"ingestion: {exc}", file=sys.stderr)
+            return exit_codes.WAREHOUSE_UNREACHABLE
+        except IngestionAlreadyRunning as exc:
+            print(f"ingestion: {exc}", file=sys.stderr)
+            return exit_codes.ALREADY_RUNNING
+        except (IngestionFailed, SimulatorError) as exc:
+            print(f"ingestion failed: {exc}", file=sys.stderr)
+            log.debug("failure detail", exc_info=True)
+            log.info("run log: %s", log_file)
+            return exit_codes.STEP_FAILED
+        except Exception as exc:  # a bug: one line here, the traceback in the run log
+            print(f"ingestion failed: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+            log.debug("unexpected failure", exc_info=True)
+            log.info("run log: %s", log_file)
+            return exit_codes.STEP_FAILED
+    print_summary(result)
+    log.info("run log: %s", log_file)
+    return exit_codes.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

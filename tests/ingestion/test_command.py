@@ -1,0 +1,73 @@
+"""`python -m ingestion` as `make ingest` and cron run it: exit codes and the one line."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from ingestion_helpers import Ingest, Raw, admin, run_cli
+
+from moovitamix import exit_codes
+from moovitamix.connection_url import ConnectionURL
+
+
+def cli_env(**changes: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("MOOVITAMIX_API_URL", "MOOVITAMIX_RUN_ID")
+    }
+    env.update(changes)
+    return env
+
+
+def test_an_endpoint_that_always_fails_changes_nothing_in_raw(
+    start_simulator: Callable[..., str], ingest: Ingest, raw: Raw
+) -> None:
+    url = start_simulator("--seed", "5", "--users", "200", "--tracks", "150")
+    ingest(url)
+    before = raw.snapshot()
+    # the next day's data is there, tracks and users read fine: still nothing may reach raw
+    admin(url, day=1, faults={"listen_history": {"always_fail": True}})
+
+    done = run_cli(
+        "--api-url", url, "--max-attempts", "3", "--backoff", "0.01", "--no-progress",
+        env=cli_env(MOOVITAMIX_RUN_ID="run-always-fails"),
+    )  # fmt: skip
+
+    assert done.returncode == exit_codes.STEP_FAILED, done.stderr
+    last = done.stderr.strip().splitlines()[-2:]
+    assert "ingestion failed: listen_history page 1: HTTP 500 Internal Server Error " in last[0]
+    assert "(gave up after 3 attempts)" in last[0]
+    assert raw.snapshot() == before
+    stats = raw.stats("run-always-fails")
+    assert {e: s["status"] for e, s in stats.items()} == {
+        "tracks": "discarded",
+        "users": "discarded",
+        "listen_history": "failed",
+    }
+    assert stats["listen_history"]["http_errors"] == {"500": 3}
+    assert all(s["load_id"] is None for s in stats.values())
+
+
+def test_a_warehouse_that_is_down_gives_one_clear_line(simulator_url: str) -> None:
+    done = run_cli(
+        "--api-url", simulator_url, "--no-progress",
+        env=cli_env(WAREHOUSE_URL="postgresql://mvx:secret@127.0.0.1:1/moovitamix"),
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == exit_codes.WAREHOUSE_UNREACHABLE
+    lines = done.stderr.strip().splitlines()
+    assert lines == [
+        "ingestion: cannot reach the warehouse (host 127.0.0.1:1, database moovitamix, "
+        "user mvx): Connection refused" + lines[0].split("Connection refused", 1)[1]
+    ]
+    assert "secret" not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_without_an_api_url_the_simulator_is_started(warehouse_env: ConnectionURL) -> None:
+    done = run_cli("--simulator-args", "--users 40 --tracks 30", "--no-progress", env=cli_env())
+    assert done.returncode == exit_codes.OK, done.stderr
+    first = done.stderr.strip().splitlines()[0]
+    assert "MOOVITAMIX_API_URL is unset: started the built-in simulator at http://" in first
+    assert "listen_history" in done.stdout and "ok: 110 records" in done.stdout
+    assert Raw(warehouse_env).value("select count(*) from raw.users") == 40
