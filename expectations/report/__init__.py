@@ -1,0 +1,37 @@
+"""The health report: a static, self-contained HTML page (reports/health.html) with plots of
+the run ledger and the monitoring tables, and the last run's failures in tables.
+
+`write_health_report(url, path)`; `python -m expectations report` from the command line.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from moovitamix.connection_url import ConnectionURL
+from moovitamix.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REPORT_PATH = Path("reports") / "health.html"
+
+
+def default_report_path(settings: Settings) -> Path:
+    return settings.project_root / REPORT_PATH
+
+
+def write_health_report(url: ConnectionURL, path: Path, *, max_runs: int = 60) -> Path:
+    """Render the report of the latest `max_runs` runs to `path` (written atomically)."""
+    from expectations.report.data import load_report_data
+    from expectations.report.page import render_page
+    from expectations.report.plots import PLOTS
+
+    data = load_report_data(url, max_runs)
+    page = render_page(data, [(title, draw(data)) for title, draw in PLOTS])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(page, encoding="utf-8")
+    partial.replace(path)
+    log.info("health report: %s (%d runs)", path, len(data.runs))
+    return path

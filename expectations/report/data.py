@@ -1,0 +1,88 @@
+"""What the health report shows, read from the monitoring tables: the run ledger
+(pipeline_runs, pipeline_run_steps), ingestion_stats and validation_results.
+
+A table that does not exist yet reads as empty: the report renders on a brand-new warehouse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import psycopg
+
+from expectations import tables as t
+from moovitamix.connection_url import ConnectionURL
+from moovitamix.warehouse import connect
+
+STEPS = "monitoring.pipeline_run_steps"
+EMPTY_LEDGER_WINDOW = timedelta(days=60)  # what is shown of standalone runs with no ledger yet
+
+# The latest runs of the ledger (the window of the report), oldest first.
+RUNS = f"""
+    select run_id, started_at, finished_at, status, failed_step, error_message, seconds
+    from (select * from {t.PIPELINE_RUNS} order by started_at desc limit %(max_runs)s) as r
+    order by started_at
+"""
+STEP_ROWS = f"""
+    select s.run_id, s.step, s.step_order, s.status, s.seconds, s.rows_in, s.rows_out,
+           s.error_message
+    from {STEPS} as s
+    where s.run_id = any(%(runs)s)
+    order by s.run_id, s.step_order
+"""
+# Ingestion and validation runs not in the ledger (run standalone) are shown too, within the
+# same time window.
+INGESTION = f"""
+    select run_id, endpoint, status, api_total, records, rejected, requests, retries,
+           http_errors, versions_added, seconds, started_at, error
+    from {t.INGESTION_STATS}
+    where started_at >= %(since)s
+    order by started_at, endpoint
+"""
+VALIDATION = f"""
+    select run_id, suite, expectation, severity, success, observed_value, threshold,
+           validated_at
+    from {t.VALIDATION_RESULTS}
+    where validated_at >= %(since)s
+    order by validated_at, suite, expectation, severity
+"""
+
+
+@dataclass(frozen=True)
+class ReportData:
+    runs: pd.DataFrame
+    steps: pd.DataFrame
+    ingestion: pd.DataFrame
+    validation: pd.DataFrame
+
+    @property
+    def last_run(self) -> pd.Series | None:
+        return None if self.runs.empty else self.runs.iloc[-1]
+
+
+def _frame(
+    conn: psycopg.Connection, table: str, query: str, params: dict[str, object]
+) -> pd.DataFrame:
+    if not t.existing_tables(conn, [table]):
+        return pd.DataFrame()
+    cursor = conn.execute(query, params)
+    columns = [c.name for c in cursor.description or []]
+    return pd.DataFrame(cursor.fetchall(), columns=columns)
+
+
+def load_report_data(url: ConnectionURL, max_runs: int = 60) -> ReportData:
+    with connect(url) as conn:
+        runs = _frame(conn, t.PIPELINE_RUNS, RUNS, {"max_runs": max_runs})
+        run_ids = list(runs["run_id"]) if not runs.empty else []
+        steps = _frame(conn, STEPS, STEP_ROWS, {"runs": run_ids})
+        since = (
+            runs["started_at"].min().to_pydatetime()
+            if not runs.empty
+            else datetime.now(UTC) - EMPTY_LEDGER_WINDOW
+        )
+        window = {"since": since}
+        ingestion = _frame(conn, t.INGESTION_STATS, INGESTION, window)
+        validation = _frame(conn, t.VALIDATION_RESULTS, VALIDATION, window)
+    return ReportData(runs, steps, ingestion, validation)

@@ -1,0 +1,61 @@
+"""The monitoring layer's steps of the daily run (moovitamix/daily.py): plain functions of a
+RunContext returning a StepReport, as every step is.
+
+    ("validate", steps.validate_data)                   after transform, before ML
+    ("validate_recommendations", steps.validate_recommendations)   after the ML step
+    ("report", steps.health_report)                     last
+
+moovitamix.daily is imported inside the functions: it imports this module to list its steps.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from expectations.suites import Stage
+
+if TYPE_CHECKING:
+    from moovitamix.daily import RunContext, StepReport
+
+
+def _validate(ctx: RunContext, stage: Stage) -> StepReport:
+    from expectations.validate import run_validation
+    from moovitamix.daily import StepFailed, StepReport
+
+    outcome = run_validation(
+        ctx.settings,
+        ctx.run_id,
+        ctx.warehouse,
+        stage=stage,
+        # through the run context: the alerts count in the run's summary
+        alert=lambda a: ctx.alert(a.severity, a.title, a.step, **dict(a.details)),
+    )
+    if not outcome.ok:
+        failed = ", ".join(f"{r.suite}.{r.expectation}" for r in outcome.error_failures)
+        raise StepFailed(f"{len(outcome.error_failures)} error expectation(s) failed: {failed}")
+    details: dict[str, object] = {
+        "counts": outcome.counts(),
+        "skipped": dict(outcome.skipped),
+        "data_docs": str(outcome.data_docs) if outcome.data_docs else None,
+        "warnings": [f"{r.suite}.{r.expectation}" for r in outcome.warning_failures],
+    }
+    return StepReport(outcome.summary(), rows_out=len(outcome.results), details=details)
+
+
+def validate_data(ctx: RunContext) -> StepReport:
+    """The raw and marts suites: an error expectation fails the step (and so the run)."""
+    return _validate(ctx, Stage.DATA)
+
+
+def validate_recommendations(ctx: RunContext) -> StepReport:
+    """The recommendations suite, once the ML step has published."""
+    return _validate(ctx, Stage.RECOMMENDATIONS)
+
+
+def health_report(ctx: RunContext) -> StepReport:
+    """Write reports/health.html from the run ledger and the monitoring tables."""
+    from expectations.report import default_report_path, write_health_report
+    from moovitamix.daily import StepReport
+
+    path = write_health_report(ctx.warehouse, default_report_path(ctx.settings))
+    return StepReport(f"health report: {path}", details={"path": str(path)})

@@ -1,0 +1,138 @@
+"""Suites of schema marts: orphaned listens, and day-over-day changes against the previous
+successful run's figures (monitoring.run_metrics, recorded by expectations/run_metrics.py)."""
+
+from __future__ import annotations
+
+from great_expectations.expectations import Expectation
+
+from expectations import tables as t
+from expectations.checks import metric_checks, sql_text
+from expectations.suites import AssetSpec, BuildContext, Stage, SuiteSpec
+
+
+def _orphans(ctx: BuildContext) -> list[Expectation]:
+    query = f"""
+        with orphaned as (
+            select coalesce(sum(listen_count), 0) as listens,
+                   coalesce(sum(listen_count) filter (where orphan_reason = 'unknown_track'), 0)
+                       as unknown_track,
+                   coalesce(sum(listen_count) filter (where orphan_reason = 'deleted_track'), 0)
+                       as deleted_track,
+                   coalesce(sum(listen_count) filter (where orphan_reason = 'unknown_user'), 0)
+                       as unknown_user
+            from {{batch}}
+        ),
+        valid as (select coalesce(sum(listen_count), 0) as listens from {t.FCT_LISTENS})
+        select 'listens' as subject,
+               orphaned.listens as orphaned_listens,
+               orphaned.unknown_track, orphaned.deleted_track, orphaned.unknown_user,
+               valid.listens + orphaned.listens as all_listens,
+               orphaned.listens::float8 / nullif(valid.listens + orphaned.listens, 0) as observed
+        from orphaned cross join valid"""
+    return metric_checks(
+        ctx.thresholds["marts.orphaned_listens"],
+        query=query,
+        unit="share",
+        description="Share of listens orphaned (track or user the API does not serve)",
+        alert="orphaned listens above the limit",
+    )
+
+
+def _previous_run(run_id: str, metric: str) -> str:
+    """The previous successful run (in the run ledger) that recorded `metric`."""
+    run = sql_text(run_id)
+    return f"""
+        select m.run_id
+        from {{batch}} as m
+        join {t.PIPELINE_RUNS} as r on r.run_id = m.run_id
+        where m.metric = '{metric}' and m.run_id <> {run} and r.status = 'success'
+          and r.started_at < coalesce(
+              (select started_at from {t.PIPELINE_RUNS} where run_id = {run}), now())
+        order by r.started_at desc
+        limit 1"""
+
+
+def _figures(run_id: str, metric: str) -> str:
+    return f"""
+        current_figures as (
+            select subject, value from {{batch}}
+            where metric = '{metric}' and run_id = {sql_text(run_id)}
+        ),
+        previous_run as ({_previous_run(run_id, metric)}),
+        previous_figures as (
+            select subject, value from {{batch}}
+            where metric = '{metric}' and run_id = (select run_id from previous_run)
+        )"""
+
+
+def _volume_query(run_id: str, change: str) -> str:
+    return f"""
+        with {_figures(run_id, "rows")}
+        select c.subject, (select run_id from previous_run) as previous_run_id,
+               p.value as previous_rows, c.value as current_rows,
+               greatest({change}, 0) / nullif(p.value, 0) as observed
+        from current_figures as c
+        left join previous_figures as p on p.subject = c.subject"""
+
+
+def _genre_drift_query(run_id: str) -> str:
+    return f"""
+        with {_figures(run_id, "genre_share")},
+        diffs as (
+            select coalesce(c.subject, p.subject) as genre_id,
+                   coalesce(c.value, 0) - coalesce(p.value, 0) as change
+            from current_figures as c
+            full join previous_figures as p on p.subject = c.subject
+        )
+        select 'listens by genre' as subject,
+               (select run_id from previous_run) as previous_run_id,
+               (select genre_id from diffs order by abs(change) desc limit 1)
+                   as most_changed_genre,
+               case when exists (select from previous_figures)
+                         and exists (select from current_figures)
+                    then 0.5 * (select sum(abs(change)) from diffs) end as observed"""
+
+
+def _day_over_day(ctx: BuildContext) -> list[Expectation]:
+    th = ctx.thresholds
+    return [
+        *metric_checks(
+            th["marts.volume_drop"],
+            query=_volume_query(ctx.run_id, "p.value - c.value"),
+            unit="share",
+            description="Rows lost since the previous successful run, per table",
+            alert="volume drop since the previous successful run",
+        ),
+        *metric_checks(
+            th["marts.volume_growth"],
+            query=_volume_query(ctx.run_id, "c.value - p.value"),
+            unit="share",
+            description="Rows gained since the previous successful run, per table",
+            alert="volume growth since the previous successful run",
+        ),
+        *metric_checks(
+            th["marts.genre_share_drift"],
+            query=_genre_drift_query(ctx.run_id),
+            unit="distance",
+            description="Drift of the listens' genre shares since the previous successful run",
+            alert="genre shares drifted since the previous successful run",
+        ),
+    ]
+
+
+SUITES = (
+    SuiteSpec(
+        "marts.orphaned_listens",
+        AssetSpec("fct_orphaned_listens", table=t.FCT_ORPHANED_LISTENS),
+        Stage.DATA,
+        (t.FCT_ORPHANED_LISTENS, t.FCT_LISTENS),
+        _orphans,
+    ),
+    SuiteSpec(
+        "marts.day_over_day",
+        AssetSpec("run_metrics", table=t.RUN_METRICS),
+        Stage.DATA,
+        (t.RUN_METRICS, t.PIPELINE_RUNS),
+        _day_over_day,
+    ),
+)

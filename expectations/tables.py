@@ -1,0 +1,40 @@
+"""The warehouse tables the monitoring layer reads, named in one place, and a way to ask which
+of them exist (a suite whose tables are not there yet is skipped, not failed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import psycopg
+
+# raw (dlt): scd2 tables, the current version of a record has _dlt_valid_to null
+RAW_TRACKS = "raw.tracks"
+RAW_USERS = "raw.users"
+RAW_LISTEN_HISTORY = "raw.listen_history"
+RAW_TABLES = {"tracks": RAW_TRACKS, "users": RAW_USERS, "listen_history": RAW_LISTEN_HISTORY}
+CURRENT = "_dlt_valid_to is null"
+
+# marts (dbt)
+DIM_USERS = "marts.dim_users"
+FCT_LISTENS = "marts.fct_listens"
+FCT_ORPHANED_LISTENS = "marts.fct_orphaned_listens"
+USER_GENRE_FEATURES = "marts.user_genre_features"
+
+# recommendations (ml)
+USER_TOP_TRACKS = "recommendations.user_top_tracks"
+
+# monitoring
+INGESTION_STATS = "monitoring.ingestion_stats"  # written by ingestion
+PIPELINE_RUNS = "monitoring.pipeline_runs"  # the run ledger (moovitamix.run_ledger)
+RUN_METRICS = "monitoring.run_metrics"  # ours: per-run figures for day-over-day checks
+VALIDATION_RESULTS = "monitoring.validation_results"  # ours: one row per expectation per run
+
+
+def existing_tables(conn: psycopg.Connection, tables: Iterable[str]) -> set[str]:
+    """The ones of `tables` ("schema.table") that exist in the warehouse."""
+    names = sorted(set(tables))
+    rows = conn.execute(
+        "select name from unnest(%s::text[]) as name where to_regclass(name) is not null",
+        (names,),
+    ).fetchall()
+    return {row[0] for row in rows}

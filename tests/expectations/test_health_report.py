@@ -1,0 +1,173 @@
+"""The health report: from a ledger of several runs (the last one failed) it draws every plot
+and lists the last run's failures; it is one self-contained file; it renders on an empty
+warehouse too."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from expectations import steps
+from expectations.report import write_health_report
+from expectations.report.data import ReportData, load_report_data
+from expectations.report.plots import PLOTS
+from expectations.results import CheckResult, write_results
+from moovitamix.connection_url import ConnectionURL
+from moovitamix.daily import RunContext
+from moovitamix.run_ledger import RunLedger
+from moovitamix.settings import load_settings
+from tests.expectations.seed import ingestion_stats
+
+pytestmark = pytest.mark.integration
+
+STEPS = (("ingest", 40.0), ("transform", 25.0), ("validate", 6.0), ("train", 30.0))
+TOTALS = {"tracks": 2000, "users": 5000, "listen_history": 5000}
+IMAGE = re.compile(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">')
+
+
+def _run(url: ConnectionURL, run_id: str, started: datetime, *, fail_at: str | None) -> None:
+    ledger = RunLedger(url, run_id)
+    ledger.ensure_tables()
+    ledger.start_run(source="test", warehouse="test")
+    for step, seconds in STEPS:
+        ledger.start_step(step)
+        error = "2 error expectation(s) failed" if step == fail_at else None
+        ledger.finish_step(step, seconds=seconds, rows_out=100, error=error)
+        if error:
+            break
+    ledger.finish_run(
+        failed_step=fail_at, error="2 error expectation(s) failed" if fail_at else None
+    )
+    with psycopg.connect(url.url()) as conn:
+        conn.execute(
+            "update monitoring.pipeline_runs set started_at = %s where run_id = %s",
+            (started, run_id),
+        )
+        conn.execute(
+            "update monitoring.pipeline_run_steps set started_at = %s where run_id = %s",
+            (started, run_id),
+        )
+
+
+def _checks(run_id: str, *, failing: bool) -> list[CheckResult]:
+    def check(name: str, severity: str, success: bool) -> CheckResult:
+        return CheckResult(
+            run_id, "raw.ingestion", name, severity, success, "3 (users)", "<= 0",
+            "expect_metric_within_limit", name,
+        )  # fmt: skip
+
+    return [
+        check("row_count_matches_api_total", "error", not failing),
+        check("rejected_share", "warning", True),
+        check("retry_storm", "warning", not failing),
+    ]
+
+
+def seed_ledger(url: ConnectionURL) -> None:
+    """Five daily runs; the last one failed in validate after a retry storm."""
+    now = datetime.now(UTC)
+    with psycopg.connect(url.url()) as conn:
+        for day in range(5):
+            run_id = f"2026112{day}T020000Z-00000{day}"
+            started = now - timedelta(days=5 - day)
+            last = day == 4
+            _run(url, run_id, started, fail_at="validate" if last else None)
+            ingestion_stats(
+                conn,
+                run_id,
+                started_at=started,
+                totals={k: v + 10 * day for k, v in TOTALS.items()},
+                rejected={"users": day},
+                retries={"tracks": 30 if last else day},
+            )
+            if last:
+                conn.execute(
+                    "update monitoring.ingestion_stats set http_errors = %s "
+                    "where run_id = %s and endpoint = 'tracks'",
+                    (Jsonb({"503": 2, "429": 28}), run_id),
+                )
+            write_results(
+                conn, run_id, ["raw.ingestion"], _checks(run_id, failing=last),
+                started + timedelta(minutes=2),
+            )  # fmt: skip
+
+
+@pytest.fixture
+def ledger(fresh_warehouse: ConnectionURL) -> ConnectionURL:
+    seed_ledger(fresh_warehouse)
+    return fresh_warehouse
+
+
+def _images(page: str) -> list[bytes]:
+    return [base64.b64decode(data) for data in IMAGE.findall(page)]
+
+
+def test_report_of_several_runs_has_every_plot_and_the_last_failures(
+    ledger: ConnectionURL, tmp_path: Path
+) -> None:
+    path = write_health_report(ledger, tmp_path / "reports" / "health.html")
+    page = path.read_text(encoding="utf-8")
+    images = _images(page)
+    assert len(images) == len(PLOTS)
+    assert all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in images)
+    # every plot drew data, none is the "no data yet" placeholder
+    data, empty = load_report_data(ledger), load_report_data(ledger, max_runs=1)
+    frames = (data.runs, data.steps, data.ingestion, data.validation)
+    nothing = ReportData(*(frame.iloc[0:0] for frame in frames))
+    for _, draw in PLOTS:
+        assert draw(data) != draw(nothing)
+    assert len(empty.runs) == 1
+    # the last run's failures
+    last = page.split("<h2>Last run</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "20261124T020000Z-000004" in last and "status-failed" in last
+    assert "2 error expectation(s) failed" in last
+    assert "row_count_matches_api_total" in last and "retry_storm" in last
+    assert "rejected_share" not in last  # passed
+    assert "503: 2" in last and "http_429: 30" in last
+    assert "Recent runs" in page
+
+
+def test_report_is_self_contained(ledger: ConnectionURL, tmp_path: Path) -> None:
+    page = write_health_report(ledger, tmp_path / "health.html").read_text(encoding="utf-8")
+    assert not re.search(r"https?://", page)
+    assert "<script" not in page and "<link" not in page and "url(" not in page
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert sources and all(src.startswith("data:image/png;base64,") for src in sources)
+
+
+def test_report_renders_on_an_empty_warehouse(
+    fresh_warehouse: ConnectionURL, tmp_path: Path
+) -> None:
+    page = write_health_report(fresh_warehouse, tmp_path / "health.html").read_text()
+    assert len(_images(page)) == len(PLOTS)
+    assert "No run recorded yet" in page
+    assert not re.search(r"https?://", page)
+
+
+def test_report_command_writes_the_page(warehouse_env: ConnectionURL, tmp_path: Path) -> None:
+    output = tmp_path / "out" / "health.html"
+    result = subprocess.run(
+        [sys.executable, "-m", "expectations", "report", "--output", str(output)],
+        cwd="/", capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"health report: {output}" in result.stdout
+    assert output.is_file()
+
+
+def test_report_step_of_the_daily_run(ledger: ConnectionURL, tmp_path: Path) -> None:
+    settings = load_settings({}, root=tmp_path)
+    ctx = RunContext(settings, "20261126T100000Z-eeeeee", ledger, "http://127.0.0.1:9", False)
+    report = steps.health_report(ctx)
+    path = tmp_path / "reports" / "health.html"
+    assert path.is_file() and report.summary == f"health report: {path}"
