@@ -5,22 +5,16 @@ RunContext returning a StepReport, as every step is.
     ("validate_recommendations", steps.validate_recommendations)   after the ML step
     ("report", steps.health_report)                     last
 
-moovitamix.daily is imported inside the functions: it imports this module to list its steps.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from expectations.suites import Stage
-
-if TYPE_CHECKING:
-    from moovitamix.daily import RunContext, StepReport
+from moovitamix.step import RunContext, StepFailed, StepReport
 
 
 def _validate(ctx: RunContext, stage: Stage) -> StepReport:
     from expectations.validate import run_validation
-    from moovitamix.daily import StepFailed, StepReport
 
     outcome = run_validation(
         ctx.settings,
@@ -55,7 +49,6 @@ def validate_recommendations(ctx: RunContext) -> StepReport:
 def health_report(ctx: RunContext) -> StepReport:
     """Write reports/health.html from the run ledger and the monitoring tables."""
     from expectations.report import default_report_path, write_health_report
-    from moovitamix.daily import StepReport
 
     path = write_health_report(ctx.warehouse, default_report_path(ctx.settings))
     return StepReport(f"health report: {path}", details={"path": str(path)})

@@ -206,7 +206,8 @@ def run_validation(
     if stage is not Stage.RECOMMENDATIONS:
         with connect(url) as conn:
             volumes = record_run_metrics(conn, run_id, thresholds)
-        log.info("run metrics: %s", ", ".join(f"{k} {v:,.0f}" for k, v in volumes.items()))
+        if volumes:
+            log.info("run metrics: %s", ", ".join(f"{k} {v:,.0f}" for k, v in volumes.items()))
     specs, skipped = _runnable(chosen, url)
     for name, why in skipped:
         log.warning("suite %s skipped: %s", name, why)

@@ -2,7 +2,8 @@
 
 The run holds a lock (a second run exits at once), records itself and each step in the run
 ledger as it goes, alerts on failure, and ends with a summary. The first line says which API and
-warehouse it uses. Steps are plain functions of a `RunContext`, listed in `STEPS`.
+warehouse it uses. Steps are plain functions of a `RunContext` (moovitamix/step.py), each
+from its own package, listed in `_pipeline_steps()`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,13 +22,12 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from moovitamix import exit_codes
-from moovitamix.alerts import Alert, send_alert
-from moovitamix.connection_url import ConnectionURL
 from moovitamix.run_context import current_run_id, setup_logging
 from moovitamix.run_ledger import RunLedger
 from moovitamix.run_lock import RunLocked, run_lock
 from moovitamix.settings import Settings, apply_offline_defaults, load_settings
 from moovitamix.simulator_process import SimulatorError, running_simulator
+from moovitamix.step import RunContext, Step, StepFailed, StepReport
 from moovitamix.warehouse import WarehouseUnreachable, open_warehouse
 
 log = logging.getLogger("moovitamix.daily")
@@ -39,40 +39,6 @@ DEMO_SIMULATOR_ARGS = (
 )  # fmt: skip
 ENDPOINTS = ("tracks", "users", "listen_history")
 MISSED_RUN_AFTER = timedelta(hours=26)  # daily cadence plus slack
-
-
-class StepFailed(RuntimeError):
-    """A step failed; `reason` is one line for the user."""
-
-    def __init__(self, reason: str, code: int = exit_codes.STEP_FAILED) -> None:
-        super().__init__(reason)
-        self.code = code
-
-
-@dataclass
-class RunContext:
-    settings: Settings
-    run_id: str
-    warehouse: ConnectionURL
-    api_url: str
-    api_is_simulator: bool
-    alerts: list[Alert] = field(default_factory=list)
-
-    def alert(self, severity: str, title: str, step: str | None = None, **details: object) -> None:
-        alert = Alert(severity, title, self.run_id, step, details)  # type: ignore[arg-type]
-        self.alerts.append(alert)
-        send_alert(alert, self.settings.alert_webhook_url)
-
-
-@dataclass
-class StepReport:
-    summary: str
-    rows_in: int | None = None
-    rows_out: int | None = None
-    details: dict[str, object] = field(default_factory=dict)
-
-
-Step = Callable[[RunContext], StepReport]
 
 
 def check_source(ctx: RunContext) -> StepReport:
@@ -92,7 +58,23 @@ def check_source(ctx: RunContext) -> StepReport:
     return StepReport(f"API totals: {summary}", rows_out=sum(totals.values()), details=totals)
 
 
-STEPS: tuple[tuple[str, Step], ...] = (("source", check_source),)
+def _pipeline_steps() -> tuple[tuple[str, Step], ...]:
+    # Imported here: each step's package pulls in its heavy tool (dlt, dbt, GX, implicit).
+    from expectations import steps as monitoring
+    from ingestion.step import ingest
+
+    return (
+        ("source", check_source),
+        ("ingest", ingest),
+        ("validate", monitoring.validate_data),
+    )
+
+
+def _closing_steps() -> tuple[tuple[str, Step], ...]:
+    """Steps that run after the run is recorded as finished, whether it failed or not."""
+    from expectations import steps as monitoring
+
+    return (("report", monitoring.health_report),)
 
 
 @contextmanager
@@ -109,7 +91,7 @@ def _api(settings: Settings, run_id: str) -> Iterator[tuple[str, bool]]:
 
 @dataclass
 class _Outcome:
-    reports: list[tuple[str, float, StepReport]] = field(default_factory=list)
+    reports: list[tuple[str, float, StepReport]] = field(default_factory=list)  # passed steps
     failed_step: str | None = None
     error: str | None = None
     code: int = exit_codes.OK
@@ -161,8 +143,17 @@ def _run_steps(ctx: RunContext, ledger: RunLedger, steps: tuple[tuple[str, Step]
     return outcome
 
 
-def run(settings: Settings, run_id: str, steps: tuple[tuple[str, Step], ...] = STEPS) -> int:
+def run(
+    settings: Settings,
+    run_id: str,
+    steps: tuple[tuple[str, Step], ...] | None = None,
+    closing: tuple[tuple[str, Step], ...] | None = None,
+) -> int:
+    """Run `steps` in order, then the `closing` steps (the health report) even after a failure.
+    Both default to the whole pipeline; tests pass their own."""
     started = time.monotonic()
+    if steps is None:
+        steps, closing = _pipeline_steps(), _closing_steps()
     with ExitStack() as stack:
         try:
             stale = stack.enter_context(run_lock(settings.data_dir / "daily.lock", run_id))
@@ -202,6 +193,11 @@ def run(settings: Settings, run_id: str, steps: tuple[tuple[str, Step], ...] = S
         outcome = _run_steps(ctx, ledger, steps)
         if outcome.code != exit_codes.WAREHOUSE_UNREACHABLE:
             ledger.finish_run(failed_step=outcome.failed_step, error=outcome.error)
+            after = _run_steps(ctx, ledger, closing or ())
+            outcome.reports += after.reports
+            if after.failed_step and not outcome.failed_step:
+                outcome = after
+                ledger.finish_run(failed_step=outcome.failed_step, error=outcome.error)
         if outcome.failed_step:
             ctx.alert(
                 "error",

@@ -105,7 +105,7 @@ class EmbeddedWarehouse:
         with self._locked():
             status = self.status()
             if status.running:
-                log.info("embedded Postgres already running (pid %s), reusing it", status.pid)
+                log.debug("embedded Postgres already running (pid %s), reusing it", status.pid)
             else:
                 self._prepare_os_user()
                 if not (self.pgdata / "PG_VERSION").exists():

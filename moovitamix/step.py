@@ -1,0 +1,50 @@
+"""What a step of the daily run is: a function of a `RunContext` that returns a `StepReport`,
+or raises `StepFailed` with one line for the user. Each package exposes its step functions;
+`moovitamix.daily` lists them in order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from moovitamix import exit_codes
+from moovitamix.alerts import Alert, Severity, send_alert
+from moovitamix.connection_url import ConnectionURL
+from moovitamix.settings import Settings
+
+
+class StepFailed(RuntimeError):
+    """A step failed; the message is one line for the user."""
+
+    def __init__(self, reason: str, code: int = exit_codes.STEP_FAILED) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+@dataclass
+class RunContext:
+    settings: Settings
+    run_id: str
+    warehouse: ConnectionURL
+    api_url: str
+    api_is_simulator: bool
+    alerts: list[Alert] = field(default_factory=list)
+    facts: dict[str, object] = field(default_factory=dict)  # what steps tell the summary
+
+    def alert(
+        self, severity: Severity, title: str, step: str | None = None, **details: object
+    ) -> None:
+        alert = Alert(severity, title, self.run_id, step, details)
+        self.alerts.append(alert)
+        send_alert(alert, self.settings.alert_webhook_url)
+
+
+@dataclass
+class StepReport:
+    summary: str  # one line for the run's summary
+    rows_in: int | None = None
+    rows_out: int | None = None
+    details: dict[str, object] = field(default_factory=dict)
+
+
+Step = Callable[[RunContext], StepReport]
