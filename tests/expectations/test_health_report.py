@@ -22,9 +22,9 @@ from expectations.report.data import ReportData, load_report_data
 from expectations.report.plots import PLOTS
 from expectations.results import CheckResult, write_results
 from moovitamix.connection_url import ConnectionURL
-from moovitamix.step import RunContext
 from moovitamix.run_ledger import RunLedger
 from moovitamix.settings import load_settings
+from moovitamix.step import RunContext
 from tests.expectations.seed import ingestion_stats
 
 pytestmark = pytest.mark.integration
