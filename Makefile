@@ -19,7 +19,7 @@ export GX_ANALYTICS_ENABLED := false
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv daily test lint unit ingest transform validate train report docs simulator \
+.PHONY: help venv daily test lint unit ingest transform validate train evaluate report docs simulator \
 	psql warehouse-stop warehouse-status bench lock clean
 
 help: ## show this menu
@@ -53,6 +53,18 @@ unit: $(STAMP) ## pytest only (ARGS="-k name" to select)
 
 ingest: $(STAMP) ## load the API into schema raw (dlt)
 	@cd $(ROOT) && $(PY) -m ingestion $(ARGS)
+
+validate: $(STAMP) ## run the Great Expectations suites (one checkpoint); exit 1 on an error expectation
+	@cd $(ROOT) && $(PY) -m expectations validate $(ARGS)
+
+train: $(STAMP) ## train, select and publish recommendations (ARGS="-o model.factors=128")
+	@cd $(ROOT) && $(PY) -m ml train $(ARGS)
+
+evaluate: $(STAMP) ## ALS vs the popularity baselines on today's holdout; writes nothing
+	@cd $(ROOT) && $(PY) -m ml evaluate $(ARGS)
+
+report: $(STAMP) ## write the health report, reports/health.html
+	@cd $(ROOT) && $(PY) -m expectations report $(ARGS)
 
 simulator: $(STAMP) ## serve the API simulator in the foreground (ARGS="--port 8000 --seed 1 ...")
 	@cd $(ROOT) && $(PY) -m simulator $(if $(ARGS),$(ARGS),--port 8000)

@@ -1,0 +1,109 @@
+"""The baselines ALS has to beat, which are also the fallbacks for users without listens.
+
+popularity:        the tracks with the most distinct listeners (ties: lower track index).
+genre_popularity:  the most popular tracks of the user's favorite genre, then, when the user
+                   has none or the genre runs out of unheard tracks, global popularity.
+
+Both exclude what the user already heard, like ALS does. Users with the same favorite genre
+share one ranking, so there are at most as many rankings as genres (plus one); each user's list
+is the first k of their ranking that they have not heard (ml.topk.top_k_ranked).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from ml.topk import top_k_ranked
+
+POPULARITY = "popularity"
+GENRE_POPULARITY = "genre_popularity"
+BASELINES = (POPULARITY, GENRE_POPULARITY)
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    ids: np.ndarray  # (n, k) int64 track columns, -1 where nothing is left
+    scores: np.ndarray  # (n, k) float64: the share of users who listened to the track
+    from_genre: np.ndarray  # (n, k) bool: picked for the favorite genre (else global)
+
+
+def _query_count(
+    heard: sp.csr_matrix | None, favorite_genre: np.ndarray | None, n_users: int | None
+) -> int:
+    for n in (
+        None if heard is None else heard.shape[0],
+        None if favorite_genre is None else len(favorite_genre),
+        n_users,
+    ):
+        if n is not None:
+            return int(n)
+    raise ValueError("give heard, favorite_genre or n_users")
+
+
+class Popularity:
+    """Popularity counted on one listen matrix (the training split, or all data)."""
+
+    def __init__(self, counts: sp.csr_matrix, track_genres: sp.csr_matrix) -> None:
+        n_users, n_tracks = counts.shape
+        self.n_tracks = n_tracks
+        self.listeners = np.bincount(counts.indices, minlength=n_tracks).astype(np.int64)
+        self.share = self.listeners / max(n_users, 1)
+        # one score per track: its popularity rank (ties: lower index), plus a bonus per genre
+        # of the query it has, so that any in-genre track outranks every other
+        order = np.lexsort((np.arange(n_tracks), -self.listeners))
+        self.rank_score = np.empty(n_tracks)
+        self.rank_score[order] = np.arange(n_tracks, 0, -1)
+        self.bonus = float(n_tracks + 1)
+        self.genres = track_genres.toarray() > 0  # tracks x genres
+        self.n_genres = track_genres.shape[1]
+
+    def recommend(
+        self,
+        k: int,
+        *,
+        heard: sp.csr_matrix | None = None,
+        favorite_genre: np.ndarray | None = None,
+        n_users: int | None = None,
+    ) -> Recommendations:
+        """Top-k for each user: by genre when `favorite_genre` (codes, -1 = none) is given.
+
+        `heard` (users x tracks) excludes each user's tracks; without it, `n_users` users with
+        nothing heard are ranked.
+        """
+        n = _query_count(heard, favorite_genre, n_users)
+        genres = np.zeros((n, self.n_genres), dtype=bool)
+        if favorite_genre is not None and self.n_genres:
+            codes = np.asarray(favorite_genre, dtype=np.int64)
+            known = np.flatnonzero((codes >= 0) & (codes < self.n_genres))
+            genres[known, codes[known]] = True
+        return self._rank(k, genres, heard)
+
+    def similar_by_genre(self, track_genres: sp.csr_matrix, k: int) -> Recommendations:
+        """For each track: the most popular other tracks sharing most of its genres."""
+        n = track_genres.shape[0]
+        itself = sp.identity(n, dtype=np.float32, format="csr")
+        return self._rank(k, track_genres.toarray() > 0, itself)
+
+    def _rank(self, k: int, genres: np.ndarray, heard: sp.csr_matrix | None) -> Recommendations:
+        """Users with the same genres share one ranking: a few hundred rankings at most."""
+        n = genres.shape[0]
+        k = min(k, self.n_tracks)
+        if n == 0 or k == 0:
+            empty = np.empty((n, k))
+            return Recommendations(empty.astype(np.int64), empty, empty.astype(bool))
+        classes, of_user = np.unique(genres, axis=0, return_inverse=True)
+        scores = self.rank_score + self.bonus * (classes.astype(float) @ self.genres.T)
+        rankings = np.argsort(-scores, axis=1, kind="stable")
+        ids = top_k_ranked(rankings, of_user.ravel(), k, heard)
+        missing = ids < 0
+        safe = np.maximum(ids, 0)
+        in_genre = (self.genres[safe] & genres[:, None, :]).any(axis=2) & ~missing
+        return Recommendations(ids, np.where(missing, 0.0, self.share[safe]), in_genre)
+
+    def recommend_by_genre(self, k: int, n_genre_codes: int) -> Recommendations:
+        """The unfiltered list of each genre code 0..n-1, and of no genre as the last row."""
+        codes = np.append(np.arange(n_genre_codes), -1)
+        return self.recommend(k, favorite_genre=codes)

@@ -1,0 +1,207 @@
+"""Offline evaluation: a per-user leave-k-out holdout, ranking metrics at k, the baselines.
+
+The split. Users with at least `min_user_tracks` distinct tracks are eligible; a seeded sample
+of at most `max_eval_users` of them is evaluated, and for each of those `holdout_per_user` of
+their (user, track) pairs, drawn at random, are hidden from training. Everyone else, and every
+other pair, trains. (implicit's own leave_k_out_split is not used: in implicit 0.7.3 it can
+multiply held-out values, implicit issue #639.)
+
+The metrics, for each evaluated user u with held-out set T_u and top-k list L_u (tracks heard
+in training excluded), averaged over evaluated users (macro average):
+  precision  = |L_u & T_u| / k                      (the textbook definition: NOT implicit's)
+  recall     = |L_u & T_u| / |T_u|                  (denominator: the user's held-out tracks;
+               with holdout_per_user <= k this equals implicit's "precision", issue #412)
+  map        = sum over hit ranks r of precision@r / min(k, |T_u|)     (as implicit's MAP)
+  ndcg       = DCG / ideal DCG, binary gains, log2(rank + 1) discount, ideal over
+               min(k, |T_u|) hits                                        (as implicit's NDCG)
+  coverage   = distinct tracks in all evaluated users' lists / tracks in marts.dim_tracks
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from ml.baselines import GENRE_POPULARITY, POPULARITY, Popularity
+from ml.config import Evaluation, ModelParams
+from ml.model import FittedModel, fit, recommend
+
+log = logging.getLogger(__name__)
+METRIC_NAMES = ("precision", "recall", "map", "ndcg", "coverage")
+
+
+class NotEnoughData(RuntimeError):
+    """Too few users to evaluate on; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Holdout:
+    train: sp.csr_matrix  # listen counts with the held-out pairs removed
+    test: sp.csr_matrix  # the held-out pairs only (same shape)
+    eval_rows: np.ndarray  # the users evaluated, sorted
+    n_eligible: int
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            "eval_users": len(self.eval_rows),
+            "eligible_users": self.n_eligible,
+            "train_interactions": int(self.train.nnz),
+            "test_interactions": int(self.test.nnz),
+        }
+
+
+def leave_k_out(counts: sp.csr_matrix, settings: Evaluation) -> Holdout:
+    """The holdout split of `counts` (users x tracks); same data and seed, same split."""
+    rng = np.random.default_rng(settings.seed)
+    n_users = counts.shape[0]
+    per_user = np.diff(counts.indptr)
+    eligible = np.flatnonzero(per_user >= settings.min_user_tracks)
+    if len(eligible) < settings.min_eval_users:
+        raise NotEnoughData(
+            f"only {len(eligible)} users have >= {settings.min_user_tracks} distinct tracks; "
+            f"evaluation needs at least {settings.min_eval_users}"
+        )
+    chosen = eligible
+    if len(eligible) > settings.max_eval_users:
+        chosen = np.sort(rng.choice(eligible, settings.max_eval_users, replace=False))
+    evaluated = np.zeros(n_users, dtype=bool)
+    evaluated[chosen] = True
+
+    owner = np.repeat(np.arange(n_users), per_user)
+    order = np.lexsort((rng.random(counts.nnz), owner))  # random order within each user
+    position = np.empty(counts.nnz, dtype=np.int64)
+    position[order] = np.arange(counts.nnz) - counts.indptr[owner[order]]
+    held_out = evaluated[owner] & (position < settings.holdout_per_user)
+
+    train, test = counts.copy(), counts.copy()
+    train.data[held_out] = 0
+    test.data[~held_out] = 0
+    train.eliminate_zeros()
+    test.eliminate_zeros()
+    return Holdout(train, test, chosen, len(eligible))
+
+
+def ranking_metrics(
+    ids: np.ndarray, test: sp.csr_matrix, k: int, n_catalog_tracks: int
+) -> dict[str, float]:
+    """Metrics at k of top-k lists `ids` (rows aligned with `test`'s rows; -1 = empty slot)."""
+    m = ids.shape[0]
+    relevant = np.diff(test.indptr)
+    if m == 0 or np.any(relevant == 0):
+        raise ValueError("every evaluated user needs at least one held-out track")
+    test = test.copy()
+    test.sort_indices()
+    n_cols = test.shape[1]
+    test_keys = np.repeat(np.arange(m, dtype=np.int64), relevant) * n_cols + test.indices
+    rec_keys = np.arange(m, dtype=np.int64)[:, None] * n_cols + ids
+    found = np.minimum(np.searchsorted(test_keys, rec_keys), len(test_keys) - 1)
+    hits = (test_keys[found] == rec_keys) & (ids >= 0)
+
+    slots = ids.shape[1]
+    n_hits = hits.sum(axis=1)
+    ideal = np.minimum(k, relevant)
+    precision_at_rank = np.cumsum(hits, axis=1) / np.arange(1, slots + 1)
+    average_precision = (precision_at_rank * hits).sum(axis=1) / ideal
+    discount = 1.0 / np.log2(np.arange(2, max(k, slots) + 2))
+    dcg = (hits * discount[:slots]).sum(axis=1)
+    idcg = np.cumsum(discount)[ideal - 1]
+    covered = np.unique(ids[ids >= 0])
+    return {
+        "precision": float(np.mean(n_hits / k)),
+        "recall": float(np.mean(n_hits / relevant)),
+        "map": float(np.mean(average_precision)),
+        "ndcg": float(np.mean(dcg / idcg)),
+        "coverage": float(len(covered) / max(n_catalog_tracks, 1)),
+    }
+
+
+@dataclass
+class Scored:
+    """One candidate's result on the holdout."""
+
+    name: str
+    metrics: dict[str, float]
+    params: ModelParams | None = None  # None for a baseline
+    fit_seconds: float = 0.0
+    error: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def score(self, metric: str) -> float:
+        return float("-inf") if self.error else self.metrics[metric]
+
+
+@dataclass(frozen=True)
+class EvaluationData:
+    """What every candidate is judged on: the split and the users' favorite genres."""
+
+    holdout: Holdout
+    favorite_genre: np.ndarray  # genre code of each matrix row (-1 = none)
+    track_genres: sp.csr_matrix
+    n_catalog_tracks: int
+    k: int
+
+    @property
+    def test_rows(self) -> sp.csr_matrix:
+        return self.holdout.test[self.holdout.eval_rows]
+
+
+def evaluate_baselines(data: EvaluationData) -> dict[str, Scored]:
+    train, rows = data.holdout.train, data.holdout.eval_rows
+    popularity = Popularity(train, data.track_genres)
+    results: dict[str, Scored] = {}
+    for name, genres in (
+        (POPULARITY, None),
+        (GENRE_POPULARITY, data.favorite_genre[rows]),
+    ):
+        recs = popularity.recommend(data.k, heard=train[rows], favorite_genre=genres)
+        metrics = ranking_metrics(recs.ids, data.test_rows, data.k, data.n_catalog_tracks)
+        results[name] = Scored(name, metrics)
+    return results
+
+
+def evaluate_model(
+    data: EvaluationData, params: ModelParams, name: str, num_threads: int = 0
+) -> tuple[Scored, FittedModel | None]:
+    """Fit on the training split and score; a failing fit is a result with `error`, not a raise."""
+    try:
+        fitted = fit(data.holdout.train, params, num_threads)
+        ids, _ = recommend(fitted.als, data.holdout.eval_rows, data.holdout.train, data.k)
+        metrics = ranking_metrics(ids, data.test_rows, data.k, data.n_catalog_tracks)
+    except (ValueError, FloatingPointError, MemoryError) as exc:
+        log.warning("candidate %s (%s) failed: %s", name, params.label(), exc)
+        return Scored(name, {}, params, error=f"{type(exc).__name__}: {exc}"), None
+    return Scored(name, metrics, params, fitted.fit_seconds), fitted
+
+
+def format_table(results: Sequence[Scored], k: int, metric: str | None = None) -> str:
+    """A plain-text comparison table, one row per candidate."""
+    headers = ["candidate", *(f"{m}@{k}" for m in METRIC_NAMES[:4]), "coverage", "fit s", "params"]
+    lines: list[list[str]] = []
+    for result in results:
+        if result.error:
+            cells = ["failed"] * 5
+        else:
+            cells = [f"{result.metrics[m]:.4f}" for m in METRIC_NAMES]
+        fit_s = f"{result.fit_seconds:.1f}" if result.params else "-"
+        params = result.params.label() if result.params else "-"
+        lines.append([result.name, *cells, fit_s, params])
+    widths = [max(len(row[i]) for row in [headers, *lines]) for i in range(len(headers))]
+
+    def render(row: list[str]) -> str:
+        first = row[0].ljust(widths[0])
+        middle = [cell.rjust(widths[i + 1]) for i, cell in enumerate(row[1:-1])]
+        return "  ".join([first, *middle, row[-1]]).rstrip()
+
+    out = [render(headers), render(["-" * w for w in widths])]
+    out += [render(row) for row in lines]
+    note = (
+        "precision = hits/k; recall = hits/held-out tracks of the user; map, ndcg as implicit's; "
+        "coverage = distinct recommended tracks / catalog"
+    )
+    if metric:
+        note += f"; selection by {metric}@{k}"
+    return "\n".join([*out, note])

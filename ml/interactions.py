@@ -1,0 +1,192 @@
+"""The marts the recommender reads, as numpy: the user x track matrix and what fallbacks need.
+
+`marts.fct_listens` is streamed with a binary COPY straight into numpy arrays (no Python object
+per row: see PACKED_LISTENS_QUERY) and becomes a CSR matrix whose rows are users and columns
+tracks, with the id <-> index maps beside it. The small dimension tables come through a CSV
+COPY into pandas.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import psycopg
+import scipy.sparse as sp
+
+from ml.pgcopy import INT4, INT8, CopyFormatError, single_field_rows
+
+log = logging.getLogger(__name__)
+
+# Postgres sends a COPY one message per row, and a Python step per message costs more than the
+# whole transfer: so the server packs the rows into a few hundred big messages, each one bytea
+# of fixed-width big-endian records (int8send/int4send), which numpy reads without a loop.
+PACKED_LISTENS_QUERY = """
+    copy (
+        select string_agg(
+            int8send(user_id::bigint) || int8send(track_id::bigint) || int4send(listen_count),
+            ''::bytea
+        )
+        from marts.fct_listens
+        where listen_count > 0
+        group by user_id % {buckets}
+    ) to stdout (format binary)
+"""
+PACKED_BUCKETS = 256
+LISTEN_RECORD = np.dtype([("user_id", INT8), ("track_id", INT8), ("listen_count", INT4)])
+NO_GENRE = -1
+
+
+class MartsNotReady(RuntimeError):
+    """An input mart is missing or unusable; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """Listen counts: `matrix[row, col]` is how often user_ids[row] played track_ids[col]."""
+
+    matrix: sp.csr_matrix  # float32, users x tracks, sorted indices
+    user_ids: np.ndarray  # int64, sorted: row -> user_id
+    track_ids: np.ndarray  # int64, sorted: col -> track_id
+
+    @property
+    def n_users(self) -> int:
+        return int(self.matrix.shape[0])
+
+    @property
+    def n_tracks(self) -> int:
+        return int(self.matrix.shape[1])
+
+    @property
+    def n_interactions(self) -> int:
+        return int(self.matrix.nnz)
+
+    def rows_of(self, user_ids: np.ndarray) -> np.ndarray:
+        """Row of each user id; -1 for users without listens."""
+        return _positions(self.user_ids, user_ids)
+
+    def cols_of(self, track_ids: np.ndarray) -> np.ndarray:
+        """Column of each track id; -1 for tracks nobody listened to."""
+        return _positions(self.track_ids, track_ids)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Who the users are and which genres tracks belong to, in the matrix's index space."""
+
+    user_ids: np.ndarray  # int64: every user of marts.dim_users
+    favorite_genre: np.ndarray  # int32 genre code per user, NO_GENRE when unknown
+    genre_names: tuple[str, ...]  # genre code -> marts genre_id
+    track_genres: sp.csr_matrix  # tracks (matrix columns) x genres, 1 where the track has it
+    n_catalog_tracks: int  # rows of marts.dim_tracks: the coverage denominator
+
+
+def _positions(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(sorted_ids) == 0:
+        return np.full(len(ids), -1, dtype=np.int64)
+    pos = np.searchsorted(sorted_ids, ids)
+    pos = np.minimum(pos, len(sorted_ids) - 1)
+    return np.where(sorted_ids[pos] == ids, pos, -1)
+
+
+def build_interactions(
+    user_ids: np.ndarray, track_ids: np.ndarray, counts: np.ndarray
+) -> Interactions:
+    """The CSR matrix and id maps of (user, track, count) triples (duplicates are summed)."""
+    users, rows = np.unique(np.asarray(user_ids, dtype=np.int64), return_inverse=True)
+    tracks, cols = np.unique(np.asarray(track_ids, dtype=np.int64), return_inverse=True)
+    matrix = sp.csr_matrix(
+        (np.asarray(counts, dtype=np.float32), (rows, cols)), shape=(len(users), len(tracks))
+    )
+    matrix.sum_duplicates()
+    matrix.sort_indices()
+    return Interactions(matrix, users, tracks)
+
+
+def _missing(conn: psycopg.Connection, tables: tuple[str, ...]) -> list[str]:
+    found = conn.execute(
+        "select table_name from information_schema.tables "
+        "where table_schema = 'marts' and table_name = any(%s)",
+        (list(tables),),
+    ).fetchall()
+    return sorted(set(tables) - {name for (name,) in found})
+
+
+def check_marts(conn: psycopg.Connection) -> None:
+    missing = _missing(conn, ("fct_listens", "dim_users", "dim_tracks", "bridge_track_genres"))
+    if missing:
+        raise MartsNotReady(
+            f"input mart(s) missing: {', '.join('marts.' + m for m in missing)} "
+            "(run the transform step first)"
+        )
+
+
+def load_interactions(conn: psycopg.Connection) -> Interactions:
+    """marts.fct_listens -> Interactions, streamed with a binary COPY of packed records."""
+    parts: list[np.ndarray] = []
+    query = PACKED_LISTENS_QUERY.format(buckets=PACKED_BUCKETS)
+    with conn.cursor() as cur, cur.copy(query) as copy:
+        for field in single_field_rows(copy):
+            if len(field) % LISTEN_RECORD.itemsize:
+                raise CopyFormatError("packed listens are not whole records")
+            parts.append(np.frombuffer(field, dtype=LISTEN_RECORD))
+    records = np.concatenate(parts) if parts else np.empty(0, dtype=LISTEN_RECORD)
+    interactions = build_interactions(
+        records["user_id"], records["track_id"], records["listen_count"]
+    )
+    log.info(
+        "read marts.fct_listens: %d users x %d tracks, %d (user, track) pairs",
+        interactions.n_users,
+        interactions.n_tracks,
+        interactions.n_interactions,
+    )
+    return interactions
+
+
+def _copy_csv(conn: psycopg.Connection, query: str, dtypes: dict[str, str]) -> pd.DataFrame:
+    buffer = io.BytesIO()
+    with conn.cursor() as cur, cur.copy(f"copy ({query}) to stdout (format csv, header)") as copy:
+        for chunk in copy:
+            buffer.write(chunk)
+    buffer.seek(0)
+    return pd.read_csv(buffer, dtype=dtypes, keep_default_na=False, na_values=[""])
+
+
+def load_catalog(conn: psycopg.Connection, interactions: Interactions) -> Catalog:
+    """Users with their favorite genre, and the genres of the tracks in the matrix."""
+    users = _copy_csv(
+        conn,
+        "select user_id::bigint as user_id, favorite_genre_id::text as genre "
+        "from marts.dim_users order by user_id",
+        {"user_id": "int64", "genre": "string"},
+    )
+    bridge = _copy_csv(
+        conn,
+        "select distinct track_id::bigint as track_id, genre_id::text as genre "
+        "from marts.bridge_track_genres where genre_id is not null",
+        {"track_id": "int64", "genre": "string"},
+    )
+    (n_catalog,) = conn.execute("select count(*) from marts.dim_tracks").fetchone() or (0,)
+
+    genre_names = sorted(set(bridge["genre"].dropna()) | set(users["genre"].dropna()))
+    code = {name: i for i, name in enumerate(genre_names)}
+    favorite = users["genre"].map(code).fillna(NO_GENRE).to_numpy(dtype=np.int32)
+    cols = interactions.cols_of(bridge["track_id"].to_numpy(dtype=np.int64))
+    keep = cols >= 0
+    genre_codes = bridge["genre"].map(code).to_numpy(dtype=np.int64)[keep]
+    track_genres = sp.csr_matrix(
+        (np.ones(int(keep.sum()), dtype=np.float32), (cols[keep], genre_codes)),
+        shape=(interactions.n_tracks, len(genre_names)),
+    )
+    track_genres.data[:] = 1.0  # a pair listed twice still counts once
+    return Catalog(
+        user_ids=users["user_id"].to_numpy(dtype=np.int64),
+        favorite_genre=favorite,
+        genre_names=tuple(genre_names),
+        track_genres=track_genres,
+        n_catalog_tracks=int(n_catalog),
+    )

@@ -1,0 +1,127 @@
+"""The lists the app shows, as flat numpy columns ready for COPY.
+
+user_top_tracks: k tracks for every user of marts.dim_users, never one they already heard.
+  Users with listens get the serving model's list (source 'als'), or the published baseline's
+  when no ALS model beat the baselines. Users without listens get their favorite genre's most
+  popular tracks ('genre_popularity'), or global popularity ('popularity') when they have no
+  favorite genre. A genre list that runs out continues with global popularity, each row saying
+  where it came from. Only a user who heard all but fewer than k tracks gets fewer rows.
+similar_tracks: for every track with listens, the k tracks closest to it (cosine of the ALS item
+  factors), itself excluded; from genre popularity when a baseline is published.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from implicit.cpu.als import AlternatingLeastSquares
+
+from ml.baselines import GENRE_POPULARITY, POPULARITY, Popularity, Recommendations
+from ml.interactions import Catalog, Interactions
+from ml.model import recommend, similar
+
+ALS = "als"
+SOURCES = (ALS, GENRE_POPULARITY, POPULARITY)  # source codes 0, 1, 2
+
+
+@dataclass(frozen=True)
+class UserTopTracks:
+    user_id: np.ndarray  # int64
+    rank: np.ndarray  # int32, 1-based
+    track_id: np.ndarray  # int64
+    score: np.ndarray  # float64
+    source: np.ndarray  # int8 code into SOURCES
+
+    def __len__(self) -> int:
+        return len(self.user_id)
+
+    def sources(self) -> dict[str, int]:
+        counts = np.bincount(self.source, minlength=len(SOURCES))
+        return {name: int(n) for name, n in zip(SOURCES, counts, strict=True) if n}
+
+
+@dataclass(frozen=True)
+class SimilarTracks:
+    track_id: np.ndarray  # int64
+    rank: np.ndarray  # int32
+    similar_track_id: np.ndarray  # int64
+    score: np.ndarray  # float64
+
+    def __len__(self) -> int:
+        return len(self.track_id)
+
+
+def _fallback_codes(recs: Recommendations) -> np.ndarray:
+    return np.where(recs.from_genre, SOURCES.index(GENRE_POPULARITY), SOURCES.index(POPULARITY))
+
+
+def user_top_tracks(
+    interactions: Interactions,
+    catalog: Catalog,
+    popularity: Popularity,
+    k: int,
+    *,
+    als: AlternatingLeastSquares | None,
+    baseline: str = GENRE_POPULARITY,
+) -> UserTopTracks:
+    """The list of every dim_users user; `als` None publishes `baseline` for users with listens."""
+    k = min(k, interactions.n_tracks)
+    users = catalog.user_ids
+    rows = interactions.rows_of(users)
+    listened = np.flatnonzero(rows >= 0)
+    genre = catalog.favorite_genre
+
+    if als is not None:
+        ids, scores = recommend(als, rows[listened], interactions.matrix, k)
+        codes = np.zeros(ids.shape, dtype=np.int8)
+    else:
+        recs = popularity.recommend(
+            k,
+            heard=interactions.matrix[rows[listened]],
+            favorite_genre=genre[listened] if baseline == GENRE_POPULARITY else None,
+        )
+        ids, scores, codes = recs.ids, recs.scores, _fallback_codes(recs).astype(np.int8)
+
+    # users without listens: their genre's list (the last row: no favorite genre)
+    silent = np.flatnonzero(rows < 0)
+    by_genre = popularity.recommend_by_genre(k, len(catalog.genre_names))
+    pick = np.where(genre[silent] >= 0, genre[silent], len(catalog.genre_names))
+    all_ids = np.vstack([ids, by_genre.ids[pick]])
+    all_scores = np.vstack([scores, by_genre.scores[pick]])
+    all_codes = np.vstack([codes, _fallback_codes(by_genre)[pick].astype(np.int8)])
+    owners = np.concatenate([users[listened], users[silent]])
+
+    valid = all_ids >= 0  # a valid prefix per row: both sources rank filled slots first
+    ranks = np.broadcast_to(np.arange(1, k + 1, dtype=np.int32), all_ids.shape)
+    return UserTopTracks(
+        user_id=np.broadcast_to(owners[:, None], all_ids.shape)[valid],
+        rank=ranks[valid],
+        track_id=interactions.track_ids[all_ids[valid]],
+        score=all_scores[valid].astype(np.float64),
+        source=all_codes[valid].astype(np.int8),
+    )
+
+
+def similar_tracks(
+    interactions: Interactions,
+    catalog: Catalog,
+    popularity: Popularity,
+    k: int,
+    *,
+    als: AlternatingLeastSquares | None,
+) -> SimilarTracks:
+    if als is not None:
+        ids, scores = similar(als, k)
+    else:
+        recs = popularity.similar_by_genre(catalog.track_genres, k)
+        ids, scores = recs.ids, recs.scores
+    valid = ids >= 0
+    ranks = np.broadcast_to(np.arange(1, ids.shape[1] + 1, dtype=np.int32), ids.shape)
+    owners = np.broadcast_to(interactions.track_ids[:, None], ids.shape)
+    return SimilarTracks(
+        track_id=owners[valid],
+        rank=ranks[valid],
+        similar_track_id=interactions.track_ids[ids[valid]],
+        score=scores[valid].astype(np.float64),
+    )

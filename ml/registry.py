@@ -1,0 +1,169 @@
+"""The model registry: ml.model_runs rows, model artifacts on disk, and their retention.
+
+ml.model_runs has one row per candidate trained (design.md): params, holdout metrics, baseline
+metrics on the same holdout, data sizes, status ('champion' serves from that run on,
+'challenger' beat the baselines but was not chosen, 'rejected' did not or failed), and for the
+model that serves, the artifact directory.
+
+An artifact is `artifacts/models/<model_run_id>/`: `model.npz` (implicit's own save: factors and
+hyper-parameters, plain arrays), `id_maps.npz` (row -> user_id, column -> track_id) and
+`meta.json`. Nothing is pickled; everything loads with `allow_pickle=False`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+from implicit.cpu.als import AlternatingLeastSquares
+
+from ml.config import ModelParams
+
+log = logging.getLogger(__name__)
+
+MODEL_RUNS_COLUMNS = (
+    "model_run_id",
+    "run_id",
+    "trained_at",
+    "params",
+    "metrics",
+    "baseline_metrics",
+    "n_users",
+    "n_tracks",
+    "n_interactions",
+    "status",
+    "artifact_path",
+)
+MODEL_RUNS_DDL = """
+    create table if not exists ml.model_runs (
+        model_run_id text primary key,
+        run_id text not null,
+        trained_at timestamptz not null,
+        params jsonb not null,
+        metrics jsonb not null,
+        baseline_metrics jsonb not null,
+        n_users integer not null,
+        n_tracks integer not null,
+        n_interactions bigint not null,
+        status text not null check (status in ('champion', 'challenger', 'rejected')),
+        artifact_path text
+    );
+    create index if not exists model_runs_status_trained_at_idx
+        on ml.model_runs (status, trained_at desc);
+    comment on table ml.model_runs is
+        'One row per model trained by ml/ (make train): params, holdout metrics, baseline '
+        'metrics on the same holdout, data sizes, status (champion serves from that run on; '
+        'challenger beat the baselines but was not chosen; rejected did not, or failed).';
+"""
+MODEL_FILE, ID_MAPS_FILE, META_FILE = "model.npz", "id_maps.npz", "meta.json"
+STALE_TMP_S = 24 * 3600
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    model_run_id: str
+    run_id: str
+    trained_at: datetime
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    baseline_metrics: dict[str, Any]
+    n_users: int
+    n_tracks: int
+    n_interactions: int
+    status: str
+    artifact_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Champion:
+    model_run_id: str
+    params: ModelParams
+    artifact_path: str | None
+
+
+def ensure_model_runs(conn: psycopg.Connection) -> None:
+    conn.execute(MODEL_RUNS_DDL)
+
+
+def current_champion(conn: psycopg.Connection) -> Champion | None:
+    """The latest ALS model that won a run (a run that published a baseline has none)."""
+    ensure_model_runs(conn)
+    row = conn.execute(
+        "select model_run_id, params, artifact_path from ml.model_runs "
+        "where status = 'champion' and params->>'model' = 'als' "
+        "order by trained_at desc, model_run_id desc limit 1"
+    ).fetchone()
+    if row is None:
+        return None
+    return Champion(row[0], ModelParams.from_json(row[1]), row[2])
+
+
+@dataclass
+class LoadedModel:
+    als: AlternatingLeastSquares
+    user_ids: np.ndarray
+    track_ids: np.ndarray
+    meta: dict[str, Any]
+
+
+def save_model(
+    root: Path,
+    model_run_id: str,
+    als: AlternatingLeastSquares,
+    user_ids: np.ndarray,
+    track_ids: np.ndarray,
+    meta: dict[str, Any],
+) -> Path:
+    """Write the artifact to a temporary directory, then rename it into place."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / model_run_id
+    tmp = root / f".{model_run_id}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    als.save(str(tmp / MODEL_FILE))
+    np.savez(tmp / ID_MAPS_FILE, user_ids=user_ids, track_ids=track_ids)
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return final
+
+
+def load_model(path: Path) -> LoadedModel:
+    """An artifact back: the ALS model (implicit's load, allow_pickle=False) and the id maps."""
+    als = AlternatingLeastSquares.load(str(path / MODEL_FILE))
+    with np.load(path / ID_MAPS_FILE, allow_pickle=False) as maps:
+        user_ids, track_ids = maps["user_ids"], maps["track_ids"]
+    meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    return LoadedModel(als, user_ids, track_ids, meta)
+
+
+def _is_artifact(path: Path) -> bool:
+    return path.is_dir() and not path.name.startswith(".") and (path / MODEL_FILE).is_file()
+
+
+def apply_retention(root: Path, keep: int, protect: Iterable[str] = ()) -> list[Path]:
+    """Keep the newest `keep` artifact directories (model run ids sort by time) and the
+    protected ones; remove the others, and temporary directories older than a day."""
+    if not root.is_dir():
+        return []
+    protected = set(protect)
+    artifacts = sorted((p for p in root.iterdir() if _is_artifact(p)), key=lambda p: p.name)
+    doomed = [p for p in artifacts[: max(len(artifacts) - keep, 0)] if p.name not in protected]
+    now = time.time()
+    doomed += [
+        p for p in root.glob(".*.tmp") if p.is_dir() and now - p.stat().st_mtime > STALE_TMP_S
+    ]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+        log.info("retention: removed %s", path)
+    return doomed

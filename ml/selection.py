@@ -1,0 +1,119 @@
+"""Which model serves: challengers to try, and the champion/challenger rule.
+
+The rule, all on the same holdout and the configured metric (NDCG@10 by default):
+- a challenger is promoted only if it beats the champion's refit by `min_improvement`
+  (relative) AND beats both baselines; the best such challenger wins;
+- otherwise the champion's refit serves, if it beats both baselines;
+- if the champion's refit does not beat both baselines either, the best challenger that does
+  serves (the champion is disqualified, so no margin over it is asked);
+- if no ALS candidate beats both baselines, the better baseline is published and an alert goes
+  out.
+
+Statuses in ml.model_runs: 'champion' = serves from this run on; 'challenger' = valid (beat
+both baselines) but not chosen; 'rejected' = did not beat both baselines, or failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import date
+
+import numpy as np
+
+from ml.config import ModelParams, Search
+from ml.evaluate import Scored
+
+CHAMPION, CHALLENGER, REJECTED = "champion", "challenger", "rejected"
+
+
+def challenger_params(
+    champion: ModelParams, proposed: ModelParams, search: Search, today: date
+) -> list[ModelParams]:
+    """Challengers to try, in order: the config's parameters when they differ from the
+    champion's, then the champion with one parameter changed to another listed value, in an
+    order seeded by the search seed and the date (a rerun the same day tries the same ones)."""
+    neighbours: list[ModelParams] = []
+    for name, values in search.space().items():
+        for value in values:
+            if value != getattr(champion, name):
+                neighbours.append(replace(champion, **{name: value}))
+    rng = np.random.default_rng([search.seed, today.toordinal()])
+    shuffled = [neighbours[i] for i in rng.permutation(len(neighbours))]
+    ordered = ([proposed] if proposed != champion else []) + shuffled
+    unique: list[ModelParams] = []
+    for params in ordered:
+        if params not in unique:
+            unique.append(params)
+    return unique
+
+
+@dataclass(frozen=True)
+class Decision:
+    serving: int | None  # index into the candidates of the ALS model that serves, or None
+    baseline: str | None  # when serving is None: the baseline that is published
+    promoted: bool  # a challenger replaced the champion
+    statuses: tuple[str, ...]  # per candidate
+    reason: str
+
+
+def decide(
+    candidates: Sequence[Scored],
+    baselines: dict[str, Scored],
+    metric: str,
+    min_improvement: float,
+) -> Decision:
+    """candidates[0] is the champion's refit, the rest are challengers."""
+    if not candidates:
+        raise ValueError("no candidate to decide on")
+    best_baseline = max(baselines, key=lambda name: baselines[name].score(metric))
+    bar = baselines[best_baseline].score(metric)
+    champion = candidates[0].score(metric)
+    beats_baselines = [c.score(metric) > bar for c in candidates]
+    statuses = [CHALLENGER if ok else REJECTED for ok in beats_baselines]
+
+    def best(indexes: list[int]) -> int:
+        return max(indexes, key=lambda i: (candidates[i].score(metric), -i))
+
+    margin_bar = champion * (1 + min_improvement) if champion > 0 else champion
+    promotable = [
+        i
+        for i in range(1, len(candidates))
+        if beats_baselines[i]
+        and candidates[i].score(metric) >= margin_bar
+        and candidates[i].score(metric) > champion
+    ]
+    if promotable:
+        serving, promoted = best(promotable), True
+        reason = (
+            f"challenger {candidates[serving].name} promoted: {metric} "
+            f"{candidates[serving].score(metric):.4f} vs champion {champion:.4f} "
+            f"(needs +{min_improvement:.0%}) and vs best baseline {bar:.4f}"
+        )
+    elif beats_baselines[0]:
+        serving, promoted = 0, False
+        reason = (
+            f"champion kept: {metric} {champion:.4f} beats best baseline {bar:.4f}; "
+            "no challenger beat it by the margin"
+        )
+    elif any(beats_baselines[1:]):
+        serving = best([i for i in range(1, len(candidates)) if beats_baselines[i]])
+        promoted = True
+        reason = (
+            f"champion lost to baseline {best_baseline} ({champion:.4f} <= {bar:.4f}); "
+            f"challenger {candidates[serving].name} beats it "
+            f"({candidates[serving].score(metric):.4f})"
+        )
+    else:
+        statuses = [REJECTED] * len(candidates)
+        return Decision(
+            None,
+            best_baseline,
+            False,
+            tuple(statuses),
+            f"no ALS model beats baseline {best_baseline}: best ALS {metric} "
+            f"{max(c.score(metric) for c in candidates):.4f} <= {bar:.4f}; "
+            f"publishing {best_baseline}",
+        )
+    statuses[serving] = CHAMPION
+    return Decision(serving, None, promoted, tuple(statuses), reason)

@@ -1,0 +1,38 @@
+"""Training as a step of the daily run (moovitamix/daily.py)."""
+
+from __future__ import annotations
+
+from ml.train import TrainingFailed, run_training
+from moovitamix.step import RunContext, StepFailed, StepReport
+
+
+def train(ctx: RunContext) -> StepReport:
+    """Evaluate, select, refit and publish; a failure leaves yesterday's recommendations."""
+    try:
+        result = run_training(ctx.settings, ctx.run_id, warehouse=ctx.warehouse)
+    except TrainingFailed as exc:
+        raise StepFailed(str(exc)) from None
+    for alert in result.alerts:  # ALS lost to the baselines: published, but say so
+        ctx.alert(alert.severity, alert.title, alert.step, **alert.details)
+    ctx.facts["recommendations"] = {
+        "source": result.source,
+        "model_run_id": result.serving_model_run_id,
+        "promoted": result.promoted,
+        f"{result.metric}@{result.k}": round(result.metrics[result.metric], 4),
+    }
+    return StepReport(
+        result.summary,
+        rows_in=result.model_runs[0].n_interactions if result.model_runs else None,
+        rows_out=sum(result.rows_published.values()),
+        details={
+            "source": result.source,
+            "model_run_id": result.serving_model_run_id,
+            "promoted": result.promoted,
+            "reason": result.reason,
+            "metrics": result.metrics,
+            "baseline_metrics": result.baseline_metrics,
+            "candidates": {run.model_run_id: run.status for run in result.model_runs},
+            "rows_published": result.rows_published,
+            "timings_s": result.timings,
+        },
+    )

@@ -1,0 +1,116 @@
+"""Top-k by dot product with each user's own tracks excluded, fast for every user at once.
+
+implicit's `topk(..., filter_query_items=...)` (behind `recommend` with
+filter_already_liked_items) masks each user's tracks with a Python-level sparse row lookup per
+user, which dominates at 100k users. Here the unfiltered kernel (BLAS + implicit's C++ select,
+parallel) returns k + H candidates per user, where H covers what almost every user heard; the
+heard ones are dropped with one vectorised membership test. The few users who heard more than
+H tracks go through implicit's filtered path. Same result, a fraction of the time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from implicit.cpu.topk import topk
+
+FILTERED = -1e38  # implicit gives filtered slots a score of -FLT_MAX
+HEAVY_QUANTILE = 99.0  # users above this quantile of heard tracks take the filtered path
+
+
+def _heard_mask(ids: np.ndarray, heard: sp.csr_matrix) -> np.ndarray:
+    """ids[i, j] in row i of `heard` (a CSR with sorted indices), for all i, j at once."""
+    n_cols = heard.shape[1]
+    counts = np.diff(heard.indptr)
+    keys = np.repeat(np.arange(heard.shape[0], dtype=np.int64), counts) * n_cols + heard.indices
+    wanted = np.arange(ids.shape[0], dtype=np.int64)[:, None] * n_cols + ids
+    if len(keys) == 0:
+        return np.zeros(ids.shape, dtype=bool)
+    found = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return keys[found] == wanted
+
+
+def _tiers(heard: np.ndarray, k: int, n_items: int) -> list[tuple[np.ndarray, int]]:
+    """(rows, candidates per row) such that each row has at least k unheard candidates:
+    most rows need k + the 99th percentile of heard tracks, the rest k + the maximum."""
+    spare = int(np.percentile(heard, HEAVY_QUANTILE)) if len(heard) else 0
+    light = heard <= spare
+    tiers = [(np.flatnonzero(light), min(k + spare, n_items))]
+    if not light.all():
+        tiers.append((np.flatnonzero(~light), min(k + int(heard.max()), n_items)))
+    return [(rows, wide) for rows, wide in tiers if len(rows)]
+
+
+def _first_unheard(
+    candidates: np.ndarray, heard: sp.csr_matrix, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the positions of the first k candidates not in `heard`, and which are real."""
+    skip = _heard_mask(candidates, heard)
+    positions = np.argsort(skip, axis=1, kind="stable")[:, :k]  # unheard first, in order
+    return positions, ~np.take_along_axis(skip, positions, 1)
+
+
+def top_k_ranked(
+    rankings: np.ndarray, classes: np.ndarray, k: int, exclude: sp.csr_matrix | None = None
+) -> np.ndarray:
+    """Top-k when every query row follows one of a few fixed rankings (popularity, overall or
+    inside a genre): row i takes rankings[classes[i]] (best first), minus its `exclude` row.
+    Returns ids (len(classes), k), -1 where fewer than k remain."""
+    n, n_items = len(classes), rankings.shape[1]
+    k = min(k, n_items)
+    if exclude is None:
+        return rankings[classes, :k].astype(np.int64)
+    exclude = exclude.tocsr()
+    exclude.sort_indices()
+    ids = np.full((n, k), -1, dtype=np.int64)
+    for rows, wide in _tiers(np.diff(exclude.indptr), k, n_items):
+        candidates = rankings[classes[rows], :wide].astype(np.int64)
+        positions, keep = _first_unheard(candidates, exclude[rows], k)
+        ids[rows] = np.where(keep, np.take_along_axis(candidates, positions, 1), -1)
+    return ids
+
+
+def top_k(
+    items: np.ndarray,
+    query: np.ndarray,
+    k: int,
+    exclude: sp.csr_matrix | None = None,
+    num_threads: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k columns of `items` scoring highest against each row of `query`, skipping the
+    columns `exclude` (rows aligned with `query`) holds for that row.
+
+    Returns (ids int64, scores float64), both (len(query), k); -1 / -inf where fewer than k
+    columns remain. Ties keep implicit's order.
+    """
+    items = np.ascontiguousarray(items, dtype=np.float32)
+    query = np.ascontiguousarray(query, dtype=np.float32)
+    n, n_items = query.shape[0], items.shape[0]
+    k = min(k, n_items)
+    ids = np.full((n, k), -1, dtype=np.int64)
+    scores = np.full((n, k), -np.inf)
+    if n == 0 or k == 0:
+        return ids, scores
+    if exclude is None:
+        found, values = topk(items, query, k, num_threads=num_threads)
+        return np.asarray(found, dtype=np.int64), np.asarray(values, dtype=np.float64)
+
+    exclude = exclude.tocsr()
+    exclude.sort_indices()
+    tiers = _tiers(np.diff(exclude.indptr), k, n_items)
+    for tier, (rows, wide) in enumerate(tiers):
+        if tier == 0:  # most users: unfiltered kernel, then drop the heard candidates
+            found, values = topk(items, query[rows], wide, num_threads=num_threads)
+            found = np.asarray(found, dtype=np.int64)
+            values = np.asarray(values, dtype=np.float64)
+            positions, keep = _first_unheard(found, exclude[rows], k)
+            ids[rows] = np.where(keep, np.take_along_axis(found, positions, 1), -1)
+            scores[rows] = np.where(keep, np.take_along_axis(values, positions, 1), -np.inf)
+        else:  # the heavy listeners: implicit's filtered path, few users
+            found, values = topk(
+                items, query[rows], k, filter_query_items=exclude[rows], num_threads=num_threads
+            )
+            missing = np.asarray(values) <= FILTERED
+            ids[rows] = np.where(missing, -1, np.asarray(found, dtype=np.int64))
+            scores[rows] = np.where(missing, -np.inf, np.asarray(values, dtype=np.float64))
+    return ids, scores

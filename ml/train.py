@@ -1,0 +1,495 @@
+"""One training run: read the marts, judge champion, challengers and baselines on one holdout,
+refit the winner on all data, save it, publish the lists. `run_training` is the daily step.
+
+Order of a run (each step is logged with its time):
+ 1. read marts.fct_listens into the user x track matrix, the users' favorite genres and the
+    tracks' genres, and the current champion from ml.model_runs;
+ 2. split a per-user holdout; score both baselines and the champion's parameters refit on
+    today's training split; then challengers until the time budget or max_challengers;
+ 3. decide (ml.selection); refit the winner on all data; save it under artifacts/models/;
+ 4. build every user's top-k and every track's similar tracks; publish them and the
+    ml.model_runs rows in one transaction (ml.publish); apply artifact retention.
+Any failure before the publish's commit leaves yesterday's recommendations in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+from implicit.cpu.als import AlternatingLeastSquares
+
+from ml.baselines import GENRE_POPULARITY, Popularity
+from ml.config import MlConfig, ModelParams, load_config
+from ml.evaluate import (
+    EvaluationData,
+    NotEnoughData,
+    Scored,
+    evaluate_baselines,
+    evaluate_model,
+    leave_k_out,
+)
+from ml.interactions import (
+    NO_GENRE,
+    Catalog,
+    Interactions,
+    MartsNotReady,
+    check_marts,
+    load_catalog,
+    load_interactions,
+)
+from ml.lists import ALS, similar_tracks, user_top_tracks
+from ml.model import fit, single_threaded_blas
+from ml.publish import PublishError, PublishHook, publish
+from ml.registry import (
+    Champion,
+    ModelRun,
+    apply_retention,
+    current_champion,
+    save_model,
+)
+from ml.selection import CHAMPION, Decision, challenger_params, decide
+from moovitamix.alerts import Alert
+from moovitamix.connection_url import ConnectionURL
+from moovitamix.settings import Settings
+from moovitamix.warehouse import connect, open_warehouse
+
+log = logging.getLogger(__name__)
+STEP = "train"
+
+
+class TrainingFailed(RuntimeError):
+    """The run failed and published nothing; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Inputs:
+    interactions: Interactions
+    catalog: Catalog
+    champion: Champion | None
+
+    def favorite_genre_of_rows(self) -> np.ndarray:
+        """The favorite genre code of each matrix row's user (-1: none, or not in dim_users)."""
+        catalog = self.catalog
+        pos = np.searchsorted(catalog.user_ids, self.interactions.user_ids)
+        pos = np.minimum(pos, max(len(catalog.user_ids) - 1, 0))
+        if len(catalog.user_ids) == 0:
+            return np.full(self.interactions.n_users, NO_GENRE, dtype=np.int32)
+        found = catalog.user_ids[pos] == self.interactions.user_ids
+        return np.where(found, catalog.favorite_genre[pos], NO_GENRE).astype(np.int32)
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    source: str  # 'als', or the baseline published
+    serving_model_run_id: str
+    promoted: bool  # a challenger replaced the champion
+    reason: str
+    metric: str
+    k: int
+    metrics: dict[str, float]  # the serving model's holdout metrics
+    baseline_metrics: dict[str, dict[str, float]]
+    model_runs: list[ModelRun]
+    rows_published: dict[str, int]
+    artifact_path: Path | None
+    alerts: list[Alert] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def summary(self) -> str:
+        best_baseline = max(self.baseline_metrics.values(), key=lambda m: m[self.metric])
+        outcome = (
+            "challenger promoted"
+            if self.promoted
+            else "champion kept"
+            if self.source == ALS
+            else f"baseline {self.source} published (ALS lost)"
+        )
+        return (
+            f"{outcome}: {self.metric}@{self.k} {self.metrics[self.metric]:.4f} "
+            f"(best baseline {best_baseline[self.metric]:.4f}); "
+            f"{self.rows_published.get('user_top_tracks', 0):,} user rows, "
+            f"{self.rows_published.get('similar_tracks', 0):,} similar-track rows; "
+            f"model run {self.serving_model_run_id}"
+        )
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - started, 3)
+        log.info("%s: %.1fs", name, self.timings[name])
+
+
+def read_inputs(url: ConnectionURL) -> Inputs:
+    with connect(url, autocommit=True) as conn:
+        try:
+            check_marts(conn)
+            interactions = load_interactions(conn)
+            if interactions.n_interactions == 0:
+                raise TrainingFailed("marts.fct_listens has no listens: nothing to train on")
+            catalog = load_catalog(conn, interactions)
+            champion = current_champion(conn)
+        except MartsNotReady as exc:
+            raise TrainingFailed(str(exc)) from None
+        except psycopg.Error as exc:
+            raise TrainingFailed(f"reading the marts failed: {_one_line(exc)}") from None
+    return Inputs(interactions, catalog, champion)
+
+
+def evaluation_data(inputs: Inputs, config: MlConfig) -> EvaluationData:
+    try:
+        holdout = leave_k_out(inputs.interactions.matrix, config.evaluation)
+    except NotEnoughData as exc:
+        raise TrainingFailed(str(exc)) from None
+    return EvaluationData(
+        holdout,
+        inputs.favorite_genre_of_rows(),
+        inputs.catalog.track_genres,
+        inputs.catalog.n_catalog_tracks,
+        config.evaluation.k,
+    )
+
+
+def _model_run_id(run_id: str, candidate: int) -> str:
+    return f"{run_id}-m{candidate:02d}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _search(
+    data: EvaluationData,
+    config: MlConfig,
+    champion_params: ModelParams,
+    today: date,
+) -> list[Scored]:
+    """The champion's refit first, then challengers within the time budget."""
+    threads = config.runtime.num_threads
+    started = time.perf_counter()
+    champion, _ = evaluate_model(data, champion_params, "champion", threads)
+    spent = [time.perf_counter() - started]
+    log.info("champion %s: %s", champion_params.label(), _metrics_line(champion, data.k))
+    results = [champion]
+    proposals = challenger_params(champion_params, config.model, config.search, today)
+    proposals = proposals[: config.selection.max_challengers]
+    search_started = time.perf_counter()
+    for i, params in enumerate(proposals, start=1):
+        elapsed = time.perf_counter() - search_started
+        expected = float(np.mean(spent))
+        if elapsed + expected > config.selection.time_budget_s:
+            log.info(
+                "time budget %.0fs reached after %d challenger(s); %d not tried",
+                config.selection.time_budget_s,
+                i - 1,
+                len(proposals) - i + 1,
+            )
+            break
+        t0 = time.perf_counter()
+        scored, _ = evaluate_model(data, params, f"challenger-{i}", threads)
+        spent.append(time.perf_counter() - t0)
+        log.info("challenger-%d %s: %s", i, params.label(), _metrics_line(scored, data.k))
+        results.append(scored)
+    return results
+
+
+def _metrics_line(scored: Scored, k: int) -> str:
+    if scored.error:
+        return f"failed ({scored.error})"
+    return ", ".join(f"{name}@{k} {value:.4f}" for name, value in scored.metrics.items())
+
+
+def _model_runs(
+    run_id: str,
+    trained_at: datetime,
+    inputs: Inputs,
+    data: EvaluationData,
+    candidates: Sequence[Scored],
+    baselines: dict[str, Scored],
+    decision: Decision,
+    config: MlConfig,
+    artifact_path: Path | None,
+    serving_fit_seconds: float | None,
+) -> list[ModelRun]:
+    sizes = {
+        "n_users": inputs.interactions.n_users,
+        "n_tracks": inputs.interactions.n_tracks,
+        "n_interactions": inputs.interactions.n_interactions,
+    }
+    common: dict[str, Any] = {
+        "k": data.k,
+        "selection_metric": config.selection.metric,
+        "holdout": {**data.holdout.sizes(), "per_user": config.evaluation.holdout_per_user},
+        "decision": decision.reason,
+    }
+    baseline_metrics = {name: scored.metrics for name, scored in baselines.items()}
+    runs: list[ModelRun] = []
+    for i, (scored, status) in enumerate(zip(candidates, decision.statuses, strict=True)):
+        assert scored.params is not None
+        metrics: dict[str, Any] = {**scored.metrics, **common, "fit_seconds": scored.fit_seconds}
+        metrics["role"] = "champion_refit" if i == 0 else "challenger"
+        if i == 0 and inputs.champion is not None:
+            metrics["refit_of"] = inputs.champion.model_run_id
+        if scored.error:
+            metrics["error"] = scored.error
+        serving = decision.serving == i
+        if serving and serving_fit_seconds is not None:
+            metrics["serving_fit_seconds"] = round(serving_fit_seconds, 3)
+        runs.append(
+            ModelRun(
+                model_run_id=_model_run_id(run_id, i),
+                run_id=run_id,
+                trained_at=trained_at,
+                params=scored.params.to_json(),
+                metrics=metrics,
+                baseline_metrics=baseline_metrics,
+                status=status,
+                artifact_path=str(artifact_path) if serving and artifact_path else None,
+                **sizes,
+            )
+        )
+    if decision.baseline is not None:
+        runs.append(
+            ModelRun(
+                model_run_id=f"{run_id}-{decision.baseline}",
+                run_id=run_id,
+                trained_at=trained_at,
+                params={"model": decision.baseline},
+                metrics={**baselines[decision.baseline].metrics, **common, "role": "baseline"},
+                baseline_metrics=baseline_metrics,
+                status=CHAMPION,
+                **sizes,
+            )
+        )
+    return runs
+
+
+def _serve(
+    settings: Settings,
+    config: MlConfig,
+    run_id: str,
+    trained_at: datetime,
+    inputs: Inputs,
+    winner: Scored,
+    model_run_id: str,
+    timer: _Timer,
+) -> tuple[AlternatingLeastSquares, Path, float]:
+    """Refit the winner's parameters on all data and save it; (model, artifact, fit seconds)."""
+    assert winner.params is not None
+    interactions = inputs.interactions
+    with timer("refit on all data"):
+        fitted = fit(interactions.matrix, winner.params, config.runtime.num_threads)
+    meta = {
+        "model_run_id": model_run_id,
+        "run_id": run_id,
+        "trained_at": trained_at.isoformat(),
+        "params": winner.params.to_json(),
+        "holdout_metrics": winner.metrics,
+        "n_users": interactions.n_users,
+        "n_tracks": interactions.n_tracks,
+        "n_interactions": interactions.n_interactions,
+    }
+    with timer("save artifact"):
+        path = save_model(
+            config.artifacts.root_path(settings.project_root),
+            model_run_id,
+            fitted.als,
+            interactions.user_ids,
+            interactions.track_ids,
+            meta,
+        )
+    return fitted.als, path, fitted.fit_seconds
+
+
+def _alerts(
+    run_id: str,
+    config: MlConfig,
+    decision: Decision,
+    candidates: Sequence[Scored],
+    baselines: dict[str, Scored],
+) -> list[Alert]:
+    if decision.baseline is None:
+        return []
+    metric = config.selection.metric
+    return [
+        Alert(
+            severity="warning",
+            title=f"no ALS model beat the popularity baselines; published {decision.baseline}",
+            run_id=run_id,
+            step=STEP,
+            details={
+                "metric": f"{metric}@{config.evaluation.k}",
+                "best_als": round(max(c.score(metric) for c in candidates), 4),
+                decision.baseline: round(baselines[decision.baseline].score(metric), 4),
+            },
+        )
+    ]
+
+
+def run_training(
+    settings: Settings,
+    run_id: str,
+    *,
+    config: MlConfig | None = None,
+    overrides: Sequence[str] = (),
+    warehouse: ConnectionURL | None = None,
+    champion_from_config: bool = False,
+    today: date | None = None,
+    publish_hook: PublishHook | None = None,
+) -> TrainResult:
+    """The daily training step. Raises TrainingFailed (one line) when nothing was published;
+    yesterday's recommendations then stay. `publish_hook` is for tests (ml.publish)."""
+    started = time.perf_counter()
+    config = config or load_config(overrides=overrides)
+    url = warehouse or open_warehouse(settings)
+    timer = _Timer()
+    trained_at = datetime.now(UTC)
+    with single_threaded_blas():
+        with timer("read marts"):
+            inputs = read_inputs(url)
+        with timer("evaluate"):
+            data = evaluation_data(inputs, config)
+            baselines = evaluate_baselines(data)
+            for name, scored in baselines.items():
+                log.info("baseline %s: %s", name, _metrics_line(scored, data.k))
+            champion_params = (
+                inputs.champion.params
+                if inputs.champion is not None and not champion_from_config
+                else config.model
+            )
+            candidates = _search(data, config, champion_params, today or trained_at.date())
+            decision = decide(
+                candidates, baselines, config.selection.metric, config.selection.min_improvement
+            )
+        log.info("decision: %s", decision.reason)
+
+        als: AlternatingLeastSquares | None = None
+        artifact_path: Path | None = None
+        serving_fit: float | None = None
+        if decision.serving is not None:
+            als, artifact_path, serving_fit = _serve(
+                settings,
+                config,
+                run_id,
+                trained_at,
+                inputs,
+                candidates[decision.serving],
+                _model_run_id(run_id, decision.serving),
+                timer,
+            )
+        runs = _model_runs(
+            run_id,
+            trained_at,
+            inputs,
+            data,
+            candidates,
+            baselines,
+            decision,
+            config,
+            artifact_path,
+            serving_fit,
+        )
+        serving_run = next(run for run in runs if run.status == CHAMPION)
+
+        with timer("build lists"):
+            interactions = inputs.interactions
+            popularity = Popularity(interactions.matrix, inputs.catalog.track_genres)
+            user_lists = user_top_tracks(
+                interactions,
+                inputs.catalog,
+                popularity,
+                config.publish.k,
+                als=als,
+                baseline=decision.baseline or GENRE_POPULARITY,
+            )
+            similar_lists = similar_tracks(
+                interactions, inputs.catalog, popularity, config.publish.similar_k, als=als
+            )
+        with timer("publish"):
+            try:
+                with connect(url, autocommit=True) as conn:
+                    rows = publish(
+                        conn,
+                        user_lists,
+                        similar_lists,
+                        model_run_id=serving_run.model_run_id,
+                        generated_at=datetime.now(UTC),
+                        model_runs=runs,
+                        lock_timeout_s=config.publish.lock_timeout_s,
+                        hook=publish_hook,
+                    )
+            except PublishError as exc:
+                raise TrainingFailed(str(exc)) from None
+            except psycopg.Error as exc:
+                raise TrainingFailed(
+                    f"publishing failed, yesterday's lists stay: {_one_line(exc)}"
+                ) from None
+    log.info("user_top_tracks sources: %s", user_lists.sources())
+    if artifact_path is not None:
+        apply_retention(artifact_path.parent, config.artifacts.keep, {serving_run.model_run_id})
+
+    served = (
+        baselines[decision.baseline]
+        if decision.baseline is not None
+        else candidates[decision.serving or 0]
+    )
+    return TrainResult(
+        run_id=run_id,
+        source=decision.baseline or ALS,
+        serving_model_run_id=serving_run.model_run_id,
+        promoted=decision.promoted,
+        reason=decision.reason,
+        metric=config.selection.metric,
+        k=data.k,
+        metrics=served.metrics,
+        baseline_metrics={name: s.metrics for name, s in baselines.items()},
+        model_runs=runs,
+        rows_published=rows,
+        artifact_path=artifact_path,
+        alerts=_alerts(run_id, config, decision, candidates, baselines),
+        timings=timer.timings,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def run_evaluation(
+    settings: Settings,
+    *,
+    config: MlConfig | None = None,
+    warehouse: ConnectionURL | None = None,
+) -> tuple[list[Scored], EvaluationData]:
+    """Baselines, the current champion's parameters and the config's, on today's holdout.
+    Writes nothing."""
+    config = config or load_config()
+    url = warehouse or open_warehouse(settings)
+    threads = config.runtime.num_threads
+    with single_threaded_blas():
+        inputs = read_inputs(url)
+        data = evaluation_data(inputs, config)
+        results = list(evaluate_baselines(data).values())
+        if inputs.champion is not None:
+            scored, _ = evaluate_model(
+                data, inputs.champion.params, f"champion ({inputs.champion.model_run_id})", threads
+            )
+            results.append(scored)
+        if inputs.champion is None or inputs.champion.params != config.model:
+            scored, _ = evaluate_model(data, config.model, "config [model]", threads)
+            results.append(scored)
+    return results, data

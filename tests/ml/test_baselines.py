@@ -1,0 +1,44 @@
+import numpy as np
+import scipy.sparse as sp
+
+from ml.baselines import Popularity
+
+# 4 users x 6 tracks. Listeners per track: t0 4, t1 3, t2 2, t3 2, t4 1, t5 0.
+LISTENS = np.array(
+    [
+        [1, 1, 1, 1, 1, 0],
+        [1, 1, 1, 0, 0, 0],
+        [1, 1, 0, 1, 0, 0],
+        [1, 0, 0, 0, 0, 0],
+    ],
+    dtype=np.float32,
+)
+# genre 0: t2, t4, t5; genre 1: t0, t1, t3 (t3 is also genre 0)
+GENRES = sp.csr_matrix(np.array([[0, 1], [0, 1], [1, 0], [1, 1], [1, 0], [1, 0]], dtype=np.float32))
+
+
+def test_global_popularity_excludes_heard_tracks() -> None:
+    pop = Popularity(sp.csr_matrix(LISTENS), GENRES)
+    recs = pop.recommend(3, heard=sp.csr_matrix(LISTENS))
+    assert recs.ids.tolist() == [[5, -1, -1], [3, 4, 5], [2, 4, 5], [1, 2, 3]]
+    assert recs.scores[3].tolist() == [0.75, 0.5, 0.5]  # share of users who listened
+    assert not recs.from_genre.any()
+
+
+def test_genre_popularity_ranks_the_genre_first_then_global() -> None:
+    pop = Popularity(sp.csr_matrix(LISTENS), GENRES)
+    heard = sp.csr_matrix(LISTENS[[3, 3, 3]])
+    recs = pop.recommend(4, heard=heard, favorite_genre=np.array([0, 1, -1]))
+    assert recs.ids[0].tolist() == [2, 3, 4, 5]  # genre 0 by popularity (ties: lower index)
+    assert recs.ids[1].tolist() == [1, 3, 2, 4]  # genre 1 runs out: global popularity next
+    assert recs.from_genre[1].tolist() == [True, True, False, False]
+    assert recs.ids[2].tolist() == [1, 2, 3, 4]  # no favorite genre: global popularity
+    by_genre = pop.recommend_by_genre(2, 2)
+    assert by_genre.ids.tolist() == [[2, 3], [0, 1], [0, 1]]
+
+
+def test_similar_by_genre_excludes_the_track_itself() -> None:
+    pop = Popularity(sp.csr_matrix(LISTENS), GENRES)
+    recs = pop.similar_by_genre(GENRES, 2)
+    assert all(track not in row for track, row in enumerate(recs.ids.tolist()))
+    assert recs.ids[3].tolist()[0] in (0, 1, 2)  # shares a genre with t3

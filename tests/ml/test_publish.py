@@ -1,0 +1,192 @@
+"""Publishing is atomic: readers see yesterday's lists or today's, never an empty or partial
+table, and a failure anywhere before the commit leaves yesterday's lists in place."""
+
+import threading
+import time
+from datetime import UTC, datetime
+
+import numpy as np
+import psycopg
+import pytest
+
+from ml.lists import SimilarTracks, UserTopTracks
+from ml.publish import PublishError, publish
+from moovitamix.warehouse import connect
+
+pytestmark = pytest.mark.integration
+K = 10
+
+
+def lists(n_users: int, seed: int) -> tuple[UserTopTracks, SimilarTracks]:
+    rng = np.random.default_rng(seed)
+    n = n_users * K
+    users = UserTopTracks(
+        user_id=np.repeat(np.arange(n_users, dtype=np.int64), K),
+        rank=np.tile(np.arange(1, K + 1, dtype=np.int32), n_users),
+        track_id=rng.integers(1, 10**6, n),
+        score=rng.random(n),
+        source=(rng.random(n) < 0.1).astype(np.int8),  # mostly 'als', some 'genre_popularity'
+    )
+    similar = SimilarTracks(
+        track_id=np.repeat(np.arange(500, dtype=np.int64), K),
+        rank=np.tile(np.arange(1, K + 1, dtype=np.int32), 500),
+        similar_track_id=rng.integers(1, 10**6, 500 * K),
+        score=rng.random(500 * K),
+    )
+    return users, similar
+
+
+def _publish(url, version: str, n_users: int, **kwargs) -> dict[str, int]:
+    users, similar = lists(n_users, seed=n_users)
+    with connect(url, autocommit=True) as conn:
+        return publish(
+            conn,
+            users,
+            similar,
+            model_run_id=version,
+            generated_at=datetime.now(UTC),
+            model_runs=[],
+            lock_timeout_s=kwargs.pop("lock_timeout_s", 30),
+            **kwargs,
+        )
+
+
+def _state(url) -> tuple[int, int, str]:
+    with connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "select count(*), count(distinct model_run_id), min(model_run_id) "
+            "from recommendations.user_top_tracks"
+        ).fetchone()
+    assert row is not None
+    return row
+
+
+def test_published_rows_are_exact(fresh_warehouse) -> None:
+    users, _ = lists(300, seed=300)  # what _publish writes
+    counts = _publish(fresh_warehouse, "v1", 300)
+    assert counts == {"user_top_tracks": 3000, "similar_tracks": 5000}
+    with connect(fresh_warehouse) as conn:
+        rows = conn.execute(
+            "select user_id, rank, track_id, score, source, model_run_id "
+            "from recommendations.user_top_tracks order by user_id, rank"
+        ).fetchall()
+        pkeys = conn.execute(
+            "select indexrelid::regclass::text from pg_index "
+            "where indrelid in ('recommendations.user_top_tracks'::regclass, "
+            "'recommendations.similar_tracks'::regclass) and indisprimary order by 1"
+        ).fetchall()
+    assert [r[0] for r in rows] == users.user_id.tolist()
+    assert [r[1] for r in rows] == users.rank.tolist()
+    assert [r[2] for r in rows] == users.track_id.tolist()
+    assert [r[3] for r in rows] == users.score.tolist()
+    assert [r[4] for r in rows] == [["als", "genre_popularity"][c] for c in users.source]
+    assert {r[5] for r in rows} == {"v1"}
+    assert pkeys == [
+        ("recommendations.similar_tracks_pkey",),
+        ("recommendations.user_top_tracks_pkey",),
+    ]
+    _publish(fresh_warehouse, "v2", 300)  # the index names are free again after a swap
+    assert _state(fresh_warehouse) == (3000, 1, "v2")
+
+
+def test_a_reader_during_publishing_sees_old_or_new_never_empty_or_mixed(
+    fresh_warehouse,
+) -> None:
+    _publish(fresh_warehouse, "v1", 20_000)
+    seen: list[tuple[int, int, str]] = []
+    errors: list[BaseException] = []
+    reader_pid: list[int] = []
+    blocked_on_swap: list[bool] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            with connect(fresh_warehouse, autocommit=True) as conn:
+                reader_pid.append(conn.info.backend_pid)
+                while not stop.is_set():
+                    row = conn.execute(
+                        "select count(*), count(distinct model_run_id), min(model_run_id) "
+                        "from recommendations.user_top_tracks"
+                    ).fetchone()
+                    seen.append(row)  # type: ignore[arg-type]
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    def hold(stage: str, conn) -> None:
+        """Keep each stage open until the reader has read it, or is blocked by the swap."""
+        if stage == "loaded":
+            time.sleep(0.3)  # the reader keeps reading the old table meanwhile
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            waiting = conn.execute(
+                "select wait_event_type = 'Lock' from pg_stat_activity where pid = %s",
+                (reader_pid[0],),
+            ).fetchone()
+            if waiting and waiting[0]:
+                blocked_on_swap.append(True)
+                return
+            time.sleep(0.01)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        _publish(fresh_warehouse, "v2", 25_000, hook=hold)
+        _publish(fresh_warehouse, "v3", 20_000, hook=hold)
+    finally:
+        stop.set()
+        reader.join(30)
+    # the reader queried while the renames were not yet committed, waited, then read the new
+    assert blocked_on_swap == [True, True]
+    assert errors == []
+    assert set(seen) <= {(200_000, 1, "v1"), (250_000, 1, "v2"), (200_000, 1, "v3")}
+    versions = [s[2] for s in seen]
+    assert versions[0] == "v1" and versions[-1] == "v3"
+    assert versions == sorted(versions)  # never back to an older version
+
+
+@pytest.mark.parametrize("stage", ["loaded", "swapped"])
+def test_a_failure_mid_publish_leaves_the_old_tables(fresh_warehouse, stage: str) -> None:
+    _publish(fresh_warehouse, "v1", 100)
+
+    def fail(at: str, conn) -> None:
+        if at == stage:
+            raise RuntimeError(f"killed at {at}")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        _publish(fresh_warehouse, "v2", 200, hook=fail)
+    assert _state(fresh_warehouse) == (1000, 1, "v1")
+    with connect(fresh_warehouse) as conn:
+        tables = conn.execute(
+            "select tablename from pg_tables where schemaname = 'recommendations' order by 1"
+        ).fetchall()
+    assert tables == [("similar_tracks",), ("user_top_tracks",)]
+
+
+def test_a_long_reader_makes_publishing_give_up_not_hang(fresh_warehouse) -> None:
+    _publish(fresh_warehouse, "v1", 100)
+    with connect(fresh_warehouse) as reader:  # an open transaction that read the table
+        reader.execute("select count(*) from recommendations.user_top_tracks").fetchone()
+        started = time.monotonic()
+        with pytest.raises(PublishError, match="gave up after waiting"):
+            _publish(fresh_warehouse, "v2", 100, lock_timeout_s=0.5)
+        assert time.monotonic() - started < 20
+        reader.rollback()
+    assert _state(fresh_warehouse) == (1000, 1, "v1")
+
+
+def test_an_empty_list_is_never_published(fresh_warehouse) -> None:
+    _publish(fresh_warehouse, "v1", 100)
+    with connect(fresh_warehouse, autocommit=True) as conn, pytest.raises(PublishError):
+        publish(
+            conn,
+            lists(0, 1)[0],
+            lists(0, 1)[1],
+            model_run_id="v2",
+            generated_at=datetime.now(UTC),
+            model_runs=[],
+            lock_timeout_s=5,
+        )
+    assert _state(fresh_warehouse) == (1000, 1, "v1")
+    with pytest.raises(psycopg.errors.UndefinedTable), connect(fresh_warehouse) as conn:
+        conn.execute("select * from recommendations.user_top_tracks__new")
