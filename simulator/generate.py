@@ -291,7 +291,7 @@ def draw_listens(
 ) -> np.ndarray:
     if not b.spec.realistic:
         return sampler.uniform(rng, int(counts.sum()))
-    return sampler.for_users(rng, b.users["preferred"][user_rows], counts)
+    return sampler.for_users(rng, user_rows, b.users["preferred"][user_rows], counts)
 
 
 def _day0_timestamps(

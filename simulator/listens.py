@@ -26,7 +26,33 @@ _POSITION_CUTS = np.array(
         [0.6, 0.85],  # 3: 60% / 25% / 15%
     ]
 )
+# Taste inside a genre that only co-listening reveals: each genre's tracks fall into SCENES
+# scenes, each user follows one scene per preferred genre, and SCENE_SHARE of their listens in
+# that genre come from it. Without it, "popularity within the favorite genre" is as good a
+# recommender as the data allows, and collaborative filtering has nothing to learn.
+SCENES = 4
+SCENE_SHARE = 0.7
 _USERS_PER_CHUNK = 250_000
+
+
+def _mix(keys: np.ndarray, salt: int) -> np.ndarray:
+    """A fixed integer hash (splitmix64 finaliser): spreads row numbers over scenes."""
+    x = keys.astype(np.uint64) + np.uint64(salt)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def track_scene(track_rows: np.ndarray) -> np.ndarray:
+    return (_mix(track_rows, 0x5CE4E) % np.uint64(SCENES)).astype(np.int64)
+
+
+def user_scene(user_rows: np.ndarray, genres: np.ndarray) -> np.ndarray:
+    keys = user_rows.astype(np.uint64) * np.uint64(len(GENRES)) + genres.astype(np.uint64)
+    return (_mix(keys, 0x05E7) % np.uint64(SCENES)).astype(np.int64)
 
 
 @dataclass
@@ -116,7 +142,8 @@ class ListenSampler:
     """Draws listened tracks among `eligible` track rows.
 
     Realistic: PREFERRED_SHARE of a user's listens come from one of their preferred genres,
-    weighted by popularity inside the genre; the rest from global popularity.
+    weighted by popularity inside the genre (SCENE_SHARE of those inside the user's scene of
+    that genre); the rest from global popularity.
     """
 
     def __init__(
@@ -140,6 +167,17 @@ class ListenSampler:
         self.g_high = low[self.g_end]
         self._global = CumulativeIndex(self.cum)
         self._members = CumulativeIndex(self.member_cum)
+        # the same memberships by (genre, scene)
+        sub = genre * SCENES + track_scene(member)
+        order = np.argsort(sub, kind="stable")
+        self.scene_rows = member[order]
+        self.scene_cum = np.cumsum(member_w[order])
+        bounds = np.searchsorted(sub[order], np.arange(len(GENRES) * SCENES + 1))
+        self.s_start, self.s_end = bounds[:-1], bounds[1:]
+        low = np.concatenate([[0.0], self.scene_cum])
+        self.s_low = low[self.s_start]
+        self.s_high = low[self.s_end]
+        self._scenes = CumulativeIndex(self.scene_cum)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -153,19 +191,28 @@ class ListenSampler:
         return self.rows[self._global.find(rng.random(n) * self.cum[-1])]
 
     def for_users(
-        self, rng: np.random.Generator, preferred: np.ndarray, counts: np.ndarray
+        self,
+        rng: np.random.Generator,
+        user_rows: np.ndarray,
+        preferred: np.ndarray,
+        counts: np.ndarray,
     ) -> np.ndarray:
-        """Listens of users with `preferred` genres (k x 3, -1 padded), counts[i] each, grouped."""
+        """Listens of users (rows) with `preferred` genres (k x 3, -1 padded), counts[i] each,
+        grouped by user."""
         if len(self.rows) == 0:
             raise ValueError("no track to listen to")
         parts = []
         for lo in range(0, len(counts), _USERS_PER_CHUNK):
             hi = lo + _USERS_PER_CHUNK
-            parts.append(self._chunk(rng, preferred[lo:hi], counts[lo:hi]))
+            parts.append(self._chunk(rng, user_rows[lo:hi], preferred[lo:hi], counts[lo:hi]))
         return np.concatenate(parts) if parts else np.empty(0, dtype=np.int32)
 
     def _chunk(
-        self, rng: np.random.Generator, preferred: np.ndarray, counts: np.ndarray
+        self,
+        rng: np.random.Generator,
+        user_rows: np.ndarray,
+        preferred: np.ndarray,
+        counts: np.ndarray,
     ) -> np.ndarray:
         total = int(counts.sum())
         owner = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
@@ -174,6 +221,7 @@ class ListenSampler:
         u = rng.random(total)
         sel = np.flatnonzero(r < PREFERRED_SHARE)
         owner = owner[sel]
+        listener = user_rows[owner]
         r = r[sel] / PREFERRED_SHARE
         n_pref = (preferred >= 0).sum(axis=1)[owner]
         position = (r >= _POSITION_CUTS[n_pref, 0]).astype(np.int64)
@@ -183,11 +231,19 @@ class ListenSampler:
         genre = preferred.reshape(-1)[owner].astype(np.int64)
         usable = genre >= 0
         usable[usable] = self.g_end[genre[usable]] > self.g_start[genre[usable]]
-        sel, g = sel[usable], genre[usable]
+        sel, g, listener = sel[usable], genre[usable], listener[usable]
         items = np.empty(total, dtype=np.int32)
-        target = self.g_low[g] + u[sel] * (self.g_high[g] - self.g_low[g])
+        # in the user's scene of that genre (when the scene has tracks), else the whole genre
+        sub = g * SCENES + user_scene(listener, g)
+        in_scene = (rng.random(len(sel)) < SCENE_SHARE) & (self.s_end[sub] > self.s_start[sub])
+        at, sub = sel[in_scene], sub[in_scene]
+        target = self.s_low[sub] + u[at] * (self.s_high[sub] - self.s_low[sub])
+        picked = np.clip(self._scenes.find(target), self.s_start[sub], self.s_end[sub] - 1)
+        items[at] = self.scene_rows[picked]
+        at, g = sel[~in_scene], g[~in_scene]
+        target = self.g_low[g] + u[at] * (self.g_high[g] - self.g_low[g])
         picked = np.clip(self._members.find(target), self.g_start[g], self.g_end[g] - 1)
-        items[sel] = self.member_rows[picked]
+        items[at] = self.member_rows[picked]
         rest = np.ones(total, dtype=bool)
         rest[sel] = False
         rest = np.flatnonzero(rest)
