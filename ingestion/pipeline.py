@@ -6,7 +6,8 @@ One run = a complete extract of the three endpoints, one at a time (pages concur
    an earlier run left half done, read the listen_history versions raw already holds;
 2. extract each endpoint into its own dlt load package; a read that does not add up is read
    once more, then fails the run; a share of rejected records above the limit fails it too;
-3. only when all three are in: normalize and load (COPY of CSV files) and the scd2 merges;
+3. only when all three are in: normalize (takes the source's CSV files as they are) and load
+   (COPY of the CSV files) and the scd2 merges;
 4. write one monitoring.ingestion_stats row per endpoint.
 
 A run that fails before step 3 discards its packages: nothing of it reaches raw.
@@ -15,6 +16,7 @@ A run that fails before step 3 discards its packages: nothing of it reaches raw.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 
 import dlt
 import httpx
@@ -132,14 +135,8 @@ def loader_url(warehouse: ConnectionURL) -> str:
 def make_pipeline(settings: Settings, warehouse: ConnectionURL) -> Pipeline:
     """The dlt pipeline into schema raw; its working dir is under the data dir, never ~/.dlt."""
     apply_offline_defaults()
-    # dlt adds _dlt_load_id to Arrow tables only when asked; _dlt_id we add ourselves where
-    # wanted (record tables), as dlt's would cost ~1 s per million item rows.
-    dlt.config["normalize.parquet_normalizer.add_dlt_load_id"] = True
-    dlt.config["normalize.parquet_normalizer.add_dlt_id"] = False
-    # Local files: gzip would cost more CPU (~4 s per million item rows) than it saves.
-    dlt.config["data_writer.disable_compression"] = True
-    # Files of at most this many rows: a big table loads as several COPYs, in parallel.
-    dlt.config["normalize.data_writer.file_max_items"] = LOAD_FILE_ROWS
+    # The source writes the CSV files the load COPYs (with _dlt_id and _dlt_load_id) and
+    # hands them to dlt as they are: no parquet in extract, nothing to rewrite in normalize.
     # Loaded files are deleted (~80 bytes per item row a day otherwise), staging emptied.
     dlt.config["load.delete_completed_jobs"] = True
     dlt.config["load.truncate_staging_dataset"] = True
@@ -246,7 +243,10 @@ def _extract_endpoint(
     for attempt in range(config.rereads + 1):
         try:
             source = moovitamix_source(context, endpoints=[run.name])
-            info = pipeline.extract(source, loader_file_format=LOADER_FILE_FORMAT)
+            try:
+                info = pipeline.extract(source, loader_file_format=LOADER_FILE_FORMAT)
+            finally:  # dlt holds its own links to the files it took
+                shutil.rmtree(context.files_dir, ignore_errors=True)
         except PipelineStepFailed as exc:
             if run.name in context.reads:
                 run.reads.append(context.reads.pop(run.name))
@@ -373,6 +373,8 @@ def run_ingestion(
                 boundary=boundary,
                 known_hashes=known_hashes,
                 active_rows=partial(active_rows, conn),
+                files_dir=Path(pipeline.working_dir) / "csv",
+                file_rows=LOAD_FILE_ROWS,
             )
             with context.client, page_progress(config.progress) as progress:
                 context.on_plan, context.on_page = progress.on_plan, progress.on_page

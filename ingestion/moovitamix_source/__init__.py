@@ -1,8 +1,10 @@
-"""The dlt source of the MooVitamix API: one resource per endpoint (tracks, users,
-listen_history), each a complete extract of its endpoint.
+"""The dlt source of the MooVitamix API: per endpoint (tracks, users, listen_history) one
+resource per table it writes, together a complete extract of the endpoint.
 
-A resource reads page 1, then the other pages concurrently (`client`), checks every record
-against the contract (`records`), and yields Arrow tables to dlt as it goes:
+The endpoint is read once (whichever of its resources dlt pulls first runs the read): page 1,
+then the other pages concurrently (`client`); every record is checked against the contract
+(`records`) and the rows are written, a batch at a time, straight into the CSV files the
+load COPYs (`csv_files`), which dlt takes as they are (no parquet, nothing left to normalize):
 
 - its records to `raw.<endpoint>`, merged as scd2: a new or changed record is a new version,
   a record absent from the extract is retired (`record_hash` is the row version);
@@ -11,19 +13,24 @@ against the contract (`records`), and yields Arrow tables to dlt as it goes:
 - rejected records to `raw._rejected` (append).
 
 When the last page is in, the read is checked (`completeness`): records == total, ids unique.
-A mismatch raises `ReadMismatch` so the extract (this resource's load package) is discarded.
+A mismatch raises `ReadMismatch` so the extract (this endpoint's load package) is discarded.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import dlt
 import pyarrow as pa
+from dlt.common.metrics import DataWriterMetrics
+from dlt.extract.extractors import ImportFileMeta
+from dlt.extract.items import DataItemWithMeta
 from dlt.extract.resource import DltResource
 
 from ingestion.moovitamix_source.client import ApiClient, Page, RequestCounters
@@ -40,10 +47,13 @@ from ingestion.moovitamix_source.contract import (
     column_hints,
     record_schema,
 )
+from ingestion.moovitamix_source.csv_files import LOAD_ID, CsvFile, CsvFiles
 from ingestion.moovitamix_source.records import Batch, KnownHashes, RecordBuilder
 
 # New tables and columns may appear (schema drift is kept); the type of a column never changes.
 SCHEMA_CONTRACT = {"tables": "evolve", "columns": "evolve", "data_type": "freeze"}
+
+LOAD_ID_HINT = {"name": LOAD_ID, "data_type": "text", "nullable": False}
 
 ActiveRows = Callable[[Endpoint, list[int]], pa.Table | None]
 
@@ -82,6 +92,8 @@ class SourceContext:
     on_page: Callable[[str, Page], None] | None = None
     batch_rows: int = 10_000
     batch_items: int = 100_000
+    files_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
+    file_rows: int = 500_000  # rows per CSV file: a big table loads as several COPYs
     reads: dict[str, EndpointRead] = field(default_factory=dict)
 
 
@@ -94,27 +106,18 @@ def scd2(boundary: datetime) -> dict[str, Any]:
     }
 
 
-def _dlt_items(endpoint: Endpoint, batch: Batch, sent: set[str]) -> Iterator[Any]:
-    """The batch's tables, each marked with the table it goes to (noted in `sent`)."""
+def _write_batch(endpoint: Endpoint, batch: Batch, files: CsvFiles) -> None:
     if batch.records is not None:
-        sent.add(endpoint.table)
-        if batch.drift_columns:
-            drift = [
-                {"name": c, "data_type": "json", "nullable": True} for c in batch.drift_columns
-            ]
-            hints = dlt.mark.make_hints(table_name=endpoint.table, columns=drift)
-            yield dlt.mark.with_hints(batch.records, hints, create_table_variant=True)
-        else:
-            yield dlt.mark.with_table_name(batch.records, endpoint.table)
+        files.write(endpoint.table, batch.records, tuple(batch.drift_columns))
     if batch.items is not None:
-        sent.add(ITEMS_TABLE)
-        yield dlt.mark.with_table_name(batch.items, ITEMS_TABLE)
+        files.write(ITEMS_TABLE, batch.items)
     if batch.rejected is not None:
-        sent.add(REJECTED_TABLE)
-        yield dlt.mark.with_table_name(batch.rejected, REJECTED_TABLE)
+        files.write(REJECTED_TABLE, batch.rejected)
 
 
-def _read_endpoint(endpoint: Endpoint, context: SourceContext) -> Iterator[Any]:
+def _read_endpoint(endpoint: Endpoint, context: SourceContext, files: CsvFiles) -> None:
+    """Read every page of `endpoint`, check it, write its tables' CSV files; raises
+    ReadMismatch (or FetchFailed) when the read is not a complete extract."""
     builder = RecordBuilder(
         endpoint,
         run_id=context.run_id,
@@ -129,61 +132,110 @@ def _read_endpoint(endpoint: Endpoint, context: SourceContext) -> Iterator[Any]:
         if context.on_plan:
             context.on_plan(endpoint.name, pages)
 
-    sent: set[str] = set()
     for page in context.client.read_pages(endpoint.name, read.counters, on_plan=on_plan):
         keys = builder.add_page(page.number, page.items)
         read.check.add_page(page.number, page.total, keys)
         if context.on_page:
             context.on_page(endpoint.name, page)
         if builder.full:
-            yield from _dlt_items(endpoint, builder.flush(), sent)
-    yield from _dlt_items(endpoint, builder.flush(), sent)
+            _write_batch(endpoint, builder.flush(), files)
+    _write_batch(endpoint, builder.flush(), files)
     read.check.verify()
-    # Tables that got no row still get an (empty) table: so they exist for dbt, and an empty
+    # Tables that got no row still get an (empty) file: so they exist for dbt, and an empty
     # complete extract retires every current version, as any absent record is.
-    empty = Batch(
-        records=None if endpoint.table in sent else record_schema(endpoint).empty_table(),
-        items=None
-        if ITEMS_TABLE in sent or endpoint is not LISTEN_HISTORY
-        else ITEMS_SCHEMA.empty_table(),
-        rejected=None if REJECTED_TABLE in sent else REJECTED_SCHEMA.empty_table(),
+    _write_batch(
+        endpoint,
+        Batch(
+            records=record_schema(endpoint).empty_table(),
+            items=ITEMS_SCHEMA.empty_table() if endpoint is LISTEN_HISTORY else None,
+            rejected=REJECTED_SCHEMA.empty_table(),
+        ),
+        files,
     )
-    yield from _dlt_items(endpoint, empty, sent)
     # A rejected record is not a deleted one: its current version stays current.
     if builder.rejected_keys and context.active_rows:
         kept = context.active_rows(endpoint, builder.rejected_keys)
         if kept is not None and kept.num_rows:
             read.carried_forward = kept.num_rows
-            yield dlt.mark.with_table_name(kept, endpoint.table)
+            files.write(endpoint.table, kept)
     read.finished = time.monotonic()
 
 
-def endpoint_resource(endpoint: Endpoint, context: SourceContext) -> DltResource:
-    """The resource of one endpoint, with the hints of each table it writes."""
-    resource = dlt.resource(_read_endpoint(endpoint, context), name=endpoint.name)
-    resource.apply_hints(
-        table_name=endpoint.table,
-        write_disposition=scd2(context.boundary),
-        columns=column_hints(record_schema(endpoint)),
+class _EndpointFiles:
+    """One read of an endpoint, shared by the resources of its tables: whichever dlt pulls
+    first runs the read; each then hands dlt its table's files."""
+
+    def __init__(self, endpoint: Endpoint, context: SourceContext) -> None:
+        self.endpoint = endpoint
+        self.context = context
+        self._files: list[CsvFile] | None = None
+
+    def of(self, table: str) -> Iterator[Any]:
+        if self._files is None:
+            load_id = dlt.current.load_package_state()["load_id"]
+            files = CsvFiles(
+                self.context.files_dir / f"{load_id}-{self.endpoint.name}",
+                load_id,
+                self.context.file_rows,
+            )
+            try:
+                _read_endpoint(self.endpoint, self.context, files)
+            except BaseException:
+                files.discard()
+                raise
+            self._files = files.close()
+        for file in self._files:
+            if file.table == table:
+                yield _file_import(file)
+
+
+def _file_import(file: CsvFile) -> DataItemWithMeta:
+    """A CSV file for dlt to take as it is, with its Arrow schema (the column types: scd2's
+    row version column has its type from the data only) and the hints of its JSON columns."""
+    hints = None
+    if file.json_columns:
+        drift = [{"name": c, "data_type": "json", "nullable": True} for c in file.json_columns]
+        hints = dlt.mark.make_hints(columns=drift)  # type: ignore[arg-type]
+    path = str(file.path)
+    meta = ImportFileMeta(path, DataWriterMetrics(path, file.rows, 0, 0, 0), "csv", hints, False)
+    return DataItemWithMeta(meta, file.schema.empty_table())
+
+
+def _table_resource(
+    shared: _EndpointFiles,
+    name: str,
+    table: str,
+    write_disposition: Any,
+    schema: pa.Schema,
+) -> DltResource:
+    resource = dlt.resource(
+        shared.of(table),
+        name=name,
+        table_name=table,
+        write_disposition=write_disposition,
         schema_contract=SCHEMA_CONTRACT,
-        create_table_variant=True,
     )
-    resource.apply_hints(
-        table_name=REJECTED_TABLE,
-        write_disposition="append",
-        columns=column_hints(REJECTED_SCHEMA),
-        schema_contract=SCHEMA_CONTRACT,
-        create_table_variant=True,
-    )
-    if endpoint is LISTEN_HISTORY:
-        resource.apply_hints(
-            table_name=ITEMS_TABLE,
-            write_disposition="append",
-            columns=column_hints(ITEMS_SCHEMA),
-            schema_contract=SCHEMA_CONTRACT,
-            create_table_variant=True,
-        )
+    # After the write disposition: scd2's row version column keeps its type (text).
+    resource.apply_hints(columns={**column_hints(schema), LOAD_ID: LOAD_ID_HINT})
     return resource
+
+
+def endpoint_resources(endpoint: Endpoint, context: SourceContext) -> list[DltResource]:
+    """The resources of one endpoint (one per table it writes), with each table's hints."""
+    shared = _EndpointFiles(endpoint, context)
+    resources = [
+        _table_resource(
+            shared, endpoint.name, endpoint.table, scd2(context.boundary), record_schema(endpoint)
+        )
+    ]
+    if endpoint is LISTEN_HISTORY:
+        resources.append(_table_resource(shared, ITEMS_TABLE, ITEMS_TABLE, "append", ITEMS_SCHEMA))
+    resources.append(
+        _table_resource(
+            shared, f"{endpoint.name}{REJECTED_TABLE}", REJECTED_TABLE, "append", REJECTED_SCHEMA
+        )
+    )
+    return resources
 
 
 @dlt.source(name="moovitamix", max_table_nesting=0)
@@ -192,4 +244,4 @@ def moovitamix_source(
 ) -> Iterator[DltResource]:
     """The API's endpoints (all three by default) as resources; see the module docstring."""
     for name in endpoints:
-        yield endpoint_resource(ENDPOINTS[name], context)
+        yield from endpoint_resources(ENDPOINTS[name], context)

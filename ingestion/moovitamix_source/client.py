@@ -5,22 +5,32 @@ Retried (exponential backoff with jitter, `Retry-After` honoured): timeouts, con
 (refused, reset, closed mid-body), 429, 5xx, and a 200 whose body is not a page (malformed
 JSON). Not retried: any other status (a 4xx other than 429 will not heal). When the attempts
 run out, `FetchFailed` names the endpoint, the page and the last error.
+
+The requests go through one keep-alive `http.client` connection per fetching thread: ~0.3 ms
+of CPU per request where httpx takes ~1.8 ms, and the GIL is shared with the record checks.
+httpx is used instead when a transport is injected (the tests' fake servers) or a proxy is
+configured in the environment (httpx honours it, http.client would not).
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import logging
 import math
 import queue
 import random
+import select
 import threading
 import time
+import urllib.request
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import orjson
@@ -146,6 +156,165 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text and text[0] else type(exc).__name__
 
 
+# ---- the HTTP transports ---------------------------------------------------------------------
+
+
+class _Timeout(Exception):
+    """The request timed out (connect or read); `error` is the one-line text."""
+
+
+class _TransportError(Exception):
+    """The connection failed (refused, reset, closed mid-body, bad HTTP)."""
+
+
+@dataclass(frozen=True)
+class _Response:
+    status: int
+    reason: str
+    retry_after: str | None
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+
+_HEADERS = {"Accept": "application/json", "User-Agent": "moovitamix-ingestion"}
+
+
+class _HttpxTransport:
+    """httpx, one pool of `concurrency` connections (used with an injected transport)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        concurrency: int,
+        timeouts: Timeouts,
+        transport: httpx.BaseTransport | None,
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=base_url,
+            timeout=timeouts.httpx(),
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            headers=_HEADERS,
+            transport=transport,
+        )
+
+    def get(self, path: str, params: dict[str, int]) -> _Response:
+        try:
+            response = self._http.get(path, params=params)
+        except httpx.TimeoutException as exc:
+            raise _Timeout(_error_text(exc)) from None
+        except httpx.TransportError as exc:
+            raise _TransportError(_error_text(exc)) from None
+        return _Response(
+            response.status_code,
+            response.reason_phrase,
+            response.headers.get("Retry-After"),
+            response.content,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class _Connection(http.client.HTTPConnection):
+    """An HTTP/1.1 connection with the connect timeout on connect, the read timeout after."""
+
+    read_timeout_s: float = 30.0
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.settimeout(self.read_timeout_s)
+
+
+class _HttpsConnection(http.client.HTTPSConnection):
+    read_timeout_s: float = 30.0
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.settimeout(self.read_timeout_s)
+
+
+class _HttpClientTransport:
+    """http.client: one keep-alive connection per calling thread, reopened after any error."""
+
+    def __init__(self, base_url: str, timeouts: Timeouts) -> None:
+        url = urlsplit(base_url)
+        self._secure = url.scheme == "https"
+        self._host = url.hostname or "localhost"
+        self._port = url.port
+        self._prefix = url.path.rstrip("/")
+        self._timeouts = timeouts
+        self._local = threading.local()
+        self._open: set[http.client.HTTPConnection] = set()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def usable(base_url: str) -> bool:
+        """False when a proxy applies to `base_url` (httpx honours proxies, we would not)."""
+        url = urlsplit(base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            return False
+        proxies = urllib.request.getproxies()
+        if url.scheme not in proxies and "all" not in proxies:
+            return True
+        return bool(urllib.request.proxy_bypass(url.hostname))
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is not None and conn.sock is not None:
+            # An idle keep-alive connection the server has closed reads as readable: reopen.
+            readable, _, _ = select.select([conn.sock], [], [], 0)
+            if readable:
+                self._drop(conn)
+                conn = None
+        if conn is None:
+            cls = _HttpsConnection if self._secure else _Connection
+            conn = cls(self._host, self._port, timeout=self._timeouts.connect_s)
+            conn.read_timeout_s = self._timeouts.read_s  # type: ignore[attr-defined]
+            self._local.conn = conn
+            with self._lock:
+                self._open.add(conn)
+        return conn
+
+    def _drop(self, conn: http.client.HTTPConnection) -> None:
+        conn.close()
+        self._local.conn = None
+        with self._lock:
+            self._open.discard(conn)
+
+    def get(self, path: str, params: dict[str, int]) -> _Response:
+        conn = self._connection()
+        try:
+            conn.request("GET", f"{self._prefix}{path}?{urlencode(params)}", headers=_HEADERS)
+            response = conn.getresponse()
+            content = response.read()
+            encoding = (response.getheader("Content-Encoding") or "").strip().lower()
+            if encoding in ("gzip", "deflate"):
+                content = zlib.decompress(content, 47 if encoding == "gzip" else 15)
+        except TimeoutError as exc:
+            self._drop(conn)
+            raise _Timeout(_error_text(exc) if str(exc) else "TimeoutError: timed out") from None
+        except (OSError, http.client.HTTPException, zlib.error) as exc:
+            self._drop(conn)
+            raise _TransportError(_error_text(exc)) from None
+        except BaseException:
+            self._drop(conn)
+            raise
+        if response.will_close:
+            self._drop(conn)
+        return _Response(
+            response.status, response.reason, response.getheader("Retry-After"), content
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._open:
+                conn.close()
+            self._open.clear()
+
+
 class ApiClient:
     """The API at `base_url`; thread-safe (one connection pool of `concurrency` connections)."""
 
@@ -171,13 +340,11 @@ class ApiClient:
         self.timeouts = timeouts or Timeouts()
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not security)
         self._rng_lock = threading.Lock()
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            timeout=self.timeouts.httpx(),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-            headers={"Accept": "application/json", "User-Agent": "moovitamix-ingestion"},
-            transport=transport,
-        )
+        self._http: _HttpxTransport | _HttpClientTransport
+        if transport is None and _HttpClientTransport.usable(self.base_url):
+            self._http = _HttpClientTransport(self.base_url, self.timeouts)
+        else:
+            self._http = _HttpxTransport(self.base_url, concurrency, self.timeouts, transport)
 
     def close(self) -> None:
         self._http.close()
@@ -205,15 +372,15 @@ class ApiClient:
                 raise _Cancelled
             wait: float | None = None
             try:
-                response = self._http.get(f"/{endpoint}", params=params)
-            except httpx.TimeoutException as exc:
+                response = self._http.get(f"/{endpoint}", params)
+            except _Timeout as exc:
                 counters.failure()
-                cause, error = "timeout", _error_text(exc)
-            except httpx.TransportError as exc:
+                cause, error = "timeout", str(exc)
+            except _TransportError as exc:
                 counters.failure()
-                cause, error = "connection", _error_text(exc)
+                cause, error = "connection", str(exc)
             else:
-                status = response.status_code
+                status = response.status
                 counters.response(status, len(response.content))
                 if status == 200:
                     try:
@@ -225,14 +392,14 @@ class ApiClient:
                         return page
                 elif status == 429 or 500 <= status <= 599:
                     cause = "http_429" if status == 429 else "http_5xx"
-                    error = f"HTTP {status} {response.reason_phrase}".strip()
-                    wait = retry_after_s(response.headers.get("Retry-After"))
+                    error = f"HTTP {status} {response.reason}".strip()
+                    wait = retry_after_s(response.retry_after)
                 else:
                     body = response.text.strip().replace("\n", " ")[:200]
                     raise FetchFailed(
                         endpoint,
                         number,
-                        f"HTTP {status} {response.reason_phrase} (not retried): {body}".strip(),
+                        f"HTTP {status} {response.reason} (not retried): {body}".strip(),
                     )
             if attempt == self.retry.max_attempts:
                 raise FetchFailed(endpoint, number, f"{error} (gave up after {attempt} attempts)")

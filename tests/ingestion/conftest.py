@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from ingestion_helpers import TEST_CONFIG, Ingest, Raw
 from psycopg import sql
 
 from ingestion.pipeline import IngestionResult, run_ingestion
@@ -20,6 +19,7 @@ from moovitamix.connection_url import ConnectionURL
 from moovitamix.run_context import new_run_id
 from moovitamix.settings import load_settings
 from moovitamix.warehouse import ensure_schemas
+from tests.ingestion.ingestion_helpers import TEST_CONFIG, Ingest, Raw
 
 _extra_databases = itertools.count(1)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from ingestion_helpers import Ingest, Raw, admin, run_cli
-
 from moovitamix import exit_codes
 from moovitamix.connection_url import ConnectionURL
+from tests.ingestion.ingestion_helpers import Ingest, Raw, admin, run_cli
 
 
 def cli_env(**changes: str) -> dict[str, str]:

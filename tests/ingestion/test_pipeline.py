@@ -11,18 +11,18 @@ from collections.abc import Callable
 import httpx
 import orjson
 import pytest
-from ingestion_helpers import (
+
+from ingestion.moovitamix_source.contract import ENDPOINTS
+from ingestion.moovitamix_source.records import record_hash
+from ingestion.pipeline import IngestionFailed
+from moovitamix.connection_url import ConnectionURL
+from tests.ingestion.ingestion_helpers import (
     Ingest,
     Raw,
     admin,
     assert_raw_matches_api,
     fetch_all,
 )
-
-from ingestion.moovitamix_source.contract import ENDPOINTS
-from ingestion.moovitamix_source.records import record_hash
-from ingestion.pipeline import IngestionFailed
-from moovitamix.connection_url import ConnectionURL
 
 SIZES = ("--users", "300", "--tracks", "200")
 DLT_VOLATILE = {"_dlt_id", "_dlt_load_id", "_dlt_valid_from", "_dlt_valid_to", "rejected_at"}
