@@ -1,0 +1,3 @@
+from dbt_project.cli import main
+
+raise SystemExit(main())

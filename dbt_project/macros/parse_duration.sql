@@ -1,0 +1,17 @@
+{#-
+    Seconds of a duration served as "MM:SS" (minutes may have 1-4 digits) or "H:MM:SS";
+    null for anything else (empty, "abc", "12:75", "-1:00"), never an error.
+-#}
+{% macro parse_duration_seconds(expression) -%}
+    case
+        when btrim({{ expression }}) ~ '^[0-9]{1,4}:[0-5][0-9]$'
+            then
+                split_part(btrim({{ expression }}), ':', 1)::int * 60
+                + split_part(btrim({{ expression }}), ':', 2)::int
+        when btrim({{ expression }}) ~ '^[0-9]{1,3}:[0-5][0-9]:[0-5][0-9]$'
+            then
+                split_part(btrim({{ expression }}), ':', 1)::int * 3600
+                + split_part(btrim({{ expression }}), ':', 2)::int * 60
+                + split_part(btrim({{ expression }}), ':', 3)::int
+    end
+{%- endmacro %}

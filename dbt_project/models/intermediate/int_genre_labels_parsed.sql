@@ -1,0 +1,123 @@
+-- The genre labels of every version of every track (`genres`) and user (`favorite_genres`),
+-- split, keyed and mapped to a genre: one row per entity version and distinct genre.
+with
+
+track_versions as (
+
+    select * from {{ ref('stg_moovitamix__track_versions') }}
+
+),
+
+user_versions as (
+
+    select * from {{ ref('stg_moovitamix__user_versions') }}
+
+),
+
+known_genres as (
+
+    {{ known_genre_keys() }}
+
+),
+
+genre_texts as (
+
+    select
+        'track' as entity_type,
+        track_id as entity_id,
+        valid_from,
+        is_current,
+        genres_text as genre_text
+    from track_versions
+    where genres_text is not null
+
+    union all
+
+    select
+        'user' as entity_type,
+        user_id as entity_id,
+        valid_from,
+        is_current,
+        favorite_genres_text as genre_text
+    from user_versions
+    where favorite_genres_text is not null
+
+),
+
+labels as (
+
+    select
+        genre_texts.entity_type,
+        genre_texts.entity_id,
+        genre_texts.valid_from,
+        genre_texts.is_current,
+        parts.label_number,
+        btrim(parts.genre_label) as genre_label
+
+    from genre_texts
+    cross join lateral unnest(
+        regexp_split_to_array(genre_texts.genre_text, {{ genre_separator_pattern() }})
+    ) with ordinality as parts (genre_label, label_number)
+
+),
+
+mapped as (
+
+    select
+        labels.entity_type,
+        labels.entity_id,
+        labels.valid_from,
+        labels.is_current,
+        labels.label_number,
+        labels.genre_label,
+        known_genres.genre_id is not null as is_known_genre,
+        coalesce(known_genres.genre_id, {{ genre_slug('labels.genre_label') }}) as genre_id
+
+    from labels
+    left join known_genres
+        on {{ genre_key('labels.genre_label') }} = known_genres.genre_key
+    where labels.genre_label != ''
+
+),
+
+deduplicated as (
+
+    -- a genre listed twice ("Rock, rock") counts once, at its first place
+    select
+        entity_type,
+        entity_id,
+        valid_from,
+        is_current,
+        genre_id,
+        is_known_genre,
+        min(label_number) as first_label_number,
+        (array_agg(genre_label order by label_number))[1] as genre_label
+
+    from mapped
+    group by entity_type, entity_id, valid_from, is_current, genre_id, is_known_genre
+
+),
+
+final as (
+
+    select
+        entity_type,
+        entity_id,
+        valid_from,
+        is_current,
+        genre_id,
+        genre_label,
+        is_known_genre,
+        cast(
+            row_number() over (
+                partition by entity_type, entity_id, valid_from, is_current
+                order by first_label_number
+            ) - 1
+            as integer
+        ) as position
+
+    from deduplicated
+
+)
+
+select * from final

@@ -1,0 +1,34 @@
+-- Every version of every track, from completed loads: renamed, cast and parsed.
+with
+
+source as (
+
+    select * from {{ source('moovitamix', 'tracks') }}
+    where _dlt_load_id in ({{ completed_load_ids() }})
+
+),
+
+renamed as (
+
+    select
+        cast(id as bigint) as track_id,
+        nullif(btrim(name), '') as track_name,
+        nullif(btrim(artist), '') as artist_name,
+        nullif(btrim(songwriters), '') as songwriters,
+        nullif(btrim(album), '') as album_name,
+        nullif(btrim(duration), '') as duration_text,
+        {{ parse_duration_seconds('duration') }} as duration_seconds,
+        nullif(btrim(genres), '') as genres_text,
+        cast(created_at as timestamptz) as created_at,
+        cast(updated_at as timestamptz) as updated_at,
+        cast(record_hash as text) as record_hash,
+        cast(_dlt_valid_from as timestamptz) as valid_from,
+        cast(_dlt_valid_to as timestamptz) as valid_to,
+        _dlt_valid_to is null as is_current,
+        cast(_dlt_load_id as text) as load_id
+
+    from source
+
+)
+
+select * from renamed

@@ -1,0 +1,32 @@
+-- Every version of every user, from completed loads: renamed and cast; e-mails normalised.
+with
+
+source as (
+
+    select * from {{ source('moovitamix', 'users') }}
+    where _dlt_load_id in ({{ completed_load_ids() }})
+
+),
+
+renamed as (
+
+    select
+        cast(id as bigint) as user_id,
+        nullif(btrim(first_name), '') as first_name,
+        nullif(btrim(last_name), '') as last_name,
+        nullif(lower(btrim(email)), '') as email,
+        nullif(btrim(gender), '') as gender,
+        nullif(btrim(favorite_genres), '') as favorite_genres_text,
+        cast(created_at as timestamptz) as created_at,
+        cast(updated_at as timestamptz) as updated_at,
+        cast(record_hash as text) as record_hash,
+        cast(_dlt_valid_from as timestamptz) as valid_from,
+        cast(_dlt_valid_to as timestamptz) as valid_to,
+        _dlt_valid_to is null as is_current,
+        cast(_dlt_load_id as text) as load_id
+
+    from source
+
+)
+
+select * from renamed

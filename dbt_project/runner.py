@@ -1,0 +1,155 @@
+"""Run the dbt project in this process, through one `dbtRunner` invocation per command.
+
+The warehouse is resolved from the project's settings (`open_warehouse`: `WAREHOUSE_URL`, or the
+embedded Postgres started on demand) and handed to dbt as the MVX_DBT_* variables that
+`profiles.yml` reads. Project, profiles, target and log paths are absolute, so this works from
+any working directory.
+
+The run id reaches dbt as the environment variable MOOVITAMIX_RUN_ID (the project's convention,
+see moovitamix.run_context), read by the `run_id()` macro; `--vars '{run_id: ...}'` works too,
+but changing a var forces dbt to re-parse the whole project (~7 s), an environment variable only
+the files that use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from dbt_project.results import BuildResult, NodeResult
+from moovitamix.run_context import RUN_ID_ENV
+from moovitamix.settings import Settings, apply_offline_defaults
+from moovitamix.warehouse import open_warehouse
+
+log = logging.getLogger(__name__)
+
+PROJECT_DIR = Path(__file__).resolve().parent
+# inside dbt_project/ (git-ignored); dbt's own DBT_TARGET_PATH / DBT_LOG_PATH move them
+TARGET_DIR = PROJECT_DIR / "target"
+LOG_DIR = PROJECT_DIR / "logs"
+
+
+def prepare_environment(settings: Settings, run_id: str | None = None) -> None:
+    """Resolve the warehouse and export what dbt reads: MVX_DBT_*, the run id, no telemetry."""
+    apply_offline_defaults()
+    url = open_warehouse(settings)
+    os.environ.update(url.dbt_env())
+    if run_id:
+        os.environ[RUN_ID_ENV] = run_id
+    log.debug("dbt warehouse: %s", url.describe())
+
+
+def target_dir() -> Path:
+    return Path(os.environ.get("DBT_TARGET_PATH") or TARGET_DIR)
+
+
+def log_dir() -> Path:
+    return Path(os.environ.get("DBT_LOG_PATH") or LOG_DIR)
+
+
+def common_args(*, quiet: bool = True) -> list[str]:
+    args = [
+        "--project-dir",
+        str(PROJECT_DIR),
+        "--profiles-dir",
+        str(PROJECT_DIR),
+        "--target-path",
+        str(target_dir()),
+        "--log-path",
+        str(log_dir()),
+    ]
+    return [*args, "--quiet"] if quiet else args
+
+
+def invoke(command: str, args: Sequence[str], *, run_id: str = "", quiet: bool = True):
+    """One dbtRunner invocation; returns (BuildResult, the raw dbtRunnerResult)."""
+    from dbt.cli.main import dbtRunner  # imported late: ~3 s, only when dbt actually runs
+
+    started = time.monotonic()
+    argv = [*command.split(), *common_args(quiet=quiet), *args]
+    log.debug("dbt %s", " ".join(argv))
+    try:
+        outcome = dbtRunner().invoke(argv)
+    except Exception as exc:  # dbt raises on some setup errors instead of reporting them
+        return (
+            BuildResult(command, run_id, False, time.monotonic() - started, error=_one_line(exc)),
+            None,
+        )
+    results = getattr(outcome.result, "results", None) or []
+    nodes = [NodeResult.from_dbt(r) for r in results if getattr(r, "node", None) is not None]
+    error = _one_line(outcome.exception) if outcome.exception is not None else None
+    if not outcome.success and error is None and not any(n.is_bad for n in nodes):
+        error = f"dbt reported a failure; details in {log_dir() / 'dbt.log'}"
+    result = BuildResult(
+        command=command,
+        run_id=run_id,
+        success=bool(outcome.success),
+        seconds=time.monotonic() - started,
+        nodes=nodes,
+        error=error,
+    )
+    return result, outcome
+
+
+def build_args(
+    select: Sequence[str] | str | None = None,
+    exclude: Sequence[str] | str | None = None,
+    *,
+    exclude_unit_tests: bool = True,
+    full_refresh: bool = False,
+) -> list[str]:
+    args: list[str] = []
+    if select:
+        args += ["--select", *([select] if isinstance(select, str) else select)]
+    if exclude:
+        args += ["--exclude", *([exclude] if isinstance(exclude, str) else exclude)]
+    if exclude_unit_tests:
+        args += ["--exclude-resource-type", "unit_test"]
+    if full_refresh:
+        args.append("--full-refresh")
+    return args
+
+
+def run_build(
+    settings: Settings,
+    run_id: str,
+    select: Sequence[str] | str | None = None,
+    exclude_unit_tests: bool = True,
+    *,
+    exclude: Sequence[str] | str | None = None,
+    full_refresh: bool = False,
+) -> BuildResult:
+    """`dbt build` (seeds, models, tests) on the settings' warehouse, in one invocation.
+
+    The daily run excludes the unit tests (they test the code, not the data: `make test` runs
+    them); `success` is false if any model, seed or test errored or failed (warnings pass).
+    """
+    prepare_environment(settings, run_id)
+    args = build_args(
+        select, exclude, exclude_unit_tests=exclude_unit_tests, full_refresh=full_refresh
+    )
+    result, _ = invoke("build", args, run_id=run_id)
+    return result
+
+
+def run_docs_generate(settings: Settings, run_id: str = "") -> BuildResult:
+    """`dbt docs generate` (manifest and catalog into dbt_project/target)."""
+    prepare_environment(settings, run_id or None)
+    result, _ = invoke("docs generate", [], run_id=run_id)
+    return result
+
+
+def run_freshness(settings: Settings, run_id: str = "") -> BuildResult:
+    """`dbt source freshness`: how long since raw's tables last got a new version."""
+    prepare_environment(settings, run_id or None)
+    result, _ = invoke("source freshness", [], run_id=run_id)
+    return result
+
+
+def _one_line(exc: BaseException | object) -> str:
+    text = str(exc).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines[:3]) if lines else type(exc).__name__

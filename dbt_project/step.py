@@ -1,0 +1,39 @@
+"""The dbt build as a step of the daily run (moovitamix/daily.py): `transform`."""
+
+from __future__ import annotations
+
+import logging
+
+from dbt_project.runner import run_build
+from moovitamix.step import RunContext, StepFailed, StepReport
+
+log = logging.getLogger(__name__)
+
+
+def transform(ctx: RunContext) -> StepReport:
+    """dbt build of staging and marts, without the unit tests (they test the code, in CI).
+
+    A failed model or test fails the step with dbt's first error; warnings (orphaned listens,
+    unparsable durations) pass and are listed in the details.
+    """
+    result = run_build(ctx.settings, ctx.run_id, exclude_unit_tests=True)
+    for line in result.table().splitlines():
+        log.info("%s", line)
+    if not result.success:
+        raise StepFailed(result.summary())
+    rows = {node.name: node.rows_affected for node in result.models}
+    warnings = {node.name: node.failures for node in result.warned}
+    ctx.facts["marts"] = {name: count for name, count in rows.items() if count is not None}
+    summary = result.summary()
+    if warnings:
+        summary += "; warnings: " + ", ".join(f"{n} {c}" for n, c in warnings.items())
+    return StepReport(
+        summary,
+        rows_out=sum(count for count in rows.values() if count is not None),
+        details={
+            "rows": rows,
+            "seconds": {node.name: round(node.seconds, 2) for node in result.models},
+            "tests": len(result.tests),
+            "warnings": warnings,
+        },
+    )

@@ -1,0 +1,260 @@
+"""dbt build on real ingested data: what the marts hold, idempotence, day-2 incremental
+behaviour, the analysts' queries and the docs (see dbt_helpers.Scenario for the steps)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from dbt_project import cli
+from dbt_project.runner import PROJECT_DIR
+from tests.dbt_project.dbt_helpers import INCOMPLETE_TRACK_ID, INCOMPLETE_USER_ID, MARTS, Scenario
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _items(api: dict, users: set[int] | None = None) -> list[tuple[int, int]]:
+    return [
+        (record["user_id"], track_id)
+        for record in api["listen_history"]
+        if users is None or record["user_id"] in users
+        for track_id in record["items"] or []
+    ]
+
+
+def test_day1_build_passes_every_test_including_unit_tests(scenario: Scenario) -> None:
+    build = scenario.day1.build
+    assert build.success, build.summary()
+    kinds = Counter(n.resource_type for n in build.nodes)
+    assert kinds["unit_test"] >= 6
+    assert kinds["test"] >= 100
+    assert {n.name for n in build.models} >= set(MARTS)
+    assert not build.failed
+
+
+def test_marts_match_what_the_api_served(scenario: Scenario) -> None:
+    api = scenario.day1.api
+    counts = dict(
+        scenario.query(
+            "select 'users', count(*) from marts.dim_users union all "
+            "select 'tracks', count(*) from marts.dim_tracks union all "
+            "select 'pii', count(*) from marts.dim_users_pii"
+        )
+    )
+    # the end state is day 2's: compare with the API of that day
+    api2 = scenario.day2.api
+    assert counts == {"users": len(api2["users"]), "tracks": len(api2["tracks"]),
+                      "pii": len(api2["users"])}  # fmt: skip
+    # every listen the API served is either in fct_listens or an orphan, exactly once
+    listens, orphans = scenario.query(
+        "select (select sum(listen_count) from marts.fct_listens),"
+        " (select coalesce(sum(listen_count), 0) from marts.fct_orphaned_listens)"
+    )[0]
+    assert listens + orphans == len(_items(api2))
+    served_tracks = {t["id"] for t in api2["tracks"]}
+    expected_orphans = sum(1 for _, t in _items(api2) if t not in served_tracks)
+    assert orphans == expected_orphans
+    assert len(api["users"]) == scenario.day1.build.rows("dim_users")
+
+
+def test_emails_are_trimmed_lowercased_and_kept_out_of_dim_users(scenario: Scenario) -> None:
+    columns = {
+        r[0]
+        for r in scenario.query(
+            "select column_name from information_schema.columns "
+            "where table_schema = 'marts' and table_name = 'dim_users'"
+        )
+    }
+    assert not columns & {"email", "first_name", "last_name"}
+    api_emails = {u["id"]: u["email"].strip().lower() for u in scenario.day2.api["users"]}
+    assert dict(scenario.query("select user_id, email from marts.dim_users_pii")) == api_emails
+
+
+def test_genres_are_canonical_and_unknown_labels_kept(scenario: Scenario) -> None:
+    genres = {r[0]: (r[1], r[2]) for r in scenario.query("select * from marts.dim_genres")}
+    assert genres["hip-hop"] == ("Hip Hop", True)
+    assert genres["r-and-b"] == ("R&B", True)
+    assert sum(known for _, known in genres.values()) == 17
+    # the edited track's "Polka / rock": an unknown genre, then rock
+    assert genres["polka"] == ("Polka", False)
+    bridge = scenario.query(
+        "select genre_id, position from marts.bridge_track_genres where track_id = %s "
+        "order by position",
+        (scenario.edited_track_id,),
+    )
+    assert bridge == [("polka", 0), ("rock", 1)]
+    # every served favorite genre is a known genre
+    favorites = scenario.query(
+        "select count(*) from marts.dim_users as u join marts.dim_genres as g "
+        "on u.favorite_genre_id = g.genre_id where not g.is_known_genre"
+    )
+    assert favorites == [(0,)]
+
+
+def test_unparsable_duration_is_null_and_counted(scenario: Scenario) -> None:
+    duration = scenario.query(
+        "select duration_seconds, duration_text from marts.dim_tracks where track_id = %s",
+        (scenario.edited_track_id,),
+    )
+    assert duration == [(None, "abc")]
+    warned = {n.name: n.failures for n in scenario.day2.build.warned}
+    assert warned.get("unparsable_track_durations") == 1
+    parsed = dict(scenario.query("select track_id, duration_seconds from marts.dim_tracks"))
+    for track in scenario.day2.api["tracks"]:
+        if track["id"] != scenario.edited_track_id:
+            minutes, seconds = track["duration"].split(":")
+            assert parsed[track["id"]] == int(minutes) * 60 + int(seconds)
+
+
+def test_second_build_without_new_data_changes_nothing(scenario: Scenario) -> None:
+    """Also: versions of loads that did not complete stay invisible."""
+    assert scenario.rebuild.digests == scenario.day1.digests
+    assert scenario.rebuild.listens == scenario.day1.listens
+    assert scenario.rebuild.build.rows("fct_listens") == 0
+    assert scenario.day1.build.rows("fct_listens") == len(scenario.day1.listens)
+    ghosts = scenario.query(
+        "select (select count(*) from marts.dim_tracks where track_id = %s),"
+        " (select count(*) from marts.dim_users where user_id = %s)",
+        (INCOMPLETE_TRACK_ID, INCOMPLETE_USER_ID),
+    )
+    assert ghosts == [(0, 0)]
+
+
+def test_day2_merges_only_the_users_whose_history_changed(scenario: Scenario) -> None:
+    before, after = scenario.day1, scenario.day2
+    changed = {u for u, digest in after.histories.items() if before.histories.get(u) != digest}
+    assert changed, "the simulator's day 1 should grow some histories"
+    merged = {key for key, row in after.listens.items() if row[-1] == after.run_id}
+    assert merged == {key for key in after.listens if key[0] in changed}
+    assert after.build.rows("fct_listens") == len(merged)
+    assert len(merged) < len(after.listens) / 2
+    # rows of users whose history did not change are untouched, their run id included
+    for key, row in after.listens.items():
+        if key[0] not in changed:
+            assert before.listens[key] == row
+    # rows that disappeared: deleted users, deleted tracks (now orphans)
+    served_tracks = {t["id"] for t in after.api["tracks"]}
+    served_users = {u["id"] for u in after.api["users"]}
+    for user_id, track_id in set(before.listens) - set(after.listens):
+        assert user_id in changed or user_id not in served_users or track_id not in served_tracks
+
+
+def test_incremental_result_equals_a_full_rebuild(scenario: Scenario) -> None:
+    def without_run_id(rows: dict) -> dict:
+        return {key: row[:-1] for key, row in rows.items()}
+
+    assert without_run_id(scenario.listens_full_refresh) == without_run_id(scenario.day2.listens)
+
+
+def test_deletions_show_in_history_and_orphans(scenario: Scenario) -> None:
+    events = scenario.day2.ingestion.tables if scenario.day2.ingestion else {}
+    assert events["users"].retired >= 1
+    deleted = "select count(*) from marts.dim_users_history where is_deleted"
+    deleted_users = scenario.query(deleted)[0][0]
+    day1_users = {u["id"] for u in scenario.day1.api["users"]}
+    day2_users = {u["id"] for u in scenario.day2.api["users"]}
+    assert deleted_users == len(day1_users - day2_users) >= 1
+    current = scenario.query("select count(*) from marts.dim_users_history where is_current")
+    assert current == [(len(day2_users),)]
+    reasons = dict(
+        scenario.query("select orphan_reason, count(*) from marts.fct_orphaned_listens group by 1")
+    )
+    assert set(reasons) <= {"deleted_track", "unknown_track", "unknown_user"}
+    warned = {n.name: n.failures for n in scenario.day2.build.warned}
+    assert warned.get("orphaned_listens") == sum(reasons.values())
+
+
+def test_foreign_keys_exist_after_the_incremental_build(scenario: Scenario) -> None:
+    """dbt's swap of the rebuilt dimensions drops the keys that point at them: they are back."""
+    keys = {
+        (table, name)
+        for table, name in scenario.query(
+            "select conrelid::regclass::text, conname from pg_constraint "
+            "where connamespace = 'marts'::regnamespace and contype in ('f', 'p')"
+        )
+    }
+    assert ("marts.fct_listens", "fk_fct_listens_user") in keys
+    assert ("marts.fct_listens", "fk_fct_listens_track") in keys
+    assert ("marts.fct_listens", "pk_fct_listens") in keys
+    assert ("marts.bridge_track_genres", "fk_bridge_track_genres_genre") in keys
+    assert ("marts.dim_users", "pk_dim_users") in keys
+
+
+def test_features_shares_add_up_and_windows_are_bounded(scenario: Scenario) -> None:
+    bad = scenario.query(
+        "select user_id from marts.user_genre_features group by user_id "
+        "having abs(sum(listen_share) - 1) > 1e-9 and sum(listen_count) > 0"
+    )
+    assert bad == []
+    as_of = scenario.query(
+        "select max(as_of_at) = (select max(last_seen_at) from marts.fct_listens) "
+        "from marts.user_genre_features"
+    )
+    assert as_of == [(True,)]
+
+
+ANALYSES = sorted((PROJECT_DIR / "analyses").glob("*.sql"))
+
+
+@pytest.mark.parametrize("path", ANALYSES, ids=[p.stem for p in ANALYSES])
+def test_analyst_queries_run_and_are_in_the_docs(scenario: Scenario, path) -> None:
+    sql = path.read_text().strip()
+    rows = scenario.query(sql)
+    assert rows, f"{path.stem} returned nothing"
+    overview = (PROJECT_DIR / "models" / "overview.md").read_text()
+    assert sql in overview, f"{path.name} differs from its copy in models/overview.md"
+
+
+def test_top_genres_this_week_counts_distinct_listeners(scenario: Scenario) -> None:
+    path = PROJECT_DIR / "analyses" / "top_genres_by_listeners_this_week.sql"
+    rows = scenario.query(path.read_text())
+    assert len(rows) <= 10
+    counts = [listeners for _, listeners in rows]
+    assert counts == sorted(counts, reverse=True)
+    users = scenario.query("select count(*) from marts.dim_users")[0][0]
+    assert all(0 < c <= users for c in counts)
+
+
+def test_docs_generate_and_every_column_is_described(
+    scenario: Scenario, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["docs"]) == 0
+    assert "docs site:" in capsys.readouterr().out
+    target = scenario.target
+    assert (target / "index.html").is_file()
+    manifest = json.loads((target / "manifest.json").read_text())
+    catalog = json.loads((target / "catalog.json").read_text())
+    undocumented = []
+    for unique_id, node in manifest["nodes"].items():
+        if node["resource_type"] not in ("model", "seed") or node["package_name"] != "moovitamix":
+            continue
+        if not node["description"].strip():
+            undocumented.append(unique_id)
+        for column in catalog["nodes"].get(unique_id, {}).get("columns", {}):
+            described = node["columns"].get(column, {}).get("description", "").strip()
+            if not described:
+                undocumented.append(f"{unique_id}.{column}")
+    for unique_id, source in manifest["sources"].items():
+        for column in catalog["sources"].get(unique_id, {}).get("columns", {}):
+            if not source["columns"].get(column, {}).get("description", "").strip():
+                undocumented.append(f"{unique_id}.{column}")
+    assert undocumented == []
+    assert "__overview__" in json.dumps(manifest["docs"])
+    assert {e["name"] for e in manifest["exposures"].values()} == {
+        "als_recommender",
+        "analyst_queries",
+    }
+
+
+def test_cli_build_prints_a_table_of_models(
+    scenario: Scenario, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["build", "--select", "genres", "dim_genres"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    genres = scenario.query("select count(*) from marts.dim_genres")[0][0]
+    assert lines[0].split() == ["model", "materialized", "rows", "status", "seconds"]
+    assert any(line.split()[:3] == ["dim_genres", "table", str(genres)] for line in lines)
+    assert "dbt build OK" in lines[-1]
