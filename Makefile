@@ -54,6 +54,13 @@ unit: $(STAMP) ## pytest only (ARGS="-k name" to select)
 ingest: $(STAMP) ## load the API into schema raw (dlt)
 	@cd $(ROOT) && $(PY) -m ingestion $(ARGS)
 
+transform: $(STAMP) ## dbt build of staging and marts in one process; table of models, rows, seconds
+	@cd $(ROOT) && $(PY) -m dbt_project build $(ARGS)
+
+docs: $(STAMP) ## dbt docs generate, then serve the site on http://127.0.0.1:8080 (GX data docs path printed)
+	@cd $(ROOT) && $(PY) -m expectations docs || true
+	$(PY) -m dbt_project docs --serve --host 127.0.0.1 --port 8080 $(ARGS)
+
 validate: $(STAMP) ## run the Great Expectations suites (one checkpoint); exit 1 on an error expectation
 	@cd $(ROOT) && $(PY) -m expectations validate $(ARGS)
 

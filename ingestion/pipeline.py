@@ -15,6 +15,7 @@ A run that fails before step 3 discards its packages: nothing of it reaches raw.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import time
@@ -132,6 +133,13 @@ def loader_url(warehouse: ConnectionURL) -> str:
     return replace(warehouse, options=tuple(options.items())).url()
 
 
+def pipelines_dir(settings: Settings, warehouse: ConnectionURL) -> Path:
+    """dlt's working dir (state, pending packages) belongs to one warehouse: pointing the same
+    data dir at another WAREHOUSE_URL must not reuse the state of the first."""
+    where = f"{warehouse.host}:{warehouse.port}/{warehouse.database}"
+    return settings.data_dir / "dlt" / hashlib.sha256(where.encode()).hexdigest()[:12]
+
+
 def make_pipeline(settings: Settings, warehouse: ConnectionURL) -> Pipeline:
     """The dlt pipeline into schema raw; its working dir is under the data dir, never ~/.dlt."""
     apply_offline_defaults()
@@ -142,7 +150,7 @@ def make_pipeline(settings: Settings, warehouse: ConnectionURL) -> Pipeline:
     dlt.config["load.truncate_staging_dataset"] = True
     pipeline = dlt.pipeline(
         pipeline_name=PIPELINE_NAME,
-        pipelines_dir=str(settings.data_dir / "dlt"),
+        pipelines_dir=str(pipelines_dir(settings, warehouse)),
         destination=dlt.destinations.postgres(credentials=loader_url(warehouse)),
         dataset_name=RAW,
     )

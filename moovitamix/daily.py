@@ -60,13 +60,18 @@ def check_source(ctx: RunContext) -> StepReport:
 
 def _pipeline_steps() -> tuple[tuple[str, Step], ...]:
     # Imported here: each step's package pulls in its heavy tool (dlt, dbt, GX, implicit).
+    from dbt_project.step import transform
     from expectations import steps as monitoring
     from ingestion.step import ingest
+    from ml.step import train
 
     return (
         ("source", check_source),
         ("ingest", ingest),
+        ("transform", transform),
         ("validate", monitoring.validate_data),
+        ("train", train),
+        ("audit_recs", monitoring.validate_recommendations),
     )
 
 
