@@ -8,9 +8,14 @@ and each test that writes gets a fresh database of its own (`fresh_warehouse`).
 from __future__ import annotations
 
 import itertools
+import json
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -48,10 +53,9 @@ def admin_url(embedded_server: EmbeddedWarehouse) -> ConnectionURL:
     return embedded_server.start()
 
 
-@pytest.fixture
-def fresh_warehouse(admin_url: ConnectionURL) -> ConnectionURL:
-    """A new, empty warehouse database (with the design's schemas) for one test."""
-    name = f"mvx_test_{next(_database_numbers)}"
+def create_warehouse(admin_url: ConnectionURL, prefix: str = "mvx_test") -> ConnectionURL:
+    """A new, empty warehouse database with the design's schemas, on the test server."""
+    name = f"{prefix}_{next(_database_numbers)}"
     with psycopg.connect(admin_url.url(), autocommit=True) as conn:
         conn.execute(
             sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
@@ -60,6 +64,12 @@ def fresh_warehouse(admin_url: ConnectionURL) -> ConnectionURL:
     url = admin_url.with_database(name)
     ensure_schemas(url)
     return url
+
+
+@pytest.fixture
+def fresh_warehouse(admin_url: ConnectionURL) -> ConnectionURL:
+    """A new, empty warehouse database (with the design's schemas) for one test."""
+    return create_warehouse(admin_url)
 
 
 @pytest.fixture
@@ -72,6 +82,38 @@ def warehouse_env(
     monkeypatch.setenv("MOOVITAMIX_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("MOOVITAMIX_LOGS_DIR", str(tmp_path / "logs"))
     return fresh_warehouse
+
+
+@dataclass
+class Webhook:
+    url: str
+    status: int = 200
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    """A real HTTP endpoint on 127.0.0.1 that records the JSON bodies POSTed to it and answers
+    `status` (set it to make the webhook fail)."""
+    hook = Webhook("")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            hook.bodies.append(json.loads(self.rfile.read(length)))
+            self.send_response(hook.status)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    hook.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    yield hook
+    server.shutdown()
+    server.server_close()
 
 
 SimulatorFactory = Callable[..., str]

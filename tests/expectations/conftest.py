@@ -3,12 +3,9 @@ validation runner that collects alerts, and a webhook on a loopback port."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -54,37 +51,6 @@ class Validator:
 @pytest.fixture
 def validate(settings: Settings, gx_dir: Path) -> Validator:
     return Validator(settings, gx_dir)
-
-
-@dataclass
-class Webhook:
-    url: str
-    status: int = 200
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-
-
-@pytest.fixture
-def webhook() -> Iterator[Webhook]:
-    """A real HTTP endpoint on 127.0.0.1 that records the JSON bodies POSTed to it."""
-    hook = Webhook("")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers["Content-Length"])
-            hook.bodies.append(json.loads(self.rfile.read(length)))
-            self.send_response(hook.status)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    hook.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    yield hook
-    server.shutdown()
-    server.server_close()
 
 
 Execute = Callable[..., None]

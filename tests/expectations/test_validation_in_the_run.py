@@ -16,7 +16,8 @@ from expectations import steps
 from moovitamix import daily, exit_codes
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.settings import load_settings
-from tests.expectations.conftest import Execute, Webhook
+from tests.conftest import Webhook
+from tests.expectations.conftest import Execute
 from tests.expectations.seed import seed_clean
 
 pytestmark = pytest.mark.integration

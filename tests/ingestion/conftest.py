@@ -3,25 +3,20 @@ HTTP into a fresh embedded Postgres database (helpers: ingestion_helpers.py)."""
 
 from __future__ import annotations
 
-import itertools
 import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
-from psycopg import sql
 
 from ingestion.pipeline import IngestionResult, run_ingestion
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.run_context import new_run_id
 from moovitamix.settings import load_settings
-from moovitamix.warehouse import ensure_schemas
+from tests.conftest import create_warehouse
 from tests.ingestion.ingestion_helpers import TEST_CONFIG, Ingest, Raw
-
-_extra_databases = itertools.count(1)
 
 
 @pytest.fixture
@@ -32,15 +27,7 @@ def raw(warehouse_env: ConnectionURL) -> Raw:
 @pytest.fixture
 def another_warehouse(admin_url: ConnectionURL) -> ConnectionURL:
     """A second fresh warehouse database, for comparing two runs."""
-    name = f"mvx_ingestion_{next(_extra_databases)}_{os.getpid()}"
-    with psycopg.connect(admin_url.url(), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-        )
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = admin_url.with_database(name)
-    ensure_schemas(url)
-    return url
+    return create_warehouse(admin_url, prefix="mvx_ingestion")
 
 
 @pytest.fixture
