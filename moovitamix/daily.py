@@ -222,6 +222,15 @@ def _summary(run_id: str, outcome: _Outcome, seconds: float, alerts: int) -> Non
     ]
     if outcome.failed_step:
         lines.append(f"  {outcome.failed_step:<10} failed: {outcome.error}")
+    labels = {"data_docs": "data docs", "path": "health report"}
+    where = {
+        labels[key]: report.details[key]
+        for _, _, report in outcome.reports
+        for key in labels
+        if report.details.get(key)
+    }
+    where |= {"dbt docs": "`make docs`", "run ledger": "monitoring.pipeline_runs"}
+    lines.append("  see: " + "; ".join(f"{label}: {value}" for label, value in where.items()))
     print("\n".join(lines), file=sys.stderr if outcome.failed_step else sys.stdout, flush=True)
 
 
