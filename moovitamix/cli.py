@@ -9,45 +9,55 @@ import sys
 
 from moovitamix import exit_codes
 from moovitamix.embedded_warehouse import EmbeddedWarehouse, psql_path
-from moovitamix.settings import apply_offline_defaults, load_settings
-from moovitamix.warehouse import WarehouseUnreachable, connect, open_warehouse
+from moovitamix.settings import Settings, apply_offline_defaults, load_settings
+from moovitamix.warehouse import (
+    WarehouseUnreachable,
+    connect,
+    open_warehouse,
+    resolve_url,
+)
 
 
-def _warehouse(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    action = args.action
-    if action in ("stop", "status") and not settings.uses_embedded_warehouse:
-        print(f"WAREHOUSE_URL is set: {action} applies to the embedded warehouse only")
-        if action == "stop":
-            return exit_codes.OK
-    if action == "stop":
-        stopped = EmbeddedWarehouse(settings.embedded_pgdata).stop()
-        print("embedded Postgres stopped" if stopped else "embedded Postgres was not running")
+def _stop(settings: Settings) -> int:
+    if not settings.uses_embedded_warehouse:
+        print("WAREHOUSE_URL is set: stop applies to the embedded warehouse only")
         return exit_codes.OK
-    if action == "status" and settings.uses_embedded_warehouse:
+    stopped = EmbeddedWarehouse(settings.embedded_pgdata).stop()
+    print("embedded Postgres stopped" if stopped else "embedded Postgres was not running")
+    return exit_codes.OK
+
+
+def _status(settings: Settings) -> int:
+    """What is in use and whether it answers; starts nothing."""
+    if settings.uses_embedded_warehouse:
         status = EmbeddedWarehouse(settings.embedded_pgdata).status()
         if not status.running:
             print(f"embedded Postgres: not running (data in {settings.embedded_pgdata})")
             return exit_codes.WAREHOUSE_UNREACHABLE
         print(f"embedded Postgres: running, pid {status.pid}, socket {status.socket_dir}")
-    url = open_warehouse(settings) if action != "status" else None
-    if action == "status":
-        from moovitamix.warehouse import resolve_url
+    else:
+        print("WAREHOUSE_URL is set: no embedded warehouse in use")
+    url = resolve_url(settings, start=False)
+    with connect(url) as conn:
+        version = conn.execute("show server_version").fetchone()
+    print(f"warehouse: {url.masked} (Postgres {version[0] if version else '?'})")
+    return exit_codes.OK
 
-        url = resolve_url(settings, start=False)
-        with connect(url) as conn:
-            version = conn.execute("show server_version").fetchone()
-        print(f"warehouse: {url.masked} (Postgres {version[0] if version else '?'})")
-        return exit_codes.OK
-    assert url is not None
-    if action == "start":
+
+def _warehouse(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    if args.action == "stop":
+        return _stop(settings)
+    if args.action == "status":
+        return _status(settings)
+    url = open_warehouse(settings)
+    if args.action == "start":
         print(f"warehouse ready: {url.masked}")
-    elif action == "url":
+    elif args.action == "url":
         print(url.masked)
-    elif action == "psql":
-        env = {**os.environ, **url.libpq_env()}
+    elif args.action == "psql":
         psql = str(psql_path())
-        os.execve(psql, [psql, *args.psql_args], env)
+        os.execve(psql, [psql, *args.psql_args], {**os.environ, **url.libpq_env()})
     return exit_codes.OK
 
 

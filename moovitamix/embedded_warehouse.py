@@ -117,7 +117,15 @@ class EmbeddedWarehouse:
                     raise EmbeddedWarehouseError(
                         f"embedded Postgres did not come up; see its log {self.log_path}"
                     )
-        assert status.socket_dir is not None
+        url = self.url()
+        assert url is not None
+        return url
+
+    def url(self) -> ConnectionURL | None:
+        """The superuser URL of db `postgres` if the server runs, else None (starts nothing)."""
+        status = self.status()
+        if not status.running or status.socket_dir is None:
+            return None
         return ConnectionURL(SUPERUSER, "", str(status.socket_dir), PORT, "postgres")
 
     def stop(self) -> bool:

@@ -54,12 +54,12 @@ def resolve_url(settings: Settings, *, start: bool = True) -> ConnectionURL:
                 f"cannot start the embedded Postgres in {settings.embedded_pgdata}: {exc}"
             ) from None
     else:
-        status = server.status()
-        if not status.running or status.socket_dir is None:
+        running = server.url()
+        if running is None:
             raise WarehouseUnreachable(
                 f"the embedded Postgres in {settings.embedded_pgdata} is not running"
             )
-        admin = ConnectionURL("postgres", "", str(status.socket_dir), 5432, "postgres")
+        admin = running
     return admin.with_database(DEFAULT_DATABASE)
 
 
