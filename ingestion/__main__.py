@@ -15,7 +15,13 @@ import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
 
-from ingestion.config import IngestionConfig
+from ingestion.config import (
+    DEFAULT_MAX_FIELD_KB,
+    DEFAULT_MAX_RESPONSE_MB,
+    MAX_FIELD_KB_ENV,
+    MAX_RESPONSE_MB_ENV,
+    IngestionConfig,
+)
 from moovitamix import exit_codes
 from moovitamix.run_context import current_run_id, setup_logging
 from moovitamix.settings import apply_offline_defaults, load_settings
@@ -83,6 +89,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="share of an endpoint's records that may break the "
         f"contract before the run fails (default {d.max_reject_share})",
     )
+    p.add_argument(
+        "--max-response-mb",
+        type=float,
+        default=None,
+        metavar="MB",
+        help="a larger API response fails the run (default "
+        f"${MAX_RESPONSE_MB_ENV} or {DEFAULT_MAX_RESPONSE_MB})",
+    )
+    p.add_argument(
+        "--max-field-kb",
+        type=float,
+        default=None,
+        metavar="KB",
+        help="a longer string field is rejected to raw._rejected (default "
+        f"${MAX_FIELD_KB_ENV} or {DEFAULT_MAX_FIELD_KB})",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="debug output on the console")
     return p.parse_args(argv)
@@ -94,6 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings()
     run_id = current_run_id()
     log_file = setup_logging(run_id, settings.logs_dir, verbose=args.verbose)
+    caps = {}
+    if args.max_response_mb is not None:
+        caps["max_response_bytes"] = int(args.max_response_mb * 2**20)
+    if args.max_field_kb is not None:
+        caps["max_field_bytes"] = int(args.max_field_kb * 2**10)
     try:
         config = IngestionConfig(
             concurrency=args.concurrency,
@@ -103,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             read_timeout_s=args.read_timeout,
             max_reject_share=args.max_reject_share,
             progress=False if args.no_progress else None,
+            **caps,
         )
     except ValueError as exc:
         print(f"ingestion: {exc}", file=sys.stderr)

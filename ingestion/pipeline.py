@@ -52,6 +52,7 @@ from ingestion.raw_tables import (
 )
 from ingestion.stats import EndpointStats, write_stats
 from moovitamix.connection_url import ConnectionURL
+from moovitamix.roles import LOADER, as_role
 from moovitamix.settings import Settings, apply_offline_defaults
 from moovitamix.warehouse import WarehouseUnreachable, connect, open_warehouse
 
@@ -151,7 +152,8 @@ def make_pipeline(settings: Settings, warehouse: ConnectionURL) -> Pipeline:
     pipeline = dlt.pipeline(
         pipeline_name=PIPELINE_NAME,
         pipelines_dir=str(pipelines_dir(settings, warehouse)),
-        destination=dlt.destinations.postgres(credentials=loader_url(warehouse)),
+        # dlt connects as the loader role (moovitamix/roles.py): it owns what it creates in raw
+        destination=dlt.destinations.postgres(credentials=loader_url(as_role(warehouse, LOADER))),
         dataset_name=RAW,
     )
     _route_dlt_logs()
@@ -361,7 +363,7 @@ def run_ingestion(
                 out[run.name] = run.stats(run_id, "discarded")
         return out
 
-    with _warehouse_session(warehouse) as conn:
+    with _warehouse_session(as_role(warehouse, LOADER)) as conn:
         pipeline = make_pipeline(settings, warehouse)
         try:
             _finish_pending(pipeline)
@@ -376,6 +378,7 @@ def run_ingestion(
                     retry=config.retry,
                     timeouts=config.timeouts,
                     transport=transport,
+                    max_response_bytes=config.max_response_bytes,
                 ),
                 run_id=run_id,
                 boundary=boundary,
@@ -383,6 +386,7 @@ def run_ingestion(
                 active_rows=partial(active_rows, conn),
                 files_dir=Path(pipeline.working_dir) / "csv",
                 file_rows=LOAD_FILE_ROWS,
+                max_field_bytes=config.max_field_bytes,
             )
             with context.client, page_progress(config.progress) as progress:
                 context.on_plan, context.on_page = progress.on_plan, progress.on_page

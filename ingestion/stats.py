@@ -14,6 +14,8 @@ from datetime import datetime
 import psycopg
 from psycopg.types.json import Jsonb
 
+from moovitamix.warehouse import ensure_tables
+
 SCHEMA = "monitoring"
 TABLE = "ingestion_stats"
 
@@ -103,8 +105,9 @@ class EndpointStats:
 
 def write_stats(conn: psycopg.Connection, rows: list[EndpointStats]) -> None:
     """Upsert the rows (a run id re-run replaces its rows)."""
-    conn.execute(f"create schema if not exists {SCHEMA}")
-    conn.execute(DDL)
+    # the schema exists (open_warehouse); DDL only if the table does not: the loader role
+    # may write it but only its owner may re-comment it
+    ensure_tables(conn, [f"{SCHEMA}.{TABLE}"], DDL)
     names = ", ".join(COLUMNS)
     marks = ", ".join(["%s"] * len(COLUMNS))
     updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in ("run_id", "endpoint"))

@@ -37,8 +37,17 @@ FAULT_SPEC_HELP = """\
                     the contract: id missing or "abc", unparsable timestamp, a null or
                     wrongly typed field; in listen_history user_id missing or "abc", null
                     items, a non-integer item
+    missing_records a share of the RECORDS (chosen by id) that the API stops serving, as if
+                    deleted: total and pages count only the others (e.g. users:missing_records=0.5
+                    drops half the users)
   flag:         always_fail=true     every request answers 500
-  parameters:   latency_ms (300)  timeout_s (30)  retry_after_s (1)
+  pages (0: off):
+    hostile=PAGE    that page's first records carry SQL, quotes, CSV delimiters, control
+                    characters, emoji, RTL marks (valid), and a NUL, a lone surrogate and a
+                    <hostile_mb> MB string (not storable); see simulator/hostile.py
+    oversized=PAGE  that page is padded past <oversized_mb> MB, streamed without a length
+  parameters:   latency_ms (300)  timeout_s (30)  retry_after_s (1)  hostile_mb (10)
+                oversized_mb (51)
   e.g. --fault 'tracks:http_5xx=0.1,http_429=0.05' --fault '*:latency=0.2,latency_ms=50'
 """
 RATE_KINDS = (
@@ -49,9 +58,11 @@ RATE_KINDS = (
     "drop",
     "malformed",
     "bad_records",
+    "missing_records",
     "null_totals",
     "unstable_order",
 )
+PAGE_KINDS = ("hostile", "oversized")
 SERVER_ERRORS = (500, 502, 503, 504)
 MALFORMED_KINDS = ("truncated", "trailing_garbage", "html_page")
 
@@ -69,25 +80,37 @@ class EndpointFaults:
     drop: float = 0.0  # share whose connection closes mid-body (Content-Length not honoured)
     malformed: float = 0.0  # share answered 200 with a body that is not valid JSON
     bad_records: float = 0.0  # share of records (by id) that break the contract
+    missing_records: float = 0.0  # share of records (by id) the API does not serve at all
     null_totals: float = 0.0  # share of pages with total and pages null
     unstable_order: float = 0.0  # share of requests that see the records shifted across pages
     always_fail: bool = False  # every request answers 500
+    hostile: int = 0  # this page serves hostile strings (simulator.hostile); 0: none
+    oversized: int = 0  # this page is padded past oversized_mb MB; 0: none
     latency_ms: float = 300.0
     timeout_s: float = 30.0
     retry_after_s: float = 1.0
+    hostile_mb: float = 10.0  # the size of the hostile page's absurd string
+    oversized_mb: float = 51.0  # the oversized page is larger than this
 
     def __post_init__(self) -> None:
         for kind in RATE_KINDS:
             rate = getattr(self, kind)
             if not 0.0 <= rate <= 1.0:
                 raise FaultSpecError(f"{kind}={rate}: a rate is between 0 and 1")
-        for name in ("latency_ms", "timeout_s", "retry_after_s"):
+        for name in ("latency_ms", "timeout_s", "retry_after_s", "hostile_mb", "oversized_mb"):
             if getattr(self, name) < 0:
                 raise FaultSpecError(f"{name} must be >= 0")
+        for name in PAGE_KINDS:
+            value = getattr(self, name)
+            if value < 0 or value != int(value):
+                raise FaultSpecError(f"{name}={value}: a page number (0: off)")
+            object.__setattr__(self, name, int(value))
 
     @property
     def active(self) -> bool:
-        return self.always_fail or any(getattr(self, kind) > 0 for kind in RATE_KINDS)
+        return self.always_fail or any(
+            getattr(self, kind) > 0 for kind in (*RATE_KINDS, *PAGE_KINDS)
+        )
 
 
 _FIELD_TYPES = {f.name: f.type for f in fields(EndpointFaults)}
@@ -237,6 +260,14 @@ _RECORD_BREAKS = {
 _NULLED = {"tracks": "name", "users": "email"}
 _WRONG_TYPED = {"tracks": ("duration", 252), "users": ("gender", 3)}
 BAD_TIMESTAMPS = ("not-a-timestamp", "2026-02-30T25:61:00.000000", "")
+
+
+def served_rows(seed: int, endpoint: str, ids: np.ndarray, rate: float) -> np.ndarray:
+    """Which records the API serves under `missing_records` (chosen by id, the same on every
+    read): a mask over `ids`."""
+    if rate <= 0 or len(ids) == 0:
+        return np.ones(len(ids), dtype=bool)
+    return units_for_ids(key64(seed, endpoint, "missing_records"), ids) >= rate
 
 
 def record_breaks(seed: int, endpoint: str, ids: np.ndarray, rate: float) -> list[str | None]:

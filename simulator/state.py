@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
-from simulator import faults
+from simulator import faults, hostile
 from simulator.evolve import World, build_world
 from simulator.generate import WorldSpec
 from simulator.hashing import key64
@@ -33,9 +31,14 @@ def render_page(
     shift: int = 0,
     null_totals: bool = False,
     bad_records: float = 0.0,
+    hostile_mb: float | None = None,
+    missing_records: float = 0.0,
 ) -> bytes:
     """The JSON body of one page: {"items", "total", "page", "size", "pages"}."""
     rows_all = view(world, endpoint)
+    if missing_records > 0:
+        ids = record_ids(world, endpoint, rows_all)
+        rows_all = rows_all[faults.served_rows(world.spec.seed, endpoint, ids, missing_records)]
     total = len(rows_all)
     start = (page - 1) * size
     if start < total:
@@ -49,6 +52,8 @@ def render_page(
     if bad_records > 0:
         ids = record_ids(world, endpoint, rows)
         faults.break_records(world.spec.seed, endpoint, items, ids, bad_records)
+    if hostile_mb is not None:
+        hostile.make_hostile(endpoint, items, hostile_mb)
     envelope = {
         "items": items,
         "total": None if null_totals else total,
@@ -56,10 +61,8 @@ def render_page(
         "size": size,
         "pages": None if null_totals else math.ceil(total / size),
     }
-    try:
-        return orjson.dumps(envelope)
-    except orjson.JSONEncodeError:  # a page number beyond 64 bits: slower, but still served
-        return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+    # orjson refuses a page number beyond 64 bits and lone surrogates: slower, still served
+    return hostile.dumps(envelope)
 
 
 @dataclass(frozen=True)
@@ -105,12 +108,17 @@ class Simulator:
             shift=plan.shift,
             null_totals=plan.null_totals,
             bad_records=f.bad_records,
+            hostile_mb=f.hostile_mb if f.hostile == page else None,
+            missing_records=f.missing_records,
         )
         if plan.drop:
             return DroppedResponse(body)
         if plan.malformed:
             salt = key64(seed, endpoint, page, size, attempt)
             body = faults.malformed_body(body, plan.malformed, salt)
+        if f.oversized == page:
+            chunks = hostile.oversized_chunks(body, f.oversized_mb)
+            return StreamingResponse(chunks, 200, media_type=JSON)
         return Response(body, media_type=JSON)
 
     def describe(self) -> dict[str, Any]:

@@ -48,7 +48,12 @@ from ingestion.moovitamix_source.contract import (
     record_schema,
 )
 from ingestion.moovitamix_source.csv_files import LOAD_ID, CsvFile, CsvFiles
-from ingestion.moovitamix_source.records import Batch, KnownHashes, RecordBuilder
+from ingestion.moovitamix_source.records import (
+    DEFAULT_MAX_FIELD_BYTES,
+    Batch,
+    KnownHashes,
+    RecordBuilder,
+)
 
 # New tables and columns may appear (schema drift is kept); the type of a column never changes.
 SCHEMA_CONTRACT = {"tables": "evolve", "columns": "evolve", "data_type": "freeze"}
@@ -92,6 +97,7 @@ class SourceContext:
     on_page: Callable[[str, Page], None] | None = None
     batch_rows: int = 10_000
     batch_items: int = 100_000
+    max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES  # a longer string rejects its record
     files_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     file_rows: int = 500_000  # rows per CSV file: a big table loads as several COPYs
     reads: dict[str, EndpointRead] = field(default_factory=dict)
@@ -124,6 +130,7 @@ def _read_endpoint(endpoint: Endpoint, context: SourceContext, files: CsvFiles) 
         known_hashes=context.known_hashes if endpoint is LISTEN_HISTORY else None,
         batch_rows=context.batch_rows,
         batch_items=context.batch_items,
+        max_field_bytes=context.max_field_bytes,
     )
     read = context.reads[endpoint.name] = EndpointRead(endpoint, builder)
 

@@ -3,8 +3,13 @@ concurrently with bounded concurrency.
 
 Retried (exponential backoff with jitter, `Retry-After` honoured): timeouts, connection errors
 (refused, reset, closed mid-body), 429, 5xx, and a 200 whose body is not a page (malformed
-JSON). Not retried: any other status (a 4xx other than 429 will not heal). When the attempts
-run out, `FetchFailed` names the endpoint, the page and the last error.
+JSON). Not retried: any other status (a 4xx other than 429 will not heal), and a response
+larger than `max_response_bytes` (the API is untrusted: the body is read with that limit, a
+Content-Length above it is refused before reading, a gzip body is inflated up to it). When the
+attempts run out, `FetchFailed` names the endpoint, the page and the last error.
+
+A body orjson refuses only because a string holds a lone UTF-16 surrogate is decoded by the
+stdlib instead (`Page.lenient`): the records with such strings are rejected, not the page.
 
 The requests go through one keep-alive `http.client` connection per fetching thread: ~0.3 ms
 of CPU per request where httpx takes ~1.8 ms, and the GIL is shared with the record checks.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import logging
 import math
 import queue
@@ -36,6 +42,9 @@ import httpx
 import orjson
 
 from ingestion.moovitamix_source.contract import PAGE_SIZE
+
+DEFAULT_MAX_RESPONSE_BYTES = 50 * 2**20
+_CHUNK = 2**20
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +123,7 @@ class Page:
     total: int | None
     pages: int | None
     size: int  # bytes of the body
+    lenient: bool = False  # decoded by the stdlib: strings may hold lone surrogates
 
 
 class _BadPage(ValueError):
@@ -122,17 +132,31 @@ class _BadPage(ValueError):
 
 def parse_page(number: int, body: bytes) -> Page:
     """A page envelope {"items": [...], "total", "page", "size", "pages"}; _BadPage if not."""
+    lenient = False
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise _BadPage(f"malformed JSON ({exc})") from None
+        data, lenient = _stdlib_loads(body, str(exc)), True
+        if data is None:
+            raise _BadPage(f"malformed JSON ({exc})") from None
     if type(data) is not dict or type(data.get("items")) is not list:
         raise _BadPage("not a page: no items list")
     total, pages = data.get("total"), data.get("pages")
     for name, value in (("total", total), ("pages", pages)):
         if value is not None and (type(value) is not int or value < 0):
             raise _BadPage(f"not a page: {name} is {value!r}")
-    return Page(number, data["items"], total, pages, len(body))
+    return Page(number, data["items"], total, pages, len(body), lenient)
+
+
+def _stdlib_loads(body: bytes, error: str) -> Any:
+    """The stdlib's reading of a body orjson refused, if that was only for lone surrogates
+    (which the stdlib keeps as they are); None otherwise."""
+    if "surrogate" not in error:
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
 
 
 def retry_after_s(value: str | None) -> float | None:
@@ -167,6 +191,28 @@ class _TransportError(Exception):
     """The connection failed (refused, reset, closed mid-body, bad HTTP)."""
 
 
+class _TooLarge(Exception):
+    """The response is larger than the cap; `str()` says how that was seen."""
+
+
+def _over_cap(length: str | None, max_bytes: int) -> bool:
+    """Does a Content-Length header announce more than `max_bytes`?"""
+    try:
+        return length is not None and int(length) > max_bytes
+    except ValueError:
+        return False
+
+
+def _inflate(content: bytes, encoding: str, max_bytes: int) -> bytes:
+    """A gzip/deflate body inflated, at most `max_bytes` of it (a small body may inflate to
+    gigabytes); _TooLarge beyond."""
+    inflater = zlib.decompressobj(47 if encoding == "gzip" else 15)
+    out = inflater.decompress(content, max_bytes + 1)
+    if len(out) > max_bytes or inflater.unconsumed_tail:
+        raise _TooLarge(f"inflates past {max_bytes} bytes")
+    return out + inflater.flush()
+
+
 @dataclass(frozen=True)
 class _Response:
     status: int
@@ -191,7 +237,9 @@ class _HttpxTransport:
         concurrency: int,
         timeouts: Timeouts,
         transport: httpx.BaseTransport | None,
+        max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
+        self._max_bytes = max_bytes
         self._http = httpx.Client(
             base_url=base_url,
             timeout=timeouts.httpx(),
@@ -202,7 +250,16 @@ class _HttpxTransport:
 
     def get(self, path: str, params: dict[str, int]) -> _Response:
         try:
-            response = self._http.get(path, params=params)
+            with self._http.stream("GET", path, params=params) as response:
+                length = response.headers.get("Content-Length")
+                if _over_cap(length, self._max_bytes):
+                    raise _TooLarge(f"Content-Length {length}")
+                chunks, size = [], 0
+                for chunk in response.iter_bytes():  # decoded: gzip inflates chunk by chunk
+                    size += len(chunk)
+                    if size > self._max_bytes:
+                        raise _TooLarge(f"more than {self._max_bytes} bytes read")
+                    chunks.append(chunk)
         except httpx.TimeoutException as exc:
             raise _Timeout(_error_text(exc)) from None
         except httpx.TransportError as exc:
@@ -211,7 +268,7 @@ class _HttpxTransport:
             response.status_code,
             response.reason_phrase,
             response.headers.get("Retry-After"),
-            response.content,
+            b"".join(chunks),
         )
 
     def close(self) -> None:
@@ -239,7 +296,10 @@ class _HttpsConnection(http.client.HTTPSConnection):
 class _HttpClientTransport:
     """http.client: one keep-alive connection per calling thread, reopened after any error."""
 
-    def __init__(self, base_url: str, timeouts: Timeouts) -> None:
+    def __init__(
+        self, base_url: str, timeouts: Timeouts, max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    ) -> None:
+        self._max_bytes = max_bytes
         url = urlsplit(base_url)
         self._secure = url.scheme == "https"
         self._host = url.hostname or "localhost"
@@ -289,10 +349,13 @@ class _HttpClientTransport:
         try:
             conn.request("GET", f"{self._prefix}{path}?{urlencode(params)}", headers=_HEADERS)
             response = conn.getresponse()
-            content = response.read()
+            content = self._read(response)
             encoding = (response.getheader("Content-Encoding") or "").strip().lower()
             if encoding in ("gzip", "deflate"):
-                content = zlib.decompress(content, 47 if encoding == "gzip" else 15)
+                content = _inflate(content, encoding, self._max_bytes)
+        except _TooLarge:
+            self._drop(conn)  # the rest of the body is not read: the connection is unusable
+            raise
         except TimeoutError as exc:
             self._drop(conn)
             raise _Timeout(_error_text(exc) if str(exc) else "TimeoutError: timed out") from None
@@ -307,6 +370,22 @@ class _HttpClientTransport:
         return _Response(
             response.status, response.reason, response.getheader("Retry-After"), content
         )
+
+    def _read(self, response: http.client.HTTPResponse) -> bytes:
+        """The body, read with the cap: a larger Content-Length is refused unread; a body of
+        unknown length (chunked, or until close) is read a chunk at a time up to the cap."""
+        length = response.getheader("Content-Length")
+        if _over_cap(length, self._max_bytes):
+            raise _TooLarge(f"Content-Length {length}")
+        if response.length is not None:
+            return response.read()
+        chunks, size = [], 0
+        while chunk := response.read(_CHUNK):
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise _TooLarge(f"more than {self._max_bytes} bytes read")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def close(self) -> None:
         with self._lock:
@@ -328,6 +407,7 @@ class ApiClient:
         timeouts: Timeouts | None = None,
         transport: httpx.BaseTransport | None = None,
         rng: random.Random | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -338,13 +418,16 @@ class ApiClient:
         self.page_size = page_size
         self.retry = retry or RetryPolicy()
         self.timeouts = timeouts or Timeouts()
+        self.max_response_bytes = max_response_bytes
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not security)
         self._rng_lock = threading.Lock()
         self._http: _HttpxTransport | _HttpClientTransport
         if transport is None and _HttpClientTransport.usable(self.base_url):
-            self._http = _HttpClientTransport(self.base_url, self.timeouts)
+            self._http = _HttpClientTransport(self.base_url, self.timeouts, max_response_bytes)
         else:
-            self._http = _HttpxTransport(self.base_url, concurrency, self.timeouts, transport)
+            self._http = _HttpxTransport(
+                self.base_url, concurrency, self.timeouts, transport, max_response_bytes
+            )
 
     def close(self) -> None:
         self._http.close()
@@ -379,6 +462,14 @@ class ApiClient:
             except _TransportError as exc:
                 counters.failure()
                 cause, error = "connection", str(exc)
+            except _TooLarge as exc:
+                counters.failure()
+                raise FetchFailed(
+                    endpoint,
+                    number,
+                    f"response larger than the {_megabytes(self.max_response_bytes)} cap "
+                    f"({exc}; INGESTION_MAX_RESPONSE_MB sets the cap) (not retried)",
+                ) from None
             else:
                 status = response.status
                 counters.response(status, len(response.content))
@@ -395,7 +486,7 @@ class ApiClient:
                     error = f"HTTP {status} {response.reason}".strip()
                     wait = retry_after_s(response.retry_after)
                 else:
-                    body = response.text.strip().replace("\n", " ")[:200]
+                    body = _printable(response.text[:200])
                     raise FetchFailed(
                         endpoint,
                         number,
@@ -493,6 +584,15 @@ class ApiClient:
                     out.get(timeout=0.05)
             for thread in threads:
                 thread.join()
+
+
+def _printable(text: str) -> str:
+    """Untrusted text for a one-line message: no control characters (no terminal escapes)."""
+    return "".join(c if c.isprintable() else " " for c in text).strip()
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 2**20:g} MB"
 
 
 def planned_pages(first: Page, page_size: int) -> int | None:

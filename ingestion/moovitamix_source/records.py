@@ -7,6 +7,16 @@ contract does not know are kept as new JSON columns and reported as schema drift
 
 Rows are collected per column and turned into Arrow tables a batch at a time: dlt loads Arrow
 tables through its fast path, and memory stays bounded by the batch size.
+
+The API is untrusted. Values are kept verbatim (quotes, semicolons, SQL, control characters,
+emoji, right-to-left marks: they are data, never SQL), except what Postgres cannot store or
+what is absurd, which rejects the record with a reason:
+- a string holding a NUL character (Postgres text cannot), or a lone UTF-16 surrogate (not
+  Unicode: no UTF-8 for it);
+- a string field over `max_field_bytes` of UTF-8 (default 64 KiB), or a new field whose JSON
+  is over it, or a new field's name over MAX_NAME_CHARS characters.
+The stored payload of a rejected record has its strings over the cap cut (`_cut_payload`).
+Reasons name fields and sizes, never the values of text fields (names and emails are PII).
 """
 
 from __future__ import annotations
@@ -17,7 +27,7 @@ import json
 import re
 import secrets
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain
@@ -43,6 +53,9 @@ from ingestion.moovitamix_source.contract import (
 )
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+DEFAULT_MAX_FIELD_BYTES = 64 * 1024  # UTF-8 bytes of a string field (or a new field's JSON)
+MAX_NAME_CHARS = 256  # of a new field's name
+MAX_PAYLOAD_BYTES = 1024 * 1024  # of a rejected record's stored payload, after cutting fields
 _NAMING = NamingConvention()
 _NAIVE_US = pa.timestamp("us")
 
@@ -52,7 +65,12 @@ def to_json(value: Any) -> str:
     try:
         return orjson.dumps(value).decode()
     except TypeError:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        try:
+            text.encode()
+        except UnicodeEncodeError:  # lone surrogates: escaped, so the text is valid UTF-8
+            text = json.dumps(value, separators=(",", ":"))
+        return text
 
 
 def record_hash(record: dict[str, Any]) -> str:
@@ -100,6 +118,74 @@ def _type_name(value: Any) -> str:
 
 def _is_int(value: Any) -> bool:
     return type(value) is int and INT64_MIN <= value <= INT64_MAX
+
+
+def text_problem(value: str, max_bytes: int) -> tuple[str, str] | None:
+    """Why a string cannot be stored as it is (None: it can); never quotes the value."""
+    if "\x00" in value:
+        return "holds a NUL character", "(Postgres text cannot store it)"
+    if len(value) * 4 <= max_bytes and value.isascii():
+        return None
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:
+        return "not valid Unicode", "(a lone surrogate)"
+    if size > max_bytes:
+        return f"over the {max_bytes}-byte field cap", f"({size} bytes)"
+    return None
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a parsed JSON value, object keys included."""
+    if type(value) is str:
+        yield value
+    elif type(value) is list:
+        for v in value:
+            yield from _strings(v)
+    elif type(value) is dict:
+        for k, v in value.items():
+            yield k
+            yield from _strings(v)
+
+
+def extra_field_problem(name: str, value: Any, max_bytes: int) -> tuple[str, str] | None:
+    """Why a field the contract does not know cannot be kept (None: it can)."""
+    if len(name) > MAX_NAME_CHARS:
+        return "a new field's name: too long", f"({len(name)} > {MAX_NAME_CHARS} characters)"
+    label = f"new field {_describe(name)}"
+    for text in (name, *_strings(value)):
+        problem = text_problem(text, 2**62)
+        if problem:
+            return f"{label}: {problem[0]}", problem[1]
+    size = len(to_json(value).encode())
+    if size > max_bytes:
+        return f"{label}: over the {max_bytes}-byte field cap", f"({size} bytes of JSON)"
+    return None
+
+
+def _cut(value: Any, max_bytes: int) -> Any:
+    if type(value) is str:
+        if len(value) * 4 > max_bytes and len(value.encode(errors="surrogatepass")) > max_bytes:
+            return f"<cut: {len(value.encode(errors='surrogatepass'))} bytes, over the field cap>"
+        return value
+    if type(value) is list:
+        return [_cut(v, max_bytes) for v in value]
+    if type(value) is dict:
+        return {_cut(k, max_bytes): _cut(v, max_bytes) for k, v in value.items()}
+    return value
+
+
+def _cut_payload(record: Any, max_bytes: int) -> str:
+    """The JSON text of a rejected record as served, its strings over the cap replaced by a
+    note of their size (a 10 MB name is not copied into raw._rejected); a payload still over
+    MAX_PAYLOAD_BYTES is replaced by a note."""
+    text = to_json(record)
+    if len(text) <= max_bytes:
+        return text
+    text = to_json(_cut(record, max_bytes))
+    if len(text) > MAX_PAYLOAD_BYTES:
+        text = to_json({"_cut": f"a payload of {len(text)} characters of JSON, not stored"})
+    return text
 
 
 class KnownHashes:
@@ -154,7 +240,9 @@ class Reject:
         return "; ".join(f"{what} {detail}".strip() for what, detail in self.reasons)
 
 
-def check_record(endpoint: Endpoint, record: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+def check_record(
+    endpoint: Endpoint, record: Any, max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """The typed values of a record, and the ways it breaks the contract (empty: it passes)."""
     if type(record) is not dict:
         return {}, [("record: not an object", f"but {_type_name(record)}")]
@@ -168,10 +256,12 @@ def check_record(endpoint: Endpoint, record: Any) -> tuple[dict[str, Any], list[
         if value is None:
             problems.append((f"{f.name}: null", f"(expected {f.kind.value})"))
         elif f.kind is Kind.TEXT:
-            if type(value) is str:
-                values[f.name] = value
-            else:
+            if type(value) is not str:
                 problems.append((f"{f.name}: not a string", f"but {_type_name(value)}"))
+            elif problem := text_problem(value, max_field_bytes):
+                problems.append((f"{f.name}: {problem[0]}", problem[1]))
+            else:
+                values[f.name] = value
         elif f.kind is Kind.INT:
             if _is_int(value):
                 values[f.name] = value
@@ -202,6 +292,9 @@ def check_record(endpoint: Endpoint, record: Any) -> tuple[dict[str, Any], list[
                 )
             else:
                 values[f.name] = value
+    for name in record.keys() - endpoint.field_names:
+        if problem := extra_field_problem(name, record[name], max_field_bytes):
+            problems.append(problem)
     return values, problems
 
 
@@ -229,7 +322,26 @@ def _timestamps_ok(column: list[str], *, lenient: bool) -> list[str] | None:
     return [parse_timestamp(v).isoformat() for v in column] if lenient else None
 
 
-def _page_columns(endpoint: Endpoint, records: list[Any], *, lenient: bool = False) -> dict | None:
+def _texts_ok(column: list[str], max_bytes: int) -> bool:
+    """No NUL, no lone surrogate, none over the cap (False: maybe one is; check each)."""
+    joined = "".join(column)
+    if "\x00" in joined or (column and max(map(len, column)) * 4 > max_bytes):
+        return False
+    if not joined.isascii():
+        try:
+            joined.encode()
+        except UnicodeEncodeError:
+            return False
+    return True
+
+
+def _page_columns(
+    endpoint: Endpoint,
+    records: list[Any],
+    *,
+    lenient: bool = False,
+    max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
+) -> dict | None:
     """The page's fields as columns if every record meets the contract, else None.
 
     The fast path: a few C-level passes per field instead of Python code per value, and no
@@ -240,12 +352,16 @@ def _page_columns(endpoint: Endpoint, records: list[Any], *, lenient: bool = Fal
     for r in records:
         if type(r) is not dict or (r.keys() != names if len(r) == n else not r.keys() >= names):
             return None
+        if len(r) > n and not lenient:  # new fields: kept only if they can be stored
+            for name in r.keys() - names:
+                if extra_field_problem(name, r[name], max_field_bytes):
+                    return None
     columns: dict[str, Any] = {}
     for f in endpoint.fields:
         column = [r[f.name] for r in records]
         types = set(map(type, column))
         if f.kind is Kind.TEXT:
-            if types - {str}:
+            if types - {str} or not (lenient or _texts_ok(column, max_field_bytes)):
                 return None
         elif f.kind is Kind.INT:
             if types - {int} or (column and (min(column) < INT64_MIN or max(column) > INT64_MAX)):
@@ -346,6 +462,7 @@ class RecordBuilder:
         known_hashes: KnownHashes | None = None,
         batch_rows: int = 10_000,
         batch_items: int = 200_000,
+        max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
         now: Callable[[], datetime] = lambda: datetime.now(UTC).replace(tzinfo=None),
     ) -> None:
         self.endpoint = endpoint
@@ -353,6 +470,7 @@ class RecordBuilder:
         self.known_hashes = known_hashes or KnownHashes()
         self.batch_rows = batch_rows
         self.batch_items = batch_items
+        self.max_field_bytes = max_field_bytes
         self._now = now
         self._schema = record_schema(endpoint)
         self._records = _Columns(self._schema)
@@ -374,7 +492,7 @@ class RecordBuilder:
     def add_page(self, page: int, records: list[Any]) -> list[int | None]:
         """Check and collect one page; returns the key of each record (None if unreadable)."""
         self.records += len(records)
-        columns = _page_columns(self.endpoint, records)
+        columns = _page_columns(self.endpoint, records, max_field_bytes=self.max_field_bytes)
         if columns is not None:
             self._append(page, records, columns)
             return list(columns[self.endpoint.key])
@@ -383,7 +501,7 @@ class RecordBuilder:
         good = []
         key_name = self.endpoint.key
         for record in records:
-            values, problems = check_record(self.endpoint, record)
+            values, problems = check_record(self.endpoint, record, self.max_field_bytes)
             key = values.get(key_name)
             if key is None and type(record) is dict and _is_int(record.get(key_name)):
                 key = record[key_name]
@@ -456,7 +574,7 @@ class RecordBuilder:
         data["endpoint"].append(self.endpoint.name)
         data["page"].append(reject.page)
         data["record_key"].append(None if reject.key is None else str(reject.key))
-        data["payload"].append(to_json(reject.payload))
+        data["payload"].append(_cut_payload(reject.payload, self.max_field_bytes))
         data["reason"].append(reject.reason)
         data["run_id"].append(self.run_id)
         data["rejected_at"].append(self._now())

@@ -192,6 +192,24 @@ def test_unstable_order_moves_records_between_pages(client: httpx.Client) -> Non
     assert len(set(seen)) < TOTAL  # duplicates, hence missing records: a client must notice
 
 
+def test_missing_records_are_not_served_and_the_totals_agree(client: httpx.Client) -> None:
+    every = [
+        r["id"] for p in (1, 2, 3) for r in client.get("/users", params={"page": p}).json()["items"]
+    ]
+    set_faults(client, ["users:missing_records=0.5"])
+    first = client.get("/users", params={"size": 100}).json()
+    served = [
+        r["id"]
+        for p in range(1, first["pages"] + 1)
+        for r in client.get("/users", params={"page": p}).json()["items"]
+    ]
+    assert len(served) == first["total"] and 0.35 * TOTAL < len(served) < 0.65 * TOTAL
+    assert set(served) < set(every) and served == sorted(served, key=every.index)
+    again = [r["id"] for r in client.get("/users", params={"size": 100}).json()["items"]]
+    assert again == served[:100]  # the same records on every read
+    assert client.get("/tracks").json()["total"] == 200  # other endpoints untouched
+
+
 def test_always_fail(client: httpx.Client) -> None:
     set_faults(client, {"listen_history": {"always_fail": True}})
     assert set(statuses(client, "listen_history", [(1, 100)] * 20)) == {500}
