@@ -3,7 +3,8 @@
     validate   run the suites in one checkpoint (`make validate`); exit 1 if an error
                expectation failed, 0 if only warnings did
     report     write the health report, reports/health.html (`make report`)
-    docs       print the path of the GX data docs site (built by `validate`)
+    docs       print the path of the GX data docs site (built by `validate`), after making
+               sure it reads offline
 
 Exit codes: 0 ok, 1 an error expectation failed, 2 bad arguments, 3 warehouse unreachable.
 """
@@ -99,11 +100,13 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
 
 def _docs(gx_dir: Path | None) -> int:
     from expectations.paths import GX_DIR, data_docs_index
+    from expectations.report.data_docs import make_site_offline
 
     index = data_docs_index(gx_dir or GX_DIR)
     if not index.is_file():
         print(f"no data docs yet ({index}): run `make validate` first", file=sys.stderr)
         return exit_codes.STEP_FAILED
+    make_site_offline(index.parent)  # a site built before the rewrite existed
     print(index)
     return exit_codes.OK
 

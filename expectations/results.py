@@ -17,6 +17,7 @@ from psycopg.types.json import Jsonb
 
 from expectations import tables as t
 from expectations.checks import format_value, observed_text
+from moovitamix.warehouse import ensure_tables
 
 DDL = f"""
 create table if not exists {t.VALIDATION_RESULTS} (
@@ -123,7 +124,7 @@ def check_result(run_id: str, suite: str, gx_result: Any) -> CheckResult:
 
 
 def ensure_validation_results(conn: psycopg.Connection) -> None:
-    conn.execute(DDL)
+    ensure_tables(conn, [t.VALIDATION_RESULTS], DDL)
 
 
 def write_results(

@@ -15,6 +15,8 @@ from psycopg import sql
 
 from expectations import tables as t
 from expectations.thresholds import Thresholds
+from moovitamix.publication import LIVE, Relations
+from moovitamix.warehouse import ensure_tables
 
 log = logging.getLogger(__name__)
 
@@ -34,40 +36,49 @@ comment on table {t.RUN_METRICS} is
 
 # The distribution of listens over genres: each user's listen shares add up to 1, so the sum
 # per genre over all users, normalised, weighs every listening user equally.
-GENRE_SHARES = f"""
+GENRE_SHARES = sql.SQL(
+    f"""
     insert into {t.RUN_METRICS} (run_id, metric, subject, value)
     select %(run_id)s, 'genre_share', genre_id,
            coalesce(sum(listen_share) / nullif(sum(sum(listen_share)) over (), 0), 0)
-    from {t.USER_GENRE_FEATURES}
+    from {{features}}
     group by genre_id
 """
+)
 
 
 def ensure_run_metrics(conn: psycopg.Connection) -> None:
-    conn.execute(DDL)
+    ensure_tables(conn, [t.RUN_METRICS], DDL)
 
 
 def record_run_metrics(
-    conn: psycopg.Connection, run_id: str, thresholds: Thresholds
+    conn: psycopg.Connection, run_id: str, thresholds: Thresholds, relations: Relations = LIVE
 ) -> dict[str, float]:
-    """Measure and store this run's figures; returns the row counts measured, by table."""
+    """Measure and store this run's figures; returns the row counts measured, by table.
+
+    Figures are stored under the tables' published names ("marts.dim_users") even when the
+    run measures its candidate (`relations`), so that runs compare with each other."""
     ensure_run_metrics(conn)
     conn.execute(f"delete from {t.RUN_METRICS} where run_id = %s", (run_id,))
-    present = t.existing_tables(conn, [*thresholds.volume_tables, t.USER_GENRE_FEATURES])
+    present = t.existing_tables(
+        conn, [relations(name) for name in (*thresholds.volume_tables, t.USER_GENRE_FEATURES)]
+    )
     volumes: dict[str, float] = {}
     for table in thresholds.volume_tables:
-        if table not in present:
-            log.info("run metrics: %s does not exist yet, not measured", table)
+        if relations(table) not in present:
+            log.info("run metrics: %s does not exist yet, not measured", relations(table))
             continue
-        schema, name = table.split(".")
         count = conn.execute(
-            sql.SQL("select count(*) from {}").format(sql.Identifier(schema, name))
+            sql.SQL("select count(*) from {}").format(relations.identifier(table))
         ).fetchone()
         volumes[table] = float(count[0] if count else 0)
     conn.cursor().executemany(
         f"insert into {t.RUN_METRICS} (run_id, metric, subject, value) values (%s, 'rows', %s, %s)",
         [(run_id, table, rows) for table, rows in volumes.items()],
     )
-    if t.USER_GENRE_FEATURES in present:
-        conn.execute(GENRE_SHARES, {"run_id": run_id})
+    if relations(t.USER_GENRE_FEATURES) in present:
+        conn.execute(
+            GENRE_SHARES.format(features=relations.identifier(t.USER_GENRE_FEATURES)),
+            {"run_id": run_id},
+        )
     return volumes

@@ -2,8 +2,10 @@
 RunContext returning a StepReport, as every step is.
 
     ("validate", steps.validate_data)                   after transform, before ML
-    ("validate_recommendations", steps.validate_recommendations)   after the ML step
+    ("audit_recs", steps.validate_recommendations)      after the ML step, before publishing
     ("report", steps.health_report)                     last
+
+In the daily run they check the candidate marts and the staged lists (ctx.relations).
 
 """
 
@@ -21,6 +23,7 @@ def _validate(ctx: RunContext, stage: Stage) -> StepReport:
         ctx.run_id,
         ctx.warehouse,
         stage=stage,
+        relations=ctx.relations,
         # through the run context: the alerts count in the run's summary
         alert=lambda a: ctx.alert(a.severity, a.title, a.step, **dict(a.details)),
     )
@@ -42,7 +45,8 @@ def validate_data(ctx: RunContext) -> StepReport:
 
 
 def validate_recommendations(ctx: RunContext) -> StepReport:
-    """The recommendations suite, once the ML step has published."""
+    """The recommendations suite, on the lists the ML step staged (or published, outside the
+    daily run's write-audit-publish)."""
     return _validate(ctx, Stage.RECOMMENDATIONS)
 
 

@@ -29,6 +29,7 @@ from expectations.tables import existing_tables
 from expectations.thresholds import Thresholds, load_thresholds
 from moovitamix.alerts import Alert, send_alert
 from moovitamix.connection_url import ConnectionURL
+from moovitamix.publication import LIVE, Relations
 from moovitamix.settings import Settings
 from moovitamix.warehouse import connect
 
@@ -194,18 +195,21 @@ def run_validation(
     alert: AlertSink | None = None,
     build_docs: bool = True,
     suites: Collection[str] = (),
+    relations: Relations = LIVE,
 ) -> ValidationOutcome:
     """Validate the warehouse at `url` for run `run_id`; write results, raise alerts.
 
     `stage` picks the suites (see expectations.suites), `suites` narrows them down by name.
     Alerts go to `alert` (default: moovitamix.alerts.send_alert, with the settings' webhook).
+    `relations` says where the tables are: the daily run validates its candidate marts and
+    staged lists before publishing them (moovitamix/publication.py).
     """
     started = time.monotonic()
-    chosen = _choose(stage, suites)
+    chosen = [spec.located(relations) for spec in _choose(stage, suites)]
     thresholds = thresholds or load_thresholds()
     if stage is not Stage.RECOMMENDATIONS:
         with connect(url) as conn:
-            volumes = record_run_metrics(conn, run_id, thresholds)
+            volumes = record_run_metrics(conn, run_id, thresholds, relations)
         if volumes:
             log.info("run metrics: %s", ", ".join(f"{k} {v:,.0f}" for k, v in volumes.items()))
     specs, skipped = _runnable(chosen, url)
@@ -215,7 +219,7 @@ def run_validation(
     docs: Path | None = None
     validated_at = datetime.now(UTC)
     if specs:
-        build = BuildContext(run_id, thresholds)
+        build = BuildContext(run_id, thresholds, relations)
         with gx_context.connection_variable(url):
             results, docs = _run_checkpoint(specs, build, stage, gx_dir or GX_DIR, build_docs)
     with connect(url) as conn:

@@ -10,9 +10,11 @@ warehouse, ML never run) is skipped, not failed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
+
+from moovitamix.publication import LIVE, Relations
 
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
@@ -43,6 +45,9 @@ class AssetSpec:
 class BuildContext:
     run_id: str
     thresholds: Thresholds
+    # where the tables are: the daily run audits its candidate marts and staged lists
+    # (moovitamix/publication.py); suites name tables through `ctx.rel(...)`
+    rel: Relations = field(default=LIVE)
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,14 @@ class SuiteSpec:
 
     def in_stage(self, stage: Stage) -> bool:
         return stage is Stage.ALL or self.stage is stage
+
+    def located(self, rel: Relations) -> SuiteSpec:
+        """This suite on the tables `rel` points at; a moved asset gets its own GX name."""
+        table = rel(self.asset.table) if self.asset.table else None
+        asset = self.asset
+        if table != self.asset.table:
+            asset = replace(asset, name=f"{asset.name}__candidate", table=table)
+        return replace(self, asset=asset, requires=tuple(rel(name) for name in self.requires))
 
 
 def all_suites() -> tuple[SuiteSpec, ...]:

@@ -22,7 +22,9 @@ def _orphans(ctx: BuildContext) -> list[Expectation]:
                        as unknown_user
             from {{batch}}
         ),
-        valid as (select coalesce(sum(listen_count), 0) as listens from {t.FCT_LISTENS})
+        valid as (
+            select coalesce(sum(listen_count), 0) as listens from {ctx.rel(t.FCT_LISTENS)}
+        )
         select 'listens' as subject,
                orphaned.listens as orphaned_listens,
                orphaned.unknown_track, orphaned.deleted_track, orphaned.unknown_user,

@@ -1,5 +1,6 @@
-"""Suite of schema recommendations, run after the ML step has published: every active user
-(a user of marts.dim_users with at least one listen) has recommendations."""
+"""Suite of schema recommendations, run on the lists the ML step staged, before they are
+published: every active user (a user of marts.dim_users with at least one listen) has
+recommendations."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ def _coverage(ctx: BuildContext) -> list[Expectation]:
     query = f"""
         with active as (
             select distinct l.user_id
-            from {t.FCT_LISTENS} as l
-            join {t.DIM_USERS} as u on u.user_id = l.user_id
+            from {ctx.rel(t.FCT_LISTENS)} as l
+            join {ctx.rel(t.DIM_USERS)} as u on u.user_id = l.user_id
         ),
         covered as (select distinct user_id from {{batch}})
         select 'active users' as subject,

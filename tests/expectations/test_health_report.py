@@ -1,6 +1,6 @@
 """The health report: from a ledger of several runs (the last one failed) it draws every plot
-and lists the last run's failures; it is one self-contained file; it renders on an empty
-warehouse too."""
+and lists the last run's failures; it is one self-contained file, which headless Chromium
+renders without a single network request; it renders on an empty warehouse too."""
 
 from __future__ import annotations
 
@@ -25,12 +25,14 @@ from moovitamix.connection_url import ConnectionURL
 from moovitamix.run_ledger import RunLedger
 from moovitamix.settings import load_settings
 from moovitamix.step import RunContext
+from tests.expectations import chromium
 from tests.expectations.seed import ingestion_stats
 
 pytestmark = pytest.mark.integration
 
 STEPS = (("ingest", 40.0), ("transform", 25.0), ("validate", 6.0), ("train", 30.0))
 TOTALS = {"tracks": 2000, "users": 5000, "listen_history": 5000}
+SCREEN = (1280, 2400)  # the screenshot's size: the whole report at this width
 IMAGE = re.compile(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">')
 
 
@@ -142,6 +144,27 @@ def test_report_is_self_contained(ledger: ConnectionURL, tmp_path: Path) -> None
     assert "<script" not in page and "<link" not in page and "url(" not in page
     sources = re.findall(r'src="([^"]*)"', page)
     assert sources and all(src.startswith("data:image/png;base64,") for src in sources)
+
+
+def test_chromium_renders_the_report_offline(ledger: ConnectionURL, tmp_path: Path) -> None:
+    page = write_health_report(ledger, tmp_path / "reports" / "health.html")
+    shot = chromium.screenshot(page, tmp_path / "chromium", SCREEN)
+    assert shot.requests == []  # nothing loaded from anywhere
+    image = chromium.pixels(shot.output)
+    assert image.shape == (SCREEN[1], SCREEN[0], 3)
+    gray = image.mean(axis=2)
+    assert gray.std() > 20  # not a blank page: text, tables and plots
+    assert (gray < 128).mean() > 0.01  # a fair share of dark pixels (text, axes, bars)
+    colors = {tuple(c) for c in image[::4, ::4].reshape(-1, 3)[::7]}
+    assert len(colors) > 50  # the plots' colors, not just black on white
+
+
+def test_the_request_check_sees_a_page_that_loads_something(tmp_path: Path) -> None:
+    """The control of the test above: a page with one remote image is caught."""
+    page = tmp_path / "remote.html"
+    page.write_text('<!DOCTYPE html><img src="http://127.0.0.1:9/probe.png"><p>x</p>')
+    shot = chromium.screenshot(page, tmp_path / "chromium", (200, 100))
+    assert shot.requests == ["http://127.0.0.1:9/probe.png"]
 
 
 def test_report_renders_on_an_empty_warehouse(
