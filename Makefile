@@ -79,6 +79,10 @@ simulator: $(STAMP) ## serve the API simulator in the foreground (ARGS="--port 8
 psql: $(STAMP) ## a psql shell on the warehouse (starts the embedded one if needed)
 	@cd $(ROOT) && $(PY) -m moovitamix warehouse psql $(ARGS)
 
+.PHONY: analyst-psql
+analyst-psql: $(STAMP) ## psql as the read-only role mvx_analyst (no raw, no PII, no writes)
+	@cd $(ROOT) && $(PY) -m moovitamix warehouse --role mvx_analyst psql $(ARGS)
+
 warehouse-status: $(STAMP) ## is the warehouse up, and which one is in use
 	@cd $(ROOT) && $(PY) -m moovitamix warehouse status
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from dbt_project.results import BuildResult, NodeResult
+from moovitamix.roles import TRANSFORMER
 from moovitamix.run_context import RUN_ID_ENV
 from moovitamix.settings import Settings, apply_offline_defaults
 from moovitamix.warehouse import open_warehouse
@@ -30,6 +32,7 @@ PROJECT_DIR = Path(__file__).resolve().parent
 # inside dbt_project/ (git-ignored); dbt's own DBT_TARGET_PATH / DBT_LOG_PATH move them
 TARGET_DIR = PROJECT_DIR / "target"
 LOG_DIR = PROJECT_DIR / "logs"
+MARTS_SCHEMA_ENV = "MVX_DBT_MARTS_SCHEMA"  # see models.moovitamix.marts in dbt_project.yml
 
 
 def prepare_environment(settings: Settings, run_id: str | None = None) -> None:
@@ -37,6 +40,7 @@ def prepare_environment(settings: Settings, run_id: str | None = None) -> None:
     apply_offline_defaults()
     url = open_warehouse(settings)
     os.environ.update(url.dbt_env())
+    os.environ["MVX_DBT_ROLE"] = TRANSFORMER  # what dbt builds, mvx_transformer owns
     if run_id:
         os.environ[RUN_ID_ENV] = run_id
     log.debug("dbt warehouse: %s", url.describe())
@@ -121,18 +125,38 @@ def run_build(
     *,
     exclude: Sequence[str] | str | None = None,
     full_refresh: bool = False,
+    marts_schema: str | None = None,
 ) -> BuildResult:
     """`dbt build` (seeds, models, tests) on the settings' warehouse, in one invocation.
 
     The daily run excludes the unit tests (they test the code, not the data: `make test` runs
     them); `success` is false if any model, seed or test errored or failed (warnings pass).
+    `marts_schema` builds the marts there instead of `marts` (the daily run's candidate).
     """
     prepare_environment(settings, run_id)
     args = build_args(
         select, exclude, exclude_unit_tests=exclude_unit_tests, full_refresh=full_refresh
     )
-    result, _ = invoke("build", args, run_id=run_id)
+    with _marts_schema(marts_schema):
+        result, _ = invoke("build", args, run_id=run_id)
     return result
+
+
+@contextmanager
+def _marts_schema(schema: str | None) -> Iterator[None]:
+    """Point the marts at `schema` for one invocation (dbt_project.yml reads the variable)."""
+    if schema is None:
+        yield
+        return
+    before = os.environ.get(MARTS_SCHEMA_ENV)
+    os.environ[MARTS_SCHEMA_ENV] = schema
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(MARTS_SCHEMA_ENV, None)
+        else:
+            os.environ[MARTS_SCHEMA_ENV] = before
 
 
 def run_docs_generate(settings: Settings, run_id: str = "") -> BuildResult:

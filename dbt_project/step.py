@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from dbt_project.runner import run_build
+from moovitamix.publication import CANDIDATE, mark_built, prepare_candidate
 from moovitamix.step import RunContext, StepFailed, StepReport
 
 log = logging.getLogger(__name__)
@@ -13,14 +14,29 @@ log = logging.getLogger(__name__)
 def transform(ctx: RunContext) -> StepReport:
     """dbt build of staging and marts, without the unit tests (they test the code, in CI).
 
+    In the daily run the marts are built into `marts_candidate` (in full when a failed run left
+    it), to be audited and then published (moovitamix/publication.py).
+
     A failed model or test fails the step with dbt's first error; warnings (orphaned listens,
     unparsable durations) pass and are listed in the details.
     """
-    result = run_build(ctx.settings, ctx.run_id, exclude_unit_tests=True)
+    marts_schema, full_refresh = None, False
+    if ctx.publication is not None:  # write-audit-publish: build the candidate, not the marts
+        marts_schema = CANDIDATE
+        full_refresh = prepare_candidate(ctx.warehouse, ctx.run_id)
+    result = run_build(
+        ctx.settings,
+        ctx.run_id,
+        exclude_unit_tests=True,
+        full_refresh=full_refresh,
+        marts_schema=marts_schema,
+    )
     for line in result.table().splitlines():
         log.info("%s", line)
     if not result.success:
         raise StepFailed(result.summary())
+    if ctx.publication is not None:
+        mark_built(ctx.warehouse, ctx.run_id)
     rows = {node.name: node.rows_affected for node in result.models}
     warnings = {node.name: node.failures for node in result.warned}
     ctx.facts["marts"] = {name: count for name, count in rows.items() if count is not None}
@@ -35,5 +51,7 @@ def transform(ctx: RunContext) -> StepReport:
             "seconds": {node.name: round(node.seconds, 2) for node in result.models},
             "tests": len(result.tests),
             "warnings": warnings,
+            "marts_schema": marts_schema or "marts",
+            "full_refresh": full_refresh,
         },
     )

@@ -9,6 +9,7 @@ import sys
 
 from moovitamix import exit_codes
 from moovitamix.embedded_warehouse import EmbeddedWarehouse, psql_path
+from moovitamix.roles import ROLES, RolesError, ensure_roles
 from moovitamix.settings import Settings, apply_offline_defaults, load_settings
 from moovitamix.warehouse import (
     WarehouseUnreachable,
@@ -50,14 +51,29 @@ def _warehouse(args: argparse.Namespace) -> int:
         return _stop(settings)
     if args.action == "status":
         return _status(settings)
+    if args.role and args.action != "psql":
+        print("error: --role applies to psql only", file=sys.stderr)
+        return exit_codes.USAGE
     url = open_warehouse(settings)
     if args.action == "start":
         print(f"warehouse ready: {url.masked}")
     elif args.action == "url":
         print(url.masked)
     elif args.action == "psql":
+        env = {**os.environ, **url.libpq_env()}
+        if args.role:
+            try:
+                ensure_roles(url)  # idempotent: the role exists and we may SET it
+            except RolesError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return exit_codes.STEP_FAILED
+            # The server runs the session as the role from its start (NOLOGIN roles cannot
+            # connect themselves). A view as the role, not a sandbox: RESET ROLE ends it.
+            env["PGOPTIONS"] = " ".join(
+                filter(None, [env.get("PGOPTIONS"), f"-c role={args.role}"])
+            )
         psql = str(psql_path())
-        os.execve(psql, [psql, *args.psql_args], {**os.environ, **url.libpq_env()})
+        os.execve(psql, [psql, *args.psql_args], env)
     return exit_codes.OK
 
 
@@ -66,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     wh = sub.add_parser("warehouse", help="the warehouse: start, stop, status, url, psql")
     wh.add_argument("action", choices=["start", "stop", "status", "url", "psql"])
+    wh.add_argument(
+        "--role",
+        choices=list(ROLES),
+        help="psql only, given before it: the session runs as this warehouse role "
+        "(e.g. `warehouse --role mvx_analyst psql`)",
+    )
     wh.add_argument("psql_args", nargs=argparse.REMAINDER, help="passed on to psql")
     wh.set_defaults(func=_warehouse)
     return parser

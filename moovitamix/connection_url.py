@@ -71,7 +71,8 @@ class ConnectionURL:
             query = [("host", self.host), ("port", str(self.port)), *query]
         else:
             netloc = f"{auth}@{self.host}:{self.port}"
-        suffix = f"?{urlencode(query, safe='/')}" if query else ""
+        # quote, not quote_plus: libpq does not decode "+" as a space (options=-c a=b -c ...)
+        suffix = f"?{urlencode(query, safe='/', quote_via=quote)}" if query else ""
         return f"{scheme}://{netloc}/{quote(self.database, safe='')}{suffix}"
 
     def url(self) -> str:

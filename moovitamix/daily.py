@@ -16,12 +16,14 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from moovitamix import exit_codes
+from moovitamix import exit_codes, roles
+from moovitamix.publication import Publication, PublishFailed, discard, publish
+from moovitamix.roles import as_role
 from moovitamix.run_context import current_run_id, setup_logging
 from moovitamix.run_ledger import RunLedger
 from moovitamix.run_lock import RunLocked, run_lock
@@ -39,6 +41,16 @@ DEMO_SIMULATOR_ARGS = (
 )  # fmt: skip
 ENDPOINTS = ("tracks", "users", "listen_history")
 MISSED_RUN_AFTER = timedelta(hours=26)  # daily cadence plus slack
+# How long the publish waits for readers holding locks on the published tables (an analyst's
+# open transaction on a mart) before the run fails and yesterday's state stays.
+PUBLISH_LOCK_TIMEOUT_S = 120.0
+# The role each step's connections use (the steps not listed: see _as_step_role).
+STEP_ROLES = {
+    "validate": roles.TRANSFORMER,  # reads raw, owns the candidate marts, writes monitoring
+    "train": roles.ML,
+    "audit_recs": roles.ML,  # owns the staged lists, reads the candidate marts
+    "report": roles.ANALYST,  # reads monitoring only
+}
 
 
 def check_source(ctx: RunContext) -> StepReport:
@@ -58,6 +70,19 @@ def check_source(ctx: RunContext) -> StepReport:
     return StepReport(f"API totals: {summary}", rows_out=sum(totals.values()), details=totals)
 
 
+def publish_step(ctx: RunContext) -> StepReport:
+    """Write-audit-publish's last step: the audited candidate marts and staged lists replace
+    the published ones, in one transaction (moovitamix/publication.py)."""
+    if ctx.publication is None:
+        raise StepFailed("nothing to publish: this run has no publication")
+    try:
+        figures = publish(ctx.warehouse, ctx.publication, lock_timeout_s=PUBLISH_LOCK_TIMEOUT_S)
+    except PublishFailed as exc:
+        raise StepFailed(str(exc)) from None
+    parts = ", ".join(name for name in figures)
+    return StepReport(f"published {parts} of run {ctx.run_id}", details=figures)
+
+
 def _pipeline_steps() -> tuple[tuple[str, Step], ...]:
     # Imported here: each step's package pulls in its heavy tool (dlt, dbt, GX, implicit).
     from dbt_project.step import transform
@@ -72,6 +97,7 @@ def _pipeline_steps() -> tuple[tuple[str, Step], ...]:
         ("validate", monitoring.validate_data),
         ("train", train),
         ("audit_recs", monitoring.validate_recommendations),
+        ("publish", publish_step),
     )
 
 
@@ -114,6 +140,15 @@ def _check_previous_runs(ctx: RunContext, ledger: RunLedger) -> None:
         )
 
 
+def _as_step_role(ctx: RunContext, name: str) -> RunContext:
+    """The context a step runs with: its warehouse URL sets the step's role (least privilege,
+    moovitamix/roles.py). The other steps keep the connecting user: `source` needs no
+    warehouse, `ingest` and `transform` set their role themselves (dlt's loader, dbt's
+    profile) and `publish` renames the schemas, which their owner does."""
+    role = STEP_ROLES.get(name)
+    return ctx if role is None else replace(ctx, warehouse=as_role(ctx.warehouse, role))
+
+
 def _run_steps(ctx: RunContext, ledger: RunLedger, steps: tuple[tuple[str, Step], ...]) -> _Outcome:
     outcome = _Outcome()
     for index, (name, step) in enumerate(steps, start=1):
@@ -121,7 +156,7 @@ def _run_steps(ctx: RunContext, ledger: RunLedger, steps: tuple[tuple[str, Step]
         ledger.start_step(name)
         started = time.monotonic()
         try:
-            report = step(ctx)
+            report = step(_as_step_role(ctx, name))
         except StepFailed as exc:
             outcome.failed_step, outcome.error, outcome.code = name, str(exc), exc.code
         except WarehouseUnreachable as exc:
@@ -155,8 +190,10 @@ def run(
     closing: tuple[tuple[str, Step], ...] | None = None,
 ) -> int:
     """Run `steps` in order, then the `closing` steps (the health report) even after a failure.
-    Both default to the whole pipeline; tests pass their own."""
+    Both default to the whole pipeline, which writes, audits, then publishes (the run has a
+    `Publication`); tests pass their own steps, which then work on the live tables."""
     started = time.monotonic()
+    publication = Publication(run_id) if steps is None else None
     if steps is None:
         steps, closing = _pipeline_steps(), _closing_steps()
     with ExitStack() as stack:
@@ -190,12 +227,14 @@ def run(
         kind = "embedded Postgres" if settings.uses_embedded_warehouse else "WAREHOUSE_URL"
         log.info("warehouse: %s (%s)", warehouse.masked, kind)
 
-        ctx = RunContext(settings, run_id, warehouse, api_url, simulated)
+        ctx = RunContext(settings, run_id, warehouse, api_url, simulated, publication=publication)
         ledger = RunLedger(warehouse, run_id)
         ledger.ensure_tables()
         _check_previous_runs(ctx, ledger)
         ledger.start_run(source=api_url, warehouse=warehouse.masked)
         outcome = _run_steps(ctx, ledger, steps)
+        if outcome.failed_step and outcome.code != exit_codes.WAREHOUSE_UNREACHABLE:
+            _discard(ctx)
         if outcome.code != exit_codes.WAREHOUSE_UNREACHABLE:
             ledger.finish_run(failed_step=outcome.failed_step, error=outcome.error)
             after = _run_steps(ctx, ledger, closing or ())
@@ -214,6 +253,17 @@ def run(
     return outcome.code
 
 
+def _discard(ctx: RunContext) -> None:
+    """A failed run publishes nothing: drop what it staged; readers keep yesterday's state."""
+    if ctx.publication is None:
+        return
+    try:
+        discard(ctx.warehouse, ctx.publication)
+    except (WarehouseUnreachable, Exception) as exc:  # best effort: the next run re-stages
+        log.warning("could not drop this run's staged tables: %s", exc)
+    log.warning("nothing published: the marts and recommendations of the last good run stay")
+
+
 def _summary(run_id: str, outcome: _Outcome, seconds: float, alerts: int) -> None:
     status = f"FAILED in step '{outcome.failed_step}'" if outcome.failed_step else "OK"
     lines = ["", f"Run {run_id}: {status} after {seconds:.1f}s ({alerts} alert(s))"]
@@ -222,6 +272,7 @@ def _summary(run_id: str, outcome: _Outcome, seconds: float, alerts: int) -> Non
     ]
     if outcome.failed_step:
         lines.append(f"  {outcome.failed_step:<10} failed: {outcome.error}")
+        lines.append("  nothing published: readers keep the last good run's marts and lists")
     labels = {"data_docs": "data docs", "path": "health report"}
     where = {
         labels[key]: report.details[key]
@@ -241,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     apply_offline_defaults()
     settings = load_settings()
     run_id = current_run_id()
-    log_file = setup_logging(run_id, settings.logs_dir, verbose=args.verbose)
+    log_file = setup_logging(
+        run_id, settings.logs_dir, verbose=args.verbose, retention_days=settings.log_retention_days
+    )
     log.info("run log: %s", log_file)
     return run(settings, run_id)
 

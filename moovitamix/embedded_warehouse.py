@@ -10,6 +10,7 @@ server itself was killed) is cleaned up by Postgres on the next start.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import importlib.util
@@ -193,10 +194,22 @@ class EmbeddedWarehouse:
             return self.pgdata
         digest = hashlib.sha256(str(self.pgdata).encode()).hexdigest()[:12]
         short = Path(tempfile.gettempdir()) / f"mvx-pg-{digest}"
-        short.mkdir(mode=0o755, exist_ok=True)
-        if self._os_user:
-            entry = pwd.getpwnam(self._os_user)
-            os.chown(short, entry.pw_uid, entry.pw_gid)
+        # The server trusts whoever reaches its socket (initdb --auth=trust): only its own OS
+        # user (and root) may. The name is predictable, so a directory someone else made first,
+        # or a symlink, is refused rather than used (or chowned through).
+        with contextlib.suppress(FileExistsError):  # ours from an earlier start, or not:
+            short.mkdir(mode=0o700)  # checked below
+        entry = pwd.getpwnam(self._os_user) if self._os_user else None
+        info = short.lstat()
+        ours = {os.geteuid(), *([entry.pw_uid] if entry else [])}
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid not in ours:
+            raise EmbeddedWarehouseError(
+                f"socket directory {short} exists but is not ours (another user's, or a "
+                "symlink): remove it"
+            )
+        if entry:
+            os.chown(short, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+        short.chmod(0o700)
         return short
 
     def _initdb(self) -> None:
@@ -234,7 +247,14 @@ class EmbeddedWarehouse:
 
     def _pg_ctl_start(self) -> None:
         socket_dir = self._socket_dir()
-        options = ["-c listen_addresses=''", f"-k {socket_dir}", f"-p {PORT}", *self.server_options]
+        # no TCP; the socket file itself only for the server's OS user (and root): trust auth
+        options = [
+            "-c listen_addresses=''",
+            "-c unix_socket_permissions=0700",
+            f"-k {socket_dir}",
+            f"-p {PORT}",
+            *self.server_options,
+        ]
         started = time.monotonic()
         for attempt in range(_START_ATTEMPTS):
             try:

@@ -1,21 +1,60 @@
 """Run ids and run logs: one id per daily run, carried through every step.
 
 A run id sorts by time and is unique: `20261126T153012Z-3f9a1c`. Every step logs to the console
-(human-readable) and to `logs/<run_id>.log` (full detail), so a cron run leaves a file to read.
+(human-readable, INFO) and to `logs/<run_id>.jsonl` (full detail, DEBUG, one JSON object per
+line: `jq` and log shippers read it), so a cron run leaves a file to read. Run logs older than
+the retention (`MOOVITAMIX_LOG_RETENTION_DAYS`, 30 by default) are deleted when a run starts.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 RUN_ID_ENV = "MOOVITAMIX_RUN_ID"
 _CONSOLE_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
-_FILE_FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(process)d] %(message)s"
+DEFAULT_LOG_RETENTION_DAYS = 30
+LOG_SUFFIXES = (".jsonl", ".log")  # run logs, and the simulators' logs beside them
+
+
+class JsonLinesFormatter(logging.Formatter):
+    """One JSON object per record: time (UTC), level, logger, pid, run id, message, traceback."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "pid": record.process,
+            "run_id": self.run_id,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def prune_logs(logs_dir: Path, retention_days: float, now: float | None = None) -> list[Path]:
+    """Delete run logs older than `retention_days` (0 or less: keep everything)."""
+    if retention_days <= 0:
+        return []
+    cutoff = (now or time.time()) - retention_days * 86400
+    removed = []
+    for path in logs_dir.iterdir():
+        if path.suffix in LOG_SUFFIXES and path.is_file() and path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -30,10 +69,18 @@ def current_run_id() -> str:
     return run_id
 
 
-def setup_logging(run_id: str, logs_dir: Path, *, verbose: bool = False) -> Path:
-    """Console at INFO (DEBUG if verbose), and the run's log file at DEBUG. Returns the file."""
+def setup_logging(
+    run_id: str, logs_dir: Path, *, verbose: bool = False, retention_days: float | None = None
+) -> Path:
+    """Console at INFO (DEBUG if verbose), and the run's JSON-lines file at DEBUG; prunes old
+    run logs. Returns the file."""
     logs_dir.mkdir(parents=True, exist_ok=True)
-    log_file = logs_dir / f"{run_id}.log"
+    if retention_days is None:
+        retention_days = float(
+            os.environ.get("MOOVITAMIX_LOG_RETENTION_DAYS") or DEFAULT_LOG_RETENTION_DAYS
+        )
+    prune_logs(logs_dir, retention_days)
+    log_file = logs_dir / f"{run_id}.jsonl"
     root = logging.getLogger()
     root.setLevel(logging.DEBUG)
     for handler in list(root.handlers):
@@ -45,7 +92,7 @@ def setup_logging(run_id: str, logs_dir: Path, *, verbose: bool = False) -> Path
     console.setFormatter(logging.Formatter(_CONSOLE_FORMAT, datefmt="%H:%M:%S"))
     file = logging.FileHandler(log_file, encoding="utf-8")
     file.setLevel(logging.DEBUG)
-    file.setFormatter(logging.Formatter(_FILE_FORMAT))
+    file.setFormatter(JsonLinesFormatter(run_id))
     for handler in (console, file):
         handler._moovitamix = True  # type: ignore[attr-defined]
         root.addHandler(handler)

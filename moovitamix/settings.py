@@ -32,6 +32,7 @@ class Settings:
     data_dir: Path
     logs_dir: Path
     project_root: Path = PROJECT_ROOT
+    log_retention_days: float = 30.0  # run logs older than this are deleted (0: keep all)
 
     @property
     def embedded_pgdata(self) -> Path:
@@ -66,6 +67,7 @@ def load_settings(environ: Mapping[str, str] | None = None, root: Path = PROJECT
         data_dir=Path(data_dir).resolve() if data_dir else root / ".data",
         logs_dir=Path(logs_dir).resolve() if logs_dir else root / "logs",
         project_root=root,
+        log_retention_days=float(get("MOOVITAMIX_LOG_RETENTION_DAYS") or 30),
     )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from moovitamix import exit_codes
 from moovitamix.alerts import Alert, Severity, send_alert
 from moovitamix.connection_url import ConnectionURL
+from moovitamix.publication import LIVE, Publication, Relations
 from moovitamix.settings import Settings
 
 
@@ -30,6 +31,14 @@ class RunContext:
     api_is_simulator: bool
     alerts: list[Alert] = field(default_factory=list)
     facts: dict[str, object] = field(default_factory=dict)  # what steps tell the summary
+    # write-audit-publish (moovitamix/publication.py): set by the daily run, None when a step
+    # runs on its own and writes the live tables directly
+    publication: Publication | None = None
+
+    @property
+    def relations(self) -> Relations:
+        """Where this run's marts and recommendations are (candidates under a publication)."""
+        return self.publication.relations if self.publication is not None else LIVE
 
     def alert(
         self, severity: Severity, title: str, step: str | None = None, **details: object

@@ -8,7 +8,7 @@ connection URL. Errors come out as one line naming host, database and the driver
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import psycopg
@@ -16,12 +16,14 @@ from psycopg import sql
 
 from moovitamix.connection_url import ConnectionURL, InvalidWarehouseURL
 from moovitamix.embedded_warehouse import EmbeddedWarehouse, EmbeddedWarehouseError
+from moovitamix.roles import RolesError, ensure_roles
 from moovitamix.settings import DEFAULT_DATABASE, Settings
 
 log = logging.getLogger(__name__)
 
-# The schemas of the design (../shared/design.md). dlt owns `raw`, dbt `staging`/`marts`.
-SCHEMAS = ("raw", "staging", "marts", "recommendations", "ml", "monitoring")
+# The schemas of the design (../shared/design.md). dlt owns `raw`, dbt `staging`/`marts` and
+# `marts_candidate` (where the daily run builds and audits the marts: moovitamix/publication.py).
+SCHEMAS = ("raw", "staging", "marts", "marts_candidate", "recommendations", "ml", "monitoring")
 CONNECT_TIMEOUT_S = 10
 
 
@@ -98,9 +100,28 @@ def ensure_schemas(url: ConnectionURL) -> None:
             conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
 
 
+def ensure_tables(conn: psycopg.Connection, tables: Sequence[str], ddl: str) -> None:
+    """Run `ddl` (create ... if not exists, comments) unless every one of `tables` exists.
+
+    Skipping it matters under least privilege: a step's role may write a monitoring table
+    another role created, but `comment on table` (even unchanged) needs its owner."""
+    present = conn.execute(
+        "select count(*) from unnest(%s::text[]) as name where to_regclass(name) is not null",
+        (list(tables),),
+    ).fetchone()
+    if not present or present[0] < len(tables):
+        conn.execute(ddl)
+
+
 def open_warehouse(settings: Settings) -> ConnectionURL:
-    """Resolve, start if embedded, create database and schemas; return the warehouse URL."""
+    """Resolve, start if embedded, create database, schemas and the pipeline's roles and
+    grants (moovitamix/roles.py); return the warehouse URL (of the connecting user, who may
+    act as every role: each step then runs as its own)."""
     url = resolve_url(settings)
     ensure_database(url)
     ensure_schemas(url)
+    try:
+        ensure_roles(url)
+    except RolesError as exc:
+        raise WarehouseUnreachable(str(exc)) from None
     return url

@@ -127,7 +127,11 @@ def test_transform_step_reports_rows_and_warnings(monkeypatch) -> None:
     )
     ctx = _context()
     report = step.transform(ctx)
-    assert calls[0][0][1] == "run-1" and calls[0][1] == {"exclude_unit_tests": True}
+    assert calls[0][0][1] == "run-1" and calls[0][1] == {
+        "exclude_unit_tests": True,
+        "full_refresh": False,
+        "marts_schema": None,  # a step on its own (no publication) builds the marts in place
+    }
     assert report.rows_out == 40
     assert report.details["warnings"] == {"orphaned_listens": 3}
     assert "warnings: orphaned_listens 3" in report.summary

@@ -1,0 +1,225 @@
+"""Write-audit-publish: readers never see a day that failed its audits.
+
+Analysts query schema `marts`, the app `recommendations.*`. A daily run never writes either:
+
+  write    dbt builds the new marts into schema `marts_candidate`; the ML step reads them there
+           and stages its lists as `recommendations.<table>__new`;
+  audit    the data suites validate the candidate marts, the recommendations suite the staged
+           lists;
+  publish  one transaction renames `marts` <-> `marts_candidate` (the schemas trade names) and
+           renames the staged lists over the live ones, and writes the ml.model_runs rows.
+
+Until the commit readers see yesterday's marts and lists; at the commit they see today's, all of
+them at once. A run that fails before the publish (in transform, validate, train or the audit)
+leaves yesterday's published state untouched; its staged lists are dropped.
+
+After the swap, `marts_candidate` holds the day before's marts: the next run builds its
+candidate over them, so the incremental `fct_listens` catches up two days instead of rebuilding.
+A candidate left half-built or unpublished by a failed run is not trusted: the state of each
+schema is kept in its comment (`marts_candidate` says `building`, `unpublished` or
+`published`), and a candidate that is not a former publication is rebuilt in full.
+
+Renaming a schema moves its tables with their grants, indexes, constraints and comments; a
+query that started before the swap finishes on the tables it started with.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import psycopg
+from psycopg import sql
+
+from moovitamix.connection_url import ConnectionURL
+from moovitamix.roles import apply_schema_grants
+from moovitamix.warehouse import connect
+
+log = logging.getLogger(__name__)
+
+MARTS = "marts"
+CANDIDATE = "marts_candidate"
+_SWAP = "marts__swap"
+# One publisher at a time, across processes (the daily run also holds its run lock).
+PUBLISH_LOCK_KEY = 0x6D76785F707562  # "mvx_pub"
+
+# The state of a marts schema, as the first word of its comment.
+BUILDING = "building"  # a run is building it (or died doing so)
+UNPUBLISHED = "unpublished"  # built by a run that did not publish it
+PUBLISHED = "published"  # the marts readers see, or the former ones
+
+InTransaction = Callable[[psycopg.Connection], Mapping[str, object]]
+AfterCommit = Callable[[], None]
+
+
+class PublishFailed(RuntimeError):
+    """The publish transaction failed; yesterday's state stays. The message is one line."""
+
+
+@dataclass(frozen=True)
+class Relations:
+    """Where this run's tables are: "schema.table" names, as readers know them, mapped to the
+    tables a step must read or check. The identity outside write-audit-publish."""
+
+    schemas: Mapping[str, str] = field(default_factory=dict)
+    tables: Mapping[str, str] = field(default_factory=dict)
+
+    def __call__(self, name: str) -> str:
+        if name in self.tables:
+            return self.tables[name]
+        schema, _, table = name.partition(".")
+        return (
+            f"{self.schemas.get(schema, schema)}.{table}"
+            if table
+            else self.schemas.get(schema, schema)
+        )
+
+    def identifier(self, name: str) -> sql.Identifier:
+        return sql.Identifier(*self(name).split(".", 1))
+
+
+LIVE = Relations()
+
+
+@dataclass
+class _Action:
+    name: str
+    in_transaction: InTransaction
+    after_commit: AfterCommit | None
+    discard: Callable[[psycopg.Connection], None] | None
+
+
+@dataclass
+class Publication:
+    """What one run writes aside and publishes at its end. Steps register their part."""
+
+    run_id: str
+    staged_tables: dict[str, str] = field(default_factory=dict)  # "recommendations.x" -> staged
+    actions: list[_Action] = field(default_factory=list)
+
+    @property
+    def relations(self) -> Relations:
+        """Where the audits and the ML step find this run's tables."""
+        return Relations(schemas={MARTS: CANDIDATE}, tables=dict(self.staged_tables))
+
+    def stage(
+        self,
+        name: str,
+        in_transaction: InTransaction,
+        *,
+        tables: Mapping[str, str] | None = None,
+        after_commit: AfterCommit | None = None,
+        discard: Callable[[psycopg.Connection], None] | None = None,
+    ) -> None:
+        """Register a part of the publication: `in_transaction(conn)` runs inside the publish
+        transaction (returns figures for the ledger), `after_commit()` once it committed,
+        `discard(conn)` if the run fails before publishing. `tables` maps the live names of
+        what was staged to the staged ones."""
+        self.staged_tables.update(tables or {})
+        self.actions = [a for a in self.actions if a.name != name]
+        self.actions.append(_Action(name, in_transaction, after_commit, discard))
+
+
+def _comment(conn: psycopg.Connection, schema: str, state: str, run_id: str) -> None:
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    conn.execute(
+        sql.SQL("comment on schema {} is {}").format(
+            sql.Identifier(schema), sql.Literal(f"{state} by run {run_id} at {at}")
+        )
+    )
+
+
+def schema_state(conn: psycopg.Connection, schema: str) -> str | None:
+    """The state word of a marts schema's comment (None: no such schema, or no comment)."""
+    row = conn.execute(
+        "select obj_description(oid, 'pg_namespace') from pg_namespace where nspname = %s",
+        (schema,),
+    ).fetchone()
+    if row is None or not row[0]:
+        return None
+    return str(row[0]).split(" ", 1)[0]
+
+
+def prepare_candidate(url: ConnectionURL, run_id: str) -> bool:
+    """Make sure `marts_candidate` exists and mark it as being built by `run_id`.
+
+    Returns True when it must be rebuilt in full: it holds what a failed run left (half-built
+    or unpublished) rather than a former publication. An empty candidate needs no flag: dbt
+    builds missing tables in full anyway.
+    """
+    with connect(url) as conn:
+        exists = conn.execute(
+            "select 1 from pg_namespace where nspname = %s", (CANDIDATE,)
+        ).fetchone()
+        if not exists:  # dropped by hand: a new schema has none of the old one's grants
+            conn.execute(sql.SQL("create schema {}").format(sql.Identifier(CANDIDATE)))
+            apply_schema_grants(conn, CANDIDATE)
+        state = schema_state(conn, CANDIDATE)
+        _comment(conn, CANDIDATE, BUILDING, run_id)
+    full_refresh = state in (BUILDING, UNPUBLISHED)
+    if full_refresh:
+        log.info("%s was left by a run that did not publish it: rebuilding it in full", CANDIDATE)
+    return full_refresh
+
+
+def mark_built(url: ConnectionURL, run_id: str) -> None:
+    """The candidate is complete (dbt built it); it stays `unpublished` unless published."""
+    with connect(url) as conn:
+        _comment(conn, CANDIDATE, UNPUBLISHED, run_id)
+
+
+def discard(url: ConnectionURL, publication: Publication) -> None:
+    """The run failed before publishing: drop what its steps staged (the candidate marts stay,
+    marked `unpublished`, and are rebuilt in full by the next run)."""
+    with connect(url) as conn:
+        for action in publication.actions:
+            if action.discard is not None:
+                action.discard(conn)
+
+
+def publish(
+    url: ConnectionURL, publication: Publication, *, lock_timeout_s: float = 60.0
+) -> dict[str, object]:
+    """Swap the candidate marts in and run every registered part, in one transaction."""
+    figures: dict[str, object] = {}
+    try:
+        with connect(url, autocommit=True) as conn, conn.transaction():
+            conn.execute("select pg_advisory_xact_lock(%s)", (PUBLISH_LOCK_KEY,))
+            conn.execute(
+                sql.SQL("set local lock_timeout = {}").format(
+                    sql.Literal(f"{int(lock_timeout_s * 1000)}ms")
+                )
+            )
+            if schema_state(conn, CANDIDATE) != UNPUBLISHED:
+                raise PublishFailed(
+                    f"{CANDIDATE} is not a complete build of this run "
+                    f"(state {schema_state(conn, CANDIDATE)!r}); nothing published"
+                )
+            rename = sql.SQL("alter schema {} rename to {}")
+            conn.execute(rename.format(sql.Identifier(MARTS), sql.Identifier(_SWAP)))
+            conn.execute(rename.format(sql.Identifier(CANDIDATE), sql.Identifier(MARTS)))
+            conn.execute(rename.format(sql.Identifier(_SWAP), sql.Identifier(CANDIDATE)))
+            _comment(conn, MARTS, PUBLISHED, publication.run_id)
+            figures[MARTS] = "swapped in"
+            for action in publication.actions:
+                figures[action.name] = dict(action.in_transaction(conn))
+    except psycopg.errors.LockNotAvailable:
+        raise PublishFailed(
+            f"gave up after waiting {lock_timeout_s:g}s for readers of the published tables; "
+            "yesterday's marts and recommendations stay"
+        ) from None
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PublishFailed(
+            f"publishing failed ({first}); yesterday's marts and recommendations stay"
+        ) from None
+    for action in publication.actions:
+        if action.after_commit is not None:
+            try:
+                action.after_commit()
+            except Exception:  # housekeeping (artifact retention): never un-publishes
+                log.exception("after publishing, %s's housekeeping failed", action.name)
+    log.info("published run %s: %s", publication.run_id, figures)
+    return figures

@@ -1,0 +1,133 @@
+"""Driving `make daily` / `python -m moovitamix.daily` as real subprocesses, and fingerprints of
+the warehouse to compare runs with (counts and content hashes of what readers see)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from moovitamix.connection_url import ConnectionURL
+
+REPO = Path(__file__).resolve().parents[2]
+# Small enough for a run of a few seconds per step, realistic enough for ALS to have signal.
+SIMULATOR_ARGS = ("--profile", "realistic", "--seed", "3", "--users", "300", "--tracks", "150")
+DAILY = [sys.executable, "-m", "moovitamix.daily"]
+TIMEOUT_S = 600
+
+
+def daily_env(api_url: str | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The current environment (WAREHOUSE_URL and dirs come from `warehouse_env`) plus the API."""
+    env = {**os.environ, "MOOVITAMIX_SIMULATOR_ARGS": " ".join(SIMULATOR_ARGS)}
+    if api_url:
+        env["MOOVITAMIX_API_URL"] = api_url
+    return {**env, **(extra or {})}
+
+
+def run_daily(env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        DAILY, cwd="/", env=dict(env), capture_output=True, text=True,
+        timeout=TIMEOUT_S, check=False,
+    )  # fmt: skip
+
+
+def start_daily(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(DAILY, cwd="/", env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+
+
+def kill_hard(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def set_simulator(api_url: str, **state: Any) -> None:
+    """POST /_admin/state: `day=N`, `faults=[...]`."""
+    response = httpx.post(f"{api_url}/_admin/state", json=state, timeout=60)
+    response.raise_for_status()
+
+
+def simulator_totals(api_url: str) -> dict[str, int]:
+    return {
+        endpoint: int(httpx.get(f"{api_url}/{endpoint}", params={"size": 1}).json()["total"])
+        for endpoint in ("tracks", "users", "listen_history")
+    }
+
+
+def query(url: ConnectionURL, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url.url()) as conn:
+        return conn.execute(statement, params).fetchall()
+
+
+def scalar(url: ConnectionURL, statement: str, params: Any = None) -> Any:
+    return query(url, statement, params)[0][0]
+
+
+def runs(url: ConnectionURL) -> list[tuple[str, str, str | None]]:
+    return query(
+        url, "select run_id, status, failed_step from monitoring.pipeline_runs order by started_at"
+    )
+
+
+def step_started(url: ConnectionURL, step: str) -> bool:
+    try:
+        statement = "select count(*) from monitoring.pipeline_run_steps where step = %s"
+        return bool(scalar(url, statement, (step,)))
+    except psycopg.errors.UndefinedTable:
+        return False
+
+
+def published_by(url: ConnectionURL) -> str:
+    """The run that published the marts readers see (from the schema's comment)."""
+    comment = scalar(url, "select obj_description('marts'::regnamespace, 'pg_namespace')")
+    return str(comment).split(" by run ", 1)[1].split(" ", 1)[0]
+
+
+# What readers see, as counts and hashes that do not depend on load ids or timestamps.
+FINGERPRINT = {
+    "raw.tracks": "select count(*), md5(string_agg(record_hash, ',' order by record_hash)) "
+    "from raw.tracks where _dlt_valid_to is null",
+    "raw.users": "select count(*), md5(string_agg(record_hash, ',' order by record_hash)) "
+    "from raw.users where _dlt_valid_to is null",
+    "raw.listen_history": "select count(*), md5(string_agg(record_hash, ',' order by record_hash)) "
+    "from raw.listen_history where _dlt_valid_to is null",
+    "raw versions": "select (select count(*) from raw.tracks) + (select count(*) from raw.users)"
+    " + (select count(*) from raw.listen_history),"
+    " (select count(*) from raw.listen_history__items)",
+    "marts.dim_users": "select count(*), md5(string_agg(user_id::text, ',' order by user_id)) "
+    "from marts.dim_users",
+    "marts.dim_tracks": "select count(*), md5(string_agg(track_id::text, ',' order by track_id)) "
+    "from marts.dim_tracks",
+    "marts.fct_listens": "select count(*), md5(string_agg(user_id || ':' || track_id || ':' "
+    "|| listen_count, ',' order by user_id, track_id)) from marts.fct_listens",
+    "marts.user_genre_features": "select count(*), round(sum(listen_share)::numeric, 6) "
+    "from marts.user_genre_features",
+    "marts.track_popularity": "select count(*), null from marts.track_popularity",
+    "recommendations.user_top_tracks": "select count(*), count(distinct user_id) "
+    "from recommendations.user_top_tracks",
+    "recommendations.similar_tracks": "select count(*), count(distinct track_id) "
+    "from recommendations.similar_tracks",
+    "ml.model_runs champions": "select count(*), null from ml.model_runs where status = 'champion'",
+    "staged leftovers": "select count(*), null from pg_tables where tablename like '%\\_\\_new'",
+}
+
+
+def fingerprint(url: ConnectionURL) -> dict[str, tuple[Any, ...]]:
+    with psycopg.connect(url.url()) as conn:
+        return {name: tuple(conn.execute(q).fetchone() or ()) for name, q in FINGERPRINT.items()}
