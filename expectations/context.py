@@ -5,9 +5,8 @@ Committed: gx/great_expectations.yml, whose datasource connects through the subs
 validates, so no connection string is ever written to a file. Everything GX generates (suites'
 JSON, validation definitions, the checkpoint, results, data docs) goes to gx/uncommitted/.
 
-The data docs site GX builds loads its scripts and styles from CDNs; every build through a
-context opened here is followed by the rewrite of expectations.report.data_docs, which makes
-the site readable offline.
+The data docs site GX builds loads its scripts and styles from CDNs: `build_docs` follows every
+build with the rewrite of expectations.report.data_docs, which makes the site readable offline.
 
 The assets the suites need are declared in code (expectations/suites/); the datasource in the
 YAML is brought in line with them, and written only when something changed, so the committed
@@ -16,7 +15,6 @@ file stays as it is run after run.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -59,21 +57,14 @@ def open_context(gx_dir: Path = GX_DIR) -> FileDataContext:
     apply_offline_defaults()  # GX_ANALYTICS_ENABLED=false, whoever the caller is
     context = gx.get_context(mode="file", context_root_dir=str(gx_dir))
     assert isinstance(context, FileDataContext)
-    _build_docs_offline(context, data_docs_site(gx_dir))
     return context
 
 
-def _build_docs_offline(context: FileDataContext, site: Path) -> None:
-    """Make `context.build_data_docs` leave a site that reads offline (no CDN assets)."""
-    build = context.build_data_docs
-
-    @functools.wraps(build)
-    def build_then_rewrite(*args: Any, **kwargs: Any) -> Any:
-        sites = build(*args, **kwargs)
-        make_site_offline(site)
-        return sites
-
-    context.build_data_docs = build_then_rewrite  # type: ignore[method-assign]
+def build_docs(context: FileDataContext, resource_identifiers: list[Any], gx_dir: Path) -> None:
+    """Build the data docs pages of these results and suites, then make the site readable
+    offline (GX loads its scripts and styles from CDNs: expectations.report.data_docs)."""
+    context.build_data_docs(resource_identifiers=resource_identifiers)
+    make_site_offline(data_docs_site(gx_dir))
 
 
 def _datasource(context: FileDataContext) -> Any:

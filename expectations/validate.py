@@ -175,7 +175,7 @@ def _run_checkpoint(
         # One build for the whole run: the pages of this run's results and suites, and the
         # index. (UpdateDataDocsAction would rebuild the index once per suite, ~9x slower.)
         suites = [ExpectationSuiteIdentifier(name=spec.name) for spec in specs]
-        context.build_data_docs(resource_identifiers=[*result.run_results, *suites])
+        gx_context.build_docs(context, [*result.run_results, *suites], gx_dir)
     results = [
         check_result(build.run_id, suite_result.suite_name, expectation_result)
         for suite_result in result.run_results.values()
