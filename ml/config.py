@@ -15,6 +15,7 @@ from typing import Any
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "config.toml"
 CONFIDENCE_SCHEMES = ("bm25", "log", "raw")
 METRICS = ("precision", "recall", "map", "ndcg")
+SIMILAR_SCORINGS = ("dot", "cosine")  # how similar_tracks ranks neighbours (ml.model.similar)
 
 
 class ConfigError(ValueError):
@@ -25,10 +26,10 @@ class ConfigError(ValueError):
 class ModelParams:
     """What an ALS candidate is: its hyper-parameters and how counts become confidences."""
 
-    factors: int = 64
+    factors: int = 40
     regularization: float = 10.0
     iterations: int = 15
-    alpha: float = 10.0
+    alpha: float = 15.0
     confidence: str = "log"
     bm25_k1: float = 100.0
     bm25_b: float = 0.8
@@ -94,6 +95,7 @@ class Search:
 class Publish:
     k: int = 10
     similar_k: int = 10
+    similar_scoring: str = "dot"
     lock_timeout_s: float = 30.0
 
 
@@ -193,6 +195,11 @@ def _checked(config: MlConfig) -> MlConfig:
         raise ConfigError(f"selection.metric must be one of {', '.join(METRICS)}")
     if sel.min_improvement < 0 or sel.time_budget_s < 0 or sel.max_challengers < 0:
         raise ConfigError("selection.min_improvement, time_budget_s, max_challengers must be >= 0")
+    if pub.similar_scoring not in SIMILAR_SCORINGS:
+        raise ConfigError(
+            f"publish.similar_scoring must be one of {', '.join(SIMILAR_SCORINGS)}, "
+            f"not {pub.similar_scoring!r}"
+        )
     bad = [c for c in config.search.confidence if c not in CONFIDENCE_SCHEMES]
     if bad:
         raise ConfigError(f"search.confidence has an unknown scheme {bad[0]!r}")

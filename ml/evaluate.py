@@ -15,6 +15,16 @@ in training excluded), averaged over evaluated users (macro average):
   ndcg       = DCG / ideal DCG, binary gains, log2(rank + 1) discount, ideal over
                min(k, |T_u|) hits                                        (as implicit's NDCG)
   coverage   = distinct tracks in all evaluated users' lists / tracks in marts.dim_tracks
+
+The "play next" lists (similar_tracks) are judged on the same holdout by `next_hit`: for each
+evaluated user u with training tracks S_u and held-out tracks T_u,
+  next_hit   = share of the seeds s in S_u whose list L_s of k similar tracks holds a track of
+               T_u, averaged over users (macro)
+i.e. how often the "play next" list of a song the user played offers another song they really
+played but the model never saw. Lists are per track, not per user, so nothing is filtered. The
+lists come from a model fit on the training split; the baselines' from popularity counted on it:
+`popularity` (the most popular other tracks) and `genre_popularity` (the most popular tracks
+sharing the seed's genres: the published fallback).
 """
 
 from __future__ import annotations
@@ -28,10 +38,11 @@ import scipy.sparse as sp
 
 from ml.baselines import GENRE_POPULARITY, POPULARITY, Popularity
 from ml.config import Evaluation, ModelParams
-from ml.model import FittedModel, fit, recommend
+from ml.model import FittedModel, fit, recommend, similar
 
 log = logging.getLogger(__name__)
 METRIC_NAMES = ("precision", "recall", "map", "ndcg", "coverage")
+NEXT_HIT = "next_hit"
 
 
 class NotEnoughData(RuntimeError):
@@ -85,6 +96,20 @@ def leave_k_out(counts: sp.csr_matrix, settings: Evaluation) -> Holdout:
     return Holdout(train, test, chosen, len(eligible))
 
 
+def _in_rows(matrix: sp.csr_matrix, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """ids[i, j] is a column of matrix row rows[i], for all i, j at once (-1 never is)."""
+    matrix = matrix.tocsr(copy=True)
+    matrix.sort_indices()
+    n_cols = matrix.shape[1]
+    keys = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+    keys = keys * n_cols + matrix.indices
+    if len(keys) == 0:
+        return np.zeros(ids.shape, dtype=bool)
+    wanted = np.asarray(rows, dtype=np.int64)[:, None] * n_cols + ids
+    found = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return (keys[found] == wanted) & (ids >= 0)
+
+
 def ranking_metrics(
     ids: np.ndarray, test: sp.csr_matrix, k: int, n_catalog_tracks: int
 ) -> dict[str, float]:
@@ -93,13 +118,7 @@ def ranking_metrics(
     relevant = np.diff(test.indptr)
     if m == 0 or np.any(relevant == 0):
         raise ValueError("every evaluated user needs at least one held-out track")
-    test = test.copy()
-    test.sort_indices()
-    n_cols = test.shape[1]
-    test_keys = np.repeat(np.arange(m, dtype=np.int64), relevant) * n_cols + test.indices
-    rec_keys = np.arange(m, dtype=np.int64)[:, None] * n_cols + ids
-    found = np.minimum(np.searchsorted(test_keys, rec_keys), len(test_keys) - 1)
-    hits = (test_keys[found] == rec_keys) & (ids >= 0)
+    hits = _in_rows(test, np.arange(m), ids)
 
     slots = ids.shape[1]
     n_hits = hits.sum(axis=1)
@@ -149,6 +168,51 @@ class EvaluationData:
         return self.holdout.test[self.holdout.eval_rows]
 
 
+def next_track_hit_rate(similar_ids: np.ndarray, holdout: Holdout, k: int) -> float:
+    """`next_hit`@k of the similar lists `similar_ids` (tracks x >= k columns, -1 = empty
+    slot) on the holdout: see the module docstring."""
+    rows = holdout.eval_rows
+    train, test = holdout.train[rows], holdout.test[rows]
+    seeds_per_user = np.diff(train.indptr)
+    if len(rows) == 0 or np.any(seeds_per_user == 0):
+        raise ValueError("every evaluated user needs at least one training track")
+    owner = np.repeat(np.arange(len(rows)), seeds_per_user)
+    hit = _in_rows(test, owner, similar_ids[train.indices, :k]).any(axis=1)
+    per_user = np.bincount(owner, weights=hit, minlength=len(rows)) / seeds_per_user
+    return float(per_user.mean())
+
+
+def model_next_hit(data: EvaluationData, fitted: FittedModel, scoring: str = "dot") -> float:
+    """`next_hit`@k of the model's similar lists by `scoring`, as published (ml.model.similar);
+    the model is fit on the training split."""
+    ids, _ = similar(fitted.als, data.k, scoring)
+    return next_track_hit_rate(ids, data.holdout, data.k)
+
+
+def baseline_next_hits(data: EvaluationData) -> dict[str, float]:
+    """`next_hit`@k of both baselines' similar lists, popularity counted on the training split:
+    {"popularity": ..., "genre_popularity": ...}."""
+    train, k = data.holdout.train, data.k
+    popularity = Popularity(train, data.track_genres)
+    itself = sp.identity(train.shape[1], dtype=np.float32, format="csr")
+    lists = {
+        POPULARITY: popularity.recommend(k, heard=itself).ids,
+        GENRE_POPULARITY: popularity.similar_by_genre(data.track_genres, k).ids,
+    }
+    return {name: next_track_hit_rate(ids, data.holdout, k) for name, ids in lists.items()}
+
+
+def next_track_metrics(
+    data: EvaluationData, fitted: FittedModel | None, scoring: str = "dot"
+) -> dict[str, float]:
+    """`next_hit`@k of the model's similar lists by `scoring` (left out when `fitted` is None)
+    and of both baselines': {"next_hit", "next_hit_popularity", "next_hit_genre_popularity"}."""
+    out = {f"{NEXT_HIT}_{name}": value for name, value in baseline_next_hits(data).items()}
+    if fitted is not None:
+        out = {NEXT_HIT: model_next_hit(data, fitted, scoring), **out}
+    return out
+
+
 def evaluate_baselines(data: EvaluationData) -> dict[str, Scored]:
     train, rows = data.holdout.train, data.holdout.eval_rows
     popularity = Popularity(train, data.track_genres)
@@ -179,13 +243,22 @@ def evaluate_model(
 
 def format_table(results: Sequence[Scored], k: int, metric: str | None = None) -> str:
     """A plain-text comparison table, one row per candidate."""
-    headers = ["candidate", *(f"{m}@{k}" for m in METRIC_NAMES[:4]), "coverage", "fit s", "params"]
+    headers = [
+        "candidate",
+        *(f"{m}@{k}" for m in METRIC_NAMES[:4]),
+        "coverage",
+        f"{NEXT_HIT}@{k}",
+        "fit s",
+        "params",
+    ]
     lines: list[list[str]] = []
     for result in results:
         if result.error:
-            cells = ["failed"] * 5
+            cells = ["failed"] * 6
         else:
             cells = [f"{result.metrics[m]:.4f}" for m in METRIC_NAMES]
+            next_hit = result.metrics.get(NEXT_HIT)
+            cells.append("-" if next_hit is None else f"{next_hit:.4f}")
         fit_s = f"{result.fit_seconds:.1f}" if result.params else "-"
         params = result.params.label() if result.params else "-"
         lines.append([result.name, *cells, fit_s, params])
@@ -200,7 +273,8 @@ def format_table(results: Sequence[Scored], k: int, metric: str | None = None) -
     out += [render(row) for row in lines]
     note = (
         "precision = hits/k; recall = hits/held-out tracks of the user; map, ndcg as implicit's; "
-        "coverage = distinct recommended tracks / catalog"
+        "coverage = distinct recommended tracks / catalog; "
+        f"{NEXT_HIT} = share of a user's tracks whose similar list holds a held-out one"
     )
     if metric:
         note += f"; selection by {metric}@{k}"

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 import scipy.sparse as sp
+from psycopg import sql
 
 from ml.pgcopy import INT4, INT8, CopyFormatError, single_field_rows
 
@@ -24,17 +25,20 @@ log = logging.getLogger(__name__)
 # Postgres sends a COPY one message per row, and a Python step per message costs more than the
 # whole transfer: so the server packs the rows into a few hundred big messages, each one bytea
 # of fixed-width big-endian records (int8send/int4send), which numpy reads without a loop.
-PACKED_LISTENS_QUERY = """
+PACKED_LISTENS_QUERY = sql.SQL("""
     copy (
         select string_agg(
             int8send(user_id::bigint) || int8send(track_id::bigint) || int4send(listen_count),
             ''::bytea
         )
-        from marts.fct_listens
+        from {fct_listens}
         where listen_count > 0
         group by user_id % {buckets}
     ) to stdout (format binary)
-"""
+""")
+# The marts are read from `marts`, or from the daily run's candidate schema before it is
+# published (moovitamix/publication.py): every reader takes the schema.
+MARTS = "marts"
 PACKED_BUCKETS = 256
 LISTEN_RECORD = np.dtype([("user_id", INT8), ("track_id", INT8), ("listen_count", INT4)])
 NO_GENRE = -1
@@ -107,28 +111,32 @@ def build_interactions(
     return Interactions(matrix, users, tracks)
 
 
-def _missing(conn: psycopg.Connection, tables: tuple[str, ...]) -> list[str]:
+def _missing(conn: psycopg.Connection, schema: str, tables: tuple[str, ...]) -> list[str]:
     found = conn.execute(
         "select table_name from information_schema.tables "
-        "where table_schema = 'marts' and table_name = any(%s)",
-        (list(tables),),
+        "where table_schema = %s and table_name = any(%s)",
+        (schema, list(tables)),
     ).fetchall()
     return sorted(set(tables) - {name for (name,) in found})
 
 
-def check_marts(conn: psycopg.Connection) -> None:
-    missing = _missing(conn, ("fct_listens", "dim_users", "dim_tracks", "bridge_track_genres"))
+def check_marts(conn: psycopg.Connection, schema: str = MARTS) -> None:
+    missing = _missing(
+        conn, schema, ("fct_listens", "dim_users", "dim_tracks", "bridge_track_genres")
+    )
     if missing:
         raise MartsNotReady(
-            f"input mart(s) missing: {', '.join('marts.' + m for m in missing)} "
+            f"input mart(s) missing: {', '.join(f'{schema}.{m}' for m in missing)} "
             "(run the transform step first)"
         )
 
 
-def load_interactions(conn: psycopg.Connection) -> Interactions:
-    """marts.fct_listens -> Interactions, streamed with a binary COPY of packed records."""
+def load_interactions(conn: psycopg.Connection, schema: str = MARTS) -> Interactions:
+    """<schema>.fct_listens -> Interactions, streamed with a binary COPY of packed records."""
     parts: list[np.ndarray] = []
-    query = PACKED_LISTENS_QUERY.format(buckets=PACKED_BUCKETS)
+    query = PACKED_LISTENS_QUERY.format(
+        fct_listens=sql.Identifier(schema, "fct_listens"), buckets=sql.Literal(PACKED_BUCKETS)
+    )
     with conn.cursor() as cur, cur.copy(query) as copy:
         for field in single_field_rows(copy):
             if len(field) % LISTEN_RECORD.itemsize:
@@ -139,7 +147,8 @@ def load_interactions(conn: psycopg.Connection) -> Interactions:
         records["user_id"], records["track_id"], records["listen_count"]
     )
     log.info(
-        "read marts.fct_listens: %d users x %d tracks, %d (user, track) pairs",
+        "read %s.fct_listens: %d users x %d tracks, %d (user, track) pairs",
+        schema,
         interactions.n_users,
         interactions.n_tracks,
         interactions.n_interactions,
@@ -147,30 +156,41 @@ def load_interactions(conn: psycopg.Connection) -> Interactions:
     return interactions
 
 
-def _copy_csv(conn: psycopg.Connection, query: str, dtypes: dict[str, str]) -> pd.DataFrame:
+def _copy_csv(
+    conn: psycopg.Connection, query: sql.Composable, dtypes: dict[str, str]
+) -> pd.DataFrame:
     buffer = io.BytesIO()
-    with conn.cursor() as cur, cur.copy(f"copy ({query}) to stdout (format csv, header)") as copy:
+    statement = sql.SQL("copy ({}) to stdout (format csv, header)").format(query)
+    with conn.cursor() as cur, cur.copy(statement) as copy:
         for chunk in copy:
             buffer.write(chunk)
     buffer.seek(0)
     return pd.read_csv(buffer, dtype=dtypes, keep_default_na=False, na_values=[""])
 
 
-def load_catalog(conn: psycopg.Connection, interactions: Interactions) -> Catalog:
+def load_catalog(
+    conn: psycopg.Connection, interactions: Interactions, schema: str = MARTS
+) -> Catalog:
     """Users with their favorite genre, and the genres of the tracks in the matrix."""
     users = _copy_csv(
         conn,
-        "select user_id::bigint as user_id, favorite_genre_id::text as genre "
-        "from marts.dim_users order by user_id",
+        sql.SQL(
+            "select user_id::bigint as user_id, favorite_genre_id::text as genre "
+            "from {} order by user_id"
+        ).format(sql.Identifier(schema, "dim_users")),
         {"user_id": "int64", "genre": "string"},
     )
     bridge = _copy_csv(
         conn,
-        "select distinct track_id::bigint as track_id, genre_id::text as genre "
-        "from marts.bridge_track_genres where genre_id is not null",
+        sql.SQL(
+            "select distinct track_id::bigint as track_id, genre_id::text as genre "
+            "from {} where genre_id is not null"
+        ).format(sql.Identifier(schema, "bridge_track_genres")),
         {"track_id": "int64", "genre": "string"},
     )
-    (n_catalog,) = conn.execute("select count(*) from marts.dim_tracks").fetchone() or (0,)
+    (n_catalog,) = conn.execute(
+        sql.SQL("select count(*) from {}").format(sql.Identifier(schema, "dim_tracks"))
+    ).fetchone() or (0,)
 
     genre_names = sorted(set(bridge["genre"].dropna()) | set(users["genre"].dropna()))
     code = {name: i for i, name in enumerate(genre_names)}

@@ -6,8 +6,9 @@ user_top_tracks: k tracks for every user of marts.dim_users, never one they alre
   popular tracks ('genre_popularity'), or global popularity ('popularity') when they have no
   favorite genre. A genre list that runs out continues with global popularity, each row saying
   where it came from. Only a user who heard all but fewer than k tracks gets fewer rows.
-similar_tracks: for every track with listens, the k tracks closest to it (cosine of the ALS item
-  factors), itself excluded; from genre popularity when a baseline is published.
+similar_tracks: for every track with listens, the k tracks closest to it, itself excluded, by the
+  dot product (default) or the cosine of the ALS item factors (`publish.similar_scoring`,
+  ml.model.similar); from genre popularity when a baseline is published.
 """
 
 from __future__ import annotations
@@ -110,9 +111,12 @@ def similar_tracks(
     k: int,
     *,
     als: AlternatingLeastSquares | None,
+    scoring: str = "dot",
 ) -> SimilarTracks:
+    """Every listened track's "play next" list: `als`'s neighbours by `scoring` ("dot" or
+    "cosine"), or with `als` None the most popular tracks sharing its genres."""
     if als is not None:
-        ids, scores = similar(als, k)
+        ids, scores = similar(als, k, scoring)
     else:
         recs = popularity.similar_by_genre(catalog.track_genres, k)
         ids, scores = recs.ids, recs.scores

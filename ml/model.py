@@ -19,7 +19,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 from implicit.nearest_neighbours import bm25_weight
 from threadpoolctl import threadpool_limits
 
-from ml.config import ModelParams
+from ml.config import SIMILAR_SCORINGS, ModelParams
 from ml.topk import top_k
 
 log = logging.getLogger(__name__)
@@ -54,11 +54,17 @@ def confidence(counts: sp.csr_matrix, params: ModelParams) -> sp.csr_matrix:
     return out
 
 
+# The serving model continues the winner's training-split fit on all data for this many
+# iterations instead of a cold refit (ml/README.md, "The serving model").
+REFIT_ITERATIONS = 2
+
+
 @dataclass
 class FittedModel:
     params: ModelParams
     als: AlternatingLeastSquares
     fit_seconds: float
+    warm_start: bool = False  # continued from another fit (refit), not from random factors
 
 
 def new_als(params: ModelParams, num_threads: int) -> AlternatingLeastSquares:
@@ -84,6 +90,46 @@ def fit(counts: sp.csr_matrix, params: ModelParams, num_threads: int = 0) -> Fit
     return FittedModel(params, als, seconds)
 
 
+def refit(
+    counts: sp.csr_matrix,
+    params: ModelParams,
+    start: FittedModel | None,
+    num_threads: int = 0,
+) -> FittedModel:
+    """The serving model on all listen counts: `start` (these parameters' fit on the training
+    split) continued for REFIT_ITERATIONS iterations from a copy of its factors; a cold `fit`
+    when there is no start, or its parameters or shapes differ. `start` is left unchanged.
+
+    The holdout only removes pairs, so the shapes match and the factors are already close to
+    the all-data solution: two more iterations (implicit's conjugate-gradient solver starts
+    from the current factors) cost a fraction of a full fit. The saved model keeps the
+    parameters' `iterations`."""
+    if start is None or not _continues(start, counts, params):
+        return fit(counts, params, num_threads)
+    started = time.perf_counter()
+    als = new_als(params, num_threads)
+    als.iterations = REFIT_ITERATIONS
+    als.user_factors = start.als.user_factors.copy()
+    als.item_factors = start.als.item_factors.copy()
+    with single_threaded_blas():
+        als.fit(confidence(counts, params), show_progress=False)
+    als.iterations = params.iterations
+    seconds = time.perf_counter() - started
+    log.debug("warm refit %s in %.2fs", params.label(), seconds)
+    return FittedModel(params, als, seconds, warm_start=True)
+
+
+def _continues(start: FittedModel, counts: sp.csr_matrix, params: ModelParams) -> bool:
+    users, items = counts.shape
+    return (
+        start.params == params
+        and start.als.user_factors is not None
+        and start.als.item_factors is not None
+        and start.als.user_factors.shape == (users, params.factors)
+        and start.als.item_factors.shape == (items, params.factors)
+    )
+
+
 def recommend(
     als: AlternatingLeastSquares, rows: np.ndarray, heard: sp.csr_matrix, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -98,17 +144,31 @@ def recommend(
         )
 
 
-def similar(als: AlternatingLeastSquares, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k most similar tracks (cosine of item factors) of every track, itself excluded."""
-    n_items = als.item_factors.shape[0]
+def similar(
+    als: AlternatingLeastSquares, k: int, scoring: str = "dot"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k most similar tracks of every track, itself excluded: (ids, scores), both
+    (tracks, k), best first.
+
+    dot:    x_i . x_j, the score ALS gives track j for a listener whose taste is track i's
+            vector: neighbours that are both close and popular (long vectors), what users
+            play next on the simulator's data (ml/README.md, "play next").
+    cosine: x_i . x_j / (|x_i| |x_j|): the direction alone; popularity, which the vectors'
+            length carries, is normalised away, so the neighbours are mostly obscure tracks.
+    A track with a zero vector (no listens in the data the model saw) scores 0 with every
+    track, under both: its list is arbitrary, as before.
+    Exact top-k over every pair, in implicit's batched kernel (ml.topk), pruned for dot.
+    """
+    if scoring not in SIMILAR_SCORINGS:
+        raise ValueError(f"unknown similar scoring {scoring!r} (known: {SIMILAR_SCORINGS})")
+    items = np.ascontiguousarray(als.item_factors, dtype=np.float32)
+    n_items = items.shape[0]
     k = min(k, n_items - 1)
     if k <= 0:
         return np.empty((n_items, 0), np.int64), np.empty((n_items, 0))
+    if scoring == "cosine":
+        norms = np.linalg.norm(items, axis=1, keepdims=True)
+        items = items / np.maximum(norms, np.finfo(np.float32).tiny)
+    itself = sp.identity(n_items, dtype=np.float32, format="csr")
     with single_threaded_blas():
-        ids, scores = als.similar_items(np.arange(n_items), N=k + 1)
-    ids = np.asarray(ids, dtype=np.int64)
-    scores = np.asarray(scores, dtype=np.float64)
-    # drop each track itself (usually first, but not for a zero vector), keep the order
-    is_self = ids == np.arange(n_items)[:, None]
-    order = np.argsort(is_self, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(ids, order, 1), np.take_along_axis(scores, order, 1)
+        return top_k(items, items, k, itself, num_threads=als.num_threads, prune=scoring == "dot")

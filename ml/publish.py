@@ -1,5 +1,9 @@
 """Publishing: the new lists COPYed into new tables, swapped in with one transaction.
 
+`make train` on its own publishes at once (`publish`). The daily run writes, audits, then
+publishes (moovitamix/publication.py): `stage` fills the `__new` tables and commits, the audit
+checks them, and `swap_in` renames them into place inside the run's publish transaction.
+
 Everything happens in one transaction: create `<table>__new`, binary COPY the rows, build the
 primary keys (which are the app's lookups: by user, by track), write the ml.model_runs rows,
 then drop the live tables and rename the new ones into place. Until the commit no reader sees
@@ -64,8 +68,9 @@ COMMENTS = {
         "or the fallback used (genre_popularity, popularity). Written by ml/ (make train)."
     ),
     SIMILAR_TRACKS: (
-        "Tracks to play next: the most similar tracks of each track (cosine of ALS item "
-        "factors), itself excluded. Written by ml/ (make train)."
+        "Tracks to play next: the nearest tracks of each track by ALS item factors (the score "
+        "of ml/config.toml [publish] similar_scoring, dot product by default), itself excluded. "
+        "Written by ml/ (make train)."
     ),
 }
 PRIMARY_KEYS = {USER_TOP_TRACKS: ("user_id", "rank"), SIMILAR_TRACKS: ("track_id", "rank")}
@@ -135,7 +140,7 @@ def _load(
     columns: Sequence[str],
     blocks: Iterator[tuple[bytes, int]],
 ) -> int:
-    new = sql.Identifier(SCHEMA, f"{table}__new")
+    new = _staged(table)
     conn.execute(sql.SQL("drop table if exists {}").format(new))
     conn.execute(sql.SQL(ddl).format(table=new))
     copy_sql = sql.SQL("copy {} ({}) from stdin (format binary)").format(
@@ -209,6 +214,106 @@ def _insert_model_runs(conn: psycopg.Connection, runs: Sequence[ModelRun]) -> No
         )
 
 
+def _staged(table: str) -> sql.Identifier:
+    return sql.Identifier(SCHEMA, f"{table}__new")
+
+
+def staged_table_names() -> dict[str, str]:
+    """Live name -> staged name of each list, as "schema.table" (for the audits)."""
+    return {f"{SCHEMA}.{t}": f"{SCHEMA}.{t}__new" for t in (USER_TOP_TRACKS, SIMILAR_TRACKS)}
+
+
+def _load_both(
+    conn: psycopg.Connection,
+    user_lists: UserTopTracks,
+    similar_lists: SimilarTracks,
+    model_run_id: str,
+    generated_at: datetime,
+) -> dict[str, int]:
+    at = timestamptz(generated_at)
+    return {
+        USER_TOP_TRACKS: _load(
+            conn,
+            USER_TOP_TRACKS,
+            USER_TOP_TRACKS_DDL,
+            ("user_id", "rank", "track_id", "score", "source", "model_run_id", "generated_at"),
+            _user_blocks(user_lists, model_run_id, at),
+        ),
+        SIMILAR_TRACKS: _load(
+            conn,
+            SIMILAR_TRACKS,
+            SIMILAR_TRACKS_DDL,
+            ("track_id", "rank", "similar_track_id", "score", "model_run_id", "generated_at"),
+            _similar_blocks(similar_lists, model_run_id, at),
+        ),
+    }
+
+
+def _check_publishable(conn: psycopg.Connection, user_lists: UserTopTracks) -> None:
+    if not conn.autocommit:
+        raise ValueError("needs an autocommit connection: it runs its own transaction")
+    if len(user_lists) == 0:
+        raise PublishError("refusing to publish an empty user_top_tracks")
+    ensure_model_runs(conn)
+
+
+def _lock(conn: psycopg.Connection, lock_timeout_s: float) -> None:
+    conn.execute("select pg_advisory_xact_lock(%s)", (PUBLISH_LOCK_KEY,))
+    conn.execute(
+        sql.SQL("set local lock_timeout = {}").format(
+            sql.Literal(f"{int(lock_timeout_s * 1000)}ms")
+        )
+    )
+
+
+def stage(
+    conn: psycopg.Connection,
+    user_lists: UserTopTracks,
+    similar_lists: SimilarTracks,
+    *,
+    model_run_id: str,
+    generated_at: datetime,
+) -> dict[str, int]:
+    """Write both lists into `recommendations.<table>__new` and commit; nothing live changes.
+    The daily run audits them there, then `swap_in` publishes them (write-audit-publish)."""
+    _check_publishable(conn, user_lists)
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(%s)", (PUBLISH_LOCK_KEY,))
+        counts = _load_both(conn, user_lists, similar_lists, model_run_id, generated_at)
+    log.info(
+        "staged %d user_top_tracks rows and %d similar_tracks rows (model run %s)",
+        counts[USER_TOP_TRACKS],
+        counts[SIMILAR_TRACKS],
+        model_run_id,
+    )
+    return counts
+
+
+def swap_in(conn: psycopg.Connection, model_runs: Sequence[ModelRun]) -> dict[str, int]:
+    """Inside the caller's transaction: put the staged lists in place of the live ones and
+    record the model runs. Rows per table."""
+    counts: dict[str, int] = {}
+    for table in (USER_TOP_TRACKS, SIMILAR_TRACKS):
+        row = conn.execute(
+            "select to_regclass(%s) is not null", (f"{SCHEMA}.{table}__new",)
+        ).fetchone()
+        if not row or not row[0]:
+            raise PublishError(f"no staged {SCHEMA}.{table}__new to publish")
+        counted = conn.execute(sql.SQL("select count(*) from {}").format(_staged(table)))
+        counts[table] = int((counted.fetchone() or (0,))[0])
+    ensure_model_runs(conn)
+    _insert_model_runs(conn, model_runs)
+    for table in (USER_TOP_TRACKS, SIMILAR_TRACKS):
+        _swap(conn, table)
+    return counts
+
+
+def discard_staged(conn: psycopg.Connection) -> None:
+    """Drop staged lists that will not be published (their run failed)."""
+    for table in (USER_TOP_TRACKS, SIMILAR_TRACKS):
+        conn.execute(sql.SQL("drop table if exists {}").format(_staged(table)))
+
+
 def publish(
     conn: psycopg.Connection,
     user_lists: UserTopTracks,
@@ -221,56 +326,18 @@ def publish(
     hook: PublishHook | None = None,
 ) -> dict[str, int]:
     """Publish both tables and record the model runs in one transaction; rows per table.
+    (`make train` on its own; the daily run stages, audits, then publishes with everything
+    else: see `stage` and `swap_in`.)
 
     `conn` must be in autocommit mode (the transaction is this function's). `hook(stage,
     conn)` is called at stage "loaded" (new tables filled, nothing swapped) and "swapped"
     (renamed, not yet committed): tests use it to fail or pause half-way.
     """
-    if not conn.autocommit:
-        raise ValueError("publish() needs an autocommit connection: it runs its own transaction")
-    if len(user_lists) == 0:
-        raise PublishError("refusing to publish an empty user_top_tracks")
-    ensure_model_runs(conn)
-    at = timestamptz(generated_at)
+    _check_publishable(conn, user_lists)
     try:
         with conn.transaction():
-            conn.execute("select pg_advisory_xact_lock(%s)", (PUBLISH_LOCK_KEY,))
-            conn.execute(
-                sql.SQL("set local lock_timeout = {}").format(
-                    sql.Literal(f"{int(lock_timeout_s * 1000)}ms")
-                )
-            )
-            counts = {
-                USER_TOP_TRACKS: _load(
-                    conn,
-                    USER_TOP_TRACKS,
-                    USER_TOP_TRACKS_DDL,
-                    (
-                        "user_id",
-                        "rank",
-                        "track_id",
-                        "score",
-                        "source",
-                        "model_run_id",
-                        "generated_at",
-                    ),
-                    _user_blocks(user_lists, model_run_id, at),
-                ),
-                SIMILAR_TRACKS: _load(
-                    conn,
-                    SIMILAR_TRACKS,
-                    SIMILAR_TRACKS_DDL,
-                    (
-                        "track_id",
-                        "rank",
-                        "similar_track_id",
-                        "score",
-                        "model_run_id",
-                        "generated_at",
-                    ),
-                    _similar_blocks(similar_lists, model_run_id, at),
-                ),
-            }
+            _lock(conn, lock_timeout_s)
+            counts = _load_both(conn, user_lists, similar_lists, model_run_id, generated_at)
             _insert_model_runs(conn, model_runs)
             if hook is not None:
                 hook("loaded", conn)

@@ -27,6 +27,7 @@ import psycopg
 from implicit.cpu.als import AlternatingLeastSquares
 
 from ml.config import ModelParams
+from moovitamix.warehouse import ensure_tables
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class Champion:
 
 
 def ensure_model_runs(conn: psycopg.Connection) -> None:
-    conn.execute(MODEL_RUNS_DDL)
+    ensure_tables(conn, ["ml.model_runs"], MODEL_RUNS_DDL)
 
 
 def current_champion(conn: psycopg.Connection) -> Champion | None:

@@ -7,9 +7,12 @@ from moovitamix.step import RunContext, StepFailed, StepReport
 
 
 def train(ctx: RunContext) -> StepReport:
-    """Evaluate, select, refit and publish; a failure leaves yesterday's recommendations."""
+    """Evaluate, select, refit, and publish (or, in the daily run, stage the lists for the
+    run's publication); a failure leaves yesterday's recommendations."""
     try:
-        result = run_training(ctx.settings, ctx.run_id, warehouse=ctx.warehouse)
+        result = run_training(
+            ctx.settings, ctx.run_id, warehouse=ctx.warehouse, publication=ctx.publication
+        )
     except TrainingFailed as exc:
         raise StepFailed(str(exc)) from None
     for alert in result.alerts:  # ALS lost to the baselines: published, but say so
@@ -32,7 +35,7 @@ def train(ctx: RunContext) -> StepReport:
             "metrics": result.metrics,
             "baseline_metrics": result.baseline_metrics,
             "candidates": {run.model_run_id: run.status for run in result.model_runs},
-            "rows_published": result.rows_published,
+            "rows_published" if ctx.publication is None else "rows_staged": result.rows_published,
             "timings_s": result.timings,
         },
     )

@@ -6,6 +6,13 @@ user, which dominates at 100k users. Here the unfiltered kernel (BLAS + implicit
 parallel) returns k + H candidates per user, where H covers what almost every user heard; the
 heard ones are dropped with one vectorised membership test. The few users who heard more than
 H tracks go through implicit's filtered path. Same result, a fraction of the time.
+
+Pruning (exact): almost all the time goes into scoring every (user, track) pair, and ALS
+item factors are very unequal in length (popular tracks have long vectors). So `top_k` first
+ranks only the PRUNE_SHARE of items with the longest vectors; a user whose k-th score there
+beats |user| x (the longest vector left out) cannot get anything better from the rest
+(Cauchy-Schwarz), and only the other users are ranked against every item. On the simulator's
+data (50k tracks) the top 10% settle more than 99.9% of the users.
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ from implicit.cpu.topk import topk
 
 FILTERED = -1e38  # implicit gives filtered slots a score of -FLT_MAX
 HEAVY_QUANTILE = 99.0  # users above this quantile of heard tracks take the filtered path
+PRUNE_SHARE = 0.1  # share of the items (longest vectors) every query is ranked against first
+PRUNE_SPARE = 50  # ... and at least k + this many
+PRUNE_TOLERANCE = 1e-5  # float32 rounding allowance, relative to |query| x the longest item
 
 
 def _heard_mask(ids: np.ndarray, heard: sp.csr_matrix) -> np.ndarray:
@@ -70,23 +80,81 @@ def top_k_ranked(
     return ids
 
 
+def _restrict(exclude: sp.csr_matrix, head: np.ndarray, n_items: int) -> sp.csr_matrix:
+    """`exclude` with only the columns in `head` (sorted), renumbered 0..len(head)-1."""
+    position = np.full(n_items, -1, dtype=np.int64)
+    position[head] = np.arange(len(head))
+    mapped = position[exclude.indices]
+    keep = mapped >= 0
+    owner = np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr))[keep]
+    indptr = np.zeros(exclude.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner, minlength=exclude.shape[0]), out=indptr[1:])
+    return sp.csr_matrix(
+        (exclude.data[keep], mapped[keep], indptr), shape=(exclude.shape[0], len(head))
+    )
+
+
+def _head(norms: np.ndarray, k: int) -> np.ndarray | None:
+    """The items with the longest vectors, sorted by index; None when pruning cannot pay."""
+    n_items = len(norms)
+    size = max(int(np.ceil(n_items * PRUNE_SHARE)), k + PRUNE_SPARE)
+    if size >= n_items // 2:
+        return None
+    return np.sort(np.argpartition(-norms, size)[:size])
+
+
 def top_k(
     items: np.ndarray,
     query: np.ndarray,
     k: int,
     exclude: sp.csr_matrix | None = None,
     num_threads: int = 0,
+    prune: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The k columns of `items` scoring highest against each row of `query`, skipping the
-    columns `exclude` (rows aligned with `query`) holds for that row.
+    columns `exclude` (rows aligned with `query`) holds for that row. `prune=False` skips the
+    first pass over the longest vectors (it cannot settle anything when they are all alike).
 
     Returns (ids int64, scores float64), both (len(query), k); -1 / -inf where fewer than k
     columns remain. Ties keep implicit's order.
     """
     items = np.ascontiguousarray(items, dtype=np.float32)
     query = np.ascontiguousarray(query, dtype=np.float32)
-    n, n_items = query.shape[0], items.shape[0]
+    n_items = items.shape[0]
     k = min(k, n_items)
+    if exclude is not None:
+        exclude = exclude.tocsr()
+        exclude.sort_indices()
+    norms = np.linalg.norm(items, axis=1)
+    head = _head(norms, k) if prune and len(query) and k else None
+    if head is None:
+        return _top_k_all(items, query, k, exclude, num_threads)
+    part = None if exclude is None else _restrict(exclude, head, n_items)
+    ids, scores = _top_k_all(items[head], query, k, part, num_threads)
+    ids = np.where(ids >= 0, head[np.maximum(ids, 0)], -1)
+    rest = np.ones(n_items, dtype=bool)
+    rest[head] = False
+    query_norms = np.linalg.norm(query, axis=1)
+    bound = query_norms * norms[rest].max()
+    margin = PRUNE_TOLERANCE * query_norms * norms.max()
+    unsettled = np.flatnonzero(~(scores[:, k - 1] - margin > bound + margin))
+    if len(unsettled):
+        again = None if exclude is None else exclude[unsettled]
+        ids[unsettled], scores[unsettled] = _top_k_all(
+            items, query[unsettled], k, again, num_threads
+        )
+    return ids, scores
+
+
+def _top_k_all(
+    items: np.ndarray,
+    query: np.ndarray,
+    k: int,
+    exclude: sp.csr_matrix | None,
+    num_threads: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """top_k against every item (exclude: CSR with sorted indices, or None)."""
+    n, n_items = query.shape[0], items.shape[0]
     ids = np.full((n, k), -1, dtype=np.int64)
     scores = np.full((n, k), -np.inf)
     if n == 0 or k == 0:
@@ -95,8 +163,6 @@ def top_k(
         found, values = topk(items, query, k, num_threads=num_threads)
         return np.asarray(found, dtype=np.int64), np.asarray(values, dtype=np.float64)
 
-    exclude = exclude.tocsr()
-    exclude.sort_indices()
     tiers = _tiers(np.diff(exclude.indptr), k, n_items)
     for tier, (rows, wide) in enumerate(tiers):
         if tier == 0:  # most users: unfiltered kernel, then drop the heard candidates

@@ -30,14 +30,19 @@ from implicit.cpu.als import AlternatingLeastSquares
 from ml.baselines import GENRE_POPULARITY, Popularity
 from ml.config import MlConfig, ModelParams, load_config
 from ml.evaluate import (
+    NEXT_HIT,
     EvaluationData,
     NotEnoughData,
     Scored,
+    baseline_next_hits,
     evaluate_baselines,
     evaluate_model,
     leave_k_out,
+    model_next_hit,
+    next_track_metrics,
 )
 from ml.interactions import (
+    MARTS,
     NO_GENRE,
     Catalog,
     Interactions,
@@ -47,8 +52,16 @@ from ml.interactions import (
     load_interactions,
 )
 from ml.lists import ALS, similar_tracks, user_top_tracks
-from ml.model import fit, single_threaded_blas
-from ml.publish import PublishError, PublishHook, publish
+from ml.model import REFIT_ITERATIONS, FittedModel, refit, single_threaded_blas
+from ml.publish import (
+    PublishError,
+    PublishHook,
+    discard_staged,
+    publish,
+    stage,
+    staged_table_names,
+    swap_in,
+)
 from ml.registry import (
     Champion,
     ModelRun,
@@ -59,6 +72,7 @@ from ml.registry import (
 from ml.selection import CHAMPION, Decision, challenger_params, decide
 from moovitamix.alerts import Alert
 from moovitamix.connection_url import ConnectionURL
+from moovitamix.publication import CANDIDATE, Publication
 from moovitamix.settings import Settings
 from moovitamix.warehouse import connect, open_warehouse
 
@@ -136,14 +150,16 @@ class _Timer:
         log.info("%s: %.1fs", name, self.timings[name])
 
 
-def read_inputs(url: ConnectionURL) -> Inputs:
+def read_inputs(url: ConnectionURL, marts_schema: str = MARTS) -> Inputs:
     with connect(url, autocommit=True) as conn:
         try:
-            check_marts(conn)
-            interactions = load_interactions(conn)
+            check_marts(conn, marts_schema)
+            interactions = load_interactions(conn, marts_schema)
             if interactions.n_interactions == 0:
-                raise TrainingFailed("marts.fct_listens has no listens: nothing to train on")
-            catalog = load_catalog(conn, interactions)
+                raise TrainingFailed(
+                    f"{marts_schema}.fct_listens has no listens: nothing to train on"
+                )
+            catalog = load_catalog(conn, interactions, marts_schema)
             champion = current_champion(conn)
         except MartsNotReady as exc:
             raise TrainingFailed(str(exc)) from None
@@ -175,19 +191,34 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+@dataclass
+class SearchResult:
+    """The candidates scored on the holdout (the champion's refit first) and the training-split
+    fits that can still serve: the champion's and the best challenger's so far (ml.selection
+    serves one of these two), so at most two models are held at a time."""
+
+    candidates: list[Scored]
+    fits: dict[int, FittedModel]
+
+
 def _search(
     data: EvaluationData,
     config: MlConfig,
     champion_params: ModelParams,
     today: date,
-) -> list[Scored]:
-    """The champion's refit first, then challengers within the time budget."""
+) -> SearchResult:
+    """The champion's refit first, with its "play next" metrics, then challengers within the
+    time budget."""
     threads = config.runtime.num_threads
     started = time.perf_counter()
-    champion, _ = evaluate_model(data, champion_params, "champion", threads)
+    champion, champion_fit = evaluate_model(data, champion_params, "champion", threads)
     spent = [time.perf_counter() - started]
+    if champion_fit is not None:
+        champion.metrics.update(
+            next_track_metrics(data, champion_fit, config.publish.similar_scoring)
+        )
     log.info("champion %s: %s", champion_params.label(), _metrics_line(champion, data.k))
-    results = [champion]
+    found = SearchResult([champion], {} if champion_fit is None else {0: champion_fit})
     proposals = challenger_params(champion_params, config.model, config.search, today)
     proposals = proposals[: config.selection.max_challengers]
     search_started = time.perf_counter()
@@ -203,11 +234,41 @@ def _search(
             )
             break
         t0 = time.perf_counter()
-        scored, _ = evaluate_model(data, params, f"challenger-{i}", threads)
+        scored, fitted = evaluate_model(data, params, f"challenger-{i}", threads)
         spent.append(time.perf_counter() - t0)
         log.info("challenger-%d %s: %s", i, params.label(), _metrics_line(scored, data.k))
-        results.append(scored)
-    return results
+        found.candidates.append(scored)
+        _keep_if_best(found, i, fitted, config.selection.metric)
+    return found
+
+
+def _keep_if_best(found: SearchResult, i: int, fitted: FittedModel | None, metric: str) -> None:
+    """Keep challenger i's fit if it is the best challenger so far (ties: the earlier one, as
+    ml.selection); the previous best challenger's fit is dropped."""
+    if fitted is None:
+        return
+    held = [j for j in found.fits if j != 0]
+    if held and found.candidates[held[0]].score(metric) >= found.candidates[i].score(metric):
+        return
+    for j in held:
+        del found.fits[j]
+    found.fits[i] = fitted
+
+
+def _winner_fit(
+    found: SearchResult, decision: Decision, data: EvaluationData, config: MlConfig
+) -> FittedModel | None:
+    """The serving candidate's training-split fit (None when a baseline serves), with its
+    "play next" metrics recorded when it is a promoted challenger; the other fit is dropped."""
+    if decision.serving is None:
+        found.fits.clear()
+        return None
+    fitted = found.fits.pop(decision.serving, None)
+    found.fits.clear()
+    winner = found.candidates[decision.serving]
+    if fitted is not None and NEXT_HIT not in winner.metrics:
+        winner.metrics.update(next_track_metrics(data, fitted, config.publish.similar_scoring))
+    return fitted
 
 
 def _metrics_line(scored: Scored, k: int) -> str:
@@ -288,19 +349,26 @@ def _serve(
     trained_at: datetime,
     inputs: Inputs,
     winner: Scored,
+    winner_fit: FittedModel | None,
     model_run_id: str,
     timer: _Timer,
 ) -> tuple[AlternatingLeastSquares, Path, float]:
-    """Refit the winner's parameters on all data and save it; (model, artifact, fit seconds)."""
+    """Refit the winner on all data (its training-split fit continued, ml.model.refit) and save
+    it; (model, artifact, fit seconds)."""
     assert winner.params is not None
     interactions = inputs.interactions
     with timer("refit on all data"):
-        fitted = fit(interactions.matrix, winner.params, config.runtime.num_threads)
+        fitted = refit(interactions.matrix, winner.params, winner_fit, config.runtime.num_threads)
     meta = {
         "model_run_id": model_run_id,
         "run_id": run_id,
         "trained_at": trained_at.isoformat(),
         "params": winner.params.to_json(),
+        "serving_fit": (
+            f"warm: the training-split fit continued {REFIT_ITERATIONS} iterations on all data"
+            if fitted.warm_start
+            else "cold: fit on all data"
+        ),
         "holdout_metrics": winner.metrics,
         "n_users": interactions.n_users,
         "n_tracks": interactions.n_tracks,
@@ -353,9 +421,14 @@ def run_training(
     champion_from_config: bool = False,
     today: date | None = None,
     publish_hook: PublishHook | None = None,
+    publication: Publication | None = None,
 ) -> TrainResult:
     """The daily training step. Raises TrainingFailed (one line) when nothing was published;
-    yesterday's recommendations then stay. `publish_hook` is for tests (ml.publish)."""
+    yesterday's recommendations then stay. `publish_hook` is for tests (ml.publish).
+
+    With a `publication` (the daily run's write-audit-publish) it reads the candidate marts,
+    stages the lists and registers their publication (the swap, the ml.model_runs rows, then
+    artifact retention) with the run's; `rows_published` then counts the staged rows."""
     started = time.perf_counter()
     config = config or load_config(overrides=overrides)
     url = warehouse or open_warehouse(settings)
@@ -363,7 +436,7 @@ def run_training(
     trained_at = datetime.now(UTC)
     with single_threaded_blas():
         with timer("read marts"):
-            inputs = read_inputs(url)
+            inputs = read_inputs(url, CANDIDATE if publication is not None else MARTS)
         with timer("evaluate"):
             data = evaluation_data(inputs, config)
             baselines = evaluate_baselines(data)
@@ -374,10 +447,12 @@ def run_training(
                 if inputs.champion is not None and not champion_from_config
                 else config.model
             )
-            candidates = _search(data, config, champion_params, today or trained_at.date())
+            found = _search(data, config, champion_params, today or trained_at.date())
+            candidates = found.candidates
             decision = decide(
                 candidates, baselines, config.selection.metric, config.selection.min_improvement
             )
+            winner_fit = _winner_fit(found, decision, data, config)
         log.info("decision: %s", decision.reason)
 
         als: AlternatingLeastSquares | None = None
@@ -391,9 +466,11 @@ def run_training(
                 trained_at,
                 inputs,
                 candidates[decision.serving],
+                winner_fit,
                 _model_run_id(run_id, decision.serving),
                 timer,
             )
+        winner_fit = None  # the serving model replaces it
         runs = _model_runs(
             run_id,
             trained_at,
@@ -420,21 +497,42 @@ def run_training(
                 baseline=decision.baseline or GENRE_POPULARITY,
             )
             similar_lists = similar_tracks(
-                interactions, inputs.catalog, popularity, config.publish.similar_k, als=als
+                interactions,
+                inputs.catalog,
+                popularity,
+                config.publish.similar_k,
+                als=als,
+                scoring=config.publish.similar_scoring,
             )
-        with timer("publish"):
+
+        def retention() -> None:
+            if artifact_path is not None:
+                apply_retention(
+                    artifact_path.parent, config.artifacts.keep, {serving_run.model_run_id}
+                )
+
+        with timer("stage" if publication is not None else "publish"):
             try:
                 with connect(url, autocommit=True) as conn:
-                    rows = publish(
-                        conn,
-                        user_lists,
-                        similar_lists,
-                        model_run_id=serving_run.model_run_id,
-                        generated_at=datetime.now(UTC),
-                        model_runs=runs,
-                        lock_timeout_s=config.publish.lock_timeout_s,
-                        hook=publish_hook,
-                    )
+                    if publication is not None:
+                        rows = stage(
+                            conn,
+                            user_lists,
+                            similar_lists,
+                            model_run_id=serving_run.model_run_id,
+                            generated_at=datetime.now(UTC),
+                        )
+                    else:
+                        rows = publish(
+                            conn,
+                            user_lists,
+                            similar_lists,
+                            model_run_id=serving_run.model_run_id,
+                            generated_at=datetime.now(UTC),
+                            model_runs=runs,
+                            lock_timeout_s=config.publish.lock_timeout_s,
+                            hook=publish_hook,
+                        )
             except PublishError as exc:
                 raise TrainingFailed(str(exc)) from None
             except psycopg.Error as exc:
@@ -442,8 +540,16 @@ def run_training(
                     f"publishing failed, yesterday's lists stay: {_one_line(exc)}"
                 ) from None
     log.info("user_top_tracks sources: %s", user_lists.sources())
-    if artifact_path is not None:
-        apply_retention(artifact_path.parent, config.artifacts.keep, {serving_run.model_run_id})
+    if publication is not None:
+        publication.stage(
+            "recommendations",
+            lambda conn: swap_in(conn, runs),
+            tables=staged_table_names(),
+            after_commit=retention,
+            discard=discard_staged,
+        )
+    else:
+        retention()
 
     served = (
         baselines[decision.baseline]
@@ -475,21 +581,29 @@ def run_evaluation(
     config: MlConfig | None = None,
     warehouse: ConnectionURL | None = None,
 ) -> tuple[list[Scored], EvaluationData]:
-    """Baselines, the current champion's parameters and the config's, on today's holdout.
-    Writes nothing."""
+    """Baselines, the current champion's parameters and the config's, on today's holdout, with
+    the "play next" lists' next_hit. Writes nothing."""
     config = config or load_config()
     url = warehouse or open_warehouse(settings)
     threads = config.runtime.num_threads
     with single_threaded_blas():
         inputs = read_inputs(url)
         data = evaluation_data(inputs, config)
-        results = list(evaluate_baselines(data).values())
+        baselines = evaluate_baselines(data)
+        for name, next_hit in baseline_next_hits(data).items():
+            baselines[name].metrics[NEXT_HIT] = next_hit
+        results = list(baselines.values())
+        candidates = []
         if inputs.champion is not None:
-            scored, _ = evaluate_model(
-                data, inputs.champion.params, f"champion ({inputs.champion.model_run_id})", threads
-            )
-            results.append(scored)
+            name = f"champion ({inputs.champion.model_run_id})"
+            candidates.append((name, inputs.champion.params))
         if inputs.champion is None or inputs.champion.params != config.model:
-            scored, _ = evaluate_model(data, config.model, "config [model]", threads)
+            candidates.append(("config [model]", config.model))
+        for name, params in candidates:
+            scored, fitted = evaluate_model(data, params, name, threads)
+            if fitted is not None:
+                scored.metrics[NEXT_HIT] = model_next_hit(
+                    data, fitted, config.publish.similar_scoring
+                )
             results.append(scored)
     return results, data

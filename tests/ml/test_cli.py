@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,8 +47,11 @@ def test_evaluate_prints_the_comparison_table(marts_url, tmp_path: Path) -> None
     lines = done.stdout.splitlines()
     assert lines[0].startswith("holdout: ")
     assert lines[1].split()[:5] == ["candidate", "precision@10", "recall@10", "map@10", "ndcg@10"]
+    assert lines[1].split()[6] == "next_hit@10"
     names = [line.split("  ")[0].strip() for line in lines[3:-1]]
     assert names == ["popularity", "genre_popularity", "config [model]"]
+    next_hits = [float(re.split(r"\s{2,}", line)[6]) for line in lines[3:-1]]  # one each
+    assert all(0 < value <= 1 for value in next_hits)
     assert "recall = hits/held-out tracks" in lines[-1]
 
 
@@ -59,7 +63,7 @@ def test_train_runs_and_says_what_it_published(
     out = capsys.readouterr().out
     assert code == 0
     assert out.startswith("train OK in ") and "user rows" in out
-    assert (in_tmp / "logs" / "20261126T000000Z-eeeeee.log").is_file()
+    assert (in_tmp / "logs" / "20261126T000000Z-eeeeee.jsonl").is_file()
     assert len(list((in_tmp / "models").iterdir())) == 1
 
 

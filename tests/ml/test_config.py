@@ -31,6 +31,7 @@ def test_override_values_are_toml_or_else_strings() -> None:
         ("model.factors=many", "must be an integer"),
         ("model.confidence=tfidf", "model.confidence must be one of"),
         ("selection.metric=auc", "selection.metric"),
+        ("publish.similar_scoring=jaccard", "publish.similar_scoring must be one of"),
         ("evaluation.holdout_per_user=9", "holdout_per_user"),
         ("factors", "section.key=value"),
     ],

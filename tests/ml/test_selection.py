@@ -1,11 +1,15 @@
 from dataclasses import replace
 from datetime import date
 
+import numpy as np
 import pytest
+from implicit.cpu.als import AlternatingLeastSquares
 
 from ml.config import ModelParams, Search
 from ml.evaluate import Scored
+from ml.model import FittedModel
 from ml.selection import CHALLENGER, CHAMPION, REJECTED, challenger_params, decide
+from ml.train import SearchResult, _keep_if_best
 
 BASELINES = {
     "popularity": Scored("popularity", {"ndcg": 0.10}),
@@ -87,3 +91,23 @@ def test_challengers_change_one_parameter_and_start_with_the_configs() -> None:
     }
     assert challenger_params(champion, proposed, search, day) == tried  # a rerun: same order
     assert challenger_params(champion, champion, search, day)[0] != champion
+
+
+def test_the_search_holds_only_the_fits_that_can_serve() -> None:
+    """ml.train keeps the champion's fit and the best challenger's so far: whatever the scores,
+    the serving candidate's fit is still held, and never more than two."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        scores = rng.choice([0.12, 0.16, 0.2, 0.204, 0.25], size=rng.integers(1, 6))
+        candidates = [als(f"c{i}", float(s)) for i, s in enumerate(scores)]
+        found = SearchResult(candidates[:1], {0: _fit()})
+        for i in range(1, len(candidates)):
+            found.candidates.append(candidates[i])
+            _keep_if_best(found, i, _fit(), "ndcg")
+            assert len(found.fits) <= 2 and 0 in found.fits
+        decision = decide(candidates, BASELINES, "ndcg", min_improvement=0.02)
+        assert decision.serving is None or decision.serving in found.fits
+
+
+def _fit() -> FittedModel:
+    return FittedModel(ModelParams(), AlternatingLeastSquares(), 0.0)

@@ -53,6 +53,10 @@ def test_a_run_beats_the_baselines_and_publishes_complete_lists(
     assert champion[2]["model"] == "als" and champion[2]["random_state"] == 42
     assert set(champion[4]) == {"popularity", "genre_popularity"}
     assert champion[3]["holdout"]["per_user"] == 2 and "ndcg" in champion[3]
+    # the "play next" lists, scored as published: better than popularity's
+    next_hit = {key: value for key, value in champion[3].items() if key.startswith("next_hit")}
+    assert set(next_hit) == {"next_hit", "next_hit_popularity", "next_hit_genre_popularity"}
+    assert next_hit["next_hit"] > next_hit["next_hit_popularity"]
     n_listens = _one(marts_url, "select count(*) from marts.fct_listens")[0]
     assert champion[7] == n_listens and champion[5] > 0 and champion[6] > 0
     assert champion[8] == str(result.artifact_path)
@@ -113,6 +117,7 @@ def test_a_run_beats_the_baselines_and_publishes_complete_lists(
 
     # the saved serving model reloads and reproduces the published list
     loaded = load_model(Path(champion[8]))
+    assert loaded.meta["serving_fit"].startswith("warm")  # the training-split fit, continued
     user_id, tracks = _one(
         marts_url,
         "select user_id, array_agg(track_id order by rank) from recommendations.user_top_tracks "

@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from ml.config import ModelParams, load_config
+from ml.evaluate import leave_k_out
+from ml.interactions import build_interactions
+from ml.model import REFIT_ITERATIONS, fit, recommend, refit, similar
+
+PARAMS = ModelParams(factors=8, iterations=5)
+
+
+def _counts(structured_marts) -> sp.csr_matrix:
+    m = structured_marts
+    return build_interactions(m.listen_user, m.listen_track, m.listen_count).matrix
+
+
+@pytest.mark.parametrize("scoring", ["dot", "cosine"])
+def test_similar_is_the_exact_top_k_of_its_scoring_without_the_track_itself(
+    structured_marts, scoring: str
+) -> None:
+    als = fit(_counts(structured_marts), PARAMS, num_threads=1).als
+    ids, scores = similar(als, 10, scoring)
+    vectors = als.item_factors.astype(np.float64)
+    if scoring == "cosine":
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    expected = vectors @ vectors.T
+    np.fill_diagonal(expected, -np.inf)
+    assert ids.shape == scores.shape == (len(vectors), 10)
+    assert not (ids == np.arange(len(vectors))[:, None]).any()
+    np.testing.assert_allclose(scores, np.take_along_axis(expected, ids, 1), rtol=1e-4, atol=1e-6)
+    tenth = -np.sort(-expected, axis=1)[:, 9]
+    np.testing.assert_allclose(scores[:, -1], tenth, rtol=1e-4, atol=1e-6)  # none better left
+    assert (np.diff(scores, axis=1) <= 1e-6).all()
+
+
+def test_similar_scoring_is_checked_and_a_tiny_catalog_is_fine(structured_marts) -> None:
+    als = fit(_counts(structured_marts), PARAMS, num_threads=1).als
+    with pytest.raises(ValueError, match="unknown similar scoring"):
+        similar(als, 10, "jaccard")
+    assert load_config(overrides=["publish.similar_scoring='cosine'"]).publish.similar_scoring
+    als.item_factors = als.item_factors[:1]
+    ids, _ = similar(als, 10)
+    assert ids.shape == (1, 0)
+
+
+def test_refit_continues_the_training_split_fit_on_all_data(structured_marts) -> None:
+    counts = _counts(structured_marts)
+    train = leave_k_out(counts, load_config().evaluation).train
+    start = fit(train, PARAMS, num_threads=1)
+    before = start.als.item_factors.copy()
+    warm = refit(counts, PARAMS, start, num_threads=1)
+    again = refit(counts, PARAMS, start, num_threads=1)
+    assert warm.warm_start and warm.als is not start.als
+    assert warm.als.iterations == PARAMS.iterations  # the saved model keeps the parameters
+    np.testing.assert_array_equal(start.als.item_factors, before)  # the start is untouched
+    np.testing.assert_array_equal(warm.als.item_factors, again.als.item_factors)  # determinism
+    assert not np.array_equal(warm.als.item_factors, before)  # it did learn on all data
+    assert PARAMS.iterations > REFIT_ITERATIONS
+
+    # its lists are close to a cold refit's: closer than a cold fit with another seed is
+    cold = fit(counts, PARAMS, num_threads=1)
+    other_seed = fit(counts, ModelParams(factors=8, iterations=5, random_state=7), num_threads=1)
+    rows = np.arange(counts.shape[0])
+
+    def overlap(a, b) -> float:
+        ids_a, _ = recommend(a.als, rows, counts, 10)
+        ids_b, _ = recommend(b.als, rows, counts, 10)
+        return np.mean([len(set(x) & set(y)) / 10 for x, y in zip(ids_a, ids_b, strict=True)])
+
+    assert overlap(warm, cold) > overlap(other_seed, cold)
+
+
+def test_refit_is_a_cold_fit_without_a_matching_start(structured_marts) -> None:
+    counts = _counts(structured_marts)
+    cold = fit(counts, PARAMS, num_threads=1)
+    assert not refit(counts, PARAMS, None, num_threads=1).warm_start
+    other = fit(counts[:, :-1], PARAMS, num_threads=1)  # one track fewer: shapes differ
+    fallback = refit(counts, PARAMS, other, num_threads=1)
+    assert not fallback.warm_start
+    np.testing.assert_array_equal(fallback.als.item_factors, cold.als.item_factors)
+    wider = refit(counts, ModelParams(factors=16, iterations=5), cold, num_threads=1)
+    assert not wider.warm_start and wider.als.item_factors.shape[1] == 16
