@@ -292,6 +292,7 @@ def stage(
 def swap_in(conn: psycopg.Connection, model_runs: Sequence[ModelRun]) -> dict[str, int]:
     """Inside the caller's transaction: put the staged lists in place of the live ones and
     record the model runs. Rows per table."""
+    conn.execute("select pg_advisory_xact_lock(%s)", (PUBLISH_LOCK_KEY,))  # vs `make train`
     counts: dict[str, int] = {}
     for table in (USER_TOP_TRACKS, SIMILAR_TRACKS):
         row = conn.execute(
