@@ -177,6 +177,9 @@ class EmbeddedWarehouse:
 
     def _prepare_os_user(self) -> None:
         self.pgdata.mkdir(parents=True, exist_ok=True)
+        # the server log can quote row values (an e-mail in a duplicate-key error): owner only
+        self.log_path.touch(mode=0o600)
+        self.log_path.chmod(0o600)
         user = self._os_user
         if user is None:
             return
@@ -186,7 +189,6 @@ class EmbeddedWarehouse:
         _grant_read(_bin_dir().parent)
         if self.pgdata.stat().st_uid != entry.pw_uid:
             os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
-        self.log_path.touch()
         os.chown(self.log_path, entry.pw_uid, entry.pw_gid)
 
     def _socket_dir(self) -> Path:

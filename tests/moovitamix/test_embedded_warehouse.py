@@ -60,6 +60,7 @@ def test_start_creates_reuses_and_stops(server: EmbeddedWarehouse) -> None:
         assert conn.execute("select 1").fetchone() == (1,)
     first = server.status()
     assert first.running and first.pid
+    assert server.log_path.stat().st_mode & 0o777 == 0o600, "the server log is private"
 
     assert server.start() == url  # reused: same server, no second postmaster
     assert server.status().pid == first.pid
