@@ -16,14 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 from dbt_project.results import BuildResult, NodeResult
 from moovitamix.roles import TRANSFORMER
 from moovitamix.run_context import RUN_ID_ENV
-from moovitamix.settings import Settings, apply_offline_defaults
+from moovitamix.settings import Settings, apply_offline_defaults, temporary_env
 from moovitamix.warehouse import open_warehouse
 
 log = logging.getLogger(__name__)
@@ -137,26 +136,12 @@ def run_build(
     args = build_args(
         select, exclude, exclude_unit_tests=exclude_unit_tests, full_refresh=full_refresh
     )
-    with _marts_schema(marts_schema):
+    if marts_schema is None:
         result, _ = invoke("build", args, run_id=run_id)
+    else:  # dbt_project.yml reads the variable
+        with temporary_env(MARTS_SCHEMA_ENV, marts_schema):
+            result, _ = invoke("build", args, run_id=run_id)
     return result
-
-
-@contextmanager
-def _marts_schema(schema: str | None) -> Iterator[None]:
-    """Point the marts at `schema` for one invocation (dbt_project.yml reads the variable)."""
-    if schema is None:
-        yield
-        return
-    before = os.environ.get(MARTS_SCHEMA_ENV)
-    os.environ[MARTS_SCHEMA_ENV] = schema
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(MARTS_SCHEMA_ENV, None)
-        else:
-            os.environ[MARTS_SCHEMA_ENV] = before
 
 
 def run_docs_generate(settings: Settings, run_id: str = "") -> BuildResult:

@@ -16,7 +16,6 @@ file stays as it is run after run.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +29,7 @@ from expectations.paths import GX_DIR, data_docs_site
 from expectations.report.data_docs import make_site_offline
 from expectations.suites import AssetSpec
 from moovitamix.connection_url import ConnectionURL
-from moovitamix.settings import apply_offline_defaults
+from moovitamix.settings import apply_offline_defaults, temporary_env
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +41,8 @@ BATCH_DEFINITION = "whole"
 @contextmanager
 def connection_variable(url: ConnectionURL) -> Iterator[None]:
     """Set the datasource's substitution variable for the duration of a validation."""
-    previous = os.environ.get(CONNECTION_VARIABLE)
-    os.environ[CONNECTION_VARIABLE] = url.sqlalchemy_url()
-    try:
+    with temporary_env(CONNECTION_VARIABLE, url.sqlalchemy_url()):
         yield
-    finally:
-        if previous is None:
-            os.environ.pop(CONNECTION_VARIABLE, None)
-        else:
-            os.environ[CONNECTION_VARIABLE] = previous
 
 
 def open_context(gx_dir: Path = GX_DIR) -> FileDataContext:

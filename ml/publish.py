@@ -31,6 +31,7 @@ from psycopg.types.json import Jsonb
 from ml.lists import SOURCES, SimilarTracks, UserTopTracks
 from ml.pgcopy import FLOAT8, HEADER, INT4, INT8, TIMESTAMPTZ, TRAILER, encode, timestamptz
 from ml.registry import MODEL_RUNS_COLUMNS, ModelRun, ensure_model_runs
+from moovitamix.warehouse import take_publish_locks
 
 log = logging.getLogger(__name__)
 
@@ -257,15 +258,6 @@ def _check_publishable(conn: psycopg.Connection, user_lists: UserTopTracks) -> N
     ensure_model_runs(conn)
 
 
-def _lock(conn: psycopg.Connection, lock_timeout_s: float) -> None:
-    conn.execute("select pg_advisory_xact_lock(%s)", (PUBLISH_LOCK_KEY,))
-    conn.execute(
-        sql.SQL("set local lock_timeout = {}").format(
-            sql.Literal(f"{int(lock_timeout_s * 1000)}ms")
-        )
-    )
-
-
 def stage(
     conn: psycopg.Connection,
     user_lists: UserTopTracks,
@@ -337,7 +329,7 @@ def publish(
     _check_publishable(conn, user_lists)
     try:
         with conn.transaction():
-            _lock(conn, lock_timeout_s)
+            take_publish_locks(conn, PUBLISH_LOCK_KEY, lock_timeout_s)
             counts = _load_both(conn, user_lists, similar_lists, model_run_id, generated_at)
             _insert_model_runs(conn, model_runs)
             if hook is not None:

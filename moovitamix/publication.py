@@ -35,7 +35,7 @@ from psycopg import sql
 
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.roles import apply_schema_grants
-from moovitamix.warehouse import connect
+from moovitamix.warehouse import connect, take_publish_locks
 
 log = logging.getLogger(__name__)
 
@@ -186,16 +186,12 @@ def publish(
     figures: dict[str, object] = {}
     try:
         with connect(url, autocommit=True) as conn, conn.transaction():
-            conn.execute("select pg_advisory_xact_lock(%s)", (PUBLISH_LOCK_KEY,))
-            conn.execute(
-                sql.SQL("set local lock_timeout = {}").format(
-                    sql.Literal(f"{int(lock_timeout_s * 1000)}ms")
-                )
-            )
-            if schema_state(conn, CANDIDATE) != UNPUBLISHED:
+            take_publish_locks(conn, PUBLISH_LOCK_KEY, lock_timeout_s)
+            state = schema_state(conn, CANDIDATE)
+            if state != UNPUBLISHED:
                 raise PublishFailed(
-                    f"{CANDIDATE} is not a complete build of this run "
-                    f"(state {schema_state(conn, CANDIDATE)!r}); nothing published"
+                    f"{CANDIDATE} is not a complete build of this run (state {state!r}); "
+                    "nothing published"
                 )
             rename = sql.SQL("alter schema {} rename to {}")
             conn.execute(rename.format(sql.Identifier(MARTS), sql.Identifier(_SWAP)))

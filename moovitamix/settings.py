@@ -6,7 +6,8 @@ The environment always wins over `.env`, so cron and CI can override anything.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,20 @@ def load_settings(environ: Mapping[str, str] | None = None, root: Path = PROJECT
         project_root=root,
         log_retention_days=float(get("MOOVITAMIX_LOG_RETENTION_DAYS") or 30),
     )
+
+
+@contextmanager
+def temporary_env(name: str, value: str) -> Iterator[None]:
+    """Set an environment variable for the duration of the block, then put back what was."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
 
 
 def apply_offline_defaults() -> None:

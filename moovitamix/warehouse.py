@@ -113,6 +113,17 @@ def ensure_tables(conn: psycopg.Connection, tables: Sequence[str], ddl: str) -> 
         conn.execute(ddl)
 
 
+def take_publish_locks(conn: psycopg.Connection, key: int, lock_timeout_s: float) -> None:
+    """Inside a publishing transaction: one publisher at a time (advisory lock `key`), and wait
+    at most `lock_timeout_s` for readers' locks on the tables being replaced."""
+    conn.execute("select pg_advisory_xact_lock(%s)", (key,))
+    conn.execute(
+        sql.SQL("set local lock_timeout = {}").format(
+            sql.Literal(f"{int(lock_timeout_s * 1000)}ms")
+        )
+    )
+
+
 def open_warehouse(settings: Settings) -> ConnectionURL:
     """Resolve, start if embedded, create database, schemas and the pipeline's roles and
     grants (moovitamix/roles.py); return the warehouse URL (of the connecting user, who may
