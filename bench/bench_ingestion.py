@@ -8,9 +8,15 @@ in one go:
   keep-alive, the same concurrency), bodies discarded: what fetching alone costs; the same
   fetch with httpx is timed too (the ceiling of earlier results, for comparison);
 - the ingestion, in a child process (`run_ingestion`, as `make ingest` runs it): wall time and
-  peak RSS (the child's ru_maxrss), on an empty warehouse, then again on unchanged data.
+  peak RSS (the child's ru_maxrss), on an empty warehouse, then again on unchanged data;
+- the store floor: the rows the first ingestion put in raw, dumped to CSV beforehand, COPYed
+  into empty copies of the raw tables, one after another, and nothing else (no checks, no
+  merge): what storing the rows alone costs the server. A run publishes its rows only once every
+  page is in and checked, so fetch + store, one after the other, is the least a run can take;
+- CPU: seconds of CPU of the whole machine, the simulator, Postgres and the ingestion during the
+  ceiling and the ingestion (the machine's cores are shared by all of them).
 The ceiling is measured before and after the ingestion; the faster of the two is used.
-Prints the ratio, records/s and items/s; writes bench/results/ingestion.json.
+Prints the ratios, records/s and items/s; writes bench/results/ingestion.json.
 Goal (issue #3): ingestion <= 1.5 x the ceiling, peak RSS <= 500 MB.
 """
 
@@ -27,12 +33,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -44,6 +53,7 @@ from moovitamix.simulator_process import running_simulator  # noqa: E402
 
 ENDPOINTS = ("tracks", "users", "listen_history")
 RESULTS = ROOT / "bench" / "results" / "ingestion.json"
+T = TypeVar("T")
 
 
 def bare_fetch(api_url: str, concurrency: int) -> dict[str, float]:
@@ -162,6 +172,76 @@ def child(api_url: str, concurrency: int) -> None:
     )
 
 
+class CpuMeter:
+    """CPU seconds (user + system) used between start() and stop(): by the whole machine, and
+    by the processes named (their exited children included: Postgres' closed backends)."""
+
+    def __init__(self, processes: dict[str, psutil.Process]) -> None:
+        self.processes = processes
+
+    def _now(self) -> dict[str, float]:
+        machine = psutil.cpu_times()
+        out = {"machine": machine.user + machine.system + machine.nice}
+        for name, proc in self.processes.items():
+            total = 0.0
+            for p in (proc, *proc.children(recursive=True)):
+                try:
+                    t = p.cpu_times()
+                except psutil.NoSuchProcess:
+                    continue
+                total += t.user + t.system + t.children_user + t.children_system
+            out[name] = total
+        return out
+
+    def measure(self, fn: Callable[[], T]) -> tuple[T, dict[str, float]]:
+        before = self._now()
+        result = fn()
+        after = self._now()
+        return result, {k: round(after[k] - before[k], 2) for k in before}
+
+
+def store_floor(warehouse_url: str, tmp_path: Path, pg_meter: CpuMeter) -> dict:
+    """COPY the rows of raw's tables, dumped to CSV first, into empty copies of the tables,
+    one after another in one session: seconds and Postgres CPU seconds."""
+    import psycopg
+
+    tables = ["tracks", "users", "listen_history", "listen_history__items"]
+    files = {}
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        conn.execute("create schema if not exists bench_floor")
+        for table in tables:
+            path = files[table] = tmp_path / f"floor-{table}.csv"
+            with (
+                path.open("wb") as out,
+                conn.cursor().copy(f"copy raw.{table} to stdout with (format csv)") as copy,
+            ):
+                for chunk in copy:
+                    out.write(chunk)
+            conn.execute(f"drop table if exists bench_floor.{table}")
+            conn.execute(f"create table bench_floor.{table} (like raw.{table})")
+        conn.execute("checkpoint")
+
+        def copy_all() -> float:
+            started = time.monotonic()
+            for table in tables:
+                with (
+                    files[table].open("rb") as f,
+                    conn.cursor().copy(
+                        f"copy bench_floor.{table} from stdin with (format csv)"
+                    ) as copy,
+                ):
+                    while chunk := f.read(2**20):
+                        copy.write(chunk)
+            return time.monotonic() - started
+
+        seconds, cpu = pg_meter.measure(copy_all)
+        conn.execute("drop schema bench_floor cascade")
+    size = sum(path.stat().st_size for path in files.values())
+    for path in files.values():
+        path.unlink()
+    return {"seconds": round(seconds, 2), "cpu_s": cpu, "csv_bytes": size}
+
+
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -187,12 +267,13 @@ def main() -> None:
         server = EmbeddedWarehouse(tmp_path / "postgres")
         admin = server.start()
         try:
-            _bench(args, admin.with_database("postgres"), tmp_path)
+            postmaster = psutil.Process(server.status().pid)
+            _bench(args, admin.with_database("postgres"), tmp_path, postmaster)
         finally:
             server.stop()
 
 
-def _bench(args: argparse.Namespace, admin, tmp_path: Path) -> None:
+def _bench(args: argparse.Namespace, admin, tmp_path: Path, postmaster: psutil.Process) -> None:
     import psycopg
 
     with psycopg.connect(admin.url(), autocommit=True) as conn:
@@ -203,19 +284,29 @@ def _bench(args: argparse.Namespace, admin, tmp_path: Path) -> None:
     print(f"starting the simulator: {' '.join(sim_args)}", flush=True)
     load_before = load_average()
     with running_simulator(sim_args, log_path=tmp_path / "simulator.log", timeout_s=1800) as url:
+        simulator = next(
+            p for p in psutil.Process().children() if "simulator" in " ".join(p.cmdline())
+        )
+        meter = CpuMeter({"simulator": simulator, "postgres": postmaster})
         bare_fetch(url, args.concurrency)  # warm-up: the simulator's first pages are slower
         sweep = {}
         for c in sorted({int(c) for c in args.ceiling_concurrency.split(",") if c}):
             sweep[c] = round(bare_fetch(url, c)["seconds"], 2)
             print(f"bare fetch at concurrency {c}: {sweep[c]:.2f}s", flush=True)
-        ceiling_before = bare_fetch(url, args.concurrency)
-        print(f"ceiling: {ceiling_before['seconds']:.2f}s", flush=True)
+        ceiling_before, ceiling_cpu = meter.measure(lambda: bare_fetch(url, args.concurrency))
+        print(f"ceiling: {ceiling_before['seconds']:.2f}s, CPU {ceiling_cpu}", flush=True)
         httpx_ceiling = bare_fetch_httpx(url, args.concurrency)
         print(f"bare fetch with httpx: {httpx_ceiling['seconds']:.2f}s", flush=True)
-        first = run_child(url, warehouse.url(), tmp_path / "data", args.concurrency)
+        first, first_cpu = meter.measure(
+            lambda: run_child(url, warehouse.url(), tmp_path / "data", args.concurrency)
+        )
+        first_cpu["ingestion"] = first["cpu_s"]
         print(f"ingestion (empty warehouse): {first['seconds']:.2f}s, "
-              f"peak RSS {first['peak_rss_mb']:.0f} MB, steps {first['step_seconds']}",
-              flush=True)  # fmt: skip
+              f"peak RSS {first['peak_rss_mb']:.0f} MB, steps {first['step_seconds']}, "
+              f"CPU {first_cpu}", flush=True)  # fmt: skip
+        floor = store_floor(warehouse.url(), tmp_path, CpuMeter({"postgres": postmaster}))
+        print(f"store floor (bare COPY of the same rows): {floor['seconds']:.2f}s, "
+              f"CPU {floor['cpu_s']}", flush=True)  # fmt: skip
         ceiling_after = bare_fetch(url, args.concurrency)
         print(f"ceiling again: {ceiling_after['seconds']:.2f}s", flush=True)
         rerun = run_child(url, warehouse.url(), tmp_path / "data", args.concurrency)
@@ -224,6 +315,7 @@ def _bench(args: argparse.Namespace, admin, tmp_path: Path) -> None:
               flush=True)  # fmt: skip
     ceiling = min(ceiling_before["seconds"], ceiling_after["seconds"])
     ratio = first["seconds"] / ceiling
+    fetch_and_store = ceiling + floor["seconds"]
     results = {
         "benchmark": "ingestion",
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -250,6 +342,11 @@ def _bench(args: argparse.Namespace, admin, tmp_path: Path) -> None:
         "bytes": ceiling_before["bytes"],
         "ingestion": first,
         "ingestion_unchanged_data": rerun,
+        "cpu_seconds": {"ceiling": ceiling_cpu, "ingestion": first_cpu},
+        "store_floor": floor,
+        "fetch_then_store_seconds": round(fetch_and_store, 2),
+        "ratio_of_fetch_then_store_to_ceiling": round(fetch_and_store / ceiling, 2),
+        "ratio_to_fetch_then_store": round(first["seconds"] / fetch_and_store, 2),
         "ratio_to_ceiling": round(ratio, 2),
         "ratio_to_httpx_ceiling": round(first["seconds"] / httpx_ceiling["seconds"], 2),
         "rerun_ratio_to_ceiling": round(rerun["seconds"] / ceiling, 2),
@@ -271,7 +368,10 @@ def _bench(args: argparse.Namespace, admin, tmp_path: Path) -> None:
         f"\nratio to the ceiling: {ratio:.2f} (goal <= 1.5; "
         f"{results['ratio_to_httpx_ceiling']:.2f} to the httpx fetch); "
         f"{results['records_per_s']:,} records/s, {results['items_per_s']:,} items/s; "
-        f"peak RSS {first['peak_rss_mb']:.0f} MB (goal <= 500)\nresults: {args.output}"
+        f"peak RSS {first['peak_rss_mb']:.0f} MB (goal <= 500)\n"
+        f"fetch then store (ceiling + bare COPY of the same rows): {fetch_and_store:.2f}s = "
+        f"{fetch_and_store / ceiling:.2f} x the ceiling; the ingestion is "
+        f"{results['ratio_to_fetch_then_store']:.2f} x that\nresults: {args.output}"
     )
 
 

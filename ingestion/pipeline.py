@@ -4,10 +4,11 @@ One run = a complete extract of the three endpoints, one at a time (pages concur
 
 1. open the warehouse (one clear line if it is down), take the ingestion lock, finish a load
    an earlier run left half done, read the listen_history versions raw already holds;
-2. extract each endpoint into its own dlt load package; a read that does not add up is read
-   once more, then fails the run; a share of rejected records above the limit fails it too;
-3. only when all three are in: normalize (takes the source's CSV files as they are) and load
-   (COPY of the CSV files) and the scd2 merges;
+2. extract the three endpoints into one dlt load package; a read that does not add up is
+   read once more, then fails the run; a share of rejected records above the limit fails it
+   too, as soon as that endpoint is read;
+3. only when all three are in: normalize (takes the source's CSV files as they are) and load:
+   the COPYs of the CSV files, side by side, then the scd2 merges;
 4. write one monitoring.ingestion_stats row per endpoint.
 
 A run that fails before step 3 discards its packages: nothing of it reaches raw.
@@ -172,6 +173,23 @@ def _finish_pending(pipeline: Pipeline) -> None:
     if pipeline.list_extracted_load_packages():
         log.info("dropping extracted packages of an earlier failed run")
         pipeline.abort_packages()
+    _drop_unfinished_extracts(Path(pipeline.working_dir))
+
+
+def _drop_unfinished_extracts(working_dir: Path) -> None:
+    """Delete what a killed run was extracting: dlt builds a package in a folder of its own
+    under normalize/ (moved to normalize/extracted when complete), our CSV files under csv/.
+    Runs are serialized by the ingestion lock: none of these belongs to a live run."""
+    normalize = working_dir / "normalize"
+    unfinished = [d for d in normalize.glob("*") if d.is_dir() and d.name != "extracted"]
+    leftovers = [d for d in unfinished if any(d.iterdir())]
+    if leftovers:
+        log.info(
+            "dropping the unfinished extract of an earlier failed run (%s)",
+            ", ".join(d.name for d in leftovers),
+        )
+    for directory in [*unfinished, working_dir / "csv"]:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _discard_packages(pipeline: Pipeline) -> None:
@@ -188,7 +206,7 @@ def _cause(exc: BaseException) -> BaseException:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, FetchFailed | ReadMismatch | DataValidationError):
+        if isinstance(current, FetchFailed | ReadMismatch | DataValidationError | IngestionFailed):
             return current
         inner = getattr(current, "exception", None) or current.__cause__
         if inner is None:
@@ -245,61 +263,60 @@ class _EndpointRun:
         return s
 
 
-def _extract_endpoint(
-    pipeline: Pipeline, context: SourceContext, run: _EndpointRun, config: IngestionConfig
-) -> None:
-    """Extract one endpoint into its own load package, re-reading once if it does not add up."""
-    problems_before: list[str] = []
-    for attempt in range(config.rereads + 1):
+def _extract(pipeline: Pipeline, context: SourceContext, runs: dict[str, _EndpointRun]) -> None:
+    """Extract the three endpoints into one load package (the source re-reads an endpoint
+    that does not add up); a failure raises IngestionFailed naming the endpoint at fault."""
+    try:
         try:
-            source = moovitamix_source(context, endpoints=[run.name])
-            try:
-                info = pipeline.extract(source, loader_file_format=LOADER_FILE_FORMAT)
-            finally:  # dlt holds its own links to the files it took
-                shutil.rmtree(context.files_dir, ignore_errors=True)
-        except PipelineStepFailed as exc:
-            if run.name in context.reads:
-                run.reads.append(context.reads.pop(run.name))
-            cause = _cause(exc)
-            if isinstance(cause, ReadMismatch):
-                if attempt < config.rereads:
-                    log.warning(
-                        "%s: the read does not add up (%s); reading it again",
-                        run.name,
-                        "; ".join(cause.problems),
-                    )
-                    problems_before = cause.problems
-                    continue
-                first = f" (first read: {'; '.join(problems_before)})" if problems_before else ""
-                raise IngestionFailed(
-                    f"{run.name}: incomplete read after {attempt + 1} reads: "
-                    f"{'; '.join(cause.problems)}{first}",
-                    run.name,
-                ) from None
-            if isinstance(cause, FetchFailed):
-                raise IngestionFailed(str(cause), run.name) from None
-            if isinstance(cause, DataValidationError):
-                raise IngestionFailed(
-                    f"{run.name}: schema contract of raw violated: {_one_line(cause)}", run.name
-                ) from None
+            info = pipeline.extract(
+                moovitamix_source(context), loader_file_format=LOADER_FILE_FORMAT
+            )
+        finally:  # dlt holds its own links to the files it took
+            shutil.rmtree(context.files_dir, ignore_errors=True)
+            for name, reads in context.reads.items():
+                runs[name].reads = reads
+    except PipelineStepFailed as exc:
+        cause = _cause(exc)
+        if isinstance(cause, IngestionFailed):
+            raise cause from None
+        if isinstance(cause, ReadMismatch):
+            first = f" (first read: {'; '.join(cause.first_read)})" if cause.first_read else ""
             raise IngestionFailed(
-                f"{run.name}: extract failed: {_one_line(cause)}", run.name
-            ) from exc
-        run.reads.append(context.reads.pop(run.name))
-        run.load_id = info.loads_ids[-1] if info.loads_ids else None
-        return
+                f"{cause.endpoint}: incomplete read after {len(runs[cause.endpoint].reads)} "
+                f"reads: {'; '.join(cause.problems)}{first}",
+                cause.endpoint,
+            ) from None
+        if isinstance(cause, FetchFailed):
+            raise IngestionFailed(str(cause), cause.endpoint) from None
+        endpoint = context.reading
+        if isinstance(cause, DataValidationError):
+            endpoint = _endpoint_of_table(cause.table_name) or endpoint
+            raise IngestionFailed(
+                f"{endpoint}: schema contract of raw violated: {_one_line(cause)}", endpoint
+            ) from None
+        raise IngestionFailed(f"{endpoint}: extract failed: {_one_line(cause)}", endpoint) from exc
+    load_id = info.loads_ids[-1] if info.loads_ids else None
+    for run in runs.values():
+        run.load_id = load_id
 
 
-def _check_rejects(run: _EndpointRun, config: IngestionConfig) -> None:
-    read = run.last
-    if read is None or not read.builder.rejected:
+def _endpoint_of_table(table: str | None) -> str | None:
+    if table == ITEMS_TABLE:
+        return LISTEN_HISTORY.name
+    return table if table in ENDPOINTS else None
+
+
+def _check_rejects(read: EndpointRead, config: IngestionConfig) -> None:
+    """Warn about rejected records; fail the run (IngestionFailed) above the share allowed."""
+    if not read.builder.rejected:
         return
+    name = read.endpoint.name
     records, rejected = read.check.received, read.builder.rejected
     share = rejected / records if records else 0.0
     reasons = ", ".join(f"{r} ({n})" for r, n in read.builder.rejected_by_reason.most_common(3))
     log.warning(
         "%s: %d of %d records rejected (%.2f%%): %s",
-        run.name,
+        name,
         rejected,
         records,
         100 * share,
@@ -307,9 +324,9 @@ def _check_rejects(run: _EndpointRun, config: IngestionConfig) -> None:
     )
     if share > config.max_reject_share:
         raise IngestionFailed(
-            f"{run.name}: {rejected} of {records} records break the contract "
+            f"{name}: {rejected} of {records} records break the contract "
             f"({share:.1%} > the {config.max_reject_share:.1%} allowed): {reasons}",
-            run.name,
+            name,
         )
 
 
@@ -387,12 +404,12 @@ def run_ingestion(
                 files_dir=Path(pipeline.working_dir) / "csv",
                 file_rows=LOAD_FILE_ROWS,
                 max_field_bytes=config.max_field_bytes,
+                rereads=config.rereads,
+                after_read=partial(_check_rejects, config=config),
             )
             with context.client, page_progress(config.progress) as progress:
                 context.on_plan, context.on_page = progress.on_plan, progress.on_page
-                for run in runs.values():
-                    _extract_endpoint(pipeline, context, run, config)
-                    _check_rejects(run, config)
+                _extract(pipeline, context, runs)
             steps["extract"] = time.monotonic() - step
             step = time.monotonic()
             pipeline.normalize()
@@ -421,7 +438,12 @@ def run_ingestion(
             _discard_packages(pipeline)
             raise IngestionFailed(f"warehouse error: {_one_line(exc)}") from exc
 
-        changes = table_changes(conn, [r.load_id for r in runs.values() if r.load_id], boundary)
+        loaded = [r for r in runs.values() if r.load_id]
+        appended: Counter[str] = Counter()
+        for run in loaded:
+            if run.last is not None:
+                appended.update({t: n for t, n in run.last.rows.items() if t != run.name})
+        changes = table_changes(conn, [r.load_id for r in loaded], boundary, appended)
         stats = stats_of()
         for name, s in stats.items():
             change = changes.get(name)

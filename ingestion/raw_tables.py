@@ -91,9 +91,13 @@ class TableChange:
 
 
 def table_changes(
-    conn: psycopg.Connection, load_ids: list[str], boundary: datetime
+    conn: psycopg.Connection, load_ids: list[str], boundary: datetime, appended: dict[str, int]
 ) -> dict[str, TableChange]:
-    """Per raw table: what the loads `load_ids` added, and what the run's boundary retired."""
+    """Per raw table: what the loads `load_ids` added, and what the run's boundary retired.
+
+    `appended`: rows the loads COPYed into the append-only tables (items, rejects): a COPY
+    adds all of its rows or none, and counting them back would scan the whole items table.
+    """
     changes: dict[str, TableChange] = {}
     for endpoint in ENDPOINTS.values():
         if not table_exists(conn, endpoint.table):
@@ -110,12 +114,5 @@ def table_changes(
         changes[endpoint.table] = TableChange(endpoint.table, row[0], row[1], row[2])
     for table in (ITEMS_TABLE, REJECTED_TABLE):
         if table_exists(conn, table):
-            row = conn.execute(
-                sql.SQL("select count(*) from {} where _dlt_load_id = any(%s)").format(
-                    sql.Identifier(RAW, table)
-                ),
-                (load_ids,),
-            ).fetchone()
-            assert row is not None
-            changes[table] = TableChange(table, row[0])
+            changes[table] = TableChange(table, appended.get(table, 0))
     return changes

@@ -13,11 +13,14 @@ load COPYs (`csv_files`), which dlt takes as they are (no parquet, nothing left 
 - rejected records to `raw._rejected` (append).
 
 When the last page is in, the read is checked (`completeness`): records == total, ids unique.
-A mismatch raises `ReadMismatch` so the extract (this endpoint's load package) is discarded.
+A read that does not add up is read again (`SourceContext.rereads` times), then raises
+`ReadMismatch`: the extract fails and its load package is discarded. One run extracts the three
+endpoints into one load package, so the load runs their COPYs and merges side by side.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -34,7 +37,7 @@ from dlt.extract.items import DataItemWithMeta
 from dlt.extract.resource import DltResource
 
 from ingestion.moovitamix_source.client import ApiClient, Page, RequestCounters
-from ingestion.moovitamix_source.completeness import ReadCheck
+from ingestion.moovitamix_source.completeness import ReadCheck, ReadMismatch
 from ingestion.moovitamix_source.contract import (
     ENDPOINTS,
     ITEMS_SCHEMA,
@@ -62,6 +65,8 @@ LOAD_ID_HINT = {"name": LOAD_ID, "data_type": "text", "nullable": False}
 
 ActiveRows = Callable[[Endpoint, list[int]], pa.Table | None]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class EndpointRead:
@@ -73,6 +78,7 @@ class EndpointRead:
     check: ReadCheck = field(init=False)
     planned_pages: int | None = None
     carried_forward: int = 0
+    rows: dict[str, int] = field(default_factory=dict)  # by table: rows in the files dlt loads
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -100,7 +106,10 @@ class SourceContext:
     max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES  # a longer string rejects its record
     files_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     file_rows: int = 500_000  # rows per CSV file: a big table loads as several COPYs
-    reads: dict[str, EndpointRead] = field(default_factory=dict)
+    rereads: int = 1  # more reads of an endpoint whose read does not add up
+    after_read: Callable[[EndpointRead], None] | None = None  # may raise: fails the extract
+    reads: dict[str, list[EndpointRead]] = field(default_factory=dict)  # every read, in order
+    reading: str | None = None  # the endpoint read last
 
 
 def scd2(boundary: datetime) -> dict[str, Any]:
@@ -121,9 +130,10 @@ def _write_batch(endpoint: Endpoint, batch: Batch, files: CsvFiles) -> None:
         files.write(REJECTED_TABLE, batch.rejected)
 
 
-def _read_endpoint(endpoint: Endpoint, context: SourceContext, files: CsvFiles) -> None:
+def _read_endpoint(endpoint: Endpoint, context: SourceContext, files: CsvFiles) -> EndpointRead:
     """Read every page of `endpoint`, check it, write its tables' CSV files; raises
     ReadMismatch (or FetchFailed) when the read is not a complete extract."""
+    context.reading = endpoint.name
     builder = RecordBuilder(
         endpoint,
         run_id=context.run_id,
@@ -132,7 +142,8 @@ def _read_endpoint(endpoint: Endpoint, context: SourceContext, files: CsvFiles) 
         batch_items=context.batch_items,
         max_field_bytes=context.max_field_bytes,
     )
-    read = context.reads[endpoint.name] = EndpointRead(endpoint, builder)
+    read = EndpointRead(endpoint, builder)
+    context.reads.setdefault(endpoint.name, []).append(read)
 
     def on_plan(pages: int | None) -> None:
         read.planned_pages = pages
@@ -166,6 +177,7 @@ def _read_endpoint(endpoint: Endpoint, context: SourceContext, files: CsvFiles) 
             read.carried_forward = kept.num_rows
             files.write(endpoint.table, kept)
     read.finished = time.monotonic()
+    return read
 
 
 class _EndpointFiles:
@@ -179,21 +191,39 @@ class _EndpointFiles:
 
     def of(self, table: str) -> Iterator[Any]:
         if self._files is None:
-            load_id = dlt.current.load_package_state()["load_id"]
-            files = CsvFiles(
-                self.context.files_dir / f"{load_id}-{self.endpoint.name}",
-                load_id,
-                self.context.file_rows,
-            )
-            try:
-                _read_endpoint(self.endpoint, self.context, files)
-            except BaseException:
-                files.discard()
-                raise
-            self._files = files.close()
+            self._files = self._read()
         for file in self._files:
             if file.table == table:
                 yield _file_import(file)
+
+    def _read(self) -> list[CsvFile]:
+        """Read the endpoint (again, while a read does not add up); its files."""
+        context, name = self.context, self.endpoint.name
+        load_id = dlt.current.load_package_state()["load_id"]
+        directory = context.files_dir / f"{load_id}-{name}"
+        first: list[str] = []
+        for attempt in range(context.rereads + 1):
+            files = CsvFiles(directory, load_id, context.file_rows)
+            try:
+                read = _read_endpoint(self.endpoint, context, files)
+            except ReadMismatch as exc:
+                files.discard()
+                if attempt == context.rereads:
+                    raise ReadMismatch(name, exc.problems, first_read=first) from None
+                log.warning("%s: the read does not add up (%s); reading it again",
+                            name, "; ".join(exc.problems))  # fmt: skip
+                first = first or exc.problems
+                continue
+            except BaseException:
+                files.discard()
+                raise
+            closed = files.close()
+            for file in closed:
+                read.rows[file.table] = read.rows.get(file.table, 0) + file.rows
+            if context.after_read:
+                context.after_read(read)
+            return closed
+        raise AssertionError("unreachable")
 
 
 def _file_import(file: CsvFile) -> DataItemWithMeta:

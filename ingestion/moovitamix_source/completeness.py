@@ -14,11 +14,15 @@ import numpy as np
 
 
 class ReadMismatch(RuntimeError):
-    """The records of a read do not add up; `problems` says what differed."""
+    """The records of a read do not add up; `problems` says what differed (`first_read`: what
+    differed in the first of several reads)."""
 
-    def __init__(self, endpoint: str, problems: list[str]) -> None:
+    def __init__(
+        self, endpoint: str, problems: list[str], first_read: list[str] | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.problems = problems
+        self.first_read = first_read or []
         super().__init__(f"{endpoint}: " + "; ".join(problems))
 
 

@@ -13,10 +13,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 LOAD_ID = "_dlt_load_id"
 _OPTIONS = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+
+
+def _csv_ready(rows: pa.Table) -> pa.Table:
+    """`rows` with its UTC timestamps as text, written as Arrow writes them ("...000000Z"):
+    Arrow's CSV writer formats a zoned timestamp ~10x slower than a naive one plus "Z"."""
+    for i, f in enumerate(rows.schema):
+        if pa.types.is_timestamp(f.type) and f.type.tz in ("UTC", "+00:00"):
+            naive = rows.column(i).cast(pa.timestamp(f.type.unit))
+            text = pc.binary_join_element_wise(naive.cast(pa.string()), "Z", "")
+            rows = rows.set_column(i, pa.field(f.name, pa.string(), f.nullable), text)
+    return rows
 
 
 @dataclass(frozen=True)
@@ -36,7 +48,9 @@ class _OpenFile:
         self.rows = 0
         self.handle = path.open("wb")
         self.handle.write((",".join(f'"{name}"' for name in schema.names) + "\n").encode())
-        self.writer = pacsv.CSVWriter(self.handle, schema, write_options=_OPTIONS)
+        self.writer = pacsv.CSVWriter(
+            self.handle, _csv_ready(schema.empty_table()).schema, write_options=_OPTIONS
+        )
 
     def close(self, table: str) -> CsvFile:
         self.writer.close()
@@ -73,7 +87,7 @@ class CsvFiles:
             path = self.directory / f"{table}.{self._count}.csv"
             current = self._open[table] = _OpenFile(path, rows.schema, tuple(json_columns))
         if rows.num_rows:
-            current.writer.write_table(rows)
+            current.writer.write_table(_csv_ready(rows))
             current.rows += rows.num_rows
 
     def close(self) -> list[CsvFile]:

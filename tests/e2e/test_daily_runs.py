@@ -180,10 +180,11 @@ def test_kill_during_ingestion_then_a_normal_run_equals_a_clean_run(
     env = daily_env(api)
     killed = start_daily(env, tmp_path / "killed.log")
     wait_for(lambda: step_started(warehouse_env, "ingest"), "the ingest step")
-    # killed once dlt holds a whole endpoint as an extracted package, while the next endpoint's
-    # pages are still coming (each one takes 1.5 s)
+    # killed once dlt holds a whole endpoint (tracks) in the run's load package, while the next
+    # endpoint's pages are still coming (each one takes 1.5 s)
     packages = Path(env["MOOVITAMIX_DATA_DIR"]).glob
-    wait_for(lambda: any(packages("dlt/*/*/normalize/extracted/*")), "an extracted package")
+    wait_for(lambda: any(packages("dlt/*/*/csv/*-users")), "users being read")
+    assert any(packages("dlt/*/*/normalize/*/*/new_jobs/tracks.*")), "tracks in the package"
     assert killed.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
     kill_hard(killed)
     assert scalar(warehouse_env, "select to_regclass('raw.users')") is None, "nothing loaded"
@@ -197,7 +198,8 @@ def test_kill_during_ingestion_then_a_normal_run_equals_a_clean_run(
     assert not any(packages("dlt/*/*/normalize/extracted/*"))
     assert not any(packages("dlt/*/*/load/normalized/*"))
     log_file = Path(env["MOOVITAMIX_LOGS_DIR"]) / f"{_run_id(result.stdout)}.jsonl"
-    assert "dropping extracted packages of an earlier failed run" in log_file.read_text()
+    assert "dropping the unfinished extract of an earlier failed run" in log_file.read_text()
+    assert not any(packages("dlt/*/*/normalize/*/*/new_jobs/*"))
     assert fingerprint(warehouse_env) == clean_day0.fingerprint
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 from moovitamix import exit_codes
 from moovitamix.connection_url import ConnectionURL
-from tests.ingestion.ingestion_helpers import Ingest, Raw, admin, run_cli
+from tests.ingestion.ingestion_helpers import Ingest, Raw, admin, assert_raw_matches_api, run_cli
 
 
 def cli_env(**changes: str) -> dict[str, str]:
@@ -45,6 +46,15 @@ def test_an_endpoint_that_always_fails_changes_nothing_in_raw(
     }
     assert stats["listen_history"]["http_errors"] == {"500": 3}
     assert all(s["load_id"] is None for s in stats.values())
+
+    # the next run drops what the failed one was extracting, loads its own package only
+    admin(url, faults={})
+    ingest(url)
+    working_dir = next(Path(os.environ["MOOVITAMIX_DATA_DIR"]).glob("dlt/*/moovitamix"))
+    assert [p.name for p in (working_dir / "normalize").iterdir() if p.is_dir()] == ["extracted"]
+    assert not (working_dir / "csv").exists()
+    assert raw.value("select count(*) from raw._dlt_loads") == 2
+    assert_raw_matches_api(raw, url)  # day 1 as served, nothing twice
 
 
 def test_a_warehouse_that_is_down_gives_one_clear_line(simulator_url: str) -> None:

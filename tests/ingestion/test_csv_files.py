@@ -61,7 +61,7 @@ def test_values_as_copy_reads_them(tmp_path: Path) -> None:
     [file] = files.close()
     lines = file.path.read_text().splitlines()
     assert lines[1].startswith('"tracks",1,,')  # null: empty and unquoted
-    assert ",2025-03-11 04:05:17.576142Z," in lines[1]  # an explicit UTC timestamp
+    assert ',"2025-03-11 04:05:17.576142Z",' in lines[1]  # an explicit UTC timestamp
     assert lines[-1].startswith('"tracks",2,"",""')  # empty string: quoted (not NULL)
     assert read(file.path)[1][3] == '{"a": "x,\\"y\\"\\nz"}'
 

@@ -65,7 +65,7 @@ def test_full_load_equals_the_api(simulator_url: str, ingest: Ingest, raw: Raw) 
     assert raw.value("select count(*) from raw.listen_history__items") == items
     assert result.items_added == items
     loads = raw.rows("select load_id, status from raw._dlt_loads")
-    assert sorted(r["load_id"] for r in loads) == sorted(result.load_ids.values())
+    assert [r["load_id"] for r in loads] == list(set(result.load_ids.values()))  # one package
     assert all(r["status"] == 0 for r in loads)
 
 
