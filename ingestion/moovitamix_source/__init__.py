@@ -24,6 +24,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -150,14 +151,27 @@ def _read_endpoint(endpoint: Endpoint, context: SourceContext, files: CsvFiles) 
         if context.on_plan:
             context.on_plan(endpoint.name, pages)
 
-    for page in context.client.read_pages(endpoint.name, read.counters, on_plan=on_plan):
-        keys = builder.add_page(page.number, page.items)
-        read.check.add_page(page.number, page.total, keys)
-        if context.on_page:
-            context.on_page(endpoint.name, page)
-        if builder.full:
-            _write_batch(endpoint, builder.flush(), files)
-    _write_batch(endpoint, builder.flush(), files)
+    # Arrow writes the CSV without the GIL: in a thread of its own, beside the record checks.
+    # One batch is written while the next is built, no more (memory stays bounded).
+    with ThreadPoolExecutor(1, thread_name_prefix=f"csv-{endpoint.name}") as writer:
+        writing: Future[None] | None = None
+
+        def write(batch: Batch) -> None:
+            nonlocal writing
+            if writing is not None:
+                writing.result()
+            writing = writer.submit(_write_batch, endpoint, batch, files)
+
+        for page in context.client.read_pages(endpoint.name, read.counters, on_plan=on_plan):
+            keys = builder.add_page(page.number, page.items)
+            read.check.add_page(page.number, page.total, keys)
+            if context.on_page:
+                context.on_page(endpoint.name, page)
+            if builder.full:
+                write(builder.flush())
+        write(builder.flush())
+        assert writing is not None
+        writing.result()
     read.check.verify()
     # Tables that got no row still get an (empty) file: so they exist for dbt, and an empty
     # complete extract retires every current version, as any absent record is.
