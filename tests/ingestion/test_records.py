@@ -16,6 +16,7 @@ from ingestion.moovitamix_source.records import (
     RecordBuilder,
     check_record,
     record_hash,
+    record_hashes,
 )
 
 
@@ -151,6 +152,32 @@ def test_the_fast_path_and_the_record_by_record_path_agree() -> None:
     a, b = fast.flush().records, slow.flush().records
     assert a is not None and b is not None
     assert a.drop(["_dlt_id"]).equals(b.drop(["_dlt_id"]))
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ({**without(track(7), "name"), "nam": "x"}, "name: missing"),  # as many keys, one other
+        ({**without(track(7), "album"), "bpm": 120}, "album: missing"),  # new field, one missing
+        (track(7, created_at="2025-03-11T04:05:17\n2025-03-11T04:05:17"), "unparsable timestamp"),
+        (track(7, created_at="2025-03-11T04:05:17\n"), "unparsable timestamp"),
+        (track(7, updated_at="2025-02-29T00:00:00"), "unparsable timestamp"),  # not a leap year
+        ([1, 2, 3, 4, 5, 6, 7, 8, 9], "record: not an object"),  # as many elements as fields
+    ],
+)
+def test_a_page_with_one_bad_record_rejects_it_alone(bad: object, reason: str) -> None:
+    b = builder()
+    keys = b.add_page(1, [track(1), bad, track(2)])
+    assert b.rejected == 1 and reason in next(iter(b.rejected_by_reason))
+    batch = b.flush()
+    assert batch.records is not None and batch.records.column("id").to_pylist() == [1, 2]
+    assert keys[0] == 1 and keys[2] == 2
+
+
+def test_record_hashes_of_a_page_equal_each_record_hash() -> None:
+    page = [track(1), dict(reversed(list(track(2).items()))), track(3, bpm=2**70)]
+    assert record_hashes(page) == [record_hash(r) for r in page]  # 2**70: orjson refuses it
+    assert record_hashes(page[:2]) == [record_hash(r) for r in page[:2]]
 
 
 def test_items_keep_their_order_and_repeats() -> None:
