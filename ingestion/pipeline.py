@@ -107,22 +107,12 @@ class IngestionResult:
 # ---- dlt ---------------------------------------------------------------------------------------
 
 
-class _DltLogFilter(logging.Filter):
-    """Drops dlt's note that a package was extracted with an older schema than the current one:
-    each endpoint is its own package, so the packages of one run always differ that way."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "is different from extract package schema hash" not in record.getMessage()
-
-
 def _route_dlt_logs() -> None:
     """dlt's messages through our handlers (console and run log), not dlt's own stderr one."""
     logger = logging.getLogger("dlt")
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
     logger.propagate = True
-    if not any(isinstance(f, _DltLogFilter) for f in logger.filters):
-        logger.addFilter(_DltLogFilter())
 
 
 def loader_url(warehouse: ConnectionURL) -> str:
