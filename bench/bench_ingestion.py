@@ -23,6 +23,7 @@ Goal (issue #3): ingestion <= 1.5 x the ceiling, peak RSS <= 500 MB.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -242,6 +243,15 @@ def store_floor(warehouse_url: str, tmp_path: Path, pg_meter: CpuMeter) -> dict:
     return {"seconds": round(seconds, 2), "cpu_s": cpu, "csv_bytes": size}
 
 
+def simulator_process() -> psutil.Process:
+    """The simulator running_simulator started (a child of this process)."""
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if "simulator" in " ".join(child.cmdline()):
+                return child
+    raise SystemExit("the simulator's process was not found among this process' children")
+
+
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -284,9 +294,7 @@ def _bench(args: argparse.Namespace, admin, tmp_path: Path, postmaster: psutil.P
     print(f"starting the simulator: {' '.join(sim_args)}", flush=True)
     load_before = load_average()
     with running_simulator(sim_args, log_path=tmp_path / "simulator.log", timeout_s=1800) as url:
-        simulator = next(
-            p for p in psutil.Process().children() if "simulator" in " ".join(p.cmdline())
-        )
+        simulator = simulator_process()
         meter = CpuMeter({"simulator": simulator, "postgres": postmaster})
         bare_fetch(url, args.concurrency)  # warm-up: the simulator's first pages are slower
         sweep = {}

@@ -41,7 +41,12 @@ from ingestion.console import page_progress
 from ingestion.moovitamix_source import EndpointRead, SourceContext, moovitamix_source
 from ingestion.moovitamix_source.client import ApiClient, FetchFailed
 from ingestion.moovitamix_source.completeness import ReadMismatch
-from ingestion.moovitamix_source.contract import ENDPOINTS, ITEMS_TABLE, LISTEN_HISTORY
+from ingestion.moovitamix_source.contract import (
+    ENDPOINTS,
+    ITEMS_TABLE,
+    LISTEN_HISTORY,
+    REJECTED_TABLE,
+)
 from ingestion.raw_tables import (
     RAW,
     IngestionLocked,
@@ -154,6 +159,7 @@ def make_pipeline(settings: Settings, warehouse: ConnectionURL) -> Pipeline:
 def _finish_pending(pipeline: Pipeline) -> None:
     """Load what an earlier run normalized but did not finish loading; drop what it only
     extracted (a run that never got to its load is a failed run: it must leave nothing)."""
+    _drop_unfinished_extracts(Path(pipeline.working_dir))
     if pipeline.list_normalized_load_packages():
         log.warning(
             "an earlier run left load package(s) %s not fully loaded: loading them first",
@@ -163,17 +169,16 @@ def _finish_pending(pipeline: Pipeline) -> None:
     if pipeline.list_extracted_load_packages():
         log.info("dropping extracted packages of an earlier failed run")
         pipeline.abort_packages()
-    _drop_unfinished_extracts(Path(pipeline.working_dir))
 
 
-def _drop_unfinished_extracts(working_dir: Path) -> None:
-    """Delete what a killed run was extracting: dlt builds a package in a folder of its own
-    under normalize/ (moved to normalize/extracted when complete), our CSV files under csv/.
-    Runs are serialized by the ingestion lock: none of these belongs to a live run."""
+def _drop_unfinished_extracts(working_dir: Path, *, quiet: bool = False) -> None:
+    """Delete what a killed or failed run was extracting: dlt builds a package in a folder of
+    its own under normalize/ (moved to normalize/extracted when complete), our CSV files go
+    under csv/. Runs are serialized by the ingestion lock: none of these belongs to a live run."""
     normalize = working_dir / "normalize"
     unfinished = [d for d in normalize.glob("*") if d.is_dir() and d.name != "extracted"]
     leftovers = [d for d in unfinished if any(d.iterdir())]
-    if leftovers:
+    if leftovers and not quiet:
         log.info(
             "dropping the unfinished extract of an earlier failed run (%s)",
             ", ".join(d.name for d in leftovers),
@@ -183,9 +188,12 @@ def _drop_unfinished_extracts(working_dir: Path) -> None:
 
 
 def _discard_packages(pipeline: Pipeline) -> None:
+    """Drop what the failed run extracted (a package it normalized stays: the next run loads
+    it), and the package a failed extract left half built."""
     try:
         if pipeline.list_extracted_load_packages() and not pipeline.list_normalized_load_packages():
             pipeline.abort_packages()
+        _drop_unfinished_extracts(Path(pipeline.working_dir), quiet=True)
     except Exception:  # the failure being reported matters more
         log.exception("could not discard the run's load packages")
 
@@ -278,22 +286,27 @@ def _extract(pipeline: Pipeline, context: SourceContext, runs: dict[str, _Endpoi
             ) from None
         if isinstance(cause, FetchFailed):
             raise IngestionFailed(str(cause), cause.endpoint) from None
-        endpoint = context.reading
+        # The endpoint being read, else the one whose table or resource dlt was handling
+        endpoint = context.reading or _endpoint_of(getattr(exc.exception, "pipe_name", None))
         if isinstance(cause, DataValidationError):
-            endpoint = _endpoint_of_table(cause.table_name) or endpoint
-            raise IngestionFailed(
-                f"{endpoint}: schema contract of raw violated: {_one_line(cause)}", endpoint
-            ) from None
-        raise IngestionFailed(f"{endpoint}: extract failed: {_one_line(cause)}", endpoint) from exc
+            endpoint = _endpoint_of(cause.table_name) or endpoint
+            what = "schema contract of raw violated"
+        else:
+            what = "extract failed"
+        prefix = f"{endpoint}: " if endpoint else ""
+        raise IngestionFailed(f"{prefix}{what}: {_one_line(cause)}", endpoint) from exc
     load_id = info.loads_ids[-1] if info.loads_ids else None
     for run in runs.values():
         run.load_id = load_id
 
 
-def _endpoint_of_table(table: str | None) -> str | None:
-    if table == ITEMS_TABLE:
+def _endpoint_of(name: str | None) -> str | None:
+    """The endpoint of a raw table or a resource (None: `_rejected`, shared, or unknown)."""
+    if name == ITEMS_TABLE:
         return LISTEN_HISTORY.name
-    return table if table in ENDPOINTS else None
+    if name and name.endswith(REJECTED_TABLE) and name != REJECTED_TABLE:
+        name = name.removesuffix(REJECTED_TABLE)
+    return name if name in ENDPOINTS else None
 
 
 def _check_rejects(read: EndpointRead, config: IngestionConfig) -> None:

@@ -110,7 +110,7 @@ class SourceContext:
     rereads: int = 1  # more reads of an endpoint whose read does not add up
     after_read: Callable[[EndpointRead], None] | None = None  # may raise: fails the extract
     reads: dict[str, list[EndpointRead]] = field(default_factory=dict)  # every read, in order
-    reading: str | None = None  # the endpoint read last
+    reading: str | None = None  # the endpoint being read (None between reads)
 
 
 def scd2(boundary: datetime) -> dict[str, Any]:
@@ -134,7 +134,6 @@ def _write_batch(endpoint: Endpoint, batch: Batch, files: CsvFiles) -> None:
 def _read_endpoint(endpoint: Endpoint, context: SourceContext, files: CsvFiles) -> EndpointRead:
     """Read every page of `endpoint`, check it, write its tables' CSV files; raises
     ReadMismatch (or FetchFailed) when the read is not a complete extract."""
-    context.reading = endpoint.name
     builder = RecordBuilder(
         endpoint,
         run_id=context.run_id,
@@ -218,6 +217,7 @@ class _EndpointFiles:
         first: list[str] = []
         for attempt in range(context.rereads + 1):
             files = CsvFiles(directory, load_id, context.file_rows)
+            context.reading = name
             try:
                 read = _read_endpoint(self.endpoint, context, files)
             except ReadMismatch as exc:
@@ -231,11 +231,15 @@ class _EndpointFiles:
             except BaseException:
                 files.discard()
                 raise
+            finally:
+                for unfinished in context.reads.get(name, []):
+                    unfinished.finished = unfinished.finished or time.monotonic()
             closed = files.close()
             for file in closed:
                 read.rows[file.table] = read.rows.get(file.table, 0) + file.rows
             if context.after_read:
                 context.after_read(read)
+            context.reading = None
             return closed
         raise AssertionError("unreachable")
 

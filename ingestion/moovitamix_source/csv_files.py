@@ -9,6 +9,7 @@ a batch with other columns (a new field appeared) starts a new file.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,9 +98,13 @@ class CsvFiles:
         return self.closed
 
     def discard(self) -> None:
+        """Close and delete every file, as far as possible (it runs while a failure is being
+        reported: a file whose writer failed must not stop the others from going)."""
         for file in self._open.values():
-            file.writer.close()
-            file.handle.close()
+            for close in (file.writer.close, file.handle.close):
+                with contextlib.suppress(Exception):
+                    close()
         self._open.clear()
         for path in self.directory.glob("*.csv"):
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.unlink()

@@ -46,11 +46,14 @@ def test_an_endpoint_that_always_fails_changes_nothing_in_raw(
     }
     assert stats["listen_history"]["http_errors"] == {"500": 3}
     assert all(s["load_id"] is None for s in stats.values())
+    # the half-built package (tracks and users read) is gone from disk too
+    working_dir = next(Path(os.environ["MOOVITAMIX_DATA_DIR"]).glob("dlt/*/moovitamix"))
+    assert [p.name for p in (working_dir / "normalize").iterdir() if p.is_dir()] == ["extracted"]
+    assert not any((working_dir / "normalize").rglob("*.csv"))
 
-    # the next run drops what the failed one was extracting, loads its own package only
+    # the next run loads its own package only
     admin(url, faults={})
     ingest(url)
-    working_dir = next(Path(os.environ["MOOVITAMIX_DATA_DIR"]).glob("dlt/*/moovitamix"))
     assert [p.name for p in (working_dir / "normalize").iterdir() if p.is_dir()] == ["extracted"]
     assert not (working_dir / "csv").exists()
     assert raw.value("select count(*) from raw._dlt_loads") == 2

@@ -14,7 +14,7 @@ import pytest
 
 from ingestion.moovitamix_source.contract import ENDPOINTS
 from ingestion.moovitamix_source.records import record_hash
-from ingestion.pipeline import IngestionFailed
+from ingestion.pipeline import IngestionFailed, _endpoint_of
 from moovitamix.connection_url import ConnectionURL
 from tests.ingestion.ingestion_helpers import (
     Ingest,
@@ -314,3 +314,18 @@ def test_new_fields_are_kept_and_reported_as_drift(
     # content changed: every track has a new version, the old ones are retired
     assert result.endpoints["tracks"].versions_added == len(served["tracks"])
     assert result.endpoints["users"].versions_added == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "endpoint"),
+    [
+        ("tracks", "tracks"),
+        ("listen_history__items", "listen_history"),
+        ("users_rejected", "users"),
+        ("_rejected", None),  # shared by the three endpoints
+        ("somethingelse", None),
+        (None, None),
+    ],
+)
+def test_a_table_or_resource_names_its_endpoint(name: str | None, endpoint: str | None) -> None:
+    assert _endpoint_of(name) == endpoint
