@@ -15,6 +15,7 @@ from dotenv import dotenv_values
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE = "moovitamix"
+ENGINES = ("postgres", "spark")
 
 # Telemetry of the tools we run. Nothing at run time may call the internet.
 OFFLINE_ENV = {
@@ -34,6 +35,9 @@ class Settings:
     logs_dir: Path
     project_root: Path = PROJECT_ROOT
     log_retention_days: float = 30.0  # run logs older than this are deleted (0: keep all)
+    engine: str = "postgres"  # where raw, staging and marts live: "postgres" or "spark"
+    lake_url: str | None = None  # the raw Parquet lake of the Spark engine (None: data_dir/lake)
+    spark_master: str = "local[*]"  # the Spark engine's master (or a Thrift/Connect endpoint)
 
     @property
     def embedded_pgdata(self) -> Path:
@@ -42,6 +46,16 @@ class Settings:
     @property
     def uses_embedded_warehouse(self) -> bool:
         return not self.warehouse_url
+
+    @property
+    def lake(self) -> str:
+        """The lake's URL (`file:///...`, `s3://...`): LAKE_URL, or `data_dir/lake`."""
+        return self.lake_url or (self.data_dir / "lake").as_uri()
+
+    @property
+    def spark_dir(self) -> Path:
+        """The local Spark engine's own files: metastore (Derby) and managed tables."""
+        return self.data_dir / "spark"
 
 
 def _env_file_values(root: Path) -> dict[str, str]:
@@ -61,6 +75,12 @@ def load_settings(environ: Mapping[str, str] | None = None, root: Path = PROJECT
 
     data_dir = get("MOOVITAMIX_DATA_DIR")
     logs_dir = get("MOOVITAMIX_LOGS_DIR")
+    engine = (get("MOOVITAMIX_ENGINE") or "postgres").lower()
+    if engine not in ENGINES:
+        raise ValueError(f"MOOVITAMIX_ENGINE={engine!r}: expected one of {', '.join(ENGINES)}")
+    lake_url = get("LAKE_URL")
+    if lake_url and "://" not in lake_url:  # a plain path: relative to where the run starts
+        lake_url = Path(lake_url).resolve().as_uri()
     return Settings(
         api_url=get("MOOVITAMIX_API_URL"),
         warehouse_url=get("WAREHOUSE_URL"),
@@ -69,6 +89,9 @@ def load_settings(environ: Mapping[str, str] | None = None, root: Path = PROJECT
         logs_dir=Path(logs_dir).resolve() if logs_dir else root / "logs",
         project_root=root,
         log_retention_days=float(get("MOOVITAMIX_LOG_RETENTION_DAYS") or 30),
+        engine=engine,
+        lake_url=lake_url,
+        spark_master=get("SPARK_MASTER") or "local[*]",
     )
 
 
