@@ -1,0 +1,59 @@
+"""The Spark engine's session: one definition of its settings, used by every step that runs on
+Spark (dbt-spark's `session` method, Great Expectations' Spark datasource, the recommender).
+
+In local mode the engine runs in the pipeline's own process (pyspark starts a JVM), with a Derby
+metastore and managed tables under `Settings.spark_dir`. Derby admits one JVM at a time, so a
+run keeps one session for all its steps: dbt-spark's `getOrCreate()` finds the one made here.
+pyspark is an optional install (`make spark-venv`), imported only when a session is asked for.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from moovitamix.settings import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+DRIVER_MEMORY = "2g"
+SHUFFLE_PARTITIONS = 4  # local mode on a few cores: Spark's default 200 is all overhead
+
+
+class SparkUnavailable(RuntimeError):
+    """pyspark (or Java) is missing: the message says how to install it."""
+
+
+def spark_conf(settings: Settings) -> dict[str, str]:
+    """The session's settings: the same for the pipeline, dbt's profile and the tests."""
+    home = settings.spark_dir
+    return {
+        "spark.master": settings.spark_master,
+        "spark.app.name": "moovitamix",
+        "spark.driver.memory": DRIVER_MEMORY,
+        "spark.sql.warehouse.dir": str(home / "warehouse"),
+        "spark.hadoop.javax.jdo.option.ConnectionURL": (
+            f"jdbc:derby:;databaseName={home / 'metastore_db'};create=true"
+        ),
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={home}",
+        "spark.sql.shuffle.partitions": str(SHUFFLE_PARTITIONS),
+        "spark.sql.session.timeZone": "UTC",  # timestamps are UTC everywhere (docs: overview)
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+    }
+
+
+def spark_session(settings: Settings) -> SparkSession:
+    """The process's Spark session, started with `spark_conf` on first use."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise SparkUnavailable(
+            "the Spark engine needs its packages: run `make spark-venv` (pyspark, dbt-spark)"
+        ) from None
+    settings.spark_dir.mkdir(parents=True, exist_ok=True)
+    builder = SparkSession.builder
+    for key, value in spark_conf(settings).items():
+        builder = builder.config(key, value)
+    return builder.enableHiveSupport().getOrCreate()
