@@ -6,6 +6,11 @@ ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 VENV := $(ROOT)/.venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SPARK_STAMP := $(VENV)/.installed-spark
+# The engine (MOOVITAMIX_ENGINE from the environment, else from .env): on `spark`, the targets
+# that run the pipeline pull the Spark extras into .venv on first use.
+ENGINE := $(or $(MOOVITAMIX_ENGINE),$(shell sed -n 's/^[[:space:]]*MOOVITAMIX_ENGINE[[:space:]]*=[[:space:]]*//p' $(ROOT)/.env 2>/dev/null | tail -1))
+ENGINE_DEPS := $(STAMP) $(if $(filter spark,$(ENGINE)),$(SPARK_STAMP))
 # The interpreter that builds .venv: the newest python3.x >= 3.11 found, unless given.
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
@@ -19,7 +24,7 @@ export GX_ANALYTICS_ENABLED := false
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv daily test lint unit ingest transform validate train evaluate report docs simulator \
+.PHONY: help venv spark-venv daily test lint unit ingest transform validate train evaluate report docs simulator \
 	psql warehouse-stop warehouse-status bench lock clean
 
 help: ## show this menu
@@ -37,7 +42,15 @@ $(STAMP): $(ROOT)/requirements.lock
 
 venv: $(STAMP) ## create .venv from requirements.lock (done by every target on first use)
 
-daily: $(STAMP) ## the whole daily run (what cron calls); exit 0 only if every step passed
+$(SPARK_STAMP): $(STAMP) $(ROOT)/requirements-spark.lock
+	echo "installing the Spark engine's packages into .venv (first use only, ~1 min, ~500 MB)"
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(ROOT)/requirements-spark.lock
+	command -v java >/dev/null 2>&1 || echo "warning: no java on PATH: the Spark engine needs Java 17+"
+	touch $(SPARK_STAMP)
+
+spark-venv: $(SPARK_STAMP) ## add the Spark engine's packages to .venv (done on first use of MOOVITAMIX_ENGINE=spark)
+
+daily: $(ENGINE_DEPS) ## the whole daily run (what cron calls); exit 0 only if every step passed
 	@cd $(ROOT) && $(PY) -m moovitamix.daily $(ARGS)
 
 test: lint unit ## the test command: lint, unit and integration tests (what CI runs)
@@ -46,28 +59,28 @@ lint: $(STAMP) ## ruff on all Python code
 	@cd $(ROOT) && $(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check --quiet . || \
 		{ echo "lint failed: run '$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .'"; exit 1; }
 
-unit: $(STAMP) ## pytest only (ARGS="-k name" to select)
+unit: $(STAMP) $(SPARK_STAMP) ## pytest only (ARGS="-k name" to select)
 	@cd $(ROOT)
 	# pytest's exit 5 means it collected no test: a failure here, said plainly.
 	$(PY) -m pytest $(ARGS) || { rc=$$?; [ $$rc -ne 5 ] || echo "error: pytest collected no tests"; exit $$rc; }
 
-ingest: $(STAMP) ## load the API into schema raw (dlt)
+ingest: $(ENGINE_DEPS) ## load the API into schema raw (dlt)
 	@cd $(ROOT) && $(PY) -m ingestion $(ARGS)
 
-transform: $(STAMP) ## dbt build of staging and marts in one process; table of models, rows, seconds
+transform: $(ENGINE_DEPS) ## dbt build of staging and marts in one process; table of models, rows, seconds
 	@cd $(ROOT) && $(PY) -m dbt_project build $(ARGS)
 
-docs: $(STAMP) ## dbt docs generate, then serve the site on http://127.0.0.1:8080 (GX data docs path printed)
+docs: $(ENGINE_DEPS) ## dbt docs generate, then serve the site on http://127.0.0.1:8080 (GX data docs path printed)
 	@cd $(ROOT) && $(PY) -m expectations docs || true
 	$(PY) -m dbt_project docs --serve --host 127.0.0.1 --port 8080 $(ARGS)
 
-validate: $(STAMP) ## run the Great Expectations suites (one checkpoint); exit 1 on an error expectation
+validate: $(ENGINE_DEPS) ## run the Great Expectations suites (one checkpoint); exit 1 on an error expectation
 	@cd $(ROOT) && $(PY) -m expectations validate $(ARGS)
 
-train: $(STAMP) ## train, select and publish recommendations (ARGS="-o model.factors=128")
+train: $(ENGINE_DEPS) ## train, select and publish recommendations (ARGS="-o model.factors=128")
 	@cd $(ROOT) && $(PY) -m ml train $(ARGS)
 
-evaluate: $(STAMP) ## ALS vs the popularity baselines on today's holdout; writes nothing
+evaluate: $(ENGINE_DEPS) ## ALS vs the popularity baselines on today's holdout; writes nothing
 	@cd $(ROOT) && $(PY) -m ml evaluate $(ARGS)
 
 report: $(STAMP) ## write the health report, reports/health.html
