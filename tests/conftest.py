@@ -12,10 +12,10 @@ import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
@@ -23,9 +23,13 @@ from psycopg import sql
 
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.embedded_warehouse import EmbeddedWarehouse
-from moovitamix.settings import apply_offline_defaults
+from moovitamix.settings import Settings, apply_offline_defaults, load_settings
 from moovitamix.simulator_process import running_simulator
+from moovitamix.spark import spark_session
 from moovitamix.warehouse import ensure_schemas
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 # A throw-away cluster needs no durability: skip the fsyncs.
 TEST_SERVER_OPTIONS = ("-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off")
@@ -140,3 +144,20 @@ def start_simulator(tmp_path: Path) -> Iterator[SimulatorFactory]:
             return stack.enter_context(running_simulator([*args, *extra], log_path=log))
 
         yield start
+
+
+@pytest.fixture(scope="session")
+def spark_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings of the Spark engine whose files (metastore, tables, lake) live in a temp dir."""
+    data_dir = tmp_path_factory.mktemp("spark-engine")
+    settings = load_settings({}, root=data_dir)  # no .env of the developer's
+    return replace(settings, data_dir=data_dir, engine="spark", spark_master="local[2]")
+
+
+@pytest.fixture(scope="session")
+def spark(spark_settings: Settings) -> Iterator[SparkSession]:
+    """The test process's one Spark session (one JVM: its Derby metastore admits no other).
+    Tests that use it drop the databases they create, so each starts from a clean catalog."""
+    session = spark_session(spark_settings)
+    yield session
+    session.stop()
