@@ -192,6 +192,14 @@ def load_catalog(
         sql.SQL("select count(*) from {}").format(sql.Identifier(schema, "dim_tracks"))
     ).fetchone() or (0,)
 
+    return catalog_from_frames(interactions, users, bridge, int(n_catalog))
+
+
+def catalog_from_frames(
+    interactions: Interactions, users: pd.DataFrame, bridge: pd.DataFrame, n_catalog: int
+) -> Catalog:
+    """The Catalog of `users` (user_id, genre: favorite genre id) and `bridge` (track_id,
+    genre), however they were read (Postgres COPY, or Spark on the Spark engine)."""
     genre_names = sorted(set(bridge["genre"].dropna()) | set(users["genre"].dropna()))
     code = {name: i for i, name in enumerate(genre_names)}
     favorite = users["genre"].map(code).fillna(NO_GENRE).to_numpy(dtype=np.int32)

@@ -72,7 +72,7 @@ from ml.registry import (
 from ml.selection import CHAMPION, Decision, challenger_params, decide
 from moovitamix.alerts import Alert
 from moovitamix.connection_url import ConnectionURL
-from moovitamix.publication import CANDIDATE, Publication
+from moovitamix.publication import Publication
 from moovitamix.settings import Settings
 from moovitamix.warehouse import connect, open_warehouse
 
@@ -150,16 +150,27 @@ class _Timer:
         log.info("%s: %.1fs", name, self.timings[name])
 
 
-def read_inputs(url: ConnectionURL, marts_schema: str = MARTS) -> Inputs:
+def read_inputs(
+    url: ConnectionURL, marts_schema: str = MARTS, settings: Settings | None = None
+) -> Inputs:
+    """The marts (from Postgres, or from Spark on the Spark engine) and the current champion
+    (ml.model_runs: always in the Postgres warehouse)."""
+    on_spark = settings is not None and settings.engine == "spark"
     with connect(url, autocommit=True) as conn:
         try:
-            check_marts(conn, marts_schema)
-            interactions = load_interactions(conn, marts_schema)
+            if on_spark:
+                from ml.spark_marts import read_spark_marts
+
+                interactions, catalog = read_spark_marts(settings, marts_schema)
+            else:
+                check_marts(conn, marts_schema)
+                interactions = load_interactions(conn, marts_schema)
             if interactions.n_interactions == 0:
                 raise TrainingFailed(
                     f"{marts_schema}.fct_listens has no listens: nothing to train on"
                 )
-            catalog = load_catalog(conn, interactions, marts_schema)
+            if not on_spark:
+                catalog = load_catalog(conn, interactions, marts_schema)
             champion = current_champion(conn)
         except MartsNotReady as exc:
             raise TrainingFailed(str(exc)) from None
@@ -436,7 +447,8 @@ def run_training(
     trained_at = datetime.now(UTC)
     with single_threaded_blas():
         with timer("read marts"):
-            inputs = read_inputs(url, CANDIDATE if publication is not None else MARTS)
+            schema = publication.candidate if publication is not None else MARTS
+            inputs = read_inputs(url, schema, settings)
         with timer("evaluate"):
             data = evaluation_data(inputs, config)
             baselines = evaluate_baselines(data)
@@ -587,7 +599,7 @@ def run_evaluation(
     url = warehouse or open_warehouse(settings)
     threads = config.runtime.num_threads
     with single_threaded_blas():
-        inputs = read_inputs(url)
+        inputs = read_inputs(url, MARTS, settings)
         data = evaluation_data(inputs, config)
         baselines = evaluate_baselines(data)
         for name, next_hit in baseline_next_hits(data).items():

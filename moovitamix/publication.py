@@ -98,11 +98,15 @@ class Publication:
     run_id: str
     staged_tables: dict[str, str] = field(default_factory=dict)  # "recommendations.x" -> staged
     actions: list[_Action] = field(default_factory=list)
+    # Where the candidate marts are built. On the Spark engine the marts live in Spark (a slot
+    # database, moovitamix/spark_publication.py) and the Postgres marts are not swapped.
+    candidate: str = CANDIDATE
+    swaps_postgres_marts: bool = True
 
     @property
     def relations(self) -> Relations:
         """Where the audits and the ML step find this run's tables."""
-        return Relations(schemas={MARTS: CANDIDATE}, tables=dict(self.staged_tables))
+        return Relations(schemas={MARTS: self.candidate}, tables=dict(self.staged_tables))
 
     def stage(
         self,
@@ -179,6 +183,19 @@ def discard(url: ConnectionURL, publication: Publication) -> None:
                 action.discard(conn)
 
 
+def _swap_marts(conn: psycopg.Connection, run_id: str) -> None:
+    state = schema_state(conn, CANDIDATE)
+    if state != UNPUBLISHED:
+        raise PublishFailed(
+            f"{CANDIDATE} is not a complete build of this run (state {state!r}); nothing published"
+        )
+    rename = sql.SQL("alter schema {} rename to {}")
+    conn.execute(rename.format(sql.Identifier(MARTS), sql.Identifier(_SWAP)))
+    conn.execute(rename.format(sql.Identifier(CANDIDATE), sql.Identifier(MARTS)))
+    conn.execute(rename.format(sql.Identifier(_SWAP), sql.Identifier(CANDIDATE)))
+    _comment(conn, MARTS, PUBLISHED, run_id)
+
+
 def publish(
     url: ConnectionURL, publication: Publication, *, lock_timeout_s: float = 60.0
 ) -> dict[str, object]:
@@ -187,18 +204,9 @@ def publish(
     try:
         with connect(url, autocommit=True) as conn, conn.transaction():
             take_publish_locks(conn, PUBLISH_LOCK_KEY, lock_timeout_s)
-            state = schema_state(conn, CANDIDATE)
-            if state != UNPUBLISHED:
-                raise PublishFailed(
-                    f"{CANDIDATE} is not a complete build of this run (state {state!r}); "
-                    "nothing published"
-                )
-            rename = sql.SQL("alter schema {} rename to {}")
-            conn.execute(rename.format(sql.Identifier(MARTS), sql.Identifier(_SWAP)))
-            conn.execute(rename.format(sql.Identifier(CANDIDATE), sql.Identifier(MARTS)))
-            conn.execute(rename.format(sql.Identifier(_SWAP), sql.Identifier(CANDIDATE)))
-            _comment(conn, MARTS, PUBLISHED, publication.run_id)
-            figures[MARTS] = "swapped in"
+            if publication.swaps_postgres_marts:
+                _swap_marts(conn, publication.run_id)
+                figures[MARTS] = "swapped in"
             for action in publication.actions:
                 figures[action.name] = dict(action.in_transaction(conn))
     except psycopg.errors.LockNotAvailable:

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from moovitamix.publication import Publication, PublishFailed
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
@@ -156,3 +158,25 @@ def publish_marts(spark: SparkSession, slot: str, run_id: str) -> dict[str, obje
     _set_state(spark, MARTS, f"{PUBLISHED} {slot} by run {run_id}")
     _set_state(spark, slot, f"{PUBLISHED} by run {run_id}")
     return {"slot": slot, "views": len(tables), "former": former}
+
+
+def stage_marts(publication: Publication, spark: SparkSession) -> Candidate:
+    """Make this run's publication build the marts into a Spark slot: the candidate schema is
+    the slot, the Postgres marts are not swapped, and the views switch inside the publish
+    transaction (a failure there rolls the Postgres part back: nothing of the day is live)."""
+    candidate = prepare_candidate(spark, publication.run_id)
+    publication.candidate = candidate.slot
+    publication.swaps_postgres_marts = False
+
+    def switch(conn: object) -> dict[str, object]:
+        try:
+            return publish_marts(spark, candidate.slot, publication.run_id)
+        except SparkPublishFailed as exc:
+            raise PublishFailed(str(exc)) from None
+
+    publication.stage(
+        "spark marts",
+        switch,
+        discard=lambda conn: mark_unpublished(spark, candidate.slot, publication.run_id),
+    )
+    return candidate
