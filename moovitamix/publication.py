@@ -89,6 +89,7 @@ class _Action:
     in_transaction: InTransaction
     after_commit: AfterCommit | None
     discard: Callable[[psycopg.Connection], None] | None
+    last: bool = False  # runs after the others: a change outside Postgres that cannot roll back
 
 
 @dataclass
@@ -116,14 +117,16 @@ class Publication:
         tables: Mapping[str, str] | None = None,
         after_commit: AfterCommit | None = None,
         discard: Callable[[psycopg.Connection], None] | None = None,
+        last: bool = False,
     ) -> None:
         """Register a part of the publication: `in_transaction(conn)` runs inside the publish
         transaction (returns figures for the ledger), `after_commit()` once it committed,
         `discard(conn)` if the run fails before publishing. `tables` maps the live names of
-        what was staged to the staged ones."""
+        what was staged to the staged ones. A `last` part runs after all others, just before
+        the commit: for a change outside Postgres, which the rollback cannot undo."""
         self.staged_tables.update(tables or {})
         self.actions = [a for a in self.actions if a.name != name]
-        self.actions.append(_Action(name, in_transaction, after_commit, discard))
+        self.actions.append(_Action(name, in_transaction, after_commit, discard, last))
 
 
 def _comment(conn: psycopg.Connection, schema: str, state: str, run_id: str) -> None:
@@ -207,7 +210,7 @@ def publish(
             if publication.swaps_postgres_marts:
                 _swap_marts(conn, publication.run_id)
                 figures[MARTS] = "swapped in"
-            for action in publication.actions:
+            for action in sorted(publication.actions, key=lambda a: a.last):
                 figures[action.name] = dict(action.in_transaction(conn))
     except psycopg.errors.LockNotAvailable:
         raise PublishFailed(

@@ -162,8 +162,9 @@ def publish_marts(spark: SparkSession, slot: str, run_id: str) -> dict[str, obje
 
 def stage_marts(publication: Publication, spark: SparkSession) -> Candidate:
     """Make this run's publication build the marts into a Spark slot: the candidate schema is
-    the slot, the Postgres marts are not swapped, and the views switch inside the publish
-    transaction (a failure there rolls the Postgres part back: nothing of the day is live)."""
+    the slot, the Postgres marts are not swapped, and the views switch last inside the publish
+    transaction: a failure there rolls the Postgres part back (nothing of the day is live); only
+    a failed COMMIT after the switch would leave the marts a day ahead of the lists."""
     candidate = prepare_candidate(spark, publication.run_id)
     publication.candidate = candidate.slot
     publication.swaps_postgres_marts = False
@@ -178,5 +179,6 @@ def stage_marts(publication: Publication, spark: SparkSession) -> Candidate:
         "spark marts",
         switch,
         discard=lambda conn: mark_unpublished(spark, candidate.slot, publication.run_id),
+        last=True,
     )
     return candidate
