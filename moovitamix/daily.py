@@ -29,6 +29,7 @@ from moovitamix.run_ledger import RunLedger
 from moovitamix.run_lock import RunLocked, run_lock
 from moovitamix.settings import Settings, apply_offline_defaults, load_settings
 from moovitamix.simulator_process import SimulatorError, running_simulator
+from moovitamix.spark import SparkUnavailable, check_spark_available, stop_spark_session
 from moovitamix.step import RunContext, Step, StepFailed, StepReport
 from moovitamix.warehouse import WarehouseUnreachable, open_warehouse
 
@@ -196,6 +197,12 @@ def run(
     publication = Publication(run_id) if steps is None else None
     if steps is None:
         steps, closing = _pipeline_steps(), _closing_steps()
+    if settings.engine == "spark":
+        try:
+            check_spark_available()
+        except SparkUnavailable as exc:
+            print(f"not started: {exc}", file=sys.stderr)
+            return exit_codes.STEP_FAILED
     with ExitStack() as stack:
         try:
             stale = stack.enter_context(run_lock(settings.data_dir / "daily.lock", run_id))
@@ -216,9 +223,12 @@ def run(
         source = f"the built-in simulator at {api_url}" if simulated else f"the API at {api_url}"
         print(
             f"MooVitamix daily run {run_id}: using {source}"
-            + (" (MOOVITAMIX_API_URL is unset)" if simulated else ""),
+            + (" (MOOVITAMIX_API_URL is unset)" if simulated else "")
+            + f"; engine {engine_line(settings)}",
             flush=True,
         )
+        if settings.engine == "spark":
+            stack.callback(stop_spark_session)
         try:
             warehouse = open_warehouse(settings)
         except WarehouseUnreachable as exc:
@@ -249,7 +259,7 @@ def run(
                 outcome.failed_step,
                 error=outcome.error,
             )
-    _summary(run_id, outcome, time.monotonic() - started, len(ctx.alerts))
+    _summary(run_id, outcome, time.monotonic() - started, len(ctx.alerts), engine_line(settings))
     return outcome.code
 
 
@@ -264,9 +274,19 @@ def _discard(ctx: RunContext) -> None:
     log.warning("nothing published: the marts and recommendations of the last good run stay")
 
 
-def _summary(run_id: str, outcome: _Outcome, seconds: float, alerts: int) -> None:
+def engine_line(settings: Settings) -> str:
+    """'postgres', or 'spark (master local[*], lake file:///...)': where the data plane runs."""
+    if settings.engine != "spark":
+        return settings.engine
+    return f"spark (master {settings.spark_master}, lake {settings.lake})"
+
+
+def _summary(
+    run_id: str, outcome: _Outcome, seconds: float, alerts: int, engine: str = "postgres"
+) -> None:
     status = f"FAILED in step '{outcome.failed_step}'" if outcome.failed_step else "OK"
     lines = ["", f"Run {run_id}: {status} after {seconds:.1f}s ({alerts} alert(s))"]
+    lines.append(f"  engine     {engine}")
     lines += [
         f"  {name:<10} {secs:7.1f}s  {report.summary}" for name, secs, report in outcome.reports
     ]

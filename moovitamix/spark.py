@@ -9,6 +9,10 @@ pyspark is an optional install (`make spark-venv`), imported only when a session
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from moovitamix.settings import Settings
@@ -44,6 +48,20 @@ def spark_conf(settings: Settings) -> dict[str, str]:
     }
 
 
+def check_spark_available() -> None:
+    """Raise SparkUnavailable (one line: what to install) unless pyspark and Java are here."""
+    if importlib.util.find_spec("pyspark") is None:
+        raise SparkUnavailable(
+            "the Spark engine needs its packages: run `make spark-venv` (pyspark, dbt-spark)"
+        )
+    java_home = os.environ.get("JAVA_HOME")
+    if not (java_home and Path(java_home, "bin", "java").exists()) and not shutil.which("java"):
+        raise SparkUnavailable(
+            "the Spark engine needs Java 17+ (no `java` on PATH, no JAVA_HOME): "
+            "e.g. `apt-get install openjdk-17-jre-headless`"
+        )
+
+
 def spark_session(settings: Settings) -> SparkSession:
     """The process's Spark session, started with `spark_conf` on first use."""
     try:
@@ -57,3 +75,14 @@ def spark_session(settings: Settings) -> SparkSession:
     for key, value in spark_conf(settings).items():
         builder = builder.config(key, value)
     return builder.enableHiveSupport().getOrCreate()
+
+
+def stop_spark_session() -> None:
+    """Stop this process's Spark session, if one was started (frees the Derby metastore)."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        return
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.stop()
