@@ -128,11 +128,19 @@ def metric_checks(
     alert: str | None = None,
 ) -> list[Expectation]:
     """One ExpectMetricWithinLimit per level of `limits`. `query` returns `subject`, `observed`
-    and context columns, and may read the suite's batch as `{batch}`. `alert` is the alert's
-    title when the check fails (default: the description)."""
+    and context columns, and may read the suite's batch as `{batch} as <alias>` (always with an
+    alias: see below). `alert` is the alert's title when the check fails (default: the
+    description)."""
     checks: list[Expectation] = []
     for severity, limit in limits.levels.items():
-        sql = f"select m.*, coalesce(m.observed > {limit!r}, false) as breach from ({query}) as m"
+        # The limit joins in as a one-row relation. That join also fixes how GX fills `{batch}`:
+        # in a query that joins, GX substitutes the batch's subquery without an alias and leaves
+        # aliasing to the query (without one, it appends `AS subselect`). Every `{batch}` of a
+        # metric query therefore carries an alias, which Postgres 14 and 15 require.
+        sql = (
+            "select m.*, coalesce(m.observed > lim.value, false) as breach "
+            f"from ({query}) as m cross join (select {limit!r} as value) as lim"
+        )
         checks.append(
             ExpectMetricWithinLimit(
                 unexpected_rows_query=sql,

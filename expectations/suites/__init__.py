@@ -38,7 +38,7 @@ class AssetSpec:
 
     name: str
     table: str | None = None  # "schema.table": `{batch}` is the table itself
-    query: str | None = None  # `{batch}` is this query, aliased (so: no joins on it)
+    query: str | None = None  # `{batch}` is this query (the checks alias it: checks.py)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ def _orphans(ctx: BuildContext) -> list[Expectation]:
                        as deleted_track,
                    coalesce(sum(listen_count) filter (where orphan_reason = 'unknown_user'), 0)
                        as unknown_user
-            from {{batch}}
+            from {{batch}} as o
         ),
         valid as (
             select coalesce(sum(listen_count), 0) as listens from {ctx.rel(t.FCT_LISTENS)}
@@ -57,13 +57,13 @@ def _previous_run(run_id: str, metric: str) -> str:
 def _figures(run_id: str, metric: str) -> str:
     return f"""
         current_figures as (
-            select subject, value from {{batch}}
-            where metric = '{metric}' and run_id = {sql_text(run_id)}
+            select cur.subject, cur.value from {{batch}} as cur
+            where cur.metric = '{metric}' and cur.run_id = {sql_text(run_id)}
         ),
         previous_run as ({_previous_run(run_id, metric)}),
         previous_figures as (
-            select subject, value from {{batch}}
-            where metric = '{metric}' and run_id = (select run_id from previous_run)
+            select prev.subject, prev.value from {{batch}} as prev
+            where prev.metric = '{metric}' and prev.run_id = (select run_id from previous_run)
         )"""
 
 

@@ -26,7 +26,7 @@ def _timestamps_not_in_future(ctx: BuildContext, table: str) -> list[Expectation
         select '{table}' as subject,
                count(*) filter (where {late}) as observed,
                max(greatest(created_at, updated_at)) as latest_timestamp
-        from {{batch}}"""
+        from {{batch}} as b"""
     return metric_checks(
         limits,
         query=query,
@@ -66,7 +66,7 @@ def _listen_history(ctx: BuildContext) -> list[Expectation]:
 # Per endpoint, its row of the latest ingestion run that loaded it: what raw holds now.
 LATEST_LOADED = """
     select distinct on (endpoint) *
-    from {batch}
+    from {batch} as stats
     where status = 'loaded'
     order by endpoint, started_at desc"""
 
@@ -98,7 +98,9 @@ def _ingestion(ctx: BuildContext) -> list[Expectation]:
         cross join lateral (
             select coalesce(sum(value::bigint), 0) as retried from jsonb_each_text(s.retries)
         ) as r
-        where s.run_id = (select run_id from {batch} order by started_at desc limit 1)"""
+        where s.run_id = (
+            select l.run_id from {batch} as l order by l.started_at desc limit 1
+        )"""
     th = ctx.thresholds
     return [
         *metric_checks(

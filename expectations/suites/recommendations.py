@@ -18,7 +18,7 @@ def _coverage(ctx: BuildContext) -> list[Expectation]:
             from {ctx.rel(t.FCT_LISTENS)} as l
             join {ctx.rel(t.DIM_USERS)} as u on u.user_id = l.user_id
         ),
-        covered as (select distinct user_id from {{batch}})
+        covered as (select distinct r.user_id from {{batch}} as r)
         select 'active users' as subject,
                count(*) as active_users,
                count(*) filter (where c.user_id is null) as without_recommendations,
