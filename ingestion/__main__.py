@@ -1,4 +1,5 @@
-"""`python -m ingestion`: load the MooVitamix API into schema raw (what `make ingest` runs).
+"""`python -m ingestion`: load the MooVitamix API into schema raw (what `make ingest` runs), or
+with `--destination filesystem [--bucket-url URL]` append a snapshot to the Parquet lake.
 
 Exit codes (moovitamix.exit_codes): 0 ok; 1 the run failed (one line on stderr says why);
 2 bad arguments; 3 the warehouse is unreachable; 75 another ingestion holds the lock.
@@ -29,6 +30,8 @@ from moovitamix.simulator_process import SimulatorError, running_simulator
 from moovitamix.warehouse import WarehouseUnreachable
 
 log = logging.getLogger("ingestion")
+
+DESTINATIONS = ("postgres", "filesystem")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -105,9 +108,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="a longer string field is rejected to raw._rejected (default "
         f"${MAX_FIELD_KB_ENV} or {DEFAULT_MAX_FIELD_KB})",
     )
+    p.add_argument(
+        "--destination",
+        choices=DESTINATIONS,
+        help="postgres: schema raw of the warehouse (scd2); filesystem: a Parquet snapshot "
+        "appended to the lake (default: filesystem when MOOVITAMIX_ENGINE=spark or "
+        "--bucket-url is given, else postgres)",
+    )
+    p.add_argument(
+        "--bucket-url",
+        metavar="URL",
+        help="the lake (file:///..., s3://...) for --destination filesystem (default: "
+        "DESTINATION__FILESYSTEM__BUCKET_URL, else LAKE_URL, else the data dir's lake)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="debug output on the console")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.bucket_url and args.destination == "postgres":
+        p.error("--bucket-url needs --destination filesystem")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,7 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Imported here: dlt takes a second to import, --help should not wait for it.
     from ingestion.console import print_summary
+    from ingestion.lake import run_lake_ingestion
     from ingestion.pipeline import IngestionAlreadyRunning, IngestionFailed, run_ingestion
+
+    destination = args.destination or (
+        "filesystem" if args.bucket_url or settings.engine == "spark" else "postgres"
+    )
 
     with ExitStack() as stack:
         api_url = args.api_url or settings.api_url
@@ -153,7 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     api_url,
                     sim_log,
                 )
-            result = run_ingestion(settings, run_id, api_url=api_url, config=config)
+            if destination == "filesystem":
+                result = run_lake_ingestion(
+                    settings, run_id, api_url=api_url, bucket_url=args.bucket_url, config=config
+                )
+            else:
+                result = run_ingestion(settings, run_id, api_url=api_url, config=config)
         except WarehouseUnreachable as exc:
             print(f"ingestion: {exc}", file=sys.stderr)
             return exit_codes.WAREHOUSE_UNREACHABLE

@@ -100,7 +100,8 @@ def print_summary(result: IngestionResult, console: Console | None = None) -> No
         )  # fmt: skip
     console.print(table)
 
-    changes = Table(title="raw", title_justify="left", box=SIMPLE_HEAD)
+    where = f"raw in the lake {result.destination}" if result.destination else "raw"
+    changes = Table(title=where, title_justify="left", box=SIMPLE_HEAD)
     for name in ("table", "rows added", "versions retired", "current"):
         changes.add_column(name, justify="left" if name == "table" else "right")
     for change in result.tables.values():
@@ -125,6 +126,7 @@ def print_summary(result: IngestionResult, console: Console | None = None) -> No
     rate = result.records / result.seconds if result.seconds else 0.0
     console.print(
         f"[green]ok[/]: {result.records:,} records ({rate:,.0f}/s), "
-        f"{result.items_added:,} new listen items, in {result.seconds:.1f}s"
+        f"{result.items_added:,} {'' if result.destination else 'new '}listen items, "
+        f"in {result.seconds:.1f}s"
     )
     console.print(f"load ids: {loads}")

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import dlt
 import httpx
@@ -94,6 +95,7 @@ class IngestionResult:
     seconds: float
     boundary: datetime  # the scd2 validity boundary of this run's versions
     steps: dict[str, float] = field(default_factory=dict)  # seconds per step of the run
+    destination: str | None = None  # where it loaded: None for schema raw, else the lake's URL
 
     @property
     def records(self) -> int:
@@ -261,13 +263,18 @@ class _EndpointRun:
         return s
 
 
-def _extract(pipeline: Pipeline, context: SourceContext, runs: dict[str, _EndpointRun]) -> None:
+def _extract(
+    pipeline: Pipeline,
+    context: SourceContext,
+    runs: dict[str, _EndpointRun],
+    loader_file_format: Any = LOADER_FILE_FORMAT,
+) -> None:
     """Extract the three endpoints into one load package (the source re-reads an endpoint
     that does not add up); a failure raises IngestionFailed naming the endpoint at fault."""
     try:
         try:
             info = pipeline.extract(
-                moovitamix_source(context), loader_file_format=LOADER_FILE_FORMAT
+                moovitamix_source(context), loader_file_format=loader_file_format
             )
         finally:  # dlt holds its own links to the files it took
             shutil.rmtree(context.files_dir, ignore_errors=True)

@@ -16,6 +16,12 @@ When the last page is in, the read is checked (`completeness`): records == total
 A read that does not add up is read again (`SourceContext.rereads` times), then raises
 `ReadMismatch`: the extract fails and its load package is discarded. One run extracts the three
 endpoints into one load package, so the load runs their COPYs and merges side by side.
+
+For any other destination (the Parquet lake) the context asks for a snapshot
+(`SourceContext.snapshot`): the same reads, checks and limits, but every table is appended,
+listen_history's items come for every version served, and the rows go to dlt as Arrow tables
+(`arrow_tables`) with `_dlt_load_id` and `_snapshot_at`. A `summary` table (the run's stats)
+may join the package once every endpoint is read.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from dlt.extract.extractors import ImportFileMeta
 from dlt.extract.items import DataItemWithMeta
 from dlt.extract.resource import DltResource
 
+from ingestion.moovitamix_source.arrow_tables import ArrowPart, ArrowTables, snapshot_columns
 from ingestion.moovitamix_source.client import ApiClient, Page, RequestCounters
 from ingestion.moovitamix_source.completeness import ReadCheck, ReadMismatch
 from ingestion.moovitamix_source.contract import (
@@ -111,6 +118,11 @@ class SourceContext:
     after_read: Callable[[EndpointRead], None] | None = None  # may raise: fails the extract
     reads: dict[str, list[EndpointRead]] = field(default_factory=dict)  # every read, in order
     reading: str | None = None  # the endpoint being read (None between reads)
+    # A complete snapshot for the lake (every table appended, all items, Arrow tables), not
+    # the Postgres load (scd2, items of new versions only, CSV files for COPY).
+    snapshot: bool = False
+    summary: Callable[[], pa.Table] | None = None  # a table made once every endpoint is read
+    summary_table: str = "_ingestion_stats"
 
 
 def scd2(boundary: datetime) -> dict[str, Any]:
@@ -122,7 +134,7 @@ def scd2(boundary: datetime) -> dict[str, Any]:
     }
 
 
-def _write_batch(endpoint: Endpoint, batch: Batch, files: CsvFiles) -> None:
+def _write_batch(endpoint: Endpoint, batch: Batch, files: CsvFiles | ArrowTables) -> None:
     if batch.records is not None:
         files.write(endpoint.table, batch.records, tuple(batch.drift_columns))
     if batch.items is not None:
@@ -131,13 +143,18 @@ def _write_batch(endpoint: Endpoint, batch: Batch, files: CsvFiles) -> None:
         files.write(REJECTED_TABLE, batch.rejected)
 
 
-def _read_endpoint(endpoint: Endpoint, context: SourceContext, files: CsvFiles) -> EndpointRead:
+def _read_endpoint(
+    endpoint: Endpoint, context: SourceContext, files: CsvFiles | ArrowTables
+) -> EndpointRead:
     """Read every page of `endpoint`, check it, write its tables' CSV files; raises
     ReadMismatch (or FetchFailed) when the read is not a complete extract."""
     builder = RecordBuilder(
         endpoint,
         run_id=context.run_id,
-        known_hashes=context.known_hashes if endpoint is LISTEN_HISTORY else None,
+        # a snapshot holds the items of every version served, known or not
+        known_hashes=(
+            context.known_hashes if endpoint is LISTEN_HISTORY and not context.snapshot else None
+        ),
         batch_rows=context.batch_rows,
         batch_items=context.batch_items,
         max_field_bytes=context.max_field_bytes,
@@ -200,23 +217,31 @@ class _EndpointFiles:
     def __init__(self, endpoint: Endpoint, context: SourceContext) -> None:
         self.endpoint = endpoint
         self.context = context
-        self._files: list[CsvFile] | None = None
+        self._files: list[CsvFile] | list[ArrowPart] | None = None
 
-    def of(self, table: str) -> Iterator[Any]:
+    def read(self) -> list[CsvFile] | list[ArrowPart]:
+        """The endpoint's files (or Arrow tables), read on the first call."""
         if self._files is None:
             self._files = self._read()
-        for file in self._files:
-            if file.table == table:
-                yield _file_import(file)
+        return self._files
 
-    def _read(self) -> list[CsvFile]:
+    def of(self, table: str) -> Iterator[Any]:
+        for file in self.read():
+            if file.table == table:
+                yield file.data if isinstance(file, ArrowPart) else _file_import(file)
+
+    def _read(self) -> list[CsvFile] | list[ArrowPart]:
         """Read the endpoint (again, while a read does not add up); its files."""
         context, name = self.context, self.endpoint.name
         load_id = dlt.current.load_package_state()["load_id"]
         directory = context.files_dir / f"{load_id}-{name}"
         first: list[str] = []
         for attempt in range(context.rereads + 1):
-            files = CsvFiles(directory, load_id, context.file_rows)
+            files: CsvFiles | ArrowTables = (
+                ArrowTables(load_id, context.boundary)
+                if context.snapshot
+                else CsvFiles(directory, load_id, context.file_rows)
+            )
             context.reading = name
             try:
                 read = _read_endpoint(self.endpoint, context, files)
@@ -262,6 +287,8 @@ def _table_resource(
     table: str,
     write_disposition: Any,
     schema: pa.Schema,
+    *,
+    snapshot: bool = False,
 ) -> DltResource:
     resource = dlt.resource(
         shared.of(table),
@@ -271,26 +298,51 @@ def _table_resource(
         schema_contract=SCHEMA_CONTRACT,
     )
     # After the write disposition: scd2's row version column keeps its type (text).
-    resource.apply_hints(columns={**column_hints(schema), LOAD_ID: LOAD_ID_HINT})
+    if snapshot:
+        resource.apply_hints(columns=column_hints(snapshot_columns(schema)))
+    else:
+        resource.apply_hints(columns={**column_hints(schema), LOAD_ID: LOAD_ID_HINT})
     return resource
 
 
-def endpoint_resources(endpoint: Endpoint, context: SourceContext) -> list[DltResource]:
+def endpoint_resources(
+    endpoint: Endpoint, context: SourceContext, shared: _EndpointFiles | None = None
+) -> list[DltResource]:
     """The resources of one endpoint (one per table it writes), with each table's hints."""
-    shared = _EndpointFiles(endpoint, context)
+    shared = shared or _EndpointFiles(endpoint, context)
+    snapshot = context.snapshot
+    records = "append" if snapshot else scd2(context.boundary)
     resources = [
         _table_resource(
-            shared, endpoint.name, endpoint.table, scd2(context.boundary), record_schema(endpoint)
+            shared, endpoint.name, endpoint.table, records, record_schema(endpoint),
+            snapshot=snapshot,
         )
-    ]
+    ]  # fmt: skip
     if endpoint is LISTEN_HISTORY:
-        resources.append(_table_resource(shared, ITEMS_TABLE, ITEMS_TABLE, "append", ITEMS_SCHEMA))
+        resources.append(
+            _table_resource(
+                shared, ITEMS_TABLE, ITEMS_TABLE, "append", ITEMS_SCHEMA, snapshot=snapshot
+            )
+        )
     resources.append(
         _table_resource(
-            shared, f"{endpoint.name}{REJECTED_TABLE}", REJECTED_TABLE, "append", REJECTED_SCHEMA
+            shared,
+            f"{endpoint.name}{REJECTED_TABLE}",
+            REJECTED_TABLE,
+            "append",
+            REJECTED_SCHEMA,
+            snapshot=snapshot,
         )
     )
     return resources
+
+
+def _summary(reads: list[_EndpointFiles], context: SourceContext) -> Iterator[pa.Table]:
+    """The summary table, made once every endpoint is read (it runs the reads not yet run)."""
+    assert context.summary is not None
+    for shared in reads:
+        shared.read()
+    yield context.summary()
 
 
 @dlt.source(name="moovitamix", max_table_nesting=0)
@@ -298,5 +350,13 @@ def moovitamix_source(
     context: SourceContext, endpoints: Sequence[str] = tuple(ENDPOINTS)
 ) -> Iterator[DltResource]:
     """The API's endpoints (all three by default) as resources; see the module docstring."""
-    for name in endpoints:
-        yield from endpoint_resources(ENDPOINTS[name], context)
+    reads = [_EndpointFiles(ENDPOINTS[name], context) for name in endpoints]
+    for shared in reads:
+        yield from endpoint_resources(shared.endpoint, context, shared)
+    if context.summary is not None:
+        yield dlt.resource(
+            _summary(reads, context),
+            name=context.summary_table,
+            table_name=context.summary_table,
+            write_disposition="append",
+        )
