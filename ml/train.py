@@ -51,6 +51,7 @@ from ml.interactions import (
     load_catalog,
     load_interactions,
 )
+from ml.lake_lists import LakeLists
 from ml.lists import ALS, similar_tracks, user_top_tracks
 from ml.model import REFIT_ITERATIONS, FittedModel, refit, single_threaded_blas
 from ml.publish import (
@@ -523,6 +524,7 @@ def run_training(
                     artifact_path.parent, config.artifacts.keep, {serving_run.model_run_id}
                 )
 
+        generated_at = datetime.now(UTC)  # the lists' time, in Postgres and in the lake
         with timer("stage" if publication is not None else "publish"):
             try:
                 with connect(url, autocommit=True) as conn:
@@ -532,7 +534,7 @@ def run_training(
                             user_lists,
                             similar_lists,
                             model_run_id=serving_run.model_run_id,
-                            generated_at=datetime.now(UTC),
+                            generated_at=generated_at,
                         )
                     else:
                         rows = publish(
@@ -540,7 +542,7 @@ def run_training(
                             user_lists,
                             similar_lists,
                             model_run_id=serving_run.model_run_id,
-                            generated_at=datetime.now(UTC),
+                            generated_at=generated_at,
                             model_runs=runs,
                             lock_timeout_s=config.publish.lock_timeout_s,
                             hook=publish_hook,
@@ -552,6 +554,15 @@ def run_training(
                     f"publishing failed, yesterday's lists stay: {_one_line(exc)}"
                 ) from None
     log.info("user_top_tracks sources: %s", user_lists.sources())
+    if settings.engine == "spark":  # the lake's copy of the lists, for the data platform
+        lake = LakeLists(settings, run_id, keep=config.artifacts.keep)
+        with timer("lake lists"):
+            lake.write(user_lists, similar_lists, serving_run.model_run_id, generated_at=trained_at)
+        if publication is not None:
+            lake.stage(publication)
+        else:
+            lake.publish_views()
+            lake.retain()
     if publication is not None:
         publication.stage(
             "recommendations",

@@ -1,0 +1,129 @@
+"""The recommender on the Spark engine, on a real local Spark: it reads the same inputs from
+Spark marts as from Postgres marts, and a training run publishes the lists to Postgres (the
+app's copy) and to the lake (Spark views), the same rows in both."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.config import MlConfig
+from ml.synthetic import GENRES, SyntheticMarts
+from ml.train import read_inputs, run_training
+from moovitamix.connection_url import ConnectionURL
+from moovitamix.settings import Settings
+from moovitamix.warehouse import connect
+from tests.conftest import create_warehouse
+
+pytestmark = [pytest.mark.integration, pytest.mark.spark]
+
+DATABASES = ("marts", "recommendations")
+
+
+def _write_spark_marts(spark, marts: SyntheticMarts) -> None:
+    """The synthetic marts as Spark tables, with the dbt project's column names and types."""
+    names = np.array(GENRES, dtype=object)
+    favorite = np.where(marts.favorite_genre >= 0, names[marts.favorite_genre], None)
+    has = marts.track_genre >= 0
+    frames = {
+        "dim_users": pd.DataFrame({"user_id": marts.user_ids, "favorite_genre_id": favorite}),
+        "dim_tracks": pd.DataFrame({"track_id": marts.track_ids}),
+        "bridge_track_genres": pd.DataFrame(
+            {
+                "track_id": np.broadcast_to(marts.track_ids[:, None], has.shape)[has],
+                "genre_id": names[marts.track_genre[has]],
+            }
+        ),
+        "fct_listens": pd.DataFrame(
+            {
+                "user_id": marts.listen_user,
+                "track_id": marts.listen_track,
+                "listen_count": marts.listen_count,
+            }
+        ),
+    }
+    spark.sql("create database if not exists marts")
+    for name, frame in frames.items():
+        frame = frame.astype({c: "string" for c in frame if frame[c].dtype == object})
+        spark.createDataFrame(frame).write.mode("overwrite").saveAsTable(f"marts.{name}")
+
+
+@pytest.fixture
+def spark_marts(spark, structured_marts: SyntheticMarts) -> Iterator[object]:
+    def clean() -> None:
+        for database in DATABASES:
+            spark.sql(f"drop database if exists {database} cascade")
+
+    clean()
+    _write_spark_marts(spark, structured_marts)
+    yield spark
+    clean()
+
+
+def test_the_inputs_read_from_spark_equal_those_read_from_postgres(
+    spark_marts, spark_settings: Settings, marts_url: ConnectionURL, admin_url: ConnectionURL
+) -> None:
+    from_postgres = read_inputs(marts_url)
+    from_spark = read_inputs(create_warehouse(admin_url), "marts", spark_settings)
+
+    a, b = from_postgres.interactions, from_spark.interactions
+    assert a.n_interactions == b.n_interactions > 0
+    assert np.array_equal(a.user_ids, b.user_ids) and np.array_equal(a.track_ids, b.track_ids)
+    assert (a.matrix != b.matrix).nnz == 0
+    c, d = from_postgres.catalog, from_spark.catalog
+    assert np.array_equal(c.user_ids, d.user_ids)
+    assert np.array_equal(c.favorite_genre, d.favorite_genre)
+    assert c.genre_names == d.genre_names and c.n_catalog_tracks == d.n_catalog_tracks
+    assert (c.track_genres != d.track_genres).nnz == 0
+
+
+def test_training_on_spark_publishes_the_same_lists_to_postgres_and_the_lake(
+    spark_marts,
+    spark_settings: Settings,
+    admin_url: ConnectionURL,
+    ml_config: MlConfig,
+    tmp_path: Path,
+) -> None:
+    spark = spark_marts
+    warehouse = create_warehouse(admin_url)
+    settings = replace(spark_settings, lake_url=(tmp_path / "lake").as_uri())
+    result = run_training(settings, "run-spark-1", config=ml_config, warehouse=warehouse)
+    assert result.rows_published["user_top_tracks"] > 0
+
+    with connect(warehouse) as conn:
+        in_postgres = sorted(
+            conn.execute(
+                "select user_id, rank, track_id, source, model_run_id "
+                "from recommendations.user_top_tracks"
+            ).fetchall()
+        )
+        similar = conn.execute("select count(*) from recommendations.similar_tracks").fetchone()
+    in_lake = sorted(
+        tuple(row)
+        for row in spark.sql(
+            "select user_id, rank, track_id, source, model_run_id "
+            "from recommendations.user_top_tracks"
+        ).collect()
+    )
+    assert in_lake == in_postgres
+    assert spark.table("recommendations.similar_tracks").count() == similar[0] > 0
+    assert (
+        tmp_path / "lake" / "recommendations" / "user_top_tracks" / "run_id=run-spark-1"
+    ).is_dir()
+
+
+def test_training_on_spark_without_the_marts_fails_with_one_clear_line(
+    spark, spark_settings: Settings, admin_url: ConnectionURL, ml_config: MlConfig
+) -> None:
+    from ml.train import TrainingFailed
+
+    spark.sql("drop database if exists marts cascade")
+    with pytest.raises(TrainingFailed, match=r"input mart\(s\) missing: marts.fct_listens"):
+        run_training(
+            spark_settings, "run-x", config=ml_config, warehouse=create_warehouse(admin_url)
+        )
