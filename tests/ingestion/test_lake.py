@@ -246,3 +246,29 @@ def test_the_command_refuses_an_unknown_destination(warehouse_env: ConnectionURL
     )
     assert done.returncode == 2
     assert "--bucket-url needs --destination filesystem" in done.stderr
+
+
+def test_the_daily_step_on_spark_loads_the_lake(
+    start_simulator: Callable[..., str], warehouse_env: ConnectionURL, lake: Lake, raw: Raw
+) -> None:
+    from ingestion.step import ingest
+    from moovitamix.step import RunContext, StepFailed
+
+    url = start_simulator("--seed", "8", "--users", "60", "--tracks", "50")
+    settings = replace(load_settings(dict(os.environ)), engine="spark", lake_url=lake.url)
+    ctx = RunContext(settings, new_run_id(), warehouse_env, url, api_is_simulator=True)
+    report = ingest(ctx)
+
+    (load_id,) = lake.completed()
+    assert f"into the lake {lake.url} (load {load_id})" in report.summary
+    assert report.details["destination"] == lake.url
+    assert {r["run_id"] for r in lake.rows(STATS_TABLE, load_id)} == {ctx.run_id}
+    assert set(raw.stats(ctx.run_id)) == set(ENDPOINTS)
+    assert not raw.exists("raw.tracks")  # the data plane is the lake
+
+    admin(url, faults={"users": {"always_fail": True}})
+    failing = replace(ctx, run_id=new_run_id())
+    with pytest.raises(StepFailed, match=r"^users page 1:"):
+        ingest(failing)
+    assert lake.completed() == [load_id]
+    assert raw.stats(failing.run_id)["users"]["status"] == "failed"
