@@ -234,8 +234,6 @@ def run(
         except WarehouseUnreachable as exc:
             print(f"FAILED step 'warehouse': {exc}", file=sys.stderr)
             return exit_codes.WAREHOUSE_UNREACHABLE
-        kind = "embedded Postgres" if settings.uses_embedded_warehouse else "WAREHOUSE_URL"
-        log.info("warehouse: %s (%s)", warehouse.masked, kind)
 
         ctx = RunContext(settings, run_id, warehouse, api_url, simulated, publication=publication)
         ledger = RunLedger(warehouse, run_id)

@@ -17,6 +17,13 @@ from psycopg import sql
 from moovitamix.connection_url import ConnectionURL, InvalidWarehouseURL
 from moovitamix.embedded_warehouse import EmbeddedWarehouse, EmbeddedWarehouseError
 from moovitamix.roles import RolesError, ensure_roles
+from moovitamix.server_check import (
+    ServerInfo,
+    UnsupportedServer,
+    check_supported,
+    server_info,
+    start_line,
+)
 from moovitamix.settings import DEFAULT_DATABASE, Settings
 
 log = logging.getLogger(__name__)
@@ -78,6 +85,24 @@ def connect(url: ConnectionURL, *, autocommit: bool = False) -> Iterator[psycopg
         yield conn
 
 
+def _server_info(conn: psycopg.Connection) -> ServerInfo:
+    row = conn.execute("select current_setting('server_version_num')").fetchone()
+    return server_info(row[0] if row else None, conn.info.parameter_status("server_version") or "")
+
+
+def inspect_server(url: ConnectionURL) -> ServerInfo:
+    """The server's version, read through the URL's database (or `postgres`, if that one does
+    not exist yet): nothing is written."""
+    try:
+        with connect(url) as conn:
+            return _server_info(conn)
+    except WarehouseUnreachable as exc:
+        if "does not exist" not in str(exc):
+            raise
+    with connect(url.with_database("postgres")) as conn:
+        return _server_info(conn)
+
+
 def ensure_database(url: ConnectionURL) -> None:
     """Create the database if it is missing (needs CREATEDB on the server's `postgres` db)."""
     try:
@@ -125,10 +150,18 @@ def take_publish_locks(conn: psycopg.Connection, key: int, lock_timeout_s: float
 
 
 def open_warehouse(settings: Settings) -> ConnectionURL:
-    """Resolve, start if embedded, create database, schemas and the pipeline's roles and
-    grants (moovitamix/roles.py); return the warehouse URL (of the connecting user, who may
-    act as every role: each step then runs as its own)."""
+    """Resolve, start if embedded, check the server's version (one line names it), create
+    database, schemas and the pipeline's roles and grants (moovitamix/roles.py); return the
+    warehouse URL (of the connecting user, who may act as every role: each step then runs as
+    its own)."""
     url = resolve_url(settings)
+    server = inspect_server(url)
+    source = "embedded Postgres" if settings.uses_embedded_warehouse else "WAREHOUSE_URL"
+    log.info("%s", start_line(server, url.masked, source))
+    try:
+        check_supported(server)
+    except UnsupportedServer as exc:
+        raise WarehouseUnreachable(str(exc)) from None
     ensure_database(url)
     ensure_schemas(url)
     try:

@@ -3,12 +3,19 @@ served over real HTTP on a free loopback port.
 
 Nothing here touches the developer's `.data/` or `.env`: the server lives in a pytest temp dir,
 and each test that writes gets a fresh database of its own (`fresh_warehouse`).
+
+A second server: tests that take the `pg_server` fixture run once per server, on the embedded
+Postgres and on a throw-away cluster of the distribution's own package (tests/system_postgres.py,
+TCP and scram passwords). `--pg-server embedded|system` picks one; the marker
+`pg_servers("embedded")` limits a test. Where the distribution's server is missing, its tests
+skip, except in CI (`CI=true` or MOOVITAMIX_REQUIRE_SYSTEM_PG=1), where they fail.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
@@ -27,6 +34,7 @@ from moovitamix.settings import Settings, apply_offline_defaults, load_settings
 from moovitamix.simulator_process import running_simulator
 from moovitamix.spark import spark_session
 from moovitamix.warehouse import ensure_schemas
+from tests.system_postgres import BIN_ENV, SystemPostgres, SystemPostgresError, find_bin_dir
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -34,6 +42,40 @@ if TYPE_CHECKING:
 # A throw-away cluster needs no durability: skip the fsyncs.
 TEST_SERVER_OPTIONS = ("-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off")
 _database_numbers = itertools.count(1)
+PG_SERVERS = ("embedded", "system")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--pg-server",
+        action="append",
+        choices=PG_SERVERS,
+        help="run the tests that take `pg_server` on this server only (repeatable; default: "
+        "the embedded Postgres and the distribution's own server package)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "pg_servers(*names): the servers (embedded, system) this test runs on"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "pg_server" not in metafunc.fixturenames:
+        return
+    servers = metafunc.config.getoption("--pg-server") or list(PG_SERVERS)
+    marker = metafunc.definition.get_closest_marker("pg_servers")
+    if marker:
+        servers = [name for name in servers if name in marker.args]
+    metafunc.parametrize("pg_server", servers, indirect=True, scope="session")
+
+
+def system_server_required() -> bool:
+    """In CI a missing second server is a failure, never a skip."""
+    return os.environ.get("CI", "").lower() == "true" or bool(
+        os.environ.get("MOOVITAMIX_REQUIRE_SYSTEM_PG")
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -55,6 +97,43 @@ def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedd
 def admin_url(embedded_server: EmbeddedWarehouse) -> ConnectionURL:
     """Superuser URL of the `postgres` database of the test server."""
     return embedded_server.start()
+
+
+@pytest.fixture(scope="session")
+def system_server() -> Iterator[SystemPostgres]:
+    """A throw-away cluster of the distribution's Postgres (scram passwords over loopback TCP)."""
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        why = f"no distribution Postgres server (apt-get install postgresql, or set {BIN_ENV})"
+        if system_server_required():
+            pytest.fail(why)
+        pytest.skip(why)
+    try:
+        server = SystemPostgres(bin_dir, server_options=TEST_SERVER_OPTIONS)
+        server.start()
+    except SystemPostgresError as exc:
+        pytest.fail(f"the distribution's Postgres in {bin_dir} did not start: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def system_admin_url(system_server: SystemPostgres) -> ConnectionURL:
+    """Superuser URL (TCP, password) of the `postgres` database of the second server."""
+    return system_server.admin_url()
+
+
+@pytest.fixture(scope="session")
+def pg_server(request: pytest.FixtureRequest) -> str:
+    """The server a parametrized test runs on: "embedded" or "system"."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(pg_server: str, request: pytest.FixtureRequest) -> ConnectionURL:
+    """Superuser URL of the `postgres` database of the server `pg_server` names."""
+    fixture = "admin_url" if pg_server == "embedded" else "system_admin_url"
+    return request.getfixturevalue(fixture)
 
 
 def create_warehouse(admin_url: ConnectionURL, prefix: str = "mvx_test") -> ConnectionURL:
