@@ -70,11 +70,21 @@ def spark_session(settings: Settings) -> SparkSession:
         raise SparkUnavailable(
             "the Spark engine needs its packages: run `make spark-venv` (pyspark, dbt-spark)"
         ) from None
+    if is_connect(settings.spark_master):
+        # Spark Connect: the server owns the metastore, warehouse and resources; the same
+        # address through SPARK_REMOTE makes dbt-spark's getOrCreate() a Connect session too.
+        os.environ["SPARK_REMOTE"] = settings.spark_master
+        return SparkSession.builder.remote(settings.spark_master).getOrCreate()
     settings.spark_dir.mkdir(parents=True, exist_ok=True)
     builder = SparkSession.builder
     for key, value in spark_conf(settings).items():
         builder = builder.config(key, value)
     return builder.enableHiveSupport().getOrCreate()
+
+
+def is_connect(master: str) -> bool:
+    """A Spark Connect endpoint (`sc://host:15002`) rather than a master URL."""
+    return master.startswith("sc://")
 
 
 def stop_spark_session() -> None:
