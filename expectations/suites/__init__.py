@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from expectations.dialect import POSTGRES, Dialect
 from moovitamix.publication import LIVE, Relations
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class AssetSpec:
     name: str
     table: str | None = None  # "schema.table": `{batch}` is the table itself
     query: str | None = None  # `{batch}` is this query (the checks alias it: checks.py)
+    current_of: str | None = None  # the raw table whose current rows the query selects
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class BuildContext:
     # where the tables are: the daily run audits its candidate marts and staged lists
     # (moovitamix/publication.py); suites name tables through `ctx.rel(...)`
     rel: Relations = field(default=LIVE)
+    # the engine's SQL differences (expectations/dialect.py)
+    dialect: Dialect = field(default=POSTGRES)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ def _orphans(ctx: BuildContext) -> list[Expectation]:
                orphaned.listens as orphaned_listens,
                orphaned.unknown_track, orphaned.deleted_track, orphaned.unknown_user,
                valid.listens + orphaned.listens as all_listens,
-               orphaned.listens::float8 / nullif(valid.listens + orphaned.listens, 0) as observed
+               {ctx.dialect.as_float("orphaned.listens")}
+                   / nullif(valid.listens + orphaned.listens, 0) as observed
         from orphaned cross join valid"""
     return metric_checks(
         ctx.thresholds["marts.orphaned_listens"],
@@ -40,36 +41,37 @@ def _orphans(ctx: BuildContext) -> list[Expectation]:
     )
 
 
-def _previous_run(run_id: str, metric: str) -> str:
+def _previous_run(ctx: BuildContext, metric: str) -> str:
     """The previous successful run (in the run ledger) that recorded `metric`."""
-    run = sql_text(run_id)
+    run = sql_text(ctx.run_id)
+    runs = ctx.rel(t.PIPELINE_RUNS)
     return f"""
         select m.run_id
         from {{batch}} as m
-        join {t.PIPELINE_RUNS} as r on r.run_id = m.run_id
+        join {runs} as r on r.run_id = m.run_id
         where m.metric = '{metric}' and m.run_id <> {run} and r.status = 'success'
           and r.started_at < coalesce(
-              (select started_at from {t.PIPELINE_RUNS} where run_id = {run}), now())
+              (select started_at from {runs} where run_id = {run}), {ctx.dialect.now()})
         order by r.started_at desc
         limit 1"""
 
 
-def _figures(run_id: str, metric: str) -> str:
+def _figures(ctx: BuildContext, metric: str) -> str:
     return f"""
         current_figures as (
             select cur.subject, cur.value from {{batch}} as cur
-            where cur.metric = '{metric}' and cur.run_id = {sql_text(run_id)}
+            where cur.metric = '{metric}' and cur.run_id = {sql_text(ctx.run_id)}
         ),
-        previous_run as ({_previous_run(run_id, metric)}),
+        previous_run as ({_previous_run(ctx, metric)}),
         previous_figures as (
             select prev.subject, prev.value from {{batch}} as prev
             where prev.metric = '{metric}' and prev.run_id = (select run_id from previous_run)
         )"""
 
 
-def _volume_query(run_id: str, change: str) -> str:
+def _volume_query(ctx: BuildContext, change: str) -> str:
     return f"""
-        with {_figures(run_id, "rows")}
+        with {_figures(ctx, "rows")}
         select c.subject, (select run_id from previous_run) as previous_run_id,
                p.value as previous_rows, c.value as current_rows,
                greatest({change}, 0) / nullif(p.value, 0) as observed
@@ -77,9 +79,9 @@ def _volume_query(run_id: str, change: str) -> str:
         left join previous_figures as p on p.subject = c.subject"""
 
 
-def _genre_drift_query(run_id: str) -> str:
+def _genre_drift_query(ctx: BuildContext) -> str:
     return f"""
-        with {_figures(run_id, "genre_share")},
+        with {_figures(ctx, "genre_share")},
         diffs as (
             select coalesce(c.subject, p.subject) as genre_id,
                    coalesce(c.value, 0) - coalesce(p.value, 0) as change
@@ -90,8 +92,8 @@ def _genre_drift_query(run_id: str) -> str:
                (select run_id from previous_run) as previous_run_id,
                (select genre_id from diffs order by abs(change) desc limit 1)
                    as most_changed_genre,
-               case when exists (select from previous_figures)
-                         and exists (select from current_figures)
+               case when exists (select 1 from previous_figures)
+                         and exists (select 1 from current_figures)
                     then 0.5 * (select sum(abs(change)) from diffs) end as observed"""
 
 
@@ -100,21 +102,21 @@ def _day_over_day(ctx: BuildContext) -> list[Expectation]:
     return [
         *metric_checks(
             th["marts.volume_drop"],
-            query=_volume_query(ctx.run_id, "p.value - c.value"),
+            query=_volume_query(ctx, "p.value - c.value"),
             unit="share",
             description="Rows lost since the previous successful run, per table",
             alert="volume drop since the previous successful run",
         ),
         *metric_checks(
             th["marts.volume_growth"],
-            query=_volume_query(ctx.run_id, "c.value - p.value"),
+            query=_volume_query(ctx, "c.value - p.value"),
             unit="share",
             description="Rows gained since the previous successful run, per table",
             alert="volume growth since the previous successful run",
         ),
         *metric_checks(
             th["marts.genre_share_drift"],
-            query=_genre_drift_query(ctx.run_id),
+            query=_genre_drift_query(ctx),
             unit="distance",
             description="Drift of the listens' genre shares since the previous successful run",
             alert="genre shares drifted since the previous successful run",

@@ -15,13 +15,13 @@ DURATION_REGEX = r"^[0-5][0-9]:[0-5][0-9]$"  # "MM:SS", minutes 00-59 (the API's
 
 def _current(table: str) -> AssetSpec:
     name = table.replace(".", "_") + "_current"
-    return AssetSpec(name, query=f"select * from {table} where {t.CURRENT}")
+    return AssetSpec(name, query=f"select * from {table} where {t.CURRENT}", current_of=table)
 
 
 def _timestamps_not_in_future(ctx: BuildContext, table: str) -> list[Expectation]:
     limits = ctx.thresholds["raw.timestamps_not_in_future"]
     minutes = int(limits.param("tolerance_minutes", 60))
-    late = f"greatest(created_at, updated_at) > now() + interval '{minutes} minutes'"
+    late = f"greatest(created_at, updated_at) > {ctx.dialect.now_plus_minutes(minutes)}"
     query = f"""
         select '{table}' as subject,
                count(*) filter (where {late}) as observed,
@@ -64,23 +64,31 @@ def _listen_history(ctx: BuildContext) -> list[Expectation]:
 
 
 # Per endpoint, its row of the latest ingestion run that loaded it: what raw holds now.
+# (row_number rather than Postgres' `distinct on`: Spark SQL has no `distinct on`)
 LATEST_LOADED = """
-    select distinct on (endpoint) *
-    from {batch} as stats
-    where status = 'loaded'
-    order by endpoint, started_at desc"""
+    select ranked.* from (
+        select stats.*,
+               row_number() over (partition by stats.endpoint order by stats.started_at desc)
+                   as recency
+        from {batch} as stats
+        where stats.status = 'loaded'
+    ) as ranked
+    where ranked.recency = 1"""
 
-CURRENT_ROWS = "\n    union all ".join(
-    f"select '{endpoint}' as endpoint, count(*) as raw_rows from {table} where {t.CURRENT}"
-    for endpoint, table in t.RAW_TABLES.items()
-)
+
+def _current_rows(ctx: BuildContext) -> str:
+    return "\n    union all ".join(
+        f"select '{endpoint}' as endpoint, count(*) as raw_rows from {ctx.rel(table)} "
+        f"where {ctx.dialect.current_rows(table)}"
+        for endpoint, table in t.RAW_TABLES.items()
+    )
 
 
 def _ingestion(ctx: BuildContext) -> list[Expectation]:
     expected = "coalesce(s.api_total, s.records) - s.rejected + s.carried_forward"
     row_counts = f"""
         with latest as ({LATEST_LOADED}),
-        current_rows as ({CURRENT_ROWS})
+        current_rows as ({_current_rows(ctx)})
         select s.endpoint as subject, s.run_id, s.api_total, s.rejected, s.carried_forward,
                {expected} as expected_rows,
                coalesce(c.raw_rows, 0) as raw_rows,
@@ -89,17 +97,17 @@ def _ingestion(ctx: BuildContext) -> list[Expectation]:
         left join current_rows as c on c.endpoint = s.endpoint"""
     rejected = f"""
         select endpoint as subject, run_id, records, rejected,
-               rejected::float8 / nullif(records, 0) as observed
+               {ctx.dialect.as_float("rejected")} / nullif(records, 0) as observed
         from ({LATEST_LOADED}) as latest"""
-    retries = """
+    retries = f"""
         select s.endpoint as subject, s.run_id, s.status, s.requests, r.retried,
-               r.retried::float8 / nullif(s.requests, 0) as observed
-        from {batch} as s
+               {ctx.dialect.as_float("r.retried")} / nullif(s.requests, 0) as observed
+        from {{batch}} as s
         cross join lateral (
-            select coalesce(sum(value::bigint), 0) as retried from jsonb_each_text(s.retries)
+            {ctx.dialect.json_values_sum("s.retries", "retried")}
         ) as r
         where s.run_id = (
-            select l.run_id from {batch} as l order by l.started_at desc limit 1
+            select l.run_id from {{batch}} as l order by l.started_at desc limit 1
         )"""
     th = ctx.thresholds
     return [

@@ -22,8 +22,8 @@ def _coverage(ctx: BuildContext) -> list[Expectation]:
         select 'active users' as subject,
                count(*) as active_users,
                count(*) filter (where c.user_id is null) as without_recommendations,
-               count(*) filter (where c.user_id is null)::float8 / nullif(count(*), 0)
-                   as observed
+               {ctx.dialect.as_float("count(*) filter (where c.user_id is null)")}
+                   / nullif(count(*), 0) as observed
         from active as a
         left join covered as c on c.user_id = a.user_id"""
     return metric_checks(
