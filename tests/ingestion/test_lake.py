@@ -202,6 +202,28 @@ def test_a_failing_endpoint_adds_nothing_to_the_lake(
     assert len(lake.rows("tracks", again.load_ids["tracks"])) == len(fetch_all(url, "tracks"))
 
 
+def test_a_failed_load_is_not_complete_and_the_next_run_loads_it_first(
+    start_simulator: Callable[..., str], ingest_lake: IngestLake, lake: Lake
+) -> None:
+    url = start_simulator("--seed", "9", *SIZES)
+    (first,) = set(ingest_lake(url).load_ids.values())
+    users = lake.root / "raw" / "users"
+    users.rename(users.with_name("users.moved"))
+    users.write_text("in the way")  # the load cannot make users/load_id=<id>/
+    admin(url, day=1)
+
+    with pytest.raises(IngestionFailed, match=r"^loading into the lake .* stays pending"):
+        ingest_lake(url)
+    (failed,) = lake.partitions("tracks") - {first}  # files of the load are there...
+    assert lake.completed() == [first] and failed not in lake.loads()  # ...but it is not done
+
+    users.unlink()
+    users.with_name("users.moved").rename(users)
+    (third,) = set(ingest_lake(url).load_ids.values())
+    assert lake.completed() == [first, failed, third]  # the pending package loaded first
+    assert lake.rows("users", failed) and lake.rows("users", third)
+
+
 def test_too_many_rejects_add_nothing_to_the_lake(
     start_simulator: Callable[..., str], ingest_lake: IngestLake, lake: Lake
 ) -> None:
