@@ -104,6 +104,11 @@ def make_lake_pipeline(settings: Settings, bucket_url: str) -> Pipeline:
     return pipeline
 
 
+def _scratch_root(settings: Settings) -> Path:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings.data_dir
+
+
 def _finish_pending(pipeline: Pipeline) -> None:
     """Load what an earlier run normalized but did not finish loading (a complete snapshot);
     abort what it only extracted (its run failed: it must leave nothing)."""
@@ -215,7 +220,8 @@ def run_lake_ingestion(
 
     with (
         _warehouse_session(as_role(warehouse, LOADER)) as conn,
-        tempfile.TemporaryDirectory(prefix="mvx-lake-") as scratch,
+        # the snapshot's rows wait on disk until their read adds up (not in a tmpfs /tmp)
+        tempfile.TemporaryDirectory(prefix="lake-extract-", dir=_scratch_root(settings)) as scratch,
     ):
         pipeline = make_lake_pipeline(settings, bucket_url)
         try:
@@ -234,7 +240,7 @@ def run_lake_ingestion(
                 ),
                 run_id=run_id,
                 boundary=boundary,
-                files_dir=Path(scratch),
+                files_dir=Path(scratch) / "tables",
                 max_field_bytes=config.max_field_bytes,
                 rereads=config.rereads,
                 after_read=lambda read: _check_rejects(read, config),

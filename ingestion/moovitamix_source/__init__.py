@@ -228,7 +228,10 @@ class _EndpointFiles:
     def of(self, table: str) -> Iterator[Any]:
         for file in self.read():
             if file.table == table:
-                yield file.data if isinstance(file, ArrowPart) else _file_import(file)
+                if isinstance(file, ArrowPart):
+                    yield from file.batches()
+                else:
+                    yield _file_import(file)
 
     def _read(self) -> list[CsvFile] | list[ArrowPart]:
         """Read the endpoint (again, while a read does not add up); its files."""
@@ -238,7 +241,7 @@ class _EndpointFiles:
         first: list[str] = []
         for attempt in range(context.rereads + 1):
             files: CsvFiles | ArrowTables = (
-                ArrowTables(load_id, context.boundary)
+                ArrowTables(directory, load_id, context.boundary)
                 if context.snapshot
                 else CsvFiles(directory, load_id, context.file_rows)
             )

@@ -100,7 +100,10 @@ def test_the_lake_snapshot_equals_the_current_postgres_versions(
     raw: Raw,
     lake: Lake,
 ) -> None:
-    url = start_simulator("--seed", "5", *SIZES, "--fault", "*:bad_records=0.02")
+    url = start_simulator(
+        "--seed", "5", *SIZES, "--fault", "*:bad_records=0.02",
+        "--fault", "users:hostile=2", "--fault", "listen_history:hostile=2",
+    )  # fmt: skip
     pg = ingest(url, max_reject_share=0.2)
     result = ingest_lake(url, max_reject_share=0.2)
 
@@ -109,6 +112,9 @@ def test_the_lake_snapshot_equals_the_current_postgres_versions(
     assert result.destination == lake.url
     for endpoint in ENDPOINTS:
         lake_rows = lake.rows(endpoint, load_id)
+        for row in lake_rows:  # a new field: JSON text in the lake, jsonb in Postgres
+            if "note" in row:
+                row["note"] = None if row["note"] is None else json.loads(row["note"])
         assert strip(lake_rows, LAKE_ONLY) == strip(
             list(raw.current(endpoint).values()), PG_ONLY
         ), endpoint
@@ -127,6 +133,9 @@ def test_the_lake_snapshot_equals_the_current_postgres_versions(
         raw.rows("select * from raw._rejected"), PG_ONLY | volatile
     )
     assert {r["run_id"] for r in rejected} == {result.run_id} != {pg.run_id}
+    assert result.endpoints["listen_history"].new_fields == {"note": "note"}
+    reasons = {r["reason"] for r in rejected}
+    assert any("NUL" in r for r in reasons) and any("field cap" in r for r in reasons)
     # the stats: in the lake, same load, and in the control plane
     stats = {r["endpoint"]: r for r in lake.rows(STATS_TABLE, load_id)}
     control = raw.stats(result.run_id)
