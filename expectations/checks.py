@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import great_expectations as gx
@@ -28,6 +30,8 @@ GX_SEVERITY: dict[Severity, FailureSeverity] = {
     "warning": FailureSeverity.WARNING,
 }
 MAX_SUBJECTS = 50  # rows of a metric query kept in a result (metric queries return a few)
+COULD_NOT_RUN = "could not run"
+_DRIVER_PREFIX = re.compile(r"^\([\w.]+\)\s*")  # "(psycopg2.errors.SyntaxError) "
 
 
 def format_value(value: object, unit: str) -> str:
@@ -59,6 +63,23 @@ def sql_text(value: str) -> str:
     doubled because GX fills `{batch}` with str.format."""
     escaped = value.replace("'", "''").replace("{", "{{").replace("}", "}}")
     return f"'{escaped}'"
+
+
+def could_not_run_reason(exception_info: Mapping[str, Any] | None) -> str | None:
+    """Why a check could not run (its query raised), from the `exception_info` GX puts on the
+    expectation's result: one exception's fields, or a mapping of the failed metrics to theirs.
+    None when it ran. One line: the driver's message without the exception's class name."""
+    if not exception_info:
+        return None
+    if "raised_exception" in exception_info:
+        infos = [exception_info] if exception_info.get("raised_exception") else []
+    else:
+        infos = [value for value in exception_info.values() if isinstance(value, Mapping)]
+    for info in infos:
+        message = str(info.get("exception_message") or "").strip()
+        if info.get("raised_exception", True) and message:
+            return _DRIVER_PREFIX.sub("", message.splitlines()[0]).strip() or message
+    return None
 
 
 def observed_text(subjects: list[dict[str, Any]], unit: str) -> str:
@@ -100,8 +121,14 @@ class ExpectMetricWithinLimit(UnexpectedRowsExpectation):
         result: Any = None,
         runtime_configuration: dict | None = None,
     ) -> str:
-        """The data docs' "observed value": every subject's metric, not the breach count."""
-        if result is None or not result.result:
+        """The data docs' "observed value": every subject's metric, not the breach count, or
+        why the check could not run."""
+        if result is None:
+            return "--"
+        reason = could_not_run_reason(result.exception_info)
+        if reason:
+            return f"{COULD_NOT_RUN}: {reason}"
+        if not result.result:
             return "--"
         config = configuration or result.expectation_config
         unit = ((config.meta if config else None) or {}).get("unit", "")

@@ -1,5 +1,8 @@
 """monitoring.validation_results: one row per expectation per run, queryable in SQL.
 
+A check that could not run (its query raised) is told from a failed one by its row: observed_value
+"could not run: <reason>" and `observed ? 'could_not_run'`; both fail the run at its severity.
+
 Rows are built from GX's validation results and the `meta` every check carries (its name,
 severity, limit). Observed values hold aggregates and counts only, never record contents.
 """
@@ -16,7 +19,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from expectations import tables as t
-from expectations.checks import format_value, observed_text
+from expectations.checks import COULD_NOT_RUN, could_not_run_reason, format_value, observed_text
 from moovitamix.warehouse import ensure_tables
 
 DDL = f"""
@@ -62,6 +65,14 @@ class CheckResult:
     description: str
     observed: Mapping[str, Any] = field(default_factory=dict)
     alert_title: str = ""
+    could_not_run: str = ""  # why: the check's query raised (it neither passed nor failed)
+
+    @property
+    def status(self) -> str:
+        """'passed', 'failed', or 'could not run' (which fails the run like a failure)."""
+        if self.could_not_run:
+            return COULD_NOT_RUN
+        return "passed" if self.success else "failed"
 
     def row(self, validated_at: datetime) -> tuple[object, ...]:
         values = {**self.__dict__, "observed": Jsonb(dict(self.observed))}
@@ -83,27 +94,14 @@ def _column_observed(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return f"{format_value(share, 'share')} ({bad:,} of {total:,} break it)", counts
 
 
-def _exception(info: Mapping[str, Any] | None) -> str | None:
-    """The message of an exception GX caught: its exception_info is either one exception's
-    fields, or a mapping of the failed metrics to theirs."""
-    if not info:
-        return None
-    if "raised_exception" in info:
-        return str(info.get("exception_message")) if info.get("raised_exception") else None
-    for value in info.values():
-        if isinstance(value, Mapping) and value.get("exception_message"):
-            return str(value["exception_message"]).strip().splitlines()[0]
-    return None
-
-
 def check_result(run_id: str, suite: str, gx_result: Any) -> CheckResult:
     """A CheckResult from one GX ExpectationValidationResult."""
     config = gx_result.expectation_config
     meta = config.meta or {}
     result = gx_result.result or {}
-    exception = _exception(gx_result.exception_info)
-    if exception:
-        observed_value, observed = f"check raised: {exception}", {"exception": exception}
+    reason = could_not_run_reason(gx_result.exception_info)
+    if reason:
+        observed_value, observed = f"{COULD_NOT_RUN}: {reason}", {"could_not_run": reason}
     elif "details" in result and "subjects" in result.get("details", {}):
         observed_value, observed = _metric_observed(result, meta.get("unit", ""))
     else:
@@ -113,13 +111,14 @@ def check_result(run_id: str, suite: str, gx_result: Any) -> CheckResult:
         suite=suite,
         expectation=meta.get("check", config.type),
         severity=meta.get("severity", "error"),
-        success=bool(gx_result.success) and not exception,
+        success=bool(gx_result.success) and not reason,
         observed_value=observed_value[:MAX_OBSERVED_TEXT],
         threshold=meta.get("threshold", ""),
         expectation_type=config.type,
         description=config.description or "",
         observed=json.loads(json.dumps(observed, default=str)),
         alert_title=meta.get("alert", ""),
+        could_not_run=reason or "",
     )
 
 

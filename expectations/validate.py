@@ -81,6 +81,9 @@ class ValidationOutcome:
             f"{passed} passed, {counts['error']['failed']} error(s) and "
             f"{counts['warning']['failed']} warning(s) failed"
         )
+        could_not_run = sum(1 for r in self.results if r.could_not_run)
+        if could_not_run:
+            text += f" ({could_not_run} could not run)"
         if self.skipped:
             text += f"; skipped {', '.join(name for name, _ in self.skipped)}"
         return text
@@ -91,19 +94,24 @@ class ValidationOutcome:
 
 
 def _alerts(outcome: ValidationOutcome) -> list[Alert]:
-    """One alert per failed expectation; a warning whose check also failed as error is implied."""
+    """One alert per failed expectation; a warning whose check also failed as error is implied.
+    A check that could not run says so, not what it would have checked."""
     failed_errors = {(r.suite, r.expectation) for r in outcome.error_failures}
     alerts = []
     for r in outcome.failures:
         if r.severity == "warning" and (r.suite, r.expectation) in failed_errors:
             continue
-        title = f"{r.alert_title or r.description} [{r.suite}]"
         details = {
             "suite": r.suite,
             "expectation": r.expectation,
             "observed": r.observed_value,
             "threshold": r.threshold,
         }
+        if r.could_not_run:
+            title = f"check {r.expectation} could not run: {r.could_not_run} [{r.suite}]"
+            details["could_not_run"] = r.could_not_run
+        else:
+            title = f"{r.alert_title or r.description} [{r.suite}]"
         alerts.append(Alert(r.severity, title, outcome.run_id, STEP, details))  # type: ignore[arg-type]
     return alerts
 
@@ -118,9 +126,10 @@ def _choose(stage: Stage, names: Collection[str]) -> list[SuiteSpec]:
 
 def _log(outcome: ValidationOutcome) -> None:
     for r in outcome.failures:
+        what = "" if r.could_not_run else "failed: "  # observed_value: "could not run: ..."
         log.info(
-            "%s %s.%s failed: %s (threshold %s)",
-            r.severity.upper(), r.suite, r.expectation, r.observed_value, r.threshold,
+            "%s %s.%s %s%s (threshold %s)",
+            r.severity.upper(), r.suite, r.expectation, what, r.observed_value, r.threshold,
         )  # fmt: skip
     log.info("validation (%s) in %.1fs: %s", outcome.stage, outcome.seconds, outcome.summary())
     if outcome.data_docs:

@@ -11,7 +11,9 @@ import pytest
 from expectations.run_metrics import record_run_metrics
 from expectations.suites import Stage, UnknownSuite
 from expectations.thresholds import load_thresholds
+from moovitamix.alerts import Alert, send_alert
 from moovitamix.connection_url import ConnectionURL
+from tests.conftest import Webhook
 from tests.expectations.conftest import Execute, Validator
 from tests.expectations.seed import ledger_run, seed_clean
 
@@ -255,11 +257,52 @@ def test_suites_whose_tables_do_not_exist_are_skipped(
     assert set(skipped) >= {"raw.users", "raw.ingestion", "marts.day_over_day"}
 
 
-def test_a_check_that_cannot_run_fails_at_its_severity(
-    warehouse: ConnectionURL, validate: Validator, sql: Execute
+def test_a_check_that_cannot_run_says_so_and_fails_at_its_severity(
+    warehouse: ConnectionURL, validate: Validator, sql: Execute, webhook: Webhook
 ) -> None:
+    """Console, results table, data docs and webhook say "could not run: <reason>", never what
+    the check would have found (here: not "raw row count does not match the API's total")."""
     sql("alter table monitoring.ingestion_stats rename column carried_forward to carried")
-    outcome = validate(warehouse, RUN, suites=["raw.ingestion"])
+    reason = "column s.carried_forward does not exist"
+    validate.alerts = _Forwarding(webhook.url)
+    outcome = validate(warehouse, RUN, suites=["raw.ingestion"], build_docs=True)
+    assert not outcome.ok
     failed = {r.expectation: r for r in outcome.failures}
-    assert "row_count_matches_api_total" in failed and not outcome.ok
-    assert failed["row_count_matches_api_total"].observed_value.startswith("check raised")
+    assert set(failed) == {"row_count_matches_api_total"}, "the other checks ran and passed"
+    check = failed["row_count_matches_api_total"]
+    assert (check.severity, check.status, check.could_not_run) == ("error", "could not run", reason)
+    assert check.observed_value == f"could not run: {reason}"
+    assert "(1 could not run)" in outcome.summary()
+    # the results table
+    with psycopg.connect(warehouse.url()) as conn:
+        rows = conn.execute(
+            "select expectation, success, observed ? 'could_not_run', observed_value from "
+            "monitoring.validation_results where run_id = %s order by expectation",
+            (RUN,),
+        ).fetchall()
+    assert rows == [
+        ("rejected_share", True, False, "0.00% (listen_history); 0.00% (tracks); 0.00% (users)"),
+        ("retry_storm", True, False, "0.00% (listen_history); 0.00% (tracks); 0.00% (users)"),
+        ("row_count_matches_api_total", False, True, f"could not run: {reason}"),
+    ]
+    # the webhook: one alert, saying the check could not run and why
+    (body,) = webhook.bodies
+    assert "check row_count_matches_api_total could not run: " + reason in body["text"]
+    assert "does not match" not in body["text"]
+    assert body["severity"] == "error" and body["details"]["could_not_run"] == reason
+    # the data docs: the check's observed value
+    assert outcome.data_docs is not None
+    (page,) = (outcome.data_docs.parent / "validations" / "raw" / "ingestion").rglob("*.html")
+    assert f"could not run: {reason}" in page.read_text()
+
+
+class _Forwarding(list):
+    """An alert sink that also POSTs each alert to a webhook, as the daily run does."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+
+    def append(self, alert: Alert) -> None:
+        super().append(alert)
+        assert send_alert(alert, self.url)
