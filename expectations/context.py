@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 CONNECTION_VARIABLE = "MVX_GX_CONNECTION_STRING"
 DATASOURCE = "warehouse"
+SPARK_DATASOURCE = "spark"  # the Spark engine's tables (expectations/spark_source.py)
 BATCH_DEFINITION = "whole"
 
 
@@ -106,6 +107,34 @@ def ensure_assets(
             asset.get_batch_definition(BATCH_DEFINITION)
             if BATCH_DEFINITION in names
             else asset.add_batch_definition_whole_table(BATCH_DEFINITION)
+        )
+    return batch_definitions
+
+
+def ensure_spark_assets(
+    context: FileDataContext, names: Iterable[str]
+) -> dict[str, BatchDefinition]:
+    """The Spark engine's datasource: a dataframe asset per suite (named after it), whose
+    batch is the dataframe each run passes in (expectations/spark_source.py). Added when
+    missing, so the committed YAML, which has them, is not rewritten."""
+    try:
+        datasource = context.data_sources.get(SPARK_DATASOURCE)
+    except (KeyError, ValueError):
+        log.info("adding the %s datasource to %s", SPARK_DATASOURCE, context.root_directory)
+        # no spark_config: GX takes the process's session (moovitamix.spark); no persist: the
+        # batches are read a few times at most, and the session outlives the validation
+        datasource = context.data_sources.add_spark(SPARK_DATASOURCE, persist=False)
+    batch_definitions: dict[str, BatchDefinition] = {}
+    for name in names:
+        asset = (
+            datasource.get_asset(name)
+            if name in datasource.get_asset_names()
+            else datasource.add_dataframe_asset(name)
+        )
+        batch_definitions[name] = (
+            asset.get_batch_definition(BATCH_DEFINITION)
+            if BATCH_DEFINITION in [bd.name for bd in asset.batch_definitions]
+            else asset.add_batch_definition_whole_dataframe(BATCH_DEFINITION)
         )
     return batch_definitions
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import great_expectations as gx
 from great_expectations.core.run_identifier import RunIdentifier
@@ -32,6 +34,9 @@ from moovitamix.connection_url import ConnectionURL
 from moovitamix.publication import LIVE, Relations
 from moovitamix.settings import Settings
 from moovitamix.warehouse import connect
+
+if TYPE_CHECKING:
+    from expectations.spark_source import SparkSource
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +141,17 @@ def _log(outcome: ValidationOutcome) -> None:
         log.info("data docs: %s", outcome.data_docs)
 
 
+def _required(specs: Sequence[SuiteSpec]) -> Iterable[str]:
+    return [table for s in specs for table in s.requires]
+
+
 def _runnable(
-    specs: Sequence[SuiteSpec], url: ConnectionURL
+    specs: Sequence[SuiteSpec], url: ConnectionURL, present: set[str] | None = None
 ) -> tuple[list[SuiteSpec], list[tuple[str, str]]]:
-    with connect(url) as conn:
-        present = existing_tables(conn, [table for s in specs for table in s.requires])
+    """The suites whose tables exist (`present`, or else those of the warehouse at `url`)."""
+    if present is None:
+        with connect(url) as conn:
+            present = existing_tables(conn, _required(specs))
     runnable, skipped = [], []
     for spec in specs:
         missing = [table for table in spec.requires if table not in present]
@@ -152,10 +163,19 @@ def _runnable(
 
 
 def _run_checkpoint(
-    specs: Sequence[SuiteSpec], build: BuildContext, stage: Stage, gx_dir: Path, build_docs: bool
+    specs: Sequence[SuiteSpec],
+    build: BuildContext,
+    stage: Stage,
+    gx_dir: Path,
+    build_docs: bool,
+    spark: SparkSource | None = None,
 ) -> tuple[list[CheckResult], Path | None]:
     context = gx_context.open_context(gx_dir)
-    batch_definitions = gx_context.ensure_assets(context, [s.asset for s in specs])
+    if spark is None:
+        by_asset = gx_context.ensure_assets(context, [s.asset for s in specs])
+        batch_definitions = {spec.name: by_asset[spec.asset.name] for spec in specs}
+    else:  # a dataframe asset per suite, its batch passed in at run time
+        batch_definitions = gx_context.ensure_spark_assets(context, [s.name for s in specs])
     definitions = []
     for spec in specs:
         suite = context.suites.add_or_update(
@@ -164,33 +184,65 @@ def _run_checkpoint(
         definitions.append(
             context.validation_definitions.add_or_update(
                 gx.ValidationDefinition(
-                    name=spec.name, data=batch_definitions[spec.asset.name], suite=suite
+                    name=spec.name, data=batch_definitions[spec.name], suite=suite
                 )
             )
         )
-    checkpoint = context.checkpoints.add_or_update(
-        gx.Checkpoint(
-            name=f"moovitamix_{stage}",
-            validation_definitions=definitions,
-            # counts and shares, but no sample of unexpected values: those are records (PII)
-            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 0},
-        )
+    # Postgres: one checkpoint over every suite. Spark: a checkpoint's batch parameters go to
+    # each of its validations, so each suite runs in a checkpoint of its own with its dataframe.
+    runs: list[tuple[str, list[gx.ValidationDefinition], dict[str, Any] | None]] = (
+        [(f"moovitamix_{stage}", definitions, None)]
+        if spark is None
+        else [
+            (f"moovitamix_{stage}__{spec.name}", [definition], {"dataframe": spark.dataframe(spec)})
+            for spec, definition in zip(specs, definitions, strict=True)
+        ]
     )
+    run_id = RunIdentifier(run_name=build.run_id)
+    run_results: dict[Any, Any] = {}
     try:
-        result = checkpoint.run(run_id=RunIdentifier(run_name=build.run_id))
+        for name, validations, batch_parameters in runs:
+            checkpoint = context.checkpoints.add_or_update(
+                gx.Checkpoint(
+                    name=name,
+                    validation_definitions=validations,
+                    # counts and shares, but no sample of unexpected values: records (PII)
+                    result_format={"result_format": "SUMMARY", "partial_unexpected_count": 0},
+                )
+            )
+            result = checkpoint.run(batch_parameters=batch_parameters, run_id=run_id)
+            run_results.update(result.run_results)
     finally:
         gx_context.close_connections(context)
     if build_docs:
         # One build for the whole run: the pages of this run's results and suites, and the
         # index. (UpdateDataDocsAction would rebuild the index once per suite, ~9x slower.)
         suites = [ExpectationSuiteIdentifier(name=spec.name) for spec in specs]
-        gx_context.build_docs(context, [*result.run_results, *suites], gx_dir)
+        gx_context.build_docs(context, [*run_results, *suites], gx_dir)
     results = [
         check_result(build.run_id, suite_result.suite_name, expectation_result)
-        for suite_result in result.run_results.values()
+        for suite_result in run_results.values()
         for expectation_result in suite_result.results
     ]
     return results, data_docs_index(gx_dir) if build_docs else None
+
+
+def _record_run_metrics(
+    settings: Settings,
+    url: ConnectionURL,
+    run_id: str,
+    thresholds: Thresholds,
+    relations: Relations,
+) -> dict[str, float]:
+    """This run's figures, measured where the marts are, stored in Postgres."""
+    with connect(url) as conn:
+        if settings.engine != "spark":
+            return record_run_metrics(conn, run_id, thresholds, relations)
+        from expectations.spark_run_metrics import record_spark_run_metrics
+        from moovitamix.spark import spark_session
+
+        spark = spark_session(settings)
+        return record_spark_run_metrics(spark, conn, run_id, thresholds, relations)
 
 
 def run_validation(
@@ -211,26 +263,40 @@ def run_validation(
     `stage` picks the suites (see expectations.suites), `suites` narrows them down by name.
     Alerts go to `alert` (default: moovitamix.alerts.send_alert, with the settings' webhook).
     `relations` says where the tables are: the daily run validates its candidate marts and
-    staged lists before publishing them (moovitamix/publication.py).
+    staged lists before publishing them (moovitamix/publication.py). On the Spark engine the
+    suites read the Spark tables (expectations/spark_source.py); the results, run metrics and
+    alerts are the same, in the same Postgres tables.
     """
     started = time.monotonic()
-    chosen = [spec.located(relations) for spec in _choose(stage, suites)]
+    chosen = _choose(stage, suites)
     thresholds = thresholds or load_thresholds()
+    on_spark = settings.engine == "spark"
     if stage is not Stage.RECOMMENDATIONS:
-        with connect(url) as conn:
-            volumes = record_run_metrics(conn, run_id, thresholds, relations)
+        volumes = _record_run_metrics(settings, url, run_id, thresholds, relations)
         if volumes:
             log.info("run metrics: %s", ", ".join(f"{k} {v:,.0f}" for k, v in volumes.items()))
-    specs, skipped = _runnable(chosen, url)
-    for name, why in skipped:
-        log.warning("suite %s skipped: %s", name, why)
     results: list[CheckResult] = []
     docs: Path | None = None
     validated_at = datetime.now(UTC)
-    if specs:
-        build = BuildContext(run_id, thresholds, relations)
-        with gx_context.connection_variable(url):
-            results, docs = _run_checkpoint(specs, build, stage, gx_dir or GX_DIR, build_docs)
+    with ExitStack() as stack:
+        spark: SparkSource | None = None
+        if on_spark:
+            from expectations.spark_source import spark_source
+
+            spark = stack.enter_context(spark_source(settings, url, relations, chosen))
+            located = [spec.located(spark.relations) for spec in chosen]
+            specs, skipped = _runnable(located, url, spark.existing(_required(located)))
+            build = BuildContext(run_id, thresholds, spark.relations, spark.dialect)
+        else:
+            specs, skipped = _runnable([spec.located(relations) for spec in chosen], url)
+            build = BuildContext(run_id, thresholds, relations)
+        for name, why in skipped:
+            log.warning("suite %s skipped: %s", name, why)
+        if specs:
+            with gx_context.connection_variable(url):
+                results, docs = _run_checkpoint(
+                    specs, build, stage, gx_dir or GX_DIR, build_docs, spark
+                )
     with connect(url) as conn:
         write_results(conn, run_id, [s.name for s in specs], results, validated_at)
     outcome = ValidationOutcome(
