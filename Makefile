@@ -96,6 +96,10 @@ psql: $(STAMP) ## a psql shell on the warehouse (starts the embedded one if need
 analyst-psql: $(STAMP) ## psql as the read-only role mvx_analyst (no raw, no PII, no writes)
 	@cd $(ROOT) && $(PY) -m moovitamix warehouse --role mvx_analyst psql $(ARGS)
 
+.PHONY: print-admin-sql
+print-admin-sql: $(STAMP) ## the SQL an administrator runs once when the warehouse user is no superuser
+	@cd $(ROOT) && $(PY) -m moovitamix.privileges
+
 warehouse-status: $(STAMP) ## is the warehouse up, and which one is in use
 	@cd $(ROOT) && $(PY) -m moovitamix warehouse status
 

@@ -16,6 +16,7 @@ from psycopg import sql
 
 from moovitamix.connection_url import ConnectionURL, InvalidWarehouseURL
 from moovitamix.embedded_warehouse import EmbeddedWarehouse, EmbeddedWarehouseError
+from moovitamix.privileges import missing_line, missing_privileges
 from moovitamix.roles import RolesError, ensure_roles
 from moovitamix.server_check import (
     ServerInfo,
@@ -150,7 +151,8 @@ def take_publish_locks(conn: psycopg.Connection, key: int, lock_timeout_s: float
 
 
 def open_warehouse(settings: Settings) -> ConnectionURL:
-    """Resolve, start if embedded, check the server's version (one line names it), create
+    """Resolve, start if embedded, check the server's version (one line names it) and the
+    user's privileges (stop before writing, naming the SQL an administrator runs), create
     database, schemas and the pipeline's roles and grants (moovitamix/roles.py); return the
     warehouse URL (of the connecting user, who may act as every role: each step then runs as
     its own)."""
@@ -162,6 +164,11 @@ def open_warehouse(settings: Settings) -> ConnectionURL:
         check_supported(server)
     except UnsupportedServer as exc:
         raise WarehouseUnreachable(str(exc)) from None
+    # a managed service's user is no superuser: stop before the first write if it may not
+    # do what follows (moovitamix/privileges.py)
+    missing = missing_privileges(url)
+    if missing:
+        raise WarehouseUnreachable(missing_line(url.user, missing[0]))
     ensure_database(url)
     ensure_schemas(url)
     try:

@@ -1,0 +1,180 @@
+"""What the warehouse user may not do yet, found before anything is written, with the SQL an
+administrator runs once to allow it.
+
+On a managed service (RDS, Cloud SQL, Azure, ...) the URL's user is not a superuser. The run
+needs, at most: CREATEDB while the database does not exist, CREATE on the database while one of
+the design's schemas does not exist, ownership of the schemas that do, and the pipeline's six
+roles (moovitamix/roles.py) granted to it WITH ADMIN OPTION, which CREATEROLE lets it do
+itself. `missing_privileges` lists what is missing (read-only queries); open_warehouse stops on
+the first with one line; `python -m moovitamix.privileges` (`make print-admin-sql`) prints it
+all as SQL.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from moovitamix.connection_url import ConnectionURL
+from moovitamix.roles import PLAN, ROLES
+
+CONNECT_TIMEOUT_S = 10
+
+
+@dataclass(frozen=True)
+class Missing:
+    privilege: str  # what the user lacks, e.g. "CREATEROLE"
+    why: str  # what the run cannot do without it
+    statements: tuple[str, ...]  # what an administrator runs once
+
+
+def _quote(conn: psycopg.Connection, name: str) -> str:
+    return sql.Identifier(name).as_string(conn)
+
+
+def _user(conn: psycopg.Connection) -> tuple[str, bool, bool, bool]:
+    row = conn.execute(
+        "select rolname, rolsuper, rolcreatedb, rolcreaterole from pg_roles "
+        "where rolname = current_user"
+    ).fetchone()
+    assert row is not None
+    return str(row[0]), bool(row[1]), bool(row[2]), bool(row[3])
+
+
+def _roles_missing(conn: psycopg.Connection, user: str) -> Missing | None:
+    """The pipeline's roles the user can neither create nor grant (no CREATEROLE)."""
+    rows = conn.execute(
+        """select r.rolname, coalesce(bool_or(m.admin_option), false)
+           from pg_roles r
+           left join pg_auth_members m
+             on m.roleid = r.oid and m.member = (select oid from pg_roles where rolname = %s)
+           where r.rolname = any(%s)
+           group by r.rolname""",
+        (user, list(ROLES)),
+    ).fetchall()
+    admin_of = {str(name) for name, admin in rows if admin}
+    existing = {str(name) for name, _ in rows}
+    absent = [role for role in ROLES if role not in existing]
+    ungranted = [role for role in ROLES if role not in admin_of]
+    if not ungranted:
+        return None
+    statements = [f"CREATE ROLE {_quote(conn, role)} NOLOGIN;" for role in absent]
+    roles = ", ".join(_quote(conn, role) for role in ungranted)
+    statements.append(f"GRANT {roles} TO {_quote(conn, user)} WITH ADMIN OPTION;")
+    return Missing(
+        "CREATEROLE",
+        f"the pipeline's roles {', '.join(ungranted)} are not granted to it WITH ADMIN OPTION",
+        tuple(statements),
+    )
+
+
+def _schemas_missing(conn: psycopg.Connection, database: str, user: str) -> list[Missing]:
+    schemas = list(PLAN)
+    rows = conn.execute(
+        """select n.nspname, pg_get_userbyid(n.nspowner), pg_has_role(%s, n.nspowner, 'USAGE')
+           from pg_namespace n where n.nspname = any(%s)""",
+        (user, schemas),
+    ).fetchall()
+    present = {str(name) for name, _, _ in rows}
+    missing: list[Missing] = []
+    row = conn.execute(
+        "select has_database_privilege(current_user, current_database(), 'CREATE')"
+    ).fetchone()
+    absent = [schema for schema in schemas if schema not in present]
+    if absent and not (row and row[0]):
+        missing.append(
+            Missing(
+                f"CREATE on database {database}",
+                f"it cannot create the schemas {', '.join(absent)}",
+                (f"GRANT CREATE ON DATABASE {_quote(conn, database)} TO {_quote(conn, user)};",),
+            )
+        )
+    foreign = [(str(name), str(owner)) for name, owner, ours in rows if not ours]
+    if foreign:
+        missing.append(
+            Missing(
+                "ownership of schemas " + ", ".join(name for name, _ in foreign),
+                "it cannot grant the roles their privileges there (owned by "
+                + ", ".join(sorted({owner for _, owner in foreign}))
+                + ")",
+                tuple(
+                    f"ALTER SCHEMA {_quote(conn, name)} OWNER TO {_quote(conn, user)};"
+                    for name, _ in sorted(foreign)
+                ),
+            )
+        )
+    return missing
+
+
+def missing_privileges(url: ConnectionURL) -> list[Missing]:
+    """What the URL's user lacks for open_warehouse and the run (empty: nothing). Reads only."""
+    try:
+        conn = psycopg.connect(url.url(), connect_timeout=CONNECT_TIMEOUT_S, autocommit=True)
+        database_exists = True
+    except psycopg.OperationalError as exc:
+        if "does not exist" not in str(exc):
+            raise
+        conn = psycopg.connect(
+            url.with_database("postgres").url(), connect_timeout=CONNECT_TIMEOUT_S, autocommit=True
+        )
+        database_exists = False
+    with conn:
+        user, is_super, can_createdb, can_createrole = _user(conn)
+        if is_super:
+            return []
+        missing: list[Missing] = []
+        if not database_exists and not can_createdb:
+            missing.append(
+                Missing(
+                    "CREATEDB",
+                    f"the database {url.database} does not exist",
+                    (f"CREATE DATABASE {_quote(conn, url.database)} OWNER {_quote(conn, user)};",),
+                )
+            )
+        if database_exists:
+            missing += _schemas_missing(conn, url.database, user)
+        if not can_createrole:
+            roles = _roles_missing(conn, user)
+            if roles:
+                missing.append(roles)
+        return missing
+
+
+def missing_line(user: str, missing: Missing) -> str:
+    """One line: the missing privilege, why it matters, and the SQL that grants it."""
+    return (
+        f"warehouse user {user} lacks {missing.privilege} ({missing.why}): an administrator "
+        f"runs once: {' '.join(missing.statements)}  (all of it: make print-admin-sql)"
+    )
+
+
+def admin_sql(url: ConnectionURL, missing: list[Missing]) -> str:
+    """The SQL script an administrator runs once (as a superuser or the database owner)."""
+    if not missing:
+        return f"-- warehouse user {url.user} has every privilege the run needs: nothing to run\n"
+    lines = [f"-- run once as an administrator, for warehouse user {url.user} ({url.describe()})"]
+    for item in missing:
+        lines.append(f"-- {item.privilege}: {item.why}")
+        lines += item.statements
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    """`make print-admin-sql`: the admin SQL for the configured warehouse (WAREHOUSE_URL)."""
+    from moovitamix.settings import load_settings
+    from moovitamix.warehouse import WarehouseUnreachable, resolve_url
+
+    try:
+        url = resolve_url(load_settings())
+        print(admin_sql(url, missing_privileges(url)), end="")
+    except (WarehouseUnreachable, psycopg.Error) as exc:
+        print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
