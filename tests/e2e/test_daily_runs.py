@@ -1,4 +1,5 @@
-"""`make daily` end to end: real subprocesses, the embedded Postgres, the simulator over HTTP.
+"""`make daily` end to end: real subprocesses, the simulator over HTTP, on the embedded Postgres
+and on the distribution's own server (`pg_server`: tests/conftest.py).
 
 Write-audit-publish (moovitamix/publication.py): each day becomes visible to readers only when
 all of it passed; a failed or killed run leaves the last good day in place; the next normal run
@@ -170,6 +171,8 @@ def test_three_days_a_concurrent_start_then_a_broken_day(
     assert statuses == ["success"] * 3 + ["failed", "success"], "the refused run left no trace"
 
 
+# The kills test the pipeline, not the server: the embedded one only (CI time).
+@pytest.mark.pg_servers("embedded")
 def test_kill_during_ingestion_then_a_normal_run_equals_a_clean_run(
     warehouse_env: ConnectionURL,
     start_simulator: SimulatorFactory,
@@ -203,6 +206,8 @@ def test_kill_during_ingestion_then_a_normal_run_equals_a_clean_run(
     assert fingerprint(warehouse_env) == clean_day0.fingerprint
 
 
+# The kills test the pipeline, not the server: the embedded one only (CI time).
+@pytest.mark.pg_servers("embedded")
 def test_kill_during_publish_then_a_normal_run_equals_a_clean_run(
     warehouse_env: ConnectionURL,
     start_simulator: SimulatorFactory,
