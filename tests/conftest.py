@@ -4,11 +4,11 @@ served over real HTTP on a free loopback port.
 Nothing here touches the developer's `.data/` or `.env`: the server lives in a pytest temp dir,
 and each test that writes gets a fresh database of its own (`fresh_warehouse`).
 
-A second server: tests that take the `pg_server` fixture run once per server, on the embedded
-Postgres and on a throw-away cluster of the distribution's own package (tests/system_postgres.py,
-TCP and scram passwords). `--pg-server embedded|system` picks one; the marker
-`pg_servers("embedded")` limits a test. Where the distribution's server is missing, its tests
-skip, except in CI (`CI=true` or MOOVITAMIX_REQUIRE_SYSTEM_PG=1), where they fail.
+A second server: a test that takes the `pg_server` fixture (through `pg_admin_url`) runs on the
+embedded Postgres, and also on a throw-away cluster of the distribution's own package
+(tests/system_postgres.py: TCP and scram passwords) when marked `pg_servers("embedded",
+"system")`. `--pg-server embedded|system` keeps one. Where the distribution's server is missing,
+its tests skip, except in CI (`CI=true` or MOOVITAMIX_REQUIRE_SYSTEM_PG=1), where they fail.
 """
 
 from __future__ import annotations
@@ -51,23 +51,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         choices=PG_SERVERS,
         help="run the tests that take `pg_server` on this server only (repeatable; default: "
-        "the embedded Postgres and the distribution's own server package)",
+        "each on the servers its pg_servers marker names, the embedded one when unmarked)",
     )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "pg_servers(*names): the servers (embedded, system) this test runs on"
+        "markers",
+        "pg_servers(*names): the servers (embedded, system) a test taking pg_server runs on",
     )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "pg_server" not in metafunc.fixturenames:
         return
-    servers = metafunc.config.getoption("--pg-server") or list(PG_SERVERS)
     marker = metafunc.definition.get_closest_marker("pg_servers")
-    if marker:
-        servers = [name for name in servers if name in marker.args]
+    wanted = marker.args if marker else ("embedded",)
+    chosen = metafunc.config.getoption("--pg-server") or PG_SERVERS
+    servers = [name for name in PG_SERVERS if name in wanted and name in chosen]
     metafunc.parametrize("pg_server", servers, indirect=True, scope="session")
 
 

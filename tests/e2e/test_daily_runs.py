@@ -39,6 +39,7 @@ from tests.e2e.daily_helpers import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+BOTH_SERVERS = pytest.mark.pg_servers("embedded", "system")
 
 
 def _run_id(output: str) -> str:
@@ -64,6 +65,7 @@ def _assert_day_published(url: ConnectionURL, api_url: str, run_id: str) -> None
     assert staged == 0
 
 
+@BOTH_SERVERS
 def test_cron_environment_runs_make_daily(clean_day0: CleanRun) -> None:
     out = clean_day0.result.stdout
     assert "using the built-in simulator at http://127.0.0.1:" in out.splitlines()[0]
@@ -78,6 +80,7 @@ def test_cron_environment_runs_make_daily(clean_day0: CleanRun) -> None:
     assert any("published run" in entry["msg"] for entry in entries)
 
 
+@BOTH_SERVERS
 def test_the_grants_hold_after_a_daily_rebuild(clean_day0: CleanRun) -> None:
     with psycopg.connect(clean_day0.warehouse.url()) as conn:
         assert audit_grants(conn) == []
@@ -87,6 +90,7 @@ def test_the_grants_hold_after_a_daily_rebuild(clean_day0: CleanRun) -> None:
             conn.execute("select count(*) from marts.dim_users_pii")
 
 
+@BOTH_SERVERS
 def test_the_password_is_nowhere(clean_day0: CleanRun) -> None:
     """Console, run logs, dlt's state, and every folder the run writes in the repo."""
     assert SECRET not in clean_day0.result.stdout + clean_day0.result.stderr
@@ -108,6 +112,7 @@ def test_the_password_is_nowhere(clean_day0: CleanRun) -> None:
     assert leaks == []
 
 
+@BOTH_SERVERS
 def test_three_days_a_concurrent_start_then_a_broken_day(
     warehouse_env: ConnectionURL,
     start_simulator: SimulatorFactory,
@@ -172,7 +177,6 @@ def test_three_days_a_concurrent_start_then_a_broken_day(
 
 
 # The kills test the pipeline, not the server: the embedded one only (CI time).
-@pytest.mark.pg_servers("embedded")
 def test_kill_during_ingestion_then_a_normal_run_equals_a_clean_run(
     warehouse_env: ConnectionURL,
     start_simulator: SimulatorFactory,
@@ -207,7 +211,6 @@ def test_kill_during_ingestion_then_a_normal_run_equals_a_clean_run(
 
 
 # The kills test the pipeline, not the server: the embedded one only (CI time).
-@pytest.mark.pg_servers("embedded")
 def test_kill_during_publish_then_a_normal_run_equals_a_clean_run(
     warehouse_env: ConnectionURL,
     start_simulator: SimulatorFactory,
