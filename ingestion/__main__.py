@@ -38,7 +38,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     d = IngestionConfig()
     p = argparse.ArgumentParser(
         prog="python -m ingestion",
-        description="Load the MooVitamix API (tracks, users, listen_history) into schema raw.",
+        description="Load the MooVitamix API (tracks, users, listen_history) into schema raw, "
+        "or append a snapshot of it to the Parquet lake (--destination filesystem).",
     )
     p.add_argument(
         "--api-url",

@@ -81,7 +81,16 @@ def lake_bucket_url(settings: Settings, bucket_url: str | None = None) -> str:
     if bucket_url:
         return bucket_url
     configured = dlt.config.get(BUCKET_URL_CONFIG, str)
-    return str(configured) if configured else settings.lake
+    if not configured:
+        return settings.lake
+    if str(configured) != settings.lake:
+        log.warning(
+            "loading the lake at %s (dlt's %s), not at %s: the Spark engine's dbt reads LAKE_URL",
+            configured,
+            BUCKET_URL_CONFIG,
+            settings.lake,
+        )
+    return str(configured)
 
 
 def lake_pipelines_dir(settings: Settings, bucket_url: str) -> Path:

@@ -48,7 +48,10 @@ def _facts(ctx: RunContext, result: IngestionResult) -> dict[str, int]:
 def _ingest_lake(ctx: RunContext) -> StepReport:
     """Append a complete snapshot to the lake; the stats go to the control plane too."""
     try:
-        result = run_lake_ingestion(ctx.settings, ctx.run_id, api_url=ctx.api_url)
+        # the lake dbt reads (Settings.lake), whatever dlt's own config says
+        result = run_lake_ingestion(
+            ctx.settings, ctx.run_id, api_url=ctx.api_url, bucket_url=ctx.settings.lake
+        )
     except IngestionFailed as exc:
         raise StepFailed(str(exc)) from None
     per_endpoint = _facts(ctx, result)
