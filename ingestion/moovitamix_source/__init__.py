@@ -146,7 +146,7 @@ def _write_batch(endpoint: Endpoint, batch: Batch, files: CsvFiles | ArrowTables
 def _read_endpoint(
     endpoint: Endpoint, context: SourceContext, files: CsvFiles | ArrowTables
 ) -> EndpointRead:
-    """Read every page of `endpoint`, check it, write its tables' CSV files; raises
+    """Read every page of `endpoint`, check it, write its tables' files (CSV or Arrow); raises
     ReadMismatch (or FetchFailed) when the read is not a complete extract."""
     builder = RecordBuilder(
         endpoint,
