@@ -13,7 +13,7 @@ import datetime as dt
 import decimal
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import great_expectations as gx
 from great_expectations.compatibility.typing_extensions import override
@@ -96,6 +96,10 @@ class ExpectMetricWithinLimit(UnexpectedRowsExpectation):
     columns, and `breach` (true when `observed` is above the limit). The expectation fails when
     a row breaches; every row is kept in the result's details (aggregates only, never records).
     """
+
+    # The rows only: the parent's row count would run the query a second time (GX computes
+    # every metric an expectation declares), and `_validate` below does not read it.
+    metric_dependencies: ClassVar[tuple[str, ...]] = ("unexpected_rows_query.table",)
 
     @override
     def _validate(
