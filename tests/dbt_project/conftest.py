@@ -47,10 +47,11 @@ def new_database(admin_url: ConnectionURL, prefix: str) -> ConnectionURL:
 
 
 @pytest.fixture(scope="module")
-def dbt_env(admin_url: ConnectionURL, tmp_path_factory: pytest.TempPathFactory):
+def dbt_env(pg_admin_url: ConnectionURL, tmp_path_factory: pytest.TempPathFactory):
     """A fresh warehouse as WAREHOUSE_URL, private dbt target/log dirs; restored afterwards
-    (the runner exports MVX_DBT_* and the run id into this process)."""
-    url = new_database(admin_url, "mvx_dbt")
+    (the runner exports MVX_DBT_* and the run id into this process). Once per server
+    (`pg_server`: the embedded Postgres and the distribution's own, tests/conftest.py)."""
+    url = new_database(pg_admin_url, "mvx_dbt")
     tmp = tmp_path_factory.mktemp("dbt")
     with pytest.MonkeyPatch.context() as mp:
         for key in DBT_ENV:

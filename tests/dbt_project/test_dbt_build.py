@@ -12,7 +12,12 @@ from dbt_project import cli
 from dbt_project.runner import PROJECT_DIR
 from tests.dbt_project.dbt_helpers import INCOMPLETE_TRACK_ID, INCOMPLETE_USER_ID, MARTS, Scenario
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# on the embedded Postgres and the distribution's own (tests/conftest.py: pg_server)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.pg_servers("embedded", "system"),
+]
 
 
 def _items(api: dict, users: set[int] | None = None) -> list[tuple[int, int]]:
