@@ -8,7 +8,7 @@ import os
 import sys
 
 from moovitamix import exit_codes
-from moovitamix.embedded_warehouse import EmbeddedWarehouse, psql_path
+from moovitamix.embedded_warehouse import EmbeddedWarehouse, EmbeddedWarehouseError, psql_path
 from moovitamix.roles import ROLES, RolesError, ensure_roles
 from moovitamix.settings import Settings, apply_offline_defaults, load_settings
 from moovitamix.warehouse import (
@@ -72,7 +72,11 @@ def _warehouse(args: argparse.Namespace) -> int:
             env["PGOPTIONS"] = " ".join(
                 filter(None, [env.get("PGOPTIONS"), f"-c role={args.role}"])
             )
-        psql = str(psql_path())
+        try:
+            psql = str(psql_path(tls=url.requires_tls))
+        except EmbeddedWarehouseError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return exit_codes.STEP_FAILED
         os.execve(psql, [psql, *args.psql_args], env)
     return exit_codes.OK
 

@@ -5,10 +5,39 @@ Passwords never leave this object unmasked except towards a driver: `masked` is 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 MASK = "****"
+# libpq's connection parameters that have an environment variable, for clients that take no URL
+# (psql through PG* variables; dbt, whose profile names host, port, user and database only).
+LIBPQ_ENV = {
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "sslcrl": "PGSSLCRL",
+    "sslcrldir": "PGSSLCRLDIR",
+    "sslsni": "PGSSLSNI",
+    "sslcompression": "PGSSLCOMPRESSION",
+    "sslcertmode": "PGSSLCERTMODE",
+    "sslnegotiation": "PGSSLNEGOTIATION",
+    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
+    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
+    "requirepeer": "PGREQUIREPEER",
+    "require_auth": "PGREQUIREAUTH",
+    "channel_binding": "PGCHANNELBINDING",
+    "gssencmode": "PGGSSENCMODE",
+    "krbsrvname": "PGKRBSRVNAME",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "application_name": "PGAPPNAME",
+    "options": "PGOPTIONS",
+}
+# The ones that say how to reach the server safely (TLS, GSS, authentication), not what the
+# session does: dbt gets these through the environment, its profile sets the rest.
+_TRANSPORT = frozenset(LIBPQ_ENV) - {"target_session_attrs", "application_name", "options"}
 
 
 class InvalidWarehouseURL(ValueError):
@@ -52,6 +81,11 @@ class ConnectionURL:
         )
 
     @property
+    def requires_tls(self) -> bool:
+        """sslmode require, verify-ca or verify-full: a client without TLS cannot connect."""
+        return dict(self.options).get("sslmode") in ("require", "verify-ca", "verify-full")
+
+    @property
     def is_socket(self) -> bool:
         return self.host.startswith("/")
 
@@ -92,7 +126,8 @@ class ConnectionURL:
         return f"host {where}, database {self.database}, user {self.user}"
 
     def libpq_env(self) -> dict[str, str]:
-        """PG* variables for psql and any libpq client (password via env, not argv)."""
+        """PG* variables for psql and any libpq client (password via env, not argv), with the
+        URL's options (sslmode, sslrootcert, ...) unchanged."""
         env = {
             "PGHOST": self.host,
             "PGPORT": str(self.port),
@@ -101,14 +136,21 @@ class ConnectionURL:
         }
         if self.password:
             env["PGPASSWORD"] = self.password
+        env.update(self._options_env(LIBPQ_ENV))
         return env
 
+    def _options_env(self, names: Collection[str]) -> dict[str, str]:
+        return {LIBPQ_ENV[key]: value for key, value in self.options if key in names}
+
     def dbt_env(self) -> dict[str, str]:
-        """The variables `dbt_project/profiles.yml` reads with env_var()."""
+        """The variables `dbt_project/profiles.yml` reads with env_var(), and the URL's TLS
+        options (sslmode, sslrootcert, ...) as libpq's PG* variables."""
         return {
             "MVX_DBT_HOST": self.host,
             "MVX_DBT_PORT": str(self.port),
             "MVX_DBT_USER": self.user,
             "MVX_DBT_PASSWORD": self.password,
             "MVX_DBT_DATABASE": self.database,
+            # sslmode, sslrootcert, ...: libpq (under dbt-postgres) reads them from PG* vars
+            **self._options_env(_TRANSPORT),
         }

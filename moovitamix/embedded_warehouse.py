@@ -17,6 +17,7 @@ import importlib.util
 import logging
 import os
 import pwd
+import shutil
 import stat
 import subprocess
 import tempfile
@@ -316,6 +317,15 @@ class EmbeddedWarehouse:
             )
 
 
-def psql_path() -> Path:
-    """The psql of the embedded package: works against any warehouse, no system install needed."""
+def psql_path(*, tls: bool = False) -> Path:
+    """The psql of the embedded package: works against any warehouse, no system install needed,
+    but it is built without TLS. For a warehouse that requires TLS: the system's psql."""
+    if tls:
+        system = shutil.which("psql")
+        if system is None:
+            raise EmbeddedWarehouseError(
+                "WAREHOUSE_URL requires TLS (sslmode), which the embedded psql cannot speak: "
+                "install a psql with TLS (Debian: apt-get install postgresql-client)"
+            )
+        return Path(system)
     return _bin_dir() / "psql"

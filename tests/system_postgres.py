@@ -5,6 +5,11 @@ managed service would meet it.
 
 The binaries are `MOOVITAMIX_TEST_PG_BIN` when set, else the newest
 /usr/lib/postgresql/<major>/bin that holds initdb and pg_ctl.
+
+The server also speaks TLS, with a self-signed certificate for 127.0.0.1 made by openssl when the
+cluster is made (`ca_file`: what a client trusts). Plain TCP stays allowed, except for the
+members of TLS_ONLY: a client that lost its URL's sslmode (and fell back to PGSSLMODE=disable)
+is refused.
 """
 
 from __future__ import annotations
@@ -20,12 +25,15 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import psycopg
+
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.embedded_warehouse import SERVER_OS_USER
 
 BIN_ENV = "MOOVITAMIX_TEST_PG_BIN"
 DISTRIBUTION_ROOT = Path("/usr/lib/postgresql")
 SUPERUSER = "postgres"
+TLS_ONLY = "mvx_tls_only"  # a group role: its members may connect over TLS only
 _START_ATTEMPTS = 5
 
 
@@ -44,6 +52,23 @@ def find_bin_dir() -> Path | None:
     )
     usable = [path for path in majors if (path / "initdb").exists() and (path / "pg_ctl").exists()]
     return usable[-1] if usable else None
+
+
+def self_signed_certificate(directory: Path, name: str, host: str = "127.0.0.1") -> Path:
+    """`<name>.crt` and `<name>.key` in `directory`: a self-signed certificate for `host` that
+    is its own CA (what a client puts in sslrootcert). Returns the certificate's path."""
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    result = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", f"/CN={host}", "-keyout", str(key), "-out", str(cert),
+         "-addext", f"subjectAltName=IP:{host},DNS:localhost",
+         "-addext", "basicConstraints=critical,CA:TRUE"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise SystemPostgresError(f"openssl failed: {result.stderr.strip()[-500:]}")
+    key.chmod(0o600)
+    return cert
 
 
 def free_port() -> int:
@@ -76,6 +101,7 @@ class SystemPostgres:
         self.pgdata = self.root / "data"
         self.log_path = self.root / "server.log"
         self.password = secrets.token_urlsafe(16)
+        self.ca_file = self.root / "server.crt"  # the server's self-signed certificate
         self.port = 0
         # initdb and the server refuse to run as root: as root, run them as the embedded
         # server's OS user
@@ -113,6 +139,11 @@ class SystemPostgres:
         pwfile.unlink()
         if result.returncode != 0:
             raise SystemPostgresError(f"initdb failed: {result.stderr.strip()[-500:]}")
+        self_signed_certificate(self.root, "server")
+        hba = self.pgdata / "pg_hba.conf"
+        hba.write_text(f"hostnossl all +{TLS_ONLY} 127.0.0.1/32 reject\n" + hba.read_text())
+        for path in (self.root / "server.crt", self.root / "server.key"):
+            self._own(path)
 
     def start(self) -> ConnectionURL:
         """initdb (first time) and start on a free loopback port; the superuser's URL."""
@@ -127,6 +158,9 @@ class SystemPostgres:
                 f"-p {self.port}",
                 f"-k {self.root}",
                 "-c unix_socket_permissions=0700",
+                "-c ssl=on",
+                f"-c ssl_cert_file={self.root / 'server.crt'}",
+                f"-c ssl_key_file={self.root / 'server.key'}",
                 *self.server_options,
             ]
             result = self._run(
@@ -134,6 +168,7 @@ class SystemPostgres:
                  "-o", " ".join(options), "start"]
             )  # fmt: skip
             if result.returncode == 0:
+                self._ensure_tls_only_role()
                 return self.admin_url()
             if attempt + 1 == _START_ATTEMPTS or "already in use" not in self.log_tail():
                 raise SystemPostgresError(
@@ -141,14 +176,14 @@ class SystemPostgres:
                 )
         raise AssertionError("unreachable")
 
+    def _ensure_tls_only_role(self) -> None:
+        with psycopg.connect(self.admin_url().url(), autocommit=True) as conn:
+            exists = conn.execute("select 1 from pg_roles where rolname = %s", (TLS_ONLY,))
+            if exists.fetchone() is None:
+                conn.execute(f"create role {TLS_ONLY} nologin")
+
     def admin_url(self) -> ConnectionURL:
         return ConnectionURL(SUPERUSER, self.password, "127.0.0.1", self.port, "postgres")
-
-    def restart(self, *, server_options: Sequence[str] = ()) -> ConnectionURL:
-        """Stop and start again on the same data directory (e.g. with `-c ssl=on`)."""
-        self._run(["pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "stop"])
-        self.server_options = tuple(server_options)
-        return self.start()
 
     def stop(self) -> None:
         if (self.pgdata / "postmaster.pid").exists():
