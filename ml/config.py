@@ -110,6 +110,15 @@ class Artifacts:
 
 
 @dataclass(frozen=True)
+class Spark:
+    """The Spark engine's recommender: above `mllib_above_pairs` (user, track) pairs training
+    runs in Spark with MLlib's ALS (ml.mllib) instead of implicit in the driver."""
+
+    mllib_above_pairs: int = 25_000_000
+    als_blocks: int = 0  # MLlib ALS user/item blocks; 0 = the session's default parallelism
+
+
+@dataclass(frozen=True)
 class MlConfig:
     model: ModelParams = ModelParams()
     runtime: Runtime = Runtime()
@@ -118,6 +127,7 @@ class MlConfig:
     search: Search = Search()
     publish: Publish = Publish()
     artifacts: Artifacts = Artifacts()
+    spark: Spark = Spark()
 
 
 _SECTION_TYPES = {
@@ -128,6 +138,7 @@ _SECTION_TYPES = {
     "search": Search,
     "publish": Publish,
     "artifacts": Artifacts,
+    "spark": Spark,
 }
 
 
@@ -205,6 +216,8 @@ def _checked(config: MlConfig) -> MlConfig:
         raise ConfigError(f"search.confidence has an unknown scheme {bad[0]!r}")
     if config.artifacts.keep < 1:
         raise ConfigError("artifacts.keep must be >= 1 (the serving model is always kept)")
+    if config.spark.mllib_above_pairs < 0 or config.spark.als_blocks < 0:
+        raise ConfigError("spark.mllib_above_pairs and spark.als_blocks must be >= 0")
     return config
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,6 +77,10 @@ def spark_session(settings: Settings) -> SparkSession:
         os.environ["SPARK_REMOTE"] = settings.spark_master
         return SparkSession.builder.remote(settings.spark_master).getOrCreate()
     settings.spark_dir.mkdir(parents=True, exist_ok=True)
+    # Python UDFs (the recommender's blockwise similar tracks, ml/mllib) run in worker
+    # processes started as `python3` from PATH unless PYSPARK_PYTHON says otherwise: this
+    # interpreter has the packages (a cluster's executors set their own).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder
     for key, value in spark_conf(settings).items():
         builder = builder.config(key, value)

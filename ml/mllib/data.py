@@ -1,0 +1,112 @@
+"""The marts as Spark DataFrames, for training in Spark: nothing is collected to the driver.
+
+`listens` is marts.fct_listens as (user_id, track_id, listen_count) pairs: counts > 0, a pair
+listed twice summed, as ml.interactions.build_interactions does for the driver's matrix. The
+tracks of the matrix are the tracks with listens; the users of the lists are marts.dim_users.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ml.config import MlConfig
+from ml.interactions import MartsNotReady
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+INPUT_MARTS = ("fct_listens", "dim_users", "dim_tracks", "bridge_track_genres")
+
+
+@dataclass(frozen=True)
+class SparkMarts:
+    listens: DataFrame  # user_id bigint, track_id bigint, listen_count bigint (> 0, unique)
+    users: DataFrame  # every dim_users user: user_id bigint, genre string (favorite; null)
+    track_genres: DataFrame  # track_id bigint, genre string: distinct, tracks with listens
+    n_users: int  # users with listens (the matrix's rows)
+    n_tracks: int  # tracks with listens (the matrix's columns)
+    n_pairs: int
+    n_catalog_tracks: int  # rows of dim_tracks: the coverage denominator
+    int_ids: bool  # every user_id and track_id fits MLlib's int ids
+
+    def unpersist(self) -> None:
+        self.listens.unpersist()
+
+
+def _check(spark: SparkSession, schema: str) -> None:
+    missing = [t for t in INPUT_MARTS if not spark.catalog.tableExists(f"{schema}.{t}")]
+    if missing:
+        raise MartsNotReady(
+            f"input mart(s) missing: {', '.join(f'{schema}.{m}' for m in missing)} "
+            "(run the transform step first)"
+        )
+
+
+def listens_of(spark: SparkSession, schema: str) -> DataFrame:
+    return spark.sql(
+        "select cast(user_id as bigint) as user_id, cast(track_id as bigint) as track_id, "
+        f"sum(cast(listen_count as bigint)) as listen_count from {schema}.fct_listens "
+        "where listen_count > 0 group by 1, 2"
+    )
+
+
+def count_pairs(spark: SparkSession, schema: str) -> int:
+    """The (user, track) pairs of <schema>.fct_listens: what decides between the paths."""
+    _check(spark, schema)
+    return int(listens_of(spark, schema).count())
+
+
+def use_mllib(spark: SparkSession, schema: str, config: MlConfig) -> bool:
+    """Train in Spark (MLlib) rather than in the driver (implicit): more pairs than
+    `[spark] mllib_above_pairs` (ml/config.toml says why its default)."""
+    return count_pairs(spark, schema) > config.spark.mllib_above_pairs
+
+
+def read_marts(spark: SparkSession, schema: str) -> SparkMarts:
+    """<schema>'s input marts as DataFrames; the listens cached (every step reads them)."""
+    _check(spark, schema)
+    listens = listens_of(spark, schema).persist()
+    sizes = listens.selectExpr(
+        "count(*) as pairs",
+        "count(distinct user_id) as users",
+        "count(distinct track_id) as tracks",
+        "min(user_id) as min_user",
+        "max(user_id) as max_user",
+        "min(track_id) as min_track",
+        "max(track_id) as max_track",
+    ).first()
+    assert sizes is not None
+    if sizes["pairs"] == 0:
+        listens.unpersist()
+        raise MartsNotReady(f"{schema}.fct_listens has no listens: nothing to train on")
+    users = spark.sql(
+        "select cast(user_id as bigint) as user_id, cast(favorite_genre_id as string) as genre "
+        f"from {schema}.dim_users"
+    )
+    tracks = listens.select("track_id").distinct()
+    track_genres = (
+        spark.sql(
+            "select distinct cast(track_id as bigint) as track_id, "
+            f"cast(genre_id as string) as genre from {schema}.bridge_track_genres "
+            "where genre_id is not null"
+        )
+        .join(tracks, "track_id", "left_semi")
+        .persist()
+    )
+    n_catalog = spark.table(f"{schema}.dim_tracks").count()
+    return SparkMarts(
+        listens=listens,
+        users=users,
+        track_genres=track_genres,
+        n_users=int(sizes["users"]),
+        n_tracks=int(sizes["tracks"]),
+        n_pairs=int(sizes["pairs"]),
+        n_catalog_tracks=int(n_catalog),
+        int_ids=all(
+            INT_MIN <= int(sizes[f"{end}_{what}"]) <= INT_MAX
+            for end in ("min", "max")
+            for what in ("user", "track")
+        ),
+    )

@@ -1,0 +1,177 @@
+"""The published lists as Spark DataFrames, written to the lake and streamed back in batches.
+
+Same rules as ml/lists.py: every dim_users user gets k tracks never heard; users with listens
+from the serving ALS model ('als') or the published baseline; users without listens their
+favorite genre's most popular tracks ('genre_popularity'), then global popularity
+('popularity'), each row with its own source. Every track with listens gets its similar_k
+nearest tracks by the dot product (or cosine) of the item factors, or, when a baseline is
+published, the most popular tracks sharing most of its genres.
+
+The lake layout and columns are ml/lake_lists.py's (`<lake>/recommendations/<table>/
+run_id=<run_id>/`), so its LakeLists publishes, discards and retains these folders unchanged.
+Postgres gets the same rows by streaming the written Parquet back (`lake_batches`: Arrow record
+batches of a bounded size, nothing collected whole, no Python object per row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+from pyspark.sql import functions as F
+
+from ml.baselines import GENRE_POPULARITY, POPULARITY
+from ml.lake_lists import RUN_PREFIX, SCHEMA
+from ml.lists import ALS
+from ml.mllib.als import blockwise_top_k, item_factors, top_k_unheard
+from ml.mllib.popularity import listeners, popularity_top_k
+
+if TYPE_CHECKING:
+    from pyspark.ml.recommendation import ALSModel
+    from pyspark.sql import DataFrame
+
+    from ml.mllib.data import SparkMarts
+
+USER_COLUMNS = ("user_id", "rank", "track_id", "score", "source", "model_run_id", "generated_at")
+SIMILAR_COLUMNS = ("track_id", "rank", "similar_track_id", "score", "model_run_id", "generated_at")
+
+
+@dataclass(frozen=True)
+class SparkLists:
+    user_top_tracks: DataFrame  # USER_COLUMNS but the last two
+    similar_tracks: DataFrame  # SIMILAR_COLUMNS but the last two
+
+
+def _fallback_source() -> F.Column:
+    return F.when(F.col("from_genre"), F.lit(GENRE_POPULARITY)).otherwise(F.lit(POPULARITY))
+
+
+def user_top_tracks(
+    marts: SparkMarts, k: int, model: ALSModel | None, baseline: str = GENRE_POPULARITY
+) -> DataFrame:
+    """Every dim_users user's list; `model` None publishes `baseline` for users with listens."""
+    k = min(k, marts.n_tracks)
+    tracks = marts.listens.select("track_id").distinct()
+    listened = marts.users.join(marts.listens, "user_id", "left_semi")
+    silent = marts.users.join(marts.listens, "user_id", "left_anti")
+    if model is not None:
+        heard_lists = top_k_unheard(model, listened, marts.listens, k, marts.n_tracks).withColumn(
+            "source", F.lit(ALS)
+        )
+    else:
+        users = listened
+        if baseline != GENRE_POPULARITY:
+            users = users.withColumn("genre", F.lit(None).cast("string"))
+        heard_lists = popularity_top_k(
+            marts.listens, tracks, marts.track_genres, users, marts.listens, k, marts.n_users
+        ).withColumn("source", _fallback_source())
+    fallback = popularity_top_k(
+        marts.listens, tracks, marts.track_genres, silent, None, k, marts.n_users
+    ).withColumn("source", _fallback_source())
+    columns = ["user_id", "rank", "track_id", "score", "source"]
+    return heard_lists.select(*columns).unionByName(fallback.select(*columns))
+
+
+def similar_tracks(
+    marts: SparkMarts, k: int, model: ALSModel | None, scoring: str = "dot"
+) -> DataFrame:
+    """Every listened track's "play next" list (see the module docstring)."""
+    spark = marts.listens.sparkSession
+    if model is not None:
+        ids, factors = item_factors(model)
+        if scoring == "cosine":
+            norms = np.linalg.norm(factors, axis=1, keepdims=True)
+            factors = factors / np.maximum(norms, np.finfo(np.float32).tiny)
+        return blockwise_top_k(spark, ids, factors, factors, k)
+    # genre popularity: score = (n + 1) x shared genres + popularity rank score, as
+    # ml.baselines.Popularity.similar_by_genre ranks; the published score is the share
+    tracks = marts.listens.select("track_id").distinct()
+    popular = listeners(marts.listens, tracks).orderBy("track_id").toArrow()
+    ids = popular["track_id"].to_numpy()
+    count = popular["listeners"].to_numpy()
+    n = len(ids)
+    rank_score = np.empty(n)
+    rank_score[np.lexsort((np.arange(n), -count))] = np.arange(n, 0, -1)
+    pairs = marts.track_genres.toArrow()
+    genre_names = sorted(set(pairs["genre"].to_pylist()))
+    genres = np.zeros((n, len(genre_names)))
+    rows = np.searchsorted(ids, pairs["track_id"].to_numpy())
+    code = {name: i for i, name in enumerate(genre_names)}
+    cols = np.array([code[name] for name in pairs["genre"].to_pylist()], dtype=np.int64)
+    genres[rows, cols] = 1.0
+    query = np.hstack([genres * float(n + 1), np.ones((n, 1))])
+    keys = np.hstack([genres, rank_score[:, None]])
+    share = spark.createDataFrame(
+        pa.table({"similar_track_id": ids, "share": count / max(marts.n_users, 1)})
+    )
+    ranked = blockwise_top_k(spark, ids, query, keys, k)
+    return ranked.join(share, "similar_track_id").select(
+        "track_id", "rank", "similar_track_id", F.col("share").alias("score")
+    )
+
+
+def build_lists(
+    marts: SparkMarts,
+    model: ALSModel | None,
+    *,
+    k: int,
+    similar_k: int,
+    scoring: str = "dot",
+    baseline: str = GENRE_POPULARITY,
+) -> SparkLists:
+    return SparkLists(
+        user_top_tracks(marts, k, model, baseline),
+        similar_tracks(marts, similar_k, model, scoring),
+    )
+
+
+def write_lists(
+    lists: SparkLists, lake: str, run_id: str, model_run_id: str, generated_at: datetime
+) -> dict[str, int]:
+    """Both lists as Parquet under `<lake>/recommendations/<table>/run_id=<run_id>/` (the
+    columns of ml/lake_lists.py, timestamps as microseconds in UTC); rows per table."""
+    spark = lists.user_top_tracks.sparkSession
+    stamp = {
+        "model_run_id": F.lit(model_run_id),
+        "generated_at": F.lit(generated_at).cast("timestamp"),
+    }
+    frames = {
+        "user_top_tracks": lists.user_top_tracks.withColumns(stamp).select(*USER_COLUMNS),
+        "similar_tracks": lists.similar_tracks.withColumns(stamp).select(*SIMILAR_COLUMNS),
+    }
+    conf = "spark.sql.parquet.outputTimestampType"
+    before = spark.conf.get(conf)
+    spark.conf.set(conf, "TIMESTAMP_MICROS")  # as pyarrow writes them, not legacy INT96
+    try:
+        for name, frame in frames.items():
+            frame.write.mode("overwrite").parquet(_folder(lake, name, run_id))
+    finally:
+        spark.conf.set(conf, before)
+    return {name: lake_rows(lake, name, run_id) for name in frames}
+
+
+def _folder(lake: str, table: str, run_id: str) -> str:
+    return f"{lake.rstrip('/')}/{SCHEMA}/{table}/{RUN_PREFIX}{run_id}"
+
+
+def _dataset(lake: str, table: str, run_id: str) -> ds.Dataset:
+    fs, base = pafs.FileSystem.from_uri(_folder(lake, table, run_id))
+    return ds.dataset(base, filesystem=fs, format="parquet")
+
+
+def lake_rows(lake: str, table: str, run_id: str) -> int:
+    return int(_dataset(lake, table, run_id).count_rows())
+
+
+def lake_batches(
+    lake: str, table: str, run_id: str, batch_rows: int = 100_000
+) -> Iterator[pa.RecordBatch]:
+    """The run's written list `table`, in Arrow record batches of at most `batch_rows` rows:
+    what the Postgres copy is loaded from, chunk by chunk (the same rows as the lake's)."""
+    yield from _dataset(lake, table, run_id).to_batches(batch_size=batch_rows)

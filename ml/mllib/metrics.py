@@ -1,0 +1,76 @@
+"""The ranking metrics of ml/evaluate.py, computed in Spark on the holdout's users.
+
+For each evaluated user u with held-out set T_u and top-k list L_u (tracks heard in training
+excluded; a list may be shorter than k), averaged over the evaluated users (macro):
+  precision = |L_u & T_u| / k          (textbook, NOT implicit's "precision")
+  recall    = |L_u & T_u| / |T_u|      (implicit's "precision" when |T_u| <= k)
+  map       = sum over hit ranks r of (hits up to r) / r, / min(k, |T_u|)   (implicit's MAP)
+  ndcg      = sum over hit ranks r of 1 / log2(r + 1), / ideal DCG over min(k, |T_u|) hits
+  coverage  = distinct tracks in all evaluated users' lists / tracks in marts.dim_tracks
+the same definitions as ml.evaluate.ranking_metrics, so the dicts compare (and ml.selection
+decides) alike.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from pyspark.sql import Window
+from pyspark.sql import functions as F
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+    from ml.mllib.split import SparkHoldout
+
+
+def ranking_metrics(
+    lists: DataFrame, holdout: SparkHoldout, k: int, n_catalog_tracks: int
+) -> dict[str, float]:
+    """Metrics at k of `lists` (user_id, rank, track_id; ranks 1..k) of the evaluated users."""
+    spark = lists.sparkSession
+    lists = lists.where(F.col("rank") <= k).join(holdout.eval_users, "user_id", "left_semi")
+    relevant = holdout.test.groupBy("user_id").agg(F.count("*").alias("relevant"))
+    hits = (
+        lists.join(holdout.test, ["user_id", "track_id"])
+        .withColumn(
+            "hits_so_far",
+            F.row_number().over(Window.partitionBy("user_id").orderBy("rank")),
+        )
+        .groupBy("user_id")
+        .agg(
+            F.count("*").alias("hits"),
+            F.sum(F.col("hits_so_far") / F.col("rank")).alias("precision_sum"),
+            F.sum(F.lit(1.0) / F.log2(F.col("rank") + F.lit(1))).alias("dcg"),
+        )
+    )
+    ideal_dcg = spark.createDataFrame(
+        [(n, sum(1.0 / math.log2(r + 1) for r in range(1, n + 1))) for n in range(1, k + 1)],
+        "ideal int, ideal_dcg double",
+    )
+    per_user = (
+        holdout.eval_users.join(relevant, "user_id")
+        .join(hits, "user_id", "left")
+        .fillna(0, ["hits", "precision_sum", "dcg"])
+        .withColumn("ideal", F.least(F.lit(k), F.col("relevant")).cast("int"))
+        .join(F.broadcast(ideal_dcg), "ideal")
+    )
+    row = per_user.agg(
+        F.avg(F.col("hits") / F.lit(float(k))).alias("precision"),
+        F.avg(F.col("hits") / F.col("relevant")).alias("recall"),
+        F.avg(F.col("precision_sum") / F.col("ideal")).alias("map"),
+        F.avg(F.col("dcg") / F.col("ideal_dcg")).alias("ndcg"),
+        F.count("*").alias("users"),
+    ).first()
+    assert row is not None
+    if row["users"] != holdout.n_eval:
+        raise ValueError("every evaluated user needs at least one held-out track")
+    covered = lists.select("track_id").distinct().count()
+    return {
+        "precision": float(row["precision"]),
+        "recall": float(row["recall"]),
+        "map": float(row["map"]),
+        "ndcg": float(row["ndcg"]),
+        "coverage": float(covered / max(n_catalog_tracks, 1)),
+    }

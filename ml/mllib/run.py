@@ -1,0 +1,187 @@
+"""Training in Spark: the holdout, baselines, champion and challengers, the decision, the
+serving fit and the lists; ml.train's rules, with MLlib's ALS instead of implicit's.
+
+Same as the driver path (ml/train.py): the split rule, the metrics, the baselines, the
+challengers (ml.selection.challenger_params, within the time budget) and the decision
+(ml.selection.decide, on ml.evaluate.Scored results). What differs: the serving model is a
+cold MLlib fit on all data (MLlib cannot start from given factors, so no warm refit), and
+next_hit (the "play next" metric) is not computed here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING
+
+from pyspark.sql import functions as F
+
+from ml.baselines import GENRE_POPULARITY, POPULARITY
+from ml.config import MlConfig, ModelParams
+from ml.evaluate import Scored
+from ml.mllib.als import MllibFit, fit, top_k_unheard
+from ml.mllib.data import SparkMarts, read_marts
+from ml.mllib.lists import SparkLists, build_lists
+from ml.mllib.metrics import ranking_metrics
+from ml.mllib.popularity import popularity_top_k
+from ml.mllib.split import SparkHoldout, leave_k_out
+from ml.selection import Decision, challenger_params, decide
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+
+class IdsTooLarge(ValueError):
+    """MLlib's ALS takes 32-bit ids; the message is one line."""
+
+
+def evaluate_baselines(marts: SparkMarts, holdout: SparkHoldout, k: int) -> dict[str, Scored]:
+    """Both baselines on the holdout, popularity counted on its training split."""
+    tracks = marts.listens.select("track_id").distinct()
+    users = marts.users.join(holdout.eval_users, "user_id", "right")
+    results: dict[str, Scored] = {}
+    for name, who in (
+        (POPULARITY, users.withColumn("genre", F.lit(None).cast("string"))),
+        (GENRE_POPULARITY, users),
+    ):
+        lists = popularity_top_k(
+            holdout.train, tracks, marts.track_genres, who, holdout.train, k, marts.n_users
+        )
+        results[name] = Scored(name, ranking_metrics(lists, holdout, k, marts.n_catalog_tracks))
+    return results
+
+
+def fit_on(
+    marts: SparkMarts, params: ModelParams, blocks: int, holdout: SparkHoldout | None = None
+) -> MllibFit:
+    """MLlib ALS on the holdout's training split, or on all listens without a holdout."""
+    if not marts.int_ids:
+        raise IdsTooLarge("MLlib ALS needs user_id and track_id within 32-bit integers")
+    counts, n_pairs = (
+        (marts.listens, marts.n_pairs) if holdout is None else (holdout.train, holdout.n_train)
+    )
+    return fit(
+        counts,
+        params,
+        n_users=marts.n_users,
+        n_tracks=marts.n_tracks,
+        n_pairs=n_pairs,
+        blocks=blocks,
+    )
+
+
+def evaluate_model(
+    marts: SparkMarts, holdout: SparkHoldout, params: ModelParams, name: str, config: MlConfig
+) -> Scored:
+    """Fit on the training split and score; a failing fit is a result with `error`."""
+    k = config.evaluation.k
+    try:
+        fitted = fit_on(marts, params, config.spark.als_blocks, holdout)
+        lists = top_k_unheard(fitted.model, holdout.eval_users, holdout.train, k, marts.n_tracks)
+        metrics = ranking_metrics(lists, holdout, k, marts.n_catalog_tracks)
+    except IdsTooLarge:
+        raise
+    except Exception as exc:  # a Py4J/Spark error of one candidate must not end the run
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        log.warning("candidate %s (%s) failed: %s", name, params.label(), first)
+        return Scored(name, {}, params, error=f"{type(exc).__name__}: {first}")
+    return Scored(name, metrics, params, fitted.fit_seconds)
+
+
+@dataclass
+class MllibRun:
+    """What ml.train needs to record and publish a run trained in Spark."""
+
+    candidates: list[Scored]  # the champion's refit first, then challengers
+    baselines: dict[str, Scored]
+    decision: Decision
+    holdout_sizes: dict[str, int]
+    sizes: dict[str, int]  # n_users, n_tracks, n_interactions (ml.model_runs)
+    lists: SparkLists  # lazy DataFrames: write them once (ml.mllib.lists.write_lists)
+    serving: MllibFit | None  # the serving model (None when a baseline is published)
+    timings: dict[str, float] = field(default_factory=dict)
+    marts: SparkMarts | None = None
+
+    def release(self) -> None:
+        """Drop the cached DataFrames (after the lists are written)."""
+        if self.marts is not None:
+            self.marts.unpersist()
+            self.marts.track_genres.unpersist()
+
+
+def run_mllib(
+    spark: SparkSession,
+    schema: str,
+    config: MlConfig,
+    *,
+    champion: ModelParams | None = None,
+    today: date | None = None,
+    seed: int | None = None,
+) -> MllibRun:
+    """Evaluate, select and fit the serving model in Spark; the lists are returned lazy.
+    `champion` is the current champion's parameters (None: the config's [model]); `seed` the
+    split's (None: evaluation.seed)."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    marts = read_marts(spark, schema)
+    holdout = leave_k_out(marts.listens, config.evaluation, seed)
+    timings["read and split"] = time.perf_counter() - started
+    k = config.evaluation.k
+    try:
+        t0 = time.perf_counter()
+        baselines = evaluate_baselines(marts, holdout, k)
+        champion_params = champion or config.model
+        candidates = [evaluate_model(marts, holdout, champion_params, "champion", config)]
+        spent = [time.perf_counter() - t0]
+        proposals = challenger_params(
+            champion_params, config.model, config.search, today or date.today()
+        )[: config.selection.max_challengers]
+        search_started = time.perf_counter()
+        for i, params in enumerate(proposals, start=1):
+            elapsed = time.perf_counter() - search_started
+            if elapsed + sum(spent) / len(spent) > config.selection.time_budget_s:
+                log.info("time budget reached after %d challenger(s)", i - 1)
+                break
+            t1 = time.perf_counter()
+            candidates.append(evaluate_model(marts, holdout, params, f"challenger-{i}", config))
+            spent.append(time.perf_counter() - t1)
+        timings["evaluate"] = time.perf_counter() - t0
+    finally:
+        holdout.unpersist()
+    decision = decide(
+        candidates, baselines, config.selection.metric, config.selection.min_improvement
+    )
+    log.info("decision: %s", decision.reason)
+    serving = None
+    if decision.serving is not None:
+        winner = candidates[decision.serving]
+        assert winner.params is not None
+        serving = fit_on(marts, winner.params, config.spark.als_blocks)
+        timings["fit on all data"] = serving.fit_seconds
+    lists = build_lists(
+        marts,
+        None if serving is None else serving.model,
+        k=config.publish.k,
+        similar_k=config.publish.similar_k,
+        scoring=config.publish.similar_scoring,
+        baseline=decision.baseline or GENRE_POPULARITY,
+    )
+    return MllibRun(
+        candidates=candidates,
+        baselines=baselines,
+        decision=decision,
+        holdout_sizes=holdout.sizes(),
+        sizes={
+            "n_users": marts.n_users,
+            "n_tracks": marts.n_tracks,
+            "n_interactions": marts.n_pairs,
+        },
+        lists=lists,
+        serving=serving,
+        timings=timings,
+        marts=marts,
+    )
