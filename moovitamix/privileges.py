@@ -4,10 +4,10 @@ administrator runs once to allow it.
 On a managed service (RDS, Cloud SQL, Azure, ...) the URL's user is not a superuser. The run
 needs, at most: CREATEDB while the database does not exist, CREATE on the database while one of
 the design's schemas does not exist, ownership of the schemas that do, and the pipeline's six
-roles (moovitamix/roles.py) granted to it WITH ADMIN OPTION, which CREATEROLE lets it do
-itself. `missing_privileges` lists what is missing (read-only queries); open_warehouse stops on
-the first with one line; `python -m moovitamix.privileges` (`make print-admin-sql`) prints it
-all as SQL.
+roles (moovitamix/roles.py) granted to it WITH ADMIN OPTION, which CREATEROLE lets it do itself
+(on Postgres 16+ only for the roles it creates). `missing_privileges` lists what is missing
+(read-only queries); open_warehouse stops on the first with one line; `python -m
+moovitamix.privileges` (`make print-admin-sql`) prints it all as SQL.
 """
 
 from __future__ import annotations
@@ -44,8 +44,12 @@ def _user(conn: psycopg.Connection) -> tuple[str, bool, bool, bool]:
     return str(row[0]), bool(row[1]), bool(row[2]), bool(row[3])
 
 
-def _roles_missing(conn: psycopg.Connection, user: str) -> Missing | None:
-    """The pipeline's roles the user can neither create nor grant (no CREATEROLE)."""
+def _roles_missing(
+    conn: psycopg.Connection, user: str, *, can_create: bool = False
+) -> Missing | None:
+    """The pipeline's roles the user may not grant: without CREATEROLE, every role it has no
+    ADMIN OPTION on; with it (`can_create`, Postgres 16+), the existing ones, since a
+    CREATEROLE user there grants only roles it has ADMIN on (it gets that on those it makes)."""
     rows = conn.execute(
         """select r.rolname, coalesce(bool_or(m.admin_option), false)
            from pg_roles r
@@ -59,6 +63,8 @@ def _roles_missing(conn: psycopg.Connection, user: str) -> Missing | None:
     existing = {str(name) for name, _ in rows}
     absent = [role for role in ROLES if role not in existing]
     ungranted = [role for role in ROLES if role not in admin_of]
+    if can_create:
+        ungranted = [role for role in ungranted if role in existing]
     if not ungranted:
         return None
     statements = [f"CREATE ROLE {_quote(conn, role)} NOLOGIN;" for role in absent]
@@ -136,10 +142,13 @@ def missing_privileges(url: ConnectionURL) -> list[Missing]:
             )
         if database_exists:
             missing += _schemas_missing(conn, url.database, user)
+        roles = None
         if not can_createrole:
             roles = _roles_missing(conn, user)
-            if roles:
-                missing.append(roles)
+        elif conn.info.server_version >= 160000:
+            roles = _roles_missing(conn, user, can_create=True)
+        if roles:
+            missing.append(roles)
         return missing
 
 
