@@ -20,7 +20,7 @@ import pytest
 
 from expectations.run_metrics import record_run_metrics
 from expectations.spark_run_metrics import record_spark_run_metrics
-from expectations.suites import Stage
+from expectations.suites import Stage, all_suites
 from expectations.thresholds import load_thresholds
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.publication import LIVE, Relations
@@ -345,3 +345,39 @@ def test_the_recommendations_suite_checks_the_lists_against_the_spark_marts(
         )
     published = spark_validate(fresh_warehouse, RUN, stage=Stage.RECOMMENDATIONS, relations=LIVE)
     assert published.ok and not published.failures and len(published.results) == 1
+
+
+def test_on_a_fresh_lake_the_suites_are_skipped_not_failed(
+    lake: SparkSession, fresh_warehouse: ConnectionURL, spark_validate: Validator
+) -> None:
+    """No raw, no marts, no ingestion yet: nothing to check, and nothing failed."""
+    outcome = spark_validate(fresh_warehouse, RUN, relations=CANDIDATE)
+    assert outcome.ok and outcome.results == ()
+    skipped = dict(outcome.skipped)
+    assert set(skipped) == {spec.name for spec in all_suites()}
+    assert "raw.users" in skipped["raw.users"]
+    assert spark_validate.alerts == []
+
+
+def test_a_check_whose_spark_query_raises_could_not_run_and_fails_at_its_severity(
+    lake: SparkSession,
+    fresh_warehouse: ConnectionURL,
+    spark_validate: Validator,
+) -> None:
+    day = Day()
+    build_raw(lake, day)
+    control_plane(fresh_warehouse, day, covered_users=[])
+    with psycopg.connect(fresh_warehouse.url()) as conn:
+        conn.execute(
+            "alter table monitoring.ingestion_stats rename column carried_forward to carried"
+        )
+
+    outcome = spark_validate(fresh_warehouse, RUN, suites=["raw.ingestion"])
+
+    assert _failed(outcome) == {("raw.ingestion", "row_count_matches_api_total", "error")}
+    (check,) = outcome.failures
+    assert check.could_not_run is not None and "carried_forward" in check.could_not_run
+    assert "\n" not in check.could_not_run
+    assert check.observed_value == f"could not run: {check.could_not_run}"
+    (alert,) = spark_validate.alerts
+    assert alert.title.startswith("check row_count_matches_api_total could not run: ")
