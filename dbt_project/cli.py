@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 from dbt_project.results import BuildResult
 from dbt_project.runner import (
@@ -96,8 +97,8 @@ def lint_command(paths: list[str] | None = None, *, fix: bool = False) -> list[s
 def _lint(args: argparse.Namespace) -> int:
     """sqlfluff with the dbt templater, which compiles the project: it needs a reachable
     warehouse (MVX_DBT_* if set, else the settings' one), not any data in it."""
-    if not os.environ.get("MVX_DBT_HOST"):
-        prepare_environment(load_settings())
+    if not os.environ.get("MVX_DBT_HOST"):  # the postgres dialect: the warehouse target
+        prepare_environment(replace(load_settings(), engine="postgres"))
     env = {**os.environ, "MOOVITAMIX_RUN_ID": os.environ.get("MOOVITAMIX_RUN_ID", "lint")}
     command = lint_command(args.paths, fix=args.fix)
     return subprocess.run(command, cwd=PROJECT_ROOT, env=env, check=False).returncode

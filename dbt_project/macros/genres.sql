@@ -15,14 +15,20 @@
 {%- endmacro %}
 
 {% macro genre_key(label) -%}
-    regexp_replace(lower(replace({{ label }}, '&', ' and ')), '[^[:alnum:]]+', '', 'g')
+    {{ regex_replace_all(
+        "lower(replace(" ~ label ~ ", '&', ' and '))", non_alphanumeric_run_pattern(), "''"
+    ) }}
 {%- endmacro %}
 
 {% macro genre_slug(label) -%}
     coalesce(
         nullif(
             btrim(
-                regexp_replace(lower(replace({{ label }}, '&', ' and ')), '[^[:alnum:]]+', '-', 'g'),
+                {{ regex_replace_all(
+                    "lower(replace(" ~ label ~ ", '&', ' and '))",
+                    non_alphanumeric_run_pattern(),
+                    "'-'"
+                ) }},
                 '-'
             ),
             ''

@@ -2,9 +2,12 @@
     Post-hook (outside the transaction, after dbt dropped the table it replaced): name the
     table's primary key `pk_<table>`. dbt builds a table as `<table>__dbt_tmp` and swaps it in,
     so a name given in the contract would collide with the old table's index (index names are
-    per schema) and Postgres' own would be `<table>__dbt_tmp_pkey`.
+    per schema) and Postgres' own would be `<table>__dbt_tmp_pkey`. Postgres only.
 -#}
 {% macro name_primary_key() -%}
+    {%- if target.type != 'postgres' -%}
+        {{ return('') }}
+    {%- endif -%}
     do $name_primary_key$
     declare
         current_name text;

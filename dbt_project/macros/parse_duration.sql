@@ -4,14 +4,14 @@
 -#}
 {% macro parse_duration_seconds(expression) -%}
     case
-        when btrim({{ expression }}) ~ '^[0-9]{1,4}:[0-5][0-9]$'
+        when {{ regex_matches('btrim(' ~ expression ~ ')', "'^[0-9]{1,4}:[0-5][0-9]$'") }}
             then
-                split_part(btrim({{ expression }}), ':', 1)::int * 60
-                + split_part(btrim({{ expression }}), ':', 2)::int
-        when btrim({{ expression }}) ~ '^[0-9]{1,3}:[0-5][0-9]:[0-5][0-9]$'
+                cast({{ dbt.split_part('btrim(' ~ expression ~ ')', "':'", 1) }} as integer) * 60
+                + cast({{ dbt.split_part('btrim(' ~ expression ~ ')', "':'", 2) }} as integer)
+        when {{ regex_matches('btrim(' ~ expression ~ ')', "'^[0-9]{1,3}:[0-5][0-9]:[0-5][0-9]$'") }}
             then
-                split_part(btrim({{ expression }}), ':', 1)::int * 3600
-                + split_part(btrim({{ expression }}), ':', 2)::int * 60
-                + split_part(btrim({{ expression }}), ':', 3)::int
+                cast({{ dbt.split_part('btrim(' ~ expression ~ ')', "':'", 1) }} as integer) * 3600
+                + cast({{ dbt.split_part('btrim(' ~ expression ~ ')', "':'", 2) }} as integer) * 60
+                + cast({{ dbt.split_part('btrim(' ~ expression ~ ')', "':'", 3) }} as integer)
     end
 {%- endmacro %}

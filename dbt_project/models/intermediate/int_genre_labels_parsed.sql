@@ -55,9 +55,9 @@ labels as (
         btrim(parts.genre_label) as genre_label
 
     from genre_texts
-    cross join lateral unnest(
-        regexp_split_to_array(genre_texts.genre_text, {{ genre_separator_pattern() }})
-    ) with ordinality as parts (genre_label, label_number)
+    {{ split_to_rows(
+        'genre_texts.genre_text', genre_separator_pattern(), 'parts', 'genre_label', 'label_number'
+    ) }}
 
 ),
 
@@ -91,7 +91,7 @@ deduplicated as (
         genre_id,
         is_known_genre,
         min(label_number) as first_label_number,
-        (array_agg(genre_label order by label_number))[1] as genre_label
+        {{ first_by('genre_label', 'label_number') }} as genre_label
 
     from mapped
     group by entity_type, entity_id, valid_from, is_current, genre_id, is_known_genre

@@ -29,8 +29,8 @@ unknown_genres as (
 final as (
 
     select
-        cast(genre_id as text) as genre_id,
-        cast(genre_name as text) as genre_name,
+        cast(genre_id as {{ type_text() }}) as genre_id,
+        cast(genre_name as {{ type_text() }}) as genre_name,
         true as is_known_genre,
         cast(display_order as integer) as display_order
     from known_genres

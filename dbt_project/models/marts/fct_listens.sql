@@ -1,6 +1,7 @@
+{#- Spark: a full rebuild every time (its Parquet tables have no merge; see the README) -#}
 {{
     config(
-        materialized='incremental',
+        materialized='incremental' if target.type == 'postgres' else 'table',
         incremental_strategy='merge',
         unique_key=['user_id', 'track_id'],
         on_schema_change='fail',
@@ -184,10 +185,10 @@ final as (
         cast(count(*) as integer) as listen_count,
         min(listened_at) as first_seen_at,
         max(listened_at) as last_seen_at,
-        array_agg(position order by position) as positions,
-        array_agg(listened_at order by position) as listened_at,
+        {{ ordered_array_agg('position', 'position') }} as positions,
+        {{ ordered_array_agg('listened_at', 'position') }} as listened_at,
         min(history_record_hash) as history_record_hash,
-        cast('{{ run_id() }}' as text) as run_id
+        cast('{{ run_id() }}' as {{ type_text() }}) as run_id
 
     from valid_listens
     group by user_id, track_id

@@ -72,7 +72,7 @@ final as (
         track_id,
         orphan_reason,
         cast(count(*) as integer) as listen_count,
-        array_agg(position order by position) as positions
+        {{ ordered_array_agg('position', 'position') }} as positions
 
     from classified
     group by user_id, track_id, orphan_reason

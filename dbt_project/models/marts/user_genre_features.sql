@@ -51,11 +51,7 @@ listen_counts as (
         listens.listen_count,
         case
             when listens.last_seen_at > as_of.window_start_at
-                then (
-                    select count(*)
-                    from unnest(listens.listened_at) as recent (listened_at)
-                    where recent.listened_at > as_of.window_start_at
-                )
+                then {{ count_elements_greater('listens.listened_at', 'as_of.window_start_at') }}
             else 0
         end as listen_count_30d
 
@@ -73,11 +69,12 @@ by_genre as (
         genres_per_track.genre_id,
         sum(listen_counts.listen_count) as listen_count,
         sum(
-            listen_counts.listen_count::double precision / genres_per_track.track_genre_count
+            cast(listen_counts.listen_count as {{ type_double() }})
+            / genres_per_track.track_genre_count
         ) as split_listens,
         sum(listen_counts.listen_count_30d) as listen_count_30d,
         sum(
-            listen_counts.listen_count_30d::double precision
+            cast(listen_counts.listen_count_30d as {{ type_double() }})
             / genres_per_track.track_genre_count
         ) as split_listens_30d
 
@@ -159,14 +156,14 @@ final as (
     select
         ranked.user_id,
         ranked.genre_id,
-        (ranked.listen_count)::integer as listen_count,
-        (ranked.listen_share)::double precision as listen_share,
-        (ranked.genre_rank)::integer as genre_rank,
+        cast(ranked.listen_count as integer) as listen_count,
+        cast(ranked.listen_share as {{ type_double() }}) as listen_share,
+        cast(ranked.genre_rank as integer) as genre_rank,
         ranked.favorite_rank is not null as is_favorite,
-        (ranked.favorite_rank)::integer as favorite_rank,
-        (ranked.listen_count_30d)::integer as listen_count_30d,
-        (ranked.listen_share_30d)::double precision as listen_share_30d,
-        (ranked.genre_rank_30d)::integer as genre_rank_30d,
+        cast(ranked.favorite_rank as integer) as favorite_rank,
+        cast(ranked.listen_count_30d as integer) as listen_count_30d,
+        cast(ranked.listen_share_30d as {{ type_double() }}) as listen_share_30d,
+        cast(ranked.genre_rank_30d as integer) as genre_rank_30d,
         as_of.as_of_at
 
     from ranked

@@ -3,8 +3,8 @@ with
 
 source as (
 
-    select * from {{ source('moovitamix', 'listen_history') }}
-    where _dlt_load_id in ({{ completed_load_ids() }})
+    -- dlt's SCD2 rows (on Spark: derived from the lake's snapshots), completed loads only
+    {{ source_versions('listen_history', 'user_id') }}
 
 ),
 
@@ -13,13 +13,13 @@ renamed as (
     select
         cast(user_id as bigint) as user_id,
         cast(item_count as integer) as item_count,
-        cast(created_at as timestamptz) as created_at,
-        cast(updated_at as timestamptz) as updated_at,
-        cast(record_hash as text) as record_hash,
-        cast(_dlt_valid_from as timestamptz) as valid_from,
-        cast(_dlt_valid_to as timestamptz) as valid_to,
+        cast(created_at as {{ type_timestamp_utc() }}) as created_at,
+        cast(updated_at as {{ type_timestamp_utc() }}) as updated_at,
+        cast(record_hash as {{ type_text() }}) as record_hash,
+        cast(_dlt_valid_from as {{ type_timestamp_utc() }}) as valid_from,
+        cast(_dlt_valid_to as {{ type_timestamp_utc() }}) as valid_to,
         _dlt_valid_to is null as is_current,
-        cast(_dlt_load_id as text) as load_id
+        cast(_dlt_load_id as {{ type_text() }}) as load_id
 
     from source
     where user_id is not null
