@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # `marts_candidate` (where the daily run builds and audits the marts: moovitamix/publication.py).
 SCHEMAS = ("raw", "staging", "marts", "marts_candidate", "recommendations", "ml", "monitoring")
 CONNECT_TIMEOUT_S = 10
+_ANNOUNCED: set[str] = set()  # the start lines this process logged
 
 
 class WarehouseUnreachable(RuntimeError):
@@ -159,7 +160,10 @@ def open_warehouse(settings: Settings) -> ConnectionURL:
     url = resolve_url(settings)
     server = inspect_server(url)
     source = "embedded Postgres" if settings.uses_embedded_warehouse else "WAREHOUSE_URL"
-    log.info("%s", start_line(server, url.masked, source))
+    line = start_line(server, url.masked, source)
+    # once per process: the daily run's steps open the warehouse again
+    log.log(logging.DEBUG if line in _ANNOUNCED else logging.INFO, "%s", line)
+    _ANNOUNCED.add(line)
     try:
         check_supported(server)
     except UnsupportedServer as exc:
