@@ -3,11 +3,12 @@ every expectation carries (severity in `meta` and in GX's own field, a limit, a 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from expectations.checks import GX_SEVERITY, sql_text
+from expectations.checks import GX_SEVERITY, ExpectMetricWithinLimit, sql_text
 from expectations.suites import BuildContext, Stage, all_suites
 from expectations.thresholds import (
     DEFAULT_PATH,
@@ -33,6 +34,23 @@ def test_every_expectation_has_a_severity_a_limit_and_a_description() -> None:
         assert expectation.severity == GX_SEVERITY[meta["severity"]]  # type: ignore[attr-defined]
         assert meta["threshold"].startswith("<= ") and meta["check"]
         assert expectation.description  # type: ignore[attr-defined]
+
+
+def test_every_batch_of_a_metric_query_has_an_alias_and_the_query_joins() -> None:
+    """GX substitutes `{batch}` without an alias into a query with a JOIN (and appends
+    `AS subselect` otherwise): the queries join their limit in, and alias every batch, which
+    Postgres 14 and 15 require of a subquery in FROM."""
+    queries = [
+        e.unexpected_rows_query  # type: ignore[attr-defined]
+        for built in _build_all().values()
+        for e in built
+        if isinstance(e, ExpectMetricWithinLimit)
+    ]
+    assert queries
+    for query in queries:
+        assert re.search(r"\bjoin\b", query, re.IGNORECASE), query
+        batches = re.findall(r"\{batch\}(\s+as\s+\w+)?", query)
+        assert batches and all(batches), query
 
 
 def test_every_threshold_is_used_by_a_suite() -> None:
