@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 
 from dbt_project.runner import run_build
+from moovitamix import spark_publication
 from moovitamix.publication import CANDIDATE, mark_built, prepare_candidate
+from moovitamix.spark import spark_session
+from moovitamix.spark_publication import stage_marts
 from moovitamix.step import RunContext, StepFailed, StepReport
 
 log = logging.getLogger(__name__)
@@ -15,13 +18,18 @@ def transform(ctx: RunContext) -> StepReport:
     """dbt build of staging and marts, without the unit tests (they test the code, in CI).
 
     In the daily run the marts are built into `marts_candidate` (in full when a failed run left
-    it), to be audited and then published (moovitamix/publication.py).
+    it), to be audited and then published (moovitamix/publication.py); on the Spark engine into
+    the slot database that is not published (moovitamix/spark_publication.py).
 
     A failed model or test fails the step with dbt's first error; warnings (orphaned listens,
     unparsable durations) pass and are listed in the details.
     """
     marts_schema, full_refresh = None, False
-    if ctx.publication is not None:  # write-audit-publish: build the candidate, not the marts
+    on_spark = ctx.settings.engine == "spark"
+    if ctx.publication is not None and on_spark:
+        candidate = stage_marts(ctx.publication, spark_session(ctx.settings))
+        marts_schema, full_refresh = candidate.slot, candidate.full_refresh
+    elif ctx.publication is not None:  # write-audit-publish: build the candidate, not the marts
         marts_schema = CANDIDATE
         full_refresh = prepare_candidate(ctx.warehouse, ctx.run_id)
     result = run_build(
@@ -35,7 +43,11 @@ def transform(ctx: RunContext) -> StepReport:
         log.info("%s", line)
     if not result.success:
         raise StepFailed(result.summary())
-    if ctx.publication is not None:
+    if ctx.publication is not None and on_spark:
+        spark_publication.mark_built(
+            spark_session(ctx.settings), ctx.publication.candidate, ctx.run_id
+        )
+    elif ctx.publication is not None:
         mark_built(ctx.warehouse, ctx.run_id)
     rows = {node.name: node.rows_affected for node in result.models}
     warnings = {node.name: node.failures for node in result.warned}
