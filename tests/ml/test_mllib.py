@@ -1,0 +1,364 @@
+"""Training in Spark with MLlib (ml/mllib), on a real local Spark and the synthetic marts with
+scenes inside genres: the split follows leave_k_out's rule and is deterministic; the baselines
+and metrics computed in Spark equal ml/evaluate.py's on the same held-out pairs; MLlib's ALS
+beats popularity and stays near implicit's ALS on the same split; the lists keep the publishing
+rules; a whole run writes them to the lake and streams them back in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import scipy.sparse as sp
+
+from ml.baselines import GENRE_POPULARITY, POPULARITY
+from ml.config import ConfigError, Evaluation, MlConfig, load_config
+from ml.evaluate import (
+    METRIC_NAMES,
+    EvaluationData,
+    Holdout,
+    NotEnoughData,
+    evaluate_baselines,
+    ranking_metrics,
+)
+from ml.evaluate import evaluate_model as evaluate_implicit
+from ml.interactions import Interactions, MartsNotReady
+from ml.lake_lists import LakeLists
+from ml.lists import ALS
+from ml.mllib import run as mllib_run
+from ml.mllib.als import MllibFit, item_factors, top_k_unheard
+from ml.mllib.data import SparkMarts, read_marts, use_mllib
+from ml.mllib.lists import USER_COLUMNS, build_lists, lake_batches, write_lists
+from ml.mllib.metrics import ranking_metrics as spark_ranking_metrics
+from ml.mllib.split import SparkHoldout, leave_k_out
+from ml.selection import decide
+from ml.spark_marts import read_spark_marts
+from ml.synthetic import GENRES, SyntheticMarts
+from ml.train import Inputs
+from moovitamix.settings import Settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.spark]
+
+SCHEMA = "marts_mllib"
+K = 10
+# Small and fast: rank 16, 8 iterations, 2 ALS blocks on local[2]; log confidence, alpha 15.
+MODEL = {"factors": 16, "iterations": 8, "regularization": 1.0, "alpha": 15.0}
+# MLlib's ALS is not implicit's (exact least squares instead of conjugate gradient, ALS-WR
+# scaled regularization, its own random start): on the same split with the same parameters its
+# NDCG@10 must stay within this share of implicit's.
+TOLERANCE = 0.15
+
+
+def small_config(*overrides: str) -> MlConfig:
+    return load_config(
+        values={
+            "model": MODEL,
+            "runtime": {"num_threads": 1},
+            "selection": {"max_challengers": 0},
+            "spark": {"als_blocks": 2},
+        },
+        overrides=overrides,
+    )
+
+
+def write_spark_marts(spark, marts: SyntheticMarts, schema: str) -> None:
+    """The synthetic marts as Spark tables of `schema`, with the dbt project's columns."""
+    names = np.array(GENRES, dtype=object)
+    favorite = np.where(marts.favorite_genre >= 0, names[marts.favorite_genre], None)
+    has = marts.track_genre >= 0
+    frames = {
+        "dim_users": pd.DataFrame({"user_id": marts.user_ids, "favorite_genre_id": favorite}),
+        "dim_tracks": pd.DataFrame({"track_id": marts.track_ids}),
+        "bridge_track_genres": pd.DataFrame(
+            {
+                "track_id": np.broadcast_to(marts.track_ids[:, None], has.shape)[has],
+                "genre_id": names[marts.track_genre[has]],
+            }
+        ),
+        "fct_listens": pd.DataFrame(
+            {
+                "user_id": marts.listen_user,
+                "track_id": marts.listen_track,
+                "listen_count": marts.listen_count,
+            }
+        ),
+    }
+    spark.sql(f"create database if not exists {schema}")
+    for name, frame in frames.items():
+        frame = frame.astype({c: "string" for c in frame if frame[c].dtype == object})
+        spark.createDataFrame(frame).write.mode("overwrite").saveAsTable(f"{schema}.{name}")
+
+
+@pytest.fixture(scope="module")
+def spark_marts(spark, structured_marts: SyntheticMarts) -> Iterator[SparkMarts]:
+    spark.sql(f"drop database if exists {SCHEMA} cascade")
+    write_spark_marts(spark, structured_marts, SCHEMA)
+    marts = read_marts(spark, SCHEMA)
+    yield marts
+    marts.unpersist()
+    marts.track_genres.unpersist()
+    spark.sql(f"drop database if exists {SCHEMA} cascade")
+
+
+@dataclass
+class Compared:
+    """One split, judged in Spark and, on the same held-out pairs, by ml/evaluate.py."""
+
+    holdout: SparkHoldout
+    interactions: Interactions  # the driver path's matrix of the same marts
+    data: EvaluationData  # the Spark split as ml.evaluate's holdout over that matrix
+    spark_baselines: dict[str, dict[str, float]]
+    mllib: MllibFit
+    mllib_lists: pd.DataFrame  # user_id, rank, track_id of the evaluated users
+    mllib_metrics: dict[str, float]
+
+
+def _driver_data(
+    spark_settings: Settings, holdout: SparkHoldout, config: MlConfig
+) -> tuple[Interactions, EvaluationData]:
+    interactions, catalog = read_spark_marts(spark_settings, SCHEMA)
+    test = holdout.test.toPandas()
+    held = sp.csr_matrix(
+        (
+            np.ones(len(test), dtype=np.float32),
+            (
+                interactions.rows_of(test["user_id"].to_numpy()),
+                interactions.cols_of(test["track_id"].to_numpy()),
+            ),
+        ),
+        shape=interactions.matrix.shape,
+    )
+    test_counts = interactions.matrix.multiply(held).tocsr()
+    train = (interactions.matrix - test_counts).tocsr()
+    train.eliminate_zeros()
+    test_counts.eliminate_zeros()
+    users = holdout.eval_users.toPandas()["user_id"].to_numpy()
+    eval_rows = np.sort(interactions.rows_of(users))
+    split = Holdout(train, test_counts, eval_rows, holdout.n_eligible)
+    data = EvaluationData(
+        split,
+        Inputs(interactions, catalog, None).favorite_genre_of_rows(),
+        catalog.track_genres,
+        catalog.n_catalog_tracks,
+        config.evaluation.k,
+    )
+    return interactions, data
+
+
+@pytest.fixture(scope="module")
+def compared(spark_marts: SparkMarts, spark_settings: Settings) -> Iterator[Compared]:
+    config = small_config()
+    holdout = leave_k_out(spark_marts.listens, config.evaluation)
+    baselines = mllib_run.evaluate_baselines(spark_marts, holdout, K)
+    fitted = mllib_run.fit_on(spark_marts, config.model, config.spark.als_blocks, holdout)
+    lists = top_k_unheard(fitted.model, holdout.eval_users, holdout.train, K, spark_marts.n_tracks)
+    lists = lists.persist()
+    metrics = spark_ranking_metrics(lists, holdout, K, spark_marts.n_catalog_tracks)
+    collected = lists.toPandas()
+    lists.unpersist()
+    interactions, data = _driver_data(spark_settings, holdout, config)
+    yield Compared(
+        holdout=holdout,
+        interactions=interactions,
+        data=data,
+        spark_baselines={name: scored.metrics for name, scored in baselines.items()},
+        mllib=fitted,
+        mllib_lists=collected,
+        mllib_metrics=metrics,
+    )
+    holdout.unpersist()
+
+
+def _pairs(frame) -> list[tuple[int, int]]:
+    return sorted((int(r["user_id"]), int(r["track_id"])) for r in frame.collect())
+
+
+def test_the_spark_section_of_the_config_is_typed_and_decides_the_path(
+    spark_marts: SparkMarts,
+) -> None:
+    spark = spark_marts.listens.sparkSession
+    assert load_config().spark.mllib_above_pairs == 25_000_000
+    assert use_mllib(
+        spark, SCHEMA, small_config(f"spark.mllib_above_pairs={spark_marts.n_pairs - 1}")
+    )
+    assert not use_mllib(
+        spark, SCHEMA, small_config(f"spark.mllib_above_pairs={spark_marts.n_pairs}")
+    )
+    with pytest.raises(ConfigError, match=r"spark\.mllib_above_pairs must be an integer"):
+        small_config("spark.mllib_above_pairs=lots")
+    with pytest.raises(ConfigError, match=r"must be >= 0"):
+        small_config("spark.als_blocks=-1")
+    with pytest.raises(MartsNotReady, match=r"input mart\(s\) missing: nowhere\.fct_listens"):
+        use_mllib(spark, "nowhere", small_config())
+
+
+def test_the_split_follows_leave_k_out_rule_and_is_deterministic(
+    spark_marts: SparkMarts,
+) -> None:
+    rule = Evaluation(holdout_per_user=2, min_user_tracks=5, max_eval_users=300, seed=7)
+    first = leave_k_out(spark_marts.listens, rule)
+    again = leave_k_out(spark_marts.listens, rule)
+    other = leave_k_out(spark_marts.listens, rule, seed=8)
+    try:
+        held = _pairs(first.test)
+        assert held == _pairs(again.test)
+        assert held != _pairs(other.test)
+        listens = spark_marts.listens.toPandas()
+        per_user = listens.groupby("user_id").size()
+        evaluated = sorted(int(u) for u in first.eval_users.toPandas()["user_id"])
+        assert len(evaluated) == first.n_eval == 300 < first.n_eligible
+        assert first.n_eligible == int((per_user >= 5).sum())
+        assert (per_user[evaluated] >= 5).all()
+        held_users = pd.Series([u for u, _ in held])
+        assert (held_users.value_counts() == 2).all()
+        assert sorted(set(held_users)) == evaluated
+        train = _pairs(first.train)
+        assert not set(train) & set(held)
+        assert len(train) + len(held) == len(listens) == first.n_train + first.n_test
+    finally:
+        for holdout in (first, again, other):
+            holdout.unpersist()
+
+
+def test_too_few_eligible_users_is_one_clear_error(spark_marts: SparkMarts) -> None:
+    rule = Evaluation(min_user_tracks=10_000, holdout_per_user=2, min_eval_users=20)
+    with pytest.raises(NotEnoughData, match="only 0 users have >= 10000 distinct tracks"):
+        leave_k_out(spark_marts.listens, rule)
+
+
+def test_baselines_in_spark_equal_ml_evaluate_on_the_same_held_out_pairs(
+    compared: Compared,
+) -> None:
+    in_driver = evaluate_baselines(compared.data)
+    assert set(compared.spark_baselines) == set(in_driver)
+    for name, metrics in compared.spark_baselines.items():
+        assert metrics == pytest.approx(in_driver[name].metrics, rel=1e-9), name
+
+
+def test_the_metrics_in_spark_equal_ml_evaluate_of_the_same_lists(compared: Compared) -> None:
+    data, interactions = compared.data, compared.interactions
+    lists = compared.mllib_lists
+    rows = interactions.rows_of(lists["user_id"].to_numpy())
+    position = np.searchsorted(data.holdout.eval_rows, rows)
+    assert np.array_equal(data.holdout.eval_rows[position], rows)
+    ids = np.full((len(data.holdout.eval_rows), K), -1, dtype=np.int64)
+    ids[position, lists["rank"].to_numpy() - 1] = interactions.cols_of(lists["track_id"].to_numpy())
+    expected = ranking_metrics(ids, data.test_rows, K, data.n_catalog_tracks)
+    assert compared.mllib_metrics == pytest.approx(expected, rel=1e-9)
+    assert compared.mllib_metrics["ndcg"] > 0
+
+
+def test_mllib_als_beats_popularity_and_is_near_implicit_on_the_same_split(
+    compared: Compared,
+) -> None:
+    implicit, _ = evaluate_implicit(compared.data, small_config().model, "implicit", 1)
+    mllib = compared.mllib_metrics["ndcg"]
+    popularity = compared.spark_baselines["popularity"]["ndcg"]
+    genre = compared.spark_baselines[GENRE_POPULARITY]["ndcg"]
+    print(
+        f"NDCG@{K}: mllib {mllib:.4f}, implicit {implicit.metrics['ndcg']:.4f}, "
+        f"popularity {popularity:.4f}, genre_popularity {genre:.4f}"
+    )
+    assert mllib > 1.5 * popularity
+    assert mllib == pytest.approx(implicit.metrics["ndcg"], rel=TOLERANCE)
+
+
+def _check_user_lists(frame: pd.DataFrame, spark_marts: SparkMarts, k: int) -> None:
+    users = spark_marts.users.toPandas()
+    assert sorted(frame["user_id"].unique()) == sorted(users["user_id"])
+    assert (frame.groupby("user_id").size() == k).all()
+    ranks = frame.sort_values(["user_id", "rank"]).groupby("user_id")["rank"].apply(list)
+    assert all(r == list(range(1, k + 1)) for r in ranks)
+    heard = spark_marts.listens.select("user_id", "track_id").toPandas()
+    overlap = frame.merge(heard, on=["user_id", "track_id"])
+    assert overlap.empty
+    assert not frame.duplicated(["user_id", "track_id"]).any()
+
+
+def test_the_als_lists_have_k_unheard_tracks_per_user_ranked_1_to_k(
+    compared: Compared, spark_marts: SparkMarts
+) -> None:
+    lists = build_lists(spark_marts, compared.mllib.model, k=K, similar_k=5)
+    users = lists.user_top_tracks.toPandas()
+    _check_user_lists(users, spark_marts, K)
+    silent = set(spark_marts.users.toPandas()["user_id"]) - set(
+        spark_marts.listens.toPandas()["user_id"]
+    )
+    assert silent
+    sources = users.groupby(users["user_id"].isin(silent))["source"].unique()
+    assert set(sources[True]) <= {GENRE_POPULARITY, POPULARITY}
+    assert set(sources[False]) == {ALS}
+    similar = lists.similar_tracks.toPandas()
+    assert (similar.groupby("track_id").size() == 5).all()
+    assert similar["track_id"].nunique() == spark_marts.n_tracks
+    assert not (similar["track_id"] == similar["similar_track_id"]).any()
+    by_rank = similar.sort_values(["track_id", "rank"]).groupby("track_id")
+    assert by_rank["rank"].apply(list).map(lambda r: r == [1, 2, 3, 4, 5]).all()
+    assert by_rank["score"].apply(lambda s: s.is_monotonic_decreasing).all()
+    # the dot product of the item factors, as ml.model.similar ranks them
+    ids, factors = item_factors(compared.mllib.model)
+    first = similar[similar["track_id"] == ids[0]].sort_values("rank")
+    scores = factors[1:] @ factors[0]
+    assert first["similar_track_id"].tolist() == ids[1:][np.argsort(-scores)[:5]].tolist()
+
+
+def test_a_run_in_spark_decides_by_ml_selection_and_writes_the_lists_to_the_lake(
+    spark_marts: SparkMarts, spark_settings: Settings, tmp_path: Path
+) -> None:
+    spark = spark_marts.listens.sparkSession
+    config = small_config()
+    run = mllib_run.run_mllib(spark, SCHEMA, config, today=date(2026, 12, 5))
+    try:
+        assert [c.name for c in run.candidates] == ["champion"]
+        assert set(run.baselines) == {POPULARITY, GENRE_POPULARITY}
+        for scored in [*run.candidates, *run.baselines.values()]:
+            assert set(scored.metrics) == set(METRIC_NAMES)
+        assert run.decision == decide(
+            run.candidates, run.baselines, "ndcg", config.selection.min_improvement
+        )
+        assert (run.serving is None) == (run.decision.baseline is not None)
+        assert run.holdout_sizes["eval_users"] == run.holdout_sizes["eligible_users"] > 0
+
+        settings = replace(spark_settings, lake_url=(tmp_path / "lake").as_uri())
+        at = datetime(2026, 12, 5, 3, tzinfo=UTC)
+        rows = write_lists(run.lists, settings.lake, "run-mllib-1", "run-mllib-1-m00", at)
+    finally:
+        run.release()
+    assert rows["user_top_tracks"] == K * spark_marts.users.count()
+    assert rows["similar_tracks"] == K * spark_marts.n_tracks
+
+    batches = list(lake_batches(settings.lake, "user_top_tracks", "run-mllib-1", 1000))
+    assert max(b.num_rows for b in batches) <= 1000
+    assert sum(b.num_rows for b in batches) == rows["user_top_tracks"]
+    schema = batches[0].schema
+    assert schema.names == list(USER_COLUMNS)
+    assert [str(t) for t in schema.types] == [
+        "int64",
+        "int32",
+        "int64",
+        "double",
+        "string",
+        "string",
+        "timestamp[us, tz=UTC]",
+    ]
+    users = pa.Table.from_batches(batches).to_pandas()
+    _check_user_lists(users, spark_marts, K)
+    assert (users["model_run_id"] == "run-mllib-1-m00").all()
+    assert (users["generated_at"] == pd.Timestamp(at)).all()
+    expected = {ALS} if run.serving is not None else {GENRE_POPULARITY, POPULARITY}
+    listened = users["user_id"].isin(spark_marts.listens.toPandas()["user_id"])
+    assert set(users.loc[listened, "source"]) <= expected
+
+    lake = LakeLists(settings, "run-mllib-1")
+    try:
+        lake.publish_views()
+        assert spark.table("recommendations.user_top_tracks").count() == len(users)
+        assert spark.table("recommendations.similar_tracks").count() == rows["similar_tracks"]
+    finally:
+        spark.sql("drop database if exists recommendations cascade")
