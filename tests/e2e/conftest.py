@@ -2,15 +2,16 @@
 starts it (`env -i`, a minimal PATH, `make -C <repo> daily`), on a warehouse of its own, with a
 password in WAREHOUSE_URL that must appear nowhere.
 
-Every e2e test runs once per server (`pg_server`, tests/conftest.py): the embedded Postgres,
-whose trust auth ignores the password, and the distribution's own server, which checks it
-(scram over TCP)."""
+The tests marked `pg_servers("embedded", "system")` run on both servers (tests/conftest.py):
+the embedded Postgres, whose trust auth ignores the password, and the distribution's own
+server, where the clean run has a managed service's shape: a login that is no superuser (only
+CREATEROLE) and owns an empty database, scram password, TLS only, verify-full in the URL."""
 
 from __future__ import annotations
 
 import itertools
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from psycopg import sql
 from moovitamix.connection_url import ConnectionURL
 from tests.conftest import create_warehouse
 from tests.e2e.daily_helpers import REPO, SIMULATOR_ARGS, TIMEOUT_S, fingerprint
+from tests.system_postgres import TLS_ONLY
 
 # A password no file or output of the run may contain.
 SECRET = "Sup3r-s3cret-pw-7f3a9c"
@@ -43,31 +45,49 @@ def fresh_warehouse(pg_admin_url: ConnectionURL) -> ConnectionURL:
     return create_warehouse(pg_admin_url)
 
 
-def _login_with_secret(url: ConnectionURL, pg_server: str) -> ConnectionURL:
-    """`url` with SECRET as its password: on the embedded server (trust) the same user, on a
-    server that checks passwords a new superuser login whose password it is."""
+def _cron_warehouse(
+    pg_server: str, pg_admin_url: ConnectionURL, request: pytest.FixtureRequest
+) -> tuple[ConnectionURL, dict[str, str]]:
+    """The URL a crontab line would set, with SECRET as its password, and extra environment.
+
+    Embedded: a fresh database, the superuser (trust auth ignores the password). The
+    distribution's server: a new login with CREATEROLE only and a database it owns, allowed
+    over TLS only (TLS_ONLY), its URL verifying the server's certificate, while PGSSLMODE says
+    `disable`: a client that lost the URL's TLS options (dlt, dbt, GX, psycopg) is refused."""
     if pg_server == "embedded":
-        return url.with_user(url.user, SECRET)
+        created = create_warehouse(pg_admin_url, prefix="mvx_e2e_clean")
+        return created.with_user(created.user, SECRET), {}
+    ca_file = request.getfixturevalue("system_server").ca_file
     login = f"{CRON_USER}_{next(_cron_logins)}"
-    with psycopg.connect(url.url(), autocommit=True) as conn:
+    with psycopg.connect(pg_admin_url.url(), autocommit=True) as conn:
         conn.execute(
-            sql.SQL("create role {} login superuser password {}").format(
-                sql.Identifier(login), sql.Literal(SECRET)
+            sql.SQL(
+                "create role {} login nosuperuser createrole nocreatedb in role {} password {}"
+            ).format(sql.Identifier(login), sql.Identifier(TLS_ONLY), sql.Literal(SECRET))
+        )
+        conn.execute(
+            sql.SQL("create database {} owner {}").format(
+                sql.Identifier(login), sql.Identifier(login)
             )
         )
-    return url.with_user(login, SECRET)
+    url = pg_admin_url.with_user(login, SECRET).with_database(login)
+    tls = (("sslmode", "verify-full"), ("sslrootcert", str(ca_file)))
+    return replace(url, options=tls), {"PGSSLMODE": "disable"}
 
 
 @pytest.fixture(scope="session")
 def clean_day0(
-    pg_server: str, pg_admin_url: ConnectionURL, tmp_path_factory: pytest.TempPathFactory
+    pg_server: str,
+    pg_admin_url: ConnectionURL,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> CleanRun:
     """`make daily` under cron's environment: no API URL (the built-in simulator, with the
     tests' small arguments), the warehouse and directories that a crontab line would set."""
-    created = create_warehouse(pg_admin_url, prefix="mvx_e2e_clean")
-    warehouse = _login_with_secret(created, pg_server)
+    warehouse, extra_env = _cron_warehouse(pg_server, pg_admin_url, request)
     home = tmp_path_factory.mktemp("cron-home")
     env = {
+        **extra_env,
         "HOME": str(home),
         "PATH": "/usr/bin:/bin",
         "WAREHOUSE_URL": warehouse.url(),

@@ -1,8 +1,8 @@
 """Managed-service rules on a real second server (the distribution's Postgres, scram over TCP):
-the warehouse user is no superuser. With CREATEROLE it runs the whole day on its own database
-(over TLS that verifies the server); with neither CREATEROLE nor CREATEDB it stops before
+the warehouse user is no superuser. A login with neither CREATEROLE nor CREATEDB stops before
 writing anything, naming the privilege and the SQL an administrator runs once, and runs once
-that SQL ran."""
+that SQL ran. (A CREATEROLE-only login that owns its database runs the whole day over TLS:
+the clean run of tests/e2e on that server.)"""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import itertools
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -19,12 +18,10 @@ from psycopg import sql
 
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.privileges import missing_privileges
-from moovitamix.roles import ANALYST, ROLES, audit_grants
+from moovitamix.roles import ROLES, audit_grants
 from moovitamix.settings import load_settings
-from moovitamix.warehouse import WarehouseUnreachable, inspect_server, open_warehouse
-from tests.conftest import SimulatorFactory
-from tests.e2e.daily_helpers import REPO, SIMULATOR_ARGS, daily_env, run_daily, scalar
-from tests.system_postgres import TLS_ONLY, SystemPostgres
+from moovitamix.warehouse import WarehouseUnreachable, open_warehouse
+from tests.e2e.daily_helpers import REPO, scalar
 
 pytestmark = pytest.mark.integration
 
@@ -84,45 +81,6 @@ def _print_admin_sql(url: ConnectionURL) -> str:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return result.stdout
-
-
-@pytest.mark.slow
-def test_a_createrole_login_runs_the_day_on_its_own_database_over_verified_tls(
-    system_server: SystemPostgres,
-    start_simulator: SimulatorFactory,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-) -> None:
-    """The managed-service shape: no superuser, no CREATEDB, a database of its own, and TLS
-    that verifies the server. The login may connect over TLS only (TLS_ONLY) and the process's
-    PGSSLMODE says `disable`: a client that lost the URL's sslmode (dlt, dbt, GX, psycopg)
-    would fall back to it and be refused; one that lost sslrootcert would fail verify-full."""
-    attributes = f"nosuperuser createrole nocreatedb in role {TLS_ONLY}"
-    login = _login(system_server.admin_url(), attributes)
-    tls = (("sslmode", "verify-full"), ("sslrootcert", str(system_server.ca_file)))
-    url = replace(login, options=tls)
-    assert missing_privileges(url) == []
-    assert _print_admin_sql(url).startswith(f"-- warehouse user {url.user} has every privilege")
-    with pytest.raises(psycopg.OperationalError, match="no encryption"):
-        psycopg.connect(replace(login, options=(("sslmode", "disable"),)).url())
-    monkeypatch.setenv("WAREHOUSE_URL", url.url())
-    monkeypatch.setenv("MOOVITAMIX_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("MOOVITAMIX_LOGS_DIR", str(tmp_path / "logs"))
-    monkeypatch.setenv("PGSSLMODE", "disable")
-    result = run_daily(daily_env(start_simulator(*SIMULATOR_ARGS)))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert f"warehouse: PostgreSQL {inspect_server(url).major}." in result.stderr
-    assert scalar(url, "select count(*) from marts.dim_users") > 0
-    # the analyst still reads neither raw nor the PII mart
-    with psycopg.connect(url.url()) as conn:
-        assert audit_grants(conn) == []
-        conn.execute(sql.SQL("set role {}").format(sql.Identifier(ANALYST)))
-        assert conn.execute("select count(*) from marts.dim_users").fetchone() != (0,)
-        for table in ("raw.users", "marts.dim_users_pii"):
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute(f"select count(*) from {table}")
-            conn.rollback()
-            conn.execute(sql.SQL("set role {}").format(sql.Identifier(ANALYST)))
 
 
 def test_a_login_without_createrole_stops_before_writing_then_runs_after_the_admin_sql(

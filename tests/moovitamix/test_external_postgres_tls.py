@@ -1,6 +1,7 @@
 """TLS options in WAREHOUSE_URL (sslmode, sslrootcert, ...) reach every client unchanged, on the
 second server, whose self-signed certificate the test server made (tests/system_postgres.py).
-The whole daily run over verify-full is in test_external_postgres_privileges.py."""
+The whole daily run over verify-full, with PGSSLMODE=disable around it, is the clean run of
+tests/e2e on that server."""
 
 from __future__ import annotations
 
