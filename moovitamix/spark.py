@@ -10,9 +10,11 @@ pyspark is an optional install (`make spark-venv`), imported only when a session
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 
 DRIVER_MEMORY = "2g"
 SHUFFLE_PARTITIONS = 4  # local mode on a few cores: Spark's default 200 is all overhead
+SPARK_LOG_LEVEL = "ERROR"
 
 
 class SparkUnavailable(RuntimeError):
@@ -49,6 +52,13 @@ def spark_conf(settings: Settings) -> dict[str, str]:
     }
 
 
+def _quiet() -> None:
+    """py4j logs every closed connection at INFO; pyspark warns that it has not been certified
+    with pandas 3 (it is used here only for Arrow conversions, which the tests cover)."""
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
+
+
 def check_spark_available() -> None:
     """Raise SparkUnavailable (one line: what to install) unless pyspark and Java are here."""
     if importlib.util.find_spec("pyspark") is None:
@@ -71,6 +81,7 @@ def spark_session(settings: Settings) -> SparkSession:
         raise SparkUnavailable(
             "the Spark engine needs its packages: run `make spark-venv` (pyspark, dbt-spark)"
         ) from None
+    _quiet()
     if is_connect(settings.spark_master):
         # Spark Connect: the server owns the metastore, warehouse and resources; the same
         # address through SPARK_REMOTE makes dbt-spark's getOrCreate() a Connect session too.
@@ -84,7 +95,9 @@ def spark_session(settings: Settings) -> SparkSession:
     builder = SparkSession.builder
     for key, value in spark_conf(settings).items():
         builder = builder.config(key, value)
-    return builder.enableHiveSupport().getOrCreate()
+    session = builder.enableHiveSupport().getOrCreate()
+    session.sparkContext.setLogLevel(SPARK_LOG_LEVEL)  # the JVM's warnings stay out of the summary
+    return session
 
 
 def is_connect(master: str) -> bool:

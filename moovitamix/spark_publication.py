@@ -83,11 +83,20 @@ def published_slot(spark: SparkSession) -> str | None:
 
 
 def _views(spark: SparkSession, database: str) -> list[str]:
-    return [t.name for t in spark.catalog.listTables(database) if t.tableType == "VIEW"]
+    """The persistent views of `database` (listTables also lists the session's temp views)."""
+    return [
+        t.name
+        for t in spark.catalog.listTables(database)
+        if t.tableType == "VIEW" and not t.isTemporary
+    ]
 
 
 def _tables(spark: SparkSession, database: str) -> list[str]:
-    return [t.name for t in spark.catalog.listTables(database) if t.tableType != "VIEW"]
+    return [
+        t.name
+        for t in spark.catalog.listTables(database)
+        if t.tableType in ("MANAGED", "EXTERNAL") and not t.isTemporary
+    ]
 
 
 def _point_views(spark: SparkSession, slot: str) -> list[str]:
