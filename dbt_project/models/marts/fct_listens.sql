@@ -1,8 +1,9 @@
 {#- Spark: a full rebuild every time (its Parquet tables have no merge; see the README) -#}
+{#- delete+insert, not merge: MERGE needs Postgres 15+, and the warehouse may be 14 -#}
 {{
     config(
         materialized='incremental' if target.type == 'postgres' else 'table',
-        incremental_strategy='merge',
+        incremental_strategy='delete+insert',
         unique_key=['user_id', 'track_id'],
         on_schema_change='fail',
         pre_hook="{{ delete_stale_listens() }}",
