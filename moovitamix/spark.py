@@ -35,7 +35,7 @@ class SparkUnavailable(RuntimeError):
 def spark_conf(settings: Settings) -> dict[str, str]:
     """The session's settings: the same for the pipeline, dbt's profile and the tests."""
     home = settings.spark_dir
-    return {
+    conf = {
         "spark.master": settings.spark_master,
         "spark.app.name": "moovitamix",
         "spark.driver.memory": DRIVER_MEMORY,
@@ -50,6 +50,10 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
     }
+    if settings.spark_master.startswith("local"):
+        # in-process: the driver listens on loopback only, not on the host's interfaces
+        conf |= {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
+    return conf
 
 
 def _quiet() -> None:
