@@ -115,7 +115,7 @@ class Spark:
     runs in Spark with MLlib's ALS (ml.mllib) instead of implicit in the driver."""
 
     mllib_above_pairs: int = 25_000_000
-    als_blocks: int = 0  # MLlib ALS user/item blocks; 0 = the session's default parallelism
+    als_blocks: int = 0  # MLlib ALS user and item blocks; 0 = MLlib's default (10)
 
 
 @dataclass(frozen=True)

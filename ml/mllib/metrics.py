@@ -20,7 +20,7 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
 
     from ml.mllib.split import SparkHoldout
 
@@ -31,6 +31,16 @@ def ranking_metrics(
     """Metrics at k of `lists` (user_id, rank, track_id; ranks 1..k) of the evaluated users."""
     spark = lists.sparkSession
     lists = lists.where(F.col("rank") <= k).join(holdout.eval_users, "user_id", "left_semi")
+    lists = lists.persist()  # two actions below: rank the users once
+    try:
+        return _metrics(spark, lists, holdout, k, n_catalog_tracks)
+    finally:
+        lists.unpersist()
+
+
+def _metrics(
+    spark: SparkSession, lists: DataFrame, holdout: SparkHoldout, k: int, n_catalog_tracks: int
+) -> dict[str, float]:
     relevant = holdout.test.groupBy("user_id").agg(F.count("*").alias("relevant"))
     hits = (
         lists.join(holdout.test, ["user_id", "track_id"])

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING
 
+from py4j.protocol import Py4JError
+from pyspark.errors import PySparkException
 from pyspark.sql import functions as F
 
 from ml.baselines import GENRE_POPULARITY, POPULARITY
@@ -83,9 +85,7 @@ def evaluate_model(
         fitted = fit_on(marts, params, config.spark.als_blocks, holdout)
         lists = top_k_unheard(fitted.model, holdout.eval_users, holdout.train, k, marts.n_tracks)
         metrics = ranking_metrics(lists, holdout, k, marts.n_catalog_tracks)
-    except IdsTooLarge:
-        raise
-    except Exception as exc:  # a Py4J/Spark error of one candidate must not end the run
+    except (PySparkException, Py4JError, ArithmeticError, MemoryError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         log.warning("candidate %s (%s) failed: %s", name, params.label(), first)
         return Scored(name, {}, params, error=f"{type(exc).__name__}: {first}")
@@ -110,7 +110,6 @@ class MllibRun:
         """Drop the cached DataFrames (after the lists are written)."""
         if self.marts is not None:
             self.marts.unpersist()
-            self.marts.track_genres.unpersist()
 
 
 def run_mllib(
@@ -128,6 +127,23 @@ def run_mllib(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     marts = read_marts(spark, schema)
+    try:
+        return _run(spark, marts, config, champion, today, seed, timings, started)
+    except BaseException:
+        marts.unpersist()
+        raise
+
+
+def _run(
+    spark: SparkSession,
+    marts: SparkMarts,
+    config: MlConfig,
+    champion: ModelParams | None,
+    today: date | None,
+    seed: int | None,
+    timings: dict[str, float],
+    started: float,
+) -> MllibRun:
     holdout = leave_k_out(marts.listens, config.evaluation, seed)
     timings["read and split"] = time.perf_counter() - started
     k = config.evaluation.k

@@ -102,7 +102,6 @@ def spark_marts(spark, structured_marts: SyntheticMarts) -> Iterator[SparkMarts]
     marts = read_marts(spark, SCHEMA)
     yield marts
     marts.unpersist()
-    marts.track_genres.unpersist()
     spark.sql(f"drop database if exists {SCHEMA} cascade")
 
 
