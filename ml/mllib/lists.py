@@ -82,29 +82,43 @@ def similar_tracks(
     marts: SparkMarts, k: int, model: ALSModel | None, scoring: str = "dot"
 ) -> DataFrame:
     """Every listened track's "play next" list (see the module docstring)."""
-    spark = marts.listens.sparkSession
     if model is not None:
-        ids, factors = item_factors(model)
-        if scoring == "cosine":
-            norms = np.linalg.norm(factors, axis=1, keepdims=True)
-            factors = factors / np.maximum(norms, np.finfo(np.float32).tiny)
-        return blockwise_top_k(spark, ids, factors, factors, k)
-    # genre popularity: score = (n + 1) x shared genres + popularity rank score, as
-    # ml.baselines.Popularity.similar_by_genre ranks; the published score is the share
+        return model_similar(model, k, scoring)
+    return popularity_similar(marts, marts.listens, k, by_genre=True)
+
+
+def model_similar(model: ALSModel, k: int, scoring: str = "dot") -> DataFrame:
+    """The k nearest tracks of every track of `model` by its item factors (ml.model.similar)."""
+    ids, factors = item_factors(model)
+    if scoring == "cosine":
+        norms = np.linalg.norm(factors, axis=1, keepdims=True)
+        factors = factors / np.maximum(norms, np.finfo(np.float32).tiny)
+    return blockwise_top_k(model.itemFactors.sparkSession, ids, factors, factors, k)
+
+
+def popularity_similar(
+    marts: SparkMarts, counts: DataFrame, k: int, *, by_genre: bool
+) -> DataFrame:
+    """ml.baselines' "play next" lists, popularity counted on `counts`: the most popular
+    other tracks, or (`by_genre`) those sharing most of the track's genres first
+    (Popularity.similar_by_genre). Ranked as (n + 1) x shared genres + the popularity rank
+    score; the score is the share of users who listened."""
+    spark = counts.sparkSession
     tracks = marts.listens.select("track_id").distinct()
-    popular = listeners(marts.listens, tracks).orderBy("track_id").toArrow()
+    popular = listeners(counts, tracks).orderBy("track_id").toArrow()
     ids = popular["track_id"].to_numpy()
     count = popular["listeners"].to_numpy()
     n = len(ids)
     rank_score = np.empty(n)
     rank_score[np.lexsort((np.arange(n), -count))] = np.arange(n, 0, -1)
-    pairs = marts.track_genres.toArrow()
-    genre_names = sorted(set(pairs["genre"].to_pylist()))
-    genres = np.zeros((n, len(genre_names)))
-    rows = np.searchsorted(ids, pairs["track_id"].to_numpy())
-    code = {name: i for i, name in enumerate(genre_names)}
-    cols = np.array([code[name] for name in pairs["genre"].to_pylist()], dtype=np.int64)
-    genres[rows, cols] = 1.0
+    genres = np.zeros((n, 0))
+    if by_genre:
+        pairs = marts.track_genres.toArrow()
+        code = {name: i for i, name in enumerate(sorted(set(pairs["genre"].to_pylist())))}
+        genres = np.zeros((n, len(code)))
+        rows = np.searchsorted(ids, pairs["track_id"].to_numpy())
+        cols = np.array([code[name] for name in pairs["genre"].to_pylist()], dtype=np.int64)
+        genres[rows, cols] = 1.0
     query = np.hstack([genres * float(n + 1), np.ones((n, 1))])
     keys = np.hstack([genres, rank_score[:, None]])
     share = spark.createDataFrame(

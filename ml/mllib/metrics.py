@@ -84,3 +84,35 @@ def _metrics(
         "ndcg": float(row["ndcg"]),
         "coverage": float(covered / max(n_catalog_tracks, 1)),
     }
+
+
+def next_hit(similar: DataFrame, holdout: SparkHoldout, k: int) -> float:
+    """ml.evaluate's `next_hit`@k of the "play next" lists `similar` (track_id, rank,
+    similar_track_id) on the holdout: for each evaluated user, the share of their training
+    tracks whose list holds one of their held-out tracks; averaged over the users."""
+    seeds = holdout.train.join(holdout.eval_users, "user_id", "left_semi").select(
+        "user_id", F.col("track_id").alias("seed")
+    )
+    lists = similar.where(F.col("rank") <= k).select(
+        F.col("track_id").alias("seed"), F.col("similar_track_id").alias("track_id")
+    )
+    hit_seeds = (
+        seeds.join(lists, "seed")
+        .join(holdout.test, ["user_id", "track_id"], "left_semi")
+        .select("user_id", "seed")
+        .distinct()
+        .groupBy("user_id")
+        .agg(F.count("*").alias("hit_seeds"))
+    )
+    row = (
+        seeds.groupBy("user_id")
+        .agg(F.count("*").alias("seeds"))
+        .join(hit_seeds, "user_id", "left")
+        .fillna(0, ["hit_seeds"])
+        .agg(F.avg(F.col("hit_seeds") / F.col("seeds")).alias("next_hit"), F.count("*").alias("n"))
+        .first()
+    )
+    assert row is not None
+    if row["n"] != holdout.n_eval:
+        raise ValueError("every evaluated user needs at least one training track")
+    return float(row["next_hit"])

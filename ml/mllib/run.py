@@ -4,8 +4,9 @@ serving fit and the lists; ml.train's rules, with MLlib's ALS instead of implici
 Same as the driver path (ml/train.py): the split rule, the metrics, the baselines, the
 challengers (ml.selection.challenger_params, within the time budget) and the decision
 (ml.selection.decide, on ml.evaluate.Scored results). What differs: the serving model is a
-cold MLlib fit on all data (MLlib cannot start from given factors, so no warm refit), and
-next_hit (the "play next" metric) is not computed here.
+cold MLlib fit on all data (MLlib cannot start from given factors, so no warm refit). As in
+ml.train, only the champion's fit and the best challenger's are kept (a promoted challenger
+is always the best one), and the "play next" metrics are recorded for those two.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from pyspark.sql import functions as F
 
 from ml.baselines import GENRE_POPULARITY, POPULARITY
 from ml.config import MlConfig, ModelParams
-from ml.evaluate import Scored
+from ml.evaluate import NEXT_HIT, Scored
 from ml.mllib.als import MllibFit, fit, top_k_unheard
 from ml.mllib.data import SparkMarts, read_marts
-from ml.mllib.lists import SparkLists, build_lists
-from ml.mllib.metrics import ranking_metrics
+from ml.mllib.lists import SparkLists, build_lists, model_similar, popularity_similar
+from ml.mllib.metrics import next_hit, ranking_metrics
 from ml.mllib.popularity import popularity_top_k
 from ml.mllib.split import SparkHoldout, leave_k_out
 from ml.selection import Decision, challenger_params, decide
@@ -78,7 +79,7 @@ def fit_on(
 
 def evaluate_model(
     marts: SparkMarts, holdout: SparkHoldout, params: ModelParams, name: str, config: MlConfig
-) -> Scored:
+) -> tuple[Scored, MllibFit | None]:
     """Fit on the training split and score; a failing fit is a result with `error`."""
     k = config.evaluation.k
     try:
@@ -88,8 +89,26 @@ def evaluate_model(
     except (PySparkException, Py4JError, ArithmeticError, MemoryError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         log.warning("candidate %s (%s) failed: %s", name, params.label(), first)
-        return Scored(name, {}, params, error=f"{type(exc).__name__}: {first}")
-    return Scored(name, metrics, params, fitted.fit_seconds)
+        return Scored(name, {}, params, error=f"{type(exc).__name__}: {first}"), None
+    return Scored(name, metrics, params, fitted.fit_seconds), fitted
+
+
+def next_track_metrics(
+    marts: SparkMarts, holdout: SparkHoldout, fitted: MllibFit | None, k: int, scoring: str
+) -> dict[str, float]:
+    """As ml.evaluate.next_track_metrics: `next_hit`@k of the model's "play next" lists (left
+    out without a model) and of both baselines' (popularity counted on the training split)."""
+    out = {
+        f"{NEXT_HIT}_{POPULARITY}": next_hit(
+            popularity_similar(marts, holdout.train, k, by_genre=False), holdout, k
+        ),
+        f"{NEXT_HIT}_{GENRE_POPULARITY}": next_hit(
+            popularity_similar(marts, holdout.train, k, by_genre=True), holdout, k
+        ),
+    }
+    if fitted is not None:
+        out = {NEXT_HIT: next_hit(model_similar(fitted.model, k, scoring), holdout, k), **out}
+    return out
 
 
 @dataclass
@@ -151,11 +170,13 @@ def _run(
         t0 = time.perf_counter()
         baselines = evaluate_baselines(marts, holdout, k)
         champion_params = champion or config.model
-        candidates = [evaluate_model(marts, holdout, champion_params, "champion", config)]
+        first, champion_fit = evaluate_model(marts, holdout, champion_params, "champion", config)
+        candidates = [first]
         spent = [time.perf_counter() - t0]
         proposals = challenger_params(
             champion_params, config.model, config.search, today or date.today()
         )[: config.selection.max_challengers]
+        best: tuple[int, MllibFit] | None = None  # the best challenger's fit so far
         search_started = time.perf_counter()
         for i, params in enumerate(proposals, start=1):
             elapsed = time.perf_counter() - search_started
@@ -163,14 +184,29 @@ def _run(
                 log.info("time budget reached after %d challenger(s)", i - 1)
                 break
             t1 = time.perf_counter()
-            candidates.append(evaluate_model(marts, holdout, params, f"challenger-{i}", config))
+            scored, fitted = evaluate_model(marts, holdout, params, f"challenger-{i}", config)
+            candidates.append(scored)
             spent.append(time.perf_counter() - t1)
+            metric = config.selection.metric
+            if fitted is not None and (
+                best is None or scored.score(metric) > candidates[best[0]].score(metric)
+            ):
+                best = (i, fitted)
+        decision = decide(
+            candidates, baselines, config.selection.metric, config.selection.min_improvement
+        )
+        scoring = config.publish.similar_scoring
+        if champion_fit is not None:  # "play next" on the holdout, recorded as ml.train does
+            candidates[0].metrics.update(
+                next_track_metrics(marts, holdout, champion_fit, k, scoring)
+            )
+        if best is not None and decision.serving == best[0]:
+            candidates[best[0]].metrics.update(
+                next_track_metrics(marts, holdout, best[1], k, scoring)
+            )
         timings["evaluate"] = time.perf_counter() - t0
     finally:
         holdout.unpersist()
-    decision = decide(
-        candidates, baselines, config.selection.metric, config.selection.min_improvement
-    )
     log.info("decision: %s", decision.reason)
     serving = None
     if decision.serving is not None:

@@ -21,10 +21,13 @@ from ml.baselines import GENRE_POPULARITY, POPULARITY
 from ml.config import ConfigError, Evaluation, MlConfig, load_config
 from ml.evaluate import (
     METRIC_NAMES,
+    NEXT_HIT,
     EvaluationData,
     Holdout,
     NotEnoughData,
+    baseline_next_hits,
     evaluate_baselines,
+    model_next_hit,
     ranking_metrics,
 )
 from ml.evaluate import evaluate_model as evaluate_implicit
@@ -37,6 +40,7 @@ from ml.mllib.data import SparkMarts, read_marts, use_mllib
 from ml.mllib.lists import USER_COLUMNS, build_lists, lake_batches, write_lists
 from ml.mllib.metrics import ranking_metrics as spark_ranking_metrics
 from ml.mllib.split import SparkHoldout, leave_k_out
+from ml.model import fit as implicit_fit
 from ml.selection import decide
 from ml.spark_marts import read_spark_marts
 from ml.synthetic import GENRES, SyntheticMarts
@@ -116,6 +120,7 @@ class Compared:
     mllib: MllibFit
     mllib_lists: pd.DataFrame  # user_id, rank, track_id of the evaluated users
     mllib_metrics: dict[str, float]
+    next_hits: dict[str, float]  # ml.mllib.run.next_track_metrics of the MLlib fit
 
 
 def _driver_data(
@@ -161,6 +166,7 @@ def compared(spark_marts: SparkMarts, spark_settings: Settings) -> Iterator[Comp
     metrics = spark_ranking_metrics(lists, holdout, K, spark_marts.n_catalog_tracks)
     collected = lists.toPandas()
     lists.unpersist()
+    next_hits = mllib_run.next_track_metrics(spark_marts, holdout, fitted, K, "dot")
     interactions, data = _driver_data(spark_settings, holdout, config)
     yield Compared(
         holdout=holdout,
@@ -170,6 +176,7 @@ def compared(spark_marts: SparkMarts, spark_settings: Settings) -> Iterator[Comp
         mllib=fitted,
         mllib_lists=collected,
         mllib_metrics=metrics,
+        next_hits=next_hits,
     )
     holdout.unpersist()
 
@@ -238,6 +245,16 @@ def test_baselines_in_spark_equal_ml_evaluate_on_the_same_held_out_pairs(
     assert set(compared.spark_baselines) == set(in_driver)
     for name, metrics in compared.spark_baselines.items():
         assert metrics == pytest.approx(in_driver[name].metrics, rel=1e-9), name
+
+
+def test_next_hit_in_spark_equals_ml_evaluate_for_the_baselines(compared: Compared) -> None:
+    in_driver = baseline_next_hits(compared.data)
+    for name, value in in_driver.items():
+        assert compared.next_hits[f"{NEXT_HIT}_{name}"] == pytest.approx(value, rel=1e-9)
+    implicit = implicit_fit(compared.data.holdout.train, small_config().model, 1)
+    # the model's own: MLlib's lists beat popularity's as implicit's do on this split
+    assert compared.next_hits[NEXT_HIT] > compared.next_hits[f"{NEXT_HIT}_{POPULARITY}"]
+    assert model_next_hit(compared.data, implicit) > in_driver[POPULARITY]
 
 
 def test_the_metrics_in_spark_equal_ml_evaluate_of_the_same_lists(compared: Compared) -> None:
@@ -316,8 +333,10 @@ def test_a_run_in_spark_decides_by_ml_selection_and_writes_the_lists_to_the_lake
     try:
         assert [c.name for c in run.candidates] == ["champion"]
         assert set(run.baselines) == {POPULARITY, GENRE_POPULARITY}
-        for scored in [*run.candidates, *run.baselines.values()]:
+        for scored in run.baselines.values():
             assert set(scored.metrics) == set(METRIC_NAMES)
+        next_hits = {NEXT_HIT, f"{NEXT_HIT}_{POPULARITY}", f"{NEXT_HIT}_{GENRE_POPULARITY}"}
+        assert set(run.candidates[0].metrics) == set(METRIC_NAMES) | next_hits
         assert run.decision == decide(
             run.candidates, run.baselines, "ndcg", config.selection.min_improvement
         )
