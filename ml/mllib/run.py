@@ -163,6 +163,11 @@ def _run(
     timings: dict[str, float],
     started: float,
 ) -> MllibRun:
+    if not marts.int_ids:
+        raise IdsTooLarge(
+            "MLlib ALS takes 32-bit ids: a user_id or track_id of fct_listens is beyond "
+            f"{2**31 - 1}"
+        )
     holdout = leave_k_out(marts.listens, config.evaluation, seed)
     timings["read and split"] = time.perf_counter() - started
     k = config.evaluation.k

@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import scipy.sparse as sp
+from pyspark import StorageLevel
 
 from ml.baselines import GENRE_POPULARITY, POPULARITY
 from ml.config import ConfigError, Evaluation, MlConfig, load_config
@@ -36,7 +37,7 @@ from ml.lake_lists import LakeLists
 from ml.lists import ALS
 from ml.mllib import run as mllib_run
 from ml.mllib.als import MllibFit, item_factors, top_k_unheard
-from ml.mllib.data import SparkMarts, read_marts, use_mllib
+from ml.mllib.data import SparkMarts, listens_of, read_marts, use_mllib
 from ml.mllib.lists import USER_COLUMNS, build_lists, lake_batches, write_lists
 from ml.mllib.metrics import ranking_metrics as spark_ranking_metrics
 from ml.mllib.split import SparkHoldout, leave_k_out
@@ -380,3 +381,27 @@ def test_a_run_in_spark_decides_by_ml_selection_and_writes_the_lists_to_the_lake
         assert spark.table("recommendations.similar_tracks").count() == rows["similar_tracks"]
     finally:
         spark.sql("drop database if exists recommendations cascade")
+
+
+def test_ids_beyond_32_bits_fail_with_one_line_and_leave_nothing_cached(
+    spark, structured_marts: SyntheticMarts
+) -> None:
+    schema = "marts_mllib_big_ids"
+    first = structured_marts.listen_user[0]  # one user's id moves beyond 32 bits
+    moved = {
+        "user_ids": structured_marts.user_ids,
+        "listen_user": structured_marts.listen_user,
+    }
+    moved = {name: np.where(ids == first, first + 2**31, ids) for name, ids in moved.items()}
+    marts = replace(structured_marts, **moved)
+    spark.sql(f"drop database if exists {schema} cascade")
+    write_spark_marts(spark, marts, schema)
+    try:
+        probe = listens_of(spark, schema).persist()  # the check below sees a cached read
+        assert listens_of(spark, schema).storageLevel != StorageLevel.NONE
+        probe.unpersist()
+        with pytest.raises(mllib_run.IdsTooLarge, match=r"32-bit ids: a user_id or track_id"):
+            mllib_run.run_mllib(spark, schema, small_config())
+        assert listens_of(spark, schema).storageLevel == StorageLevel.NONE
+    finally:
+        spark.sql(f"drop database if exists {schema} cascade")
