@@ -104,6 +104,53 @@ def test_staging_models_are_the_only_ones_reading_sources() -> None:
             assert path.name.startswith("stg_"), path
 
 
+def _test_names(tests: list) -> list[str]:
+    return [t if isinstance(t, str) else next(iter(t)) for t in tests or []]
+
+
+def _test_arguments(tests: list, name: str) -> list[dict]:
+    return [
+        (t[name] or {}).get("arguments", t[name]) or {}
+        for t in tests or []
+        if isinstance(t, dict) and name in t
+    ]
+
+
+def test_every_key_constraint_has_a_data_test() -> None:
+    """Spark enforces no primary or foreign key: a dbt test must check each of them."""
+    marts = yaml.safe_load((PROJECT_DIR / "models/marts/_marts__models.yml").read_text())
+    for model in marts["models"]:
+        columns = {c["name"]: c for c in model["columns"]}
+        combinations = [
+            a["combination_of_columns"]
+            for a in _test_arguments(
+                model.get("data_tests"), "dbt_utils.unique_combination_of_columns"
+            )
+        ]
+        for constraint in model.get("constraints", []):
+            keys = constraint.get("columns", [])
+            if constraint["type"] == "primary_key":
+                for key in keys:
+                    assert "not_null" in _test_names(columns[key].get("data_tests")), (
+                        model["name"],
+                        key,
+                    )
+                unique = len(keys) == 1 and "unique" in _test_names(
+                    columns[keys[0]].get("data_tests")
+                )
+                assert unique or keys in combinations, (model["name"], keys)
+            elif constraint["type"] == "foreign_key":
+                (key,) = keys
+                relationships = _test_arguments(columns[key].get("data_tests"), "relationships")
+                assert {
+                    "to": constraint["to"],
+                    "field": constraint["to_columns"][0],
+                } in relationships, (
+                    model["name"],
+                    constraint["name"],
+                )
+
+
 def _context() -> RunContext:
     settings = load_settings({"WAREHOUSE_URL": "postgresql://u@127.0.0.1:1/db"})
     url = ConnectionURL.parse("postgresql://u@127.0.0.1:1/db")

@@ -1,3 +1,5 @@
+-- Spark: a table, so that the labels are parsed once per build, not once per reader
+{{ config(materialized='table' if target.type == 'spark' else 'view') }}
 -- The genre labels of every version of every track (`genres`) and user (`favorite_genres`),
 -- split, keyed and mapped to a genre: one row per entity version and distinct genre.
 with

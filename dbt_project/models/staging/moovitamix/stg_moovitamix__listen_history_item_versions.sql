@@ -1,3 +1,5 @@
+-- Spark: a table, so that the history is derived once per build, not once per reader
+{{ config(materialized='table' if target.type == 'spark' else 'view') }}
 -- The elements of every listen history version's list, from completed loads.
 with
 

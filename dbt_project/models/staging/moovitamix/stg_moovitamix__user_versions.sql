@@ -1,3 +1,5 @@
+-- Spark: a table, so that the history is derived once per build, not once per reader
+{{ config(materialized='table' if target.type == 'spark' else 'view') }}
 -- Every version of every user, from completed loads: renamed and cast; e-mails normalised.
 with
 
