@@ -43,7 +43,7 @@ $(STAMP): $(ROOT)/requirements.lock
 venv: $(STAMP) ## create .venv from requirements.lock (done by every target on first use)
 
 $(SPARK_STAMP): $(STAMP) $(ROOT)/requirements-spark.lock
-	echo "installing the Spark engine's packages into .venv (first use only, ~1 min, ~500 MB)"
+	@echo "installing the Spark engine's packages into .venv (first use only, ~1 min, ~500 MB)"
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(ROOT)/requirements-spark.lock
 	command -v java >/dev/null 2>&1 || echo "warning: no java on PATH: the Spark engine needs Java 17+"
 	touch $(SPARK_STAMP)
