@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import date
-from typing import TYPE_CHECKING
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
 
 from py4j.protocol import Py4JError
 from pyspark.errors import PySparkException
@@ -30,12 +30,14 @@ from ml.mllib.lists import SparkLists, build_lists, model_similar, popularity_si
 from ml.mllib.metrics import next_hit, ranking_metrics
 from ml.mllib.popularity import popularity_top_k
 from ml.mllib.split import SparkHoldout, leave_k_out
-from ml.selection import Decision, challenger_params, decide
+from ml.registry import ModelRun
+from ml.selection import CHAMPION, Decision, challenger_params, decide
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
+TRAINER = "mllib"  # metrics.trainer of its ml.model_runs rows (the driver path's have none)
 
 
 class IdsTooLarge(ValueError):
@@ -242,3 +244,62 @@ def _run(
         timings=timings,
         marts=marts,
     )
+
+
+def model_runs(
+    run: MllibRun,
+    run_id: str,
+    trained_at: datetime,
+    config: MlConfig,
+    refit_of: str | None = None,
+) -> list[ModelRun]:
+    """The ml.model_runs rows of a run trained in Spark, shaped as ml.train writes them (ids
+    `<run_id>-mNN`, statuses from the decision, a row for a published baseline), with
+    `metrics.trainer = "mllib"`; no artifact (the lists are what is published). `refit_of` is
+    the champion's model_run_id whose parameters were refit."""
+    common: dict[str, Any] = {
+        "k": config.evaluation.k,
+        "selection_metric": config.selection.metric,
+        "holdout": {**run.holdout_sizes, "per_user": config.evaluation.holdout_per_user},
+        "decision": run.decision.reason,
+        "trainer": TRAINER,
+    }
+    baseline_metrics = {name: scored.metrics for name, scored in run.baselines.items()}
+    rows: list[ModelRun] = []
+    for i, (scored, status) in enumerate(zip(run.candidates, run.decision.statuses, strict=True)):
+        assert scored.params is not None
+        metrics: dict[str, Any] = {**scored.metrics, **common, "fit_seconds": scored.fit_seconds}
+        metrics["role"] = "champion_refit" if i == 0 else "challenger"
+        if i == 0 and refit_of is not None:
+            metrics["refit_of"] = refit_of
+        if scored.error:
+            metrics["error"] = scored.error
+        if run.decision.serving == i and run.serving is not None:
+            metrics["serving_fit_seconds"] = round(run.serving.fit_seconds, 3)
+        rows.append(
+            ModelRun(
+                model_run_id=f"{run_id}-m{i:02d}",
+                run_id=run_id,
+                trained_at=trained_at,
+                params=scored.params.to_json(),
+                metrics=metrics,
+                baseline_metrics=baseline_metrics,
+                status=status,
+                **run.sizes,
+            )
+        )
+    if run.decision.baseline is not None:
+        name = run.decision.baseline
+        rows.append(
+            ModelRun(
+                model_run_id=f"{run_id}-{name}",
+                run_id=run_id,
+                trained_at=trained_at,
+                params={"model": name},
+                metrics={**run.baselines[name].metrics, **common, "role": "baseline"},
+                baseline_metrics=baseline_metrics,
+                status=CHAMPION,
+                **run.sizes,
+            )
+        )
+    return rows

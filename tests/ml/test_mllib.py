@@ -42,7 +42,7 @@ from ml.mllib.lists import USER_COLUMNS, build_lists, lake_batches, write_lists
 from ml.mllib.metrics import ranking_metrics as spark_ranking_metrics
 from ml.mllib.split import SparkHoldout, leave_k_out
 from ml.model import fit as implicit_fit
-from ml.selection import decide
+from ml.selection import CHAMPION, decide
 from ml.spark_marts import read_spark_marts
 from ml.synthetic import GENRES, SyntheticMarts
 from ml.train import Inputs
@@ -343,6 +343,13 @@ def test_a_run_in_spark_decides_by_ml_selection_and_writes_the_lists_to_the_lake
         )
         assert (run.serving is None) == (run.decision.baseline is not None)
         assert run.holdout_sizes["eval_users"] == run.holdout_sizes["eligible_users"] > 0
+        runs = mllib_run.model_runs(run, "run-mllib-1", datetime.now(UTC), config, "run-0-m00")
+        assert [r.status for r in runs if r.model_run_id.startswith("run-mllib-1-m")] == list(
+            run.decision.statuses
+        )
+        assert sum(r.status == CHAMPION for r in runs) == 1
+        assert runs[0].metrics["refit_of"] == "run-0-m00" and runs[0].params["model"] == ALS
+        assert runs[0].n_interactions == spark_marts.n_pairs
 
         settings = replace(spark_settings, lake_url=(tmp_path / "lake").as_uri())
         at = datetime(2026, 12, 5, 3, tzinfo=UTC)
