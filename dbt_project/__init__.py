@@ -3,7 +3,8 @@
 `python -m dbt_project build|docs|freshness|lint` from any directory; the daily orchestrator
 calls `run_build(settings, run_id)`. The warehouse comes from the project's settings
 (`WAREHOUSE_URL` or the embedded Postgres), exported to dbt as the MVX_DBT_* variables that
-`profiles.yml` reads.
+`profiles.yml` reads; on the Spark engine (MOOVITAMIX_ENGINE=spark) the same project builds
+with dbt-spark in this process's Spark session, its sources over the Parquet lake.
 """
 
 from dbt_project.results import BuildResult, NodeResult
