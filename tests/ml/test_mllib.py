@@ -36,11 +36,12 @@ from ml.interactions import Interactions, MartsNotReady
 from ml.lake_lists import LakeLists
 from ml.lists import ALS
 from ml.mllib import run as mllib_run
-from ml.mllib.als import MllibFit, item_factors, top_k_unheard
+from ml.mllib.als import MllibFit, item_factors, ratings, top_k_unheard
 from ml.mllib.data import SparkMarts, listens_of, read_marts, use_mllib
 from ml.mllib.lists import USER_COLUMNS, build_lists, lake_batches, write_lists
 from ml.mllib.metrics import ranking_metrics as spark_ranking_metrics
 from ml.mllib.split import SparkHoldout, leave_k_out
+from ml.model import confidence
 from ml.model import fit as implicit_fit
 from ml.selection import CHAMPION, decide
 from ml.spark_marts import read_spark_marts
@@ -412,3 +413,23 @@ def test_ids_beyond_32_bits_fail_with_one_line_and_leave_nothing_cached(
         assert listens_of(spark, schema).storageLevel == StorageLevel.NONE
     finally:
         spark.sql(f"drop database if exists {schema} cascade")
+
+
+@pytest.mark.parametrize("scheme", ["log", "bm25", "raw"])
+def test_the_ratings_carry_ml_model_confidence_times_alpha(
+    compared: Compared, spark_marts: SparkMarts, scheme: str
+) -> None:
+    params = small_config(f"model.confidence='{scheme}'", "model.alpha=4.0").model
+    rated = ratings(spark_marts.listens, params, spark_marts.n_tracks).toPandas()
+    interactions = compared.interactions
+    expected = confidence(interactions.matrix, params)[
+        interactions.rows_of(rated["user"].to_numpy()),
+        interactions.cols_of(rated["item"].to_numpy()),
+    ]
+    # MLlib's confidence 1 + alpha x rating is implicit's alpha x w (above the floor)
+    mllib_confidence = 1 + params.alpha * rated["rating"].to_numpy()
+    implicit_confidence = params.alpha * np.asarray(expected).ravel()
+    above = implicit_confidence > 1
+    assert above.mean() > 0.5
+    assert np.allclose(mllib_confidence[above], implicit_confidence[above], rtol=1e-5)
+    assert np.allclose(mllib_confidence[~above], 1, atol=1e-4)
