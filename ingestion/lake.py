@@ -38,16 +38,16 @@ from ingestion.moovitamix_source.arrow_tables import snapshot_columns
 from ingestion.moovitamix_source.client import ApiClient
 from ingestion.moovitamix_source.contract import ENDPOINTS, ITEMS_TABLE, LISTEN_HISTORY, TIMESTAMP
 from ingestion.pipeline import (
+    EndpointRun,
     IngestionFailed,
     IngestionResult,
-    _cause,
-    _check_rejects,
-    _EndpointRun,
-    _extract,
-    _one_line,
-    _record_failure,
-    _route_dlt_logs,
-    _warehouse_session,
+    check_rejects,
+    extract_endpoints,
+    failure_cause,
+    one_line,
+    record_failure,
+    route_dlt_logs,
+    warehouse_session,
 )
 from ingestion.raw_tables import RAW, TableChange
 from ingestion.stats import COLUMNS, EndpointStats, write_stats
@@ -109,7 +109,7 @@ def make_lake_pipeline(settings: Settings, bucket_url: str) -> Pipeline:
         destination=dlt.destinations.filesystem(bucket_url=bucket_url, layout=LAKE_LAYOUT),
         dataset_name=RAW,
     )
-    _route_dlt_logs()
+    route_dlt_logs()
     return pipeline
 
 
@@ -143,7 +143,7 @@ def _discard(pipeline: Pipeline) -> None:
         log.exception("could not discard the run's load packages")
 
 
-def _snapshot_stats(runs: dict[str, _EndpointRun], run_id: str) -> dict[str, EndpointStats]:
+def _snapshot_stats(runs: dict[str, EndpointRun], run_id: str) -> dict[str, EndpointStats]:
     """The stats of a complete snapshot: every served record is a row of it."""
     out = {}
     for run in (r for r in runs.values() if r.reads):
@@ -178,7 +178,7 @@ def stats_table(stats: list[EndpointStats], load_id: str, snapshot_at: datetime)
 
 
 def _summary(
-    context: SourceContext, runs: dict[str, _EndpointRun], run_id: str
+    context: SourceContext, runs: dict[str, EndpointRun], run_id: str
 ) -> Callable[[], pa.Table]:
     def make() -> pa.Table:
         load_id = dlt.current.load_package_state()["load_id"]
@@ -218,7 +218,7 @@ def run_lake_ingestion(
     warehouse = open_warehouse(settings)
     log.info("ingesting %s into the lake %s (dataset %s), run %s", api_url, bucket_url, RAW,
              run_id)  # fmt: skip
-    runs = {name: _EndpointRun(name) for name in ENDPOINTS}
+    runs = {name: EndpointRun(name) for name in ENDPOINTS}
 
     def stats_of(failure: IngestionFailed) -> dict[str, EndpointStats]:
         out = {}
@@ -228,7 +228,7 @@ def run_lake_ingestion(
         return out
 
     with (
-        _warehouse_session(as_role(warehouse, LOADER)) as conn,
+        warehouse_session(as_role(warehouse, LOADER)) as conn,
         # the snapshot's rows wait on disk until their read adds up (not in a tmpfs /tmp)
         tempfile.TemporaryDirectory(prefix="lake-extract-", dir=_scratch_root(settings)) as scratch,
     ):
@@ -252,14 +252,14 @@ def run_lake_ingestion(
                 files_dir=Path(scratch) / "tables",
                 max_field_bytes=config.max_field_bytes,
                 rereads=config.rereads,
-                after_read=lambda read: _check_rejects(read, config),
+                after_read=lambda read: check_rejects(read, config),
                 snapshot=True,
                 summary_table=STATS_TABLE,
             )
             context.summary = _summary(context, runs, run_id)
             with context.client, page_progress(config.progress) as progress:
                 context.on_plan, context.on_page = progress.on_plan, progress.on_page
-                _extract(pipeline, context, runs, loader_file_format=LAKE_FILE_FORMAT)
+                extract_endpoints(pipeline, context, runs, loader_file_format=LAKE_FILE_FORMAT)
             steps["extract"] = time.monotonic() - step
             step = time.monotonic()
             pipeline.normalize()
@@ -270,22 +270,22 @@ def run_lake_ingestion(
             step = time.monotonic()
         except IngestionFailed as exc:
             _discard(pipeline)
-            _record_failure(conn, stats_of(exc), exc)
+            record_failure(conn, stats_of(exc), exc)
             raise
         except PipelineStepFailed as exc:
             _discard(pipeline)
-            message = f"{exc.step} failed: {_one_line(_cause(exc))}"
+            message = f"{exc.step} failed: {one_line(failure_cause(exc))}"
             if exc.step == "load":
                 message = (
-                    f"loading into the lake {bucket_url} failed: {_one_line(_cause(exc))} "
+                    f"loading into the lake {bucket_url} failed: {one_line(failure_cause(exc))} "
                     "(the package stays pending: the next run loads it first)"
                 )
             failure = IngestionFailed(message)
-            _record_failure(conn, stats_of(failure), failure)
+            record_failure(conn, stats_of(failure), failure)
             raise failure from None
         except psycopg.Error as exc:  # the control plane went away during the run
             _discard(pipeline)
-            raise IngestionFailed(f"warehouse error: {_one_line(exc)}") from exc
+            raise IngestionFailed(f"warehouse error: {one_line(exc)}") from exc
 
         stats = _snapshot_stats(runs, run_id)
         write_stats(conn, list(stats.values()))

@@ -114,7 +114,7 @@ class IngestionResult:
 # ---- dlt ---------------------------------------------------------------------------------------
 
 
-def _route_dlt_logs() -> None:
+def route_dlt_logs() -> None:
     """dlt's messages through our handlers (console and run log), not dlt's own stderr one."""
     logger = logging.getLogger("dlt")
     for handler in list(logger.handlers):
@@ -154,7 +154,7 @@ def make_pipeline(settings: Settings, warehouse: ConnectionURL) -> Pipeline:
         destination=dlt.destinations.postgres(credentials=loader_url(as_role(warehouse, LOADER))),
         dataset_name=RAW,
     )
-    _route_dlt_logs()
+    route_dlt_logs()
     return pipeline
 
 
@@ -200,7 +200,7 @@ def _discard_packages(pipeline: Pipeline) -> None:
         log.exception("could not discard the run's load packages")
 
 
-def _cause(exc: BaseException) -> BaseException:
+def failure_cause(exc: BaseException) -> BaseException:
     """The exception that made a dlt step fail (dlt wraps it, sometimes twice)."""
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -215,7 +215,7 @@ def _cause(exc: BaseException) -> BaseException:
     return current or exc
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
 
@@ -224,7 +224,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 @dataclass
-class _EndpointRun:
+class EndpointRun:
     name: str
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     reads: list[EndpointRead] = field(default_factory=list)
@@ -263,10 +263,10 @@ class _EndpointRun:
         return s
 
 
-def _extract(
+def extract_endpoints(
     pipeline: Pipeline,
     context: SourceContext,
-    runs: dict[str, _EndpointRun],
+    runs: dict[str, EndpointRun],
     loader_file_format: Any = LOADER_FILE_FORMAT,
 ) -> None:
     """Extract the three endpoints into one load package (the source re-reads an endpoint
@@ -281,7 +281,7 @@ def _extract(
             for name, reads in context.reads.items():
                 runs[name].reads = reads
     except PipelineStepFailed as exc:
-        cause = _cause(exc)
+        cause = failure_cause(exc)
         if isinstance(cause, IngestionFailed):
             raise cause from None
         if isinstance(cause, ReadMismatch):
@@ -301,7 +301,7 @@ def _extract(
         else:
             what = "extract failed"
         prefix = f"{endpoint}: " if endpoint else ""
-        raise IngestionFailed(f"{prefix}{what}: {_one_line(cause)}", endpoint) from exc
+        raise IngestionFailed(f"{prefix}{what}: {one_line(cause)}", endpoint) from exc
     load_id = info.loads_ids[-1] if info.loads_ids else None
     for run in runs.values():
         run.load_id = load_id
@@ -316,7 +316,7 @@ def _endpoint_of(name: str | None) -> str | None:
     return name if name in ENDPOINTS else None
 
 
-def _check_rejects(read: EndpointRead, config: IngestionConfig) -> None:
+def check_rejects(read: EndpointRead, config: IngestionConfig) -> None:
     """Warn about rejected records; fail the run (IngestionFailed) above the share allowed."""
     if not read.builder.rejected:
         return
@@ -344,7 +344,7 @@ def _check_rejects(read: EndpointRead, config: IngestionConfig) -> None:
 
 
 @contextmanager
-def _warehouse_session(url: ConnectionURL) -> Iterator[psycopg.Connection]:
+def warehouse_session(url: ConnectionURL) -> Iterator[psycopg.Connection]:
     with connect(url, autocommit=True) as conn:
         try:
             try_lock(conn)
@@ -376,7 +376,7 @@ def run_ingestion(
     step = time.monotonic()
     warehouse = open_warehouse(settings)
     log.info("ingesting %s into %s (schema %s), run %s", api_url, warehouse.masked, RAW, run_id)
-    runs = {name: _EndpointRun(name) for name in ENDPOINTS}
+    runs = {name: EndpointRun(name) for name in ENDPOINTS}
 
     def stats_of(failure: IngestionFailed | None = None) -> dict[str, EndpointStats]:
         """Rows of the endpoints read: loaded; or failed (at fault) / discarded (read fine)."""
@@ -390,7 +390,7 @@ def run_ingestion(
                 out[run.name] = run.stats(run_id, "discarded")
         return out
 
-    with _warehouse_session(as_role(warehouse, LOADER)) as conn:
+    with warehouse_session(as_role(warehouse, LOADER)) as conn:
         pipeline = make_pipeline(settings, warehouse)
         try:
             _finish_pending(pipeline)
@@ -415,11 +415,11 @@ def run_ingestion(
                 file_rows=LOAD_FILE_ROWS,
                 max_field_bytes=config.max_field_bytes,
                 rereads=config.rereads,
-                after_read=partial(_check_rejects, config=config),
+                after_read=partial(check_rejects, config=config),
             )
             with context.client, page_progress(config.progress) as progress:
                 context.on_plan, context.on_page = progress.on_plan, progress.on_page
-                _extract(pipeline, context, runs)
+                extract_endpoints(pipeline, context, runs)
             steps["extract"] = time.monotonic() - step
             step = time.monotonic()
             pipeline.normalize()
@@ -431,22 +431,22 @@ def run_ingestion(
             step = time.monotonic()
         except IngestionFailed as exc:
             _discard_packages(pipeline)
-            _record_failure(conn, stats_of(exc), exc)
+            record_failure(conn, stats_of(exc), exc)
             raise
         except PipelineStepFailed as exc:
             _discard_packages(pipeline)
-            message = f"{exc.step} failed: {_one_line(_cause(exc))}"
+            message = f"{exc.step} failed: {one_line(failure_cause(exc))}"
             if exc.step == "load":
                 message = (
-                    f"loading into {RAW} failed: {_one_line(_cause(exc))} "
+                    f"loading into {RAW} failed: {one_line(failure_cause(exc))} "
                     "(the packages stay pending: the next run loads them first)"
                 )
             failure = IngestionFailed(message)
-            _record_failure(conn, stats_of(failure), failure)
+            record_failure(conn, stats_of(failure), failure)
             raise failure from None
         except psycopg.Error as exc:  # the warehouse went away during the run
             _discard_packages(pipeline)
-            raise IngestionFailed(f"warehouse error: {_one_line(exc)}") from exc
+            raise IngestionFailed(f"warehouse error: {one_line(exc)}") from exc
 
         loaded = [r for r in runs.values() if r.load_id]
         appended: Counter[str] = Counter()
@@ -476,11 +476,11 @@ def run_ingestion(
     )
 
 
-def _record_failure(
+def record_failure(
     conn: psycopg.Connection, stats: dict[str, EndpointStats], exc: IngestionFailed
 ) -> None:
     exc.stats = stats
     try:
         write_stats(conn, list(stats.values()))
     except (psycopg.Error, WarehouseUnreachable) as write_exc:
-        log.warning("could not write monitoring.ingestion_stats: %s", _one_line(write_exc))
+        log.warning("could not write monitoring.ingestion_stats: %s", one_line(write_exc))
