@@ -49,6 +49,9 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        # iterative jobs (MLlib's ALS, ml/mllib) cut their lineage here every few iterations;
+        # without it a long lineage overflows the stack when a task is deserialized
+        "spark.checkpoint.dir": str(home / "checkpoints"),
     }
     if settings.spark_master.startswith("local"):
         # in-process: the driver listens on loopback only, not on the host's interfaces
