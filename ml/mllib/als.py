@@ -20,6 +20,8 @@ The mapping from ml/config.toml's [model] (implicit's AlternatingLeastSquares) t
   (none)          -> implicit's conjugate-gradient steps and float32 dtype: MLlib solves each
                      least-squares problem exactly (Cholesky), in float32 factors.
 coldStartStrategy="drop": users or tracks without a factor get no score instead of NaN.
+MLlib checkpoints every checkpointInterval (10) iterations into the session's checkpoint
+directory (moovitamix/spark.py sets one): a longer lineage can overflow the stack.
 MLlib takes int ids: the marts' bigint ids must fit in 32 bits (checked, SparkMarts.int_ids).
 """
 
