@@ -25,6 +25,7 @@ from datetime import datetime
 
 import numpy as np
 import psycopg
+import pyarrow as pa
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -39,6 +40,8 @@ SCHEMA = "recommendations"
 USER_TOP_TRACKS = "user_top_tracks"
 SIMILAR_TRACKS = "similar_tracks"
 ROWS_PER_BLOCK = 250_000
+USER_COLUMNS = ("user_id", "rank", "track_id", "score", "source", "model_run_id", "generated_at")
+SIMILAR_COLUMNS = ("track_id", "rank", "similar_track_id", "score", "model_run_id", "generated_at")
 # One publisher at a time (two concurrent runs would otherwise race on the __new tables).
 PUBLISH_LOCK_KEY = 0x6D76785F6D6C  # "mvx_ml"
 
@@ -237,14 +240,14 @@ def _load_both(
             conn,
             USER_TOP_TRACKS,
             USER_TOP_TRACKS_DDL,
-            ("user_id", "rank", "track_id", "score", "source", "model_run_id", "generated_at"),
+            USER_COLUMNS,
             _user_blocks(user_lists, model_run_id, at),
         ),
         SIMILAR_TRACKS: _load(
             conn,
             SIMILAR_TRACKS,
             SIMILAR_TRACKS_DDL,
-            ("track_id", "rank", "similar_track_id", "score", "model_run_id", "generated_at"),
+            SIMILAR_COLUMNS,
             _similar_blocks(similar_lists, model_run_id, at),
         ),
     }
@@ -350,6 +353,71 @@ def publish(
         ) from None
     log.info(
         "published %d user_top_tracks rows and %d similar_tracks rows (model run %s)",
+        counts[USER_TOP_TRACKS],
+        counts[SIMILAR_TRACKS],
+        model_run_id,
+    )
+    return counts
+
+
+def _user_lists_of(batch: pa.RecordBatch) -> UserTopTracks:
+    codes = {name: i for i, name in enumerate(SOURCES)}
+    return UserTopTracks(
+        user_id=batch.column("user_id").to_numpy(zero_copy_only=False).astype(np.int64),
+        rank=batch.column("rank").to_numpy(zero_copy_only=False).astype(np.int32),
+        track_id=batch.column("track_id").to_numpy(zero_copy_only=False).astype(np.int64),
+        score=batch.column("score").to_numpy(zero_copy_only=False).astype(np.float64),
+        source=np.array([codes[s] for s in batch.column("source").to_pylist()], dtype=np.int8),
+    )
+
+
+def _similar_lists_of(batch: pa.RecordBatch) -> SimilarTracks:
+    return SimilarTracks(
+        track_id=batch.column("track_id").to_numpy(zero_copy_only=False).astype(np.int64),
+        rank=batch.column("rank").to_numpy(zero_copy_only=False).astype(np.int32),
+        similar_track_id=batch.column("similar_track_id")
+        .to_numpy(zero_copy_only=False)
+        .astype(np.int64),
+        score=batch.column("score").to_numpy(zero_copy_only=False).astype(np.float64),
+    )
+
+
+def stage_batches(
+    conn: psycopg.Connection,
+    user_batches: Iterator[pa.RecordBatch],
+    similar_batches: Iterator[pa.RecordBatch],
+    *,
+    model_run_id: str,
+    generated_at: datetime,
+) -> dict[str, int]:
+    """`stage` for lists that come in Arrow batches (trained in Spark: ml/mllib): each batch
+    is COPYed as it comes, so the driver never holds a whole list."""
+    if not conn.autocommit:
+        raise ValueError("needs an autocommit connection: it runs its own transaction")
+    ensure_model_runs(conn)
+    at = timestamptz(generated_at)
+    users = (
+        block
+        for batch in user_batches
+        for block in _user_blocks(_user_lists_of(batch), model_run_id, at)
+    )
+    similar = (
+        block
+        for batch in similar_batches
+        for block in _similar_blocks(_similar_lists_of(batch), model_run_id, at)
+    )
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(%s)", (PUBLISH_LOCK_KEY,))
+        counts = {
+            USER_TOP_TRACKS: _load(conn, USER_TOP_TRACKS, USER_TOP_TRACKS_DDL, USER_COLUMNS, users),
+            SIMILAR_TRACKS: _load(
+                conn, SIMILAR_TRACKS, SIMILAR_TRACKS_DDL, SIMILAR_COLUMNS, similar
+            ),
+        }
+        if counts[USER_TOP_TRACKS] == 0:
+            raise PublishError("refusing to publish an empty user_top_tracks")
+    log.info(
+        "staged %d user_top_tracks rows and %d similar_tracks rows from Spark (model run %s)",
         counts[USER_TOP_TRACKS],
         counts[SIMILAR_TRACKS],
         model_run_id,

@@ -423,6 +423,28 @@ def _alerts(
     ]
 
 
+def _outgrows_the_driver(settings: Settings, schema: str, config: MlConfig) -> bool:
+    """On the Spark engine: more (user, track) pairs than `[spark] mllib_above_pairs`, so the
+    training runs in Spark (ml/train_spark.py) instead of collecting the matrix."""
+    from ml.interactions import MartsNotReady
+    from ml.mllib.data import count_pairs
+    from moovitamix.spark import spark_session
+
+    try:
+        pairs = count_pairs(spark_session(settings), schema)
+    except MartsNotReady as exc:
+        raise TrainingFailed(str(exc)) from None
+    above = pairs > config.spark.mllib_above_pairs
+    if above:
+        log.info(
+            "%s.fct_listens has %d pairs (> %d): training in Spark with MLlib",
+            schema,
+            pairs,
+            config.spark.mllib_above_pairs,
+        )
+    return above
+
+
 def run_training(
     settings: Settings,
     run_id: str,
@@ -446,9 +468,22 @@ def run_training(
     url = warehouse or open_warehouse(settings)
     timer = _Timer()
     trained_at = datetime.now(UTC)
+    schema = publication.candidate if publication is not None else MARTS
+    if settings.engine == "spark" and _outgrows_the_driver(settings, schema, config):
+        from ml.train_spark import train_in_spark
+
+        return train_in_spark(
+            settings,
+            run_id,
+            config,
+            url,
+            schema,
+            publication=publication,
+            champion_from_config=champion_from_config,
+            today=today,
+        )
     with single_threaded_blas():
         with timer("read marts"):
-            schema = publication.candidate if publication is not None else MARTS
             inputs = read_inputs(url, schema, settings)
         with timer("evaluate"):
             data = evaluation_data(inputs, config)

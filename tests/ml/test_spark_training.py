@@ -127,3 +127,44 @@ def test_training_on_spark_without_the_marts_fails_with_one_clear_line(
         run_training(
             spark_settings, "run-x", config=ml_config, warehouse=create_warehouse(admin_url)
         )
+
+
+def test_above_the_threshold_training_runs_in_spark_and_publishes_the_same_way(
+    spark_marts,
+    spark_settings: Settings,
+    admin_url: ConnectionURL,
+    make_config,
+    tmp_path: Path,
+) -> None:
+    """Past `[spark] mllib_above_pairs` the run trains with MLlib (ml/train_spark.py): the
+    lists reach Postgres and the lake alike, never a heard track, and ml.model_runs says so."""
+    spark = spark_marts
+    warehouse = create_warehouse(admin_url)
+    settings = replace(spark_settings, lake_url=(tmp_path / "lake").as_uri())
+    config = make_config("spark.mllib_above_pairs=0", "evaluation.k=10")
+    result = run_training(settings, "run-mllib-1", config=config, warehouse=warehouse)
+
+    assert result.artifact_path is None and result.rows_published["user_top_tracks"] > 0
+    with connect(warehouse) as conn:
+        trainers = {
+            row[0]
+            for row in conn.execute("select metrics->>'trainer' from ml.model_runs").fetchall()
+        }
+        in_postgres = sorted(
+            conn.execute(
+                "select user_id, rank, track_id, source from recommendations.user_top_tracks"
+            ).fetchall()
+        )
+    assert trainers <= {"mllib", None} and "mllib" in trainers
+    in_lake = sorted(
+        tuple(row)
+        for row in spark.sql(
+            "select user_id, rank, track_id, source from recommendations.user_top_tracks"
+        ).collect()
+    )
+    assert in_lake == in_postgres
+    heard = {
+        (row.user_id, row.track_id)
+        for row in spark.sql("select user_id, track_id from marts.fct_listens").collect()
+    }
+    assert not heard & {(user, track) for user, _, track, _ in in_postgres}

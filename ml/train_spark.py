@@ -1,0 +1,113 @@
+"""One training run in Spark (MLlib), for the Spark engine's marts above `[spark]
+mllib_above_pairs`: the same selection, records and publication as ml/train.py, with the lists
+written to the lake by Spark and copied into Postgres (the app's copy) batch by batch.
+
+What stays the same: the champion comes from ml.model_runs; the candidates, the baselines and
+the decision are ml.selection's; the lists are staged as `recommendations.<table>__new` for the
+audit and swapped in by the run's publication with the ml.model_runs rows; the Spark views of
+the lake's lists switch last. What differs: no model artifact is saved (MLlib's factors stay in
+Spark; the published lists are the output), and `metrics.trainer` says "mllib".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
+
+from ml.config import MlConfig
+from ml.lake_lists import LakeLists
+from ml.lists import ALS
+from ml.mllib.lists import lake_batches, write_lists
+from ml.mllib.run import model_runs, run_mllib
+from ml.publish import discard_staged, stage_batches, staged_table_names, swap_in
+from ml.registry import current_champion
+from ml.selection import CHAMPION
+from moovitamix.connection_url import ConnectionURL
+from moovitamix.publication import Publication
+from moovitamix.settings import Settings
+from moovitamix.spark import spark_session
+from moovitamix.warehouse import connect
+
+if TYPE_CHECKING:
+    from ml.train import TrainResult
+
+log = logging.getLogger(__name__)
+
+
+def train_in_spark(
+    settings: Settings,
+    run_id: str,
+    config: MlConfig,
+    url: ConnectionURL,
+    schema: str,
+    *,
+    publication: Publication | None = None,
+    champion_from_config: bool = False,
+    today: date | None = None,
+) -> TrainResult:
+    """Evaluate, select and fit in Spark; stage (daily run) or publish the lists."""
+    from ml.train import TrainResult, _alerts  # ml.train imports this module lazily
+
+    started = time.perf_counter()
+    trained_at = datetime.now(UTC)
+    with connect(url, autocommit=True) as conn:
+        champion = current_champion(conn)
+    params = champion.params if champion is not None and not champion_from_config else None
+    run = run_mllib(spark_session(settings), schema, config, champion=params, today=today)
+    try:
+        runs = model_runs(
+            run, run_id, trained_at, config, refit_of=champion.model_run_id if champion else None
+        )
+        serving = next(r for r in runs if r.status == CHAMPION)
+        generated_at = datetime.now(UTC)
+        write_lists(run.lists, settings.lake, run_id, serving.model_run_id, generated_at)
+    finally:
+        run.release()
+    with connect(url, autocommit=True) as conn:
+        rows = stage_batches(
+            conn,
+            lake_batches(settings.lake, "user_top_tracks", run_id),
+            lake_batches(settings.lake, "similar_tracks", run_id),
+            model_run_id=serving.model_run_id,
+            generated_at=generated_at,
+        )
+    lake = LakeLists(settings, run_id, keep=config.artifacts.keep)
+    if publication is not None:
+        publication.stage(
+            "recommendations",
+            lambda conn: swap_in(conn, runs),
+            tables=staged_table_names(),
+            discard=discard_staged,
+        )
+        lake.stage(publication)
+    else:
+        with connect(url, autocommit=True) as conn, conn.transaction():
+            swap_in(conn, runs)
+        lake.publish_views()
+        lake.retain()
+    decision = run.decision
+    served = (
+        run.baselines[decision.baseline]
+        if decision.baseline is not None
+        else run.candidates[decision.serving or 0]
+    )
+    log.info("trained in Spark (MLlib): %s", decision.reason)
+    return TrainResult(
+        run_id=run_id,
+        source=decision.baseline or ALS,
+        serving_model_run_id=serving.model_run_id,
+        promoted=decision.promoted,
+        reason=decision.reason,
+        metric=config.selection.metric,
+        k=config.evaluation.k,
+        metrics=served.metrics,
+        baseline_metrics={name: s.metrics for name, s in run.baselines.items()},
+        model_runs=runs,
+        rows_published=rows,
+        artifact_path=None,
+        alerts=_alerts(run_id, config, decision, run.candidates, run.baselines),
+        timings={name: round(s, 3) for name, s in run.timings.items()},
+        seconds=time.perf_counter() - started,
+    )
