@@ -12,12 +12,16 @@ listens, and a few no favorite genre.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import psycopg
 
 from ml.pgcopy import HEADER, INT4, INT8, TRAILER, encode
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 GENRE_WEIGHTS = np.array([13, 14, 12, 5, 9, 4, 5, 3, 6, 3, 4, 5, 3, 3, 6, 4, 2], dtype=float)
 GENRES = tuple(f"genre_{i:02d}" for i in range(len(GENRE_WEIGHTS)))
@@ -218,3 +222,38 @@ def write_marts(conn: psycopg.Connection, marts: SyntheticMarts) -> None:
         cp.write(HEADER + body + TRAILER)
     conn.execute(POPULARITY_SQL)
     conn.execute("analyze marts.fct_listens")
+
+
+def spark_frames(marts: SyntheticMarts) -> dict[str, pd.DataFrame]:
+    """The four input marts the recommender reads, as frames with the dbt project's columns."""
+    names = np.array(GENRES, dtype=object)
+    favorite = np.where(marts.favorite_genre >= 0, names[marts.favorite_genre], None)
+    has = marts.track_genre >= 0
+    frames = {
+        "dim_users": pd.DataFrame({"user_id": marts.user_ids, "favorite_genre_id": favorite}),
+        "dim_tracks": pd.DataFrame({"track_id": marts.track_ids}),
+        "bridge_track_genres": pd.DataFrame(
+            {
+                "track_id": np.broadcast_to(marts.track_ids[:, None], has.shape)[has],
+                "genre_id": names[marts.track_genre[has]],
+            }
+        ),
+        "fct_listens": pd.DataFrame(
+            {
+                "user_id": marts.listen_user,
+                "track_id": marts.listen_track,
+                "listen_count": marts.listen_count,
+            }
+        ),
+    }
+    return {
+        name: frame.astype({c: "string" for c in frame if frame[c].dtype == object})
+        for name, frame in frames.items()
+    }
+
+
+def write_spark_marts(spark: SparkSession, marts: SyntheticMarts, schema: str) -> None:
+    """The input marts as Spark tables of database `schema` (the Spark engine's tests)."""
+    spark.sql(f"create database if not exists {schema}")
+    for name, frame in spark_frames(marts).items():
+        spark.createDataFrame(frame).write.mode("overwrite").saveAsTable(f"{schema}.{name}")

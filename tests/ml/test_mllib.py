@@ -45,7 +45,7 @@ from ml.model import confidence
 from ml.model import fit as implicit_fit
 from ml.selection import CHAMPION, decide
 from ml.spark_marts import read_spark_marts
-from ml.synthetic import GENRES, SyntheticMarts
+from ml.synthetic import SyntheticMarts, write_spark_marts
 from ml.train import Inputs
 from moovitamix.settings import Settings
 
@@ -71,34 +71,6 @@ def small_config(*overrides: str) -> MlConfig:
         },
         overrides=overrides,
     )
-
-
-def write_spark_marts(spark, marts: SyntheticMarts, schema: str) -> None:
-    """The synthetic marts as Spark tables of `schema`, with the dbt project's columns."""
-    names = np.array(GENRES, dtype=object)
-    favorite = np.where(marts.favorite_genre >= 0, names[marts.favorite_genre], None)
-    has = marts.track_genre >= 0
-    frames = {
-        "dim_users": pd.DataFrame({"user_id": marts.user_ids, "favorite_genre_id": favorite}),
-        "dim_tracks": pd.DataFrame({"track_id": marts.track_ids}),
-        "bridge_track_genres": pd.DataFrame(
-            {
-                "track_id": np.broadcast_to(marts.track_ids[:, None], has.shape)[has],
-                "genre_id": names[marts.track_genre[has]],
-            }
-        ),
-        "fct_listens": pd.DataFrame(
-            {
-                "user_id": marts.listen_user,
-                "track_id": marts.listen_track,
-                "listen_count": marts.listen_count,
-            }
-        ),
-    }
-    spark.sql(f"create database if not exists {schema}")
-    for name, frame in frames.items():
-        frame = frame.astype({c: "string" for c in frame if frame[c].dtype == object})
-        spark.createDataFrame(frame).write.mode("overwrite").saveAsTable(f"{schema}.{name}")
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from ml.config import MlConfig
-from ml.synthetic import GENRES, SyntheticMarts
+from ml.synthetic import SyntheticMarts, write_spark_marts
 from ml.train import read_inputs, run_training
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.settings import Settings
@@ -25,34 +24,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.spark]
 DATABASES = ("marts", "recommendations")
 
 
-def _write_spark_marts(spark, marts: SyntheticMarts) -> None:
-    """The synthetic marts as Spark tables, with the dbt project's column names and types."""
-    names = np.array(GENRES, dtype=object)
-    favorite = np.where(marts.favorite_genre >= 0, names[marts.favorite_genre], None)
-    has = marts.track_genre >= 0
-    frames = {
-        "dim_users": pd.DataFrame({"user_id": marts.user_ids, "favorite_genre_id": favorite}),
-        "dim_tracks": pd.DataFrame({"track_id": marts.track_ids}),
-        "bridge_track_genres": pd.DataFrame(
-            {
-                "track_id": np.broadcast_to(marts.track_ids[:, None], has.shape)[has],
-                "genre_id": names[marts.track_genre[has]],
-            }
-        ),
-        "fct_listens": pd.DataFrame(
-            {
-                "user_id": marts.listen_user,
-                "track_id": marts.listen_track,
-                "listen_count": marts.listen_count,
-            }
-        ),
-    }
-    spark.sql("create database if not exists marts")
-    for name, frame in frames.items():
-        frame = frame.astype({c: "string" for c in frame if frame[c].dtype == object})
-        spark.createDataFrame(frame).write.mode("overwrite").saveAsTable(f"marts.{name}")
-
-
 @pytest.fixture
 def spark_marts(spark, structured_marts: SyntheticMarts) -> Iterator[object]:
     def clean() -> None:
@@ -60,7 +31,7 @@ def spark_marts(spark, structured_marts: SyntheticMarts) -> Iterator[object]:
             spark.sql(f"drop database if exists {database} cascade")
 
     clean()
-    _write_spark_marts(spark, structured_marts)
+    write_spark_marts(spark, structured_marts, "marts")
     yield spark
     clean()
 
