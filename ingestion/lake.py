@@ -33,6 +33,7 @@ from dlt.pipeline.pipeline import Pipeline
 
 from ingestion.config import IngestionConfig
 from ingestion.console import page_progress
+from ingestion.lake_current import LakeCurrent
 from ingestion.moovitamix_source import SourceContext
 from ingestion.moovitamix_source.arrow_tables import snapshot_columns
 from ingestion.moovitamix_source.client import ApiClient
@@ -237,6 +238,7 @@ def run_lake_ingestion(
             _finish_pending(pipeline)
             steps["prepare"] = time.monotonic() - step
             step = time.monotonic()
+            current = LakeCurrent(bucket_url)  # rejected records keep their last good row
             context = SourceContext(
                 client=ApiClient(
                     api_url,
@@ -253,6 +255,8 @@ def run_lake_ingestion(
                 max_field_bytes=config.max_field_bytes,
                 rereads=config.rereads,
                 after_read=lambda read: check_rejects(read, config),
+                active_rows=current.rows,
+                active_items=current.items,
                 snapshot=True,
                 summary_table=STATS_TABLE,
             )

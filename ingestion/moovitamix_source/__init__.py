@@ -107,6 +107,8 @@ class SourceContext:
     boundary: datetime  # scd2 validity boundary of this run (aware, UTC)
     known_hashes: KnownHashes = field(default_factory=KnownHashes)
     active_rows: ActiveRows | None = None  # current raw rows of rejected ids (kept, not retired)
+    # snapshot only: the current list items of rejected histories (carried with their rows)
+    active_items: Callable[[list[int]], pa.Table | None] | None = None
     on_plan: Callable[[str, int | None], None] | None = None
     on_page: Callable[[str, Page], None] | None = None
     batch_rows: int = 10_000
@@ -206,6 +208,10 @@ def _read_endpoint(
         if kept is not None and kept.num_rows:
             read.carried_forward = kept.num_rows
             files.write(endpoint.table, kept)
+            if endpoint is LISTEN_HISTORY and context.snapshot and context.active_items:
+                items = context.active_items(kept.column(endpoint.key).to_pylist())
+                if items is not None:
+                    files.write(ITEMS_TABLE, items)
     read.finished = time.monotonic()
     return read
 
