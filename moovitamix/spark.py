@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 DRIVER_MEMORY = "2g"
 SHUFFLE_PARTITIONS = 4  # local mode on a few cores: Spark's default 200 is all overhead
 SPARK_LOG_LEVEL = "ERROR"
+# what a Spark Connect client sets on its session (the rest is the server's)
+SESSION_CONF = ("spark.sql.session.timeZone", "spark.sql.sources.partitionOverwriteMode")
 
 
 class SparkUnavailable(RuntimeError):
@@ -53,6 +55,10 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         # without it a long lineage overflows the stack when a task is deserialized
         "spark.checkpoint.dir": str(home / "checkpoints"),
     }
+    if is_connect(settings.spark_master):
+        # the Connect server owns its master, metastore, warehouse and resources: a client
+        # sets only what a session may change
+        return {key: conf[key] for key in SESSION_CONF}
     if settings.spark_master.startswith("local"):
         # in-process: the driver listens on loopback only, not on the host's interfaces
         conf |= {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
@@ -93,7 +99,10 @@ def spark_session(settings: Settings) -> SparkSession:
         # Spark Connect: the server owns the metastore, warehouse and resources; the same
         # address through SPARK_REMOTE makes dbt-spark's getOrCreate() a Connect session too.
         os.environ["SPARK_REMOTE"] = settings.spark_master
-        return SparkSession.builder.remote(settings.spark_master).getOrCreate()
+        session = SparkSession.builder.remote(settings.spark_master).getOrCreate()
+        for key, value in spark_conf(settings).items():
+            session.conf.set(key, value)
+        return session
     settings.spark_dir.mkdir(parents=True, exist_ok=True)
     # Python UDFs (the recommender's blockwise similar tracks, ml/mllib) run in worker
     # processes started as `python3` from PATH unless PYSPARK_PYTHON says otherwise: this
