@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, datetime
+from typing import Any
 
 import numpy as np
 
-from ml.config import ModelParams, Search
+from ml.config import MlConfig, ModelParams, Search
 from ml.evaluate import Scored
+from ml.registry import ModelRun
 
 CHAMPION, CHALLENGER, REJECTED = "champion", "challenger", "rejected"
 
@@ -117,3 +119,78 @@ def decide(
         )
     statuses[serving] = CHAMPION
     return Decision(serving, None, promoted, tuple(statuses), reason)
+
+
+def model_run_id(run_id: str, candidate: int) -> str:
+    """The ml.model_runs id of a run's candidate (0: the champion's refit)."""
+    return f"{run_id}-m{candidate:02d}"
+
+
+def model_run_rows(
+    run_id: str,
+    trained_at: datetime,
+    *,
+    candidates: Sequence[Scored],
+    baselines: dict[str, Scored],
+    decision: Decision,
+    config: MlConfig,
+    k: int,
+    holdout_sizes: dict[str, int],
+    sizes: dict[str, int],
+    refit_of: str | None = None,
+    serving_fit_seconds: float | None = None,
+    artifact_path: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> list[ModelRun]:
+    """The ml.model_runs rows of one run, whichever trainer scored it: one per candidate
+    (`<run_id>-mNN`, status from the decision; the serving one with its fit time and
+    artifact), and a champion row for a published baseline. `extra` joins every row's
+    metrics (e.g. the trainer's name)."""
+    common: dict[str, Any] = {
+        "k": k,
+        "selection_metric": config.selection.metric,
+        "holdout": {**holdout_sizes, "per_user": config.evaluation.holdout_per_user},
+        "decision": decision.reason,
+        **(extra or {}),
+    }
+    baseline_metrics = {name: scored.metrics for name, scored in baselines.items()}
+    rows: list[ModelRun] = []
+    for i, (scored, status) in enumerate(zip(candidates, decision.statuses, strict=True)):
+        assert scored.params is not None
+        metrics: dict[str, Any] = {**scored.metrics, **common, "fit_seconds": scored.fit_seconds}
+        metrics["role"] = "champion_refit" if i == 0 else "challenger"
+        if i == 0 and refit_of is not None:
+            metrics["refit_of"] = refit_of
+        if scored.error:
+            metrics["error"] = scored.error
+        serving = decision.serving == i
+        if serving and serving_fit_seconds is not None:
+            metrics["serving_fit_seconds"] = round(serving_fit_seconds, 3)
+        rows.append(
+            ModelRun(
+                model_run_id=model_run_id(run_id, i),
+                run_id=run_id,
+                trained_at=trained_at,
+                params=scored.params.to_json(),
+                metrics=metrics,
+                baseline_metrics=baseline_metrics,
+                status=status,
+                artifact_path=artifact_path if serving else None,
+                **sizes,
+            )
+        )
+    if decision.baseline is not None:
+        name = decision.baseline
+        rows.append(
+            ModelRun(
+                model_run_id=f"{run_id}-{name}",
+                run_id=run_id,
+                trained_at=trained_at,
+                params={"model": name},
+                metrics={**baselines[name].metrics, **common, "role": "baseline"},
+                baseline_metrics=baseline_metrics,
+                status=CHAMPION,
+                **sizes,
+            )
+        )
+    return rows

@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import psycopg
@@ -70,7 +69,14 @@ from ml.registry import (
     current_champion,
     save_model,
 )
-from ml.selection import CHAMPION, Decision, challenger_params, decide
+from ml.selection import (
+    CHAMPION,
+    Decision,
+    challenger_params,
+    decide,
+    model_run_id,
+    model_run_rows,
+)
 from moovitamix.alerts import Alert
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.publication import Publication
@@ -194,10 +200,6 @@ def evaluation_data(inputs: Inputs, config: MlConfig) -> EvaluationData:
     )
 
 
-def _model_run_id(run_id: str, candidate: int) -> str:
-    return f"{run_id}-m{candidate:02d}"
-
-
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -301,57 +303,24 @@ def _model_runs(
     artifact_path: Path | None,
     serving_fit_seconds: float | None,
 ) -> list[ModelRun]:
-    sizes = {
-        "n_users": inputs.interactions.n_users,
-        "n_tracks": inputs.interactions.n_tracks,
-        "n_interactions": inputs.interactions.n_interactions,
-    }
-    common: dict[str, Any] = {
-        "k": data.k,
-        "selection_metric": config.selection.metric,
-        "holdout": {**data.holdout.sizes(), "per_user": config.evaluation.holdout_per_user},
-        "decision": decision.reason,
-    }
-    baseline_metrics = {name: scored.metrics for name, scored in baselines.items()}
-    runs: list[ModelRun] = []
-    for i, (scored, status) in enumerate(zip(candidates, decision.statuses, strict=True)):
-        assert scored.params is not None
-        metrics: dict[str, Any] = {**scored.metrics, **common, "fit_seconds": scored.fit_seconds}
-        metrics["role"] = "champion_refit" if i == 0 else "challenger"
-        if i == 0 and inputs.champion is not None:
-            metrics["refit_of"] = inputs.champion.model_run_id
-        if scored.error:
-            metrics["error"] = scored.error
-        serving = decision.serving == i
-        if serving and serving_fit_seconds is not None:
-            metrics["serving_fit_seconds"] = round(serving_fit_seconds, 3)
-        runs.append(
-            ModelRun(
-                model_run_id=_model_run_id(run_id, i),
-                run_id=run_id,
-                trained_at=trained_at,
-                params=scored.params.to_json(),
-                metrics=metrics,
-                baseline_metrics=baseline_metrics,
-                status=status,
-                artifact_path=str(artifact_path) if serving and artifact_path else None,
-                **sizes,
-            )
-        )
-    if decision.baseline is not None:
-        runs.append(
-            ModelRun(
-                model_run_id=f"{run_id}-{decision.baseline}",
-                run_id=run_id,
-                trained_at=trained_at,
-                params={"model": decision.baseline},
-                metrics={**baselines[decision.baseline].metrics, **common, "role": "baseline"},
-                baseline_metrics=baseline_metrics,
-                status=CHAMPION,
-                **sizes,
-            )
-        )
-    return runs
+    return model_run_rows(
+        run_id,
+        trained_at,
+        candidates=candidates,
+        baselines=baselines,
+        decision=decision,
+        config=config,
+        k=data.k,
+        holdout_sizes=data.holdout.sizes(),
+        sizes={
+            "n_users": inputs.interactions.n_users,
+            "n_tracks": inputs.interactions.n_tracks,
+            "n_interactions": inputs.interactions.n_interactions,
+        },
+        refit_of=inputs.champion.model_run_id if inputs.champion is not None else None,
+        serving_fit_seconds=serving_fit_seconds,
+        artifact_path=str(artifact_path) if artifact_path else None,
+    )
 
 
 def _serve(
@@ -515,7 +484,7 @@ def run_training(
                 inputs,
                 candidates[decision.serving],
                 winner_fit,
-                _model_run_id(run_id, decision.serving),
+                model_run_id(run_id, decision.serving),
                 timer,
             )
         winner_fit = None  # the serving model replaces it

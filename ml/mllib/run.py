@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from py4j.protocol import Py4JError
 from pyspark.errors import PySparkException
@@ -31,7 +31,7 @@ from ml.mllib.metrics import next_hit, ranking_metrics
 from ml.mllib.popularity import popularity_top_k
 from ml.mllib.split import SparkHoldout, leave_k_out
 from ml.registry import ModelRun
-from ml.selection import CHAMPION, Decision, challenger_params, decide
+from ml.selection import Decision, challenger_params, decide, model_run_rows
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -257,49 +257,17 @@ def model_runs(
     `<run_id>-mNN`, statuses from the decision, a row for a published baseline), with
     `metrics.trainer = "mllib"`; no artifact (the lists are what is published). `refit_of` is
     the champion's model_run_id whose parameters were refit."""
-    common: dict[str, Any] = {
-        "k": config.evaluation.k,
-        "selection_metric": config.selection.metric,
-        "holdout": {**run.holdout_sizes, "per_user": config.evaluation.holdout_per_user},
-        "decision": run.decision.reason,
-        "trainer": TRAINER,
-    }
-    baseline_metrics = {name: scored.metrics for name, scored in run.baselines.items()}
-    rows: list[ModelRun] = []
-    for i, (scored, status) in enumerate(zip(run.candidates, run.decision.statuses, strict=True)):
-        assert scored.params is not None
-        metrics: dict[str, Any] = {**scored.metrics, **common, "fit_seconds": scored.fit_seconds}
-        metrics["role"] = "champion_refit" if i == 0 else "challenger"
-        if i == 0 and refit_of is not None:
-            metrics["refit_of"] = refit_of
-        if scored.error:
-            metrics["error"] = scored.error
-        if run.decision.serving == i and run.serving is not None:
-            metrics["serving_fit_seconds"] = round(run.serving.fit_seconds, 3)
-        rows.append(
-            ModelRun(
-                model_run_id=f"{run_id}-m{i:02d}",
-                run_id=run_id,
-                trained_at=trained_at,
-                params=scored.params.to_json(),
-                metrics=metrics,
-                baseline_metrics=baseline_metrics,
-                status=status,
-                **run.sizes,
-            )
-        )
-    if run.decision.baseline is not None:
-        name = run.decision.baseline
-        rows.append(
-            ModelRun(
-                model_run_id=f"{run_id}-{name}",
-                run_id=run_id,
-                trained_at=trained_at,
-                params={"model": name},
-                metrics={**run.baselines[name].metrics, **common, "role": "baseline"},
-                baseline_metrics=baseline_metrics,
-                status=CHAMPION,
-                **run.sizes,
-            )
-        )
-    return rows
+    return model_run_rows(
+        run_id,
+        trained_at,
+        candidates=run.candidates,
+        baselines=run.baselines,
+        decision=run.decision,
+        config=config,
+        k=config.evaluation.k,
+        holdout_sizes=run.holdout_sizes,
+        sizes=run.sizes,
+        refit_of=refit_of,
+        serving_fit_seconds=run.serving.fit_seconds if run.serving is not None else None,
+        extra={"trainer": TRAINER},
+    )
