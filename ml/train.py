@@ -126,6 +126,48 @@ class TrainResult:
     timings: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
+    @classmethod
+    def of(
+        cls,
+        run_id: str,
+        config: MlConfig,
+        decision: Decision,
+        candidates: Sequence[Scored],
+        baselines: dict[str, Scored],
+        runs: list[ModelRun],
+        *,
+        k: int,
+        rows: dict[str, int],
+        artifact_path: Path | None,
+        timings: dict[str, float],
+        started: float,
+    ) -> TrainResult:
+        """The result of a run that scored `candidates` and `baselines` and decided, whichever
+        trainer ran it (implicit in the driver, or MLlib in Spark: ml/train_spark.py)."""
+        served = (
+            baselines[decision.baseline]
+            if decision.baseline is not None
+            else candidates[decision.serving or 0]
+        )
+        serving_run = next(run for run in runs if run.status == CHAMPION)
+        return cls(
+            run_id=run_id,
+            source=decision.baseline or ALS,
+            serving_model_run_id=serving_run.model_run_id,
+            promoted=decision.promoted,
+            reason=decision.reason,
+            metric=config.selection.metric,
+            k=k,
+            metrics=served.metrics,
+            baseline_metrics={name: s.metrics for name, s in baselines.items()},
+            model_runs=runs,
+            rows_published=rows,
+            artifact_path=artifact_path,
+            alerts=_alerts(run_id, config, decision, candidates, baselines),
+            timings=timings,
+            seconds=time.perf_counter() - started,
+        )
+
     @property
     def summary(self) -> str:
         best_baseline = max(self.baseline_metrics.values(), key=lambda m: m[self.metric])
@@ -578,27 +620,18 @@ def run_training(
     else:
         retention()
 
-    served = (
-        baselines[decision.baseline]
-        if decision.baseline is not None
-        else candidates[decision.serving or 0]
-    )
-    return TrainResult(
-        run_id=run_id,
-        source=decision.baseline or ALS,
-        serving_model_run_id=serving_run.model_run_id,
-        promoted=decision.promoted,
-        reason=decision.reason,
-        metric=config.selection.metric,
+    return TrainResult.of(
+        run_id,
+        config,
+        decision,
+        candidates,
+        baselines,
+        runs,
         k=data.k,
-        metrics=served.metrics,
-        baseline_metrics={name: s.metrics for name, s in baselines.items()},
-        model_runs=runs,
-        rows_published=rows,
+        rows=rows,
         artifact_path=artifact_path,
-        alerts=_alerts(run_id, config, decision, candidates, baselines),
         timings=timer.timings,
-        seconds=time.perf_counter() - started,
+        started=started,
     )
 
 

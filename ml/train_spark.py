@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from ml.config import MlConfig
 from ml.lake_lists import LakeLists
-from ml.lists import ALS
 from ml.mllib.lists import lake_batches, write_lists
 from ml.mllib.run import model_runs, run_mllib
 from ml.publish import discard_staged, stage_batches, staged_table_names, swap_in
@@ -48,7 +47,7 @@ def train_in_spark(
     today: date | None = None,
 ) -> TrainResult:
     """Evaluate, select and fit in Spark; stage (daily run) or publish the lists."""
-    from ml.train import TrainResult, _alerts  # ml.train imports this module lazily
+    from ml.train import TrainResult  # ml.train imports this module lazily
 
     started = time.perf_counter()
     trained_at = datetime.now(UTC)
@@ -87,27 +86,17 @@ def train_in_spark(
             swap_in(conn, runs)
         lake.publish_views()
         lake.retain()
-    decision = run.decision
-    served = (
-        run.baselines[decision.baseline]
-        if decision.baseline is not None
-        else run.candidates[decision.serving or 0]
-    )
-    log.info("trained in Spark (MLlib): %s", decision.reason)
-    return TrainResult(
-        run_id=run_id,
-        source=decision.baseline or ALS,
-        serving_model_run_id=serving.model_run_id,
-        promoted=decision.promoted,
-        reason=decision.reason,
-        metric=config.selection.metric,
+    log.info("trained in Spark (MLlib): %s", run.decision.reason)
+    return TrainResult.of(
+        run_id,
+        config,
+        run.decision,
+        run.candidates,
+        run.baselines,
+        runs,
         k=config.evaluation.k,
-        metrics=served.metrics,
-        baseline_metrics={name: s.metrics for name, s in run.baselines.items()},
-        model_runs=runs,
-        rows_published=rows,
+        rows=rows,
         artifact_path=None,
-        alerts=_alerts(run_id, config, decision, run.candidates, run.baselines),
         timings={name: round(s, 3) for name, s in run.timings.items()},
-        seconds=time.perf_counter() - started,
+        started=started,
     )
