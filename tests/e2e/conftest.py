@@ -21,7 +21,7 @@ from psycopg import sql
 
 from moovitamix.connection_url import ConnectionURL
 from tests.conftest import create_warehouse
-from tests.e2e.daily_helpers import REPO, SIMULATOR_ARGS, TIMEOUT_S, fingerprint
+from tests.e2e.daily_helpers import cron_daily, fingerprint
 from tests.system_postgres import TLS_ONLY
 
 # A password no file or output of the run may contain.
@@ -86,19 +86,6 @@ def clean_day0(
     tests' small arguments), the warehouse and directories that a crontab line would set."""
     warehouse, extra_env = _cron_warehouse(pg_server, pg_admin_url, request)
     home = tmp_path_factory.mktemp("cron-home")
-    env = {
-        **extra_env,
-        "HOME": str(home),
-        "PATH": "/usr/bin:/bin",
-        "WAREHOUSE_URL": warehouse.url(),
-        "MOOVITAMIX_DATA_DIR": str(home / "data"),
-        "MOOVITAMIX_LOGS_DIR": str(home / "logs"),
-        "MOOVITAMIX_SIMULATOR_ARGS": " ".join(SIMULATOR_ARGS),
-    }
-    result = subprocess.run(
-        ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items()),
-         "make", "-C", str(REPO), "--no-print-directory", "daily"],
-        cwd=home, capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
-    )  # fmt: skip
+    result = cron_daily(home, warehouse, extra_env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return CleanRun(result, warehouse, fingerprint(warehouse), home / "logs", home)

@@ -32,6 +32,27 @@ def daily_env(api_url: str | None, extra: Mapping[str, str] | None = None) -> di
     return {**env, **(extra or {})}
 
 
+def cron_daily(
+    home: Path, warehouse: ConnectionURL, extra: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`make -C <repo> daily` as cron starts it: `env -i`, a minimal PATH, the warehouse, data
+    and logs under `home`, the built-in simulator with the tests' arguments, plus `extra`."""
+    env = {
+        "HOME": str(home),
+        "PATH": "/usr/bin:/bin",
+        "WAREHOUSE_URL": warehouse.url(),
+        "MOOVITAMIX_DATA_DIR": str(home / "data"),
+        "MOOVITAMIX_LOGS_DIR": str(home / "logs"),
+        "MOOVITAMIX_SIMULATOR_ARGS": " ".join(SIMULATOR_ARGS),
+        **(extra or {}),
+    }
+    return subprocess.run(
+        ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items()),
+         "make", "-C", str(REPO), "--no-print-directory", "daily"],
+        cwd=home, capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
+    )  # fmt: skip
+
+
 def run_daily(env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         DAILY, cwd="/", env=dict(env), capture_output=True, text=True,

@@ -16,7 +16,7 @@ import pytest
 
 from moovitamix.connection_url import ConnectionURL
 from tests.conftest import create_warehouse
-from tests.e2e.daily_helpers import REPO, SIMULATOR_ARGS, TIMEOUT_S, query, scalar
+from tests.e2e.daily_helpers import cron_daily, query, scalar
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.spark]
 
@@ -79,21 +79,9 @@ def test_a_daily_run_over_spark_connect(
     connect_server: str, admin_url: ConnectionURL, tmp_path: Path
 ) -> None:
     warehouse = create_warehouse(admin_url, prefix="mvx_e2e_connect")
-    env = {
-        "HOME": str(tmp_path),
-        "PATH": "/usr/bin:/bin",
-        "WAREHOUSE_URL": warehouse.url(),
-        "MOOVITAMIX_ENGINE": "spark",
-        "SPARK_MASTER": connect_server,
-        "MOOVITAMIX_DATA_DIR": str(tmp_path / "data"),
-        "MOOVITAMIX_LOGS_DIR": str(tmp_path / "logs"),
-        "MOOVITAMIX_SIMULATOR_ARGS": " ".join(SIMULATOR_ARGS),
-    }
-    run = subprocess.run(
-        ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items()),
-         "make", "-C", str(REPO), "--no-print-directory", "daily"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
-    )  # fmt: skip
+    run = cron_daily(
+        tmp_path, warehouse, {"MOOVITAMIX_ENGINE": "spark", "SPARK_MASTER": connect_server}
+    )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     assert f"engine spark (master {connect_server}" in run.stdout
     assert query(warehouse, "select status from monitoring.pipeline_runs") == [("success",)]

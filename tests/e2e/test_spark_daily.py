@@ -15,7 +15,7 @@ import pytest
 
 from moovitamix.connection_url import ConnectionURL
 from tests.conftest import create_warehouse
-from tests.e2e.daily_helpers import REPO, SIMULATOR_ARGS, TIMEOUT_S, query, scalar
+from tests.e2e.daily_helpers import REPO, SIMULATOR_ARGS, cron_daily, query, scalar
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.spark]
 
@@ -42,21 +42,12 @@ print(json.dumps({
 
 def _daily(home: Path, warehouse: ConnectionURL, day: int) -> subprocess.CompletedProcess[str]:
     simulator = " ".join(SIMULATOR_ARGS) + (f" --day {day}" if day else "")
-    env = {
-        "HOME": str(home),
-        "PATH": "/usr/bin:/bin",
-        "WAREHOUSE_URL": warehouse.url(),
+    extra = {
         "MOOVITAMIX_ENGINE": "spark",
         "SPARK_MASTER": "local[2]",
-        "MOOVITAMIX_DATA_DIR": str(home / "data"),
-        "MOOVITAMIX_LOGS_DIR": str(home / "logs"),
         "MOOVITAMIX_SIMULATOR_ARGS": simulator,
     }
-    return subprocess.run(
-        ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items()),
-         "make", "-C", str(REPO), "--no-print-directory", "daily"],
-        cwd=home, capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
-    )  # fmt: skip
+    return cron_daily(home, warehouse, extra)
 
 
 def _inspect(data_dir: Path) -> dict[str, object]:
