@@ -5,6 +5,7 @@ whether the next build starts over."""
 from __future__ import annotations
 
 import threading
+import time
 
 import psycopg
 import pytest
@@ -145,6 +146,10 @@ def test_a_reader_sees_one_whole_day_or_the_other(fresh_warehouse: ConnectionURL
             _day(url, CANDIDATE, users)
             mark_built(url, run)
             publish(url, Publication(run))
+        # let the reader query once more after the last publish before it stops
+        deadline = time.monotonic() + 30
+        while 40 not in seen and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         stop.set()
         reader.join()
