@@ -18,7 +18,8 @@ does work. With `--engine spark`, every size runs on Postgres and then on the Sp
 and the Spark/Postgres ratio of each day is printed: the Postgres run is the Spark run's baseline.
 The machine is shared and noisy: compare ratios; the absolute goals (reference under 60 s after
 the first install, 100k users under 10 minutes) are printed next to the seconds.
-Results: bench/results/daily.json (daily-spark.json with --engine spark).
+Results: bench/results/daily.json (daily-spark.json with --engine spark), by size: a run
+replaces the sizes it measured, each with its own time, machine load and baseline.
 """
 
 from __future__ import annotations
@@ -132,10 +133,12 @@ def run_day(
     }
 
 
-def bench_size(name: str, simulator_args: str, engine: str = "postgres") -> list[dict[str, Any]]:
+def bench_size(
+    name: str, simulator_args: str, engine: str = "postgres", days: tuple[int, ...] = (0, 1)
+) -> list[dict[str, Any]]:
     url = scratch_database(engine)
     with tempfile.TemporaryDirectory(prefix=f"bench-daily-{name}-{engine}-") as tmp:
-        return [run_day(url, Path(tmp), simulator_args, day, engine) for day in (0, 1)]
+        return [run_day(url, Path(tmp), simulator_args, day, engine) for day in days]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,10 +151,14 @@ def main(argv: list[str] | None = None) -> int:
         default="postgres",
         help="spark: each size on Postgres, then on the Spark engine, same data (ratio printed)",
     )
+    parser.add_argument(
+        "--days", default="0,1", help="which days to run (0: everything new; 1: a steady day)"
+    )
     args, _ = parser.parse_known_args(argv)  # `make bench ARGS=...` passes every bench its args
     apply_offline_defaults()
     names = (args.sizes or ("reference" if args.quick else ",".join(DEFAULT_SIZES))).split(",")
     engines = ("postgres", "spark") if args.engine == "spark" else ("postgres",)
+    run_days = tuple(int(day) for day in args.days.split(","))
     baseline = baseline_seconds()
     print(f"baseline (fresh process importing dlt, dbt, GX, implicit): {baseline:.1f}s")
     results: dict[str, Any] = {}
@@ -160,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}: {simulator_args}", flush=True)
         days: list[dict[str, Any]] = []
         for engine in engines:
-            days += bench_size(name, simulator_args, engine)
+            days += bench_size(name, simulator_args, engine, run_days)
         results[name] = {"simulator_args": simulator_args, "goal_s": goal, "days": days}
         on_postgres = {d["day"]: d["seconds"] for d in days if d["engine"] == "postgres"}
         for day in days:
@@ -177,17 +184,18 @@ def main(argv: list[str] | None = None) -> int:
             print("    " + ", ".join(f"{s} {t:.1f}s" for s, t in day["steps"].items()))
     out = SPARK_RESULTS if args.engine == "spark" else RESULTS
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-                "baseline_s": round(baseline, 2),
-                "sizes": results,
-            },
-            indent=2,
-        )
-    )
+    # one file per engine choice; a run replaces the sizes it measured and keeps the others
+    kept = json.loads(out.read_text()).get("sizes", {}) if out.exists() else {}
+    context = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "load_average_at_end": [round(load, 2) for load in os.getloadavg()],
+        "spark_driver_memory": os.environ.get("SPARK_DRIVER_MEMORY", "default"),
+        "baseline_s": round(baseline, 2),
+    }
+    for result in results.values():
+        result.update(context)
+    out.write_text(json.dumps({"sizes": kept | results}, indent=2))
     print(f"results: {out}")
     return 0
 

@@ -23,7 +23,7 @@ from moovitamix.settings import Settings
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-DRIVER_MEMORY = "2g"
+DRIVER_MEMORY = "2g"  # Spark's own SPARK_DRIVER_MEMORY overrides it (local mode: the one JVM)
 SHUFFLE_PARTITIONS = 4  # local mode on a few cores: Spark's default 200 is all overhead
 SPARK_LOG_LEVEL = "ERROR"
 # what a Spark Connect client sets on its session (the rest is the server's)
@@ -40,7 +40,7 @@ def spark_conf(settings: Settings) -> dict[str, str]:
     conf = {
         "spark.master": settings.spark_master,
         "spark.app.name": "moovitamix",
-        "spark.driver.memory": DRIVER_MEMORY,
+        "spark.driver.memory": os.environ.get("SPARK_DRIVER_MEMORY") or DRIVER_MEMORY,
         "spark.sql.warehouse.dir": str(home / "warehouse"),
         "spark.hadoop.javax.jdo.option.ConnectionURL": (
             f"jdbc:derby:;databaseName={home / 'metastore_db'};create=true"
