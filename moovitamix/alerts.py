@@ -9,13 +9,15 @@ contents (which may hold PII).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
 import httpx
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from moovitamix.errors import one_line
 
 log = logging.getLogger("moovitamix.alerts")
 
@@ -53,20 +55,23 @@ def send_alert(alert: Alert, webhook_url: str | None, *, backoff_s: float = 0.5)
     log.log(level, "ALERT %s", alert.text)
     if not webhook_url:
         return True
-    last_error = ""
-    for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
-        try:
-            response = httpx.post(webhook_url, json=alert.payload(), timeout=WEBHOOK_TIMEOUT_S)
-            if response.status_code < 300:
-                return True
-            last_error = f"HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
-            last_error = f"{type(exc).__name__}: {exc}"
-        if attempt < WEBHOOK_ATTEMPTS:
-            time.sleep(backoff_s * 2 ** (attempt - 1))
-    log.warning(
-        "alert webhook failed after %d attempts (%s); alert kept in the run log",
-        WEBHOOK_ATTEMPTS,
-        last_error,
+    retrying = Retrying(
+        stop=stop_after_attempt(WEBHOOK_ATTEMPTS),
+        wait=wait_exponential(multiplier=backoff_s),
+        retry=retry_if_exception_type(httpx.HTTPError),
+        reraise=True,
     )
-    return False
+    try:
+        retrying(_post, webhook_url, alert.payload())
+    except httpx.HTTPError as exc:
+        log.warning(
+            "alert webhook failed after %d attempts (%s); alert kept in the run log",
+            WEBHOOK_ATTEMPTS,
+            one_line(exc),
+        )
+        return False
+    return True
+
+
+def _post(url: str, payload: dict[str, object]) -> None:
+    httpx.post(url, json=payload, timeout=WEBHOOK_TIMEOUT_S).raise_for_status()

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixed
 
 from moovitamix.connection_url import ConnectionURL
 
@@ -258,33 +259,25 @@ class EmbeddedWarehouse:
             f"-p {PORT}",
             *self.server_options,
         ]
+        argv = ["pg_ctl", "-D", str(self.pgdata), "-l", str(self.log_path), "-w", "-t", "60"]
+        argv += ["-o", " ".join(options), "start"]
+        # Backends of a killed server hold its shared memory until they notice their postmaster
+        # is gone, which takes them a moment.
+        memory_busy = retry_if_exception(
+            lambda exc: (
+                isinstance(exc, EmbeddedWarehouseError)
+                and "shared memory block is still in use" in self._log_tail()
+            )
+        )
+        retrying = Retrying(
+            stop=stop_after_attempt(_START_ATTEMPTS), wait=wait_fixed(1), retry=memory_busy,
+            reraise=True,
+        )  # fmt: skip
         started = time.monotonic()
-        for attempt in range(_START_ATTEMPTS):
-            try:
-                self._run(
-                    [
-                        "pg_ctl",
-                        "-D",
-                        str(self.pgdata),
-                        "-l",
-                        str(self.log_path),
-                        "-w",
-                        "-t",
-                        "60",
-                        "-o",
-                        " ".join(options),
-                        "start",
-                    ]
-                )
-                break
-            except EmbeddedWarehouseError as exc:
-                tail = self._log_tail()
-                # Backends of a killed server hold its shared memory until they notice their
-                # postmaster is gone, which takes them a moment.
-                if "shared memory block is still in use" in tail and attempt + 1 < _START_ATTEMPTS:
-                    time.sleep(1)
-                    continue
-                raise EmbeddedWarehouseError(f"{exc}\n--- server log ---\n{tail}") from None
+        try:
+            retrying(self._run, argv)
+        except EmbeddedWarehouseError as exc:
+            raise EmbeddedWarehouseError(f"{exc}\n--- server log ---\n{self._log_tail()}") from None
         log.info("embedded Postgres started in %.1fs", time.monotonic() - started)
 
     def _log_tail(self, lines: int = 15) -> str:

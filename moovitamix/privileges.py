@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from moovitamix.connection_url import ConnectionURL
+from moovitamix.errors import one_line
 from moovitamix.roles import PLAN, ROLES
 
 CONNECT_TIMEOUT_S = 10
@@ -180,7 +181,7 @@ def main() -> int:
         url = resolve_url(load_settings())
         print(admin_sql(url, missing_privileges(url)), end="")
     except (WarehouseUnreachable, psycopg.Error) as exc:
-        print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
     return 0
 

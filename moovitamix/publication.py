@@ -34,6 +34,7 @@ import psycopg
 from psycopg import sql
 
 from moovitamix.connection_url import ConnectionURL
+from moovitamix.errors import one_line
 from moovitamix.roles import apply_schema_grants
 from moovitamix.warehouse import connect, take_publish_locks
 
@@ -218,9 +219,8 @@ def publish(
             "yesterday's marts and recommendations stay"
         ) from None
     except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PublishFailed(
-            f"publishing failed ({first}); yesterday's marts and recommendations stay"
+            f"publishing failed ({one_line(exc)}); yesterday's marts and recommendations stay"
         ) from None
     for action in publication.actions:
         if action.after_commit is not None:

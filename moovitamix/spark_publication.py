@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from moovitamix.errors import one_line
 from moovitamix.publication import Publication, PublishFailed
 
 if TYPE_CHECKING:
@@ -162,8 +163,9 @@ def publish_marts(spark: SparkSession, slot: str, run_id: str) -> dict[str, obje
     try:
         tables = _point_views(spark, slot)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise SparkPublishFailed(f"switching the views of {MARTS} failed: {first}") from None
+        raise SparkPublishFailed(
+            f"switching the views of {MARTS} failed: {one_line(exc)}"
+        ) from None
     _set_state(spark, MARTS, f"{PUBLISHED} {slot} by run {run_id}")
     _set_state(spark, slot, f"{PUBLISHED} by run {run_id}")
     return {"slot": slot, "views": len(tables), "former": former}
