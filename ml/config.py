@@ -1,125 +1,136 @@
-"""The recommender's settings: `ml/config.toml`, with `section.key=value` overrides per run.
-
-Every key of the file is typed and checked here, so a typo in the file or on the command line is
-one clear error before anything is read from the warehouse.
+"""The recommender's settings: `ml/config.toml` as a typed pydantic model, with `section.key=value`
+overrides per run. A typo in the file or on the command line is one clear `ConfigError` before
+anything is read from the warehouse.
 """
 
 from __future__ import annotations
 
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "config.toml"
-CONFIDENCE_SCHEMES = ("bm25", "log", "raw")
-METRICS = ("precision", "recall", "map", "ndcg")
-SIMILAR_SCORINGS = ("dot", "cosine")  # how similar_tracks ranks neighbours (ml.model.similar)
+Confidence = Literal["bm25", "log", "raw"]
+Metric = Literal["precision", "recall", "map", "ndcg"]
+SimilarScoring = Literal["dot", "cosine"]  # how similar_tracks ranks neighbours (ml.model.similar)
+CONFIDENCE_SCHEMES: tuple[str, ...] = get_args(Confidence)
+SIMILAR_SCORINGS: tuple[str, ...] = get_args(SimilarScoring)
+Positive = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[float, Field(ge=0)]
 
 
 class ConfigError(ValueError):
     """The config file or an override is wrong; the message is one line."""
 
 
-@dataclass(frozen=True)
-class ModelParams:
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ModelParams(Section):
     """What an ALS candidate is: its hyper-parameters and how counts become confidences."""
 
-    factors: int = 40
-    regularization: float = 10.0
-    iterations: int = 15
-    alpha: float = 15.0
-    confidence: str = "log"
+    factors: Positive = 40
+    regularization: NonNegative = 10.0
+    iterations: Positive = 15
+    alpha: Annotated[float, Field(gt=0)] = 15.0
+    confidence: Confidence = "log"
     bm25_k1: float = 100.0
     bm25_b: float = 0.8
     random_state: int = 42
 
     def to_json(self) -> dict[str, Any]:
-        return {"model": "als", "use_gpu": False, **asdict(self)}
+        return {"model": "als", "use_gpu": False, **self.model_dump()}
 
     @classmethod
     def from_json(cls, params: Mapping[str, Any]) -> ModelParams:
-        known = {f.name for f in fields(cls)}
-        return _checked_model(cls(**{k: v for k, v in params.items() if k in known}))
+        return cls.model_validate({k: v for k, v in params.items() if k in cls.model_fields})
 
     def label(self) -> str:
-        weighting = (
-            f"bm25(K1={self.bm25_k1:g},B={self.bm25_b:g})"
-            if self.confidence == "bm25"
-            else self.confidence
-        )
+        weighting = self.confidence
+        if weighting == "bm25":
+            weighting = f"bm25(K1={self.bm25_k1:g},B={self.bm25_b:g})"
         return (
             f"f={self.factors} reg={self.regularization:g} it={self.iterations} "
             f"alpha={self.alpha:g} {weighting}"
         )
 
 
-@dataclass(frozen=True)
-class Runtime:
+class Runtime(Section):
     num_threads: int = 0
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    k: int = 10
-    holdout_per_user: int = 2
+class Evaluation(Section):
+    k: Positive = 10
+    holdout_per_user: Positive = 2
     min_user_tracks: int = 5
     max_eval_users: int = 20000
-    min_eval_users: int = 20
+    min_eval_users: Positive = 20
     seed: int = 7
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Evaluation:
+        if self.min_user_tracks <= self.holdout_per_user:
+            raise ValueError("evaluation.holdout_per_user must be below min_user_tracks")
+        if self.max_eval_users < self.min_eval_users:
+            raise ValueError("evaluation.min_eval_users must be <= max_eval_users")
+        return self
 
-@dataclass(frozen=True)
-class Selection:
-    metric: str = "ndcg"
-    min_improvement: float = 0.02
-    time_budget_s: float = 600.0
-    max_challengers: int = 6
+
+class Selection(Section):
+    metric: Metric = "ndcg"
+    min_improvement: NonNegative = 0.02
+    time_budget_s: NonNegative = 600.0
+    max_challengers: Annotated[int, Field(ge=0)] = 6
 
 
-@dataclass(frozen=True)
-class Search:
-    factors: tuple[int, ...] = (16, 32, 64, 128)
-    regularization: tuple[float, ...] = (1.0, 10.0, 50.0)
-    iterations: tuple[int, ...] = (10, 15, 25)
-    alpha: tuple[float, ...] = (1.0, 10.0, 40.0)
-    confidence: tuple[str, ...] = ("log", "bm25")
+class Search(Section):
+    factors: Annotated[tuple[Positive, ...], Field(min_length=1)] = (16, 32, 64, 128)
+    regularization: Annotated[tuple[NonNegative, ...], Field(min_length=1)] = (1.0, 10.0, 50.0)
+    iterations: Annotated[tuple[Positive, ...], Field(min_length=1)] = (10, 15, 25)
+    alpha: Annotated[tuple[float, ...], Field(min_length=1)] = (1.0, 10.0, 40.0)
+    confidence: Annotated[tuple[Confidence, ...], Field(min_length=1)] = ("log", "bm25")
     seed: int = 11
 
+    @field_validator(
+        "factors", "regularization", "iterations", "alpha", "confidence", mode="before"
+    )
+    @classmethod
+    def _listed(cls, value: Any) -> tuple[Any, ...]:
+        """A TOML list (or one value) as the tuple the field holds."""
+        return tuple(value) if isinstance(value, list | tuple) else (value,)
+
     def space(self) -> dict[str, tuple[Any, ...]]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "seed"}
+        return {name: getattr(self, name) for name in type(self).model_fields if name != "seed"}
 
 
-@dataclass(frozen=True)
-class Publish:
-    k: int = 10
-    similar_k: int = 10
-    similar_scoring: str = "dot"
-    lock_timeout_s: float = 30.0
+class Publish(Section):
+    k: Positive = 10
+    similar_k: Positive = 10
+    similar_scoring: SimilarScoring = "dot"
+    lock_timeout_s: NonNegative = 30.0
 
 
-@dataclass(frozen=True)
-class Artifacts:
+class Artifacts(Section):
     root: str = "artifacts/models"
-    keep: int = 5
+    keep: Annotated[int, Field(ge=1)] = 5  # the serving model is always kept besides
 
     def root_path(self, project_root: Path) -> Path:
         path = Path(self.root).expanduser()
         return path if path.is_absolute() else project_root / path
 
 
-@dataclass(frozen=True)
-class Spark:
-    """The Spark engine's recommender: above `mllib_above_pairs` (user, track) pairs training
-    runs in Spark with MLlib's ALS (ml.mllib) instead of implicit in the driver."""
+class Spark(Section):
+    """Above `mllib_above_pairs` (user, track) pairs the Spark engine trains with MLlib."""
 
-    mllib_above_pairs: int = 25_000_000
-    als_blocks: int = 0  # MLlib ALS user and item blocks; 0 = MLlib's default (10)
+    mllib_above_pairs: Annotated[int, Field(ge=0)] = 25_000_000
+    als_blocks: Annotated[int, Field(ge=0)] = 0  # 0 = MLlib's default
 
 
-@dataclass(frozen=True)
-class MlConfig:
+class MlConfig(Section):
     model: ModelParams = ModelParams()
     runtime: Runtime = Runtime()
     evaluation: Evaluation = Evaluation()
@@ -130,95 +141,29 @@ class MlConfig:
     spark: Spark = Spark()
 
 
-_SECTION_TYPES = {
-    "model": ModelParams,
-    "runtime": Runtime,
-    "evaluation": Evaluation,
-    "selection": Selection,
-    "search": Search,
-    "publish": Publish,
-    "artifacts": Artifacts,
-    "spark": Spark,
+SECTIONS = tuple(MlConfig.model_fields)
+MESSAGES = {
+    "int_type": "{where} must be an integer, not {input!r}",
+    "float_type": "{where} must be a number, not {input!r}",
+    "string_type": "{where} must be a string, not {input!r}",
+    "literal_error": "{where} must be one of {expected}, not {input!r}",
+    "greater_than_equal": "{where} must be >= {ge}",
+    "greater_than": "{where} must be > {gt}",
+    "too_short": "{where} must list at least one value",
+    "extra_forbidden": "unknown key {where}",
 }
 
 
-def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
-    where = f"{section}.{key}"
-    if isinstance(default, tuple):
-        items = value if isinstance(value, list | tuple) else [value]
-        if not items:
-            raise ConfigError(f"{where} must list at least one value")
-        kind = type(default[0]) if default else str
-        return tuple(_coerce(section, key, item, kind()) for item in items)
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, not {value!r}")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer, not {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where} must be a number, not {value!r}")
-        return float(value)
-    if not isinstance(value, str):
-        raise ConfigError(f"{where} must be a string, not {value!r}")
-    return value
-
-
-def _section(name: str, values: Mapping[str, Any]) -> Any:
-    cls = _SECTION_TYPES[name]
-    default = cls()
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"unknown key {name}.{unknown[0]} (known: {', '.join(sorted(known))})")
-    coerced = {k: _coerce(name, k, v, getattr(default, k)) for k, v in values.items()}
-    return replace(default, **coerced)
-
-
-def _checked_model(params: ModelParams) -> ModelParams:
-    if params.factors < 1 or params.iterations < 1:
-        raise ConfigError("model.factors and model.iterations must be >= 1")
-    if params.regularization < 0 or params.alpha <= 0:
-        raise ConfigError("model.regularization must be >= 0 and model.alpha > 0")
-    if params.confidence not in CONFIDENCE_SCHEMES:
-        raise ConfigError(
-            f"model.confidence must be one of {', '.join(CONFIDENCE_SCHEMES)}, "
-            f"not {params.confidence!r}"
-        )
-    return params
-
-
-def _checked(config: MlConfig) -> MlConfig:
-    _checked_model(config.model)
-    ev, sel, pub = config.evaluation, config.selection, config.publish
-    if ev.k < 1 or pub.k < 1 or pub.similar_k < 1:
-        raise ConfigError("evaluation.k, publish.k and publish.similar_k must be >= 1")
-    if ev.holdout_per_user < 1 or ev.min_user_tracks <= ev.holdout_per_user:
-        raise ConfigError(
-            "evaluation.holdout_per_user must be >= 1 and below evaluation.min_user_tracks"
-        )
-    if ev.max_eval_users < ev.min_eval_users or ev.min_eval_users < 1:
-        raise ConfigError("evaluation.min_eval_users must be >= 1 and <= max_eval_users")
-    if sel.metric not in METRICS:
-        raise ConfigError(f"selection.metric must be one of {', '.join(METRICS)}")
-    if sel.min_improvement < 0 or sel.time_budget_s < 0 or sel.max_challengers < 0:
-        raise ConfigError("selection.min_improvement, time_budget_s, max_challengers must be >= 0")
-    if pub.similar_scoring not in SIMILAR_SCORINGS:
-        raise ConfigError(
-            f"publish.similar_scoring must be one of {', '.join(SIMILAR_SCORINGS)}, "
-            f"not {pub.similar_scoring!r}"
-        )
-    bad = [c for c in config.search.confidence if c not in CONFIDENCE_SCHEMES]
-    if bad:
-        raise ConfigError(f"search.confidence has an unknown scheme {bad[0]!r}")
-    if config.artifacts.keep < 1:
-        raise ConfigError("artifacts.keep must be >= 1 (the serving model is always kept)")
-    if config.spark.mllib_above_pairs < 0 or config.spark.als_blocks < 0:
-        raise ConfigError("spark.mllib_above_pairs and spark.als_blocks must be >= 0")
-    return config
+def _one_line(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    ctx = error.get("ctx", {})
+    if error["type"] == "value_error":
+        return str(ctx["error"])
+    where = ".".join(str(part) for part in error["loc"] if isinstance(part, str))
+    if error["type"] == "extra_forbidden" and len(error["loc"]) == 1:
+        return f"unknown section [{where}] (known: {', '.join(SECTIONS)})"
+    template = MESSAGES.get(error["type"], "{where}: {msg}")
+    return template.format(where=where, input=error["input"], msg=error["msg"], **ctx)
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -242,26 +187,19 @@ def load_config(
     """The config of `path` (default ml/config.toml), then `values`, then `overrides`."""
     source = path or DEFAULT_CONFIG_PATH
     try:
-        raw: dict[str, dict[str, Any]] = tomllib.loads(source.read_text(encoding="utf-8"))
+        merged: dict[str, Any] = tomllib.loads(source.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {source} not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {source} is not valid TOML: {exc}") from None
-    merged: dict[str, dict[str, Any]] = {name: dict(raw.get(name, {})) for name in _SECTION_TYPES}
-    unknown = sorted(set(raw) - set(_SECTION_TYPES))
-    if unknown:
-        raise ConfigError(f"config file {source}: unknown section [{unknown[0]}]")
-    for name, section_values in (values or {}).items():
-        if name not in _SECTION_TYPES:
-            raise ConfigError(f"unknown config section {name!r}")
-        merged[name].update(section_values)
-    for text in overrides:
-        section, key, value = parse_override(text)
-        if section not in _SECTION_TYPES:
-            raise ConfigError(
-                f"override {text!r}: unknown section {section!r} "
-                f"(known: {', '.join(_SECTION_TYPES)})"
-            )
-        merged[section][key] = value
-    config = MlConfig(**{name: _section(name, merged[name]) for name in _SECTION_TYPES})
-    return _checked(config)
+    updates = [(s, k, v) for s, keys in (values or {}).items() for k, v in keys.items()]
+    updates += [parse_override(text) for text in overrides]
+    for section, key, value in updates:
+        table = merged.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{section} is a section, not a key")
+        table[key] = value
+    try:
+        return MlConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None

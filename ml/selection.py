@@ -16,7 +16,7 @@ both baselines) but not chosen; 'rejected' = did not beat both baselines, or fai
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -39,7 +39,7 @@ def challenger_params(
     for name, values in search.space().items():
         for value in values:
             if value != getattr(champion, name):
-                neighbours.append(replace(champion, **{name: value}))
+                neighbours.append(champion.model_copy(update={name: value}))
     rng = np.random.default_rng([search.seed, today.toordinal()])
     shuffled = [neighbours[i] for i in rng.permutation(len(neighbours))]
     ordered = ([proposed] if proposed != champion else []) + shuffled

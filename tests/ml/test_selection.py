@@ -1,4 +1,3 @@
-from dataclasses import replace
 from datetime import date
 
 import numpy as np
@@ -85,9 +84,9 @@ def test_challengers_change_one_parameter_and_start_with_the_configs() -> None:
     tried = challenger_params(champion, proposed, search, day)
     assert tried[0] == proposed
     assert set(tried[1:]) == {
-        replace(champion, factors=32),
-        replace(champion, regularization=1.0),
-        replace(champion, confidence="log"),
+        champion.model_copy(update={"factors": 32}),
+        champion.model_copy(update={"regularization": 1.0}),
+        champion.model_copy(update={"confidence": "log"}),
     }
     assert challenger_params(champion, proposed, search, day) == tried  # a rerun: same order
     assert challenger_params(champion, champion, search, day)[0] != champion
