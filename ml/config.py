@@ -154,7 +154,7 @@ MESSAGES = {
 }
 
 
-def _one_line(exc: ValidationError) -> str:
+def _message(exc: ValidationError) -> str:
     error = exc.errors()[0]
     ctx = error.get("ctx", {})
     if error["type"] == "value_error":
@@ -202,4 +202,4 @@ def load_config(
     try:
         return MlConfig.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc)) from None
+        raise ConfigError(_message(exc)) from None

@@ -21,6 +21,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ml.lists import SOURCES, SimilarTracks, UserTopTracks
+from moovitamix.errors import one_line
 from moovitamix.publication import Publication, PublishFailed
 from moovitamix.settings import Settings
 
@@ -108,8 +109,9 @@ class LakeLists:
                     f"create or replace view {SCHEMA}.{table} as select * from parquet.`{url}`"
                 )
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise PublishFailed(f"switching the Spark views of {SCHEMA} failed: {first}") from None
+            raise PublishFailed(
+                f"switching the Spark views of {SCHEMA} failed: {one_line(exc)}"
+            ) from None
         return {"lake": f"{self.lake}/{SCHEMA}", "run_id": self.run_id}
 
     def discard(self) -> None:

@@ -32,6 +32,7 @@ from psycopg.types.json import Jsonb
 from ml.lists import SOURCES, SimilarTracks, UserTopTracks
 from ml.pgcopy import FLOAT8, HEADER, INT4, INT8, TIMESTAMPTZ, TRAILER, encode, timestamptz
 from ml.registry import MODEL_RUNS_COLUMNS, ModelRun, ensure_model_runs
+from moovitamix.errors import one_line
 from moovitamix.warehouse import take_publish_locks
 
 log = logging.getLogger(__name__)
@@ -349,7 +350,7 @@ def publish(
     except psycopg.errors.DependentObjectsStillExist as exc:
         raise PublishError(
             f"cannot replace the recommendations tables, other objects depend on them "
-            f"({str(exc).splitlines()[0]}); yesterday's lists stay"
+            f"({one_line(exc)}); yesterday's lists stay"
         ) from None
     log.info(
         "published %d user_top_tracks rows and %d similar_tracks rows (model run %s)",

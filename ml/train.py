@@ -79,6 +79,7 @@ from ml.selection import (
 )
 from moovitamix.alerts import Alert
 from moovitamix.connection_url import ConnectionURL
+from moovitamix.errors import one_line
 from moovitamix.publication import Publication
 from moovitamix.settings import Settings
 from moovitamix.warehouse import connect, open_warehouse
@@ -224,7 +225,7 @@ def read_inputs(
         except MartsNotReady as exc:
             raise TrainingFailed(str(exc)) from None
         except psycopg.Error as exc:
-            raise TrainingFailed(f"reading the marts failed: {_one_line(exc)}") from None
+            raise TrainingFailed(f"reading the marts failed: {one_line(exc)}") from None
     return Inputs(interactions, catalog, champion)
 
 
@@ -240,11 +241,6 @@ def evaluation_data(inputs: Inputs, config: MlConfig) -> EvaluationData:
         inputs.catalog.n_catalog_tracks,
         config.evaluation.k,
     )
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 @dataclass
@@ -597,7 +593,7 @@ def run_training(
                 raise TrainingFailed(str(exc)) from None
             except psycopg.Error as exc:
                 raise TrainingFailed(
-                    f"publishing failed, yesterday's lists stay: {_one_line(exc)}"
+                    f"publishing failed, yesterday's lists stay: {one_line(exc)}"
                 ) from None
     log.info("user_top_tracks sources: %s", user_lists.sources())
     if settings.engine == "spark":  # the lake's copy of the lists, for the data platform

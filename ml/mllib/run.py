@@ -32,6 +32,7 @@ from ml.mllib.popularity import popularity_top_k
 from ml.mllib.split import SparkHoldout, leave_k_out
 from ml.registry import ModelRun
 from ml.selection import Decision, challenger_params, decide, model_run_rows
+from moovitamix.errors import one_line
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -89,9 +90,8 @@ def evaluate_model(
         lists = top_k_unheard(fitted.model, holdout.eval_users, holdout.train, k, marts.n_tracks)
         metrics = ranking_metrics(lists, holdout, k, marts.n_catalog_tracks)
     except (PySparkException, Py4JError, ArithmeticError, MemoryError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        log.warning("candidate %s (%s) failed: %s", name, params.label(), first)
-        return Scored(name, {}, params, error=f"{type(exc).__name__}: {first}"), None
+        log.warning("candidate %s (%s) failed: %s", name, params.label(), one_line(exc))
+        return Scored(name, {}, params, error=f"{type(exc).__name__}: {one_line(exc)}"), None
     return Scored(name, metrics, params, fitted.fit_seconds), fitted
 
 
