@@ -124,7 +124,7 @@ def test_every_key_constraint_has_a_data_test() -> None:
         combinations = [
             a["combination_of_columns"]
             for a in _test_arguments(
-                model.get("data_tests"), "dbt_utils.unique_combination_of_columns"
+                model.get("data_tests"), "unique_combination_of_columns"
             )
         ]
         for constraint in model.get("constraints", []):
