@@ -4,7 +4,7 @@ administrator runs once to allow it.
 On a managed service (RDS, Cloud SQL, Azure, ...) the URL's user is not a superuser. The run
 needs, at most: CREATEDB while the database does not exist, CREATE on the database while one of
 the design's schemas does not exist, ownership of the schemas that do, and the pipeline's six
-roles (moovitamix/roles.py) granted to it WITH ADMIN OPTION, which CREATEROLE lets it do itself
+roles (moovitamix/roles.sql) granted to it WITH ADMIN OPTION, which CREATEROLE lets it do itself
 (on Postgres 16+ only for the roles it creates). `missing_privileges` lists what is missing
 (read-only queries); open_warehouse stops on the first with one line; `python -m
 moovitamix.privileges` (`make print-admin-sql`) prints it all as SQL.
@@ -20,7 +20,7 @@ from psycopg import sql
 
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.errors import one_line
-from moovitamix.roles import PLAN, ROLES
+from moovitamix.roles import ROLES, SCHEMAS
 
 CONNECT_TIMEOUT_S = 10
 
@@ -79,7 +79,7 @@ def _roles_missing(
 
 
 def _schemas_missing(conn: psycopg.Connection, database: str, user: str) -> list[Missing]:
-    schemas = list(PLAN)
+    schemas = list(SCHEMAS)
     rows = conn.execute(
         """select n.nspname, pg_get_userbyid(n.nspowner), pg_has_role(%s, n.nspowner, 'USAGE')
            from pg_namespace n where n.nspname = any(%s)""",

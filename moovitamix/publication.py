@@ -35,7 +35,7 @@ from psycopg import sql
 
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.errors import one_line
-from moovitamix.roles import apply_schema_grants
+from moovitamix.roles import apply_roles
 from moovitamix.warehouse import connect, take_publish_locks
 
 log = logging.getLogger(__name__)
@@ -162,8 +162,7 @@ def prepare_candidate(url: ConnectionURL, run_id: str) -> bool:
             "select 1 from pg_namespace where nspname = %s", (CANDIDATE,)
         ).fetchone()
         if not exists:  # dropped by hand: a new schema has none of the old one's grants
-            conn.execute(sql.SQL("create schema {}").format(sql.Identifier(CANDIDATE)))
-            apply_schema_grants(conn, CANDIDATE)
+            apply_roles(conn)
         state = schema_state(conn, CANDIDATE)
         _comment(conn, CANDIDATE, BUILDING, run_id)
     full_refresh = state in (BUILDING, UNPUBLISHED)

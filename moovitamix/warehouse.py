@@ -17,7 +17,7 @@ from psycopg import sql
 from moovitamix.connection_url import ConnectionURL, InvalidWarehouseURL
 from moovitamix.embedded_warehouse import EmbeddedWarehouse, EmbeddedWarehouseError
 from moovitamix.privileges import missing_line, missing_privileges
-from moovitamix.roles import RolesError, ensure_roles
+from moovitamix.roles import SCHEMAS, RolesError, ensure_roles
 from moovitamix.server_check import (
     ServerInfo,
     UnsupportedServer,
@@ -29,9 +29,6 @@ from moovitamix.settings import DEFAULT_DATABASE, Settings
 
 log = logging.getLogger(__name__)
 
-# The schemas of the design (../shared/design.md). dlt owns `raw`, dbt `staging`/`marts` and
-# `marts_candidate` (where the daily run builds and audits the marts: moovitamix/publication.py).
-SCHEMAS = ("raw", "staging", "marts", "marts_candidate", "recommendations", "ml", "monitoring")
 CONNECT_TIMEOUT_S = 10
 _ANNOUNCED: set[str] = set()  # the start lines this process logged
 
@@ -154,7 +151,7 @@ def take_publish_locks(conn: psycopg.Connection, key: int, lock_timeout_s: float
 def open_warehouse(settings: Settings) -> ConnectionURL:
     """Resolve, start if embedded, check the server's version (one line names it) and the
     user's privileges (stop before writing, naming the SQL an administrator runs), create
-    database, schemas and the pipeline's roles and grants (moovitamix/roles.py); return the
+    database, schemas and the pipeline's roles and grants (moovitamix/roles.sql); return the
     warehouse URL (of the connecting user, who may act as every role: each step then runs as
     its own)."""
     url = resolve_url(settings)
@@ -174,7 +171,6 @@ def open_warehouse(settings: Settings) -> ConnectionURL:
     if missing:
         raise WarehouseUnreachable(missing_line(url.user, missing[0]))
     ensure_database(url)
-    ensure_schemas(url)
     try:
         ensure_roles(url)
     except RolesError as exc:

@@ -18,10 +18,10 @@ from psycopg import sql
 
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.privileges import missing_privileges
-from moovitamix.roles import ROLES, audit_grants
+from moovitamix.roles import ROLES
 from moovitamix.settings import load_settings
 from moovitamix.warehouse import WarehouseUnreachable, open_warehouse
-from tests.e2e.daily_helpers import REPO, scalar
+from tests.e2e.daily_helpers import REPO, audit_grants, scalar
 
 pytestmark = pytest.mark.integration
 
