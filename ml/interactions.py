@@ -18,8 +18,6 @@ import psycopg
 import scipy.sparse as sp
 from psycopg import sql
 
-from ml.pgcopy import INT4, INT8, CopyFormatError, single_field_rows
-
 log = logging.getLogger(__name__)
 
 # Postgres sends a COPY one message per row, and a Python step per message costs more than the
@@ -40,7 +38,7 @@ PACKED_LISTENS_QUERY = sql.SQL("""
 # published (moovitamix/publication.py): every reader takes the schema.
 MARTS = "marts"
 PACKED_BUCKETS = 256
-LISTEN_RECORD = np.dtype([("user_id", INT8), ("track_id", INT8), ("listen_count", INT4)])
+LISTEN_RECORD = np.dtype([("user_id", ">i8"), ("track_id", ">i8"), ("listen_count", ">i4")])
 NO_GENRE = -1
 
 
@@ -138,10 +136,9 @@ def load_interactions(conn: psycopg.Connection, schema: str = MARTS) -> Interact
         fct_listens=sql.Identifier(schema, "fct_listens"), buckets=sql.Literal(PACKED_BUCKETS)
     )
     with conn.cursor() as cur, cur.copy(query) as copy:
-        for field in single_field_rows(copy):
-            if len(field) % LISTEN_RECORD.itemsize:
-                raise CopyFormatError("packed listens are not whole records")
-            parts.append(np.frombuffer(field, dtype=LISTEN_RECORD))
+        copy.set_types(["bytea"])
+        for (packed,) in copy.rows():
+            parts.append(np.frombuffer(packed, dtype=LISTEN_RECORD))
     records = np.concatenate(parts) if parts else np.empty(0, dtype=LISTEN_RECORD)
     interactions = build_interactions(
         records["user_id"], records["track_id"], records["listen_count"]

@@ -58,9 +58,11 @@ from ml.publish import (
     PublishHook,
     discard_staged,
     publish,
+    similar_columns,
     stage,
     staged_table_names,
     swap_in,
+    user_columns,
 )
 from ml.registry import (
     Champion,
@@ -573,8 +575,8 @@ def run_training(
                     if publication is not None:
                         rows = stage(
                             conn,
-                            user_lists,
-                            similar_lists,
+                            [user_columns(user_lists)],
+                            [similar_columns(similar_lists)],
                             model_run_id=serving_run.model_run_id,
                             generated_at=generated_at,
                         )

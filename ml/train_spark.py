@@ -20,7 +20,15 @@ from ml.config import MlConfig
 from ml.lake_lists import LakeLists
 from ml.mllib.lists import lake_batches, write_lists
 from ml.mllib.run import model_runs, run_mllib
-from ml.publish import discard_staged, stage_batches, staged_table_names, swap_in
+from ml.publish import (
+    SIMILAR_TRACKS,
+    USER_TOP_TRACKS,
+    batch_columns,
+    discard_staged,
+    stage,
+    staged_table_names,
+    swap_in,
+)
 from ml.registry import current_champion
 from ml.selection import CHAMPION
 from moovitamix.connection_url import ConnectionURL
@@ -65,10 +73,10 @@ def train_in_spark(
     finally:
         run.release()
     with connect(url, autocommit=True) as conn:
-        rows = stage_batches(
+        rows = stage(
             conn,
-            lake_batches(settings.lake, "user_top_tracks", run_id),
-            lake_batches(settings.lake, "similar_tracks", run_id),
+            batch_columns(lake_batches(settings.lake, "user_top_tracks", run_id), USER_TOP_TRACKS),
+            batch_columns(lake_batches(settings.lake, "similar_tracks", run_id), SIMILAR_TRACKS),
             model_run_id=serving.model_run_id,
             generated_at=generated_at,
         )

@@ -45,9 +45,9 @@ from ml.model import confidence
 from ml.model import fit as implicit_fit
 from ml.selection import CHAMPION, decide
 from ml.spark_marts import read_spark_marts
-from ml.synthetic import SyntheticMarts, write_spark_marts
 from ml.train import Inputs
 from moovitamix.settings import Settings
+from tests.ml.synthetic import SyntheticMarts, write_spark_marts
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
