@@ -99,7 +99,7 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _docs(gx_dir: Path | None) -> int:
-    from expectations.paths import GX_DIR, data_docs_index
+    from expectations.context import GX_DIR, data_docs_index
     from expectations.report.data_docs import make_site_offline
 
     index = data_docs_index(gx_dir or GX_DIR)

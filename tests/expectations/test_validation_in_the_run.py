@@ -13,9 +13,10 @@ import psycopg
 import pytest
 
 from expectations import steps
-from moovitamix import daily, exit_codes
+from moovitamix import exit_codes
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.settings import load_settings
+from orchestrator import daily
 from tests.conftest import Webhook
 from tests.expectations.conftest import Execute
 from tests.expectations.seed import seed_clean
@@ -39,7 +40,7 @@ def daily_env(
         conn.execute("delete from monitoring.pipeline_runs")
     monkeypatch.setenv("ALERT_WEBHOOK_URL", webhook.url)
     monkeypatch.setenv("MOOVITAMIX_API_URL", "http://127.0.0.1:9")  # no source step here
-    monkeypatch.setattr("expectations.paths.GX_DIR", gx_dir)
+    monkeypatch.setattr("expectations.context.GX_DIR", gx_dir)
     monkeypatch.setattr("expectations.validate.GX_DIR", gx_dir)
     return warehouse_env
 

@@ -8,11 +8,13 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from expectations.engines import Engine
 from expectations.run_metrics import record_run_metrics
 from expectations.suites import Stage, UnknownSuite
 from expectations.thresholds import load_thresholds
 from moovitamix.alerts import Alert, send_alert
 from moovitamix.connection_url import ConnectionURL
+from moovitamix.publication import LIVE
 from tests.conftest import Webhook
 from tests.expectations.conftest import Execute, Validator
 from tests.expectations.seed import ledger_run, seed_clean
@@ -37,8 +39,13 @@ def _failed(outcome: object) -> set[tuple[str, str, str]]:
 def _baseline(url: ConnectionURL) -> None:
     """Yesterday's successful run, with the figures of today's clean warehouse."""
     ledger_run(url, PREVIOUS, datetime.now(UTC) - timedelta(days=1), "success")
-    with psycopg.connect(url.url()) as conn:
-        record_run_metrics(conn, PREVIOUS, load_thresholds())
+    _record(url, PREVIOUS)
+
+
+def _record(url: ConnectionURL, run_id: str) -> None:
+    """The figures a validation of `run_id` records, as measured now."""
+    with psycopg.connect(url.url(), autocommit=True) as conn:
+        record_run_metrics(Engine(url, LIVE, conn), run_id, load_thresholds())
 
 
 def test_clean_warehouse_passes_and_writes_a_row_per_expectation(
@@ -208,8 +215,7 @@ def test_the_baseline_is_the_previous_successful_run(
     failed = "20261125T200000Z-cccccc"
     ledger_run(warehouse, failed, datetime.now(UTC) - timedelta(hours=12), "failed")
     sql("delete from marts.dim_users where user_id > 100")
-    with psycopg.connect(warehouse.url()) as conn:
-        record_run_metrics(conn, failed, load_thresholds())
+    _record(warehouse, failed)
     outcome = validate(warehouse, RUN, suites=["marts.day_over_day"])
     assert ("marts.day_over_day", "volume_drop", "error") in _failed(outcome)
     drop = next(r for r in outcome.failures if r.expectation == "volume_drop")
