@@ -85,6 +85,11 @@ class Catalog:
     track_genres: sp.csr_matrix  # tracks (matrix columns) x genres, 1 where the track has it
     n_catalog_tracks: int  # rows of marts.dim_tracks: the coverage denominator
 
+    def favorite_genre_of(self, user_ids: np.ndarray) -> np.ndarray:
+        """The favorite genre code of each user (NO_GENRE: none, or not in dim_users)."""
+        codes = np.append(self.favorite_genre, NO_GENRE).astype(np.int32)  # [-1]: unknown
+        return codes[_positions(self.user_ids, user_ids)]
+
 
 def _positions(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
     ids = np.asarray(ids, dtype=np.int64)

@@ -88,12 +88,10 @@ def train_in_spark(
             tables=staged_table_names(),
             discard=discard_staged,
         )
-        lake.stage(publication)
     else:
         with connect(url, autocommit=True) as conn, conn.transaction():
             swap_in(conn, runs)
-        lake.publish_views()
-        lake.retain()
+    lake.publish_with(publication)
     log.info("trained in Spark (MLlib): %s", run.decision.reason)
     return TrainResult.of(
         run_id,
@@ -102,7 +100,6 @@ def train_in_spark(
         run.candidates,
         run.baselines,
         runs,
-        k=config.evaluation.k,
         rows=rows,
         artifact_path=None,
         timings={name: round(s, 3) for name, s in run.timings.items()},

@@ -31,7 +31,7 @@ from ml.mllib.metrics import next_hit, ranking_metrics
 from ml.mllib.popularity import popularity_top_k
 from ml.mllib.split import SparkHoldout, leave_k_out
 from ml.registry import ModelRun
-from ml.selection import Decision, challenger_params, decide, model_run_rows
+from ml.selection import Decision, decide_search, model_run_rows, search
 from moovitamix.errors import one_line
 
 if TYPE_CHECKING:
@@ -172,49 +172,27 @@ def _run(
         )
     holdout = leave_k_out(marts.listens, config.evaluation, seed)
     timings["read and split"] = time.perf_counter() - started
-    k = config.evaluation.k
+    k, scoring = config.evaluation.k, config.publish.similar_scoring
     try:
         t0 = time.perf_counter()
         baselines = evaluate_baselines(marts, holdout, k)
-        champion_params = champion or config.model
-        first, champion_fit = evaluate_model(marts, holdout, champion_params, "champion", config)
-        candidates = [first]
-        spent = [time.perf_counter() - t0]
-        proposals = challenger_params(
-            champion_params, config.model, config.search, today or date.today()
-        )[: config.selection.max_challengers]
-        best: tuple[int, MllibFit] | None = None  # the best challenger's fit so far
-        search_started = time.perf_counter()
-        for i, params in enumerate(proposals, start=1):
-            elapsed = time.perf_counter() - search_started
-            if elapsed + sum(spent) / len(spent) > config.selection.time_budget_s:
-                log.info("time budget reached after %d challenger(s)", i - 1)
-                break
-            t1 = time.perf_counter()
-            scored, fitted = evaluate_model(marts, holdout, params, f"challenger-{i}", config)
-            candidates.append(scored)
-            spent.append(time.perf_counter() - t1)
-            metric = config.selection.metric
-            if fitted is not None and (
-                best is None or scored.score(metric) > candidates[best[0]].score(metric)
-            ):
-                best = (i, fitted)
-        decision = decide(
-            candidates, baselines, config.selection.metric, config.selection.min_improvement
+        found = search(
+            lambda params, name: evaluate_model(marts, holdout, params, name, config),
+            champion or config.model,
+            config,
+            today or date.today(),
+            k,
         )
-        scoring = config.publish.similar_scoring
-        if champion_fit is not None:  # "play next" on the holdout, recorded as ml.train does
-            candidates[0].metrics.update(
-                next_track_metrics(marts, holdout, champion_fit, k, scoring)
-            )
-        if best is not None and decision.serving == best[0]:
-            candidates[best[0]].metrics.update(
-                next_track_metrics(marts, holdout, best[1], k, scoring)
-            )
+        candidates = found.candidates
+        decision, _ = decide_search(
+            found,
+            baselines,
+            config,
+            lambda fit: next_track_metrics(marts, holdout, fit, k, scoring),
+        )
         timings["evaluate"] = time.perf_counter() - t0
     finally:
         holdout.unpersist()
-    log.info("decision: %s", decision.reason)
     serving = None
     if decision.serving is not None:
         winner = candidates[decision.serving]
