@@ -25,10 +25,10 @@ def write_health_report(url: ConnectionURL, path: Path, *, max_runs: int = 60) -
     """Render the report of the latest `max_runs` runs to `path` (written atomically)."""
     from expectations.report.data import load_report_data
     from expectations.report.page import render_page
-    from expectations.report.plots import PLOTS
+    from expectations.report.plots import PLOTS, png
 
     data = load_report_data(url, max_runs)
-    page = render_page(data, [(title, draw(data)) for title, draw in PLOTS])
+    page = render_page(data, [(title, png(draw(data))) for title, draw in PLOTS])
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(page, encoding="utf-8")

@@ -14,7 +14,7 @@ import pytest
 
 from expectations import steps
 from expectations.report.data import ReportData, load_report_data
-from expectations.report.plots import request_health
+from expectations.report.plots import png, request_health
 from ingestion.step import ingest
 from moovitamix import daily, exit_codes
 from moovitamix.connection_url import ConnectionURL
@@ -104,4 +104,5 @@ def test_retries_show_in_the_ledger_and_the_report(
 
     data = load_report_data(warehouse_env)
     assert list(data.runs["status"]) == ["success"]
-    assert request_health(data) != request_health(_without_retries(data))  # drawn in the plot
+    # drawn in the plot
+    assert png(request_health(data)) != png(request_health(_without_retries(data)))
