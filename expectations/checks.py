@@ -10,19 +10,16 @@ from __future__ import annotations
 import decimal
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
-
-from great_expectations.expectations import UnexpectedRowsExpectation
-from great_expectations.expectations.metadata_types import FailureSeverity
+from typing import TYPE_CHECKING, Any, Literal
 
 from expectations.dialect import sql_text
 from expectations.thresholds import CheckLimits, Severity
 
+if TYPE_CHECKING:
+    from great_expectations.expectations import UnexpectedRowsExpectation
+
 Unit = Literal["share", "rows", "distance"]
-GX_SEVERITY: dict[Severity, FailureSeverity] = {
-    "error": FailureSeverity.CRITICAL,
-    "warning": FailureSeverity.WARNING,
-}
+GX_SEVERITY: dict[Severity, str] = {"error": "critical", "warning": "warning"}  # GX's names
 COULD_NOT_RUN = "could not run"
 
 
@@ -81,6 +78,8 @@ def expectations(
     """One stock UnexpectedRowsExpectation per level, over this run's rows of the check in
     monitoring.check_metrics. The description carries what was measured (the data docs show
     it), the `meta` what the results table needs."""
+    from great_expectations.expectations import UnexpectedRowsExpectation
+
     found = ""
     if measured is not None:
         found = f"; this run: {measured_text(check, measured, None)}"

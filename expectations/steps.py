@@ -7,6 +7,8 @@ from __future__ import annotations
 from expectations.suites import Stage
 from moovitamix.step import RunContext, StepFailed, StepReport
 
+__all__ = ["health_report", "validate_data", "validate_recommendations"]
+
 
 def _validate(ctx: RunContext, stage: Stage) -> StepReport:
     from expectations.validate import run_validation

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 STEP = "validate"
 AlertSink = Callable[[Alert], None]
 Measurements = dict[str, tuple[Check, Measured]]  # by check name
+MAX_REASON = 300
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,8 @@ def _measure(engine: Engine, spec: SuiteSpec, ctx: BuildContext) -> Measurements
             measured[check.name] = (check, Measured(tuple(rows)))
         except Exception as exc:  # a check whose query raises could not run; the others go on
             diag = getattr(getattr(exc, "diag", None), "message_primary", None)  # psycopg's
-            measured[check.name] = (check, Measured(could_not_run=diag or one_line(exc)))
+            reason = (diag or one_line(exc))[:MAX_REASON]  # Spark's goes on with the plan
+            measured[check.name] = (check, Measured(could_not_run=reason))
     return measured
 
 
