@@ -1,5 +1,6 @@
-"""Driving `make daily` / `python -m moovitamix.daily` as real subprocesses, and fingerprints of
-the warehouse to compare runs with (counts and content hashes of what readers see)."""
+"""Driving the daily run (`bin/daily` as cron starts it, `python -m orchestrator`) as real
+subprocesses, fingerprints of the warehouse to compare runs with (counts and content hashes of
+what readers see), and an audit of the grants."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from moovitamix.roles import ANALYST, APP, ML, PII_READER
 REPO = Path(__file__).resolve().parents[2]
 # Small enough for a run of a few seconds per step, realistic enough for ALS to have signal.
 SIMULATOR_ARGS = ("--profile", "realistic", "--seed", "3", "--users", "300", "--tracks", "150")
-DAILY = [sys.executable, "-m", "moovitamix.daily"]
+DAILY = [sys.executable, "-m", "orchestrator"]
 TIMEOUT_S = 600
 
 
@@ -37,8 +38,9 @@ def daily_env(api_url: str | None, extra: Mapping[str, str] | None = None) -> di
 def cron_daily(
     home: Path, warehouse: ConnectionURL, extra: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`make -C <repo> daily` as cron starts it: `env -i`, a minimal PATH, the warehouse, data
-    and logs under `home`, the built-in simulator with the tests' arguments, plus `extra`."""
+    """`<repo>/bin/daily` as cron starts it (the README's cron line): `env -i`, a minimal PATH,
+    the warehouse, data and logs under `home`, the built-in simulator with the tests' arguments,
+    plus `extra`."""
     env = {
         "HOME": str(home),
         "PATH": "/usr/bin:/bin",
@@ -50,7 +52,7 @@ def cron_daily(
     }
     return subprocess.run(
         ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items()),
-         "make", "-C", str(REPO), "--no-print-directory", "daily"],
+         str(REPO / "bin" / "daily")],
         cwd=home, capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
     )  # fmt: skip
 

@@ -16,9 +16,10 @@ from expectations import steps
 from expectations.report.data import ReportData, load_report_data
 from expectations.report.plots import png, request_health
 from ingestion.step import ingest
-from moovitamix import daily, exit_codes
+from moovitamix import exit_codes
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.settings import load_settings
+from orchestrator import daily
 from tests.conftest import SimulatorFactory
 
 pytestmark = pytest.mark.integration
