@@ -1,7 +1,7 @@
 """A check: a SQL query measuring a metric per subject (an endpoint, a table, the listens), and
 its limits in thresholds.toml. Each validation measures the checks into monitoring.check_metrics
-(expectations/measure.py); GX's stock UnexpectedRowsExpectation then fails a level whose limit a
-subject exceeds, or whose query could not run. One expectation per severity level, with the
+(expectations/validate.py); GX's stock UnexpectedRowsExpectation then fails a level whose limit
+a subject exceeds, or whose query could not run. One expectation per severity level, with the
 project's severity in `meta` and GX's own `severity` to match.
 """
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 Unit = Literal["share", "rows", "distance"]
 GX_SEVERITY: dict[Severity, str] = {"error": "critical", "warning": "warning"}  # GX's names
 COULD_NOT_RUN = "could not run"
+MAX_SUBJECTS = 50  # rows of a metric kept in a result (metric queries return a few)
 
 
 @dataclass(frozen=True)
@@ -58,18 +59,26 @@ def format_value(value: object, unit: str) -> str:
     return f"{number:,.0f}" if unit == "rows" else f"{number:.3f}"
 
 
-def observed_text(subjects: list[dict[str, Any]], unit: str) -> str:
-    """'2.10% (users); 0.00% (tracks)', breaching subjects first; a format check's subject
-    reads '1 of 200 break it'."""
+def observed(measured: Measured, unit: str, limit: float) -> tuple[str, dict[str, Any]]:
+    """What a check measured, for people and for machines: '2.10% (users); 0.00% (tracks)'
+    (breaching subjects first) and its rows, each marked `breach` when above `limit`; or
+    'could not run: <reason>'."""
+    if measured.could_not_run:
+        reason = measured.could_not_run
+        return f"{COULD_NOT_RUN}: {reason}", {"could_not_run": reason}
+    rows = [
+        {**row, "breach": row["observed"] is not None and row["observed"] > limit}
+        for row in measured.rows[:MAX_SUBJECTS]
+    ]
 
-    def label(row: dict[str, Any]) -> str:
+    def label(row: Mapping[str, Any]) -> str:  # a format check: '1 of 200 break it'
         if "breaking" in row:
             return f"{row['breaking'] or 0:,} of {row['checked_values'] or 0:,} break it"
-        return str(row.get("subject"))
+        return str(row["subject"])
 
-    ordered = sorted(subjects, key=lambda row: not row.get("breach"))
-    text = "; ".join(f"{format_value(r.get('observed'), unit)} ({label(r)})" for r in ordered)
-    return text or "no data"
+    ordered = sorted(rows, key=lambda row: not row["breach"])
+    text = "; ".join(f"{format_value(r['observed'], unit)} ({label(r)})" for r in ordered)
+    return text or "no data", {"subjects": rows}
 
 
 def expectations(
@@ -80,12 +89,10 @@ def expectations(
     it), the `meta` what the results table needs."""
     from great_expectations.expectations import UnexpectedRowsExpectation
 
-    found = ""
-    if measured is not None:
-        found = f"; this run: {measured_text(check, measured, None)}"
     built = []
     for severity, limit in check.limits.levels.items():
         threshold = f"<= {format_value(limit, check.unit)}"
+        found = f"; this run: {observed(measured, check.unit, limit)[0]}" if measured else ""
         built.append(
             UnexpectedRowsExpectation(
                 unexpected_rows_query=(
@@ -108,18 +115,3 @@ def expectations(
             )
         )
     return built
-
-
-def subjects(measured: Measured, limit: float | None) -> list[dict[str, Any]]:
-    """The measured rows, each marked `breach` when above `limit`."""
-    return [
-        {**row, "breach": limit is not None and row["observed"] is not None
-         and row["observed"] > limit}
-        for row in measured.rows
-    ]  # fmt: skip
-
-
-def measured_text(check: Check, measured: Measured, limit: float | None) -> str:
-    if measured.could_not_run:
-        return f"{COULD_NOT_RUN}: {measured.could_not_run}"
-    return observed_text(subjects(measured, limit), check.unit)

@@ -15,7 +15,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from expectations import tables as t
-from expectations.checks import COULD_NOT_RUN, Measured, observed_text, subjects
+from expectations.checks import COULD_NOT_RUN, Measured, observed
 from moovitamix.errors import one_line
 from moovitamix.warehouse import ensure_tables
 
@@ -58,7 +58,6 @@ COLUMNS = (
     "expectation_type", "description", "observed", "validated_at",
 )  # fmt: skip
 MAX_OBSERVED_TEXT = 500
-MAX_SUBJECTS = 50
 
 
 @dataclass(frozen=True)
@@ -98,22 +97,18 @@ def check_result(run_id: str, suite: str, gx_result: Any, measured: Measured) ->
     config = gx_result.expectation_config
     meta = config.meta
     reason = measured.could_not_run or _gx_error(gx_result)
-    if reason:
-        observed_value, observed = f"{COULD_NOT_RUN}: {reason}", {"could_not_run": reason}
-    else:
-        rows = subjects(measured, meta["limit"])[:MAX_SUBJECTS]
-        observed_value, observed = observed_text(rows, meta["unit"]), {"subjects": rows}
+    text, found = observed(Measured(measured.rows, reason), meta["unit"], meta["limit"])
     return CheckResult(
         run_id=run_id,
         suite=suite,
         expectation=meta["check"],
         severity=meta["severity"],
         success=bool(gx_result.success) and not reason,
-        observed_value=observed_value[:MAX_OBSERVED_TEXT],
+        observed_value=text[:MAX_OBSERVED_TEXT],
         threshold=meta["threshold"],
         expectation_type=config.type,
         description=meta["description"],
-        observed=observed,
+        observed=found,
         alert_title=meta["alert"],
         could_not_run=reason,
     )
