@@ -1,14 +1,11 @@
 """The lists the app shows, as flat numpy columns ready for COPY.
 
-user_top_tracks: k tracks for every user of marts.dim_users, never one they already heard.
-  Users with listens get the serving model's list (source 'als'), or the published baseline's
-  when no ALS model beat the baselines. Users without listens get their favorite genre's most
-  popular tracks ('genre_popularity'), or global popularity ('popularity') when they have no
-  favorite genre. A genre list that runs out continues with global popularity, each row saying
-  where it came from. Only a user who heard all but fewer than k tracks gets fewer rows.
-similar_tracks: for every track with listens, the k tracks closest to it, itself excluded, by the
-  dot product (default) or the cosine of the ALS item factors (`publish.similar_scoring`,
-  ml.model.similar); from genre popularity when a baseline is published.
+user_top_tracks: k never-heard tracks for every dim_users user: the serving model's ('als') or
+  the published baseline's; users without listens get their favorite genre's most popular
+  tracks ('genre_popularity') or global popularity ('popularity'), a genre list that runs out
+  continuing with global popularity, each row saying where it came from.
+similar_tracks: every listened track's k nearest tracks by `publish.similar_scoring`, itself
+  excluded; genre popularity when a baseline is published.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The model registry: ml.model_runs rows, model artifacts on disk, and their retention.
 
-ml.model_runs has one row per candidate trained (design.md): params, holdout metrics, baseline
+ml.model_runs has one row per candidate trained: params, holdout metrics, baseline
 metrics on the same holdout, data sizes, status ('champion' serves from that run on,
 'challenger' beat the baselines but was not chosen, 'rejected' did not or failed), and for the
 model that serves, the artifact directory.

@@ -1,12 +1,7 @@
-"""One training run in Spark (MLlib), for the Spark engine's marts above `[spark]
-mllib_above_pairs`: the same selection, records and publication as ml/train.py, with the lists
-written to the lake by Spark and copied into Postgres (the app's copy) batch by batch.
-
-What stays the same: the champion comes from ml.model_runs; the candidates, the baselines and
-the decision are ml.selection's; the lists are staged as `recommendations.<table>__new` for the
-audit and swapped in by the run's publication with the ml.model_runs rows; the Spark views of
-the lake's lists switch last. What differs: no model artifact is saved (MLlib's factors stay in
-Spark; the published lists are the output), and `metrics.trainer` says "mllib".
+"""ml/train.py's run for the Spark engine above `[spark] mllib_above_pairs`: trained by
+ml.mllib, recorded and published the same way, the lists written to the lake by Spark and
+COPYed into Postgres batch by batch. No model artifact (the factors stay in Spark);
+`metrics.trainer` says "mllib".
 """
 
 from __future__ import annotations

@@ -1,12 +1,6 @@
-"""Training in Spark: the holdout, baselines, champion and challengers, the decision, the
-serving fit and the lists; ml.train's rules, with MLlib's ALS instead of implicit's.
-
-Same as the driver path (ml/train.py): the split rule, the metrics, the baselines, the
-challengers (ml.selection.challenger_params, within the time budget) and the decision
-(ml.selection.decide, on ml.evaluate.Scored results). What differs: the serving model is a
-cold MLlib fit on all data (MLlib cannot start from given factors, so no warm refit). As in
-ml.train, only the champion's fit and the best challenger's are kept (a promoted challenger
-is always the best one), and the "play next" metrics are recorded for those two.
+"""One training run in Spark: holdout, baselines, the search and decision (ml.selection), the
+serving fit and the lists, with MLlib's ALS. The serving model is a cold fit on all data
+(MLlib cannot start from given factors).
 """
 
 from __future__ import annotations
@@ -65,8 +59,6 @@ def fit_on(
     marts: SparkMarts, params: ModelParams, blocks: int, holdout: SparkHoldout | None = None
 ) -> MllibFit:
     """MLlib ALS on the holdout's training split, or on all listens without a holdout."""
-    if not marts.int_ids:
-        raise IdsTooLarge("MLlib ALS needs user_id and track_id within 32-bit integers")
     counts, n_pairs = (
         (marts.listens, marts.n_pairs) if holdout is None else (holdout.train, holdout.n_train)
     )
@@ -145,24 +137,21 @@ def run_mllib(
     """Evaluate, select and fit the serving model in Spark; the lists are returned lazy.
     `champion` is the current champion's parameters (None: the config's [model]); `seed` the
     split's (None: evaluation.seed)."""
-    timings: dict[str, float] = {}
     started = time.perf_counter()
     marts = read_marts(spark, schema)
     try:
-        return _run(spark, marts, config, champion, today, seed, timings, started)
+        return _run(marts, config, champion, today, seed, started)
     except BaseException:
         marts.unpersist()
         raise
 
 
 def _run(
-    spark: SparkSession,
     marts: SparkMarts,
     config: MlConfig,
     champion: ModelParams | None,
     today: date | None,
     seed: int | None,
-    timings: dict[str, float],
     started: float,
 ) -> MllibRun:
     if not marts.int_ids:
@@ -170,6 +159,7 @@ def _run(
             "MLlib ALS takes 32-bit ids: a user_id or track_id of fct_listens is beyond "
             f"{2**31 - 1}"
         )
+    timings: dict[str, float] = {}
     holdout = leave_k_out(marts.listens, config.evaluation, seed)
     timings["read and split"] = time.perf_counter() - started
     k, scoring = config.evaluation.k, config.publish.similar_scoring
