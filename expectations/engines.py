@@ -53,16 +53,14 @@ class Engine:
 
     url: ConnectionURL
     relations: Relations
-    conn: psycopg.Connection | None = None
+    conn: psycopg.Connection
     dialect: Dialect = POSTGRES
 
     def rows(self, query: str) -> list[dict[str, Any]]:
-        assert self.conn is not None
         with self.conn.cursor(row_factory=dict_row) as cursor:
             return [{k: plain(v) for k, v in row.items()} for row in cursor.execute(query)]
 
     def existing(self, tables: Iterable[str]) -> set[str]:
-        assert self.conn is not None
         return t.existing_tables(self.conn, tables)
 
     def load(self, tables: Iterable[str]) -> None:
@@ -70,23 +68,23 @@ class Engine:
 
 
 @dataclass
-class SparkEngine(Engine):
-    spark: SparkSession | None = None
+class SparkEngine:
+    url: ConnectionURL
+    relations: Relations
+    spark: SparkSession
+    dialect: Dialect = field(default_factory=lambda: Dialect("spark"))
     views: list[str] = field(default_factory=list)
 
     def rows(self, query: str) -> list[dict[str, Any]]:
-        assert self.spark is not None
         collected = self.spark.sql(query).collect()
         return [{k: plain(v) for k, v in row.asDict().items()} for row in collected]
 
     def existing(self, tables: Iterable[str]) -> set[str]:
-        assert self.spark is not None
         return {table for table in set(tables) if self.spark.catalog.tableExists(table)}
 
     def load(self, tables: Iterable[str]) -> None:
         """The control-plane tables into views (a missing one gets none: its suite is
         skipped), and the latest completed load of each raw table."""
-        assert self.spark is not None
         needed = set(tables)
         views = {}
         with connect(self.url) as conn:
@@ -134,14 +132,15 @@ class SparkEngine(Engine):
         return conn.execute(query).fetchall(), ", ".join(schema)
 
     def drop_views(self) -> None:
-        assert self.spark is not None
         for view in self.views:
             self.spark.catalog.dropTempView(view)
         self.views.clear()
 
 
 @contextmanager
-def open_engine(settings: Settings, url: ConnectionURL, relations: Relations) -> Iterator[Engine]:
+def open_engine(
+    settings: Settings, url: ConnectionURL, relations: Relations
+) -> Iterator[Engine | SparkEngine]:
     """The engine of `settings`, reading the tables `relations` names."""
     if settings.engine != "spark":
         with connect(url, autocommit=True) as conn:

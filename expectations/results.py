@@ -19,7 +19,7 @@ from expectations.checks import COULD_NOT_RUN, Measured, observed
 from moovitamix.errors import one_line
 from moovitamix.warehouse import ensure_tables
 
-DDL = f"""
+METRICS_DDL = f"""
 create table if not exists {t.CHECK_METRICS} (
     run_id text not null,
     suite text not null,
@@ -33,6 +33,9 @@ create table if not exists {t.CHECK_METRICS} (
 create index if not exists check_metrics_run_idx on {t.CHECK_METRICS} (run_id, suite);
 comment on table {t.CHECK_METRICS} is
     'Each monitoring check''s metric per subject per run: what Great Expectations validates.';
+"""
+# Separate: `comment on table` needs the owner, who may be another role (ensure_tables)
+RESULTS_DDL = f"""
 create table if not exists {t.VALIDATION_RESULTS} (
     run_id text not null,
     suite text not null,
@@ -118,7 +121,7 @@ def write_measured(
     conn: psycopg.Connection, run_id: str, measured: Mapping[tuple[str, str], Measured]
 ) -> None:
     """Replace this run's metric rows of these (suite, check)s."""
-    ensure_tables(conn, [t.CHECK_METRICS, t.VALIDATION_RESULTS], DDL)
+    ensure_tables(conn, [t.CHECK_METRICS], METRICS_DDL)
     suites = sorted({suite for suite, _ in measured})
     conn.execute(
         f"delete from {t.CHECK_METRICS} where run_id = %s and suite = any(%s)", (run_id, suites)
@@ -146,7 +149,7 @@ def write_results(
     validated_at: datetime,
 ) -> None:
     """Replace this run's rows of these suites (a run validated again keeps only the latest)."""
-    ensure_tables(conn, [t.CHECK_METRICS, t.VALIDATION_RESULTS], DDL)
+    ensure_tables(conn, [t.VALIDATION_RESULTS], RESULTS_DDL)
     conn.execute(
         f"delete from {t.VALIDATION_RESULTS} where run_id = %s and suite = any(%s)",
         (run_id, list(suites)),

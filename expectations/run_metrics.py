@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from expectations import tables as t
-from expectations.engines import Engine
+from expectations.engines import Engine, SparkEngine
 from expectations.thresholds import Thresholds
 from moovitamix.warehouse import connect, ensure_tables
 
@@ -37,7 +37,9 @@ GENRE_SHARES = """
     group by genre_id"""
 
 
-def record_run_metrics(engine: Engine, run_id: str, thresholds: Thresholds) -> dict[str, float]:
+def record_run_metrics(
+    engine: Engine | SparkEngine, run_id: str, thresholds: Thresholds
+) -> dict[str, float]:
     """Measure and store (replacing) this run's figures; returns the row counts, by table."""
     rel = engine.relations
     present = engine.existing(rel(n) for n in (*thresholds.volume_tables, t.USER_GENRE_FEATURES))

@@ -18,7 +18,7 @@ from typing import Any
 
 from expectations.checks import Check, Measured, expectations
 from expectations.context import GX_DIR, run_suites
-from expectations.engines import Engine, open_engine
+from expectations.engines import Engine, SparkEngine, open_engine
 from expectations.results import CheckResult, check_result, write_measured, write_results
 from expectations.run_metrics import record_run_metrics
 from expectations.suites import BuildContext, Stage, SuiteSpec, UnknownSuite, all_suites
@@ -120,7 +120,7 @@ def _choose(stage: Stage, names: Collection[str]) -> list[SuiteSpec]:
     return [s for s in suites if s.in_stage(stage) and (not names or s.name in names)]
 
 
-def _measure(engine: Engine, spec: SuiteSpec, ctx: BuildContext) -> Measurements:
+def _measure(engine: Engine | SparkEngine, spec: SuiteSpec, ctx: BuildContext) -> Measurements:
     """Each check's metric rows, or why its query raised (the server's message alone)."""
     measured: Measurements = {}
     for check in spec.build(ctx):
