@@ -114,19 +114,14 @@ def build_interactions(
     return Interactions(matrix, users, tracks)
 
 
-def _missing(conn: psycopg.Connection, schema: str, tables: tuple[str, ...]) -> list[str]:
+def check_marts(conn: psycopg.Connection, schema: str = MARTS) -> None:
+    tables = ["fct_listens", "dim_users", "dim_tracks", "bridge_track_genres"]
     found = conn.execute(
         "select table_name from information_schema.tables "
         "where table_schema = %s and table_name = any(%s)",
-        (schema, list(tables)),
+        (schema, tables),
     ).fetchall()
-    return sorted(set(tables) - {name for (name,) in found})
-
-
-def check_marts(conn: psycopg.Connection, schema: str = MARTS) -> None:
-    missing = _missing(
-        conn, schema, ("fct_listens", "dim_users", "dim_tracks", "bridge_track_genres")
-    )
+    missing = sorted(set(tables) - {name for (name,) in found})
     if missing:
         raise MartsNotReady(
             f"input mart(s) missing: {', '.join(f'{schema}.{m}' for m in missing)} "

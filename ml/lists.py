@@ -50,6 +50,16 @@ class SimilarTracks:
         return len(self.track_id)
 
 
+def _flat(
+    owners: np.ndarray, ids: np.ndarray, scores: np.ndarray, track_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(owner, rank, track id, score) of every filled slot of `ids` (owners x k, -1 empty)."""
+    valid = ids >= 0
+    ranks = np.broadcast_to(np.arange(1, ids.shape[1] + 1, dtype=np.int32), ids.shape)
+    owner = np.broadcast_to(owners[:, None], ids.shape)[valid]
+    return owner, ranks[valid], track_ids[ids[valid]], scores[valid].astype(np.float64)
+
+
 def _fallback_codes(recs: Recommendations) -> np.ndarray:
     return np.where(recs.from_genre, SOURCES.index(GENRE_POPULARITY), SOURCES.index(POPULARITY))
 
@@ -91,12 +101,8 @@ def user_top_tracks(
     owners = np.concatenate([users[listened], users[silent]])
 
     valid = all_ids >= 0  # a valid prefix per row: both sources rank filled slots first
-    ranks = np.broadcast_to(np.arange(1, k + 1, dtype=np.int32), all_ids.shape)
     return UserTopTracks(
-        user_id=np.broadcast_to(owners[:, None], all_ids.shape)[valid],
-        rank=ranks[valid],
-        track_id=interactions.track_ids[all_ids[valid]],
-        score=all_scores[valid].astype(np.float64),
+        *_flat(owners, all_ids, all_scores, interactions.track_ids),
         source=all_codes[valid].astype(np.int8),
     )
 
@@ -117,12 +123,4 @@ def similar_tracks(
     else:
         recs = popularity.similar_by_genre(catalog.track_genres, k)
         ids, scores = recs.ids, recs.scores
-    valid = ids >= 0
-    ranks = np.broadcast_to(np.arange(1, ids.shape[1] + 1, dtype=np.int32), ids.shape)
-    owners = np.broadcast_to(interactions.track_ids[:, None], ids.shape)
-    return SimilarTracks(
-        track_id=owners[valid],
-        rank=ranks[valid],
-        similar_track_id=interactions.track_ids[ids[valid]],
-        score=scores[valid].astype(np.float64),
-    )
+    return SimilarTracks(*_flat(interactions.track_ids, ids, scores, interactions.track_ids))

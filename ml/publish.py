@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import datetime
 from itertools import repeat
 from typing import Any
@@ -26,6 +26,7 @@ from psycopg.types.json import Jsonb
 from ml.lists import SOURCES, SimilarTracks, UserTopTracks
 from ml.registry import MODEL_RUNS_COLUMNS, ModelRun, ensure_model_runs
 from moovitamix.errors import one_line
+from moovitamix.publication import Publication
 from moovitamix.warehouse import take_publish_locks
 
 log = logging.getLogger(__name__)
@@ -154,18 +155,9 @@ def _insert_model_runs(conn: psycopg.Connection, runs: Sequence[ModelRun]) -> No
     statement = sql.SQL(
         "insert into ml.model_runs ({}) values ({}) on conflict (model_run_id) do update set {}"
     ).format(names, sql.SQL(", ").join(sql.Placeholder() * len(MODEL_RUNS_COLUMNS)), updates)
-    jsonb = {"params", "metrics", "baseline_metrics"}
+    rows = [tuple(Jsonb(v) if isinstance(v, dict) else v for v in astuple(r)) for r in runs]
     with conn.cursor() as cur:
-        cur.executemany(
-            statement,
-            [
-                tuple(
-                    Jsonb(getattr(run, c)) if c in jsonb else getattr(run, c)
-                    for c in MODEL_RUNS_COLUMNS
-                )
-                for run in runs
-            ],
-        )
+        cur.executemany(statement, rows)
 
 
 def staged_table_names() -> dict[str, str]:
@@ -236,6 +228,22 @@ def swap_in(conn: psycopg.Connection, model_runs: Sequence[ModelRun]) -> dict[st
     for table in TABLES:
         _swap(conn, table)
     return counts
+
+
+def register_swap(
+    publication: Publication,
+    runs: Sequence[ModelRun],
+    after_commit: Callable[[], None] | None = None,
+) -> None:
+    """The staged lists' swap and model runs, registered with the daily run's publication
+    (discarded if the run fails)."""
+    publication.stage(
+        SCHEMA,
+        lambda conn: swap_in(conn, runs),
+        tables=staged_table_names(),
+        after_commit=after_commit,
+        discard=discard_staged,
+    )
 
 
 def discard_staged(conn: psycopg.Connection) -> None:

@@ -46,12 +46,10 @@ from ml.model import REFIT_ITERATIONS, FittedModel, refit, single_threaded_blas
 from ml.publish import (
     PublishError,
     PublishHook,
-    discard_staged,
     publish,
+    register_swap,
     similar_columns,
     stage,
-    staged_table_names,
-    swap_in,
     user_columns,
 )
 from ml.registry import Champion, ModelRun, apply_retention, current_champion, save_model
@@ -132,7 +130,9 @@ class TrainResult:
             model_runs=runs,
             rows_published=rows,
             artifact_path=artifact_path,
-            alerts=_alerts(run_id, config, decision, candidates, baselines),
+            alerts=[]
+            if decision.baseline is None
+            else [_lost_alert(run_id, config, candidates, baselines[decision.baseline])],
             timings=timings,
             seconds=time.perf_counter() - started,
         )
@@ -154,6 +154,23 @@ class TrainResult:
             f"{self.rows_published.get('similar_tracks', 0):,} similar-track rows; "
             f"model run {self.serving_model_run_id}"
         )
+
+
+def _lost_alert(
+    run_id: str, config: MlConfig, candidates: Sequence[Scored], published: Scored
+) -> Alert:
+    metric = config.selection.metric
+    return Alert(
+        severity="warning",
+        title=f"no ALS model beat the popularity baselines; published {published.name}",
+        run_id=run_id,
+        step=STEP,
+        details={
+            "metric": f"{metric}@{config.evaluation.k}",
+            "best_als": round(max(c.score(metric) for c in candidates), 4),
+            published.name: round(published.score(metric), 4),
+        },
+    )
 
 
 class _Timer:
@@ -209,31 +226,6 @@ def evaluation_data(inputs: Inputs, config: MlConfig) -> EvaluationData:
         inputs.catalog.n_catalog_tracks,
         config.evaluation.k,
     )
-
-
-def _alerts(
-    run_id: str,
-    config: MlConfig,
-    decision: Decision,
-    candidates: Sequence[Scored],
-    baselines: dict[str, Scored],
-) -> list[Alert]:
-    if decision.baseline is None:
-        return []
-    metric = config.selection.metric
-    return [
-        Alert(
-            severity="warning",
-            title=f"no ALS model beat the popularity baselines; published {decision.baseline}",
-            run_id=run_id,
-            step=STEP,
-            details={
-                "metric": f"{metric}@{config.evaluation.k}",
-                "best_als": round(max(c.score(metric) for c in candidates), 4),
-                decision.baseline: round(baselines[decision.baseline].score(metric), 4),
-            },
-        )
-    ]
 
 
 def _outgrows_the_driver(settings: Settings, schema: str, config: MlConfig) -> bool:
@@ -404,13 +396,7 @@ def run_training(
             lake.write(user_lists, similar_lists, serving_run, generated_at=trained_at)
         lake.publish_with(publication)
     if publication is not None:
-        publication.stage(
-            "recommendations",
-            lambda conn: swap_in(conn, runs),
-            tables=staged_table_names(),
-            after_commit=retention,
-            discard=discard_staged,
-        )
+        register_swap(publication, runs, after_commit=retention)
     else:
         retention()
     return TrainResult.of(

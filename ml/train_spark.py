@@ -19,9 +19,8 @@ from ml.publish import (
     SIMILAR_TRACKS,
     USER_TOP_TRACKS,
     batch_columns,
-    discard_staged,
+    register_swap,
     stage,
-    staged_table_names,
     swap_in,
 )
 from ml.registry import current_champion
@@ -77,12 +76,7 @@ def train_in_spark(
         )
     lake = LakeLists(settings, run_id, keep=config.artifacts.keep)
     if publication is not None:
-        publication.stage(
-            "recommendations",
-            lambda conn: swap_in(conn, runs),
-            tables=staged_table_names(),
-            discard=discard_staged,
-        )
+        register_swap(publication, runs)
     else:
         with connect(url, autocommit=True) as conn, conn.transaction():
             swap_in(conn, runs)
