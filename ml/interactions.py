@@ -66,6 +66,14 @@ class Interactions:
     def n_interactions(self) -> int:
         return int(self.matrix.nnz)
 
+    def sizes(self) -> dict[str, int]:
+        """The ml.model_runs size columns."""
+        return {
+            "n_users": self.n_users,
+            "n_tracks": self.n_tracks,
+            "n_interactions": self.n_interactions,
+        }
+
     def rows_of(self, user_ids: np.ndarray) -> np.ndarray:
         """Row of each user id; -1 for users without listens."""
         return _positions(self.user_ids, user_ids)

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-import numpy as np
 import psycopg
 
 from ml.baselines import GENRE_POPULARITY, Popularity
@@ -74,10 +73,6 @@ class Inputs:
     interactions: Interactions
     catalog: Catalog
     champion: Champion | None
-
-    def favorite_genre_of_rows(self) -> np.ndarray:
-        """The favorite genre code of each matrix row's user (-1: none, or not in dim_users)."""
-        return self.catalog.favorite_genre_of(self.interactions.user_ids)
 
 
 @dataclass
@@ -221,7 +216,7 @@ def evaluation_data(inputs: Inputs, config: MlConfig) -> EvaluationData:
         raise TrainingFailed(str(exc)) from None
     return EvaluationData(
         holdout,
-        inputs.favorite_genre_of_rows(),
+        inputs.catalog.favorite_genre_of(inputs.interactions.user_ids),
         inputs.catalog.track_genres,
         inputs.catalog.n_catalog_tracks,
         config.evaluation.k,
@@ -326,11 +321,7 @@ def run_training(
             config=config,
             k=data.k,
             holdout_sizes=data.holdout.sizes(),
-            sizes={
-                "n_users": inputs.interactions.n_users,
-                "n_tracks": inputs.interactions.n_tracks,
-                "n_interactions": inputs.interactions.n_interactions,
-            },
+            sizes=inputs.interactions.sizes(),
             refit_of=champion.model_run_id if champion is not None else None,
             serving_fit_seconds=serving_fit,
             artifact_path=str(artifact_path) if artifact_path else None,
@@ -436,9 +427,7 @@ def _save(
             else "cold: fit on all data"
         ),
         "holdout_metrics": winner.metrics,
-        "n_users": interactions.n_users,
-        "n_tracks": interactions.n_tracks,
-        "n_interactions": interactions.n_interactions,
+        **interactions.sizes(),
     }
     root = config.artifacts.root_path(settings.project_root)
     ids = (interactions.user_ids, interactions.track_ids)

@@ -44,7 +44,6 @@ from ml.mllib.split import SparkHoldout, leave_k_out
 from ml.model import confidence
 from ml.model import fit as implicit_fit
 from ml.selection import CHAMPION, decide
-from ml.train import Inputs
 from moovitamix.settings import Settings
 from tests.ml.synthetic import SyntheticMarts, write_spark_marts
 
@@ -120,7 +119,7 @@ def _driver_data(
     split = Holdout(train, test_counts, eval_rows, holdout.n_eligible)
     data = EvaluationData(
         split,
-        Inputs(interactions, catalog, None).favorite_genre_of_rows(),
+        catalog.favorite_genre_of(interactions.user_ids),
         catalog.track_genres,
         catalog.n_catalog_tracks,
         config.evaluation.k,
