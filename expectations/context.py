@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from expectations import tables as t
 from expectations.report.data_docs import make_site_offline
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.settings import apply_offline_defaults, temporary_env
@@ -42,18 +41,8 @@ def open_context(gx_dir: Path = GX_DIR) -> FileDataContext:
 
 
 def metrics_batch(context: FileDataContext) -> BatchDefinition:
-    """The batch of monitoring.check_metrics, added to the context if the YAML lacks it."""
-    try:
-        datasource = context.data_sources.get(DATASOURCE)
-    except (KeyError, ValueError):
-        connection = "${" + CONNECTION_VARIABLE + "}"
-        datasource = context.data_sources.add_postgres(DATASOURCE, connection_string=connection)
-    if ASSET not in datasource.get_asset_names():
-        schema, table = t.CHECK_METRICS.split(".")
-        datasource.add_table_asset(ASSET, table_name=table, schema_name=schema)
-    asset = datasource.get_asset(ASSET)
-    if BATCH_DEFINITION not in [bd.name for bd in asset.batch_definitions]:
-        return asset.add_batch_definition_whole_table(BATCH_DEFINITION)
+    """The whole of monitoring.check_metrics, as the committed YAML declares it."""
+    asset = context.data_sources.get(DATASOURCE).get_asset(ASSET)
     return asset.get_batch_definition(BATCH_DEFINITION)
 
 
