@@ -1,13 +1,7 @@
-"""What the warehouse user may not do yet, found before anything is written, with the SQL an
-administrator runs once to allow it.
-
-On a managed service (RDS, Cloud SQL, Azure, ...) the URL's user is not a superuser. The run
-needs, at most: CREATEDB while the database does not exist, CREATE on the database while one of
-the design's schemas does not exist, ownership of the schemas that do, and the pipeline's six
-roles (moovitamix/roles.sql) granted to it WITH ADMIN OPTION, which CREATEROLE lets it do itself
-(on Postgres 16+ only for the roles it creates). `missing_privileges` lists what is missing
-(read-only queries); open_warehouse stops on the first with one line; `python -m
-moovitamix.privileges` (`make print-admin-sql`) prints it all as SQL.
+"""What the warehouse user may not do yet, found before anything is written (read-only
+queries), with the SQL an administrator runs once to allow it: CREATEDB, CREATE on the
+database, ownership of the schemas, the six roles WITH ADMIN OPTION. `open_warehouse` stops on
+the first with one line; `make print-admin-sql` prints them all.
 """
 
 from __future__ import annotations

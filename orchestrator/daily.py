@@ -198,7 +198,7 @@ def _discard(ctx: RunContext) -> None:
     try:
         discard(ctx.warehouse, ctx.publication)
     except Exception as exc:  # best effort (the warehouse may be gone): the next run re-stages
-        log.warning("could not drop this run's staged tables: %s", exc)
+        log.warning("could not drop this run's staged tables: %s", one_line(exc))
     log.warning("nothing published: the marts and recommendations of the last good run stay")
 
 
