@@ -73,6 +73,16 @@ def test_clean_warehouse_passes_and_writes_a_row_per_expectation(
     assert observed == "0.10% (listens)" and threshold == "<= 5.00%"
     observed, _ = by_name[("marts.day_over_day", "volume_drop", "error")]
     assert "0.00% (marts.dim_users)" in observed
+    # what GX validated: the checks' metrics, one row per subject
+    with psycopg.connect(warehouse.url()) as conn:
+        metrics = conn.execute(
+            "select expectation, subject, observed, details from monitoring.check_metrics "
+            "where run_id = %s and suite = 'marts.orphaned_listens'",
+            (RUN,),
+        ).fetchall()
+    ((name, subject, share, details),) = metrics
+    assert (name, subject, share) == ("orphaned_listens", "listens", pytest.approx(1 / 1001))
+    assert details["all_listens"] == 1001 and details["orphaned_listens"] == 1
     # the data docs site: an index and a page per suite and per validation
     assert outcome.data_docs is not None and outcome.data_docs.is_file()
     site = outcome.data_docs.parent
@@ -291,6 +301,13 @@ def test_a_check_that_cannot_run_says_so_and_fails_at_its_severity(
         ("retry_storm", True, False, "0.00% (listen_history); 0.00% (tracks); 0.00% (users)"),
         ("row_count_matches_api_total", False, True, f"could not run: {reason}"),
     ]
+    with psycopg.connect(warehouse.url()) as conn:
+        metrics = conn.execute(
+            "select subject, observed, could_not_run from monitoring.check_metrics "
+            "where run_id = %s and expectation = 'row_count_matches_api_total'",
+            (RUN,),
+        ).fetchall()
+    assert metrics == [(None, None, reason)]
     # the webhook: one alert, saying the check could not run and why
     (body,) = webhook.bodies
     assert "check row_count_matches_api_total could not run: " + reason in body["text"]
