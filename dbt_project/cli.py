@@ -1,7 +1,7 @@
 """`python -m dbt_project COMMAND`: build the marts, make and serve the docs, check freshness.
 
 build      dbt build (seeds, models, data tests; unit tests unless --exclude-unit-tests)
-docs       dbt docs generate; with --serve, serve the site on 127.0.0.1:8080 until Ctrl-C
+docs       dbt docs generate; with --serve, `dbt docs serve` on 127.0.0.1:8080 until Ctrl-C
 freshness  dbt source freshness on the raw tables
 lint       sqlfluff lint of the models, tests and analyses (dbt templater)
 """
@@ -9,8 +9,6 @@ lint       sqlfluff lint of the models, tests and analyses (dbt templater)
 from __future__ import annotations
 
 import argparse
-import functools
-import http.server
 import logging
 import os
 import subprocess
@@ -20,15 +18,16 @@ from dataclasses import replace
 from dbt_project.results import BuildResult
 from dbt_project.runner import (
     PROJECT_DIR,
+    invoke,
     prepare_environment,
     run_build,
-    run_docs_generate,
-    run_freshness,
+    run_dbt,
     target_dir,
 )
 from moovitamix import exit_codes
 from moovitamix.run_context import current_run_id
 from moovitamix.settings import PROJECT_ROOT, apply_offline_defaults, load_settings
+from moovitamix.spark import stop_spark_session
 from moovitamix.warehouse import WarehouseUnreachable
 
 LINT_PATHS = ("models", "tests", "analyses")  # sqlfluff skips macro files
@@ -37,16 +36,14 @@ LINT_PATHS = ("models", "tests", "analyses")  # sqlfluff skips macro files
 def _report(result: BuildResult, *, table: bool = True) -> int:
     if table and result.nodes:
         print(result.table(), flush=True)
-    stream = sys.stdout if result.success else sys.stderr
-    print(result.summary(), file=stream, flush=True)
+    print(result.summary(), file=sys.stdout if result.success else sys.stderr, flush=True)
     return exit_codes.OK if result.success else exit_codes.STEP_FAILED
 
 
 def _build(args: argparse.Namespace) -> int:
-    run_id = current_run_id()
     result = run_build(
         load_settings(),
-        run_id,
+        current_run_id(),
         select=args.select,
         exclude_unit_tests=args.exclude_unit_tests,
         exclude=args.exclude,
@@ -56,34 +53,24 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _docs(args: argparse.Namespace) -> int:
-    result = run_docs_generate(load_settings(), current_run_id())
-    code = _report(result, table=False)
+    code = _report(run_dbt(load_settings(), "docs generate", current_run_id()), table=False)
     if code != exit_codes.OK:
         return code
     print(f"docs site: {target_dir() / 'index.html'}", flush=True)
-    if args.serve:
-        serve_docs(args.host, args.port)
-    return exit_codes.OK
-
-
-def serve_docs(host: str, port: int) -> None:
-    """Serve dbt_project/target (the docs site) until interrupted."""
-    handler = functools.partial(_QuietHandler, directory=str(target_dir()))
-    with http.server.ThreadingHTTPServer((host, port), handler) as server:
-        print(f"serving the dbt docs at http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            print("docs server stopped", flush=True)
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+    if not args.serve:
+        return code
+    stop_spark_session()  # the server reads only target/: the metastore is free for others
+    print(f"serving the dbt docs at http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
+    serve = ["--host", args.host, "--port", str(args.port), "--no-browser"]
+    result, outcome = invoke("docs serve", serve)
+    if outcome is not None and isinstance(outcome.exception, KeyboardInterrupt):
+        print("docs server stopped", flush=True)
+        return exit_codes.OK
+    return _report(result, table=False)
 
 
 def _freshness(args: argparse.Namespace) -> int:
-    result = run_freshness(load_settings(), current_run_id())
+    result = run_dbt(load_settings(), "source freshness", current_run_id())
     if result.sources:
         print(result.freshness_table(), flush=True)
     return _report(result, table=False)
@@ -95,9 +82,9 @@ def lint_command(paths: list[str] | None = None, *, fix: bool = False) -> list[s
 
 
 def _lint(args: argparse.Namespace) -> int:
-    """sqlfluff with the dbt templater, which compiles the project: it needs a reachable
-    warehouse (MVX_DBT_* if set, else the settings' one), not any data in it."""
-    if not os.environ.get("MVX_DBT_HOST"):  # the postgres dialect: the warehouse target
+    """sqlfluff's dbt templater compiles the project: it needs a reachable Postgres warehouse
+    (MVX_DBT_* if set, else the settings' one), not any data in it."""
+    if not os.environ.get("MVX_DBT_HOST"):
         prepare_environment(replace(load_settings(), engine="postgres"))
     env = {**os.environ, "MOOVITAMIX_RUN_ID": os.environ.get("MOOVITAMIX_RUN_ID", "lint")}
     command = lint_command(args.paths, fix=args.fix)
@@ -124,15 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.set_defaults(func=_build)
 
-    docs = sub.add_parser("docs", help="dbt docs generate [and serve]")
+    docs = sub.add_parser("docs", help="dbt docs generate [and dbt docs serve]")
     docs.add_argument("--serve", action="store_true", help="serve the site until Ctrl-C")
     docs.add_argument("--host", default="127.0.0.1", help="address to serve on (127.0.0.1)")
     docs.add_argument("--port", type=int, default=8080, help="port to serve on (8080)")
     docs.set_defaults(func=_docs)
 
-    freshness = sub.add_parser("freshness", help="dbt source freshness of schema raw")
-    freshness.set_defaults(func=_freshness)
-
+    sub.add_parser("freshness", help="dbt source freshness of schema raw").set_defaults(
+        func=_freshness
+    )
     lint = sub.add_parser("lint", help="sqlfluff lint of the project's SQL")
     lint.add_argument("paths", nargs="*", help=f"under dbt_project/ (default: {LINT_PATHS})")
     lint.add_argument("--fix", action="store_true", help="sqlfluff fix instead of lint")

@@ -123,9 +123,7 @@ def test_every_key_constraint_has_a_data_test() -> None:
         columns = {c["name"]: c for c in model["columns"]}
         combinations = [
             a["combination_of_columns"]
-            for a in _test_arguments(
-                model.get("data_tests"), "unique_combination_of_columns"
-            )
+            for a in _test_arguments(model.get("data_tests"), "unique_combination_of_columns")
         ]
         for constraint in model.get("constraints", []):
             keys = constraint.get("columns", [])
