@@ -1,8 +1,5 @@
-"""The health report: a static, self-contained HTML page (reports/health.html) with plots of
-the run ledger and the monitoring tables, and the last run's failures in tables.
-
-`write_health_report(url, path)`; `python -m expectations report` from the command line.
-"""
+"""The health report: one self-contained HTML page (reports/health.html), plots of the run
+ledger and monitoring tables and the last run's failures. `python -m expectations report`."""
 
 from __future__ import annotations
 
