@@ -90,7 +90,11 @@ class CheckResult:
 def _gx_error(gx_result: Any) -> str:
     """GX's own failure to evaluate the expectation (its query on check_metrics raised)."""
     info = gx_result.exception_info or {}
-    infos = [info] if "raised_exception" in info else [v for v in info.values() if v]
+    infos = (
+        [info]
+        if "raised_exception" in info
+        else [v for v in info.values() if isinstance(v, Mapping)]
+    )
     messages = [i.get("exception_message") for i in infos if i.get("raised_exception")]
     return one_line(RuntimeError(messages[0])) if messages else ""
 
@@ -132,8 +136,8 @@ def write_measured(
             rows.append((run_id, suite, check, None, None, m.could_not_run, Jsonb({})))
         for row in m.rows:
             details = {k: v for k, v in row.items() if k not in ("subject", "observed")}
-            observed = None if row["observed"] is None else float(row["observed"])
-            rows.append((run_id, suite, check, str(row["subject"]), observed, None, Jsonb(details)))
+            value = None if row["observed"] is None else float(row["observed"])
+            rows.append((run_id, suite, check, str(row["subject"]), value, None, Jsonb(details)))
     conn.cursor().executemany(
         f"insert into {t.CHECK_METRICS} (run_id, suite, expectation, subject, observed, "
         "could_not_run, details) values (%s, %s, %s, %s, %s, %s, %s)",
