@@ -124,3 +124,26 @@ def test_committed_context_is_in_line_with_the_code(gx_dir: Path) -> None:
         "check_metrics",
     )
     assert (gx_dir / "great_expectations.yml").read_text() == before
+
+
+def test_an_expectation_gx_could_not_evaluate_could_not_run() -> None:
+    """GX's own failure (its query on check_metrics raised) is reported as such, never as
+    the measured values."""
+    from great_expectations.core import ExpectationValidationResult
+
+    from expectations.checks import Measured
+    from expectations.results import check_result
+
+    check = _checks()["raw.ingestion"][0]
+    (expectation,) = expectations(check, "raw.ingestion", RUN)
+    gx_result = ExpectationValidationResult(
+        success=False,
+        expectation_config=expectation.configuration,
+        exception_info={"raised_exception": True, "exception_message": "no such table\nLINE 1"},
+    )
+    measured = Measured(({"subject": "users", "observed": 0.0},))
+    result = check_result(RUN, "raw.ingestion", gx_result, measured)
+    assert (result.success, result.could_not_run) == (False, "no such table LINE 1")
+    assert result.observed_value == "could not run: no such table LINE 1"
+    passed = ExpectationValidationResult(success=True, expectation_config=expectation.configuration)
+    assert check_result(RUN, "raw.ingestion", passed, measured).observed_value == "0 (users)"
