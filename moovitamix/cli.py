@@ -9,7 +9,7 @@ import sys
 
 from moovitamix import exit_codes
 from moovitamix.embedded_warehouse import EmbeddedWarehouse, EmbeddedWarehouseError, psql_path
-from moovitamix.roles import ROLES, RolesError, ensure_roles
+from moovitamix.roles import ROLES
 from moovitamix.settings import Settings, apply_offline_defaults, load_settings
 from moovitamix.warehouse import (
     WarehouseUnreachable,
@@ -61,12 +61,7 @@ def _warehouse(args: argparse.Namespace) -> int:
         print(url.masked)
     elif args.action == "psql":
         env = {**os.environ, **url.libpq_env()}
-        if args.role:
-            try:
-                ensure_roles(url)  # idempotent: the role exists and we may SET it
-            except RolesError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return exit_codes.STEP_FAILED
+        if args.role:  # open_warehouse made the roles and the user a member of each
             # The server runs the session as the role from its start (NOLOGIN roles cannot
             # connect themselves). A view as the role, not a sandbox: RESET ROLE ends it.
             env["PGOPTIONS"] = " ".join(
