@@ -227,3 +227,32 @@ def test_listen_history_versions_and_their_items(built) -> None:
         (1, 2, 10, LOADS[2]),
         (2, 0, 10, LOADS[0]),  # the same version served again later: listed once
     ]
+
+
+def test_a_lake_with_no_completed_load_is_a_clear_error(
+    spark: SparkSession, spark_settings: Settings, tmp_path: Path, monkeypatch
+) -> None:
+    """Transform before any ingestion (an empty lake, or only an interrupted load): one line
+    that says what to run, not Spark's schema inference error."""
+    lake = tmp_path / "lake"
+    write_snapshot(
+        lake,
+        Snapshot(LOADS[0], AT[0], tracks=[_track(10, "03:41")], users=[], listen_history=[],
+                 completed=False),
+    )  # fmt: skip
+    for key in ENV:
+        monkeypatch.setenv(key, "")
+    monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "target"))
+    monkeypatch.setenv("DBT_LOG_PATH", str(tmp_path / "logs"))
+    try:
+        for name, url in (
+            ("empty", (tmp_path / "nothing").as_uri()),
+            ("interrupted", lake.as_uri()),
+        ):
+            settings = replace(spark_settings, lake_url=url)
+            result = run_build(settings, f"run-spark-no-load-{name}", select=MODELS)
+            assert not result.success
+            assert "holds no completed load: run the ingestion first" in result.summary()
+            assert "infer schema" not in result.summary().lower()
+    finally:
+        spark.sql("drop database if exists raw cascade")
