@@ -100,7 +100,7 @@ analyst-psql: $(STAMP) ## psql as the read-only role mvx_analyst (no raw, no PII
 
 .PHONY: print-admin-sql
 print-admin-sql: $(STAMP) ## the SQL an administrator runs once when the warehouse user is no superuser
-	@cd $(ROOT) && $(PY) -m moovitamix.privileges
+	@cd $(ROOT) && $(PY) -m moovitamix warehouse admin-sql
 
 warehouse-status: $(STAMP) ## is the warehouse up, and which one is in use
 	@cd $(ROOT) && $(PY) -m moovitamix warehouse status

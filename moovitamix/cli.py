@@ -1,4 +1,5 @@
-"""`python -m moovitamix ...`: the warehouse commands behind `make psql` and friends."""
+"""`python -m moovitamix warehouse ...`: the commands behind `make psql`, `make print-admin-sql`
+and the other warehouse targets."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import logging
 import os
 import sys
 
+import psycopg
+
 from moovitamix import exit_codes
 from moovitamix.embedded_warehouse import EmbeddedWarehouse, EmbeddedWarehouseError, psql_path
+from moovitamix.errors import one_line
+from moovitamix.privileges import admin_sql, missing_privileges
 from moovitamix.roles import ROLES
 from moovitamix.settings import Settings, apply_offline_defaults, load_settings
 from moovitamix.warehouse import (
@@ -51,6 +56,10 @@ def _warehouse(args: argparse.Namespace) -> int:
         return _stop(settings)
     if args.action == "status":
         return _status(settings)
+    if args.action == "admin-sql":  # what the user lacks, found without writing anything
+        url = resolve_url(settings)
+        print(admin_sql(url, missing_privileges(url)), end="")
+        return exit_codes.OK
     if args.role and args.action != "psql":
         print("error: --role applies to psql only", file=sys.stderr)
         return exit_codes.USAGE
@@ -79,8 +88,9 @@ def _warehouse(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m moovitamix", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    wh = sub.add_parser("warehouse", help="the warehouse: start, stop, status, url, psql")
-    wh.add_argument("action", choices=["start", "stop", "status", "url", "psql"])
+    actions = ["start", "stop", "status", "url", "psql", "admin-sql"]
+    wh = sub.add_parser("warehouse", help=f"the warehouse: {', '.join(actions)}")
+    wh.add_argument("action", choices=actions)
     wh.add_argument(
         "--role",
         choices=list(ROLES),
@@ -98,6 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except WarehouseUnreachable as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (WarehouseUnreachable, psycopg.OperationalError) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return exit_codes.WAREHOUSE_UNREACHABLE

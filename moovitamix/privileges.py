@@ -6,14 +6,12 @@ the first with one line; `make print-admin-sql` prints them all.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
 from moovitamix.connection_url import ConnectionURL
-from moovitamix.errors import one_line
 from moovitamix.roles import ROLES, SCHEMAS
 
 CONNECT_TIMEOUT_S = 10
@@ -164,21 +162,3 @@ def admin_sql(url: ConnectionURL, missing: list[Missing]) -> str:
         lines.append(f"-- {item.privilege}: {item.why}")
         lines += item.statements
     return "\n".join(lines) + "\n"
-
-
-def main() -> int:
-    """`make print-admin-sql`: the admin SQL for the configured warehouse (WAREHOUSE_URL)."""
-    from moovitamix.settings import load_settings
-    from moovitamix.warehouse import WarehouseUnreachable, resolve_url
-
-    try:
-        url = resolve_url(load_settings())
-        print(admin_sql(url, missing_privileges(url)), end="")
-    except (WarehouseUnreachable, psycopg.Error) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
