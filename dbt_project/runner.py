@@ -1,6 +1,6 @@
 """Run dbt in this process: one `dbtRunner` invocation per command, the engine's target.
 
-Postgres (`warehouse`): the settings' warehouse reaches `profiles.yml` as the MVX_DBT_* variables.
+Postgres (`warehouse`): the warehouse the caller opened reaches `profiles.yml` as MVX_DBT_*.
 Spark (`spark`): this process's Spark session is started first and dbt-spark's session method
 reuses it; its settings reach the profile as MVX_DBT_SPARK_CONF, the lake as MVX_DBT_LAKE_URL.
 The run id reaches dbt as MOOVITAMIX_RUN_ID (the `run_id()` macro): a changed environment
@@ -18,30 +18,53 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from dbt_project.results import BuildResult, NodeResult
+from moovitamix.connection_url import ConnectionURL
 from moovitamix.errors import one_line
 from moovitamix.roles import TRANSFORMER
 from moovitamix.run_context import RUN_ID_ENV
 from moovitamix.settings import Settings, apply_offline_defaults, temporary_env
 from moovitamix.spark import spark_conf, spark_session
-from moovitamix.warehouse import open_warehouse
 
 log = logging.getLogger(__name__)
 
 PROJECT_DIR = Path(__file__).resolve().parent
 MARTS_SCHEMA_ENV = "MVX_DBT_MARTS_SCHEMA"  # dbt_project.yml, models.moovitamix.marts
 TARGETS = {"postgres": "warehouse", "spark": "spark"}  # Settings.engine -> profiles.yml target
+# libpq variables that say what a session does, or that the profile already names: dbt gets the
+# others (how to reach the server: TLS, GSS, authentication) from the environment.
+_NOT_FOR_DBT = {"PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE"} | {
+    "PGTARGETSESSIONATTRS", "PGAPPNAME", "PGOPTIONS",
+}  # fmt: skip
 
 
-def prepare_environment(settings: Settings, run_id: str | None = None) -> str:
+def dbt_env(url: ConnectionURL) -> dict[str, str]:
+    """The variables `profiles.yml` reads with env_var(), and the URL's TLS options (sslmode,
+    sslrootcert, ...) as the PG* variables libpq reads under dbt-postgres."""
+    libpq = {key: value for key, value in url.libpq_env().items() if key not in _NOT_FOR_DBT}
+    return {
+        "MVX_DBT_HOST": url.host,
+        "MVX_DBT_PORT": str(url.port),
+        "MVX_DBT_USER": url.user,
+        "MVX_DBT_PASSWORD": url.password,
+        "MVX_DBT_DATABASE": url.database,
+        **libpq,
+    }
+
+
+def prepare_environment(
+    settings: Settings, warehouse: ConnectionURL | None, run_id: str | None = None
+) -> str:
     """Export what dbt reads (the engine's connection, the run id, no telemetry); returns the
-    profile's target for the settings' engine."""
+    profile's target for the settings' engine. `warehouse`: the opened one (unused on Spark)."""
     apply_offline_defaults()
     if settings.engine == "spark":
         os.environ["MVX_DBT_SPARK_CONF"] = json.dumps(spark_conf(settings))
         os.environ["MVX_DBT_LAKE_URL"] = settings.lake
         spark_session(settings)  # dbt-spark's getOrCreate() finds it
+    elif warehouse is None:
+        raise ValueError("dbt on Postgres needs the opened warehouse's URL")
     else:
-        os.environ.update(open_warehouse(settings).dbt_env())
+        os.environ.update(dbt_env(warehouse))
         os.environ["MVX_DBT_ROLE"] = TRANSFORMER  # what dbt builds, mvx_transformer owns
     if run_id:
         os.environ[RUN_ID_ENV] = run_id
@@ -98,6 +121,7 @@ def build_args(
 def run_build(
     settings: Settings,
     run_id: str,
+    warehouse: ConnectionURL | None,
     select: Sequence[str] | str | None = None,
     exclude_unit_tests: bool = True,
     *,
@@ -108,7 +132,7 @@ def run_build(
     """`dbt build` (seeds, models, tests) in one invocation; `success` is false if anything
     errored or failed (warnings pass). `marts_schema` builds the marts there instead of `marts`.
     Unit tests run on Postgres only: their inputs are raw's SCD2 shape."""
-    target = prepare_environment(settings, run_id)
+    target = prepare_environment(settings, warehouse, run_id)
     exclude_unit_tests = exclude_unit_tests or settings.engine == "spark"
     args = build_args(
         select, exclude, exclude_unit_tests=exclude_unit_tests, full_refresh=full_refresh
@@ -117,7 +141,9 @@ def run_build(
         return invoke("build", args, run_id=run_id, target=target)[0]
 
 
-def run_dbt(settings: Settings, command: str, run_id: str = "") -> BuildResult:
+def run_dbt(
+    settings: Settings, warehouse: ConnectionURL | None, command: str, run_id: str = ""
+) -> BuildResult:
     """Another dbt command on the settings' engine: `docs generate`, `source freshness`."""
-    target = prepare_environment(settings, run_id or None)
+    target = prepare_environment(settings, warehouse, run_id or None)
     return invoke(command, run_id=run_id, target=target)[0]

@@ -32,6 +32,7 @@ def transform(ctx: RunContext) -> StepReport:
     result = run_build(
         ctx.settings,
         ctx.run_id,
+        ctx.warehouse,
         exclude_unit_tests=True,
         full_refresh=full_refresh,
         marts_schema=marts_schema,

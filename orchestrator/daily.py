@@ -6,7 +6,6 @@ it goes, alerts on failure, and says in its first line which API and warehouse i
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shlex
@@ -18,13 +17,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from moovitamix import exit_codes
+from moovitamix.command import Commands
 from moovitamix.errors import one_line
 from moovitamix.publication import Publication, discard
 from moovitamix.roles import as_role
-from moovitamix.run_context import current_run_id, setup_logging
 from moovitamix.run_ledger import RunLedger
 from moovitamix.run_lock import RunLocked, run_lock
-from moovitamix.settings import Settings, apply_offline_defaults, load_settings
+from moovitamix.settings import Settings
 from moovitamix.simulator_process import SimulatorError, running_simulator
 from moovitamix.spark import SparkUnavailable, check_spark_available, stop_spark_session
 from moovitamix.step import RunContext, Step, StepFailed, StepReport
@@ -234,18 +233,6 @@ def _summary(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug output on console")
-    args = parser.parse_args(argv)
-    apply_offline_defaults()
-    settings = load_settings()
-    run_id = current_run_id()
-    log_file = setup_logging(
-        run_id, settings.logs_dir, verbose=args.verbose, retention_days=settings.log_retention_days
-    )
-    log.info("run log: %s", log_file)
-    return run(settings, run_id)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    commands = Commands("python -m orchestrator", __doc__)
+    commands.add(None, lambda cmd: run(cmd.settings, cmd.run_id), run_log=True)
+    return commands.main(argv)

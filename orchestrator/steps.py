@@ -56,7 +56,7 @@ def publish_step(ctx: RunContext) -> StepReport:
 def pipeline_steps() -> tuple[tuple[str, Step], ...]:
     """The daily run's steps; each package is imported here, as it pulls in its heavy tool."""
     from dbt_project.step import transform
-    from expectations import steps as monitoring
+    from expectations import step as monitoring
     from ingestion.step import ingest
     from ml.step import train
 
@@ -73,6 +73,6 @@ def pipeline_steps() -> tuple[tuple[str, Step], ...]:
 
 def closing_steps() -> tuple[tuple[str, Step], ...]:
     """The steps that run once the run is recorded as finished, whether it failed or not."""
-    from expectations import steps as monitoring
+    from expectations import step as monitoring
 
     return (("report", monitoring.health_report),)

@@ -14,7 +14,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from dbt_project import cli
+import dbt_project.__main__ as cli
 from dbt_project.runner import PROJECT_DIR
 from tests.dbt_project.dbt_helpers import INCOMPLETE_TRACK_ID, INCOMPLETE_USER_ID, MARTS, Scenario
 from tests.system_postgres import free_port

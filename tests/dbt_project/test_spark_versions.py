@@ -140,7 +140,7 @@ def built(
         for number, loads in enumerate(builds):
             for load in loads:
                 _write_load(lake, load)
-            result = run_build(settings, f"run-spark-versions-{number}", select=MODELS)
+            result = run_build(settings, f"run-spark-versions-{number}", None, select=MODELS)
             assert result.success, result.summary()
         yield result, spark
     for database in ("raw", "staging"):
@@ -250,7 +250,7 @@ def test_a_lake_with_no_completed_load_is_a_clear_error(
             ("interrupted", lake.as_uri()),
         ):
             settings = replace(spark_settings, lake_url=url)
-            result = run_build(settings, f"run-spark-no-load-{name}", select=MODELS)
+            result = run_build(settings, f"run-spark-no-load-{name}", None, select=MODELS)
             assert not result.success
             assert "holds no completed load: run the ingestion first" in result.summary()
             assert "infer schema" not in result.summary().lower()

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from expectations import steps
+from expectations import step as monitoring
 from expectations.report.data import ReportData, load_report_data
 from expectations.report.plots import png, request_health
 from ingestion.step import ingest
@@ -69,7 +69,7 @@ def test_retries_show_in_the_ledger_and_the_report(
     monkeypatch.delenv("ALERT_WEBHOOK_URL", raising=False)
     settings = load_settings(root=tmp_path)  # the report goes to tmp_path/reports/
     code = daily.run(
-        settings, RUN, steps=(("ingest", ingest),), closing=(("report", steps.health_report),)
+        settings, RUN, steps=(("ingest", ingest),), closing=(("report", monitoring.health_report),)
     )
     assert code == exit_codes.OK
 

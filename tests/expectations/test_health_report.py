@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from expectations import steps
+from expectations import step as monitoring
 from expectations.report import write_health_report
 from expectations.report.data import ReportData, load_report_data
 from expectations.report.plots import PLOTS, png, records_per_endpoint, request_health
@@ -222,6 +222,6 @@ def test_report_command_writes_the_page(warehouse_env: ConnectionURL, tmp_path: 
 def test_report_step_of_the_daily_run(ledger: ConnectionURL, tmp_path: Path) -> None:
     settings = load_settings({}, root=tmp_path)
     ctx = RunContext(settings, "20261126T100000Z-eeeeee", ledger, "http://127.0.0.1:9", False)
-    report = steps.health_report(ctx)
+    report = monitoring.health_report(ctx)
     path = tmp_path / "reports" / "health.html"
     assert path.is_file() and report.summary == f"health report: {path}"
