@@ -7,7 +7,6 @@ stay); 2 bad arguments or config; 3 the warehouse is unreachable.
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from ml.config import ConfigError, load_config
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate",
         _evaluate,
         "print baselines vs the champion and the config's parameters; writes nothing",
-        level=logging.INFO,
+        run_log=True,
     )
     for parser in (train, evaluate):
         _config_flags(parser)

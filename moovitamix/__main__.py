@@ -73,9 +73,7 @@ def _warehouse(cmd: Command) -> int:
 def main(argv: list[str] | None = None) -> int:
     commands = Commands("python -m moovitamix", __doc__, step_errors=(EmbeddedWarehouseError,))
     actions = ["start", "stop", "status", "url", "psql", "admin-sql"]
-    wh = commands.add(
-        "warehouse", _warehouse, f"the warehouse: {', '.join(actions)}", verbose_flag=False
-    )
+    wh = commands.add("warehouse", _warehouse, f"the warehouse: {', '.join(actions)}")
     wh.add_argument("action", choices=actions)
     wh.add_argument(
         "--role",

@@ -1,13 +1,6 @@
-"""One way in for every package: `python -m <package> COMMAND [options]`.
-
-Each package's __main__ declares its commands here and calls `Commands.main`, so they share one
-set of conventions: `-v` (before or after the command) for debug output; the run id
-(MOOVITAMIX_RUN_ID, else a new one, exported to what the command starts); the settings; the
-warehouse opened once, roles included, when a command asks for it; the run's log file for the
-commands that run a step; and the exit codes of `moovitamix.exit_codes`, a failure said in one
-line on stderr: `FAILED step '<command>': <why>` (1, or the step's own code) when it fails,
-`error: <why>` for bad arguments or config (2) and an unreachable warehouse (3).
-"""
+"""The one entry of `python -m <package> COMMAND`: each __main__ declares its commands on
+`Commands` and calls `main`, so all share `-v`, the run id, settings, run log, the warehouse
+opened once, and the exit codes of `moovitamix.exit_codes` with a one-line failure on stderr."""
 
 from __future__ import annotations
 
@@ -57,9 +50,6 @@ class Command:
         return RunContext(self.settings, self.run_id, self.warehouse, api_url, False)
 
 
-Handler = Callable[[Command], int | None]
-
-
 class Commands:
     """A package's command line: its commands, and the errors that mean usage or failure."""
 
@@ -82,24 +72,21 @@ class Commands:
     def add(
         self,
         name: str | None,
-        handler: Handler,
+        handler: Callable[[Command], int | None],
         help: str | None = None,
         *,
         run_log: bool = False,
-        level: int = logging.WARNING,
-        verbose_flag: bool = True,
     ) -> argparse.ArgumentParser:
-        """A command (None: the program's only one). `run_log`: it runs a step, so it logs to
-        the run's file and INFO on the console; else the console shows `level` and above."""
+        """A command (None: the program's only one). `run_log`: it logs to the run's file and
+        INFO on the console (a step); else the console shows warnings."""
         if name is None:
             parser = self.parser
         else:
             if self._sub is None:
                 self._sub = self.parser.add_subparsers(dest="command", required=True)
             parser = self._sub.add_parser(name, help=help, description=help)
-            if verbose_flag:  # the same flag after the command (psql's own -v comes after)
-                _verbose(parser, default=argparse.SUPPRESS)
-        parser.set_defaults(handler=handler, run_log=run_log, level=level, command=name)
+            _verbose(parser, default=argparse.SUPPRESS)  # -v after the command too
+        parser.set_defaults(handler=handler, run_log=run_log, command=name)
         return parser
 
     def main(self, argv: Sequence[str] | None = None) -> int:
@@ -116,7 +103,7 @@ class Commands:
             )
             log.info("run %s, log %s", command.run_id, log_file)
         else:
-            level = logging.DEBUG if args.verbose else args.level
+            level = logging.DEBUG if args.verbose else logging.WARNING
             logging.basicConfig(level=level, format="%(levelname)s %(message)s")
         try:
             code = args.handler(command)

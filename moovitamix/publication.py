@@ -66,9 +66,6 @@ class Relations:
             else self.schemas.get(schema, schema)
         )
 
-    def identifier(self, name: str) -> sql.Identifier:
-        return sql.Identifier(*self(name).split(".", 1))
-
 
 LIVE = Relations()
 
