@@ -1,7 +1,6 @@
-"""`python -m expectations validate|report|docs`: run the suites (`make validate`), write the
-health report (`make report`), print the data docs' path (made readable offline). Exit codes:
-0 ok, 1 an error expectation failed (warnings only alert), 2 bad arguments, 3 warehouse
-unreachable."""
+"""`python -m expectations validate|report|docs`: run the suites (`make validate`; exit 1 when
+an error expectation fails, warnings only alert), write the health report (`make report`), print
+the data docs' path (made readable offline)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""`python -m ml train|evaluate`: the recommender's commands (make train, make evaluate).
-
-Exit codes: 0 ok; 1 the run failed (one line on stderr says why; yesterday's recommendations
-stay); 2 bad arguments or config; 3 the warehouse is unreachable.
-"""
+"""`python -m ml train|evaluate`: the recommender's commands (make train, make evaluate). A
+failed train says why in one line and exits 1; yesterday's recommendations stay."""
 
 from __future__ import annotations
 
@@ -43,10 +40,7 @@ def _evaluate(cmd: Command) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     commands = Commands(
-        "python -m ml",
-        __doc__.splitlines()[0],
-        usage_errors=(ConfigError,),
-        step_errors=(TrainingFailed,),
+        "python -m ml", __doc__, usage_errors=(ConfigError,), step_errors=(TrainingFailed,)
     )
     train = commands.add(
         "train", _train, "evaluate, select, refit, save and publish (the daily step)", run_log=True

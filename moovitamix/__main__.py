@@ -42,10 +42,8 @@ def _status(settings: Settings) -> int:
 
 def _warehouse(cmd: Command) -> int:
     args, settings = cmd.args, cmd.settings
-    if args.action == "stop":
-        return _stop(settings)
-    if args.action == "status":
-        return _status(settings)
+    if args.action in ("stop", "status"):
+        return (_stop if args.action == "stop" else _status)(settings)
     if args.action == "admin-sql":  # what the user lacks, found without writing anything
         url = resolve_url(settings)
         print(admin_sql(url, missing_privileges(url)), end="")
