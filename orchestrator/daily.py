@@ -203,18 +203,14 @@ def _discard(ctx: RunContext) -> None:
 
 def engine_line(settings: Settings) -> str:
     """'postgres', or 'spark (master local[*], lake file:///...)': where the data plane runs."""
-    if settings.engine != "spark":
-        return settings.engine
-    return f"spark (master {settings.spark_master}, lake {settings.lake})"
+    spark = f"spark (master {settings.spark_master}, lake {settings.lake})"
+    return spark if settings.engine == "spark" else settings.engine
 
 
-def _summary(
-    run_id: str, outcome: _Outcome, seconds: float, alerts: int, engine: str = "postgres"
-) -> None:
+def _summary(run_id: str, outcome: _Outcome, seconds: float, alerts: int, engine: str) -> None:
     status = f"FAILED in step '{outcome.failed_step}'" if outcome.failed_step else "OK"
     lines = ["", f"Run {run_id}: {status} after {seconds:.1f}s ({alerts} alert(s))"]
-    lines.append(f"  engine     {engine}")
-    lines += [
+    lines += [f"  engine     {engine}"] + [
         f"  {name:<10} {secs:7.1f}s  {report.summary}" for name, secs, report in outcome.reports
     ]
     if outcome.failed_step:
