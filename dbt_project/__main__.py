@@ -1,10 +1,5 @@
-"""`python -m dbt_project COMMAND`: build the marts, make and serve the docs, check freshness.
-
-build      dbt build (seeds, models, data tests; unit tests unless --exclude-unit-tests)
-docs       dbt docs generate; with --serve, `dbt docs serve` on 127.0.0.1:8080 until Ctrl-C
-freshness  dbt source freshness on the raw tables
-lint       sqlfluff lint of the models, tests and analyses (dbt templater)
-"""
+"""`python -m dbt_project build|docs|freshness|lint`: dbt's own commands on the engine's target,
+with the project's paths and the opened warehouse; sqlfluff on the project's SQL."""
 
 from __future__ import annotations
 

@@ -108,22 +108,19 @@ class Commands:
         try:
             code = args.handler(command)
         except self._failed as exc:
-            _say(f"FAILED step '{args.command or self.parser.prog}': {one_line(exc)}")
-            return getattr(exc, "code", exit_codes.STEP_FAILED)
+            code = getattr(exc, "code", exit_codes.STEP_FAILED)  # StepFailed's own
+            line = f"FAILED step '{args.command or self.parser.prog}': {one_line(exc)}"
         except self._usage as exc:
-            _say(f"error: {one_line(exc)}")
-            return exit_codes.USAGE
+            line, code = f"error: {one_line(exc)}", exit_codes.USAGE
         except (WarehouseUnreachable, psycopg.OperationalError) as exc:
-            _say(f"error: {one_line(exc)}")
-            return exit_codes.WAREHOUSE_UNREACHABLE
-        return exit_codes.OK if code is None else code
+            line, code = f"error: {one_line(exc)}", exit_codes.WAREHOUSE_UNREACHABLE
+        else:
+            return exit_codes.OK if code is None else code
+        print(line, file=sys.stderr, flush=True)
+        return code
 
 
 def _verbose(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument(
         "-v", "--verbose", action="store_true", default=default, help="debug output on console"
     )
-
-
-def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
