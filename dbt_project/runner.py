@@ -40,15 +40,10 @@ _NOT_FOR_DBT = {"PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE"} | {
 def dbt_env(url: ConnectionURL) -> dict[str, str]:
     """The variables `profiles.yml` reads with env_var(), and the URL's TLS options (sslmode,
     sslrootcert, ...) as the PG* variables libpq reads under dbt-postgres."""
+    profile = {"HOST": url.host, "PORT": str(url.port), "USER": url.user}
+    profile |= {"PASSWORD": url.password, "DATABASE": url.database}
     libpq = {key: value for key, value in url.libpq_env().items() if key not in _NOT_FOR_DBT}
-    return {
-        "MVX_DBT_HOST": url.host,
-        "MVX_DBT_PORT": str(url.port),
-        "MVX_DBT_USER": url.user,
-        "MVX_DBT_PASSWORD": url.password,
-        "MVX_DBT_DATABASE": url.database,
-        **libpq,
-    }
+    return {f"MVX_DBT_{key}": value for key, value in profile.items()} | libpq
 
 
 def prepare_environment(

@@ -14,13 +14,13 @@ from moovitamix.settings import Settings
 from moovitamix.warehouse import connect, resolve_url
 
 
-def _stop(settings: Settings) -> int:
+def _stop(settings: Settings) -> None:
     if not settings.uses_embedded_warehouse:
         print("WAREHOUSE_URL is set: stop applies to the embedded warehouse only")
-        return exit_codes.OK
-    stopped = EmbeddedWarehouse(settings.embedded_pgdata).stop()
-    print("embedded Postgres stopped" if stopped else "embedded Postgres was not running")
-    return exit_codes.OK
+    elif EmbeddedWarehouse(settings.embedded_pgdata).stop():
+        print("embedded Postgres stopped")
+    else:
+        print("embedded Postgres was not running")
 
 
 def _status(settings: Settings) -> int:
@@ -40,14 +40,14 @@ def _status(settings: Settings) -> int:
     return exit_codes.OK
 
 
-def _warehouse(cmd: Command) -> int:
+def _warehouse(cmd: Command) -> int | None:
     args, settings = cmd.args, cmd.settings
     if args.action in ("stop", "status"):
         return (_stop if args.action == "stop" else _status)(settings)
     if args.action == "admin-sql":  # what the user lacks, found without writing anything
         url = resolve_url(settings)
         print(admin_sql(url, missing_privileges(url)), end="")
-        return exit_codes.OK
+        return None
     if args.role and args.action != "psql":
         raise UsageError("--role applies to psql only")
     url = cmd.warehouse
@@ -65,7 +65,7 @@ def _warehouse(cmd: Command) -> int:
             )
         psql = str(psql_path(tls=url.requires_tls))  # EmbeddedWarehouseError: a failed step
         os.execve(psql, [psql, *args.psql_args], env)
-    return exit_codes.OK
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
