@@ -31,8 +31,6 @@ from moovitamix.warehouse import WarehouseUnreachable
 
 log = logging.getLogger("ingestion")
 
-DESTINATIONS = ("postgres", "filesystem")
-
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     d = IngestionConfig()
@@ -111,7 +109,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--destination",
-        choices=DESTINATIONS,
+        choices=("postgres", "filesystem"),
         help="postgres: schema raw of the warehouse (scd2); filesystem: a Parquet snapshot "
         "appended to the lake (default: filesystem when MOOVITAMIX_ENGINE=spark or "
         "--bucket-url is given, else postgres)",
@@ -158,7 +156,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Imported here: dlt takes a second to import, --help should not wait for it.
     from ingestion.console import print_summary
-    from ingestion.lake import run_lake_ingestion
     from ingestion.pipeline import IngestionAlreadyRunning, IngestionFailed, run_ingestion
 
     destination = args.destination or (
@@ -178,12 +175,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     api_url,
                     sim_log,
                 )
-            if destination == "filesystem":
-                result = run_lake_ingestion(
-                    settings, run_id, api_url=api_url, bucket_url=args.bucket_url, config=config
-                )
-            else:
-                result = run_ingestion(settings, run_id, api_url=api_url, config=config)
+            result = run_ingestion(
+                settings,
+                run_id,
+                api_url=api_url,
+                config=config,
+                destination=destination,
+                bucket_url=args.bucket_url,
+            )
         except WarehouseUnreachable as exc:
             print(f"ingestion: {exc}", file=sys.stderr)
             return exit_codes.WAREHOUSE_UNREACHABLE

@@ -21,7 +21,6 @@ from rich.progress import (
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from ingestion.moovitamix_source.client import Page
     from ingestion.pipeline import IngestionResult
 
 
@@ -44,7 +43,7 @@ class PageProgress:
         if task is not None and self._progress is not None:
             self._progress.reset(task, total=pages)
 
-    def on_page(self, endpoint: str, page: Page) -> None:
+    def on_page(self, endpoint: str) -> None:
         task = self._task(endpoint)
         if task is not None and self._progress is not None:
             self._progress.advance(task)
@@ -94,10 +93,17 @@ def print_summary(result: IngestionResult, console: Console | None = None) -> No
     table.add_column("s", justify="right")
     for s in result.endpoints.values():
         table.add_row(
-            s.endpoint, _count(s.pages), _count(s.records), _count(s.api_total),
-            _count(s.rejected), _count(s.requests), _counter(s.retries),
-            _counter(s.http_errors), f"{s.bytes / 1e6:.1f}", f"{s.seconds:.1f}",
-        )  # fmt: skip
+            s.endpoint,
+            _count(s.pages),
+            _count(s.records),
+            _count(s.api_total),
+            _count(s.rejected),
+            _count(s.requests),
+            _counter(s.retries),
+            _counter(s.http_errors),
+            f"{s.bytes / 1e6:.1f}",
+            f"{s.seconds:.1f}",
+        )
     console.print(table)
 
     where = f"raw in the lake {result.destination}" if result.destination else "raw"

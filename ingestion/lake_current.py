@@ -17,12 +17,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
-from dlt.common.normalizers.utils import generate_dlt_ids
 
 from ingestion.moovitamix_source.contract import (
-    DLT_ID,
     ITEMS_SCHEMA,
     ITEMS_TABLE,
+    LISTEN_HISTORY,
     Endpoint,
     record_schema,
 )
@@ -67,20 +66,22 @@ class LakeCurrent:
         rows = dataset.to_table(columns=present, filter=pc.field(key).isin(keys))
         return rows if rows.num_rows else None
 
-    def rows(self, endpoint: Endpoint, keys: list[int]) -> pa.Table | None:
-        """The snapshot's rows of these ids, with fresh `_dlt_id`s, as the endpoint's rows."""
-        schema = record_schema(endpoint)
+    def carry(self, endpoint: Endpoint, keys: list[int]) -> dict[str, pa.Table]:
+        """The snapshot's rows of these ids (and a history's list items) for the next one."""
+        schema = record_schema(endpoint, with_dlt_id=False)
         rows = self._read(endpoint.table, endpoint.key, keys, schema.names)
         if rows is None:
-            return None
-        if DLT_ID in schema.names:
-            ids = pa.array(generate_dlt_ids(rows.num_rows), pa.string())
-            rows = rows.set_column(rows.schema.get_field_index(DLT_ID), DLT_ID, ids)
-        log.info("%s: %d rejected record(s) carried from snapshot %s", endpoint.name,
-                 rows.num_rows, self.load_id)  # fmt: skip
-        return rows.cast(schema)
-
-    def items(self, keys: list[int]) -> pa.Table | None:
-        """The snapshot's list items of these users' histories."""
-        rows = self._read(ITEMS_TABLE, "user_id", keys, ITEMS_SCHEMA.names)
-        return None if rows is None else rows.cast(ITEMS_SCHEMA)
+            return {}
+        log.info(
+            "%s: %d rejected record(s) carried from snapshot %s",
+            endpoint.name,
+            rows.num_rows,
+            self.load_id,
+        )
+        out = {endpoint.table: rows.cast(schema)}
+        if endpoint is LISTEN_HISTORY:
+            items = self._read(ITEMS_TABLE, "user_id", keys, ITEMS_SCHEMA.names)
+            out[ITEMS_TABLE] = (
+                ITEMS_SCHEMA.empty_table() if items is None else items.cast(ITEMS_SCHEMA)
+            )
+        return out

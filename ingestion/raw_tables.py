@@ -4,17 +4,16 @@ current rows of rejected ids, and what a run changed. Plus the lock that keeps r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 import psycopg
 import pyarrow as pa
-from dlt.common.normalizers.utils import generate_dlt_ids
 from psycopg import sql
 
 from ingestion.moovitamix_source.contract import (
-    DLT_ID,
     ENDPOINTS,
     ITEMS_TABLE,
     LISTEN_HISTORY,
@@ -23,7 +22,6 @@ from ingestion.moovitamix_source.contract import (
     Endpoint,
     record_schema,
 )
-from ingestion.moovitamix_source.records import KnownHashes
 
 RAW = "raw"
 LOCK_KEY = 0x6D76785F696E6765  # pg advisory lock id of ingestion ("mvx_inge")
@@ -45,41 +43,46 @@ def table_exists(conn: psycopg.Connection, table: str) -> bool:
     return bool(row and row[0])
 
 
-def _chunks(cursor: psycopg.Cursor, size: int = 50_000) -> Iterator[list[str]]:
-    while rows := cursor.fetchmany(size):
-        yield [row[0] for row in rows]
-
-
-def known_history_hashes(conn: psycopg.Connection) -> KnownHashes:
-    """Hashes of every listen_history version in raw: their items are there already."""
+def known_history_hashes(conn: psycopg.Connection) -> np.ndarray:
+    """Hashes of every listen_history version in raw (their items are there already), sorted,
+    32 bytes each."""
     if not table_exists(conn, LISTEN_HISTORY.table):
-        return KnownHashes()
-    with conn.transaction(), conn.cursor(name="known_history_hashes") as cursor:
-        cursor.execute(
-            sql.SQL("select distinct {} from {}").format(
-                sql.Identifier(RECORD_HASH), sql.Identifier(RAW, LISTEN_HISTORY.table)
-            )
-        )
-        return KnownHashes.from_chunks(_chunks(cursor))
-
-
-def active_rows(conn: psycopg.Connection, endpoint: Endpoint, keys: list[int]) -> pa.Table | None:
-    """The current versions in raw of these ids, as rows of the endpoint's record table."""
-    if not keys or not table_exists(conn, endpoint.table):
-        return None
-    schema = record_schema(endpoint)
-    names = [name for name in schema.names if name != DLT_ID]
-    query = sql.SQL("select {} from {} where _dlt_valid_to is null and {} = any(%s)").format(
-        sql.SQL(", ").join(sql.Identifier(n) for n in names),
-        sql.Identifier(RAW, endpoint.table),
-        sql.Identifier(endpoint.key),
+        return np.array([], dtype="S32")
+    query = sql.SQL("select distinct {} from {}").format(
+        sql.Identifier(RECORD_HASH), sql.Identifier(RAW, LISTEN_HISTORY.table)
     )
-    rows = conn.execute(query, (keys,)).fetchall()
-    if not rows:
-        return None
-    columns = {name: [row[i] for row in rows] for i, name in enumerate(names)}
-    columns[DLT_ID] = generate_dlt_ids(len(rows))
-    return pa.Table.from_pydict(columns, schema=schema)
+    parts = []
+    with conn.transaction(), conn.cursor(name="known_history_hashes") as cursor:
+        cursor.execute(query)
+        while rows := cursor.fetchmany(50_000):
+            parts.append(np.array([row[0] for row in rows], dtype="S32"))
+    return np.unique(np.concatenate(parts)) if parts else np.array([], dtype="S32")
+
+
+def carry(conn: psycopg.Connection) -> Callable[[Endpoint, list[int]], dict[str, pa.Table]]:
+    """The current versions in raw of rejected ids: they stay current (not a deletion)."""
+
+    def rows(endpoint: Endpoint, keys: list[int]) -> dict[str, pa.Table]:
+        if not table_exists(conn, endpoint.table):
+            return {}
+        schema = record_schema(endpoint, with_dlt_id=False)
+        query = sql.SQL("select {} from {} where _dlt_valid_to is null and {} = any(%s)").format(
+            sql.SQL(", ").join(map(sql.Identifier, schema.names)),
+            sql.Identifier(RAW, endpoint.table),
+            sql.Identifier(endpoint.key),
+        )
+        found = conn.execute(query, (keys,)).fetchall()
+        return (
+            {
+                endpoint.table: pa.Table.from_pylist(
+                    [dict(zip(schema.names, r, strict=True)) for r in found], schema=schema
+                )
+            }
+            if found
+            else {}
+        )
+
+    return rows
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
+import pyarrow as pa
 from psycopg.types.json import Jsonb
 
+from ingestion.moovitamix_source.contract import TIMESTAMP
 from moovitamix.warehouse import ensure_tables
 
 SCHEMA = "monitoring"
@@ -49,11 +51,30 @@ create table if not exists {SCHEMA}.{TABLE} (
 """
 
 COLUMNS = (
-    "run_id", "endpoint", "status", "load_id", "api_total", "pages", "records", "rejected",
-    "rejected_by_reason", "requests", "retries", "http_errors", "bytes", "rereads", "new_fields",
-    "versions_added", "versions_retired", "items_added", "carried_forward", "seconds",
-    "started_at", "finished_at", "error",
-)  # fmt: skip
+    "run_id",
+    "endpoint",
+    "status",
+    "load_id",
+    "api_total",
+    "pages",
+    "records",
+    "rejected",
+    "rejected_by_reason",
+    "requests",
+    "retries",
+    "http_errors",
+    "bytes",
+    "rereads",
+    "new_fields",
+    "versions_added",
+    "versions_retired",
+    "items_added",
+    "carried_forward",
+    "seconds",
+    "started_at",
+    "finished_at",
+    "error",
+)
 
 
 @dataclass
@@ -84,10 +105,6 @@ class EndpointStats:
     seconds: float = 0.0
     error: str | None = None
 
-    @property
-    def reject_share(self) -> float:
-        return self.rejected / self.records if self.records else 0.0
-
     def row(self) -> tuple[object, ...]:
         values = []
         for name in COLUMNS:
@@ -96,11 +113,6 @@ class EndpointStats:
                 value = Jsonb(dict(value))
             values.append(value)
         return tuple(values)
-
-    def as_dict(self) -> dict[str, object]:
-        out = {name: getattr(self, name) for name in COLUMNS}
-        out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in out.items()}
-        return json.loads(json.dumps(out, default=str))
 
 
 def write_stats(conn: psycopg.Connection, rows: list[EndpointStats]) -> None:
@@ -117,3 +129,34 @@ def write_stats(conn: psycopg.Connection, rows: list[EndpointStats]) -> None:
     )
     with conn.cursor() as cursor:
         cursor.executemany(query, [r.row() for r in rows])
+
+
+_TYPES = {
+    "api_total": pa.int64(),
+    "pages": pa.int32(),
+    "records": pa.int64(),
+    "rejected": pa.int64(),
+    "requests": pa.int32(),
+    "bytes": pa.int64(),
+    "rereads": pa.int32(),
+    "versions_added": pa.int64(),
+    "versions_retired": pa.int64(),
+    "items_added": pa.int64(),
+    "carried_forward": pa.int64(),
+    "seconds": pa.float64(),
+    "started_at": TIMESTAMP,
+    "finished_at": TIMESTAMP,
+}
+STATS_SCHEMA = pa.schema([pa.field(c, _TYPES.get(c, pa.string())) for c in COLUMNS])
+
+
+def stats_table(rows: list[EndpointStats]) -> pa.Table:
+    """The rows as a table of the lake (its JSON columns as text)."""
+    dicts = [
+        {
+            c: json.dumps(dict(v), sort_keys=True) if isinstance(v := getattr(s, c), dict) else v
+            for c in COLUMNS
+        }
+        for s in rows
+    ]
+    return pa.Table.from_pylist(dicts, schema=STATS_SCHEMA)
