@@ -121,10 +121,11 @@ def make_pipeline(
     where = bucket_url or f"{warehouse.host}:{warehouse.port}/{warehouse.database}"
     digest = hashlib.sha256(where.encode()).hexdigest()[:12]
     for key, value in {
+        "data_writer.disable_compression": True,  # files live minutes: gzip costs more
+        # extract's Parquet: rewritten to CSV for Postgres; the lake's files as they are
+        "data_writer.compression": "snappy" if bucket_url else "none",
         "load.delete_completed_jobs": True,  # loaded files go (~80 bytes per item row a day)
         "load.truncate_staging_dataset": True,
-        "normalize.parquet_normalizer.add_dlt_id": True,
-        "normalize.parquet_normalizer.add_dlt_load_id": True,
     }.items():
         dlt.config[key] = value
     if bucket_url:
