@@ -1,21 +1,24 @@
-"""Ingestion's knobs, with their defaults; the CLI (`python -m ingestion --help`) sets them.
+"""Ingestion's knobs, with their defaults (checked by Pydantic); the CLI sets them.
 
-The two caps on what the (untrusted) API may send also come from the environment, so the daily
-run honours them: INGESTION_MAX_RESPONSE_MB (default 50: a larger response fails the run) and
+The caps on what the untrusted API may send also come from the environment, so the daily run
+honours them: INGESTION_MAX_RESPONSE_MB (default 50: a larger response fails the run) and
 INGESTION_MAX_FIELD_KB (default 64: a longer string field rejects its record).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
+from typing import Annotated
+
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
 MAX_RESPONSE_MB_ENV = "INGESTION_MAX_RESPONSE_MB"
 MAX_FIELD_KB_ENV = "INGESTION_MAX_FIELD_KB"
-DEFAULT_MAX_RESPONSE_MB = 50
-DEFAULT_MAX_FIELD_KB = 64
 PAGE_SIZE = 100  # the contract's maximum page size
 DEFAULT_CONCURRENCY = 8  # pages in flight (dlt's extract workers); see bench/results/
+Positive = Annotated[int, Field(ge=1)]
 
 
 def _env_size(name: str, default: float, unit: int) -> int:
@@ -28,33 +31,18 @@ def _env_size(name: str, default: float, unit: int) -> int:
 
 @dataclass(frozen=True)
 class IngestionConfig:
-    concurrency: int = DEFAULT_CONCURRENCY
-    page_size: int = PAGE_SIZE
-    pages_per_task: int = 25  # pages one deferred dlt task fetches and turns into Arrow tables
+    concurrency: Positive = DEFAULT_CONCURRENCY
+    page_size: Annotated[int, Field(ge=1, le=PAGE_SIZE)] = PAGE_SIZE
+    pages_per_task: Positive = 25  # pages one deferred dlt task fetches into Arrow tables
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
-    max_attempts: int = 6  # per page, first try included
+    max_attempts: Positive = 6  # per page, first try included
     backoff_base_s: float = 0.5  # dlt's request_backoff_factor: 0.5, 1, 2, ... s
     max_retry_delay_s: float = 30.0  # caps the backoff and a Retry-After
-    max_reject_share: float = 0.01  # per endpoint; above it the run fails
+    max_reject_share: Annotated[float, Field(ge=0, le=1)] = 0.01  # per endpoint, else fails
     rereads: int = 1  # re-reads of a run whose records do not add up
     progress: bool | None = None  # progress bars; None: when stderr is a terminal
-    max_response_bytes: int = field(
-        default_factory=lambda: _env_size(MAX_RESPONSE_MB_ENV, DEFAULT_MAX_RESPONSE_MB, 2**20)
+    max_response_bytes: Annotated[int, Field(ge=1024)] = field(
+        default_factory=lambda: _env_size(MAX_RESPONSE_MB_ENV, 50, 2**20)
     )
-    max_field_bytes: int = field(
-        default_factory=lambda: _env_size(MAX_FIELD_KB_ENV, DEFAULT_MAX_FIELD_KB, 2**10)
-    )
-
-    def __post_init__(self) -> None:
-        checks = {
-            "concurrency must be >= 1": self.concurrency >= 1,
-            f"page size must be within 1..{PAGE_SIZE}": 1 <= self.page_size <= PAGE_SIZE,
-            "max attempts must be >= 1": self.max_attempts >= 1,
-            "the reject share is between 0 and 1": 0 <= self.max_reject_share <= 1,
-            "the response cap must be >= 1 KB": self.max_response_bytes >= 1024,
-            "the field cap must be >= 1 byte": self.max_field_bytes >= 1,
-        }
-        for message, ok in checks.items():
-            if not ok:
-                raise ValueError(message)
+    max_field_bytes: Positive = field(default_factory=lambda: _env_size(MAX_FIELD_KB_ENV, 64, 1024))

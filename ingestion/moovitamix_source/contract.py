@@ -1,16 +1,31 @@
-"""The source contract (shared/moovitamix-api.md) as code, declared once per endpoint: the
-fields and their kinds give the Pydantic type that checks a record, the Arrow schema of the raw
-table it lands in, and the dlt column hints (under a schema contract) of that table."""
+"""The source contract (shared/moovitamix-api.md) as code, declared once per endpoint: its
+fields give the Pydantic type that checks a record and the Arrow schema of its raw table.
+
+A page becomes Arrow tables: the records (with their content hash, `record_hash`), listen
+history's items (one row per element, in order), and the records that break the contract (for
+raw._rejected, with the reason); a bad record never stops the good ones. The API is untrusted:
+values are kept verbatim (quotes, SQL, control characters: they are data), but a NUL, a lone
+surrogate, a string over the field cap or an absurd new field rejects its record. Reasons name
+fields, kinds and sizes, never a value's text (PII); a rejected payload has long strings cut.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Any
 
+import numpy as np
+import orjson
 import pyarrow as pa
-from pydantic import AfterValidator, BeforeValidator, Field, Strict
+import pyarrow.compute as pc
+from dlt.common.normalizers.naming.snake_case import NamingConvention
+from pydantic import AfterValidator, BeforeValidator, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 RECORD_HASH = "record_hash"  # content hash of a record version: the scd2 row version column
@@ -18,7 +33,8 @@ DLT_ID = "_dlt_id"
 TIMESTAMP = pa.timestamp("us", tz="UTC")  # the API's naive timestamps are UTC
 ITEMS_TABLE = "listen_history__items"
 REJECTED_TABLE = "_rejected"
-INT64 = 2**63
+MAX_NAME_CHARS = 256  # of a new field's name
+MAX_PAYLOAD_BYTES = 2**20  # of a rejected record's stored payload, after cutting its fields
 
 
 class Kind(Enum):
@@ -30,9 +46,7 @@ class Kind(Enum):
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One API endpoint: its path (= resource and raw table name), key and fields."""
-
-    name: str
+    name: str  # the path, the resource and the raw table
     key: str  # identifies a record (unique per extract)
     fields: dict[str, Kind]
 
@@ -42,43 +56,14 @@ class Endpoint:
 
 
 _T, _S, _I = Kind.TIMESTAMP, Kind.TEXT, Kind.INT
-TRACKS = Endpoint(
-    "tracks",
-    "id",
-    dict(
-        id=_I,
-        name=_S,
-        artist=_S,
-        songwriters=_S,
-        duration=_S,
-        genres=_S,
-        album=_S,
-        created_at=_T,
-        updated_at=_T,
-    ),
-)
-USERS = Endpoint(
-    "users",
-    "id",
-    dict(
-        id=_I,
-        first_name=_S,
-        last_name=_S,
-        email=_S,
-        gender=_S,
-        favorite_genres=_S,
-        created_at=_T,
-        updated_at=_T,
-    ),
-)
+TRACKS = Endpoint("tracks", "id", dict(id=_I, name=_S, artist=_S, songwriters=_S,
+                  duration=_S, genres=_S, album=_S, created_at=_T, updated_at=_T))  # fmt: skip
+USERS = Endpoint("users", "id", dict(id=_I, first_name=_S, last_name=_S, email=_S, gender=_S,
+                                     favorite_genres=_S, created_at=_T, updated_at=_T))  # fmt: skip
 LISTEN_HISTORY = Endpoint(
     "listen_history", "user_id", dict(user_id=_I, items=Kind.INT_LIST, created_at=_T, updated_at=_T)
 )
 ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (TRACKS, USERS, LISTEN_HISTORY)}
-RESERVED_COLUMNS = frozenset({RECORD_HASH, DLT_ID, "item_count"})  # a new field may not take
-
-
-# ---- Pydantic: the checks ------------------------------------------------------------------
 
 
 def _timestamp(value: Any) -> datetime:
@@ -114,56 +99,205 @@ def _storable(max_bytes: int) -> AfterValidator:
     return AfterValidator(check)
 
 
-Int = Annotated[int, Strict(), Field(ge=-INT64, lt=INT64)]
-Timestamp = Annotated[datetime, BeforeValidator(_timestamp)]
-
-
 def record_type(endpoint: Endpoint, max_field_bytes: int | None = None) -> Any:
-    """A record of `endpoint` as a Pydantic-checked TypedDict. With `max_field_bytes` every
-    string is also checked for what Postgres cannot store (on pages whose body may hold such)."""
-    text: Any = Annotated[str, Strict()]
-    if max_field_bytes is not None:
-        text = Annotated[str, Strict(), _storable(max_field_bytes)]
-    kinds = {Kind.INT: Int, Kind.TEXT: text, Kind.TIMESTAMP: Timestamp, Kind.INT_LIST: list[Int]}
-    fields = {name: kinds[kind] for name, kind in endpoint.fields.items()}
-    return TypedDict(endpoint.name, fields)  # type: ignore[operator]
+    """A record of `endpoint` as a TypedDict Pydantic checks strictly; with `max_field_bytes`
+    its strings are checked for what Postgres cannot store (on pages whose body may hold such)."""
+    text: Any = Annotated[str, Strict(), *([_storable(max_field_bytes)] if max_field_bytes else [])]
+    integer = Annotated[int, Strict(), Field(ge=-(2**63), lt=2**63)]
+    kinds = {_I: integer, _S: text, _T: Annotated[datetime, BeforeValidator(_timestamp)],
+             Kind.INT_LIST: list[integer]}  # fmt: skip
+    return TypedDict(endpoint.name, {n: kinds[k] for n, k in endpoint.fields.items()})  # type: ignore[operator]
 
 
-# ---- Arrow: the raw tables -----------------------------------------------------------------
-
-_ARROW = {Kind.INT: pa.int64(), Kind.TEXT: pa.string(), Kind.TIMESTAMP: TIMESTAMP}
-
-
-def _required(name: str, type_: pa.DataType) -> pa.Field:
-    return pa.field(name, type_, nullable=False)
+def _column(name: str, type_: pa.DataType, nullable: bool = False) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable)
 
 
 def record_schema(endpoint: Endpoint, *, with_dlt_id: bool = True) -> pa.Schema:
-    """The raw table of an endpoint's records: its scalar fields, typed, the hash and (added
-    by dlt's normalizer) `_dlt_id`; listen_history has `item_count` in place of `items`."""
-    columns = [_required(n, _ARROW[k]) for n, k in endpoint.fields.items() if k in _ARROW]
-    if endpoint is LISTEN_HISTORY:
-        columns.insert(1, _required("item_count", pa.int32()))
-    columns.append(_required(RECORD_HASH, pa.string()))
-    return pa.schema([*columns, _required(DLT_ID, pa.string())] if with_dlt_id else columns)
+    """The raw table of an endpoint: its scalar fields, typed, the hash and `_dlt_id`;
+    listen_history has `item_count` in place of `items`."""
+    arrow = {_I: pa.int64(), _S: pa.string(), _T: TIMESTAMP, Kind.INT_LIST: pa.int32()}
+    columns = [_column("item_count" if k is Kind.INT_LIST else n, arrow[k])
+               for n, k in endpoint.fields.items()]  # fmt: skip
+    columns.append(_column(RECORD_HASH, pa.string()))
+    return pa.schema([*columns, _column(DLT_ID, pa.string())] if with_dlt_id else columns)
 
 
 ITEMS_SCHEMA = pa.schema(
     [
-        _required(RECORD_HASH, pa.string()),  # of the listen_history version holding the items
-        _required("user_id", pa.int64()),
-        _required("position", pa.int32()),  # 0-based, the order the API served
-        _required("track_id", pa.int64()),
+        _column(RECORD_HASH, pa.string()),  # of the listen_history version holding the items
+        _column("user_id", pa.int64()),
+        _column("position", pa.int32()),  # 0-based, the order the API served
+        _column("track_id", pa.int64()),
     ]
 )
 REJECTED_SCHEMA = pa.schema(
-    [
-        _required("endpoint", pa.string()),
-        _required("page", pa.int32()),
-        pa.field("record_key", pa.string()),  # the record's id/user_id when one was readable
-        _required("payload", pa.string()),  # the record as served, JSON text
-        _required("reason", pa.string()),
-        _required("run_id", pa.string()),
-        _required("rejected_at", TIMESTAMP),
-    ]
-)
+    [_column("endpoint", pa.string()), _column("page", pa.int32()),
+     _column("record_key", pa.string(), True),  # the id, when one was readable
+     _column("payload", pa.string()),  # the record as served, JSON text
+     _column("reason", pa.string()), _column("run_id", pa.string()),
+     _column("rejected_at", TIMESTAMP)]
+)  # fmt: skip
+
+
+def to_json(value: Any) -> str:
+    """JSON text (orjson; the stdlib for what orjson refuses: huge ints, lone surrogates)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"))
+
+
+def record_hash(record: Any) -> str:
+    """Content hash of a record as served (every field, new ones included; key order ignored)."""
+    try:
+        canonical = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        canonical = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+
+
+def _reason(error: Any) -> str:
+    """`field: what is wrong` from a Pydantic error; never the text of a value."""
+    where = "".join(f"[{p}]" if type(p) is int else p for p in error["loc"]) or "record"
+    kind = error["type"]
+    what = next((text for prefix, text in (
+        ("missing", "missing"), ("int", "not an integer"), ("string_type", "not a string"),
+        ("string_unicode", "not valid Unicode (a lone surrogate)"), ("list", "not a list"),
+        ("greater", "out of the 64-bit range"), ("less", "out of the 64-bit range"),
+        ("dict", "not an object"), ("model", "not an object")) if kind.startswith(prefix)),
+        error["msg"].removeprefix("Value error, "))  # fmt: skip
+    return f"{where}: {'null' if error['input'] is None and what != 'missing' else what}"
+
+
+def _cut(value: Any, max_bytes: int) -> Any:
+    """The value with its strings over the cap replaced by a note of their size."""
+    if type(value) is str and len(value.encode(errors="surrogatepass")) > max_bytes:
+        return f"<cut: {len(value.encode(errors='surrogatepass'))} bytes, over the field cap>"
+    if type(value) in (list, dict):
+        items = value.items() if type(value) is dict else enumerate(value)
+        cut = {k if type(value) is list else _cut(k, max_bytes): _cut(v, max_bytes)
+               for k, v in items}  # fmt: skip
+        return list(cut.values()) if type(value) is list else cut
+    return value
+
+
+def extra_field_problem(name: str, value: Any, max_bytes: int) -> str | None:
+    """Why a field the contract does not know cannot be kept (None: it can)."""
+    if len(name) > MAX_NAME_CHARS:
+        return f"a new field's name: too long ({len(name)} > {MAX_NAME_CHARS} characters)"
+    label, text = f"new field {to_json(name)[:40]}", json.dumps([name, value], ensure_ascii=False)
+    if "\\u0000" in text:
+        return f"{label}: holds a NUL character (Postgres text cannot store it)"
+    try:
+        size = len(json.dumps(value, ensure_ascii=False).encode())
+    except UnicodeEncodeError:
+        return f"{label}: not valid Unicode (a lone surrogate)"
+    return f"{label}: over the {max_bytes}-byte field cap ({size} bytes of JSON)" if (
+        size > max_bytes) else None  # fmt: skip
+
+
+@dataclass
+class Tables:
+    """Pages as rows for dlt: records tables (with drift columns), items tables, rejects."""
+
+    records: list[pa.Table] = field(default_factory=list)
+    items: list[pa.Table] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+    def rejected_table(self) -> pa.Table:
+        return pa.Table.from_pylist(self.rejected, schema=REJECTED_SCHEMA)
+
+
+class Checker:
+    """Checks one endpoint's pages against its contract (from the fetching threads)."""
+
+    def __init__(self, endpoint: Endpoint, run_id: str, max_field_bytes: int) -> None:
+        self.endpoint, self.run_id, self.max_field_bytes = endpoint, run_id, max_field_bytes
+        self.page_type = TypeAdapter(list[record_type(endpoint)])  # type: ignore[misc]
+        self.careful_type = TypeAdapter(record_type(endpoint, max_field_bytes))
+        self.schema = record_schema(endpoint, with_dlt_id=False)
+        self.drift: dict[str, str] = {}  # new field -> its column (JSON text)
+        self.rejected_by_reason: Counter[str] = Counter()
+        self.rejected_keys: list[int] = []  # ids of rejected records that had a readable id
+        self.rejected = 0
+        self._lock = threading.Lock()
+
+    def page(self, number: int, records: list[Any], careful: bool, out: Tables) -> list[Any]:
+        """Check one page into `out`; returns the key of each record (None: unreadable)."""
+        key = self.endpoint.key
+        keys = [r.get(key) if type(r) is dict and type(r.get(key)) is int else None
+                for r in records]  # fmt: skip
+        good: list[dict[str, Any]] = []
+        served: list[dict[str, Any]] = []
+        try:  # the whole page at once; record by record if one breaks the contract
+            if careful:
+                raise ValueError("check each record")
+            good, served = self.page_type.validate_python(records), records
+        except (ValidationError, ValueError):
+            for record in records:
+                try:
+                    good.append(self.careful_type.validate_python(record))
+                    served.append(record)
+                except ValidationError as exc:
+                    self._reject(number, record, [_reason(e) for e in exc.errors()], out)
+        for i in reversed([i for i, r in enumerate(served) if len(r) > len(self.endpoint.fields)]):
+            new, cap = served[i].keys() - self.endpoint.fields.keys(), self.max_field_bytes
+            if problems := [p for f in new if (p := extra_field_problem(f, served[i][f], cap))]:
+                self._reject(number, served.pop(i), problems, out)
+                good.pop(i)
+        if good:
+            out.records.append(self._table(good, served, out))
+        return keys
+
+    def _table(self, good: list[dict], served: list[Any], out: Tables) -> pa.Table:
+        hashes = pa.array([record_hash(r) for r in served], pa.string())
+        columns: dict[str, Any] = {n: [r[n] for r in good] for n in self.endpoint.fields}
+        if self.endpoint is LISTEN_HISTORY:
+            items = pa.array(columns["items"], pa.list_(pa.int64()))
+            columns["item_count"] = pc.list_value_length(items).cast(pa.int32())
+            owner = pc.list_parent_indices(items).to_numpy()
+            positions = pa.array(
+                np.arange(len(owner)) - items.offsets.to_numpy()[owner], pa.int32()
+            )
+            user_ids = pa.array(columns["user_id"], pa.int64()).take(owner)
+            flat = [hashes.take(owner), user_ids, positions, pc.list_flatten(items)]
+            out.items.append(pa.Table.from_arrays(flat, schema=ITEMS_SCHEMA))
+        columns[RECORD_HASH] = hashes
+        table = pa.table({n: columns[n] for n in self.schema.names}, schema=self.schema)
+        drift: dict[str, list[str | None]] = {}
+        for i, record in enumerate(served):
+            for name in record.keys() - self.endpoint.fields.keys():
+                values = drift.setdefault(self._column_for(name), [None] * len(served))
+                values[i] = to_json(record[name])
+        for column, values in drift.items():
+            table = table.append_column(column, pa.array(values, pa.string()))
+        return table
+
+    def _column_for(self, name: str) -> str:
+        with self._lock:
+            if name not in self.drift:
+                column = NamingConvention().normalize_identifier(name)
+                taken = {RECORD_HASH, DLT_ID, *self.schema.names, *self.drift.values()}
+                while column in taken:
+                    column = f"api_{column}"
+                self.drift[name] = column
+            return self.drift[name]
+
+    def _reject(self, page: int, record: Any, reasons: list[str], out: Tables) -> None:
+        key = record.get(self.endpoint.key) if type(record) is dict else None
+        key = key if type(key) is int else None
+        text = to_json(record)
+        if len(text) > self.max_field_bytes:
+            text = to_json(_cut(record, self.max_field_bytes))
+        if len(text) > MAX_PAYLOAD_BYTES:
+            text = to_json({"_cut": f"a payload of {len(text)} characters of JSON, not stored"})
+        out.rejected.append({
+            "endpoint": self.endpoint.name, "page": page, "reason": "; ".join(reasons),
+            "record_key": None if key is None else str(key), "payload": text,
+            "run_id": self.run_id, "rejected_at": datetime.now(UTC)})  # fmt: skip
+        with self._lock:
+            self.rejected += 1
+            self.rejected_by_reason.update(r.split(" (")[0] for r in reasons)
+            if key is not None:
+                self.rejected_keys.append(key)

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from ingestion.config import IngestionConfig
-from ingestion.moovitamix_source.http import Api, Counters, FetchFailed, parse_page
+from ingestion.moovitamix_source.http import Api, Counters, EndpointFailed, parse_page
 
 CAP = 64 * 1024
 FAST = IngestionConfig(
@@ -141,7 +141,7 @@ def test_a_refused_connection_is_retried_then_named(server: Callable) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens once closed
     counters = Counters()
-    with pytest.raises(FetchFailed) as failed:
+    with pytest.raises(EndpointFailed) as failed:
         Api(f"http://127.0.0.1:{port}", FAST).page("users", 1, counters)
     assert str(failed.value).startswith("users page 1: 3 attempts, last: ConnectionError")
     assert counters.retries == {"connection": 3} and counters.requests == 3
@@ -149,7 +149,7 @@ def test_a_refused_connection_is_retried_then_named(server: Callable) -> None:
 
 def test_giving_up_names_endpoint_page_and_last_error(server: Callable) -> None:
     counters = Counters()
-    with pytest.raises(FetchFailed) as failed:
+    with pytest.raises(EndpointFailed) as failed:
         Api(server(always(status(503, b"busy"))), FAST).page("tracks", 2, counters)
     assert str(failed.value) == "tracks page 2: HTTP 503 Service Unavailable (3 attempts): busy"
     assert counters.requests == 3
@@ -172,7 +172,7 @@ def test_retry_after_is_capped(server: Callable) -> None:
 @pytest.mark.parametrize("code", [400, 401, 403, 404, 422])
 def test_client_errors_are_not_retried_and_show_the_body(server: Callable, code: int) -> None:
     counters = Counters()
-    with pytest.raises(FetchFailed) as failed:
+    with pytest.raises(EndpointFailed) as failed:
         Api(server(first_attempt(status(code, b'{"detail": "No"}'))), FAST).page("t", 3, counters)
     phrase = HTTPStatus(code).phrase
     assert str(failed.value) == f't page 3: HTTP {code} {phrase} (not retried): {{"detail": "No"}}'
@@ -234,7 +234,7 @@ def test_a_response_over_the_cap_is_refused_not_retried(
     server: Callable, answer: Callable, how: str
 ) -> None:
     counters = Counters()
-    with pytest.raises(FetchFailed) as failed:
+    with pytest.raises(EndpointFailed) as failed:
         Api(server(always(answer)), FAST).page("users", 2, counters)
     assert str(failed.value) == (
         f"users page 2: response larger than the 0.0625 MB cap ({how}; "

@@ -11,8 +11,7 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from ingestion.moovitamix_source.contract import ENDPOINTS
-from ingestion.moovitamix_source.records import record_hash
+from ingestion.moovitamix_source.contract import ENDPOINTS, record_hash
 from ingestion.pipeline import IngestionFailed
 from moovitamix.connection_url import ConnectionURL
 from tests.ingestion.ingestion_helpers import (

@@ -12,8 +12,15 @@ import pyarrow as pa
 import pytest
 
 from ingestion.moovitamix_source import ReadCheck, known
-from ingestion.moovitamix_source.contract import LISTEN_HISTORY, TRACKS, USERS, record_schema
-from ingestion.moovitamix_source.records import Checker, Tables, record_hash
+from ingestion.moovitamix_source.contract import (
+    LISTEN_HISTORY,
+    TRACKS,
+    USERS,
+    Checker,
+    Tables,
+    record_hash,
+    record_schema,
+)
 
 
 def track(i: int, **changes: object) -> dict[str, object]:
