@@ -1,15 +1,8 @@
-"""The ingestion run: the MooVitamix source -> dlt -> a destination chosen by configuration.
-
-- `postgres` (default): schema raw of the warehouse; records merged as scd2 (history with
-  deletions), items of new versions only, rejects appended.
-- `filesystem`: the Parquet lake; each run appends a complete, immutable snapshot under its
-  load id (dlt cannot merge plain Parquet: history is derived downstream).
-
-A run takes the warehouse's ingestion lock; loads what an earlier run left normalized and drops
-what it only extracted (dlt's pipeline API); extracts the three endpoints into one load package
-(a read that does not add up is read again, then fails the run); normalizes; loads; writes one
-`monitoring.ingestion_stats` row per endpoint. A run that fails before its load leaves the
-destination as it was.
+"""The ingestion run: the MooVitamix source -> dlt -> a destination chosen by configuration:
+`postgres` (schema raw, records as scd2) or `filesystem` (the Parquet lake: each run appends a
+complete, immutable snapshot under its load id). A run that fails before its load leaves the
+destination as it was; a failed load stays pending and is loaded first by the next run. See
+README.md ("What a run does", "Destinations").
 """
 
 from __future__ import annotations

@@ -1,15 +1,10 @@
-"""The dlt source of the MooVitamix API: one resource per endpoint (tracks, users,
-listen_history), each a complete extract of it, as Arrow tables (dlt's fast path).
+"""The dlt source of the MooVitamix API: one resource per endpoint, each a complete extract.
 
-A resource reads page 1 (it says how many there are), then yields `dlt.defer`red tasks that
-fetch and check a few pages each: dlt runs them in its extract pool, at most
-`max_parallel_items` in flight (memory stays bounded). A task returns its tables routed by
-`dlt.mark.with_table_name`: the records to `<endpoint>` (scd2 on `record_hash`, no merge key:
-the extract is complete; or appended to the lake's snapshot with `_snapshot_at`), listen
-history's items to `listen_history__items` (on scd2 only of versions raw does not hold), the
-rejected records to `_rejected`. The task that completes an endpoint checks the read (records
-== total, ids unique, total unchanged: else `ReadMismatch`) and the reject share, and carries
-the current rows of rejected ids; with `SourceRun.summary` the last one adds the stats table.
+A resource reads page 1, then yields `dlt.defer`red tasks that fetch and check a few pages
+each (dlt's extract pool, bounded) and return one Arrow table per raw table, routed with
+`dlt.mark.with_table_name`: records (scd2 on `record_hash`, or appended to the lake's snapshot),
+listen_history's items, rejects. The task that completes an endpoint checks the read (records
+== total, ids unique, total unchanged: else `ReadMismatch`) and the reject share.
 """
 
 from __future__ import annotations
