@@ -24,7 +24,7 @@ export GX_ANALYTICS_ENABLED := false
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv spark-venv daily test lint unit ingest transform validate train evaluate report docs simulator \
+.PHONY: help venv spark-venv deps daily test lint unit ingest transform validate train evaluate report docs simulator \
 	psql warehouse-stop warehouse-status bench lock clean
 
 help: ## show this menu
@@ -50,8 +50,10 @@ $(SPARK_STAMP): $(STAMP) $(ROOT)/requirements-spark.lock
 
 spark-venv: $(SPARK_STAMP) ## add the Spark engine's packages to .venv (done on first use of MOOVITAMIX_ENGINE=spark)
 
-daily: $(ENGINE_DEPS) ## the whole daily run (what cron calls); exit 0 only if every step passed
-	@cd $(ROOT) && $(PY) -m moovitamix.daily $(ARGS)
+daily: $(ENGINE_DEPS) ## the whole daily run; exit 0 only if every step passed (cron: bin/daily)
+	@cd $(ROOT) && $(PY) -m orchestrator $(ARGS)
+
+deps: $(ENGINE_DEPS) ## install what the configured engine needs (.venv; on spark its packages too)
 
 test: lint unit ## the test command: lint, unit and integration tests (what CI runs)
 
@@ -98,7 +100,7 @@ analyst-psql: $(STAMP) ## psql as the read-only role mvx_analyst (no raw, no PII
 
 .PHONY: print-admin-sql
 print-admin-sql: $(STAMP) ## the SQL an administrator runs once when the warehouse user is no superuser
-	@cd $(ROOT) && $(PY) -m moovitamix.privileges
+	@cd $(ROOT) && $(PY) -m moovitamix warehouse admin-sql
 
 warehouse-status: $(STAMP) ## is the warehouse up, and which one is in use
 	@cd $(ROOT) && $(PY) -m moovitamix warehouse status

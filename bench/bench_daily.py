@@ -8,7 +8,7 @@ embedded defaults: realistic profile, 5k users, 2k tracks) and at 100k users.
 Each size runs on a scratch database `moovitamix_bench_daily` of the warehouse in use (the
 embedded one by default; the real warehouse database is never touched) with its own data dir:
 day 0 (everything new) then day 1 (the steady state cron sees: an incremental day). Each run is
-the real entry point in a subprocess (`python -m moovitamix.daily`, the built-in simulator) and
+the real entry point in a subprocess (`python -m orchestrator`, the built-in simulator) and
 its steps' seconds come from the run ledger.
 
 The baseline, measured in the same run: a fresh Python process that imports the four tools a
@@ -101,7 +101,7 @@ def run_day(
     )
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "moovitamix.daily"],
+        [sys.executable, "-m", "orchestrator"],
         env=env, capture_output=True, text=True, check=False, cwd=ROOT,
     )  # fmt: skip
     seconds = time.perf_counter() - started

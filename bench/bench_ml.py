@@ -4,7 +4,7 @@ One run, on one data set written into a scratch database `moovitamix_bench_ml` o
 in use (the embedded one by default), never into the real marts:
 
 1. data: the API simulator's own realistic generator (`--data simulator`, the default: genres,
-   Zipf popularity and 4 "scenes" per genre, day 0), or ml.synthetic (`--data synthetic`),
+   Zipf popularity and 4 "scenes" per genre, day 0), or tests/ml/synthetic.py (`--data synthetic`),
    written as the five input marts;
 2. the baseline: bare implicit on the same CSR matrix (the same confidences and parameters):
    `AlternatingLeastSquares.fit` + `recommend(all users, filter_already_liked_items=True)`;
@@ -17,12 +17,17 @@ in use (the embedded one by default), never into the real marts:
    of the "play next" lists against both baselines (recorded by the train path in the
    champion's metrics); and, from a fit on the training split, next_hit of both scorings.
 
-Goals (issue 6): train path / bare implicit <= 1.25; publish >= 200k rows/s; ALS NDCG@10 >= 2x
+`--copy` runs only the COPY comparison instead: the lists of `--copy-users` users (1M, 10 rows
+each) written with psycopg's binary COPY (`write_row`, what ml.publish does) and with the numpy
+binary codec ml.publish used before (kept here only to compare), same process, same table.
+
+Goals: train path / bare implicit <= 1.25; publish >= 200k rows/s; ALS NDCG@10 >= 2x
 popularity; and the published "play next" lists' next_hit above both baselines'. Ratios measured
 in one run compare across machines and loads better than seconds.
 
     .venv/bin/python bench/bench_ml.py            # 100k users x 50k tracks, ~1.9M pairs
     .venv/bin/python bench/bench_ml.py --quick    # 10k x 5k smoke run
+    .venv/bin/python bench/bench_ml.py --copy     # COPY of 10M list rows, both ways
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,20 +58,21 @@ from psycopg import sql
 from ml.baselines import Popularity
 from ml.config import SIMILAR_SCORINGS, MlConfig, load_config
 from ml.evaluate import NEXT_HIT, model_next_hit
-from ml.lists import similar_tracks, user_top_tracks
+from ml.lists import UserTopTracks, similar_tracks, user_top_tracks
 from ml.model import confidence, fit, new_als, recommend, similar, single_threaded_blas
-from ml.publish import publish
+from ml.publish import USER_TOP_TRACKS, copy_rows, publish, user_columns
 from ml.registry import load_model
-from ml.synthetic import SyntheticMarts, generate, write_marts
 from ml.train import Inputs, TrainResult, evaluation_data, read_inputs, run_training
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.settings import apply_offline_defaults, load_settings
 from moovitamix.warehouse import connect, ensure_database, ensure_schemas, open_warehouse
 from simulator.evolve import build_world
 from simulator.generate import WorldSpec
+from tests.ml.synthetic import SyntheticMarts, generate, write_marts
 
 BENCH_DATABASE = "moovitamix_bench_ml"
 RESULTS = Path(__file__).resolve().parent / "results" / "ml.json"
+COPY_RESULTS = RESULTS.with_name("ml-copy.json")
 QUICK = {"users": 10_000, "tracks": 5_000}
 GOALS = {
     "train_over_bare": 1.25,
@@ -88,8 +94,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-o", "--override", action="append", default=[], help="ml config key")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each component (best)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--copy", action="store_true", help="only the COPY comparison")
+    parser.add_argument("--copy-users", type=int, default=1_000_000)
     args = parser.parse_args(argv)
+    args.out = args.out or (COPY_RESULTS if args.copy else RESULTS)
     if args.quick:
         args.users, args.tracks = QUICK["users"], QUICK["tracks"]
     return args
@@ -255,6 +264,101 @@ def quality(inputs: Inputs, config: MlConfig, seconds: dict[str, float]) -> dict
     }
 
 
+# --- COPY: psycopg's write_row against the former numpy codec ----------------------------------
+
+
+def numpy_binary_copy(
+    conn: psycopg.Connection, table: str, lists: UserTopTracks, at: datetime
+) -> None:
+    """The former ml/pgcopy.py path: each block of rows one numpy structured array in COPY's
+    binary tuple layout (int16 field count, then int32 length + big-endian value per field)."""
+    epoch = (at - datetime(2000, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    fields = [("user_id", ">i8"), ("rank", ">i4"), ("track_id", ">i8"), ("score", ">f8")]
+    fields += [("source", "S3"), ("model_run_id", "S5"), ("generated_at", ">i8")]
+    dtype = np.dtype([("n", ">i2")] + [x for f in fields for x in ((f"len_{f[0]}", ">i4"), f)])
+    with conn.cursor() as cur, cur.copy(f"copy {table} from stdin (format binary)") as copy:
+        copy.write(b"PGCOPY\n\xff\r\n\x00" + bytes(8))
+        for start in range(0, len(lists), 250_000):
+            part = slice(start, start + 250_000)
+            block = np.empty(len(lists.user_id[part]), dtype=dtype)
+            block["n"] = len(fields)
+            for name, fmt in fields:
+                block[f"len_{name}"] = np.dtype(fmt).itemsize
+            for name in ("user_id", "rank", "track_id", "score"):
+                block[name] = getattr(lists, name)[part]
+            block["source"], block["model_run_id"], block["generated_at"] = b"als", b"bench", epoch
+            copy.write(block.tobytes())
+        copy.write(b"\xff\xff")
+
+
+def copy_bench(url: ConnectionURL, n_users: int, repeat: int) -> dict[str, Any]:
+    """user_top_tracks of `n_users` users (10 rows each) COPYed both ways into a fresh table."""
+    n = n_users * 10
+    rng = np.random.default_rng(0)
+    lists = UserTopTracks(
+        user_id=np.repeat(np.arange(n_users, dtype=np.int64), 10),
+        rank=np.tile(np.arange(1, 11, dtype=np.int32), n_users),
+        track_id=rng.integers(1, 10**6, n),
+        score=rng.random(n),
+        source=np.zeros(n, dtype=np.int8),
+    )
+    at = datetime.now(UTC)
+    columns = ", ".join(f"{name} {kind} not null" for name, kind in USER_TOP_TRACKS.columns)
+    seconds: dict[str, float] = {}
+
+    def run(write: Callable[[psycopg.Connection], None]) -> Callable[[], int]:
+        def once() -> int:
+            with connect(url, autocommit=True) as conn:
+                conn.execute(
+                    f"drop table if exists copy_bench; create table copy_bench ({columns})"
+                )
+                write(conn)
+                (rows,) = conn.execute("select count(*) from copy_bench").fetchone() or (0,)
+                conn.execute("drop table copy_bench")
+            return int(rows)
+
+        return once
+
+    def psycopg_write_row(conn: psycopg.Connection) -> None:
+        with conn.cursor() as cur, cur.copy("copy copy_bench from stdin (format binary)") as copy:
+            copy.set_types([kind for _, kind in USER_TOP_TRACKS.columns])
+            for row in copy_rows([user_columns(lists)], "bench", at):
+                copy.write_row(row)
+
+    print(f"COPY of {n:,} user_top_tracks rows ({n_users:,} users), best of {repeat}")
+    rows = {
+        "numpy binary codec (former ml/pgcopy.py)": timed(
+            seconds,
+            "numpy binary codec",
+            run(lambda c: numpy_binary_copy(c, "copy_bench", lists, at)),
+            repeat,
+        ),
+        "psycopg write_row (ml.publish)": timed(
+            seconds, "psycopg write_row", run(psycopg_write_row), repeat
+        ),
+    }
+    assert set(rows.values()) == {n}, rows
+    saved = seconds["psycopg write_row"] - seconds["numpy binary codec"]
+    share = saved / seconds["psycopg write_row"]
+    print(f"  the numpy codec saves {saved:.1f}s per {n:,} rows ({share:.0%})")
+    return {
+        "benchmark": "ml-copy",
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_1m": round(os.getloadavg()[0], 2),
+            "psycopg": f"{psycopg.__version__} ({psycopg.pq.__impl__})",
+        },
+        "rows": n,
+        "seconds": seconds,
+        "repeat": f"best of {repeat}",
+        "numpy_codec_saves_s": round(saved, 2),
+        "definitions": "seconds: one COPY of the rows into a fresh table (create, copy, count), "
+        "psycopg's binary COPY with set_types + write_row per row (ml.publish) vs the numpy "
+        "structured-array encoder ml/pgcopy.py had",
+    }
+
+
 # --- the report ------------------------------------------------------------------------------
 
 
@@ -362,6 +466,17 @@ def result_json(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     apply_offline_defaults()
+    if args.copy:
+        url = open_warehouse(load_settings()).with_database(BENCH_DATABASE)
+        ensure_database(url)
+        try:
+            found = copy_bench(url, args.copy_users, args.repeat)
+        finally:
+            if not args.keep:
+                drop_database(url)
+        args.out.write_text(json.dumps(found, indent=2) + "\n", encoding="utf-8")
+        print(f"results: {args.out}")
+        return 0
     scratch = Path(tempfile.mkdtemp(prefix="bench-ml-"))
     overrides = [
         *args.override,

@@ -1,17 +1,10 @@
-"""Run the dbt project in this process, through one `dbtRunner` invocation per command.
+"""Run dbt in this process: one `dbtRunner` invocation per command, the engine's target.
 
-The engine (`Settings.engine`) picks the profile's target. On Postgres (`warehouse`) the
-warehouse is resolved from the project's settings (`open_warehouse`: `WAREHOUSE_URL`, or the
-embedded Postgres started on demand) and handed to dbt as the MVX_DBT_* variables that
-`profiles.yml` reads. On Spark (`spark`) the process's Spark session is started first
-(moovitamix.spark) and dbt-spark's session method reuses it; the same settings reach the profile
-as MVX_DBT_SPARK_CONF, the lake's URL as MVX_DBT_LAKE_URL (the sources' on-run-start macro).
-Project, profiles, target and log paths are absolute, so this works from any working directory.
-
-The run id reaches dbt as the environment variable MOOVITAMIX_RUN_ID (the project's convention,
-see moovitamix.run_context), read by the `run_id()` macro; `--vars '{run_id: ...}'` works too,
-but changing a var forces dbt to re-parse the whole project (~7 s), an environment variable only
-the files that use it.
+Postgres (`warehouse`): the warehouse the caller opened reaches `profiles.yml` as MVX_DBT_*.
+Spark (`spark`): this process's Spark session is started first and dbt-spark's session method
+reuses it; its settings reach the profile as MVX_DBT_SPARK_CONF, the lake as MVX_DBT_LAKE_URL.
+The run id reaches dbt as MOOVITAMIX_RUN_ID (the `run_id()` macro): a changed environment
+variable re-parses only the files that read it, a changed `--vars` the whole project.
 """
 
 from __future__ import annotations
@@ -21,105 +14,92 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from dbt_project.results import BuildResult, NodeResult
+from moovitamix.connection_url import ConnectionURL
+from moovitamix.errors import one_line
 from moovitamix.roles import TRANSFORMER
 from moovitamix.run_context import RUN_ID_ENV
 from moovitamix.settings import Settings, apply_offline_defaults, temporary_env
 from moovitamix.spark import spark_conf, spark_session
-from moovitamix.warehouse import open_warehouse
 
 log = logging.getLogger(__name__)
 
 PROJECT_DIR = Path(__file__).resolve().parent
-# inside dbt_project/ (git-ignored); dbt's own DBT_TARGET_PATH / DBT_LOG_PATH move them
-TARGET_DIR = PROJECT_DIR / "target"
-LOG_DIR = PROJECT_DIR / "logs"
-MARTS_SCHEMA_ENV = "MVX_DBT_MARTS_SCHEMA"  # see models.moovitamix.marts in dbt_project.yml
-SPARK_CONF_ENV = "MVX_DBT_SPARK_CONF"  # profiles.yml, target spark
-LAKE_URL_ENV = "MVX_DBT_LAKE_URL"  # macros/lake_sources.sql
+MARTS_SCHEMA_ENV = "MVX_DBT_MARTS_SCHEMA"  # dbt_project.yml, models.moovitamix.marts
 TARGETS = {"postgres": "warehouse", "spark": "spark"}  # Settings.engine -> profiles.yml target
+# libpq variables that say what a session does, or that the profile already names: dbt gets the
+# others (how to reach the server: TLS, GSS, authentication) from the environment.
+_NOT_FOR_DBT = {"PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE"} | {
+    "PGTARGETSESSIONATTRS", "PGAPPNAME", "PGOPTIONS",
+}  # fmt: skip
 
 
-def prepare_environment(settings: Settings, run_id: str | None = None) -> str:
+def dbt_env(url: ConnectionURL) -> dict[str, str]:
+    """The variables `profiles.yml` reads with env_var(), and the URL's TLS options (sslmode,
+    sslrootcert, ...) as the PG* variables libpq reads under dbt-postgres."""
+    libpq = {key: value for key, value in url.libpq_env().items() if key not in _NOT_FOR_DBT}
+    return {
+        "MVX_DBT_HOST": url.host,
+        "MVX_DBT_PORT": str(url.port),
+        "MVX_DBT_USER": url.user,
+        "MVX_DBT_PASSWORD": url.password,
+        "MVX_DBT_DATABASE": url.database,
+        **libpq,
+    }
+
+
+def prepare_environment(
+    settings: Settings, warehouse: ConnectionURL | None, run_id: str | None = None
+) -> str:
     """Export what dbt reads (the engine's connection, the run id, no telemetry); returns the
-    profile's target for the settings' engine."""
+    profile's target for the settings' engine. `warehouse`: the opened one (unused on Spark)."""
     apply_offline_defaults()
     if settings.engine == "spark":
-        os.environ[SPARK_CONF_ENV] = json.dumps(spark_conf(settings))
-        os.environ[LAKE_URL_ENV] = settings.lake
+        os.environ["MVX_DBT_SPARK_CONF"] = json.dumps(spark_conf(settings))
+        os.environ["MVX_DBT_LAKE_URL"] = settings.lake
         spark_session(settings)  # dbt-spark's getOrCreate() finds it
-        log.debug("dbt on Spark (%s), lake %s", settings.spark_master, settings.lake)
+    elif warehouse is None:
+        raise ValueError("dbt on Postgres needs the opened warehouse's URL")
     else:
-        url = open_warehouse(settings)
-        os.environ.update(url.dbt_env())
+        os.environ.update(dbt_env(warehouse))
         os.environ["MVX_DBT_ROLE"] = TRANSFORMER  # what dbt builds, mvx_transformer owns
-        log.debug("dbt warehouse: %s", url.describe())
     if run_id:
         os.environ[RUN_ID_ENV] = run_id
     return TARGETS[settings.engine]
 
 
 def target_dir() -> Path:
-    return Path(os.environ.get("DBT_TARGET_PATH") or TARGET_DIR)
+    """dbt_project/target, or dbt's own DBT_TARGET_PATH (the tests' private one)."""
+    return Path(os.environ.get("DBT_TARGET_PATH") or PROJECT_DIR / "target")
 
 
-def log_dir() -> Path:
-    return Path(os.environ.get("DBT_LOG_PATH") or LOG_DIR)
+def invoke(command: str, args: Sequence[str] = (), *, run_id: str = "", target: str = "") -> tuple:
+    """One dbtRunner invocation with the project's paths; (BuildResult, dbtRunnerResult)."""
+    from dbt.cli.main import dbtRunner  # imported late: only when dbt actually runs
 
-
-def common_args(*, quiet: bool = True, target: str | None = None) -> list[str]:
-    args = [
-        "--project-dir",
-        str(PROJECT_DIR),
-        "--profiles-dir",
-        str(PROJECT_DIR),
-        "--target-path",
-        str(target_dir()),
-        "--log-path",
-        str(log_dir()),
-    ]
-    if target:
-        args += ["--target", target]
-    return [*args, "--quiet"] if quiet else args
-
-
-def invoke(
-    command: str,
-    args: Sequence[str],
-    *,
-    run_id: str = "",
-    quiet: bool = True,
-    target: str | None = None,
-):
-    """One dbtRunner invocation; returns (BuildResult, the raw dbtRunnerResult)."""
-    from dbt.cli.main import dbtRunner  # imported late: ~3 s, only when dbt actually runs
-
-    started = time.monotonic()
-    argv = [*command.split(), *common_args(quiet=quiet, target=target), *args]
+    log_dir = os.environ.get("DBT_LOG_PATH") or str(PROJECT_DIR / "logs")
+    argv = [
+        *command.split(), "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR),
+        "--target-path", str(target_dir()), "--log-path", log_dir, "--quiet",
+        *(["--target", target] if target else []), *args,
+    ]  # fmt: skip
     log.debug("dbt %s", " ".join(argv))
+    started = time.monotonic()
     try:
         outcome = dbtRunner().invoke(argv)
-    except Exception as exc:  # dbt raises on some setup errors instead of reporting them
-        return (
-            BuildResult(command, run_id, False, time.monotonic() - started, error=_one_line(exc)),
-            None,
-        )
+    except Exception as exc:  # dbt raises some setup errors instead of reporting them
+        seconds = time.monotonic() - started
+        return BuildResult(command, run_id, False, seconds, error=one_line(exc)), None
     results = getattr(outcome.result, "results", None) or []
     nodes = [NodeResult.from_dbt(r) for r in results if getattr(r, "node", None) is not None]
-    error = _one_line(outcome.exception) if outcome.exception is not None else None
+    error = one_line(outcome.exception) if outcome.exception is not None else None
     if not outcome.success and error is None and not any(n.is_bad for n in nodes):
-        error = f"dbt reported a failure; details in {log_dir() / 'dbt.log'}"
-    result = BuildResult(
-        command=command,
-        run_id=run_id,
-        success=bool(outcome.success),
-        seconds=time.monotonic() - started,
-        nodes=nodes,
-        error=error,
-    )
-    return result, outcome
+        error = f"dbt reported a failure; details in {log_dir}/dbt.log"
+    seconds = time.monotonic() - started
+    return BuildResult(command, run_id, bool(outcome.success), seconds, nodes, error), outcome
 
 
 def build_args(
@@ -130,20 +110,18 @@ def build_args(
     full_refresh: bool = False,
 ) -> list[str]:
     args: list[str] = []
-    if select:
-        args += ["--select", *([select] if isinstance(select, str) else select)]
-    if exclude:
-        args += ["--exclude", *([exclude] if isinstance(exclude, str) else exclude)]
+    for flag, nodes in (("--select", select), ("--exclude", exclude)):
+        if nodes:
+            args += [flag, *([nodes] if isinstance(nodes, str) else nodes)]
     if exclude_unit_tests:
         args += ["--exclude-resource-type", "unit_test"]
-    if full_refresh:
-        args.append("--full-refresh")
-    return args
+    return [*args, "--full-refresh"] if full_refresh else args
 
 
 def run_build(
     settings: Settings,
     run_id: str,
+    warehouse: ConnectionURL | None,
     select: Sequence[str] | str | None = None,
     exclude_unit_tests: bool = True,
     *,
@@ -151,43 +129,21 @@ def run_build(
     full_refresh: bool = False,
     marts_schema: str | None = None,
 ) -> BuildResult:
-    """`dbt build` (seeds, models, tests) on the settings' warehouse, in one invocation.
-
-    The daily run excludes the unit tests (they test the code, not the data: `make test` runs
-    them, on Postgres only); `success` is false if any model, seed or test errored or failed
-    (warnings pass).
-    `marts_schema` builds the marts there instead of `marts` (the daily run's candidate).
-    """
-    target = prepare_environment(settings, run_id)
-    # The unit tests give their inputs in raw's Postgres shape (dlt's SCD2 columns, SQL
-    # fixtures): Postgres only. The Spark history has its own test (tests/dbt_project).
+    """`dbt build` (seeds, models, tests) in one invocation; `success` is false if anything
+    errored or failed (warnings pass). `marts_schema` builds the marts there instead of `marts`.
+    Unit tests run on Postgres only: their inputs are raw's SCD2 shape."""
+    target = prepare_environment(settings, warehouse, run_id)
     exclude_unit_tests = exclude_unit_tests or settings.engine == "spark"
     args = build_args(
         select, exclude, exclude_unit_tests=exclude_unit_tests, full_refresh=full_refresh
     )
-    if marts_schema is None:
-        result, _ = invoke("build", args, run_id=run_id, target=target)
-    else:  # dbt_project.yml reads the variable
-        with temporary_env(MARTS_SCHEMA_ENV, marts_schema):
-            result, _ = invoke("build", args, run_id=run_id, target=target)
-    return result
+    with temporary_env(MARTS_SCHEMA_ENV, marts_schema) if marts_schema else nullcontext():
+        return invoke("build", args, run_id=run_id, target=target)[0]
 
 
-def run_docs_generate(settings: Settings, run_id: str = "") -> BuildResult:
-    """`dbt docs generate` (manifest and catalog into dbt_project/target)."""
-    target = prepare_environment(settings, run_id or None)
-    result, _ = invoke("docs generate", [], run_id=run_id, target=target)
-    return result
-
-
-def run_freshness(settings: Settings, run_id: str = "") -> BuildResult:
-    """`dbt source freshness`: how long since raw's tables last got a new version."""
-    target = prepare_environment(settings, run_id or None)
-    result, _ = invoke("source freshness", [], run_id=run_id, target=target)
-    return result
-
-
-def _one_line(exc: BaseException | object) -> str:
-    text = str(exc).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return " ".join(lines[:3]) if lines else type(exc).__name__
+def run_dbt(
+    settings: Settings, warehouse: ConnectionURL | None, command: str, run_id: str = ""
+) -> BuildResult:
+    """Another dbt command on the settings' engine: `docs generate`, `source freshness`."""
+    target = prepare_environment(settings, warehouse, run_id or None)
+    return invoke(command, run_id=run_id, target=target)[0]

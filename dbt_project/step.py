@@ -1,4 +1,4 @@
-"""The dbt build as a step of the daily run (moovitamix/daily.py): `transform`."""
+"""The dbt build as a step of the daily run: `transform`."""
 
 from __future__ import annotations
 
@@ -11,18 +11,15 @@ from moovitamix.spark import spark_session
 from moovitamix.spark_publication import stage_marts
 from moovitamix.step import RunContext, StepFailed, StepReport
 
+__all__ = ["transform"]
+
 log = logging.getLogger(__name__)
 
 
 def transform(ctx: RunContext) -> StepReport:
-    """dbt build of staging and marts, without the unit tests (they test the code, in CI).
-
-    In the daily run the marts are built into `marts_candidate` (in full when a failed run left
-    it), to be audited and then published (moovitamix/publication.py); on the Spark engine into
-    the slot database that is not published (moovitamix/spark_publication.py).
-
-    A failed model or test fails the step with dbt's first error; warnings (orphaned listens,
-    unparsable durations) pass and are listed in the details.
+    """dbt build of staging and marts without the unit tests. Under a publication the marts go
+    to the candidate (Postgres: `marts_candidate`; Spark: the unpublished slot), in full when a
+    failed run left it. dbt's first error fails the step; warnings pass, listed in the details.
     """
     marts_schema, full_refresh = None, False
     on_spark = ctx.settings.engine == "spark"
@@ -35,6 +32,7 @@ def transform(ctx: RunContext) -> StepReport:
     result = run_build(
         ctx.settings,
         ctx.run_id,
+        ctx.warehouse,
         exclude_unit_tests=True,
         full_refresh=full_refresh,
         marts_schema=marts_schema,

@@ -1,15 +1,11 @@
-"""monitoring.validation_results: one row per expectation per run, queryable in SQL.
-
-A check that could not run (its query raised) is told from a failed one by its row: observed_value
-"could not run: <reason>" and `observed ? 'could_not_run'`; both fail the run at its severity.
-
-Rows are built from GX's validation results and the `meta` every check carries (its name,
-severity, limit). Observed values hold aggregates and counts only, never record contents.
+"""The validation's tables: monitoring.check_metrics (each check's metric per subject per run,
+what GX validates) and monitoring.validation_results (one row per expectation per run). A check
+that could not run has observed_value "could not run: <reason>" and `observed ? 'could_not_run'`;
+it fails the run at its severity like a failed one. Aggregates and counts only, never records.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,10 +15,27 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from expectations import tables as t
-from expectations.checks import COULD_NOT_RUN, could_not_run_reason, format_value, observed_text
+from expectations.checks import COULD_NOT_RUN, Measured, observed
+from moovitamix.errors import one_line
 from moovitamix.warehouse import ensure_tables
 
-DDL = f"""
+METRICS_DDL = f"""
+create table if not exists {t.CHECK_METRICS} (
+    run_id text not null,
+    suite text not null,
+    expectation text not null,
+    subject text,                    -- null when the check could not run
+    observed double precision,       -- null: nothing to compare (no baseline yet)
+    could_not_run text,              -- why the check's query raised
+    details jsonb not null default '{{}}'::jsonb,  -- the metric query's context columns
+    measured_at timestamptz not null default now()
+);
+create index if not exists check_metrics_run_idx on {t.CHECK_METRICS} (run_id, suite);
+comment on table {t.CHECK_METRICS} is
+    'Each monitoring check''s metric per subject per run: what Great Expectations validates.';
+"""
+# Separate: `comment on table` needs the owner, who may be another role (ensure_tables)
+RESULTS_DDL = f"""
 create table if not exists {t.VALIDATION_RESULTS} (
     run_id text not null,
     suite text not null,
@@ -48,8 +61,6 @@ COLUMNS = (
     "expectation_type", "description", "observed", "validated_at",
 )  # fmt: skip
 MAX_OBSERVED_TEXT = 500
-# Counts GX reports for column expectations; its lists of unexpected values (PII) are left out.
-_COLUMN_COUNTS = ("element_count", "unexpected_count", "unexpected_percent", "missing_count")
 
 
 @dataclass(frozen=True)
@@ -69,61 +80,69 @@ class CheckResult:
 
     @property
     def status(self) -> str:
-        """'passed', 'failed', or 'could not run' (which fails the run like a failure)."""
-        if self.could_not_run:
-            return COULD_NOT_RUN
-        return "passed" if self.success else "failed"
+        return COULD_NOT_RUN if self.could_not_run else "passed" if self.success else "failed"
 
     def row(self, validated_at: datetime) -> tuple[object, ...]:
         values = {**self.__dict__, "observed": Jsonb(dict(self.observed))}
-        values["validated_at"] = validated_at
-        return tuple(values[name] for name in COLUMNS)
+        return tuple(validated_at if n == "validated_at" else values[n] for n in COLUMNS)
 
 
-def _metric_observed(result: Mapping[str, Any], unit: str) -> tuple[str, dict[str, Any]]:
-    subjects = result.get("details", {}).get("subjects", [])
-    return observed_text(subjects, unit), {"subjects": subjects}
+def _gx_error(gx_result: Any) -> str:
+    """GX's own failure to evaluate the expectation (its query on check_metrics raised)."""
+    info = gx_result.exception_info or {}
+    infos = (
+        [info]
+        if "raised_exception" in info
+        else [v for v in info.values() if isinstance(v, Mapping)]
+    )
+    messages = [i.get("exception_message") for i in infos if i.get("raised_exception")]
+    return one_line(RuntimeError(messages[0])) if messages else ""
 
 
-def _column_observed(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    counts = {key: result[key] for key in _COLUMN_COUNTS if key in result}
-    if "element_count" not in counts:
-        return "no data", counts
-    share = (counts.get("unexpected_percent") or 0.0) / 100
-    bad, total = counts.get("unexpected_count", 0), counts["element_count"]
-    return f"{format_value(share, 'share')} ({bad:,} of {total:,} break it)", counts
-
-
-def check_result(run_id: str, suite: str, gx_result: Any) -> CheckResult:
-    """A CheckResult from one GX ExpectationValidationResult."""
+def check_result(run_id: str, suite: str, gx_result: Any, measured: Measured) -> CheckResult:
+    """A CheckResult from one GX ExpectationValidationResult and what the check measured."""
     config = gx_result.expectation_config
-    meta = config.meta or {}
-    result = gx_result.result or {}
-    reason = could_not_run_reason(gx_result.exception_info)
-    if reason:
-        observed_value, observed = f"{COULD_NOT_RUN}: {reason}", {"could_not_run": reason}
-    elif "details" in result and "subjects" in result.get("details", {}):
-        observed_value, observed = _metric_observed(result, meta.get("unit", ""))
-    else:
-        observed_value, observed = _column_observed(result)
+    meta = config.meta
+    reason = measured.could_not_run or _gx_error(gx_result)
+    text, found = observed(Measured(measured.rows, reason), meta["unit"], meta["limit"])
     return CheckResult(
         run_id=run_id,
         suite=suite,
-        expectation=meta.get("check", config.type),
-        severity=meta.get("severity", "error"),
+        expectation=meta["check"],
+        severity=meta["severity"],
         success=bool(gx_result.success) and not reason,
-        observed_value=observed_value[:MAX_OBSERVED_TEXT],
-        threshold=meta.get("threshold", ""),
+        observed_value=text[:MAX_OBSERVED_TEXT],
+        threshold=meta["threshold"],
         expectation_type=config.type,
-        description=config.description or "",
-        observed=json.loads(json.dumps(observed, default=str)),
-        alert_title=meta.get("alert", ""),
-        could_not_run=reason or "",
+        description=meta["description"],
+        observed=found,
+        alert_title=meta["alert"],
+        could_not_run=reason,
     )
 
 
-def ensure_validation_results(conn: psycopg.Connection) -> None:
-    ensure_tables(conn, [t.VALIDATION_RESULTS], DDL)
+def write_measured(
+    conn: psycopg.Connection, run_id: str, measured: Mapping[tuple[str, str], Measured]
+) -> None:
+    """Replace this run's metric rows of these (suite, check)s."""
+    ensure_tables(conn, [t.CHECK_METRICS], METRICS_DDL)
+    suites = sorted({suite for suite, _ in measured})
+    conn.execute(
+        f"delete from {t.CHECK_METRICS} where run_id = %s and suite = any(%s)", (run_id, suites)
+    )
+    rows = []
+    for (suite, check), m in measured.items():
+        if m.could_not_run:
+            rows.append((run_id, suite, check, None, None, m.could_not_run, Jsonb({})))
+        for row in m.rows:
+            details = {k: v for k, v in row.items() if k not in ("subject", "observed")}
+            value = None if row["observed"] is None else float(row["observed"])
+            rows.append((run_id, suite, check, str(row["subject"]), value, None, Jsonb(details)))
+    conn.cursor().executemany(
+        f"insert into {t.CHECK_METRICS} (run_id, suite, expectation, subject, observed, "
+        "could_not_run, details) values (%s, %s, %s, %s, %s, %s, %s)",
+        rows,
+    )
 
 
 def write_results(
@@ -134,14 +153,13 @@ def write_results(
     validated_at: datetime,
 ) -> None:
     """Replace this run's rows of these suites (a run validated again keeps only the latest)."""
-    ensure_validation_results(conn)
+    ensure_tables(conn, [t.VALIDATION_RESULTS], RESULTS_DDL)
     conn.execute(
         f"delete from {t.VALIDATION_RESULTS} where run_id = %s and suite = any(%s)",
         (run_id, list(suites)),
     )
     marks = ", ".join(["%s"] * len(COLUMNS))
-    with conn.cursor() as cursor:
-        cursor.executemany(
-            f"insert into {t.VALIDATION_RESULTS} ({', '.join(COLUMNS)}) values ({marks})",
-            [r.row(validated_at) for r in results],
-        )
+    conn.cursor().executemany(
+        f"insert into {t.VALIDATION_RESULTS} ({', '.join(COLUMNS)}) values ({marks})",
+        [r.row(validated_at) for r in results],
+    )

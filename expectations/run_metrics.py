@@ -1,22 +1,17 @@
-"""monitoring.run_metrics: the figures each run measures before validating, so that the next run
-can compare itself with them (day-over-day volumes, the genre-share distribution).
-
-A run's figures are replaced when it validates again (idempotent). The day-over-day checks
-compare with the latest *successful* run of the run ledger, so a failed run's figures (half the
-users gone) never become tomorrow's baseline, and neither do those of a standalone validation.
-"""
+"""monitoring.run_metrics: the figures each run measures before validating (row counts, the
+genre-share distribution), measured where the marts are and kept in Postgres under the tables'
+published names, so that the next run compares itself with them whichever engine ran it. The
+day-over-day checks compare with the latest *successful* run of the ledger, so a failed run's
+figures never become a baseline."""
 
 from __future__ import annotations
 
 import logging
 
-import psycopg
-from psycopg import sql
-
 from expectations import tables as t
+from expectations.engines import Engine, SparkEngine
 from expectations.thresholds import Thresholds
-from moovitamix.publication import LIVE, Relations
-from moovitamix.warehouse import ensure_tables
+from moovitamix.warehouse import connect, ensure_tables
 
 log = logging.getLogger(__name__)
 
@@ -33,52 +28,36 @@ comment on table {t.RUN_METRICS} is
     'Figures measured by each validation run (row counts, genre shares): the baselines of the '
     'day-over-day checks of the next run.';
 """
-
-# The distribution of listens over genres: each user's listen shares add up to 1, so the sum
-# per genre over all users, normalised, weighs every listening user equally.
-GENRE_SHARES = sql.SQL(
-    f"""
-    insert into {t.RUN_METRICS} (run_id, metric, subject, value)
-    select %(run_id)s, 'genre_share', genre_id,
-           coalesce(sum(listen_share) / nullif(sum(sum(listen_share)) over (), 0), 0)
-    from {{features}}
-    group by genre_id
-"""
-)
-
-
-def ensure_run_metrics(conn: psycopg.Connection) -> None:
-    ensure_tables(conn, [t.RUN_METRICS], DDL)
+# Each user's listen shares add up to 1: summed per genre and normalised, every listener weighs
+# the same.
+GENRE_SHARES = """
+    select genre_id, coalesce(sum(listen_share) / nullif(sum(sum(listen_share)) over (), 0), 0)
+        as share
+    from {features}
+    group by genre_id"""
 
 
 def record_run_metrics(
-    conn: psycopg.Connection, run_id: str, thresholds: Thresholds, relations: Relations = LIVE
+    engine: Engine | SparkEngine, run_id: str, thresholds: Thresholds
 ) -> dict[str, float]:
-    """Measure and store this run's figures; returns the row counts measured, by table.
-
-    Figures are stored under the tables' published names ("marts.dim_users") even when the
-    run measures its candidate (`relations`), so that runs compare with each other."""
-    ensure_run_metrics(conn)
-    conn.execute(f"delete from {t.RUN_METRICS} where run_id = %s", (run_id,))
-    present = t.existing_tables(
-        conn, [relations(name) for name in (*thresholds.volume_tables, t.USER_GENRE_FEATURES)]
-    )
+    """Measure and store (replacing) this run's figures; returns the row counts, by table."""
+    rel = engine.relations
+    present = engine.existing(rel(n) for n in (*thresholds.volume_tables, t.USER_GENRE_FEATURES))
     volumes: dict[str, float] = {}
     for table in thresholds.volume_tables:
-        if relations(table) not in present:
-            log.info("run metrics: %s does not exist yet, not measured", relations(table))
+        if rel(table) not in present:
+            log.info("run metrics: %s does not exist yet, not measured", rel(table))
             continue
-        count = conn.execute(
-            sql.SQL("select count(*) from {}").format(relations.identifier(table))
-        ).fetchone()
-        volumes[table] = float(count[0] if count else 0)
-    conn.cursor().executemany(
-        f"insert into {t.RUN_METRICS} (run_id, metric, subject, value) values (%s, 'rows', %s, %s)",
-        [(run_id, table, rows) for table, rows in volumes.items()],
-    )
-    if relations(t.USER_GENRE_FEATURES) in present:
-        conn.execute(
-            GENRE_SHARES.format(features=relations.identifier(t.USER_GENRE_FEATURES)),
-            {"run_id": run_id},
+        volumes[table] = float(engine.rows(f"select count(*) as n from {rel(table)}")[0]["n"])
+    features = rel(t.USER_GENRE_FEATURES)
+    shares = engine.rows(GENRE_SHARES.format(features=features)) if features in present else []
+    rows = [(run_id, "rows", table, n) for table, n in volumes.items()]
+    rows += [(run_id, "genre_share", str(r["genre_id"]), float(r["share"])) for r in shares]
+    with connect(engine.url) as conn:
+        ensure_tables(conn, [t.RUN_METRICS], DDL)
+        conn.execute(f"delete from {t.RUN_METRICS} where run_id = %s", (run_id,))
+        conn.cursor().executemany(
+            f"insert into {t.RUN_METRICS} (run_id, metric, subject, value) values (%s, %s, %s, %s)",
+            rows,
         )
     return volumes

@@ -27,6 +27,7 @@ USER_TOP_TRACKS = "recommendations.user_top_tracks"
 INGESTION_STATS = "monitoring.ingestion_stats"  # written by ingestion
 PIPELINE_RUNS = "monitoring.pipeline_runs"  # the run ledger (moovitamix.run_ledger)
 RUN_METRICS = "monitoring.run_metrics"  # ours: per-run figures for day-over-day checks
+CHECK_METRICS = "monitoring.check_metrics"  # ours: each check's metric per subject per run
 VALIDATION_RESULTS = "monitoring.validation_results"  # ours: one row per expectation per run
 
 

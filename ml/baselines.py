@@ -30,19 +30,6 @@ class Recommendations:
     from_genre: np.ndarray  # (n, k) bool: picked for the favorite genre (else global)
 
 
-def _query_count(
-    heard: sp.csr_matrix | None, favorite_genre: np.ndarray | None, n_users: int | None
-) -> int:
-    for n in (
-        None if heard is None else heard.shape[0],
-        None if favorite_genre is None else len(favorite_genre),
-        n_users,
-    ):
-        if n is not None:
-            return int(n)
-    raise ValueError("give heard, favorite_genre or n_users")
-
-
 class Popularity:
     """Popularity counted on one listen matrix (the training split, or all data)."""
 
@@ -66,14 +53,12 @@ class Popularity:
         *,
         heard: sp.csr_matrix | None = None,
         favorite_genre: np.ndarray | None = None,
-        n_users: int | None = None,
     ) -> Recommendations:
-        """Top-k for each user: by genre when `favorite_genre` (codes, -1 = none) is given.
-
-        `heard` (users x tracks) excludes each user's tracks; without it, `n_users` users with
-        nothing heard are ranked.
-        """
-        n = _query_count(heard, favorite_genre, n_users)
+        """Top-k for each user (a row of `heard`, users x tracks, whose tracks are excluded, or
+        of `favorite_genre`): by genre when `favorite_genre` (codes, -1 = none) is given."""
+        if heard is None and favorite_genre is None:
+            raise ValueError("give heard or favorite_genre")
+        n = heard.shape[0] if heard is not None else len(favorite_genre)  # type: ignore[arg-type]
         genres = np.zeros((n, self.n_genres), dtype=bool)
         if favorite_genre is not None and self.n_genres:
             codes = np.asarray(favorite_genre, dtype=np.int64)

@@ -1,30 +1,8 @@
-"""Offline evaluation: a per-user leave-k-out holdout, ranking metrics at k, the baselines.
+"""Offline evaluation: a per-user leave-k-out holdout, ranking metrics at k, `next_hit` of the
+"play next" lists, and the popularity baselines on the same split. The definitions (precision
+is the textbook one, recall is what implicit calls precision) are in ml/README.md.
 
-The split. Users with at least `min_user_tracks` distinct tracks are eligible; a seeded sample
-of at most `max_eval_users` of them is evaluated, and for each of those `holdout_per_user` of
-their (user, track) pairs, drawn at random, are hidden from training. Everyone else, and every
-other pair, trains. (implicit's own leave_k_out_split is not used: in implicit 0.7.3 it can
-multiply held-out values, implicit issue #639.)
-
-The metrics, for each evaluated user u with held-out set T_u and top-k list L_u (tracks heard
-in training excluded), averaged over evaluated users (macro average):
-  precision  = |L_u & T_u| / k                      (the textbook definition: NOT implicit's)
-  recall     = |L_u & T_u| / |T_u|                  (denominator: the user's held-out tracks;
-               with holdout_per_user <= k this equals implicit's "precision", issue #412)
-  map        = sum over hit ranks r of precision@r / min(k, |T_u|)     (as implicit's MAP)
-  ndcg       = DCG / ideal DCG, binary gains, log2(rank + 1) discount, ideal over
-               min(k, |T_u|) hits                                        (as implicit's NDCG)
-  coverage   = distinct tracks in all evaluated users' lists / tracks in marts.dim_tracks
-
-The "play next" lists (similar_tracks) are judged on the same holdout by `next_hit`: for each
-evaluated user u with training tracks S_u and held-out tracks T_u,
-  next_hit   = share of the seeds s in S_u whose list L_s of k similar tracks holds a track of
-               T_u, averaged over users (macro)
-i.e. how often the "play next" list of a song the user played offers another song they really
-played but the model never saw. Lists are per track, not per user, so nothing is filtered. The
-lists come from a model fit on the training split; the baselines' from popularity counted on it:
-`popularity` (the most popular other tracks) and `genre_popularity` (the most popular tracks
-sharing the seed's genres: the published fallback).
+implicit's own leave_k_out_split is not used: in implicit 0.7.3 it can multiply held-out values.
 """
 
 from __future__ import annotations
@@ -39,6 +17,7 @@ import scipy.sparse as sp
 from ml.baselines import GENRE_POPULARITY, POPULARITY, Popularity
 from ml.config import Evaluation, ModelParams
 from ml.model import FittedModel, fit, recommend, similar
+from ml.topk import in_rows
 
 log = logging.getLogger(__name__)
 METRIC_NAMES = ("precision", "recall", "map", "ndcg", "coverage")
@@ -96,20 +75,6 @@ def leave_k_out(counts: sp.csr_matrix, settings: Evaluation) -> Holdout:
     return Holdout(train, test, chosen, len(eligible))
 
 
-def _in_rows(matrix: sp.csr_matrix, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """ids[i, j] is a column of matrix row rows[i], for all i, j at once (-1 never is)."""
-    matrix = matrix.tocsr(copy=True)
-    matrix.sort_indices()
-    n_cols = matrix.shape[1]
-    keys = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
-    keys = keys * n_cols + matrix.indices
-    if len(keys) == 0:
-        return np.zeros(ids.shape, dtype=bool)
-    wanted = np.asarray(rows, dtype=np.int64)[:, None] * n_cols + ids
-    found = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-    return (keys[found] == wanted) & (ids >= 0)
-
-
 def ranking_metrics(
     ids: np.ndarray, test: sp.csr_matrix, k: int, n_catalog_tracks: int
 ) -> dict[str, float]:
@@ -118,7 +83,7 @@ def ranking_metrics(
     relevant = np.diff(test.indptr)
     if m == 0 or np.any(relevant == 0):
         raise ValueError("every evaluated user needs at least one held-out track")
-    hits = _in_rows(test, np.arange(m), ids)
+    hits = in_rows(test, np.arange(m), ids)
 
     slots = ids.shape[1]
     n_hits = hits.sum(axis=1)
@@ -170,14 +135,15 @@ class EvaluationData:
 
 def next_track_hit_rate(similar_ids: np.ndarray, holdout: Holdout, k: int) -> float:
     """`next_hit`@k of the similar lists `similar_ids` (tracks x >= k columns, -1 = empty
-    slot) on the holdout: see the module docstring."""
+    slot): per evaluated user, the share of their training tracks whose list holds one of
+    their held-out tracks, averaged over users."""
     rows = holdout.eval_rows
     train, test = holdout.train[rows], holdout.test[rows]
     seeds_per_user = np.diff(train.indptr)
     if len(rows) == 0 or np.any(seeds_per_user == 0):
         raise ValueError("every evaluated user needs at least one training track")
     owner = np.repeat(np.arange(len(rows)), seeds_per_user)
-    hit = _in_rows(test, owner, similar_ids[train.indices, :k]).any(axis=1)
+    hit = in_rows(test, owner, similar_ids[train.indices, :k]).any(axis=1)
     per_user = np.bincount(owner, weights=hit, minlength=len(rows)) / seeds_per_user
     return float(per_user.mean())
 

@@ -18,8 +18,6 @@ import psycopg
 import scipy.sparse as sp
 from psycopg import sql
 
-from ml.pgcopy import INT4, INT8, CopyFormatError, single_field_rows
-
 log = logging.getLogger(__name__)
 
 # Postgres sends a COPY one message per row, and a Python step per message costs more than the
@@ -40,7 +38,7 @@ PACKED_LISTENS_QUERY = sql.SQL("""
 # published (moovitamix/publication.py): every reader takes the schema.
 MARTS = "marts"
 PACKED_BUCKETS = 256
-LISTEN_RECORD = np.dtype([("user_id", INT8), ("track_id", INT8), ("listen_count", INT4)])
+LISTEN_RECORD = np.dtype([("user_id", ">i8"), ("track_id", ">i8"), ("listen_count", ">i4")])
 NO_GENRE = -1
 
 
@@ -68,6 +66,14 @@ class Interactions:
     def n_interactions(self) -> int:
         return int(self.matrix.nnz)
 
+    def sizes(self) -> dict[str, int]:
+        """The ml.model_runs size columns."""
+        return {
+            "n_users": self.n_users,
+            "n_tracks": self.n_tracks,
+            "n_interactions": self.n_interactions,
+        }
+
     def rows_of(self, user_ids: np.ndarray) -> np.ndarray:
         """Row of each user id; -1 for users without listens."""
         return _positions(self.user_ids, user_ids)
@@ -86,6 +92,11 @@ class Catalog:
     genre_names: tuple[str, ...]  # genre code -> marts genre_id
     track_genres: sp.csr_matrix  # tracks (matrix columns) x genres, 1 where the track has it
     n_catalog_tracks: int  # rows of marts.dim_tracks: the coverage denominator
+
+    def favorite_genre_of(self, user_ids: np.ndarray) -> np.ndarray:
+        """The favorite genre code of each user (NO_GENRE: none, or not in dim_users)."""
+        codes = np.append(self.favorite_genre, NO_GENRE).astype(np.int32)  # [-1]: unknown
+        return codes[_positions(self.user_ids, user_ids)]
 
 
 def _positions(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -111,19 +122,14 @@ def build_interactions(
     return Interactions(matrix, users, tracks)
 
 
-def _missing(conn: psycopg.Connection, schema: str, tables: tuple[str, ...]) -> list[str]:
+def check_marts(conn: psycopg.Connection, schema: str = MARTS) -> None:
+    tables = ["fct_listens", "dim_users", "dim_tracks", "bridge_track_genres"]
     found = conn.execute(
         "select table_name from information_schema.tables "
         "where table_schema = %s and table_name = any(%s)",
-        (schema, list(tables)),
+        (schema, tables),
     ).fetchall()
-    return sorted(set(tables) - {name for (name,) in found})
-
-
-def check_marts(conn: psycopg.Connection, schema: str = MARTS) -> None:
-    missing = _missing(
-        conn, schema, ("fct_listens", "dim_users", "dim_tracks", "bridge_track_genres")
-    )
+    missing = sorted(set(tables) - {name for (name,) in found})
     if missing:
         raise MartsNotReady(
             f"input mart(s) missing: {', '.join(f'{schema}.{m}' for m in missing)} "
@@ -138,10 +144,9 @@ def load_interactions(conn: psycopg.Connection, schema: str = MARTS) -> Interact
         fct_listens=sql.Identifier(schema, "fct_listens"), buckets=sql.Literal(PACKED_BUCKETS)
     )
     with conn.cursor() as cur, cur.copy(query) as copy:
-        for field in single_field_rows(copy):
-            if len(field) % LISTEN_RECORD.itemsize:
-                raise CopyFormatError("packed listens are not whole records")
-            parts.append(np.frombuffer(field, dtype=LISTEN_RECORD))
+        copy.set_types(["bytea"])
+        for (packed,) in copy.rows():
+            parts.append(np.frombuffer(packed, dtype=LISTEN_RECORD))
     records = np.concatenate(parts) if parts else np.empty(0, dtype=LISTEN_RECORD)
     interactions = build_interactions(
         records["user_id"], records["track_id"], records["listen_count"]

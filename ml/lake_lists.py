@@ -15,53 +15,36 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ml.lists import SOURCES, SimilarTracks, UserTopTracks
+from ml.lists import SimilarTracks, UserTopTracks
+from ml.publish import (
+    SCHEMA,
+    SIMILAR_TRACKS,
+    TABLES,
+    USER_TOP_TRACKS,
+    Columns,
+    Table,
+    similar_columns,
+    user_columns,
+)
 from moovitamix.errors import one_line
 from moovitamix.publication import Publication, PublishFailed
 from moovitamix.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "recommendations"
 RUN_PREFIX = "run_id="
-TABLES = ("user_top_tracks", "similar_tracks")
 
 
-def _user_table(lists: UserTopTracks, model_run_id: str, at: datetime) -> pa.Table:
-    n = len(lists)
-    sources = pa.DictionaryArray.from_arrays(
-        pa.array(lists.source.astype(np.int32)), pa.array(SOURCES)
-    ).cast(pa.string())
-    return pa.table(
-        {
-            "user_id": pa.array(lists.user_id, pa.int64()),
-            "rank": pa.array(lists.rank, pa.int32()),
-            "track_id": pa.array(lists.track_id, pa.int64()),
-            "score": pa.array(lists.score, pa.float64()),
-            "source": sources,
-            "model_run_id": pa.array([model_run_id] * n, pa.string()),
-            "generated_at": pa.array([at] * n, pa.timestamp("us", tz="UTC")),
-        }
-    )
-
-
-def _similar_table(lists: SimilarTracks, model_run_id: str, at: datetime) -> pa.Table:
-    n = len(lists)
-    return pa.table(
-        {
-            "track_id": pa.array(lists.track_id, pa.int64()),
-            "rank": pa.array(lists.rank, pa.int32()),
-            "similar_track_id": pa.array(lists.similar_track_id, pa.int64()),
-            "score": pa.array(lists.score, pa.float64()),
-            "model_run_id": pa.array([model_run_id] * n, pa.string()),
-            "generated_at": pa.array([at] * n, pa.timestamp("us", tz="UTC")),
-        }
-    )
+def _arrow(table: Table, columns: Columns, model_run_id: str, at: datetime) -> pa.Table:
+    """A list's columns (ml.publish) and the run's two constants, typed as in Postgres."""
+    n = len(columns[0])
+    stamp = pa.scalar(at, pa.timestamp("us", tz="UTC"))
+    arrays = [*map(pa.array, columns), pa.repeat(model_run_id, n), pa.repeat(stamp, n)]
+    return pa.table(dict(zip(table.names, arrays, strict=True)))
 
 
 class LakeLists:
@@ -86,8 +69,12 @@ class LakeLists:
     ) -> dict[str, int]:
         """Write both lists under this run's folders; returns rows per table."""
         tables = {
-            "user_top_tracks": _user_table(user_lists, model_run_id, generated_at),
-            "similar_tracks": _similar_table(similar_lists, model_run_id, generated_at),
+            USER_TOP_TRACKS.name: _arrow(
+                USER_TOP_TRACKS, user_columns(user_lists), model_run_id, generated_at
+            ),
+            SIMILAR_TRACKS.name: _arrow(
+                SIMILAR_TRACKS, similar_columns(similar_lists), model_run_id, generated_at
+            ),
         }
         for name, table in tables.items():
             folder = self._folder(name)
@@ -103,7 +90,7 @@ class LakeLists:
         spark = spark_session(self.settings)
         try:
             spark.sql(f"create database if not exists {SCHEMA}")
-            for table in TABLES:
+            for table in (t.name for t in TABLES):
                 url = f"{self.lake}/{SCHEMA}/{table}/{RUN_PREFIX}{self.run_id}"
                 spark.sql(
                     f"create or replace view {SCHEMA}.{table} as select * from parquet.`{url}`"
@@ -116,14 +103,14 @@ class LakeLists:
 
     def discard(self) -> None:
         """Delete this run's folders (a failed run's lists are never published)."""
-        for table in TABLES:
+        for table in (t.name for t in TABLES):
             folder = self._folder(table)
             if self.fs.get_file_info(folder).type != pafs.FileType.NotFound:
                 self.fs.delete_dir(folder)
 
     def retain(self) -> None:
         """Delete the folders of all but the newest `keep` runs (run ids sort by time)."""
-        for table in TABLES:
+        for table in (t.name for t in TABLES):
             selector = pafs.FileSelector(f"{self.base}/{SCHEMA}/{table}", allow_not_found=True)
             runs = sorted(
                 info.base_name
@@ -133,6 +120,14 @@ class LakeLists:
             for old in runs[: -self.keep] if self.keep > 0 else []:
                 if old != f"{RUN_PREFIX}{self.run_id}":
                     self.fs.delete_dir(f"{self.base}/{SCHEMA}/{table}/{old}")
+
+    def publish_with(self, publication: Publication | None) -> None:
+        """Staged with the run's `publication`, or (no publication) published and retained now."""
+        if publication is not None:
+            self.stage(publication)
+        else:
+            self.publish_views()
+            self.retain()
 
     def stage(self, publication: Publication) -> None:
         """Register the views switch (last in the publish transaction), retention after the

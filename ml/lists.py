@@ -1,14 +1,11 @@
 """The lists the app shows, as flat numpy columns ready for COPY.
 
-user_top_tracks: k tracks for every user of marts.dim_users, never one they already heard.
-  Users with listens get the serving model's list (source 'als'), or the published baseline's
-  when no ALS model beat the baselines. Users without listens get their favorite genre's most
-  popular tracks ('genre_popularity'), or global popularity ('popularity') when they have no
-  favorite genre. A genre list that runs out continues with global popularity, each row saying
-  where it came from. Only a user who heard all but fewer than k tracks gets fewer rows.
-similar_tracks: for every track with listens, the k tracks closest to it, itself excluded, by the
-  dot product (default) or the cosine of the ALS item factors (`publish.similar_scoring`,
-  ml.model.similar); from genre popularity when a baseline is published.
+user_top_tracks: k never-heard tracks for every dim_users user: the serving model's ('als') or
+  the published baseline's; users without listens get their favorite genre's most popular
+  tracks ('genre_popularity') or global popularity ('popularity'), a genre list that runs out
+  continuing with global popularity, each row saying where it came from.
+similar_tracks: every listened track's k nearest tracks by `publish.similar_scoring`, itself
+  excluded; genre popularity when a baseline is published.
 """
 
 from __future__ import annotations
@@ -53,6 +50,16 @@ class SimilarTracks:
         return len(self.track_id)
 
 
+def _flat(
+    owners: np.ndarray, ids: np.ndarray, scores: np.ndarray, track_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(owner, rank, track id, score) of every filled slot of `ids` (owners x k, -1 empty)."""
+    valid = ids >= 0
+    ranks = np.broadcast_to(np.arange(1, ids.shape[1] + 1, dtype=np.int32), ids.shape)
+    owner = np.broadcast_to(owners[:, None], ids.shape)[valid]
+    return owner, ranks[valid], track_ids[ids[valid]], scores[valid].astype(np.float64)
+
+
 def _fallback_codes(recs: Recommendations) -> np.ndarray:
     return np.where(recs.from_genre, SOURCES.index(GENRE_POPULARITY), SOURCES.index(POPULARITY))
 
@@ -94,12 +101,8 @@ def user_top_tracks(
     owners = np.concatenate([users[listened], users[silent]])
 
     valid = all_ids >= 0  # a valid prefix per row: both sources rank filled slots first
-    ranks = np.broadcast_to(np.arange(1, k + 1, dtype=np.int32), all_ids.shape)
     return UserTopTracks(
-        user_id=np.broadcast_to(owners[:, None], all_ids.shape)[valid],
-        rank=ranks[valid],
-        track_id=interactions.track_ids[all_ids[valid]],
-        score=all_scores[valid].astype(np.float64),
+        *_flat(owners, all_ids, all_scores, interactions.track_ids),
         source=all_codes[valid].astype(np.int8),
     )
 
@@ -120,12 +123,4 @@ def similar_tracks(
     else:
         recs = popularity.similar_by_genre(catalog.track_genres, k)
         ids, scores = recs.ids, recs.scores
-    valid = ids >= 0
-    ranks = np.broadcast_to(np.arange(1, ids.shape[1] + 1, dtype=np.int32), ids.shape)
-    owners = np.broadcast_to(interactions.track_ids[:, None], ids.shape)
-    return SimilarTracks(
-        track_id=owners[valid],
-        rank=ranks[valid],
-        similar_track_id=interactions.track_ids[ids[valid]],
-        score=scores[valid].astype(np.float64),
-    )
+    return SimilarTracks(*_flat(interactions.track_ids, ids, scores, interactions.track_ids))

@@ -1,8 +1,8 @@
-"""The ALS model: confidences from listen counts, fitting, recommending, similar tracks.
+"""The ALS model: confidences from listen counts, fitting, the warm refit, top-k and similar.
 
-implicit's CPU AlternatingLeastSquares, explicitly (`use_gpu=False`), with a fixed random_state.
-BLAS runs single-threaded inside `single_threaded_blas()`: implicit parallelises with OpenMP
-itself, and a multi-threaded OpenBLAS underneath makes fit and recommend several times slower.
+implicit's CPU AlternatingLeastSquares (`use_gpu=False`, a fixed random_state), with BLAS
+single-threaded around it: implicit parallelises with OpenMP itself, and a multi-threaded
+OpenBLAS underneath slows fit and recommend down.
 """
 
 from __future__ import annotations
@@ -33,15 +33,9 @@ def single_threaded_blas() -> Iterator[None]:
 
 
 def confidence(counts: sp.csr_matrix, params: ModelParams) -> sp.csr_matrix:
-    """Listen counts (users x tracks) -> ALS confidences (users x tracks, float32).
-
-    bm25: implicit's bm25_weight on the tracks x users matrix, as in implicit's own examples:
-          a track's weight for a user grows with the user's plays of it and is damped for users
-          who play a lot of tracks (K1, B as configured).
-    log:  log(1 + count): a repeat listen counts, with diminishing returns.
-    raw:  the count itself.
-    ALS then multiplies the confidences by `alpha`.
-    """
+    """Listen counts (users x tracks) -> confidences (float32), which ALS multiplies by alpha:
+    `bm25` implicit's bm25_weight on the tracks x users matrix (as in implicit's examples),
+    `log` log(1 + count), `raw` the count."""
     if params.confidence == "bm25":
         weighted = bm25_weight(counts.T.tocsr(), K1=params.bm25_k1, B=params.bm25_b)
         out = weighted.T.tocsr().astype(np.float32)
@@ -54,9 +48,7 @@ def confidence(counts: sp.csr_matrix, params: ModelParams) -> sp.csr_matrix:
     return out
 
 
-# The serving model continues the winner's training-split fit on all data for this many
-# iterations instead of a cold refit (ml/README.md, "The serving model").
-REFIT_ITERATIONS = 2
+REFIT_ITERATIONS = 2  # the serving model: the winner's training-split fit continued on all data
 
 
 @dataclass
@@ -97,13 +89,9 @@ def refit(
     num_threads: int = 0,
 ) -> FittedModel:
     """The serving model on all listen counts: `start` (these parameters' fit on the training
-    split) continued for REFIT_ITERATIONS iterations from a copy of its factors; a cold `fit`
-    when there is no start, or its parameters or shapes differ. `start` is left unchanged.
-
-    The holdout only removes pairs, so the shapes match and the factors are already close to
-    the all-data solution: two more iterations (implicit's conjugate-gradient solver starts
-    from the current factors) cost a fraction of a full fit. The saved model keeps the
-    parameters' `iterations`."""
+    split, left unchanged) continued REFIT_ITERATIONS iterations from a copy of its factors,
+    which the holdout left close to the all-data solution; a cold `fit` without a matching
+    start. The saved model keeps the parameters' `iterations`."""
     if start is None or not _continues(start, counts, params):
         return fit(counts, params, num_threads)
     started = time.perf_counter()
@@ -133,11 +121,8 @@ def _continues(start: FittedModel, counts: sp.csr_matrix, params: ModelParams) -
 def recommend(
     als: AlternatingLeastSquares, rows: np.ndarray, heard: sp.csr_matrix, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k columns per user row, excluding what `heard` (users x tracks) holds for them:
-    what implicit's recommend(filter_already_liked_items=True) returns, faster (ml.topk).
-
-    Returns (ids, scores), both (len(rows), k); slots with nothing left to recommend hold -1.
-    """
+    """Top-k columns per user row without what `heard` holds for them, as implicit's
+    recommend(filter_already_liked_items=True): (ids, scores), (len(rows), k), -1 = none left."""
     with single_threaded_blas():
         return top_k(
             als.item_factors, als.user_factors[rows], k, heard[rows], num_threads=als.num_threads
@@ -147,18 +132,10 @@ def recommend(
 def similar(
     als: AlternatingLeastSquares, k: int, scoring: str = "dot"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The k most similar tracks of every track, itself excluded: (ids, scores), both
-    (tracks, k), best first.
-
-    dot:    x_i . x_j, the score ALS gives track j for a listener whose taste is track i's
-            vector: neighbours that are both close and popular (long vectors), what users
-            play next on the simulator's data (ml/README.md, "play next").
-    cosine: x_i . x_j / (|x_i| |x_j|): the direction alone; popularity, which the vectors'
-            length carries, is normalised away, so the neighbours are mostly obscure tracks.
-    A track with a zero vector (no listens in the data the model saw) scores 0 with every
-    track, under both: its list is arbitrary, as before.
-    Exact top-k over every pair, in implicit's batched kernel (ml.topk), pruned for dot.
-    """
+    """The k most similar tracks of every track, itself excluded, best first: (ids, scores),
+    (tracks, k). `dot` x_i . x_j (close and popular: what ALS would score), `cosine` the
+    direction alone (popularity normalised away); ml/README.md compares them. Exact top-k over
+    every pair (ml.topk), pruned for dot."""
     if scoring not in SIMILAR_SCORINGS:
         raise ValueError(f"unknown similar scoring {scoring!r} (known: {SIMILAR_SCORINGS})")
     items = np.ascontiguousarray(als.item_factors, dtype=np.float32)

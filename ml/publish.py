@@ -1,27 +1,21 @@
-"""Publishing: the new lists COPYed into new tables, swapped in with one transaction.
+"""Publishing: the new lists COPYed into `<table>__new` and swapped in by renames, so a reader
+sees yesterday's whole tables or today's, never an empty or partial one.
 
-`make train` on its own publishes at once (`publish`). The daily run writes, audits, then
-publishes (moovitamix/publication.py): `stage` fills the `__new` tables and commits, the audit
-checks them, and `swap_in` renames them into place inside the run's publish transaction.
-
-Everything happens in one transaction: create `<table>__new`, binary COPY the rows, build the
-primary keys (which are the app's lookups: by user, by track), write the ml.model_runs rows,
-then drop the live tables and rename the new ones into place. Until the commit no reader sees
-anything new; at the commit a reader sees the whole new tables. A reader that queries during
-the swap waits for the commit (milliseconds: the swap is renames) and then reads the new
-table. Any failure rolls it all back: yesterday's tables stay, with no leftovers.
-
-Only the swap takes locks on the live tables; `lock_timeout` bounds how long it waits for a
-long-running reader before the run fails (and yesterday's lists stay).
-Privileges: new tables get the schema's default privileges, so grant the app its access with
-`alter default privileges in schema recommendations grant select on tables to <app role>`.
+`make train` alone publishes in one transaction (`publish`). The daily run writes, audits,
+then publishes (moovitamix/publication.py): `stage` fills and commits the `__new` tables, and
+`swap_in` renames them into place inside the run's publish transaction. Only the swap locks
+the live tables; `lock_timeout_s` bounds its wait for long readers. New tables get the
+schema's default privileges (the app's grant).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import astuple, dataclass
 from datetime import datetime
+from itertools import repeat
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -30,259 +24,192 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ml.lists import SOURCES, SimilarTracks, UserTopTracks
-from ml.pgcopy import FLOAT8, HEADER, INT4, INT8, TIMESTAMPTZ, TRAILER, encode, timestamptz
 from ml.registry import MODEL_RUNS_COLUMNS, ModelRun, ensure_model_runs
 from moovitamix.errors import one_line
+from moovitamix.publication import Publication
 from moovitamix.warehouse import take_publish_locks
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "recommendations"
-USER_TOP_TRACKS = "user_top_tracks"
-SIMILAR_TRACKS = "similar_tracks"
 ROWS_PER_BLOCK = 250_000
-USER_COLUMNS = ("user_id", "rank", "track_id", "score", "source", "model_run_id", "generated_at")
-SIMILAR_COLUMNS = ("track_id", "rank", "similar_track_id", "score", "model_run_id", "generated_at")
 # One publisher at a time (two concurrent runs would otherwise race on the __new tables).
 PUBLISH_LOCK_KEY = 0x6D76785F6D6C  # "mvx_ml"
-
-USER_TOP_TRACKS_DDL = """
-    create table {table} (
-        user_id bigint not null,
-        rank integer not null check (rank >= 1),
-        track_id bigint not null,
-        score double precision not null,
-        source text not null,
-        model_run_id text not null,
-        generated_at timestamptz not null
-    )
-"""
-SIMILAR_TRACKS_DDL = """
-    create table {table} (
-        track_id bigint not null,
-        rank integer not null check (rank >= 1),
-        similar_track_id bigint not null,
-        score double precision not null,
-        model_run_id text not null,
-        generated_at timestamptz not null
-    )
-"""
-COMMENTS = {
-    USER_TOP_TRACKS: (
-        "Daily top tracks per user (home screen), already-heard tracks excluded. source: 'als', "
-        "or the fallback used (genre_popularity, popularity). Written by ml/ (make train)."
-    ),
-    SIMILAR_TRACKS: (
-        "Tracks to play next: the nearest tracks of each track by ALS item factors (the score "
-        "of ml/config.toml [publish] similar_scoring, dot product by default), itself excluded. "
-        "Written by ml/ (make train)."
-    ),
-}
-PRIMARY_KEYS = {USER_TOP_TRACKS: ("user_id", "rank"), SIMILAR_TRACKS: ("track_id", "rank")}
-
-
 PublishHook = Callable[[str, psycopg.Connection], None]
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    spec: str  # "column type, ..." in COPY order, every column not null
+    comment: str
+
+    @property
+    def columns(self) -> list[tuple[str, str]]:
+        return [(c.split(" ", 1)[0], c.split(" ", 1)[1]) for c in self.spec.split(", ")]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.columns)
+
+    @property
+    def staged(self) -> sql.Identifier:
+        return sql.Identifier(SCHEMA, f"{self.name}__new")
+
+
+RUN_COLUMNS = "model_run_id text, generated_at timestamptz"  # the run's two constants
+USER_TOP_TRACKS = Table(
+    "user_top_tracks",
+    f"user_id bigint, rank integer, track_id bigint, score double precision, source text, "
+    f"{RUN_COLUMNS}",
+    "Daily top tracks per user (home screen), already-heard tracks excluded. source: 'als', "
+    "or the fallback used (genre_popularity, popularity). Written by ml/ (make train).",
+)
+SIMILAR_TRACKS = Table(
+    "similar_tracks",
+    f"track_id bigint, rank integer, similar_track_id bigint, score double precision, "
+    f"{RUN_COLUMNS}",
+    "Tracks to play next: the nearest tracks of each track by ALS item factors (the score "
+    "of ml/config.toml [publish] similar_scoring, dot product by default), itself excluded. "
+    "Written by ml/ (make train).",
+)
+TABLES = (USER_TOP_TRACKS, SIMILAR_TRACKS)
 
 
 class PublishError(RuntimeError):
     """Publishing failed; yesterday's tables are untouched. The message is one line."""
 
 
-def _user_blocks(lists: UserTopTracks, model_run_id: str, at: int) -> Iterator[tuple[bytes, int]]:
-    for code, source in enumerate(SOURCES):
-        rows = np.flatnonzero(lists.source == code)
-        for start in range(0, len(rows), ROWS_PER_BLOCK):
-            part = rows[start : start + ROWS_PER_BLOCK]
-            columns = [
-                ("user_id", INT8),
-                ("rank", INT4),
-                ("track_id", INT8),
-                ("score", FLOAT8),
-                ("source", f"S{len(source.encode())}"),
-                ("model_run_id", f"S{len(model_run_id.encode())}"),
-                ("generated_at", TIMESTAMPTZ),
-            ]
-            values = {
-                "user_id": lists.user_id[part],
-                "rank": lists.rank[part],
-                "track_id": lists.track_id[part],
-                "score": lists.score[part],
-                "source": source,
-                "model_run_id": model_run_id,
-                "generated_at": at,
-            }
-            yield encode(columns, values, len(part)), len(part)
+Columns = Sequence[np.ndarray]  # one array per list column, before the run's two constants
 
 
-def _similar_blocks(
-    lists: SimilarTracks, model_run_id: str, at: int
-) -> Iterator[tuple[bytes, int]]:
-    columns = [
-        ("track_id", INT8),
-        ("rank", INT4),
-        ("similar_track_id", INT8),
-        ("score", FLOAT8),
-        ("model_run_id", f"S{len(model_run_id.encode())}"),
-        ("generated_at", TIMESTAMPTZ),
-    ]
-    for start in range(0, len(lists), ROWS_PER_BLOCK):
-        part = slice(start, start + ROWS_PER_BLOCK)
-        values = {
-            "track_id": lists.track_id[part],
-            "rank": lists.rank[part],
-            "similar_track_id": lists.similar_track_id[part],
-            "score": lists.score[part],
-            "model_run_id": model_run_id,
-            "generated_at": at,
-        }
-        yield encode(columns, values, len(lists.track_id[part])), len(lists.track_id[part])
+def user_columns(lists: UserTopTracks) -> Columns:
+    sources = np.asarray(SOURCES, dtype=object)[lists.source]
+    return [lists.user_id, lists.rank, lists.track_id, lists.score, sources]
 
 
-def _load(
-    conn: psycopg.Connection,
-    table: str,
-    ddl: str,
-    columns: Sequence[str],
-    blocks: Iterator[tuple[bytes, int]],
-) -> int:
-    new = _staged(table)
-    conn.execute(sql.SQL("drop table if exists {}").format(new))
-    conn.execute(sql.SQL(ddl).format(table=new))
-    copy_sql = sql.SQL("copy {} ({}) from stdin (format binary)").format(
-        new, sql.SQL(", ").join(map(sql.Identifier, columns))
+def similar_columns(lists: SimilarTracks) -> Columns:
+    return [lists.track_id, lists.rank, lists.similar_track_id, lists.score]
+
+
+def copy_rows(
+    parts: Iterable[Columns], model_run_id: str, at: datetime
+) -> Iterator[tuple[Any, ...]]:
+    """The rows of each part's columns, block by block, with the run's two constants."""
+    for columns in parts:
+        for start in range(0, len(columns[0]), ROWS_PER_BLOCK):
+            block = [column[start : start + ROWS_PER_BLOCK].tolist() for column in columns]
+            yield from zip(*block, repeat(model_run_id), repeat(at))
+
+
+def _load(conn: psycopg.Connection, table: Table, rows: Iterator[tuple[Any, ...]]) -> int:
+    """`table`'s `__new` copy created, filled with psycopg's binary COPY, keyed and analysed."""
+    new = table.staged
+    columns = sql.SQL(", ").join(
+        sql.SQL("{} {} not null").format(sql.Identifier(name), sql.SQL(kind))
+        for name, kind in table.columns
     )
-    rows = 0
+    conn.execute(sql.SQL("drop table if exists {}").format(new))
+    conn.execute(sql.SQL("create table {} ({}, check (rank >= 1))").format(new, columns))
+    copy_sql = sql.SQL("copy {} ({}) from stdin (format binary)").format(
+        new, sql.SQL(", ").join(map(sql.Identifier, table.names))
+    )
+    count = 0
     with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-        copy.write(HEADER)
-        for block, n in blocks:
-            copy.write(block)
-            rows += n
-        copy.write(TRAILER)
+        copy.set_types([kind for _, kind in table.columns])
+        for count, row in enumerate(rows, start=1):  # noqa: B007
+            copy.write_row(row)
     conn.execute(
-        sql.SQL("alter table {} add constraint {} primary key ({})").format(
-            new,
-            sql.Identifier(f"{table}__new_pkey"),
-            sql.SQL(", ").join(map(sql.Identifier, PRIMARY_KEYS[table])),
+        sql.SQL("alter table {} add constraint {} primary key ({}, rank)").format(
+            new, sql.Identifier(f"{table.name}__new_pkey"), sql.Identifier(table.names[0])
         )
     )
     conn.execute(sql.SQL("analyze {}").format(new))
-    return rows
+    return count
 
 
-def _swap(conn: psycopg.Connection, table: str) -> None:
-    live = sql.Identifier(SCHEMA, table)
+def _swap(conn: psycopg.Connection, table: Table) -> None:
+    live = sql.Identifier(SCHEMA, table.name)
     conn.execute(sql.SQL("drop table if exists {}").format(live))
     conn.execute(
-        sql.SQL("alter table {} rename to {}").format(
-            sql.Identifier(SCHEMA, f"{table}__new"), sql.Identifier(table)
-        )
+        sql.SQL("alter table {} rename to {}").format(table.staged, sql.Identifier(table.name))
     )
     conn.execute(
         sql.SQL("alter index {} rename to {}").format(
-            sql.Identifier(SCHEMA, f"{table}__new_pkey"), sql.Identifier(f"{table}_pkey")
+            sql.Identifier(SCHEMA, f"{table.name}__new_pkey"),
+            sql.Identifier(f"{table.name}_pkey"),
         )
     )
-    conn.execute(sql.SQL("comment on table {} is {}").format(live, sql.Literal(COMMENTS[table])))
+    conn.execute(sql.SQL("comment on table {} is {}").format(live, sql.Literal(table.comment)))
 
 
 def _insert_model_runs(conn: psycopg.Connection, runs: Sequence[ModelRun]) -> None:
+    """The runs' ml.model_runs rows; a rerun under the same run id replaces its rows."""
     if not runs:
         return
-    placeholders = sql.SQL(", ").join(sql.Placeholder() * len(MODEL_RUNS_COLUMNS))
-    # a rerun under the same run id replaces its rows instead of failing on the key
+    names = sql.SQL(", ").join(map(sql.Identifier, MODEL_RUNS_COLUMNS))
     updates = sql.SQL(", ").join(
         sql.SQL("{0} = excluded.{0}").format(sql.Identifier(column))
         for column in MODEL_RUNS_COLUMNS[1:]
     )
     statement = sql.SQL(
         "insert into ml.model_runs ({}) values ({}) on conflict (model_run_id) do update set {}"
-    ).format(sql.SQL(", ").join(map(sql.Identifier, MODEL_RUNS_COLUMNS)), placeholders, updates)
+    ).format(names, sql.SQL(", ").join(sql.Placeholder() * len(MODEL_RUNS_COLUMNS)), updates)
+    rows = [tuple(Jsonb(v) if isinstance(v, dict) else v for v in astuple(r)) for r in runs]
     with conn.cursor() as cur:
-        cur.executemany(
-            statement,
-            [
-                (
-                    run.model_run_id,
-                    run.run_id,
-                    run.trained_at,
-                    Jsonb(run.params),
-                    Jsonb(run.metrics),
-                    Jsonb(run.baseline_metrics),
-                    run.n_users,
-                    run.n_tracks,
-                    run.n_interactions,
-                    run.status,
-                    run.artifact_path,
-                )
-                for run in runs
-            ],
-        )
-
-
-def _staged(table: str) -> sql.Identifier:
-    return sql.Identifier(SCHEMA, f"{table}__new")
+        cur.executemany(statement, rows)
 
 
 def staged_table_names() -> dict[str, str]:
     """Live name -> staged name of each list, as "schema.table" (for the audits)."""
-    return {f"{SCHEMA}.{t}": f"{SCHEMA}.{t}__new" for t in (USER_TOP_TRACKS, SIMILAR_TRACKS)}
+    return {f"{SCHEMA}.{t.name}": f"{SCHEMA}.{t.name}__new" for t in TABLES}
 
 
 def _load_both(
     conn: psycopg.Connection,
-    user_lists: UserTopTracks,
-    similar_lists: SimilarTracks,
+    users: Iterable[Columns],
+    similar: Iterable[Columns],
     model_run_id: str,
     generated_at: datetime,
 ) -> dict[str, int]:
-    at = timestamptz(generated_at)
-    return {
-        USER_TOP_TRACKS: _load(
-            conn,
-            USER_TOP_TRACKS,
-            USER_TOP_TRACKS_DDL,
-            USER_COLUMNS,
-            _user_blocks(user_lists, model_run_id, at),
+    counts = {
+        USER_TOP_TRACKS.name: _load(
+            conn, USER_TOP_TRACKS, copy_rows(users, model_run_id, generated_at)
         ),
-        SIMILAR_TRACKS: _load(
-            conn,
-            SIMILAR_TRACKS,
-            SIMILAR_TRACKS_DDL,
-            SIMILAR_COLUMNS,
-            _similar_blocks(similar_lists, model_run_id, at),
+        SIMILAR_TRACKS.name: _load(
+            conn, SIMILAR_TRACKS, copy_rows(similar, model_run_id, generated_at)
         ),
     }
-
-
-def _check_publishable(conn: psycopg.Connection, user_lists: UserTopTracks) -> None:
-    if not conn.autocommit:
-        raise ValueError("needs an autocommit connection: it runs its own transaction")
-    if len(user_lists) == 0:
+    if counts[USER_TOP_TRACKS.name] == 0:
         raise PublishError("refusing to publish an empty user_top_tracks")
-    ensure_model_runs(conn)
+    return counts
 
 
 def stage(
     conn: psycopg.Connection,
-    user_lists: UserTopTracks,
-    similar_lists: SimilarTracks,
+    users: Iterable[Columns],
+    similar: Iterable[Columns],
     *,
     model_run_id: str,
     generated_at: datetime,
 ) -> dict[str, int]:
-    """Write both lists into `recommendations.<table>__new` and commit; nothing live changes.
+    """Write both lists (parts of columns: `user_columns`, `similar_columns`, or Arrow batches
+    via `batch_columns`) into `recommendations.<table>__new` and commit; nothing live changes.
     The daily run audits them there, then `swap_in` publishes them (write-audit-publish)."""
-    _check_publishable(conn, user_lists)
+    _check_autocommit(conn)
+    ensure_model_runs(conn)
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(%s)", (PUBLISH_LOCK_KEY,))
-        counts = _load_both(conn, user_lists, similar_lists, model_run_id, generated_at)
-    log.info(
-        "staged %d user_top_tracks rows and %d similar_tracks rows (model run %s)",
-        counts[USER_TOP_TRACKS],
-        counts[SIMILAR_TRACKS],
-        model_run_id,
-    )
+        counts = _load_both(conn, users, similar, model_run_id, generated_at)
+    log.info("staged %s (model run %s)", counts, model_run_id)
     return counts
+
+
+def batch_columns(batches: Iterable[pa.RecordBatch], table: Table) -> Iterator[Columns]:
+    """Arrow batches of a list (trained in Spark) as parts for `stage`: one batch at a time."""
+    names = table.names[:-2]  # the run's constants are added by copy_rows
+    for batch in batches:
+        yield [batch.column(name).to_numpy(zero_copy_only=False) for name in names]
 
 
 def swap_in(conn: psycopg.Connection, model_runs: Sequence[ModelRun]) -> dict[str, int]:
@@ -290,25 +217,44 @@ def swap_in(conn: psycopg.Connection, model_runs: Sequence[ModelRun]) -> dict[st
     record the model runs. Rows per table."""
     conn.execute("select pg_advisory_xact_lock(%s)", (PUBLISH_LOCK_KEY,))  # vs `make train`
     counts: dict[str, int] = {}
-    for table in (USER_TOP_TRACKS, SIMILAR_TRACKS):
-        row = conn.execute(
-            "select to_regclass(%s) is not null", (f"{SCHEMA}.{table}__new",)
-        ).fetchone()
-        if not row or not row[0]:
-            raise PublishError(f"no staged {SCHEMA}.{table}__new to publish")
-        counted = conn.execute(sql.SQL("select count(*) from {}").format(_staged(table)))
-        counts[table] = int((counted.fetchone() or (0,))[0])
+    for table in TABLES:
+        row = conn.execute("select to_regclass(%s) is not null", (f"{SCHEMA}.{table.name}__new",))
+        if not (row.fetchone() or (False,))[0]:
+            raise PublishError(f"no staged {SCHEMA}.{table.name}__new to publish")
+        counted = conn.execute(sql.SQL("select count(*) from {}").format(table.staged))
+        counts[table.name] = int((counted.fetchone() or (0,))[0])
     ensure_model_runs(conn)
     _insert_model_runs(conn, model_runs)
-    for table in (USER_TOP_TRACKS, SIMILAR_TRACKS):
+    for table in TABLES:
         _swap(conn, table)
     return counts
 
 
+def register_swap(
+    publication: Publication,
+    runs: Sequence[ModelRun],
+    after_commit: Callable[[], None] | None = None,
+) -> None:
+    """The staged lists' swap and model runs, registered with the daily run's publication
+    (discarded if the run fails)."""
+    publication.stage(
+        SCHEMA,
+        lambda conn: swap_in(conn, runs),
+        tables=staged_table_names(),
+        after_commit=after_commit,
+        discard=discard_staged,
+    )
+
+
 def discard_staged(conn: psycopg.Connection) -> None:
     """Drop staged lists that will not be published (their run failed)."""
-    for table in (USER_TOP_TRACKS, SIMILAR_TRACKS):
-        conn.execute(sql.SQL("drop table if exists {}").format(_staged(table)))
+    for table in TABLES:
+        conn.execute(sql.SQL("drop table if exists {}").format(table.staged))
+
+
+def _check_autocommit(conn: psycopg.Connection) -> None:
+    if not conn.autocommit:
+        raise ValueError("needs an autocommit connection: it runs its own transaction")
 
 
 def publish(
@@ -322,23 +268,25 @@ def publish(
     lock_timeout_s: float,
     hook: PublishHook | None = None,
 ) -> dict[str, int]:
-    """Publish both tables and record the model runs in one transaction; rows per table.
-    (`make train` on its own; the daily run stages, audits, then publishes with everything
-    else: see `stage` and `swap_in`.)
-
-    `conn` must be in autocommit mode (the transaction is this function's). `hook(stage,
-    conn)` is called at stage "loaded" (new tables filled, nothing swapped) and "swapped"
-    (renamed, not yet committed): tests use it to fail or pause half-way.
-    """
-    _check_publishable(conn, user_lists)
+    """Publish both lists and record the model runs in one transaction of its own (`conn` in
+    autocommit); rows per table. `hook(stage, conn)` runs at "loaded" (new tables filled) and
+    "swapped" (renamed, not committed): tests fail or pause there."""
+    _check_autocommit(conn)
+    ensure_model_runs(conn)
     try:
         with conn.transaction():
             take_publish_locks(conn, PUBLISH_LOCK_KEY, lock_timeout_s)
-            counts = _load_both(conn, user_lists, similar_lists, model_run_id, generated_at)
+            counts = _load_both(
+                conn,
+                [user_columns(user_lists)],
+                [similar_columns(similar_lists)],
+                model_run_id,
+                generated_at,
+            )
             _insert_model_runs(conn, model_runs)
             if hook is not None:
                 hook("loaded", conn)
-            for table in (USER_TOP_TRACKS, SIMILAR_TRACKS):
+            for table in TABLES:
                 _swap(conn, table)
             if hook is not None:
                 hook("swapped", conn)
@@ -349,78 +297,8 @@ def publish(
         ) from None
     except psycopg.errors.DependentObjectsStillExist as exc:
         raise PublishError(
-            f"cannot replace the recommendations tables, other objects depend on them "
+            "cannot replace the recommendations tables, other objects depend on them "
             f"({one_line(exc)}); yesterday's lists stay"
         ) from None
-    log.info(
-        "published %d user_top_tracks rows and %d similar_tracks rows (model run %s)",
-        counts[USER_TOP_TRACKS],
-        counts[SIMILAR_TRACKS],
-        model_run_id,
-    )
-    return counts
-
-
-def _user_lists_of(batch: pa.RecordBatch) -> UserTopTracks:
-    codes = {name: i for i, name in enumerate(SOURCES)}
-    return UserTopTracks(
-        user_id=batch.column("user_id").to_numpy(zero_copy_only=False).astype(np.int64),
-        rank=batch.column("rank").to_numpy(zero_copy_only=False).astype(np.int32),
-        track_id=batch.column("track_id").to_numpy(zero_copy_only=False).astype(np.int64),
-        score=batch.column("score").to_numpy(zero_copy_only=False).astype(np.float64),
-        source=np.array([codes[s] for s in batch.column("source").to_pylist()], dtype=np.int8),
-    )
-
-
-def _similar_lists_of(batch: pa.RecordBatch) -> SimilarTracks:
-    return SimilarTracks(
-        track_id=batch.column("track_id").to_numpy(zero_copy_only=False).astype(np.int64),
-        rank=batch.column("rank").to_numpy(zero_copy_only=False).astype(np.int32),
-        similar_track_id=batch.column("similar_track_id")
-        .to_numpy(zero_copy_only=False)
-        .astype(np.int64),
-        score=batch.column("score").to_numpy(zero_copy_only=False).astype(np.float64),
-    )
-
-
-def stage_batches(
-    conn: psycopg.Connection,
-    user_batches: Iterator[pa.RecordBatch],
-    similar_batches: Iterator[pa.RecordBatch],
-    *,
-    model_run_id: str,
-    generated_at: datetime,
-) -> dict[str, int]:
-    """`stage` for lists that come in Arrow batches (trained in Spark: ml/mllib): each batch
-    is COPYed as it comes, so the driver never holds a whole list."""
-    if not conn.autocommit:
-        raise ValueError("needs an autocommit connection: it runs its own transaction")
-    ensure_model_runs(conn)
-    at = timestamptz(generated_at)
-    users = (
-        block
-        for batch in user_batches
-        for block in _user_blocks(_user_lists_of(batch), model_run_id, at)
-    )
-    similar = (
-        block
-        for batch in similar_batches
-        for block in _similar_blocks(_similar_lists_of(batch), model_run_id, at)
-    )
-    with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(%s)", (PUBLISH_LOCK_KEY,))
-        counts = {
-            USER_TOP_TRACKS: _load(conn, USER_TOP_TRACKS, USER_TOP_TRACKS_DDL, USER_COLUMNS, users),
-            SIMILAR_TRACKS: _load(
-                conn, SIMILAR_TRACKS, SIMILAR_TRACKS_DDL, SIMILAR_COLUMNS, similar
-            ),
-        }
-        if counts[USER_TOP_TRACKS] == 0:
-            raise PublishError("refusing to publish an empty user_top_tracks")
-    log.info(
-        "staged %d user_top_tracks rows and %d similar_tracks rows from Spark (model run %s)",
-        counts[USER_TOP_TRACKS],
-        counts[SIMILAR_TRACKS],
-        model_run_id,
-    )
+    log.info("published %s (model run %s)", counts, model_run_id)
     return counts

@@ -1,6 +1,6 @@
 """The model registry: ml.model_runs rows, model artifacts on disk, and their retention.
 
-ml.model_runs has one row per candidate trained (design.md): params, holdout metrics, baseline
+ml.model_runs has one row per candidate trained: params, holdout metrics, baseline
 metrics on the same holdout, data sizes, status ('champion' serves from that run on,
 'challenger' beat the baselines but was not chosen, 'rejected' did not or failed), and for the
 model that serves, the artifact directory.
@@ -17,7 +17,7 @@ import logging
 import shutil
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,19 +31,6 @@ from moovitamix.warehouse import ensure_tables
 
 log = logging.getLogger(__name__)
 
-MODEL_RUNS_COLUMNS = (
-    "model_run_id",
-    "run_id",
-    "trained_at",
-    "params",
-    "metrics",
-    "baseline_metrics",
-    "n_users",
-    "n_tracks",
-    "n_interactions",
-    "status",
-    "artifact_path",
-)
 MODEL_RUNS_DDL = """
     create table if not exists ml.model_runs (
         model_run_id text primary key,
@@ -82,6 +69,9 @@ class ModelRun:
     n_interactions: int
     status: str
     artifact_path: str | None = None
+
+
+MODEL_RUNS_COLUMNS = tuple(f.name for f in fields(ModelRun))  # in the table's order
 
 
 @dataclass(frozen=True)

@@ -1,30 +1,31 @@
-"""Which model serves: challengers to try, and the champion/challenger rule.
+"""Which model serves: the challengers to try, the search within its time budget, and the
+champion/challenger rule, the same for both trainers (implicit in the driver, MLlib in Spark).
 
-The rule, all on the same holdout and the configured metric (NDCG@10 by default):
-- a challenger is promoted only if it beats the champion's refit by `min_improvement`
-  (relative) AND beats both baselines; the best such challenger wins;
-- otherwise the champion's refit serves, if it beats both baselines;
-- if the champion's refit does not beat both baselines either, the best challenger that does
-  serves (the champion is disqualified, so no margin over it is asked);
-- if no ALS candidate beats both baselines, the better baseline is published and an alert goes
-  out.
-
-Statuses in ml.model_runs: 'champion' = serves from this run on; 'challenger' = valid (beat
-both baselines) but not chosen; 'rejected' = did not beat both baselines, or failed.
+The rule, on one holdout and the configured metric: a challenger is promoted only if it beats
+the champion's refit by `min_improvement` (relative) and both baselines; else the champion's
+refit serves if it beats both baselines; else the best challenger that does; else the better
+baseline is published (and an alert goes out). Statuses in ml.model_runs: 'champion' serves
+from this run on, 'challenger' beat both baselines but was not chosen, 'rejected' did not or
+failed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from ml.config import MlConfig, ModelParams, Search
-from ml.evaluate import Scored
+from ml.evaluate import NEXT_HIT, Scored
 from ml.registry import ModelRun
+
+log = logging.getLogger(__name__)
+Fit = TypeVar("Fit")  # a trainer's fitted model (ml.model.FittedModel, ml.mllib.als.MllibFit)
 
 CHAMPION, CHALLENGER, REJECTED = "champion", "challenger", "rejected"
 
@@ -32,9 +33,9 @@ CHAMPION, CHALLENGER, REJECTED = "champion", "challenger", "rejected"
 def challenger_params(
     champion: ModelParams, proposed: ModelParams, search: Search, today: date
 ) -> list[ModelParams]:
-    """Challengers to try, in order: the config's parameters when they differ from the
-    champion's, then the champion with one parameter changed to another listed value, in an
-    order seeded by the search seed and the date (a rerun the same day tries the same ones)."""
+    """Challengers in order: the config's parameters if they differ from the champion's, then
+    the champion with one parameter changed to another listed value, shuffled by the search
+    seed and the date (a rerun the same day tries the same ones)."""
     neighbours: list[ModelParams] = []
     for name, values in search.space().items():
         for value in values:
@@ -48,6 +49,89 @@ def challenger_params(
         if params not in unique:
             unique.append(params)
     return unique
+
+
+@dataclass
+class SearchResult(Generic[Fit]):
+    """The candidates scored (the champion's refit first) and the fits that can still serve:
+    the champion's and the best challenger's so far, so at most two models are held."""
+
+    candidates: list[Scored]
+    fits: dict[int, Fit]
+
+
+def keep_if_best(found: SearchResult[Fit], i: int, fitted: Fit | None, metric: str) -> None:
+    """Hold challenger i's fit if it is the best challenger so far (ties: the earlier, as
+    `decide`), dropping the previous best's."""
+    if fitted is None:
+        return
+    held = [j for j in found.fits if j != 0]
+    if held and found.candidates[held[0]].score(metric) >= found.candidates[i].score(metric):
+        return
+    for j in held:
+        del found.fits[j]
+    found.fits[i] = fitted
+
+
+def metrics_line(scored: Scored, k: int) -> str:
+    if scored.error:
+        return f"failed ({scored.error})"
+    return ", ".join(f"{name}@{k} {value:.4f}" for name, value in scored.metrics.items())
+
+
+def search(
+    evaluate: Callable[[ModelParams, str], tuple[Scored, Fit | None]],
+    champion: ModelParams,
+    config: MlConfig,
+    today: date,
+    k: int,
+) -> SearchResult[Fit]:
+    """The champion's parameters refit, then challengers until `max_challengers` or the time
+    budget (a challenger is started only if the mean candidate's time still fits)."""
+    started = time.perf_counter()
+    first, fitted = evaluate(champion, "champion")
+    spent = [time.perf_counter() - started]
+    log.info("champion %s: %s", champion.label(), metrics_line(first, k))
+    found = SearchResult([first], {} if fitted is None else {0: fitted})
+    proposals = challenger_params(champion, config.model, config.search, today)
+    proposals = proposals[: config.selection.max_challengers]
+    budget, search_started = config.selection.time_budget_s, time.perf_counter()
+    for i, params in enumerate(proposals, start=1):
+        if time.perf_counter() - search_started + float(np.mean(spent)) > budget:
+            log.info(
+                "time budget %.0fs: %d challenger(s) not tried", budget, len(proposals) - i + 1
+            )
+            break
+        t0 = time.perf_counter()
+        scored, fitted = evaluate(params, f"challenger-{i}")
+        spent.append(time.perf_counter() - t0)
+        log.info("challenger-%d %s: %s", i, params.label(), metrics_line(scored, k))
+        found.candidates.append(scored)
+        keep_if_best(found, i, fitted, config.selection.metric)
+    return found
+
+
+def decide_search(
+    found: SearchResult[Fit],
+    baselines: dict[str, Scored],
+    config: MlConfig,
+    next_metrics: Callable[[Fit], dict[str, float]],
+) -> tuple[Decision, Fit | None]:
+    """The decision and the serving candidate's training-split fit (None: a baseline serves).
+    The champion's refit and a promoted challenger get their "play next" metrics
+    (`next_metrics`); every other fit is dropped."""
+    candidates = found.candidates
+    decision = decide(
+        candidates, baselines, config.selection.metric, config.selection.min_improvement
+    )
+    log.info("decision: %s", decision.reason)
+    if 0 in found.fits:
+        candidates[0].metrics.update(next_metrics(found.fits[0]))
+    fitted = None if decision.serving is None else found.fits.get(decision.serving)
+    found.fits.clear()
+    if fitted is not None and NEXT_HIT not in candidates[decision.serving or 0].metrics:
+        candidates[decision.serving or 0].metrics.update(next_metrics(fitted))
+    return decision, fitted
 
 
 @dataclass(frozen=True)
@@ -142,10 +226,9 @@ def model_run_rows(
     artifact_path: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> list[ModelRun]:
-    """The ml.model_runs rows of one run, whichever trainer scored it: one per candidate
-    (`<run_id>-mNN`, status from the decision; the serving one with its fit time and
-    artifact), and a champion row for a published baseline. `extra` joins every row's
-    metrics (e.g. the trainer's name)."""
+    """The ml.model_runs rows of one run: one per candidate (`<run_id>-mNN`, status from the
+    decision; the serving one with its fit time and artifact), and a champion row for a
+    published baseline. `extra` joins every row's metrics (e.g. the trainer's name)."""
     common: dict[str, Any] = {
         "k": k,
         "selection_metric": config.selection.metric,

@@ -1,9 +1,11 @@
-"""Training as a step of the daily run (moovitamix/daily.py)."""
+"""Training as a step of the daily run: `train`."""
 
 from __future__ import annotations
 
 from ml.train import TrainingFailed, run_training
 from moovitamix.step import RunContext, StepFailed, StepReport
+
+__all__ = ["train"]
 
 
 def train(ctx: RunContext) -> StepReport:

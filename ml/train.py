@@ -1,15 +1,7 @@
-"""One training run: read the marts, judge champion, challengers and baselines on one holdout,
-refit the winner on all data, save it, publish the lists. `run_training` is the daily step.
-
-Order of a run (each step is logged with its time):
- 1. read marts.fct_listens into the user x track matrix, the users' favorite genres and the
-    tracks' genres, and the current champion from ml.model_runs;
- 2. split a per-user holdout; score both baselines and the champion's parameters refit on
-    today's training split; then challengers until the time budget or max_challengers;
- 3. decide (ml.selection); refit the winner on all data; save it under artifacts/models/;
- 4. build every user's top-k and every track's similar tracks; publish them and the
-    ml.model_runs rows in one transaction (ml.publish); apply artifact retention.
-Any failure before the publish's commit leaves yesterday's recommendations in place.
+"""One training run, the daily `train` step: read the marts; judge the champion's refit,
+challengers and both baselines on one holdout (ml.selection); refit the winner on all data and
+save it; build every user's and track's list and publish them with the ml.model_runs rows
+(ml.publish). A failure before the publish's commit leaves yesterday's recommendations.
 """
 
 from __future__ import annotations
@@ -22,12 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-import numpy as np
 import psycopg
-from implicit.cpu.als import AlternatingLeastSquares
 
 from ml.baselines import GENRE_POPULARITY, Popularity
-from ml.config import MlConfig, ModelParams, load_config
+from ml.config import MlConfig, load_config
 from ml.evaluate import (
     NEXT_HIT,
     EvaluationData,
@@ -42,7 +32,6 @@ from ml.evaluate import (
 )
 from ml.interactions import (
     MARTS,
-    NO_GENRE,
     Catalog,
     Interactions,
     MartsNotReady,
@@ -56,27 +45,14 @@ from ml.model import REFIT_ITERATIONS, FittedModel, refit, single_threaded_blas
 from ml.publish import (
     PublishError,
     PublishHook,
-    discard_staged,
     publish,
+    register_swap,
+    similar_columns,
     stage,
-    staged_table_names,
-    swap_in,
+    user_columns,
 )
-from ml.registry import (
-    Champion,
-    ModelRun,
-    apply_retention,
-    current_champion,
-    save_model,
-)
-from ml.selection import (
-    CHAMPION,
-    Decision,
-    challenger_params,
-    decide,
-    model_run_id,
-    model_run_rows,
-)
+from ml.registry import Champion, ModelRun, apply_retention, current_champion, save_model
+from ml.selection import CHAMPION, Decision, decide_search, model_run_id, model_run_rows, search
 from moovitamix.alerts import Alert
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.errors import one_line
@@ -97,16 +73,6 @@ class Inputs:
     interactions: Interactions
     catalog: Catalog
     champion: Champion | None
-
-    def favorite_genre_of_rows(self) -> np.ndarray:
-        """The favorite genre code of each matrix row's user (-1: none, or not in dim_users)."""
-        catalog = self.catalog
-        pos = np.searchsorted(catalog.user_ids, self.interactions.user_ids)
-        pos = np.minimum(pos, max(len(catalog.user_ids) - 1, 0))
-        if len(catalog.user_ids) == 0:
-            return np.full(self.interactions.n_users, NO_GENRE, dtype=np.int32)
-        found = catalog.user_ids[pos] == self.interactions.user_ids
-        return np.where(found, catalog.favorite_genre[pos], NO_GENRE).astype(np.int32)
 
 
 @dataclass
@@ -137,34 +103,31 @@ class TrainResult:
         baselines: dict[str, Scored],
         runs: list[ModelRun],
         *,
-        k: int,
         rows: dict[str, int],
         artifact_path: Path | None,
         timings: dict[str, float],
         started: float,
     ) -> TrainResult:
-        """The result of a run that scored `candidates` and `baselines` and decided, whichever
-        trainer ran it (implicit in the driver, or MLlib in Spark: ml/train_spark.py)."""
+        """The result of a run that decided, whichever trainer ran it (ml/train_spark.py too)."""
         served = (
-            baselines[decision.baseline]
-            if decision.baseline is not None
-            else candidates[decision.serving or 0]
+            baselines[decision.baseline] if decision.baseline else candidates[decision.serving or 0]
         )
-        serving_run = next(run for run in runs if run.status == CHAMPION)
         return cls(
             run_id=run_id,
             source=decision.baseline or ALS,
-            serving_model_run_id=serving_run.model_run_id,
+            serving_model_run_id=next(r.model_run_id for r in runs if r.status == CHAMPION),
             promoted=decision.promoted,
             reason=decision.reason,
             metric=config.selection.metric,
-            k=k,
+            k=config.evaluation.k,
             metrics=served.metrics,
             baseline_metrics={name: s.metrics for name, s in baselines.items()},
             model_runs=runs,
             rows_published=rows,
             artifact_path=artifact_path,
-            alerts=_alerts(run_id, config, decision, candidates, baselines),
+            alerts=[]
+            if decision.baseline is None
+            else [_lost_alert(run_id, config, candidates, baselines[decision.baseline])],
             timings=timings,
             seconds=time.perf_counter() - started,
         )
@@ -188,6 +151,23 @@ class TrainResult:
         )
 
 
+def _lost_alert(
+    run_id: str, config: MlConfig, candidates: Sequence[Scored], published: Scored
+) -> Alert:
+    metric = config.selection.metric
+    return Alert(
+        severity="warning",
+        title=f"no ALS model beat the popularity baselines; published {published.name}",
+        run_id=run_id,
+        step=STEP,
+        details={
+            "metric": f"{metric}@{config.evaluation.k}",
+            "best_als": round(max(c.score(metric) for c in candidates), 4),
+            published.name: round(published.score(metric), 4),
+        },
+    )
+
+
 class _Timer:
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
@@ -204,14 +184,14 @@ def read_inputs(
     url: ConnectionURL, marts_schema: str = MARTS, settings: Settings | None = None
 ) -> Inputs:
     """The marts (from Postgres, or from Spark on the Spark engine) and the current champion
-    (ml.model_runs: always in the Postgres warehouse)."""
+    (ml.model_runs, always in Postgres)."""
     on_spark = settings is not None and settings.engine == "spark"
     with connect(url, autocommit=True) as conn:
         try:
             if on_spark:
-                from ml.spark_marts import read_spark_marts
+                from ml.mllib.data import collect_marts
 
-                interactions, catalog = read_spark_marts(settings, marts_schema)
+                interactions, catalog = collect_marts(settings, marts_schema)
             else:
                 check_marts(conn, marts_schema)
                 interactions = load_interactions(conn, marts_schema)
@@ -236,219 +216,25 @@ def evaluation_data(inputs: Inputs, config: MlConfig) -> EvaluationData:
         raise TrainingFailed(str(exc)) from None
     return EvaluationData(
         holdout,
-        inputs.favorite_genre_of_rows(),
+        inputs.catalog.favorite_genre_of(inputs.interactions.user_ids),
         inputs.catalog.track_genres,
         inputs.catalog.n_catalog_tracks,
         config.evaluation.k,
     )
 
 
-@dataclass
-class SearchResult:
-    """The candidates scored on the holdout (the champion's refit first) and the training-split
-    fits that can still serve: the champion's and the best challenger's so far (ml.selection
-    serves one of these two), so at most two models are held at a time."""
-
-    candidates: list[Scored]
-    fits: dict[int, FittedModel]
-
-
-def _search(
-    data: EvaluationData,
-    config: MlConfig,
-    champion_params: ModelParams,
-    today: date,
-) -> SearchResult:
-    """The champion's refit first, with its "play next" metrics, then challengers within the
-    time budget."""
-    threads = config.runtime.num_threads
-    started = time.perf_counter()
-    champion, champion_fit = evaluate_model(data, champion_params, "champion", threads)
-    spent = [time.perf_counter() - started]
-    if champion_fit is not None:
-        champion.metrics.update(
-            next_track_metrics(data, champion_fit, config.publish.similar_scoring)
-        )
-    log.info("champion %s: %s", champion_params.label(), _metrics_line(champion, data.k))
-    found = SearchResult([champion], {} if champion_fit is None else {0: champion_fit})
-    proposals = challenger_params(champion_params, config.model, config.search, today)
-    proposals = proposals[: config.selection.max_challengers]
-    search_started = time.perf_counter()
-    for i, params in enumerate(proposals, start=1):
-        elapsed = time.perf_counter() - search_started
-        expected = float(np.mean(spent))
-        if elapsed + expected > config.selection.time_budget_s:
-            log.info(
-                "time budget %.0fs reached after %d challenger(s); %d not tried",
-                config.selection.time_budget_s,
-                i - 1,
-                len(proposals) - i + 1,
-            )
-            break
-        t0 = time.perf_counter()
-        scored, fitted = evaluate_model(data, params, f"challenger-{i}", threads)
-        spent.append(time.perf_counter() - t0)
-        log.info("challenger-%d %s: %s", i, params.label(), _metrics_line(scored, data.k))
-        found.candidates.append(scored)
-        _keep_if_best(found, i, fitted, config.selection.metric)
-    return found
-
-
-def _keep_if_best(found: SearchResult, i: int, fitted: FittedModel | None, metric: str) -> None:
-    """Keep challenger i's fit if it is the best challenger so far (ties: the earlier one, as
-    ml.selection); the previous best challenger's fit is dropped."""
-    if fitted is None:
-        return
-    held = [j for j in found.fits if j != 0]
-    if held and found.candidates[held[0]].score(metric) >= found.candidates[i].score(metric):
-        return
-    for j in held:
-        del found.fits[j]
-    found.fits[i] = fitted
-
-
-def _winner_fit(
-    found: SearchResult, decision: Decision, data: EvaluationData, config: MlConfig
-) -> FittedModel | None:
-    """The serving candidate's training-split fit (None when a baseline serves), with its
-    "play next" metrics recorded when it is a promoted challenger; the other fit is dropped."""
-    if decision.serving is None:
-        found.fits.clear()
-        return None
-    fitted = found.fits.pop(decision.serving, None)
-    found.fits.clear()
-    winner = found.candidates[decision.serving]
-    if fitted is not None and NEXT_HIT not in winner.metrics:
-        winner.metrics.update(next_track_metrics(data, fitted, config.publish.similar_scoring))
-    return fitted
-
-
-def _metrics_line(scored: Scored, k: int) -> str:
-    if scored.error:
-        return f"failed ({scored.error})"
-    return ", ".join(f"{name}@{k} {value:.4f}" for name, value in scored.metrics.items())
-
-
-def _model_runs(
-    run_id: str,
-    trained_at: datetime,
-    inputs: Inputs,
-    data: EvaluationData,
-    candidates: Sequence[Scored],
-    baselines: dict[str, Scored],
-    decision: Decision,
-    config: MlConfig,
-    artifact_path: Path | None,
-    serving_fit_seconds: float | None,
-) -> list[ModelRun]:
-    return model_run_rows(
-        run_id,
-        trained_at,
-        candidates=candidates,
-        baselines=baselines,
-        decision=decision,
-        config=config,
-        k=data.k,
-        holdout_sizes=data.holdout.sizes(),
-        sizes={
-            "n_users": inputs.interactions.n_users,
-            "n_tracks": inputs.interactions.n_tracks,
-            "n_interactions": inputs.interactions.n_interactions,
-        },
-        refit_of=inputs.champion.model_run_id if inputs.champion is not None else None,
-        serving_fit_seconds=serving_fit_seconds,
-        artifact_path=str(artifact_path) if artifact_path else None,
-    )
-
-
-def _serve(
-    settings: Settings,
-    config: MlConfig,
-    run_id: str,
-    trained_at: datetime,
-    inputs: Inputs,
-    winner: Scored,
-    winner_fit: FittedModel | None,
-    model_run_id: str,
-    timer: _Timer,
-) -> tuple[AlternatingLeastSquares, Path, float]:
-    """Refit the winner on all data (its training-split fit continued, ml.model.refit) and save
-    it; (model, artifact, fit seconds)."""
-    assert winner.params is not None
-    interactions = inputs.interactions
-    with timer("refit on all data"):
-        fitted = refit(interactions.matrix, winner.params, winner_fit, config.runtime.num_threads)
-    meta = {
-        "model_run_id": model_run_id,
-        "run_id": run_id,
-        "trained_at": trained_at.isoformat(),
-        "params": winner.params.to_json(),
-        "serving_fit": (
-            f"warm: the training-split fit continued {REFIT_ITERATIONS} iterations on all data"
-            if fitted.warm_start
-            else "cold: fit on all data"
-        ),
-        "holdout_metrics": winner.metrics,
-        "n_users": interactions.n_users,
-        "n_tracks": interactions.n_tracks,
-        "n_interactions": interactions.n_interactions,
-    }
-    with timer("save artifact"):
-        path = save_model(
-            config.artifacts.root_path(settings.project_root),
-            model_run_id,
-            fitted.als,
-            interactions.user_ids,
-            interactions.track_ids,
-            meta,
-        )
-    return fitted.als, path, fitted.fit_seconds
-
-
-def _alerts(
-    run_id: str,
-    config: MlConfig,
-    decision: Decision,
-    candidates: Sequence[Scored],
-    baselines: dict[str, Scored],
-) -> list[Alert]:
-    if decision.baseline is None:
-        return []
-    metric = config.selection.metric
-    return [
-        Alert(
-            severity="warning",
-            title=f"no ALS model beat the popularity baselines; published {decision.baseline}",
-            run_id=run_id,
-            step=STEP,
-            details={
-                "metric": f"{metric}@{config.evaluation.k}",
-                "best_als": round(max(c.score(metric) for c in candidates), 4),
-                decision.baseline: round(baselines[decision.baseline].score(metric), 4),
-            },
-        )
-    ]
-
-
 def _outgrows_the_driver(settings: Settings, schema: str, config: MlConfig) -> bool:
-    """On the Spark engine: more (user, track) pairs than `[spark] mllib_above_pairs`, so the
-    training runs in Spark (ml/train_spark.py) instead of collecting the matrix."""
-    from ml.interactions import MartsNotReady
-    from ml.mllib.data import count_pairs
+    """On the Spark engine: more pairs than `[spark] mllib_above_pairs`, so training runs in
+    Spark (ml/train_spark.py) instead of collecting the matrix."""
+    from ml.mllib.data import use_mllib
     from moovitamix.spark import spark_session
 
     try:
-        pairs = count_pairs(spark_session(settings), schema)
+        above = use_mllib(spark_session(settings), schema, config)
     except MartsNotReady as exc:
         raise TrainingFailed(str(exc)) from None
-    above = pairs > config.spark.mllib_above_pairs
     if above:
-        log.info(
-            "%s.fct_listens has %d pairs (> %d): training in Spark with MLlib",
-            schema,
-            pairs,
-            config.spark.mllib_above_pairs,
-        )
+        log.info("%s.fct_listens is above spark.mllib_above_pairs: training with MLlib", schema)
     return above
 
 
@@ -464,12 +250,10 @@ def run_training(
     publish_hook: PublishHook | None = None,
     publication: Publication | None = None,
 ) -> TrainResult:
-    """The daily training step. Raises TrainingFailed (one line) when nothing was published;
-    yesterday's recommendations then stay. `publish_hook` is for tests (ml.publish).
-
-    With a `publication` (the daily run's write-audit-publish) it reads the candidate marts,
-    stages the lists and registers their publication (the swap, the ml.model_runs rows, then
-    artifact retention) with the run's; `rows_published` then counts the staged rows."""
+    """The daily training step; raises TrainingFailed (one line) when nothing was published.
+    With a `publication` (the daily run's write-audit-publish) it reads the candidate marts and
+    stages the lists, registering their swap, the ml.model_runs rows and artifact retention
+    with the run's publication; `rows_published` then counts the staged rows."""
     started = time.perf_counter()
     config = config or load_config(overrides=overrides)
     url = warehouse or open_warehouse(settings)
@@ -489,62 +273,65 @@ def run_training(
             champion_from_config=champion_from_config,
             today=today,
         )
+    threads, scoring = config.runtime.num_threads, config.publish.similar_scoring
     with single_threaded_blas():
         with timer("read marts"):
             inputs = read_inputs(url, schema, settings)
         with timer("evaluate"):
             data = evaluation_data(inputs, config)
             baselines = evaluate_baselines(data)
-            for name, scored in baselines.items():
-                log.info("baseline %s: %s", name, _metrics_line(scored, data.k))
-            champion_params = (
-                inputs.champion.params
-                if inputs.champion is not None and not champion_from_config
-                else config.model
-            )
-            found = _search(data, config, champion_params, today or trained_at.date())
-            candidates = found.candidates
-            decision = decide(
-                candidates, baselines, config.selection.metric, config.selection.min_improvement
-            )
-            winner_fit = _winner_fit(found, decision, data, config)
-        log.info("decision: %s", decision.reason)
-
-        als: AlternatingLeastSquares | None = None
-        artifact_path: Path | None = None
-        serving_fit: float | None = None
-        if decision.serving is not None:
-            als, artifact_path, serving_fit = _serve(
-                settings,
+            champion = inputs.champion
+            found = search(
+                lambda params, name: evaluate_model(data, params, name, threads),
+                champion.params if champion and not champion_from_config else config.model,
                 config,
-                run_id,
-                trained_at,
-                inputs,
-                candidates[decision.serving],
-                winner_fit,
-                model_run_id(run_id, decision.serving),
-                timer,
+                today or trained_at.date(),
+                data.k,
             )
-        winner_fit = None  # the serving model replaces it
-        runs = _model_runs(
+            candidates = found.candidates
+            decision, winner_fit = decide_search(
+                found, baselines, config, lambda fit: next_track_metrics(data, fit, scoring)
+            )
+
+        als, artifact_path, serving_fit = None, None, None
+        if decision.serving is not None:
+            winner = candidates[decision.serving]
+            assert winner.params is not None
+            with timer("refit on all data"):
+                fitted = refit(inputs.interactions.matrix, winner.params, winner_fit, threads)
+            winner_fit, als, serving_fit = None, fitted.als, fitted.fit_seconds
+            with timer("save artifact"):
+                serving_id = model_run_id(run_id, decision.serving)
+                artifact_path = _save(
+                    settings,
+                    config,
+                    serving_id,
+                    run_id,
+                    trained_at,
+                    inputs.interactions,
+                    winner,
+                    fitted,
+                )
+        runs = model_run_rows(
             run_id,
             trained_at,
-            inputs,
-            data,
-            candidates,
-            baselines,
-            decision,
-            config,
-            artifact_path,
-            serving_fit,
+            candidates=candidates,
+            baselines=baselines,
+            decision=decision,
+            config=config,
+            k=data.k,
+            holdout_sizes=data.holdout.sizes(),
+            sizes=inputs.interactions.sizes(),
+            refit_of=champion.model_run_id if champion is not None else None,
+            serving_fit_seconds=serving_fit,
+            artifact_path=str(artifact_path) if artifact_path else None,
         )
-        serving_run = next(run for run in runs if run.status == CHAMPION)
+        serving_run = next(run for run in runs if run.status == CHAMPION).model_run_id
 
         with timer("build lists"):
-            interactions = inputs.interactions
-            popularity = Popularity(interactions.matrix, inputs.catalog.track_genres)
+            popularity = Popularity(inputs.interactions.matrix, inputs.catalog.track_genres)
             user_lists = user_top_tracks(
-                interactions,
+                inputs.interactions,
                 inputs.catalog,
                 popularity,
                 config.publish.k,
@@ -552,30 +339,28 @@ def run_training(
                 baseline=decision.baseline or GENRE_POPULARITY,
             )
             similar_lists = similar_tracks(
-                interactions,
+                inputs.interactions,
                 inputs.catalog,
                 popularity,
                 config.publish.similar_k,
                 als=als,
-                scoring=config.publish.similar_scoring,
+                scoring=scoring,
             )
 
         def retention() -> None:
             if artifact_path is not None:
-                apply_retention(
-                    artifact_path.parent, config.artifacts.keep, {serving_run.model_run_id}
-                )
+                apply_retention(artifact_path.parent, config.artifacts.keep, {serving_run})
 
-        generated_at = datetime.now(UTC)  # the lists' time, in Postgres and in the lake
+        generated_at = datetime.now(UTC)
         with timer("stage" if publication is not None else "publish"):
             try:
                 with connect(url, autocommit=True) as conn:
                     if publication is not None:
                         rows = stage(
                             conn,
-                            user_lists,
-                            similar_lists,
-                            model_run_id=serving_run.model_run_id,
+                            [user_columns(user_lists)],
+                            [similar_columns(similar_lists)],
+                            model_run_id=serving_run,
                             generated_at=generated_at,
                         )
                     else:
@@ -583,7 +368,7 @@ def run_training(
                             conn,
                             user_lists,
                             similar_lists,
-                            model_run_id=serving_run.model_run_id,
+                            model_run_id=serving_run,
                             generated_at=generated_at,
                             model_runs=runs,
                             lock_timeout_s=config.publish.lock_timeout_s,
@@ -599,23 +384,12 @@ def run_training(
     if settings.engine == "spark":  # the lake's copy of the lists, for the data platform
         lake = LakeLists(settings, run_id, keep=config.artifacts.keep)
         with timer("lake lists"):
-            lake.write(user_lists, similar_lists, serving_run.model_run_id, generated_at=trained_at)
-        if publication is not None:
-            lake.stage(publication)
-        else:
-            lake.publish_views()
-            lake.retain()
+            lake.write(user_lists, similar_lists, serving_run, generated_at=trained_at)
+        lake.publish_with(publication)
     if publication is not None:
-        publication.stage(
-            "recommendations",
-            lambda conn: swap_in(conn, runs),
-            tables=staged_table_names(),
-            after_commit=retention,
-            discard=discard_staged,
-        )
+        register_swap(publication, runs, after_commit=retention)
     else:
         retention()
-
     return TrainResult.of(
         run_id,
         config,
@@ -623,12 +397,41 @@ def run_training(
         candidates,
         baselines,
         runs,
-        k=data.k,
         rows=rows,
         artifact_path=artifact_path,
         timings=timer.timings,
         started=started,
     )
+
+
+def _save(
+    settings: Settings,
+    config: MlConfig,
+    serving_id: str,
+    run_id: str,
+    trained_at: datetime,
+    interactions: Interactions,
+    winner: Scored,
+    fitted: FittedModel,
+) -> Path:
+    """The serving model's artifact, with what it was fit on and how."""
+    assert winner.params is not None
+    meta = {
+        "model_run_id": serving_id,
+        "run_id": run_id,
+        "trained_at": trained_at.isoformat(),
+        "params": winner.params.to_json(),
+        "serving_fit": (
+            f"warm: the training-split fit continued {REFIT_ITERATIONS} iterations on all data"
+            if fitted.warm_start
+            else "cold: fit on all data"
+        ),
+        "holdout_metrics": winner.metrics,
+        **interactions.sizes(),
+    }
+    root = config.artifacts.root_path(settings.project_root)
+    ids = (interactions.user_ids, interactions.track_ids)
+    return save_model(root, serving_id, fitted.als, *ids, meta)
 
 
 def run_evaluation(
@@ -641,7 +444,6 @@ def run_evaluation(
     the "play next" lists' next_hit. Writes nothing."""
     config = config or load_config()
     url = warehouse or open_warehouse(settings)
-    threads = config.runtime.num_threads
     with single_threaded_blas():
         inputs = read_inputs(url, MARTS, settings)
         data = evaluation_data(inputs, config)
@@ -651,12 +453,13 @@ def run_evaluation(
         results = list(baselines.values())
         candidates = []
         if inputs.champion is not None:
-            name = f"champion ({inputs.champion.model_run_id})"
-            candidates.append((name, inputs.champion.params))
+            candidates.append(
+                (f"champion ({inputs.champion.model_run_id})", inputs.champion.params)
+            )
         if inputs.champion is None or inputs.champion.params != config.model:
             candidates.append(("config [model]", config.model))
         for name, params in candidates:
-            scored, fitted = evaluate_model(data, params, name, threads)
+            scored, fitted = evaluate_model(data, params, name, config.runtime.num_threads)
             if fitted is not None:
                 scored.metrics[NEXT_HIT] = model_next_hit(
                     data, fitted, config.publish.similar_scoring

@@ -1,12 +1,7 @@
-"""One training run in Spark (MLlib), for the Spark engine's marts above `[spark]
-mllib_above_pairs`: the same selection, records and publication as ml/train.py, with the lists
-written to the lake by Spark and copied into Postgres (the app's copy) batch by batch.
-
-What stays the same: the champion comes from ml.model_runs; the candidates, the baselines and
-the decision are ml.selection's; the lists are staged as `recommendations.<table>__new` for the
-audit and swapped in by the run's publication with the ml.model_runs rows; the Spark views of
-the lake's lists switch last. What differs: no model artifact is saved (MLlib's factors stay in
-Spark; the published lists are the output), and `metrics.trainer` says "mllib".
+"""ml/train.py's run for the Spark engine above `[spark] mllib_above_pairs`: trained by
+ml.mllib, recorded and published the same way, the lists written to the lake by Spark and
+COPYed into Postgres batch by batch. No model artifact (the factors stay in Spark);
+`metrics.trainer` says "mllib".
 """
 
 from __future__ import annotations
@@ -20,7 +15,14 @@ from ml.config import MlConfig
 from ml.lake_lists import LakeLists
 from ml.mllib.lists import lake_batches, write_lists
 from ml.mllib.run import model_runs, run_mllib
-from ml.publish import discard_staged, stage_batches, staged_table_names, swap_in
+from ml.publish import (
+    SIMILAR_TRACKS,
+    USER_TOP_TRACKS,
+    batch_columns,
+    register_swap,
+    stage,
+    swap_in,
+)
 from ml.registry import current_champion
 from ml.selection import CHAMPION
 from moovitamix.connection_url import ConnectionURL
@@ -65,27 +67,20 @@ def train_in_spark(
     finally:
         run.release()
     with connect(url, autocommit=True) as conn:
-        rows = stage_batches(
+        rows = stage(
             conn,
-            lake_batches(settings.lake, "user_top_tracks", run_id),
-            lake_batches(settings.lake, "similar_tracks", run_id),
+            batch_columns(lake_batches(settings.lake, "user_top_tracks", run_id), USER_TOP_TRACKS),
+            batch_columns(lake_batches(settings.lake, "similar_tracks", run_id), SIMILAR_TRACKS),
             model_run_id=serving.model_run_id,
             generated_at=generated_at,
         )
     lake = LakeLists(settings, run_id, keep=config.artifacts.keep)
     if publication is not None:
-        publication.stage(
-            "recommendations",
-            lambda conn: swap_in(conn, runs),
-            tables=staged_table_names(),
-            discard=discard_staged,
-        )
-        lake.stage(publication)
+        register_swap(publication, runs)
     else:
         with connect(url, autocommit=True) as conn, conn.transaction():
             swap_in(conn, runs)
-        lake.publish_views()
-        lake.retain()
+    lake.publish_with(publication)
     log.info("trained in Spark (MLlib): %s", run.decision.reason)
     return TrainResult.of(
         run_id,
@@ -94,7 +89,6 @@ def train_in_spark(
         run.candidates,
         run.baselines,
         runs,
-        k=config.evaluation.k,
         rows=rows,
         artifact_path=None,
         timings={name: round(s, 3) for name, s in run.timings.items()},

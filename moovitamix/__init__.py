@@ -1,6 +1,4 @@
-"""Shared plumbing for every step of the MooVitamix warehouse.
-
-Settings, the warehouse connection (embedded or external), run ids and run logs. Each step
-(`ingestion`, `dbt_project`, `expectations`, `ml`) builds on this package; nothing here knows
-about any one step.
+"""The shared core of the MooVitamix warehouse: settings, the warehouse (embedded or external),
+roles and grants, run ids, logs and the run ledger, write-audit-publish. The step packages build
+on it and the orchestrator on them; nothing here knows any one step, table or endpoint.
 """

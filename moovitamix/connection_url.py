@@ -1,11 +1,10 @@
-"""One parsed warehouse URL, rendered for each tool that needs it (libpq, SQLAlchemy, dbt, dlt).
+"""One parsed warehouse URL, rendered for each tool that needs it (libpq, SQLAlchemy, dlt).
 
 Passwords never leave this object unmasked except towards a driver: `masked` is what logs see.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
@@ -35,9 +34,6 @@ LIBPQ_ENV = {
     "application_name": "PGAPPNAME",
     "options": "PGOPTIONS",
 }
-# The ones that say how to reach the server safely (TLS, GSS, authentication), not what the
-# session does: dbt gets these through the environment, its profile sets the rest.
-_TRANSPORT = frozenset(LIBPQ_ENV) - {"target_session_attrs", "application_name", "options"}
 
 
 class InvalidWarehouseURL(ValueError):
@@ -136,21 +132,5 @@ class ConnectionURL:
         }
         if self.password:
             env["PGPASSWORD"] = self.password
-        env.update(self._options_env(LIBPQ_ENV))
+        env.update({LIBPQ_ENV[key]: value for key, value in self.options if key in LIBPQ_ENV})
         return env
-
-    def _options_env(self, names: Collection[str]) -> dict[str, str]:
-        return {LIBPQ_ENV[key]: value for key, value in self.options if key in names}
-
-    def dbt_env(self) -> dict[str, str]:
-        """The variables `dbt_project/profiles.yml` reads with env_var(), and the URL's TLS
-        options (sslmode, sslrootcert, ...) as libpq's PG* variables."""
-        return {
-            "MVX_DBT_HOST": self.host,
-            "MVX_DBT_PORT": str(self.port),
-            "MVX_DBT_USER": self.user,
-            "MVX_DBT_PASSWORD": self.password,
-            "MVX_DBT_DATABASE": self.database,
-            # sslmode, sslrootcert, ...: libpq (under dbt-postgres) reads them from PG* vars
-            **self._options_env(_TRANSPORT),
-        }

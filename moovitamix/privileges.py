@@ -1,26 +1,18 @@
-"""What the warehouse user may not do yet, found before anything is written, with the SQL an
-administrator runs once to allow it.
-
-On a managed service (RDS, Cloud SQL, Azure, ...) the URL's user is not a superuser. The run
-needs, at most: CREATEDB while the database does not exist, CREATE on the database while one of
-the design's schemas does not exist, ownership of the schemas that do, and the pipeline's six
-roles (moovitamix/roles.py) granted to it WITH ADMIN OPTION, which CREATEROLE lets it do itself
-(on Postgres 16+ only for the roles it creates). `missing_privileges` lists what is missing
-(read-only queries); open_warehouse stops on the first with one line; `python -m
-moovitamix.privileges` (`make print-admin-sql`) prints it all as SQL.
+"""What the warehouse user may not do yet, found before anything is written (read-only
+queries), with the SQL an administrator runs once to allow it: CREATEDB, CREATE on the
+database, ownership of the schemas, the six roles WITH ADMIN OPTION. `open_warehouse` stops on
+the first with one line; `make print-admin-sql` prints them all.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
 from moovitamix.connection_url import ConnectionURL
-from moovitamix.errors import one_line
-from moovitamix.roles import PLAN, ROLES
+from moovitamix.roles import ROLES, SCHEMAS
 
 CONNECT_TIMEOUT_S = 10
 
@@ -79,7 +71,7 @@ def _roles_missing(
 
 
 def _schemas_missing(conn: psycopg.Connection, database: str, user: str) -> list[Missing]:
-    schemas = list(PLAN)
+    schemas = list(SCHEMAS)
     rows = conn.execute(
         """select n.nspname, pg_get_userbyid(n.nspowner), pg_has_role(%s, n.nspowner, 'USAGE')
            from pg_namespace n where n.nspname = any(%s)""",
@@ -170,21 +162,3 @@ def admin_sql(url: ConnectionURL, missing: list[Missing]) -> str:
         lines.append(f"-- {item.privilege}: {item.why}")
         lines += item.statements
     return "\n".join(lines) + "\n"
-
-
-def main() -> int:
-    """`make print-admin-sql`: the admin SQL for the configured warehouse (WAREHOUSE_URL)."""
-    from moovitamix.settings import load_settings
-    from moovitamix.warehouse import WarehouseUnreachable, resolve_url
-
-    try:
-        url = resolve_url(load_settings())
-        print(admin_sql(url, missing_privileges(url)), end="")
-    except (WarehouseUnreachable, psycopg.Error) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,26 +1,15 @@
-"""Write-audit-publish: readers never see a day that failed its audits.
+"""Write-audit-publish: readers (analysts on `marts`, the app on `recommendations`) never see a
+day that failed its audits.
 
-Analysts query schema `marts`, the app `recommendations.*`. A daily run never writes either:
+A run builds its marts into `marts_candidate` and stages its lists as `<table>__new`; the audits
+check those; the publish renames `marts` <-> `marts_candidate` and the staged lists over the
+live ones in one transaction, with what each step registered (`Publication.stage`). A run that
+fails before it leaves yesterday's state and drops what it staged. A renamed schema keeps its
+tables, grants and indexes, and a query that started before the swap finishes on its tables.
 
-  write    dbt builds the new marts into schema `marts_candidate`; the ML step reads them there
-           and stages its lists as `recommendations.<table>__new`;
-  audit    the data suites validate the candidate marts, the recommendations suite the staged
-           lists;
-  publish  one transaction renames `marts` <-> `marts_candidate` (the schemas trade names) and
-           renames the staged lists over the live ones, and writes the ml.model_runs rows.
-
-Until the commit readers see yesterday's marts and lists; at the commit they see today's, all of
-them at once. A run that fails before the publish (in transform, validate, train or the audit)
-leaves yesterday's published state untouched; its staged lists are dropped.
-
-After the swap, `marts_candidate` holds the day before's marts: the next run builds its
-candidate over them, so the incremental `fct_listens` catches up two days instead of rebuilding.
-A candidate left half-built or unpublished by a failed run is not trusted: the state of each
-schema is kept in its comment (`marts_candidate` says `building`, `unpublished` or
-`published`), and a candidate that is not a former publication is rebuilt in full.
-
-Renaming a schema moves its tables with their grants, indexes, constraints and comments; a
-query that started before the swap finishes on the tables it started with.
+The swapped-out marts become the next candidate, so incremental models catch up instead of
+rebuilding; each schema's comment holds its state (`building`, `unpublished`, `published`), and
+a candidate that is not a former publication is rebuilt in full.
 """
 
 from __future__ import annotations
@@ -35,7 +24,7 @@ from psycopg import sql
 
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.errors import one_line
-from moovitamix.roles import apply_schema_grants
+from moovitamix.roles import apply_roles
 from moovitamix.warehouse import connect, take_publish_locks
 
 log = logging.getLogger(__name__)
@@ -76,9 +65,6 @@ class Relations:
             if table
             else self.schemas.get(schema, schema)
         )
-
-    def identifier(self, name: str) -> sql.Identifier:
-        return sql.Identifier(*self(name).split(".", 1))
 
 
 LIVE = Relations()
@@ -162,8 +148,7 @@ def prepare_candidate(url: ConnectionURL, run_id: str) -> bool:
             "select 1 from pg_namespace where nspname = %s", (CANDIDATE,)
         ).fetchone()
         if not exists:  # dropped by hand: a new schema has none of the old one's grants
-            conn.execute(sql.SQL("create schema {}").format(sql.Identifier(CANDIDATE)))
-            apply_schema_grants(conn, CANDIDATE)
+            apply_roles(conn)
         state = schema_state(conn, CANDIDATE)
         _comment(conn, CANDIDATE, BUILDING, run_id)
     full_refresh = state in (BUILDING, UNPUBLISHED)

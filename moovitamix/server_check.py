@@ -40,10 +40,7 @@ def parse_version_num(value: object) -> int:
     try:
         number = int(str(value).strip())
     except (TypeError, ValueError):
-        raise UnsupportedServer(
-            f"cannot read the server's version (server_version_num {value!r}): the warehouse "
-            f"must be {SUPPORTED}"
-        ) from None
+        number = 0
     if number <= 0:
         raise UnsupportedServer(
             f"cannot read the server's version (server_version_num {value!r}): the warehouse "

@@ -54,6 +54,8 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         # iterative jobs (MLlib's ALS, ml/mllib) cut their lineage here every few iterations;
         # without it a long lineage overflows the stack when a task is deserialized
         "spark.checkpoint.dir": str(home / "checkpoints"),
+        # ... and its files go once the job no longer references them (they would pile up)
+        "spark.cleaner.referenceTracking.cleanCheckpoints": "true",
     }
     if is_connect(settings.spark_master):
         # the Connect server owns its master, metastore, warehouse and resources: a client

@@ -1,24 +1,12 @@
-"""Write-audit-publish on the Spark engine: two slots of tables, one database of views.
+"""Write-audit-publish on the Spark engine: two slot databases of tables, one database of views.
 
-Spark cannot rename a database or move a table between databases, so the Postgres swap
-(moovitamix/publication.py) becomes a switch of views. The marts are built as tables into one of
-two slot databases, `marts_a` and `marts_b`; readers query the database `marts`, whose every
-table is a view `select * from <published slot>.<table>`:
-
-  write    dbt builds the marts into the slot that is not published (the candidate);
-  audit    the suites and the recommender read the candidate slot's tables;
-  publish  every view of `marts` is replaced by one over the candidate slot, and views of marts
-           that no longer exist are dropped. The slots then trade roles.
-
-Each view is replaced atomically, the set is not: for the milliseconds the views take, a
-reader may join a view of today with one of yesterday (Postgres swaps all at once). A publish
-that dies half way is detected by the next run (the state of `marts` says `publishing`), which
-points every view back at the former slot before it builds anything.
-
-States live in a property of each database (`mvx_state`; comments on Postgres): a slot is
-`building`, `unpublished` or `published by run <id> at <time>`; `marts` says `published <slot>
-by run ...` or `publishing <slot> over <former slot> by run ...`. As with the Postgres
-candidate, a slot that a run left `building` or `unpublished` is rebuilt in full.
+Spark cannot rename a database, so the marts are built into the slot (`marts_a`, `marts_b`)
+that is not published, audited there, and published by pointing every view of `marts` at it;
+views of marts that no longer exist are dropped. Views are replaced one by one, so a reader may
+briefly join today's with yesterday's (Postgres swaps all at once). Each database's state is a
+property (`mvx_state`): a slot `building`, `unpublished` or `published by run ...`, `marts`
+`published <slot>` or `publishing <slot> over <former>`; a publish that died half way is
+pointed back at the former slot by the next run, and a slot left unpublished is rebuilt in full.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What a step of the daily run is: a function of a `RunContext` that returns a `StepReport`,
 or raises `StepFailed` with one line for the user. Each package exposes its step functions;
-`moovitamix.daily` lists them in order."""
+the orchestrator lists them in order."""
 
 from __future__ import annotations
 

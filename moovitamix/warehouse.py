@@ -17,7 +17,7 @@ from psycopg import sql
 from moovitamix.connection_url import ConnectionURL, InvalidWarehouseURL
 from moovitamix.embedded_warehouse import EmbeddedWarehouse, EmbeddedWarehouseError
 from moovitamix.privileges import missing_line, missing_privileges
-from moovitamix.roles import RolesError, ensure_roles
+from moovitamix.roles import SCHEMAS, RolesError, ensure_roles
 from moovitamix.server_check import (
     ServerInfo,
     UnsupportedServer,
@@ -29,11 +29,8 @@ from moovitamix.settings import DEFAULT_DATABASE, Settings
 
 log = logging.getLogger(__name__)
 
-# The schemas of the design (../shared/design.md). dlt owns `raw`, dbt `staging`/`marts` and
-# `marts_candidate` (where the daily run builds and audits the marts: moovitamix/publication.py).
-SCHEMAS = ("raw", "staging", "marts", "marts_candidate", "recommendations", "ml", "monitoring")
 CONNECT_TIMEOUT_S = 10
-_ANNOUNCED: set[str] = set()  # the start lines this process logged
+_OPENED: set[ConnectionURL] = set()  # the warehouses this process has prepared
 
 
 class WarehouseUnreachable(RuntimeError):
@@ -152,31 +149,28 @@ def take_publish_locks(conn: psycopg.Connection, key: int, lock_timeout_s: float
 
 
 def open_warehouse(settings: Settings) -> ConnectionURL:
-    """Resolve, start if embedded, check the server's version (one line names it) and the
-    user's privileges (stop before writing, naming the SQL an administrator runs), create
-    database, schemas and the pipeline's roles and grants (moovitamix/roles.py); return the
-    warehouse URL (of the connecting user, who may act as every role: each step then runs as
-    its own)."""
+    """The warehouse URL, ready for a run: started if embedded, the server's version checked
+    (one line names it), the user's privileges checked before anything is written (naming the
+    SQL an administrator runs), the database, schemas, roles and grants created. The URL is the
+    connecting user's, who may act as every role. Once per process: the run opens it, and a step
+    that opens it again gets the URL at once."""
     url = resolve_url(settings)
+    if url in _OPENED:
+        return url
     server = inspect_server(url)
     source = "embedded Postgres" if settings.uses_embedded_warehouse else "WAREHOUSE_URL"
-    line = start_line(server, url.masked, source)
-    # once per process: the daily run's steps open the warehouse again
-    log.log(logging.DEBUG if line in _ANNOUNCED else logging.INFO, "%s", line)
-    _ANNOUNCED.add(line)
+    log.info("%s", start_line(server, url.masked, source))
     try:
         check_supported(server)
     except UnsupportedServer as exc:
         raise WarehouseUnreachable(str(exc)) from None
-    # a managed service's user is no superuser: stop before the first write if it may not
-    # do what follows (moovitamix/privileges.py)
     missing = missing_privileges(url)
     if missing:
         raise WarehouseUnreachable(missing_line(url.user, missing[0]))
     ensure_database(url)
-    ensure_schemas(url)
     try:
         ensure_roles(url)
     except RolesError as exc:
         raise WarehouseUnreachable(str(exc)) from None
+    _OPENED.add(url)
     return url

@@ -1,9 +1,8 @@
 {#-
     on-run-start: ANALYZE the raw tables that the models read. dlt does not, and autovacuum may
-    not have yet right after a load; without statistics Postgres guesses that the completed-load
-    filter keeps ~1% of the rows and picks nested loops that take minutes instead of a second.
-    Cheap (a sample of at most 30,000 rows per table). A role that does not own raw gets a
-    warning from Postgres, not an error, and the build goes on.
+    not have yet right after a load; without statistics Postgres underestimates the rows the
+    completed-load filter keeps and picks nested loops (README: "Statistics and memory"). Cheap
+    (a sample per table). A role that does not own raw gets a warning, and the build goes on.
 -#}
 {% macro analyze_sources() %}
     {%- if not execute -%}

@@ -6,7 +6,8 @@
     `_dlt_load_id`). A table is dropped and declared anew on each run (Spark refuses CREATE OR
     REPLACE on Parquet), so columns that appeared in the lake show up (mergeSchema). dlt writes
     its `_dlt_loads` register as one JSON document per load: read as JSON, with its columns.
-    The lake's URL comes from MVX_DBT_LAKE_URL (the runner sets it from Settings.lake) or the
+    A lake with no completed load (nothing ingested yet) stops the build with one line that
+    says so. The lake's URL comes from MVX_DBT_LAKE_URL (the runner sets it from Settings.lake) or the
     var `lake_url`.
 -#}
 {% macro prepare_sources() -%}
@@ -32,7 +33,12 @@
             ~ ' schema_version_hash string)'
     } -%}
     {%- set schemas = [] -%}
-    {%- for source in graph.sources.values() if source.package_name == project_name -%}
+    {#- dlt's register first: with no completed load there is nothing to read, say so -#}
+    {%- set sources = graph.sources.values()
+        | selectattr('package_name', 'equalto', project_name) | list -%}
+    {%- set sources = (sources | selectattr('identifier', 'in', json_tables) | list)
+        + (sources | rejectattr('identifier', 'in', json_tables) | list) -%}
+    {%- for source in sources -%}
         {%- if source.schema not in schemas -%}
             {%- do run_query('create database if not exists ' ~ source.schema) -%}
             {%- do schemas.append(source.schema) -%}
@@ -45,6 +51,14 @@
                 'create table ' ~ table ~ ' ' ~ json_tables[source.identifier]
                 ~ " using json location '" ~ location ~ "'"
             ) -%}
+            {%- if source.identifier == '_dlt_loads' and run_query(
+                'select count(*) from ' ~ table ~ ' where status = 0'
+            ).columns[0].values()[0] == 0 -%}
+                {%- do exceptions.raise_compiler_error(
+                    'the lake at ' ~ lake ~ ' holds no completed load: run the ingestion first'
+                    ~ ' (MOOVITAMIX_ENGINE=spark make ingest, or make daily)'
+                ) -%}
+            {%- endif -%}
         {%- else -%}
             {%- do run_query(
                 'create table ' ~ table ~ ' using parquet'

@@ -11,7 +11,8 @@
     first snapshot of the run to the next snapshot after it (where the record is absent, i.e.
     deleted, or has another hash), null if the run reaches the latest snapshot. Its columns are
     those of its first snapshot. Consecutive means among the snapshots of completed loads that
-    hold rows of this table.
+    hold rows of this table. The changes are kept incrementally in a log model per table
+    (version_changelog.sql); a version runs from one change of its key to the next.
 -#}
 {% macro source_versions(table, key) -%}
     {{ return(adapter.dispatch('source_versions', 'moovitamix')(table, key)) }}
@@ -23,62 +24,27 @@
 {%- endmacro %}
 
 {% macro spark__source_versions(table, key) -%}
-    with
-
-    snapshot_rows as (
-        select * from {{ source('moovitamix', table) }}
-        where _dlt_load_id in ({{ completed_load_ids() }})
-    ),
-
-    snapshots as (
-        select
-            _snapshot_at,
-            dense_rank() over (order by _snapshot_at) as snapshot_number
-        from (select distinct _snapshot_at from snapshot_rows) as snapshot_times
-    ),
-
-    numbered_rows as (
-        -- rows of one version share (key, record_hash, island): their snapshot numbers are
-        -- consecutive, so the number minus its rank among the key's rows of that hash is constant
-        select
-            snapshot_rows.*,
-            snapshots.snapshot_number,
-            snapshots.snapshot_number - dense_rank() over (
-                partition by snapshot_rows.{{ key }}, snapshot_rows.record_hash
-                order by snapshots.snapshot_number
-            ) as island
-        from snapshot_rows
-        inner join snapshots
-            on snapshot_rows._snapshot_at = snapshots._snapshot_at
-    ),
-
-    versions as (
-        select
-            numbered_rows.*,
-            row_number() over (
-                partition by numbered_rows.{{ key }}, numbered_rows.record_hash, numbered_rows.island
-                order by numbered_rows.snapshot_number
-            ) as row_of_version,
-            max(numbered_rows.snapshot_number) over (
-                partition by numbered_rows.{{ key }}, numbered_rows.record_hash, numbered_rows.island
-            ) as last_snapshot_number
-        from numbered_rows
-    )
-
+    -- the versions are the log's starts, each valid until the key's next change
     select
-        versions.*,
-        versions._snapshot_at as _dlt_valid_from,
-        next_snapshots._snapshot_at as _dlt_valid_to
-    from versions
-    left join snapshots as next_snapshots
-        on versions.last_snapshot_number + 1 = next_snapshots.snapshot_number
-    where versions.row_of_version = 1
+        changes.*,
+        changes.valid_from as _dlt_valid_from,
+        changes.next_change as _dlt_valid_to
+    from (
+        select
+            changelog.*,
+            lead(changelog.valid_from) over (
+                partition by changelog.{{ key }} order by changelog.valid_from
+            ) as next_change
+        from {{ ref('stg_moovitamix__' ~ table ~ '_changelog') }} as changelog
+    ) as changes
+    where not changes.is_deleted
 {%- endmacro %}
 
 {#-
     The elements of the listen history versions' lists, of completed loads. Postgres: raw holds
     them once per version. Spark: every snapshot holds those of every current version, so the
-    distinct (user_id, record_hash, position, track_id), with the load that first wrote them.
+    distinct (user_id, record_hash, position, track_id), with the load that first wrote them,
+    kept incrementally (version_changelog.sql).
 -#}
 {% macro source_list_items(table) -%}
     {{ return(adapter.dispatch('source_list_items', 'moovitamix')(table)) }}
@@ -90,13 +56,5 @@
 {%- endmacro %}
 
 {% macro spark__source_list_items(table) -%}
-    select
-        record_hash,
-        user_id,
-        position,
-        track_id,
-        min_by(_dlt_load_id, _snapshot_at) as _dlt_load_id
-    from {{ source('moovitamix', table) }}
-    where _dlt_load_id in ({{ completed_load_ids() }})
-    group by record_hash, user_id, position, track_id
+    select * from {{ ref('stg_moovitamix__' ~ table.replace('__', '_') ~ '_changelog') }}
 {%- endmacro %}

@@ -1,9 +1,9 @@
 {#-
     The columns and constraints of a contracted table's CREATE TABLE, without its foreign keys:
     those are added after the rows are in, by `ensure_foreign_keys` (a post-hook of every mart).
-    A foreign key declared at creation checks the rows one by one as they are inserted (2.5
-    minutes for fct_listens at 100k users); added afterwards, Postgres checks them all with one
-    join (seconds). The keys are the same and still enforced for every later write.
+    A foreign key declared at creation checks the rows one by one as they are inserted; added
+    afterwards, Postgres checks them all with one join (README: "Foreign keys"). The keys are
+    the same and still enforced for every later write.
 -#}
 {% macro postgres__get_table_columns_and_constraints() -%}
     {%- set raw_column_constraints = adapter.render_raw_columns_constraints(

@@ -1,8 +1,5 @@
-"""The health report: a static, self-contained HTML page (reports/health.html) with plots of
-the run ledger and the monitoring tables, and the last run's failures in tables.
-
-`write_health_report(url, path)`; `python -m expectations report` from the command line.
-"""
+"""The health report: one self-contained HTML page (reports/health.html), plots of the run
+ledger and monitoring tables and the last run's failures. `python -m expectations report`."""
 
 from __future__ import annotations
 
@@ -25,10 +22,10 @@ def write_health_report(url: ConnectionURL, path: Path, *, max_runs: int = 60) -
     """Render the report of the latest `max_runs` runs to `path` (written atomically)."""
     from expectations.report.data import load_report_data
     from expectations.report.page import render_page
-    from expectations.report.plots import PLOTS
+    from expectations.report.plots import PLOTS, png
 
     data = load_report_data(url, max_runs)
-    page = render_page(data, [(title, draw(data)) for title, draw in PLOTS])
+    page = render_page(data, [(title, png(draw(data))) for title, draw in PLOTS])
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(page, encoding="utf-8")

@@ -1,8 +1,5 @@
-"""What the health report shows, read from the monitoring tables: the run ledger
-(pipeline_runs, pipeline_run_steps), ingestion_stats and validation_results.
-
-A table that does not exist yet reads as empty: the report renders on a brand-new warehouse.
-"""
+"""What the health report shows, read from the run ledger, ingestion_stats and
+validation_results; a table that does not exist yet reads as empty (a brand-new warehouse)."""
 
 from __future__ import annotations
 

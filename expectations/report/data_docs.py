@@ -1,16 +1,9 @@
 """The GX data docs site, made readable offline.
 
-GX 1.x renders every page with jQuery, Bootstrap, bootstrap-table, Font Awesome and Vega from
-public CDNs, and the GX logo from S3 (with the data context's id in the query string); it ships
-none of them and has no setting for local assets (GX issues #994, #8734). Offline, the pages
-lose their styles and the index's tables stay empty: they are filled by bootstrap-table.
-
-So, after each build, every page is rewritten: the CDN <script> and <link> tags are removed,
-remote images point at the copies GX puts in static/images/ (or at nothing), remote CSS
-url()s become `none`, and each page gets, inline, a small stylesheet and a tiny stand-in for
-the bits of jQuery/bootstrap-table the pages call (it draws the index's tables as plain HTML
-tables, sorted as GX asks, rows linking to their pages). Rewriting is idempotent: a page done
-already is left alone. Links (<a href>) to GX's website stay: they load nothing.
+GX 1.x pages load jQuery, Bootstrap, bootstrap-table, Font Awesome and Vega from CDNs and have no
+setting for local assets (GX issues #994, #8734). After each build every page loses its remote
+tags and gets, inline, a small stylesheet and a stand-in for the jQuery/bootstrap-table calls
+the pages make (the index's tables drawn as plain HTML). Idempotent; links (<a href>) stay.
 """
 
 from __future__ import annotations

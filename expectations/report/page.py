@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -29,6 +29,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 img { max-width: 100%; display: block; margin: 0.5em 0; }
 .empty { color: #888; font-style: italic; }
 """
+
+Mask = Callable[[pd.DataFrame], pd.Series]
 
 
 class Html(str):
@@ -84,101 +86,55 @@ def _jsonish(value: object) -> object:
     return value
 
 
+def _rows(frame: pd.DataFrame, columns: list[str], mask: Mask | None = None) -> Iterable[tuple]:
+    """The `columns` of the rows of `frame` where `mask(frame)` holds (all without a mask)."""
+    if frame.empty:
+        return []
+    return (frame if mask is None else frame[mask(frame)])[columns].itertuples(index=False)
+
+
 def _last_run_section(data: ReportData) -> str:
     last = data.last_run
     if last is None:
         return '<p class="empty">No run recorded yet (monitoring.pipeline_runs is empty).</p>'
     run_id = last["run_id"]
-    parts = [
-        _table(
-            ["run", "status", "started", "seconds", "failed step", "error"],
-            [
-                [
-                    run_id,
-                    _status(last["status"]),
-                    last["started_at"],
-                    last["seconds"],
-                    last["failed_step"],
-                    last["error_message"],
-                ]
-            ],
-            "",
-        )
+    run = [run_id, _status(last["status"]), *last[["started_at", "seconds", "failed_step"]]]
+    # Only failed steps: the report's own step is still running while the page is written.
+    steps = _rows(
+        data.steps,
+        ["step", "status", "seconds", "error_message"],
+        lambda f: (f["run_id"] == run_id) & (f["status"] == "failed"),
+    )
+    checks = _rows(
+        data.validation,
+        ["suite", "expectation", "severity", "observed_value", "threshold"],
+        lambda f: (f["run_id"] == run_id) & ~f["success"].astype(bool),
+    )
+    requests = [
+        [r.endpoint, r.status, r.requests, _jsonish(r.http_errors), _jsonish(r.retries), r.error]
+        for r in _rows(data.ingestion, list(data.ingestion), lambda f: f["run_id"] == run_id)
+        if r.status != "loaded" or _jsonish(r.http_errors) or _jsonish(r.retries)
     ]
-    steps = data.steps[data.steps["run_id"] == run_id] if not data.steps.empty else data.steps
-    failed_steps = steps[steps["status"] != "success"] if not steps.empty else steps
-    parts.append("<h3>Failed steps</h3>")
-    parts.append(
-        _table(
-            ["step", "status", "seconds", "error"],
-            failed_steps[["step", "status", "seconds", "error_message"]].itertuples(index=False)
-            if not failed_steps.empty
-            else [],
-            "No step failed.",
-        )
-    )
-    checks = (
-        data.validation[(data.validation["run_id"] == run_id) & ~data.validation["success"]]
-        if not data.validation.empty
-        else data.validation
-    )
-    parts.append("<h3>Failed expectations</h3>")
-    parts.append(
-        _table(
-            ["suite", "expectation", "severity", "observed", "threshold"],
-            checks[["suite", "expectation", "severity", "observed_value", "threshold"]].itertuples(
-                index=False
-            )
-            if not checks.empty
-            else [],
-            "No expectation failed in this run (or it did not reach validation).",
-        )
-    )
-    requests = (
-        data.ingestion[data.ingestion["run_id"] == run_id] if not data.ingestion.empty else []
-    )
-    failing = [
-        row
-        for row in (requests.itertuples(index=False) if len(requests) else [])
-        if row.status != "loaded" or _jsonish(row.http_errors) or _jsonish(row.retries)
-    ]
-    parts.append("<h3>Failed and retried requests</h3>")
-    parts.append(
-        _table(
-            [
-                "endpoint",
-                "status",
-                "requests",
-                "HTTP errors by status",
-                "retries by cause",
-                "error",
-            ],
-            [
-                [
-                    r.endpoint,
-                    r.status,
-                    r.requests,
-                    _jsonish(r.http_errors),
-                    _jsonish(r.retries),
-                    r.error,
-                ]
-                for r in failing
-            ],
-            "No request failed or was retried.",
-        )
-    )
-    return "\n".join(parts)
+    return "\n".join(
+        [
+            _table(["run", "status", "started", "seconds", "failed step", "error"],
+                   [[*run, last["error_message"]]], ""),
+            "<h3>Failed steps</h3>",
+            _table(["step", "status", "seconds", "error"], steps, "No step failed."),
+            "<h3>Failed expectations</h3>",
+            _table(["suite", "expectation", "severity", "observed", "threshold"], checks,
+                   "No expectation failed in this run (or it did not reach validation)."),
+            "<h3>Failed and retried requests</h3>",
+            _table(["endpoint", "status", "requests", "HTTP errors by status", "retries by cause",
+                    "error"], requests, "No request failed or was retried."),
+        ]
+    )  # fmt: skip
 
 
 def _recent_runs(data: ReportData, count: int = 15) -> str:
-    rows = data.runs.tail(count).iloc[::-1] if not data.runs.empty else data.runs
-    return _table(
-        ["run", "started", "status", "seconds", "failed step"],
-        rows[["run_id", "started_at", "status", "seconds", "failed_step"]].itertuples(index=False)
-        if not rows.empty
-        else [],
-        "No run recorded yet.",
-    )
+    columns = ["run_id", "started_at", "status", "seconds", "failed_step"]
+    headers = ["run", "started", "status", "seconds", "failed step"]
+    return _table(headers, _rows(data.runs.tail(count).iloc[::-1], columns), "No run recorded yet.")
 
 
 def render_page(data: ReportData, plots: Sequence[tuple[str, bytes]]) -> str:

@@ -3,14 +3,13 @@ successful run's figures (monitoring.run_metrics, recorded by expectations/run_m
 
 from __future__ import annotations
 
-from great_expectations.expectations import Expectation
-
 from expectations import tables as t
-from expectations.checks import metric_checks, sql_text
-from expectations.suites import AssetSpec, BuildContext, Stage, SuiteSpec
+from expectations.checks import Check
+from expectations.dialect import sql_text
+from expectations.suites import BuildContext, Stage, SuiteSpec
 
 
-def _orphans(ctx: BuildContext) -> list[Expectation]:
+def _orphans(ctx: BuildContext) -> list[Check]:
     query = f"""
         with orphaned as (
             select coalesce(sum(listen_count), 0) as listens,
@@ -32,13 +31,15 @@ def _orphans(ctx: BuildContext) -> list[Expectation]:
                {ctx.dialect.as_float("orphaned.listens")}
                    / nullif(valid.listens + orphaned.listens, 0) as observed
         from orphaned cross join valid"""
-    return metric_checks(
-        ctx.thresholds["marts.orphaned_listens"],
-        query=query,
-        unit="share",
-        description="Share of listens orphaned (track or user the API does not serve)",
-        alert="orphaned listens above the limit",
-    )
+    return [
+        Check(
+            ctx.thresholds["marts.orphaned_listens"],
+            query,
+            "share",
+            "Share of listens orphaned (track or user the API does not serve)",
+            "orphaned listens above the limit",
+        )
+    ]
 
 
 def _previous_run(ctx: BuildContext, metric: str) -> str:
@@ -97,29 +98,29 @@ def _genre_drift_query(ctx: BuildContext) -> str:
                     then 0.5 * (select sum(abs(change)) from diffs) end as observed"""
 
 
-def _day_over_day(ctx: BuildContext) -> list[Expectation]:
+def _day_over_day(ctx: BuildContext) -> list[Check]:
     th = ctx.thresholds
     return [
-        *metric_checks(
+        Check(
             th["marts.volume_drop"],
-            query=_volume_query(ctx, "p.value - c.value"),
-            unit="share",
-            description="Rows lost since the previous successful run, per table",
-            alert="volume drop since the previous successful run",
+            _volume_query(ctx, "p.value - c.value"),
+            "share",
+            "Rows lost since the previous successful run, per table",
+            "volume drop since the previous successful run",
         ),
-        *metric_checks(
+        Check(
             th["marts.volume_growth"],
-            query=_volume_query(ctx, "c.value - p.value"),
-            unit="share",
-            description="Rows gained since the previous successful run, per table",
-            alert="volume growth since the previous successful run",
+            _volume_query(ctx, "c.value - p.value"),
+            "share",
+            "Rows gained since the previous successful run, per table",
+            "volume growth since the previous successful run",
         ),
-        *metric_checks(
+        Check(
             th["marts.genre_share_drift"],
-            query=_genre_drift_query(ctx),
-            unit="distance",
-            description="Drift of the listens' genre shares since the previous successful run",
-            alert="genre shares drifted since the previous successful run",
+            _genre_drift_query(ctx),
+            "distance",
+            "Drift of the listens' genre shares since the previous successful run",
+            "genre shares drifted since the previous successful run",
         ),
     ]
 
@@ -127,14 +128,14 @@ def _day_over_day(ctx: BuildContext) -> list[Expectation]:
 SUITES = (
     SuiteSpec(
         "marts.orphaned_listens",
-        AssetSpec("fct_orphaned_listens", table=t.FCT_ORPHANED_LISTENS),
+        t.FCT_ORPHANED_LISTENS,
         Stage.DATA,
         (t.FCT_ORPHANED_LISTENS, t.FCT_LISTENS),
         _orphans,
     ),
     SuiteSpec(
         "marts.day_over_day",
-        AssetSpec("run_metrics", table=t.RUN_METRICS),
+        t.RUN_METRICS,
         Stage.DATA,
         (t.RUN_METRICS, t.PIPELINE_RUNS),
         _day_over_day,

@@ -4,14 +4,12 @@ recommendations."""
 
 from __future__ import annotations
 
-from great_expectations.expectations import Expectation
-
 from expectations import tables as t
-from expectations.checks import metric_checks
-from expectations.suites import AssetSpec, BuildContext, Stage, SuiteSpec
+from expectations.checks import Check
+from expectations.suites import BuildContext, Stage, SuiteSpec
 
 
-def _coverage(ctx: BuildContext) -> list[Expectation]:
+def _coverage(ctx: BuildContext) -> list[Check]:
     query = f"""
         with active as (
             select distinct l.user_id
@@ -26,19 +24,21 @@ def _coverage(ctx: BuildContext) -> list[Expectation]:
                    / nullif(count(*), 0) as observed
         from active as a
         left join covered as c on c.user_id = a.user_id"""
-    return metric_checks(
-        ctx.thresholds["recommendations.active_users_covered"],
-        query=query,
-        unit="share",
-        description="Share of active users without recommendations",
-        alert="active users without recommendations",
-    )
+    return [
+        Check(
+            ctx.thresholds["recommendations.active_users_covered"],
+            query,
+            "share",
+            "Share of active users without recommendations",
+            "active users without recommendations",
+        )
+    ]
 
 
 SUITES = (
     SuiteSpec(
         "recommendations",
-        AssetSpec("user_top_tracks", table=t.USER_TOP_TRACKS),
+        t.USER_TOP_TRACKS,
         Stage.RECOMMENDATIONS,
         (t.USER_TOP_TRACKS, t.DIM_USERS, t.FCT_LISTENS),
         _coverage,

@@ -1,28 +1,9 @@
-"""MLlib's implicit ALS with the config's parameters, and top-k lists from its factors.
+"""MLlib's implicit ALS with the config's [model] parameters, and top-k lists from its factors.
 
-The mapping from ml/config.toml's [model] (implicit's AlternatingLeastSquares) to
-`pyspark.ml.recommendation.ALS(implicitPrefs=True)`:
-
-  factors         -> rank
-  iterations      -> maxIter
-  random_state    -> seed
-  confidence      -> the rating column: log(1 + count), the count, or implicit's bm25_weight
-                     (same formula, on the tracks x users matrix: K1, B, idf per user, length
-                     per track), computed in Spark SQL: the weight w of ml.model.confidence
-  alpha           -> alpha, with the rating w - 1/alpha: implicit's confidence is alpha * w,
-                     MLlib's 1 + alpha * rating, so both give alpha * w (when alpha * w <= 1 the
-                     rating is floored at MIN_RATING: MLlib takes a rating <= 0 as "not liked")
-  regularization  -> regParam = regularization * (users + tracks) / (2 * pairs): MLlib scales
-                     each user's (track's) penalty by its number of pairs (ALS-WR), implicit
-                     does not; this gives the same total penalty when all factor norms are
-                     equal, not the same per user. There is no exact equivalent.
-  (none)          <- numUserBlocks / numItemBlocks: [spark] als_blocks (0: MLlib's default)
-  (none)          -> implicit's conjugate-gradient steps and float32 dtype: MLlib solves each
-                     least-squares problem exactly (Cholesky), in float32 factors.
-coldStartStrategy="drop": users or tracks without a factor get no score instead of NaN.
-MLlib checkpoints every checkpointInterval (10) iterations into the session's checkpoint
-directory (moovitamix/spark.py sets one): a longer lineage can overflow the stack.
-MLlib takes int ids: the marts' bigint ids must fit in 32 bits (checked, SparkMarts.int_ids).
+ml/README.md ("On Spark (MLlib)") maps each parameter: the rating is ml.model.confidence's
+weight w minus 1/alpha (floored at MIN_RATING), so that MLlib's 1 + alpha * rating equals
+implicit's alpha * w; regParam is scaled for MLlib's per-pair (ALS-WR) penalty. MLlib takes
+32-bit ids (checked: SparkMarts.int_ids) and checkpoints into the session's checkpoint dir.
 """
 
 from __future__ import annotations
@@ -179,10 +160,9 @@ def blockwise_top_k(
     partitions: int = 0,
 ) -> DataFrame:
     """For each row i: the k rows j != i with the highest query[i] . keys[j], as (track_id,
-    rank, similar_track_id, score). Blockwise in Spark: tasks each score SIMILAR_BATCH tracks at
-    a time against all of them with numpy (tracks^2 x dims multiply-adds in all, no pair is
-    ever a row); the matrices travel with the task, so they must fit an executor (catalog x
-    factors floats: 8 MB at 50k tracks x 40)."""
+    rank, similar_track_id, score). Spark tasks each score SIMILAR_BATCH tracks at a time
+    against all of them with numpy, so no pair is ever a row; the matrices travel with the
+    task (catalog x factors floats must fit an executor)."""
     k = min(k, len(ids) - 1)
     schema = "track_id bigint, rank int, similar_track_id bigint, score double"
     if k <= 0:

@@ -1,20 +1,34 @@
-"""The marts as Spark DataFrames, for training in Spark: nothing is collected to the driver.
+"""The Spark engine's marts: as DataFrames for training in Spark (`read_marts`), or collected
+to the driver as Arrow into the Interactions and Catalog the Postgres path reads
+(`collect_marts`), so that training below `[spark] mllib_above_pairs` does not know the engine.
 
-`listens` is marts.fct_listens as (user_id, track_id, listen_count) pairs: counts > 0, a pair
-listed twice summed, as ml.interactions.build_interactions does for the driver's matrix. The
-tracks of the matrix are the tracks with listens; the users of the lists are marts.dim_users.
+`listens` is fct_listens as (user_id, track_id, listen_count) pairs with counts > 0, a pair
+listed twice summed (as ml.interactions.build_interactions does).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import pandas as pd
+import pyarrow as pa
+
 from ml.config import MlConfig
-from ml.interactions import MartsNotReady
+from ml.interactions import (
+    Catalog,
+    Interactions,
+    MartsNotReady,
+    build_interactions,
+    catalog_from_frames,
+)
+from moovitamix.settings import Settings
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
 
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 INPUT_MARTS = ("fct_listens", "dim_users", "dim_tracks", "bridge_track_genres")
@@ -37,7 +51,7 @@ class SparkMarts:
         self.track_genres.unpersist()
 
 
-def _check(spark: SparkSession, schema: str) -> None:
+def check_marts(spark: SparkSession, schema: str) -> None:
     missing = [t for t in INPUT_MARTS if not spark.catalog.tableExists(f"{schema}.{t}")]
     if missing:
         raise MartsNotReady(
@@ -54,23 +68,33 @@ def listens_of(spark: SparkSession, schema: str) -> DataFrame:
     )
 
 
-def count_pairs(spark: SparkSession, schema: str) -> int:
-    """The (user, track) pairs of <schema>.fct_listens: what decides between the paths."""
-    _check(spark, schema)
-    # (user_id, track_id) is the mart's primary key (tested by dbt): a plain count, no shuffle
-    rows = spark.sql(f"select count(*) as n from {schema}.fct_listens where listen_count > 0")
-    return int(rows.first()["n"])
+def users_of(spark: SparkSession, schema: str) -> DataFrame:
+    return spark.sql(
+        "select cast(user_id as bigint) as user_id, cast(favorite_genre_id as string) as genre "
+        f"from {schema}.dim_users"
+    )
+
+
+def track_genres_of(spark: SparkSession, schema: str) -> DataFrame:
+    return spark.sql(
+        "select distinct cast(track_id as bigint) as track_id, "
+        f"cast(genre_id as string) as genre from {schema}.bridge_track_genres "
+        "where genre_id is not null"
+    )
 
 
 def use_mllib(spark: SparkSession, schema: str, config: MlConfig) -> bool:
-    """Train in Spark (MLlib) rather than in the driver (implicit): more pairs than
-    `[spark] mllib_above_pairs` (ml/config.toml says why its default)."""
-    return count_pairs(spark, schema) > config.spark.mllib_above_pairs
+    """Train in Spark (MLlib) rather than in the driver (implicit): more (user, track) pairs
+    than `[spark] mllib_above_pairs` (ml/config.toml says why its default)."""
+    check_marts(spark, schema)
+    # (user_id, track_id) is the mart's primary key (tested by dbt): a plain count, no shuffle
+    rows = spark.sql(f"select count(*) as n from {schema}.fct_listens where listen_count > 0")
+    return int(rows.first()["n"]) > config.spark.mllib_above_pairs
 
 
 def read_marts(spark: SparkSession, schema: str) -> SparkMarts:
     """<schema>'s input marts as DataFrames; the listens cached (every step reads them)."""
-    _check(spark, schema)
+    check_marts(spark, schema)
     listens = listens_of(spark, schema).persist()
     sizes = listens.selectExpr(
         "count(*) as pairs",
@@ -85,20 +109,9 @@ def read_marts(spark: SparkSession, schema: str) -> SparkMarts:
     if sizes["pairs"] == 0:
         listens.unpersist()
         raise MartsNotReady(f"{schema}.fct_listens has no listens: nothing to train on")
-    users = spark.sql(
-        "select cast(user_id as bigint) as user_id, cast(favorite_genre_id as string) as genre "
-        f"from {schema}.dim_users"
-    )
+    users = users_of(spark, schema)
     tracks = listens.select("track_id").distinct()
-    track_genres = (
-        spark.sql(
-            "select distinct cast(track_id as bigint) as track_id, "
-            f"cast(genre_id as string) as genre from {schema}.bridge_track_genres "
-            "where genre_id is not null"
-        )
-        .join(tracks, "track_id", "left_semi")
-        .persist()
-    )
+    track_genres = track_genres_of(spark, schema).join(tracks, "track_id", "left_semi").persist()
     n_catalog = spark.table(f"{schema}.dim_tracks").count()
     return SparkMarts(
         listens=listens,
@@ -114,3 +127,35 @@ def read_marts(spark: SparkSession, schema: str) -> SparkMarts:
             for what in ("user", "track")
         ),
     )
+
+
+def collect_marts(settings: Settings, schema: str) -> tuple[Interactions, Catalog]:
+    """<schema>'s input marts collected to the driver as Arrow (no Python object per row)."""
+    from moovitamix.spark import spark_session
+
+    spark = spark_session(settings)
+    check_marts(spark, schema)
+    listens = listens_of(spark, schema).toArrow()
+    interactions = build_interactions(
+        listens["user_id"].to_numpy(),
+        listens["track_id"].to_numpy(),
+        listens["listen_count"].to_numpy(),
+    )
+    log.info(
+        "read %s.fct_listens from Spark: %d users x %d tracks, %d (user, track) pairs",
+        schema,
+        interactions.n_users,
+        interactions.n_tracks,
+        interactions.n_interactions,
+    )
+    frames = [
+        frame.toArrow().to_pandas(types_mapper=_string_dtype)
+        for frame in (users_of(spark, schema).orderBy("user_id"), track_genres_of(spark, schema))
+    ]
+    n_catalog = spark.table(f"{schema}.dim_tracks").count()
+    return interactions, catalog_from_frames(interactions, *frames, int(n_catalog))
+
+
+def _string_dtype(arrow_type: object) -> object:
+    """Arrow strings as pandas' nullable string dtype, as the Postgres reader reads them."""
+    return pd.StringDtype() if arrow_type in (pa.string(), pa.large_string()) else None

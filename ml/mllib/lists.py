@@ -1,16 +1,5 @@
-"""The published lists as Spark DataFrames, written to the lake and streamed back in batches.
-
-Same rules as ml/lists.py: every dim_users user gets k tracks never heard; users with listens
-from the serving ALS model ('als') or the published baseline; users without listens their
-favorite genre's most popular tracks ('genre_popularity'), then global popularity
-('popularity'), each row with its own source. Every track with listens gets its similar_k
-nearest tracks by the dot product (or cosine) of the item factors, or, when a baseline is
-published, the most popular tracks sharing most of its genres.
-
-The lake layout and columns are ml/lake_lists.py's (`<lake>/recommendations/<table>/
-run_id=<run_id>/`), so its LakeLists publishes, discards and retains these folders unchanged.
-Postgres gets the same rows by streaming the written Parquet back (`lake_batches`: Arrow record
-batches of a bounded size, nothing collected whole, no Python object per row).
+"""The published lists (ml/lists.py's rules) as Spark DataFrames, written to the lake in
+ml/lake_lists.py's layout and streamed back as bounded Arrow batches for the Postgres COPY.
 """
 
 from __future__ import annotations
@@ -27,10 +16,11 @@ import pyarrow.fs as pafs
 from pyspark.sql import functions as F
 
 from ml.baselines import GENRE_POPULARITY, POPULARITY
-from ml.lake_lists import RUN_PREFIX, SCHEMA
+from ml.lake_lists import RUN_PREFIX
 from ml.lists import ALS
 from ml.mllib.als import blockwise_top_k, item_factors, top_k_unheard
 from ml.mllib.popularity import listeners, popularity_top_k
+from ml.publish import SCHEMA, SIMILAR_TRACKS, USER_TOP_TRACKS
 
 if TYPE_CHECKING:
     from pyspark.ml.recommendation import ALSModel
@@ -38,8 +28,7 @@ if TYPE_CHECKING:
 
     from ml.mllib.data import SparkMarts
 
-USER_COLUMNS = ("user_id", "rank", "track_id", "score", "source", "model_run_id", "generated_at")
-SIMILAR_COLUMNS = ("track_id", "rank", "similar_track_id", "score", "model_run_id", "generated_at")
+USER_COLUMNS, SIMILAR_COLUMNS = USER_TOP_TRACKS.names, SIMILAR_TRACKS.names
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,5 @@
-"""The ranking metrics of ml/evaluate.py, computed in Spark on the holdout's users.
-
-For each evaluated user u with held-out set T_u and top-k list L_u (tracks heard in training
-excluded; a list may be shorter than k), averaged over the evaluated users (macro):
-  precision = |L_u & T_u| / k          (textbook, NOT implicit's "precision")
-  recall    = |L_u & T_u| / |T_u|      (implicit's "precision" when |T_u| <= k)
-  map       = sum over hit ranks r of (hits up to r) / r, / min(k, |T_u|)   (implicit's MAP)
-  ndcg      = sum over hit ranks r of 1 / log2(r + 1), / ideal DCG over min(k, |T_u|) hits
-  coverage  = distinct tracks in all evaluated users' lists / tracks in marts.dim_tracks
-the same definitions as ml.evaluate.ranking_metrics, so the dicts compare (and ml.selection
-decides) alike.
+"""ml.evaluate's ranking metrics and `next_hit`, computed in Spark on the holdout's users: the
+same definitions (ml/README.md), so the dicts compare and ml.selection decides alike.
 """
 
 from __future__ import annotations

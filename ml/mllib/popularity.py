@@ -1,13 +1,9 @@
-"""The baselines (and fallbacks) of ml/baselines.py, in Spark.
+"""ml.baselines' popularity and genre popularity (and fallbacks), in Spark.
 
-popularity:        the tracks with the most distinct listeners (ties: the lower track id, which
-                   is ml.baselines' lower track index: the matrix's columns are sorted ids).
-genre_popularity:  the favorite genre's tracks by popularity, then the others by popularity.
-Both skip what the user heard. A user who heard h tracks needs at most the first k + h of a
-ranking, so each user is joined with exactly those positions (an equi-join on the position,
-no cross join): about users x k + pairs rows. The genre part needs only the first k + h of
-the genre's own ranking; the global part supplies the rest (a genre's ranking is a
-subsequence of the global one, so the merged order is the one ml.baselines gives).
+Ties go to the lower track id (ml.baselines' lower column). A user who heard h tracks needs at
+most the first k + h of a ranking, so each user is joined with just those positions (an
+equi-join, no cross join); a genre's ranking is a subsequence of the global one, so merging
+the two gives ml.baselines' order.
 """
 
 from __future__ import annotations

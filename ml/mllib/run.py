@@ -1,12 +1,6 @@
-"""Training in Spark: the holdout, baselines, champion and challengers, the decision, the
-serving fit and the lists; ml.train's rules, with MLlib's ALS instead of implicit's.
-
-Same as the driver path (ml/train.py): the split rule, the metrics, the baselines, the
-challengers (ml.selection.challenger_params, within the time budget) and the decision
-(ml.selection.decide, on ml.evaluate.Scored results). What differs: the serving model is a
-cold MLlib fit on all data (MLlib cannot start from given factors, so no warm refit). As in
-ml.train, only the champion's fit and the best challenger's are kept (a promoted challenger
-is always the best one), and the "play next" metrics are recorded for those two.
+"""One training run in Spark: holdout, baselines, the search and decision (ml.selection), the
+serving fit and the lists, with MLlib's ALS. The serving model is a cold fit on all data
+(MLlib cannot start from given factors).
 """
 
 from __future__ import annotations
@@ -31,7 +25,7 @@ from ml.mllib.metrics import next_hit, ranking_metrics
 from ml.mllib.popularity import popularity_top_k
 from ml.mllib.split import SparkHoldout, leave_k_out
 from ml.registry import ModelRun
-from ml.selection import Decision, challenger_params, decide, model_run_rows
+from ml.selection import Decision, decide_search, model_run_rows, search
 from moovitamix.errors import one_line
 
 if TYPE_CHECKING:
@@ -65,8 +59,6 @@ def fit_on(
     marts: SparkMarts, params: ModelParams, blocks: int, holdout: SparkHoldout | None = None
 ) -> MllibFit:
     """MLlib ALS on the holdout's training split, or on all listens without a holdout."""
-    if not marts.int_ids:
-        raise IdsTooLarge("MLlib ALS needs user_id and track_id within 32-bit integers")
     counts, n_pairs = (
         (marts.listens, marts.n_pairs) if holdout is None else (holdout.train, holdout.n_train)
     )
@@ -145,24 +137,21 @@ def run_mllib(
     """Evaluate, select and fit the serving model in Spark; the lists are returned lazy.
     `champion` is the current champion's parameters (None: the config's [model]); `seed` the
     split's (None: evaluation.seed)."""
-    timings: dict[str, float] = {}
     started = time.perf_counter()
     marts = read_marts(spark, schema)
     try:
-        return _run(spark, marts, config, champion, today, seed, timings, started)
+        return _run(marts, config, champion, today, seed, started)
     except BaseException:
         marts.unpersist()
         raise
 
 
 def _run(
-    spark: SparkSession,
     marts: SparkMarts,
     config: MlConfig,
     champion: ModelParams | None,
     today: date | None,
     seed: int | None,
-    timings: dict[str, float],
     started: float,
 ) -> MllibRun:
     if not marts.int_ids:
@@ -170,51 +159,30 @@ def _run(
             "MLlib ALS takes 32-bit ids: a user_id or track_id of fct_listens is beyond "
             f"{2**31 - 1}"
         )
+    timings: dict[str, float] = {}
     holdout = leave_k_out(marts.listens, config.evaluation, seed)
     timings["read and split"] = time.perf_counter() - started
-    k = config.evaluation.k
+    k, scoring = config.evaluation.k, config.publish.similar_scoring
     try:
         t0 = time.perf_counter()
         baselines = evaluate_baselines(marts, holdout, k)
-        champion_params = champion or config.model
-        first, champion_fit = evaluate_model(marts, holdout, champion_params, "champion", config)
-        candidates = [first]
-        spent = [time.perf_counter() - t0]
-        proposals = challenger_params(
-            champion_params, config.model, config.search, today or date.today()
-        )[: config.selection.max_challengers]
-        best: tuple[int, MllibFit] | None = None  # the best challenger's fit so far
-        search_started = time.perf_counter()
-        for i, params in enumerate(proposals, start=1):
-            elapsed = time.perf_counter() - search_started
-            if elapsed + sum(spent) / len(spent) > config.selection.time_budget_s:
-                log.info("time budget reached after %d challenger(s)", i - 1)
-                break
-            t1 = time.perf_counter()
-            scored, fitted = evaluate_model(marts, holdout, params, f"challenger-{i}", config)
-            candidates.append(scored)
-            spent.append(time.perf_counter() - t1)
-            metric = config.selection.metric
-            if fitted is not None and (
-                best is None or scored.score(metric) > candidates[best[0]].score(metric)
-            ):
-                best = (i, fitted)
-        decision = decide(
-            candidates, baselines, config.selection.metric, config.selection.min_improvement
+        found = search(
+            lambda params, name: evaluate_model(marts, holdout, params, name, config),
+            champion or config.model,
+            config,
+            today or date.today(),
+            k,
         )
-        scoring = config.publish.similar_scoring
-        if champion_fit is not None:  # "play next" on the holdout, recorded as ml.train does
-            candidates[0].metrics.update(
-                next_track_metrics(marts, holdout, champion_fit, k, scoring)
-            )
-        if best is not None and decision.serving == best[0]:
-            candidates[best[0]].metrics.update(
-                next_track_metrics(marts, holdout, best[1], k, scoring)
-            )
+        candidates = found.candidates
+        decision, _ = decide_search(
+            found,
+            baselines,
+            config,
+            lambda fit: next_track_metrics(marts, holdout, fit, k, scoring),
+        )
         timings["evaluate"] = time.perf_counter() - t0
     finally:
         holdout.unpersist()
-    log.info("decision: %s", decision.reason)
     serving = None
     if decision.serving is not None:
         winner = candidates[decision.serving]

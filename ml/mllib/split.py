@@ -1,13 +1,6 @@
-"""The per-user holdout split in Spark, by ml.evaluate.leave_k_out's rule.
-
-Users with at least `min_user_tracks` distinct tracks are eligible (fewer than
-`min_eval_users` of them: NotEnoughData); a seeded sample of at most `max_eval_users` of them is
-evaluated, and for each, `holdout_per_user` of their (user, track) pairs drawn at random are
-hidden from training. Everyone else, and every other pair, trains.
-
-"Random" is a seeded hash (xxhash64 of the seed and the ids), not a generator: the same data
-and seed give the same split however Spark partitions the data, in any run. It is the same
-rule as the driver's, not the same draw (numpy's generator picks other users and pairs).
+"""The per-user holdout in Spark, by ml.evaluate.leave_k_out's rule. "Random" is a seeded hash
+(xxhash64 of the seed and the ids): the same data and seed give the same split however Spark
+partitions it; the same rule as the driver's, not the same draw.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from ingestion.pipeline import IngestionResult, run_ingestion
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.run_context import new_run_id
 from moovitamix.settings import load_settings
+from moovitamix.warehouse import open_warehouse
 
 INGESTION_CONFIG = IngestionConfig(concurrency=4, progress=False)
 MARTS = (
@@ -133,7 +134,10 @@ def histories(url: ConnectionURL) -> dict[int, str]:
 def build(url: ConnectionURL, *, unit_tests: bool = False, **kwargs: Any) -> Day:
     run_id = new_run_id()
     started = time.monotonic()
-    result = run_build(load_settings(), run_id, exclude_unit_tests=not unit_tests, **kwargs)
+    settings = load_settings()
+    result = run_build(
+        settings, run_id, open_warehouse(settings), exclude_unit_tests=not unit_tests, **kwargs
+    )
     seconds = time.monotonic() - started
     assert result.success, result.summary() + "\n" + result.table()
     return Day(run_id, result, seconds, marts_digests(url), listens(url), histories(url))
@@ -216,7 +220,10 @@ def run_scenario(url: ConnectionURL, api_url: str, target: Path) -> Scenario:
     day2 = build(url)
     day2.api, day2.ingestion = api_day1, ingestion_day1
 
-    full = run_build(load_settings(), new_run_id(), select="fct_listens", full_refresh=True)
+    settings = load_settings()
+    full = run_build(
+        settings, new_run_id(), open_warehouse(settings), select="fct_listens", full_refresh=True
+    )
     assert full.success, full.summary()
     return Scenario(
         url=url,

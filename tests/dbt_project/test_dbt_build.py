@@ -4,13 +4,20 @@ behaviour, the analysts' queries and the docs (see dbt_helpers.Scenario for the 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 
+import httpx
 import pytest
 
-from dbt_project import cli
+import dbt_project.__main__ as cli
 from dbt_project.runner import PROJECT_DIR
 from tests.dbt_project.dbt_helpers import INCOMPLETE_TRACK_ID, INCOMPLETE_USER_ID, MARTS, Scenario
+from tests.system_postgres import free_port
 
 # on the embedded Postgres and the distribution's own (tests/conftest.py: pg_server)
 pytestmark = [
@@ -251,6 +258,45 @@ def test_docs_generate_and_every_column_is_described(
         "als_recommender",
         "analyst_queries",
     }
+
+
+def test_docs_are_served_by_dbt_with_every_column_typed(scenario: Scenario, tmp_path) -> None:
+    """`python -m dbt_project docs --serve` (what `make docs` runs): generate, then dbt's own
+    server; the site's catalog gives every column of the marts and sources its type."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_DIR.parent)}
+    command = [sys.executable, "-m", "dbt_project", "docs", "--serve", "--port", str(port)]
+    server = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        base, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 300
+        while True:
+            try:
+                catalog = httpx.get(f"{base}/catalog.json", timeout=5)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, "not served"
+                time.sleep(1)
+        manifest = httpx.get(f"{base}/manifest.json", timeout=5).json()
+        assert "dbt" in httpx.get(f"{base}/", timeout=5).text
+    finally:
+        server.send_signal(signal.SIGINT)
+        output = server.communicate(timeout=60)[0]
+    assert server.returncode == 0, output
+    assert f"serving the dbt docs at {base}/" in output and "docs server stopped" in output
+    nodes = {**catalog.json()["nodes"], **catalog.json()["sources"]}
+    documented = {**manifest["nodes"], **manifest["sources"]}
+    marts = {f"model.moovitamix.{name}" for name in MARTS}
+    assert marts <= set(nodes)
+    for unique_id, entry in nodes.items():
+        types = {name: column["type"] for name, column in entry["columns"].items()}
+        assert types and all(types.values()), unique_id
+        if unique_id in marts:  # the contract's columns, each with its type
+            contract = documented[unique_id]["columns"]
+            assert set(types) == set(contract), unique_id
+            for name, column in contract.items():
+                assert types[name] == column["data_type"], (unique_id, name)
 
 
 def test_cli_build_prints_a_table_of_models(

@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from dbt_project.cli import lint_command
+from dbt_project.__main__ import lint_command
+from dbt_project.runner import dbt_env
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.settings import PROJECT_ROOT
 
@@ -22,7 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_sql_is_sqlfluff_clean(fresh_warehouse: ConnectionURL, tmp_path) -> None:
     env = {
         **os.environ,
-        **fresh_warehouse.dbt_env(),
+        **dbt_env(fresh_warehouse),
         "DBT_TARGET_PATH": str(tmp_path / "target"),
         "DBT_LOG_PATH": str(tmp_path / "logs"),
     }

@@ -7,7 +7,8 @@ import re
 import pytest
 import yaml
 
-from dbt_project import cli, step
+import dbt_project.__main__ as cli
+from dbt_project import step
 from dbt_project.results import BuildResult, NodeResult
 from dbt_project.runner import PROJECT_DIR, build_args
 from moovitamix import exit_codes
@@ -123,9 +124,7 @@ def test_every_key_constraint_has_a_data_test() -> None:
         columns = {c["name"]: c for c in model["columns"]}
         combinations = [
             a["combination_of_columns"]
-            for a in _test_arguments(
-                model.get("data_tests"), "unique_combination_of_columns"
-            )
+            for a in _test_arguments(model.get("data_tests"), "unique_combination_of_columns")
         ]
         for constraint in model.get("constraints", []):
             keys = constraint.get("columns", [])
@@ -174,7 +173,7 @@ def test_transform_step_reports_rows_and_warnings(monkeypatch) -> None:
     )
     ctx = _context()
     report = step.transform(ctx)
-    assert calls[0][0][1] == "run-1" and calls[0][1] == {
+    assert calls[0][0][1:] == ("run-1", ctx.warehouse) and calls[0][1] == {
         "exclude_unit_tests": True,
         "full_refresh": False,
         "marts_schema": None,  # a step on its own (no publication) builds the marts in place

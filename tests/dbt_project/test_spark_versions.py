@@ -37,6 +37,10 @@ ENV = (
     "MVX_DBT_LAKE_URL",
 )
 MODELS = [
+    "stg_moovitamix__users_changelog",
+    "stg_moovitamix__tracks_changelog",
+    "stg_moovitamix__listen_history_changelog",
+    "stg_moovitamix__listen_history_items_changelog",
     "stg_moovitamix__user_versions",
     "stg_moovitamix__users",
     "stg_moovitamix__track_versions",
@@ -92,43 +96,52 @@ HISTORIES = {
 }
 
 
-def _lake(root: Path) -> Path:
-    lake = root / "lake"
-    for number, (load_id, at) in enumerate(zip(LOADS, AT, strict=True)):
-        write_snapshot(
-            lake,
-            Snapshot(
-                load_id,
-                at,
-                tracks=[_track(10, "03:41" if number < 2 else "1:02:03"), _track(11, "bad")],
-                users=[
-                    _user(user_id, names[number])
-                    for user_id, names in USERS.items()
-                    if names[number] is not None
-                ],
-                listen_history=[
-                    _history(user_id, items[number])
-                    for user_id, items in HISTORIES.items()
-                    if items[number] is not None
-                ],
-                completed=number < 3,
-            ),
-        )
-    return lake
+def _write_load(lake: Path, number: int) -> None:
+    load_id, at = LOADS[number], AT[number]
+    write_snapshot(
+        lake,
+        Snapshot(
+            load_id,
+            at,
+            tracks=[_track(10, "03:41" if number < 2 else "1:02:03"), _track(11, "bad")],
+            users=[
+                _user(user_id, names[number])
+                for user_id, names in USERS.items()
+                if names[number] is not None
+            ],
+            listen_history=[
+                _history(user_id, items[number])
+                for user_id, items in HISTORIES.items()
+                if items[number] is not None
+            ],
+            completed=number < 3,
+        ),
+    )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["all loads, one build", "a build after each load"])
 def built(
-    spark: SparkSession, spark_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    spark: SparkSession,
+    spark_settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[BuildResult, SparkSession]]:
+    """The same lake built at once (a first build, or a full refresh) or load by load (the
+    daily builds, each adding to the history what its load changed): the same versions."""
     tmp = tmp_path_factory.mktemp("spark-versions")
-    settings = replace(spark_settings, lake_url=_lake(tmp).as_uri())
+    lake = tmp / "lake"
+    settings = replace(spark_settings, lake_url=lake.as_uri())
+    builds = [[0, 1, 2, 3]] if request.param.startswith("all") else [[0], [1], [2], [3]]
     with pytest.MonkeyPatch.context() as mp:
         for key in ENV:
             mp.setenv(key, "")
         mp.setenv("DBT_TARGET_PATH", str(tmp / "target"))
         mp.setenv("DBT_LOG_PATH", str(tmp / "logs"))
-        result = run_build(settings, "run-spark-versions", select=MODELS)
+        for number, loads in enumerate(builds):
+            for load in loads:
+                _write_load(lake, load)
+            result = run_build(settings, f"run-spark-versions-{number}", None, select=MODELS)
+            assert result.success, result.summary()
         yield result, spark
     for database in ("raw", "staging"):
         spark.sql(f"drop database if exists {database} cascade")
@@ -214,3 +227,32 @@ def test_listen_history_versions_and_their_items(built) -> None:
         (1, 2, 10, LOADS[2]),
         (2, 0, 10, LOADS[0]),  # the same version served again later: listed once
     ]
+
+
+def test_a_lake_with_no_completed_load_is_a_clear_error(
+    spark: SparkSession, spark_settings: Settings, tmp_path: Path, monkeypatch
+) -> None:
+    """Transform before any ingestion (an empty lake, or only an interrupted load): one line
+    that says what to run, not Spark's schema inference error."""
+    lake = tmp_path / "lake"
+    write_snapshot(
+        lake,
+        Snapshot(LOADS[0], AT[0], tracks=[_track(10, "03:41")], users=[], listen_history=[],
+                 completed=False),
+    )  # fmt: skip
+    for key in ENV:
+        monkeypatch.setenv(key, "")
+    monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "target"))
+    monkeypatch.setenv("DBT_LOG_PATH", str(tmp_path / "logs"))
+    try:
+        for name, url in (
+            ("empty", (tmp_path / "nothing").as_uri()),
+            ("interrupted", lake.as_uri()),
+        ):
+            settings = replace(spark_settings, lake_url=url)
+            result = run_build(settings, f"run-spark-no-load-{name}", None, select=MODELS)
+            assert not result.success
+            assert "holds no completed load: run the ingestion first" in result.summary()
+            assert "infer schema" not in result.summary().lower()
+    finally:
+        spark.sql("drop database if exists raw cascade")

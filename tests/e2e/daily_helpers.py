@@ -1,5 +1,6 @@
-"""Driving `make daily` / `python -m moovitamix.daily` as real subprocesses, and fingerprints of
-the warehouse to compare runs with (counts and content hashes of what readers see)."""
+"""Driving the daily run (`bin/daily` as cron starts it, `python -m orchestrator`) as real
+subprocesses, fingerprints of the warehouse to compare runs with (counts and content hashes of
+what readers see), and an audit of the grants."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ from typing import Any
 
 import httpx
 import psycopg
+import psycopg.sql
 
 from moovitamix.connection_url import ConnectionURL
+from moovitamix.roles import ANALYST, APP, ML, PII_READER
 
 REPO = Path(__file__).resolve().parents[2]
 # Small enough for a run of a few seconds per step, realistic enough for ALS to have signal.
 SIMULATOR_ARGS = ("--profile", "realistic", "--seed", "3", "--users", "300", "--tracks", "150")
-DAILY = [sys.executable, "-m", "moovitamix.daily"]
+DAILY = [sys.executable, "-m", "orchestrator"]
 TIMEOUT_S = 600
 
 
@@ -35,8 +38,9 @@ def daily_env(api_url: str | None, extra: Mapping[str, str] | None = None) -> di
 def cron_daily(
     home: Path, warehouse: ConnectionURL, extra: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`make -C <repo> daily` as cron starts it: `env -i`, a minimal PATH, the warehouse, data
-    and logs under `home`, the built-in simulator with the tests' arguments, plus `extra`."""
+    """`<repo>/bin/daily` as cron starts it (the README's cron line): `env -i`, a minimal PATH,
+    the warehouse, data and logs under `home`, the built-in simulator with the tests' arguments,
+    plus `extra`."""
     env = {
         "HOME": str(home),
         "PATH": "/usr/bin:/bin",
@@ -48,7 +52,7 @@ def cron_daily(
     }
     return subprocess.run(
         ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items()),
-         "make", "-C", str(REPO), "--no-print-directory", "daily"],
+         str(REPO / "bin" / "daily")],
         cwd=home, capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
     )  # fmt: skip
 
@@ -152,3 +156,51 @@ FINGERPRINT = {
 def fingerprint(url: ConnectionURL) -> dict[str, tuple[Any, ...]]:
     with psycopg.connect(url.url()) as conn:
         return {name: tuple(conn.execute(q).fetchone() or ()) for name, q in FINGERPRINT.items()}
+
+
+def audit_grants(conn: psycopg.Connection) -> list[str]:
+    """What is wrong with the grants now (empty: all hold): a PII mart (`*_pii`) readable by
+    anyone but mvx_pii_reader, a mart its readers cannot read, a published recommendations
+    table the app cannot read, a CREATE privilege of the analyst."""
+
+    def can(role: str, schema: str, table: str) -> bool:
+        qualified = psycopg.sql.Identifier(schema, table).as_string(conn)
+        row = conn.execute("select has_table_privilege(%s, %s, 'SELECT')", (role, qualified))
+        return bool(row.fetchone()[0])  # type: ignore[index]
+
+    relations = conn.execute(
+        "select n.nspname, c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+        " where n.nspname in ('marts', 'marts_candidate', 'recommendations')"
+        " and c.relkind in ('r', 'p', 'm') order by 1, 2"
+    ).fetchall()
+    problems: list[str] = []
+    for schema, table in relations:
+        if schema == "recommendations":
+            if not table.endswith("__new") and not can(APP, schema, table):  # __new: staged
+                problems.append(f"{APP} cannot read recommendations.{table}")
+        elif table.endswith("_pii"):
+            problems += [
+                f"{role} can read the PII mart {schema}.{table}"
+                for role in (ANALYST, ML, APP)
+                if can(role, schema, table)
+            ]
+            if not can(PII_READER, schema, table):
+                problems.append(f"{PII_READER} cannot read {schema}.{table}")
+        else:
+            problems += [
+                f"{role} cannot read {schema}.{table}"
+                for role in (ANALYST, ML)
+                if not can(role, schema, table)
+            ]
+    rows = conn.execute(
+        "select nspname from pg_namespace where has_schema_privilege(%s, oid, 'CREATE')"
+        " order by nspname",
+        (ANALYST,),
+    ).fetchall()
+    problems += [f"{ANALYST} may create in schema {row[0]}" for row in rows]
+    row = conn.execute(
+        "select has_database_privilege(%s, current_database(), 'CREATE')", (ANALYST,)
+    ).fetchone()
+    if row and row[0]:
+        problems.append(f"{ANALYST} may create schemas in the database")
+    return problems

@@ -19,12 +19,13 @@ import pytest
 from ml.registry import ensure_model_runs
 from moovitamix import exit_codes
 from moovitamix.connection_url import ConnectionURL
-from moovitamix.roles import ANALYST, ML, audit_grants, ensure_roles
+from moovitamix.roles import ANALYST, ML, ensure_roles
 from tests.conftest import SimulatorFactory, Webhook
 from tests.e2e.conftest import SECRET, CleanRun
 from tests.e2e.daily_helpers import (
     REPO,
     SIMULATOR_ARGS,
+    audit_grants,
     daily_env,
     fingerprint,
     kill_hard,

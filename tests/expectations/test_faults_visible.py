@@ -12,13 +12,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from expectations import steps
+from expectations import step as monitoring
 from expectations.report.data import ReportData, load_report_data
-from expectations.report.plots import request_health
+from expectations.report.plots import png, request_health
 from ingestion.step import ingest
-from moovitamix import daily, exit_codes
+from moovitamix import exit_codes
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.settings import load_settings
+from orchestrator import daily
 from tests.conftest import SimulatorFactory
 
 pytestmark = pytest.mark.integration
@@ -68,7 +69,7 @@ def test_retries_show_in_the_ledger_and_the_report(
     monkeypatch.delenv("ALERT_WEBHOOK_URL", raising=False)
     settings = load_settings(root=tmp_path)  # the report goes to tmp_path/reports/
     code = daily.run(
-        settings, RUN, steps=(("ingest", ingest),), closing=(("report", steps.health_report),)
+        settings, RUN, steps=(("ingest", ingest),), closing=(("report", monitoring.health_report),)
     )
     assert code == exit_codes.OK
 
@@ -104,4 +105,5 @@ def test_retries_show_in_the_ledger_and_the_report(
 
     data = load_report_data(warehouse_env)
     assert list(data.runs["status"]) == ["success"]
-    assert request_health(data) != request_health(_without_retries(data))  # drawn in the plot
+    # drawn in the plot
+    assert png(request_health(data)) != png(request_health(_without_retries(data)))

@@ -1,6 +1,7 @@
-"""The health report: from a ledger of several runs (the last one failed) it draws every plot
-and lists the last run's failures; it is one self-contained file, which headless Chromium
-renders without a single network request; it renders on an empty warehouse too."""
+"""The health report: from a ledger of several runs (the last one failed, its report step still
+running) it draws every plot, one tick per day or run, and lists the last run's failures; it is
+one self-contained file, which headless Chromium renders without a single network request; it
+renders on an empty warehouse too."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,10 +18,10 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from expectations import steps
+from expectations import step as monitoring
 from expectations.report import write_health_report
 from expectations.report.data import ReportData, load_report_data
-from expectations.report.plots import PLOTS
+from expectations.report.plots import PLOTS, png, records_per_endpoint, request_health
 from expectations.results import CheckResult, write_results
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.run_ledger import RunLedger
@@ -49,6 +51,7 @@ def _run(url: ConnectionURL, run_id: str, started: datetime, *, fail_at: str | N
     ledger.finish_run(
         failed_step=fail_at, error="2 error expectation(s) failed" if fail_at else None
     )
+    ledger.start_step("report")  # as in the daily run: the report is written during its step
     with psycopg.connect(url.url()) as conn:
         conn.execute(
             "update monitoring.pipeline_runs set started_at = %s where run_id = %s",
@@ -126,7 +129,7 @@ def test_report_of_several_runs_has_every_plot_and_the_last_failures(
     frames = (data.runs, data.steps, data.ingestion, data.validation)
     nothing = ReportData(*(frame.iloc[0:0] for frame in frames))
     for _, draw in PLOTS:
-        assert draw(data) != draw(nothing)
+        assert png(draw(data)) != png(draw(nothing))
     assert len(empty.runs) == 1
     # the last run's failures
     last = page.split("<h2>Last run</h2>", 1)[1].split("<h2>", 1)[0]
@@ -157,6 +160,34 @@ def test_chromium_renders_the_report_offline(ledger: ConnectionURL, tmp_path: Pa
     assert (gray < 128).mean() > 0.01  # a fair share of dark pixels (text, axes, bars)
     colors = {tuple(c) for c in image[::4, ::4].reshape(-1, 3)[::7]}
     assert len(colors) > 50  # the plots' colors, not just black on white
+
+
+def _ticks(figure) -> list[list[str]]:
+    png(figure)  # drawn: the labels are set
+    return [[label.get_text() for label in axes.get_xticklabels()] for axes in figure.axes]
+
+
+def test_plots_have_one_tick_per_day_and_counts_from_zero(ledger: ConnectionURL) -> None:
+    data = load_report_data(ledger)
+    days = sorted({ts.strftime("%Y-%m-%d") for ts in data.ingestion["started_at"]})
+    assert len(days) == 5
+    assert _ticks(records_per_endpoint(data)) == [days, days]
+    # several runs on one day: one tick, that day's date (not a run of "01-01" labels)
+    one_day = data.ingestion.assign(started_at=data.ingestion["started_at"].max())
+    assert _ticks(records_per_endpoint(replace(data, ingestion=one_day))) == [days[-1:]] * 2
+    # no retries at all: the retries axis starts at 0, not below
+    quiet = data.ingestion.assign(retries=[{}] * len(data.ingestion))
+    retries_axes = request_health(replace(data, ingestion=quiet)).axes[1]
+    assert retries_axes.get_ylim()[0] == 0 and retries_axes.get_ylim()[1] >= 1
+
+
+def test_chromium_shows_only_failed_steps(ledger: ConnectionURL, tmp_path: Path) -> None:
+    page = write_health_report(ledger, tmp_path / "health.html")
+    dom, requests = chromium.dump_dom(page, tmp_path / "chromium")
+    assert requests == []
+    failed = dom.split("<h3>Failed steps</h3>", 1)[1].split("<h3>", 1)[0]
+    assert "<td>validate</td>" in failed
+    assert "<td>report</td>" not in failed and "running" not in failed
 
 
 def test_the_request_check_sees_a_page_that_loads_something(tmp_path: Path) -> None:
@@ -191,6 +222,6 @@ def test_report_command_writes_the_page(warehouse_env: ConnectionURL, tmp_path: 
 def test_report_step_of_the_daily_run(ledger: ConnectionURL, tmp_path: Path) -> None:
     settings = load_settings({}, root=tmp_path)
     ctx = RunContext(settings, "20261126T100000Z-eeeeee", ledger, "http://127.0.0.1:9", False)
-    report = steps.health_report(ctx)
+    report = monitoring.health_report(ctx)
     path = tmp_path / "reports" / "health.html"
     assert path.is_file() and report.summary == f"health report: {path}"

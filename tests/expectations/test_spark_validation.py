@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 
+from expectations.engines import Engine, open_engine
 from expectations.run_metrics import record_run_metrics
-from expectations.spark_run_metrics import record_spark_run_metrics
 from expectations.suites import Stage, all_suites
 from expectations.thresholds import load_thresholds
 from moovitamix.connection_url import ConnectionURL
@@ -219,7 +219,8 @@ def postgres_baseline(url: ConnectionURL, day: Day) -> None:
         copy("insert into marts.dim_tracks values (%s, 187)", [(t,) for t in range(1, 11)])
         copy("insert into marts.fct_listens values (%s, %s, %s)", day.listens())
         copy("insert into marts.user_genre_features values (%s, %s, %s, %s)", day.genre_features())
-        record_run_metrics(conn, PREVIOUS, load_thresholds())
+    with psycopg.connect(url.url(), autocommit=True) as conn:
+        record_run_metrics(Engine(url, LIVE, conn), PREVIOUS, load_thresholds())
 
 
 def _failed(outcome: Any) -> set[tuple[str, str, str]]:
@@ -244,6 +245,7 @@ def test_a_clean_day_passes_every_suite_on_spark(
     control_plane(fresh_warehouse, day, covered_users=day.user_ids())
     postgres_baseline(fresh_warehouse, day)
 
+    committed = (spark_validate.gx_dir / "great_expectations.yml").read_text()
     outcome = spark_validate(fresh_warehouse, RUN, relations=CANDIDATE, build_docs=True)
 
     assert outcome.ok and not outcome.failures, outcome.failures
@@ -271,6 +273,8 @@ def test_a_clean_day_passes_every_suite_on_spark(
     assert by_run[RUN] == by_run[PREVIOUS] and len(by_run[RUN]) == 6
     # the same data docs site as on Postgres, with this run's pages
     assert outcome.data_docs is not None and "raw.ingestion" in outcome.data_docs.read_text()
+    # GX validates the same Postgres table as on Postgres: the committed context is unchanged
+    assert (spark_validate.gx_dir / "great_expectations.yml").read_text() == committed
     # nothing of the validation is left in the session
     assert not [t for t in lake.catalog.listTables() if t.isTemporary and t.name.startswith("pg_")]
 
@@ -284,8 +288,8 @@ def test_a_broken_day_fails_the_same_expectations_as_on_postgres(
     yesterday = Day()
     build_marts(lake, yesterday)
     ledger_run(fresh_warehouse, PREVIOUS, datetime.now(UTC) - timedelta(days=1), "success")
-    with psycopg.connect(fresh_warehouse.url()) as conn:
-        record_spark_run_metrics(lake, conn, PREVIOUS, load_thresholds(), CANDIDATE)
+    with open_engine(spark_settings, fresh_warehouse, CANDIDATE) as engine:
+        record_run_metrics(engine, PREVIOUS, load_thresholds())
     # today: half the users gone, orphaned listens at 10% of all listens, bad emails, and raw
     # holds 2 users fewer than the API reported
     today = Day(users=USERS // 2, bad_emails=2, orphaned_listens=17)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from expectations.checks import GX_SEVERITY, ExpectMetricWithinLimit, sql_text
+from expectations.checks import GX_SEVERITY, Check, expectations
+from expectations.dialect import sql_text
 from expectations.suites import BuildContext, Stage, all_suites
 from expectations.thresholds import (
     DEFAULT_PATH,
@@ -18,10 +19,19 @@ from expectations.thresholds import (
 )
 from tests.expectations.conftest import COMMITTED_GX_YML
 
+RUN = "20261126T000000Z-abcdef"
+
+
+def _checks() -> dict[str, list[Check]]:
+    context = BuildContext(RUN, load_thresholds())
+    return {spec.name: spec.build(context) for spec in all_suites()}
+
 
 def _build_all() -> dict[str, list[object]]:
-    context = BuildContext("20261126T000000Z-abcdef", load_thresholds())
-    return {spec.name: spec.build(context) for spec in all_suites()}
+    return {
+        suite: [e for check in checks for e in expectations(check, suite, RUN)]
+        for suite, checks in _checks().items()
+    }
 
 
 def test_every_expectation_has_a_severity_a_limit_and_a_description() -> None:
@@ -36,19 +46,12 @@ def test_every_expectation_has_a_severity_a_limit_and_a_description() -> None:
         assert expectation.description  # type: ignore[attr-defined]
 
 
-def test_every_batch_of_a_metric_query_has_an_alias_and_the_query_joins() -> None:
-    """GX substitutes `{batch}` without an alias into a query with a JOIN (and appends
-    `AS subselect` otherwise): the queries join their limit in, and alias every batch, which
-    Postgres 14 and 15 require of a subquery in FROM."""
-    queries = [
-        e.unexpected_rows_query  # type: ignore[attr-defined]
-        for built in _build_all().values()
-        for e in built
-        if isinstance(e, ExpectMetricWithinLimit)
-    ]
-    assert queries
+def test_every_batch_of_a_metric_query_has_an_alias() -> None:
+    """`{batch}` may be a subquery (a raw table's current rows), which Postgres 14 and 15 refuse
+    in FROM without an alias."""
+    queries = [check.query for checks in _checks().values() for check in checks]
+    assert len(queries) == 13  # the 14 expectations: orphaned_listens has two levels
     for query in queries:
-        assert re.search(r"\bjoin\b", query, re.IGNORECASE), query
         batches = re.findall(r"\{batch\}(\s+as\s+\w+)?", query)
         assert batches and all(batches), query
 
@@ -110,12 +113,37 @@ def test_committed_context_connects_through_a_substitution_only() -> None:
     assert "base_directory: uncommitted/" in text
 
 
-def test_committed_context_is_in_line_with_the_suites(gx_dir: Path) -> None:
-    """The assets the code declares are all in the committed YAML: a run rewrites nothing."""
-    from expectations.context import ensure_assets, open_context
+def test_committed_context_is_in_line_with_the_code(gx_dir: Path) -> None:
+    """The asset the code validates is in the committed YAML: a run rewrites nothing."""
+    from expectations.context import metrics_batch, open_context
 
     before = (gx_dir / "great_expectations.yml").read_text()
-    context = open_context(gx_dir)
-    definitions = ensure_assets(context, [spec.asset for spec in all_suites()])
-    assert set(definitions) == {spec.asset.name for spec in all_suites()}
+    batch = metrics_batch(open_context(gx_dir))
+    assert (batch.data_asset.schema_name, batch.data_asset.table_name) == (
+        "monitoring",
+        "check_metrics",
+    )
     assert (gx_dir / "great_expectations.yml").read_text() == before
+
+
+def test_an_expectation_gx_could_not_evaluate_could_not_run() -> None:
+    """GX's own failure (its query on check_metrics raised) is reported as such, never as
+    the measured values."""
+    from great_expectations.core import ExpectationValidationResult
+
+    from expectations.checks import Measured
+    from expectations.results import check_result
+
+    check = _checks()["raw.ingestion"][0]
+    (expectation,) = expectations(check, "raw.ingestion", RUN)
+    gx_result = ExpectationValidationResult(
+        success=False,
+        expectation_config=expectation.configuration,
+        exception_info={"raised_exception": True, "exception_message": "no such table\nLINE 1"},
+    )
+    measured = Measured(({"subject": "users", "observed": 0.0},))
+    result = check_result(RUN, "raw.ingestion", gx_result, measured)
+    assert (result.success, result.could_not_run) == (False, "no such table LINE 1")
+    assert result.observed_value == "could not run: no such table LINE 1"
+    passed = ExpectationValidationResult(success=True, expectation_config=expectation.configuration)
+    assert check_result(RUN, "raw.ingestion", passed, measured).observed_value == "0 (users)"

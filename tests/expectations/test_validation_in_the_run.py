@@ -12,10 +12,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from expectations import steps
-from moovitamix import daily, exit_codes
+from expectations import step as monitoring
+from moovitamix import exit_codes
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.settings import load_settings
+from orchestrator import daily
 from tests.conftest import Webhook
 from tests.expectations.conftest import Execute
 from tests.expectations.seed import seed_clean
@@ -39,7 +40,7 @@ def daily_env(
         conn.execute("delete from monitoring.pipeline_runs")
     monkeypatch.setenv("ALERT_WEBHOOK_URL", webhook.url)
     monkeypatch.setenv("MOOVITAMIX_API_URL", "http://127.0.0.1:9")  # no source step here
-    monkeypatch.setattr("expectations.paths.GX_DIR", gx_dir)
+    monkeypatch.setattr("expectations.context.GX_DIR", gx_dir)
     monkeypatch.setattr("expectations.validate.GX_DIR", gx_dir)
     return warehouse_env
 
@@ -64,7 +65,7 @@ def test_error_expectation_fails_the_step_and_the_run(
     daily_env: ConnectionURL, webhook: Webhook, sql: Execute
 ) -> None:
     sql("update raw.users set _dlt_valid_to = now() where id <= 3")
-    assert _run_daily(steps.validate_data) == exit_codes.STEP_FAILED
+    assert _run_daily(monitoring.validate_data) == exit_codes.STEP_FAILED
     (status, failed_step, error), (_, step_status, _, _) = _ledger(daily_env)
     assert (status, failed_step, step_status) == ("failed", "validate", "failed")
     assert "raw.ingestion.row_count_matches_api_total" in str(error)
@@ -82,7 +83,7 @@ def test_warning_expectation_only_alerts(
     daily_env: ConnectionURL, webhook: Webhook, sql: Execute
 ) -> None:
     sql("update raw.users set email = 'nobody' where id = 3")
-    assert _run_daily(steps.validate_data) == exit_codes.OK
+    assert _run_daily(monitoring.validate_data) == exit_codes.OK
     (status, _, _), (_, step_status, rows_out, _) = _ledger(daily_env)
     assert (status, step_status) == ("success", "success")
     assert rows_out == 13  # the data stage's expectations
@@ -94,10 +95,10 @@ def test_warning_expectation_only_alerts(
 def test_a_webhook_that_is_down_fails_nothing(
     daily_env: ConnectionURL, webhook: Webhook, sql: Execute, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("moovitamix.alerts.time.sleep", lambda _: None)
+    monkeypatch.setattr("time.sleep", lambda _: None)  # the webhook's backoff
     webhook.status = 503
     sql("update raw.users set email = 'nobody' where id = 3")
-    assert _run_daily(steps.validate_data) == exit_codes.OK
+    assert _run_daily(monitoring.validate_data) == exit_codes.OK
     assert len(webhook.bodies) == 3  # tried, retried, given up
 
 

@@ -8,11 +8,13 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from expectations.engines import Engine
 from expectations.run_metrics import record_run_metrics
 from expectations.suites import Stage, UnknownSuite
 from expectations.thresholds import load_thresholds
 from moovitamix.alerts import Alert, send_alert
 from moovitamix.connection_url import ConnectionURL
+from moovitamix.publication import LIVE
 from tests.conftest import Webhook
 from tests.expectations.conftest import Execute, Validator
 from tests.expectations.seed import ledger_run, seed_clean
@@ -37,8 +39,13 @@ def _failed(outcome: object) -> set[tuple[str, str, str]]:
 def _baseline(url: ConnectionURL) -> None:
     """Yesterday's successful run, with the figures of today's clean warehouse."""
     ledger_run(url, PREVIOUS, datetime.now(UTC) - timedelta(days=1), "success")
-    with psycopg.connect(url.url()) as conn:
-        record_run_metrics(conn, PREVIOUS, load_thresholds())
+    _record(url, PREVIOUS)
+
+
+def _record(url: ConnectionURL, run_id: str) -> None:
+    """The figures a validation of `run_id` records, as measured now."""
+    with psycopg.connect(url.url(), autocommit=True) as conn:
+        record_run_metrics(Engine(url, LIVE, conn), run_id, load_thresholds())
 
 
 def test_clean_warehouse_passes_and_writes_a_row_per_expectation(
@@ -66,6 +73,16 @@ def test_clean_warehouse_passes_and_writes_a_row_per_expectation(
     assert observed == "0.10% (listens)" and threshold == "<= 5.00%"
     observed, _ = by_name[("marts.day_over_day", "volume_drop", "error")]
     assert "0.00% (marts.dim_users)" in observed
+    # what GX validated: the checks' metrics, one row per subject
+    with psycopg.connect(warehouse.url()) as conn:
+        metrics = conn.execute(
+            "select expectation, subject, observed, details from monitoring.check_metrics "
+            "where run_id = %s and suite = 'marts.orphaned_listens'",
+            (RUN,),
+        ).fetchall()
+    ((name, subject, share, details),) = metrics
+    assert (name, subject, share) == ("orphaned_listens", "listens", pytest.approx(1 / 1001))
+    assert details["all_listens"] == 1001 and details["orphaned_listens"] == 1
     # the data docs site: an index and a page per suite and per validation
     assert outcome.data_docs is not None and outcome.data_docs.is_file()
     site = outcome.data_docs.parent
@@ -208,8 +225,7 @@ def test_the_baseline_is_the_previous_successful_run(
     failed = "20261125T200000Z-cccccc"
     ledger_run(warehouse, failed, datetime.now(UTC) - timedelta(hours=12), "failed")
     sql("delete from marts.dim_users where user_id > 100")
-    with psycopg.connect(warehouse.url()) as conn:
-        record_run_metrics(conn, failed, load_thresholds())
+    _record(warehouse, failed)
     outcome = validate(warehouse, RUN, suites=["marts.day_over_day"])
     assert ("marts.day_over_day", "volume_drop", "error") in _failed(outcome)
     drop = next(r for r in outcome.failures if r.expectation == "volume_drop")
@@ -285,6 +301,13 @@ def test_a_check_that_cannot_run_says_so_and_fails_at_its_severity(
         ("retry_storm", True, False, "0.00% (listen_history); 0.00% (tracks); 0.00% (users)"),
         ("row_count_matches_api_total", False, True, f"could not run: {reason}"),
     ]
+    with psycopg.connect(warehouse.url()) as conn:
+        metrics = conn.execute(
+            "select subject, observed, could_not_run from monitoring.check_metrics "
+            "where run_id = %s and expectation = 'row_count_matches_api_total'",
+            (RUN,),
+        ).fetchall()
+    assert metrics == [(None, None, reason)]
     # the webhook: one alert, saying the check could not run and why
     (body,) = webhook.bodies
     assert "check row_count_matches_api_total could not run: " + reason in body["text"]

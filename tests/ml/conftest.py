@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from ml.config import MlConfig, load_config
-from ml.synthetic import SyntheticMarts, generate, write_marts
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.settings import Settings, load_settings
 from moovitamix.warehouse import connect
+from tests.ml.synthetic import SyntheticMarts, generate, write_marts
 
 # Listens follow genres, popularity and "scenes" inside genres that only collaborative
-# filtering can pick up (ml.synthetic): ALS has something to beat the baselines with.
+# filtering can pick up (tests/ml/synthetic.py): ALS has something to beat the baselines with.
 STRUCTURED = {"n_users": 1200, "n_tracks": 400, "seed": 5, "clusters_per_genre": 4}
 
 

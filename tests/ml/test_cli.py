@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import ml.__main__ as cli
-from moovitamix.settings import PROJECT_ROOT, load_settings
+from moovitamix.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
 # what beats the baselines on the small structured marts (tests/ml/conftest.py), quickly
@@ -22,8 +22,9 @@ FAST = [
 
 @pytest.fixture
 def in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """Run the CLI in-process with settings rooted in tmp_path (its logs go there)."""
-    monkeypatch.setattr(cli, "load_settings", lambda: load_settings(root=tmp_path))
+    """Run the CLI in-process with its data and logs in tmp_path."""
+    monkeypatch.setenv("MOOVITAMIX_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("MOOVITAMIX_LOGS_DIR", str(tmp_path / "logs"))
     monkeypatch.setenv("MOOVITAMIX_RUN_ID", "20261126T000000Z-eeeeee")
     yield tmp_path
     root = logging.getLogger()

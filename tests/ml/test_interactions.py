@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from ml.interactions import NO_GENRE, MartsNotReady, check_marts, load_catalog, load_interactions
-from ml.synthetic import GENRES
 from moovitamix.warehouse import connect
+from tests.ml.synthetic import GENRES
 
 pytestmark = pytest.mark.integration
 

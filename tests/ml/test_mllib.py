@@ -37,17 +37,15 @@ from ml.lake_lists import LakeLists
 from ml.lists import ALS
 from ml.mllib import run as mllib_run
 from ml.mllib.als import MllibFit, item_factors, ratings, top_k_unheard
-from ml.mllib.data import SparkMarts, listens_of, read_marts, use_mllib
+from ml.mllib.data import SparkMarts, collect_marts, listens_of, read_marts, use_mllib
 from ml.mllib.lists import USER_COLUMNS, build_lists, lake_batches, write_lists
 from ml.mllib.metrics import ranking_metrics as spark_ranking_metrics
 from ml.mllib.split import SparkHoldout, leave_k_out
 from ml.model import confidence
 from ml.model import fit as implicit_fit
 from ml.selection import CHAMPION, decide
-from ml.spark_marts import read_spark_marts
-from ml.synthetic import SyntheticMarts, write_spark_marts
-from ml.train import Inputs
 from moovitamix.settings import Settings
+from tests.ml.synthetic import SyntheticMarts, write_spark_marts
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
@@ -100,7 +98,7 @@ class Compared:
 def _driver_data(
     spark_settings: Settings, holdout: SparkHoldout, config: MlConfig
 ) -> tuple[Interactions, EvaluationData]:
-    interactions, catalog = read_spark_marts(spark_settings, SCHEMA)
+    interactions, catalog = collect_marts(spark_settings, SCHEMA)
     test = holdout.test.toPandas()
     held = sp.csr_matrix(
         (
@@ -121,7 +119,7 @@ def _driver_data(
     split = Holdout(train, test_counts, eval_rows, holdout.n_eligible)
     data = EvaluationData(
         split,
-        Inputs(interactions, catalog, None).favorite_genre_of_rows(),
+        catalog.favorite_genre_of(interactions.user_ids),
         catalog.track_genres,
         catalog.n_catalog_tracks,
         config.evaluation.k,

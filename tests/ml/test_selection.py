@@ -7,8 +7,15 @@ from implicit.cpu.als import AlternatingLeastSquares
 from ml.config import ModelParams, Search
 from ml.evaluate import Scored
 from ml.model import FittedModel
-from ml.selection import CHALLENGER, CHAMPION, REJECTED, challenger_params, decide
-from ml.train import SearchResult, _keep_if_best
+from ml.selection import (
+    CHALLENGER,
+    CHAMPION,
+    REJECTED,
+    SearchResult,
+    challenger_params,
+    decide,
+    keep_if_best,
+)
 
 BASELINES = {
     "popularity": Scored("popularity", {"ndcg": 0.10}),
@@ -102,7 +109,7 @@ def test_the_search_holds_only_the_fits_that_can_serve() -> None:
         found = SearchResult(candidates[:1], {0: _fit()})
         for i in range(1, len(candidates)):
             found.candidates.append(candidates[i])
-            _keep_if_best(found, i, _fit(), "ndcg")
+            keep_if_best(found, i, _fit(), "ndcg")
             assert len(found.fits) <= 2 and 0 in found.fits
         decision = decide(candidates, BASELINES, "ndcg", min_improvement=0.02)
         assert decision.serving is None or decision.serving in found.fits

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from ml.config import MlConfig
-from ml.synthetic import SyntheticMarts, write_spark_marts
 from ml.train import read_inputs, run_training
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.settings import Settings
 from moovitamix.warehouse import connect
 from tests.conftest import create_warehouse
+from tests.ml.synthetic import SyntheticMarts, write_spark_marts
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 

@@ -1,5 +1,6 @@
 import pytest
 
+from dbt_project.runner import dbt_env
 from moovitamix.connection_url import ConnectionURL, InvalidWarehouseURL
 
 
@@ -23,7 +24,7 @@ def test_socket_url_keeps_the_socket_directory() -> None:
     assert url.is_socket and url.host == "/tmp/pg" and url.port == 5432
     assert ConnectionURL.parse(url.url()) == url
     assert url.libpq_env()["PGHOST"] == "/tmp/pg"
-    assert url.dbt_env()["MVX_DBT_DATABASE"] == "moovitamix"
+    assert dbt_env(url)["MVX_DBT_DATABASE"] == "moovitamix"
 
 
 def test_password_goes_to_libpq_env_not_argv() -> None:

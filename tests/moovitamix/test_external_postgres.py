@@ -93,6 +93,11 @@ def test_open_warehouse_names_the_server_and_creates_the_database(
     assert lines[0].startswith(f"warehouse: PostgreSQL {major}.")
     assert lines[0].endswith(f"{url.masked} (WAREHOUSE_URL)")
     assert system_server.password not in caplog.text
+    # once per process: a step that opens it again re-checks and re-grants nothing
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):
+        assert open_warehouse(load_settings()) == url
+    assert caplog.records == []
 
 
 @pytest.mark.integration

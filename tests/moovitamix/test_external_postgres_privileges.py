@@ -18,10 +18,10 @@ from psycopg import sql
 
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.privileges import missing_privileges
-from moovitamix.roles import ROLES, audit_grants
+from moovitamix.roles import ROLES
 from moovitamix.settings import load_settings
 from moovitamix.warehouse import WarehouseUnreachable, open_warehouse
-from tests.e2e.daily_helpers import REPO, scalar
+from tests.e2e.daily_helpers import REPO, audit_grants, scalar
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,7 @@ def _open(url: ConnectionURL, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 def _print_admin_sql(url: ConnectionURL) -> str:
     """`make print-admin-sql`, as an administrator would call it for this warehouse."""
     result = subprocess.run(
-        [sys.executable, "-m", "moovitamix.privileges"],
+        [sys.executable, "-m", "moovitamix", "warehouse", "admin-sql"],
         cwd=REPO, env={**os.environ, "WAREHOUSE_URL": url.url()},
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
@@ -133,3 +133,14 @@ def test_schemas_owned_by_another_role_are_named(system_admin_url: ConnectionURL
     (missing,) = missing_privileges(url)
     assert missing.privilege == "ownership of schemas raw"
     assert missing.statements == (f'ALTER SCHEMA "raw" OWNER TO "{url.user}";',)
+
+
+def test_admin_sql_of_an_unreachable_warehouse_is_one_line_and_exit_3() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "moovitamix", "warehouse", "admin-sql"],
+        cwd=REPO, env={**os.environ, "WAREHOUSE_URL": "postgresql://u:pw@127.0.0.1:1/wh"},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 3
+    assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+    assert "127.0.0.1" in result.stderr and "pw" not in result.stderr

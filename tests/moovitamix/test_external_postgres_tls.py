@@ -14,6 +14,7 @@ import psycopg
 import pytest
 import sqlalchemy
 
+from dbt_project.runner import dbt_env
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.settings import load_settings
 from moovitamix.warehouse import WarehouseUnreachable, inspect_server, open_warehouse
@@ -44,10 +45,10 @@ def test_the_options_are_kept_for_every_client(system_server: SystemPostgres) ->
     assert url.masked.endswith("?sslmode=verify-full&sslrootcert=/ca.crt")
     env = url.libpq_env()
     assert (env["PGSSLMODE"], env["PGSSLROOTCERT"]) == ("verify-full", "/ca.crt")
-    dbt = url.dbt_env()
+    dbt = dbt_env(url)
     assert (dbt["PGSSLMODE"], dbt["PGSSLROOTCERT"]) == ("verify-full", "/ca.crt")
     role = ConnectionURL.parse(url.url() + "&options=-c%20role%3Dx")
-    assert "PGOPTIONS" not in role.dbt_env(), "dbt sets its role itself"
+    assert "PGOPTIONS" not in dbt_env(role), "dbt sets its role itself"
 
 
 def test_sslmode_require_connects_over_tls(

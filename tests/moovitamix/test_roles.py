@@ -1,4 +1,4 @@
-"""The warehouse roles (moovitamix/roles.py) on the real embedded Postgres: each role can do
+"""The warehouse roles (moovitamix/roles.sql) on the real embedded Postgres: each role can do
 what its step or its people need and nothing else, before and after the daily run's rebuilds
 (marts built into `marts_candidate` then swapped in by renaming schemas, recommendations
 replaced by create `__new` + drop + rename)."""
@@ -19,14 +19,16 @@ from psycopg import sql
 from moovitamix import roles
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.roles import ANALYST, APP, LOADER, ML, PII_READER, TRANSFORMER
+from tests.e2e.daily_helpers import audit_grants
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 # every mart of the dbt project (its model files), the PII one included
 MARTS = sorted(p.stem for p in (REPO / "dbt_project" / "models" / "marts").glob("*.sql"))
-NON_PII_MARTS = [m for m in MARTS if m not in roles.PII_MARTS]
+NON_PII_MARTS = [m for m in MARTS if not m.endswith("_pii")]
 PII_MART = "dim_users_pii"
+MART_READERS, PII_MART_READERS = (ANALYST, ML), (PII_READER,)  # dbt's `grants` config
 Denied = psycopg.errors.InsufficientPrivilege
 
 
@@ -65,7 +67,7 @@ def build_marts(url: ConnectionURL, schema: str) -> None:
             table = sql.Identifier(schema, mart)
             conn.execute(sql.SQL("drop table if exists {}").format(table))
             conn.execute(sql.SQL("create table {} as select 1::bigint as user_id").format(table))
-            readers = roles.PII_MART_READERS if mart in roles.PII_MARTS else roles.MART_READERS
+            readers = PII_MART_READERS if mart == PII_MART else MART_READERS
             conn.execute(
                 sql.SQL("grant select on {} to {}").format(
                     table, sql.SQL(", ").join(map(sql.Identifier, readers))
@@ -118,7 +120,7 @@ def acl_snapshot(url: ConnectionURL) -> dict[str, object]:
                 "select relnamespace::regnamespace::text, relname, pg_get_userbyid(relowner), "
                 "relacl::text from pg_class where relkind in ('r', 'v', 'm', 'p') "
                 "and relnamespace::regnamespace::text = any(%s) order by 1, 2",
-                (list(roles.PLAN),),
+                (list(roles.SCHEMAS),),
             ).fetchall(),
             "members": conn.execute(
                 "select roleid::regrole::text, member::regrole::text from pg_auth_members "
@@ -134,8 +136,7 @@ def test_ensure_roles_twice_changes_nothing(fresh_warehouse: ConnectionURL) -> N
         conn.execute("create table marts.dim_users (user_id bigint)")
     roles.ensure_roles(url)
     before = acl_snapshot(url)
-    again = roles.ensure_roles(url)
-    assert (again.created, again.memberships, again.adopted) == ([], [], [])
+    assert roles.ensure_roles(url) == []
     assert acl_snapshot(url) == before
 
 
@@ -163,7 +164,7 @@ def test_analyst_reads_every_non_pii_mart_before_and_after_the_swap(
     build_marts(warehouse, "marts")  # yesterday's publication
     build_marts(warehouse, "marts_candidate")  # today's build
     for _ in range(2):  # the published marts, then the swapped-in candidate (and back)
-        for schema in roles.MARTS_SCHEMAS:
+        for schema in ("marts", "marts_candidate"):
             for mart in NON_PII_MARTS:
                 for role in (ANALYST, PII_READER, ML):
                     assert execute(warehouse, role, f"select * from {schema}.{mart}") == [(1,)]
@@ -171,7 +172,7 @@ def test_analyst_reads_every_non_pii_mart_before_and_after_the_swap(
                 assert_denied(warehouse, role, f"select * from {schema}.{PII_MART}")
             assert execute(warehouse, PII_READER, f"select * from {schema}.{PII_MART}") == [(1,)]
         with session(warehouse) as conn:
-            assert roles.audit_grants(conn) == []
+            assert audit_grants(conn) == []
         swap_marts(warehouse)
         build_marts(warehouse, "marts_candidate")  # the next day rebuilds the candidate
 
@@ -220,7 +221,7 @@ def test_analyst_creates_nothing_in_any_schema(warehouse: ConnectionURL) -> None
                 "and nspname <> 'information_schema' order by nspname"
             )
         ]
-    assert {"public", *roles.PLAN} <= set(schemas)
+    assert {"public", *roles.SCHEMAS} <= set(schemas)
     for schema in schemas:
         for statement in (
             f"create table {schema}.mine (x int)",
@@ -235,7 +236,7 @@ def test_analyst_creates_nothing_in_any_schema(warehouse: ConnectionURL) -> None
                 "select has_database_privilege(%s, current_database(), 'CREATE')", (role,)
             )
             assert create_db.fetchone() == (False,)
-        assert roles.audit_grants(conn) == []
+        assert audit_grants(conn) == []
 
 
 def test_app_reads_only_the_recommendations_also_once_replaced(
@@ -339,9 +340,9 @@ def test_a_warehouse_built_before_the_roles_is_taken_over(fresh_warehouse: Conne
         conn.execute(f"grant select on marts.{PII_MART} to public")
         conn.execute("create table recommendations.user_top_tracks (user_id bigint)")
         conn.execute("create table monitoring.pipeline_runs (id serial, run_id text)")
-    result = roles.ensure_roles(url)
-    assert "marts.dim_users: postgres -> mvx_transformer" in result.adopted
-    assert "staging.stg_users: postgres -> mvx_transformer" in result.adopted
+    changes = roles.ensure_roles(url)
+    assert "adopted marts.dim_users: postgres -> mvx_transformer" in changes
+    assert "adopted staging.stg_users: postgres -> mvx_transformer" in changes
     for mart in NON_PII_MARTS:
         execute(url, ANALYST, f"select * from marts.{mart}")
     assert_denied(url, ANALYST, f"select * from marts.{PII_MART}")
@@ -352,7 +353,7 @@ def test_a_warehouse_built_before_the_roles_is_taken_over(fresh_warehouse: Conne
     execute(url, TRANSFORMER, "select * from staging.stg_users")  # the view runs as its owner
     execute(url, TRANSFORMER, "drop table marts.dim_genres")  # dbt replaces what it owns
     with session(url) as conn:
-        assert roles.audit_grants(conn) == []
+        assert audit_grants(conn) == []
 
 
 def test_a_recreated_schema_regains_its_grants(warehouse: ConnectionURL) -> None:
@@ -360,8 +361,8 @@ def test_a_recreated_schema_regains_its_grants(warehouse: ConnectionURL) -> None
         conn.execute("drop schema marts_candidate cascade")
         conn.execute("create schema marts_candidate")
     assert_denied(warehouse, TRANSFORMER, "create table marts_candidate.x (x int)")
-    with session(warehouse) as conn:
-        roles.apply_schema_grants(conn, "marts_candidate")
+    with psycopg.connect(warehouse.url()) as conn:
+        roles.apply_roles(conn)
     build_marts(warehouse, "marts_candidate")
     execute(warehouse, ANALYST, "select * from marts_candidate.dim_users")
 
@@ -371,12 +372,12 @@ def test_audit_grants_names_a_pii_mart_others_can_read(warehouse: ConnectionURL)
     with session(warehouse) as conn:
         conn.execute(f"grant select on marts.{PII_MART} to {ANALYST}")
         conn.execute(f"grant create on schema marts to {ANALYST}")
-        problems = roles.audit_grants(conn)
+        problems = audit_grants(conn)
     assert f"{ANALYST} can read the PII mart marts.{PII_MART}" in problems
     assert f"{ANALYST} may create in schema marts" in problems
     roles.ensure_roles(warehouse)  # takes the PII grant back (the CREATE is the DBA's doing)
     with session(warehouse) as conn:
-        assert roles.audit_grants(conn) == [f"{ANALYST} may create in schema marts"]
+        assert audit_grants(conn) == [f"{ANALYST} may create in schema marts"]
 
 
 def test_a_user_that_may_not_grant_roles_gets_a_clear_error(warehouse: ConnectionURL) -> None:

@@ -30,6 +30,7 @@ from moovitamix.connection_url import ConnectionURL
 from moovitamix.run_context import new_run_id
 from moovitamix.settings import PROJECT_ROOT, Settings, load_settings
 from moovitamix.simulator_process import running_simulator
+from moovitamix.warehouse import open_warehouse
 from tests.conftest import create_warehouse
 from tests.parity.checksums import column_digests, utc_boundaries
 
@@ -133,8 +134,8 @@ def _day(
     run_id = new_run_id()
     run_ingestion(postgres, run_id, api_url=api_url, config=IngestionConfig(progress=False))
     _ingest_lake(spark_engine, api_url)
-    on_postgres = run_build(postgres, run_id)
-    on_spark = run_build(spark_engine, run_id)
+    on_postgres = run_build(postgres, run_id, open_warehouse(postgres))
+    on_spark = run_build(spark_engine, run_id, None)
     digests = {}
     if on_postgres.success and on_spark.success:
         for mart in INTERFACE_MARTS:

@@ -1,6 +1,6 @@
-"""Synthetic input marts with the simulator's structure, for the ML tests and benchmark.
+"""Synthetic input marts with the simulator's structure, for the ML tests and bench/bench_ml.py.
 
-Not used by the pipeline. It writes the five marts the recommender reads (`fct_listens`,
+It writes the five marts the recommender reads (`fct_listens`,
 `dim_users`, `dim_tracks`, `bridge_track_genres`, `track_popularity`) with the shapes the dbt
 project promises, filled like the simulator's realistic profile: Zipf-like track popularity
 (weight = rank ** -0.75), 1-3 preferred genres per user (the first is the favorite), 80% of a
@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import psycopg
-
-from ml.pgcopy import HEADER, INT4, INT8, TRAILER, encode
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -210,16 +208,12 @@ def write_marts(conn: psycopg.Connection, marts: SyntheticMarts) -> None:
         }
     )
     _copy_frame(conn, "marts.bridge_track_genres", pairs)
-    columns = [("user_id", INT8), ("track_id", INT8), ("listen_count", INT4)]
-    values = {
+    listens = {
         "user_id": marts.listen_user,
         "track_id": marts.listen_track,
         "listen_count": marts.listen_count,
     }
-    body = encode(columns, values, len(marts.listen_user))
-    sql = "copy marts.fct_listens (user_id, track_id, listen_count) from stdin (format binary)"
-    with conn.cursor() as cur, cur.copy(sql) as cp:
-        cp.write(HEADER + body + TRAILER)
+    _copy_frame(conn, "marts.fct_listens", pd.DataFrame(listens))
     conn.execute(POPULARITY_SQL)
     conn.execute("analyze marts.fct_listens")
 

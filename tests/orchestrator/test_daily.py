@@ -1,11 +1,11 @@
-"""`python -m moovitamix.daily`'s early exits, as a real subprocess: no API, a held lock, no
-warehouse. Whole runs (cron, several days, kills, write-audit-publish) are in tests/e2e."""
+"""The daily run's early exits through cron's entry point `bin/daily`, as a real subprocess: no
+API, a held lock, no warehouse, each with its documented exit code (through `make daily` every
+failure would be make's 2). Whole runs are in tests/e2e."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
@@ -14,6 +14,7 @@ import pytest
 from moovitamix import exit_codes
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.run_lock import run_lock
+from tests.e2e.daily_helpers import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +23,7 @@ SMALL = "--seed 3 --users 200 --tracks 100"
 
 def _daily(env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "moovitamix.daily"],
+        [str(REPO / "bin" / "daily")],
         cwd=Path("/"),  # works from any directory, as under cron
         capture_output=True, text=True, timeout=600, check=False,
         env={**os.environ, "MOOVITAMIX_SIMULATOR_ARGS": SMALL, **(env or {})},

@@ -1,18 +1,13 @@
-"""The monitoring layer's steps of the daily run (moovitamix/daily.py): plain functions of a
-RunContext returning a StepReport, as every step is.
-
-    ("validate", steps.validate_data)                   after transform, before ML
-    ("audit_recs", steps.validate_recommendations)      after the ML step, before publishing
-    ("report", steps.health_report)                     last
-
-In the daily run they check the candidate marts and the staged lists (ctx.relations).
-
-"""
+"""The monitoring layer's steps of the daily run: `validate_data` after the transform, before
+ML; `validate_recommendations` after the ML step, before publishing; `health_report` last. In
+the daily run they check the candidate marts and the staged lists (ctx.relations)."""
 
 from __future__ import annotations
 
 from expectations.suites import Stage
 from moovitamix.step import RunContext, StepFailed, StepReport
+
+__all__ = ["health_report", "validate_data", "validate_recommendations"]
 
 
 def _validate(ctx: RunContext, stage: Stage) -> StepReport:

@@ -1,14 +1,11 @@
-"""`make daily`: the whole daily run, one run id, a summary at the end, a clear exit code.
+"""The daily run (`make daily`, `bin/daily`): one run id, a summary at the end, a clear exit code.
 
-The run holds a lock (a second run exits at once), records itself and each step in the run
-ledger as it goes, alerts on failure, and ends with a summary. The first line says which API and
-warehouse it uses. Steps are plain functions of a `RunContext` (moovitamix/step.py), each
-from its own package, listed in `_pipeline_steps()`.
+It holds a lock (a second run exits at once), records itself and each step in the run ledger as
+it goes, alerts on failure, and says in its first line which API and warehouse it uses.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shlex
@@ -19,94 +16,29 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-import httpx
-
-from moovitamix import exit_codes, roles
-from moovitamix.publication import Publication, PublishFailed, discard, publish
+from moovitamix import exit_codes
+from moovitamix.command import Commands
+from moovitamix.errors import one_line
+from moovitamix.publication import Publication, discard
 from moovitamix.roles import as_role
-from moovitamix.run_context import current_run_id, setup_logging
 from moovitamix.run_ledger import RunLedger
 from moovitamix.run_lock import RunLocked, run_lock
-from moovitamix.settings import Settings, apply_offline_defaults, load_settings
+from moovitamix.settings import Settings
 from moovitamix.simulator_process import SimulatorError, running_simulator
 from moovitamix.spark import SparkUnavailable, check_spark_available, stop_spark_session
 from moovitamix.step import RunContext, Step, StepFailed, StepReport
 from moovitamix.warehouse import WarehouseUnreachable, open_warehouse
+from orchestrator.steps import STEP_ROLES, closing_steps, pipeline_steps
 
-log = logging.getLogger("moovitamix.daily")
+__all__ = ["Step", "main", "run"]
+log = logging.getLogger("orchestrator.daily")
 
 # The embedded default: realistic data at a demo scale, so the first run is quick and its
 # recommendations mean something. Override with MOOVITAMIX_SIMULATOR_ARGS.
 DEMO_SIMULATOR_ARGS = (
     "--profile", "realistic", "--seed", "42", "--users", "5000", "--tracks", "2000",
 )  # fmt: skip
-ENDPOINTS = ("tracks", "users", "listen_history")
 MISSED_RUN_AFTER = timedelta(hours=26)  # daily cadence plus slack
-# How long the publish waits for readers holding locks on the published tables (an analyst's
-# open transaction on a mart) before the run fails and yesterday's state stays.
-PUBLISH_LOCK_TIMEOUT_S = 120.0
-# The role each step's connections use (the steps not listed: see _as_step_role).
-STEP_ROLES = {
-    "validate": roles.TRANSFORMER,  # reads raw, owns the candidate marts, writes monitoring
-    "train": roles.ML,
-    "audit_recs": roles.ML,  # owns the staged lists, reads the candidate marts
-    "report": roles.ANALYST,  # reads monitoring only
-}
-
-
-def check_source(ctx: RunContext) -> StepReport:
-    """Ask each endpoint for its first page: reachable, and how many records it will serve."""
-    totals: dict[str, int] = {}
-    with httpx.Client(base_url=ctx.api_url, timeout=httpx.Timeout(30, connect=5)) as client:
-        for endpoint in ENDPOINTS:
-            try:
-                response = client.get(f"/{endpoint}", params={"page": 1, "size": 1})
-                response.raise_for_status()
-                totals[endpoint] = int(response.json().get("total") or 0)
-            except (httpx.HTTPError, ValueError) as exc:
-                raise StepFailed(
-                    f"GET /{endpoint} at {ctx.api_url}: {exc}", exit_codes.SOURCE_UNREACHABLE
-                ) from None
-    summary = ", ".join(f"{name} {count:,}" for name, count in totals.items())
-    return StepReport(f"API totals: {summary}", rows_out=sum(totals.values()), details=totals)
-
-
-def publish_step(ctx: RunContext) -> StepReport:
-    """Write-audit-publish's last step: the audited candidate marts and staged lists replace
-    the published ones, in one transaction (moovitamix/publication.py)."""
-    if ctx.publication is None:
-        raise StepFailed("nothing to publish: this run has no publication")
-    try:
-        figures = publish(ctx.warehouse, ctx.publication, lock_timeout_s=PUBLISH_LOCK_TIMEOUT_S)
-    except PublishFailed as exc:
-        raise StepFailed(str(exc)) from None
-    parts = ", ".join(name for name in figures)
-    return StepReport(f"published {parts} of run {ctx.run_id}", details=figures)
-
-
-def _pipeline_steps() -> tuple[tuple[str, Step], ...]:
-    # Imported here: each step's package pulls in its heavy tool (dlt, dbt, GX, implicit).
-    from dbt_project.step import transform
-    from expectations import steps as monitoring
-    from ingestion.step import ingest
-    from ml.step import train
-
-    return (
-        ("source", check_source),
-        ("ingest", ingest),
-        ("transform", transform),
-        ("validate", monitoring.validate_data),
-        ("train", train),
-        ("audit_recs", monitoring.validate_recommendations),
-        ("publish", publish_step),
-    )
-
-
-def _closing_steps() -> tuple[tuple[str, Step], ...]:
-    """Steps that run after the run is recorded as finished, whether it failed or not."""
-    from expectations import steps as monitoring
-
-    return (("report", monitoring.health_report),)
 
 
 @contextmanager
@@ -142,10 +74,7 @@ def _check_previous_runs(ctx: RunContext, ledger: RunLedger) -> None:
 
 
 def _as_step_role(ctx: RunContext, name: str) -> RunContext:
-    """The context a step runs with: its warehouse URL sets the step's role (least privilege,
-    moovitamix/roles.py). The other steps keep the connecting user: `source` needs no
-    warehouse, `ingest` and `transform` set their role themselves (dlt's loader, dbt's
-    profile) and `publish` renames the schemas, which their owner does."""
+    """The context a step runs with: its warehouse URL sets the step's role, if it has one."""
     role = STEP_ROLES.get(name)
     return ctx if role is None else replace(ctx, warehouse=as_role(ctx.warehouse, role))
 
@@ -166,7 +95,7 @@ def _run_steps(ctx: RunContext, ledger: RunLedger, steps: tuple[tuple[str, Step]
             return outcome  # the ledger is unreachable too
         except Exception as exc:  # a bug or an unexpected failure: still recorded, still named
             log.exception("step %s crashed", name)
-            outcome.failed_step, outcome.error = name, f"{type(exc).__name__}: {exc}"
+            outcome.failed_step, outcome.error = name, f"{type(exc).__name__}: {one_line(exc)}"
             outcome.code = exit_codes.STEP_FAILED
         seconds = time.monotonic() - started
         if outcome.failed_step:
@@ -190,13 +119,13 @@ def run(
     steps: tuple[tuple[str, Step], ...] | None = None,
     closing: tuple[tuple[str, Step], ...] | None = None,
 ) -> int:
-    """Run `steps` in order, then the `closing` steps (the health report) even after a failure.
-    Both default to the whole pipeline, which writes, audits, then publishes (the run has a
-    `Publication`); tests pass their own steps, which then work on the live tables."""
+    """Run `steps` in order, then the `closing` steps even after a failure. Both default to the
+    whole pipeline, which writes, audits, then publishes (the run has a `Publication`); tests
+    pass their own steps, which then work on the live tables."""
     started = time.monotonic()
     publication = Publication(run_id) if steps is None else None
     if steps is None:
-        steps, closing = _pipeline_steps(), _closing_steps()
+        steps, closing = pipeline_steps(), closing_steps()
     if settings.engine == "spark":
         try:
             check_spark_available()
@@ -268,24 +197,20 @@ def _discard(ctx: RunContext) -> None:
     try:
         discard(ctx.warehouse, ctx.publication)
     except Exception as exc:  # best effort (the warehouse may be gone): the next run re-stages
-        log.warning("could not drop this run's staged tables: %s", exc)
+        log.warning("could not drop this run's staged tables: %s", one_line(exc))
     log.warning("nothing published: the marts and recommendations of the last good run stay")
 
 
 def engine_line(settings: Settings) -> str:
     """'postgres', or 'spark (master local[*], lake file:///...)': where the data plane runs."""
-    if settings.engine != "spark":
-        return settings.engine
-    return f"spark (master {settings.spark_master}, lake {settings.lake})"
+    spark = f"spark (master {settings.spark_master}, lake {settings.lake})"
+    return spark if settings.engine == "spark" else settings.engine
 
 
-def _summary(
-    run_id: str, outcome: _Outcome, seconds: float, alerts: int, engine: str = "postgres"
-) -> None:
+def _summary(run_id: str, outcome: _Outcome, seconds: float, alerts: int, engine: str) -> None:
     status = f"FAILED in step '{outcome.failed_step}'" if outcome.failed_step else "OK"
     lines = ["", f"Run {run_id}: {status} after {seconds:.1f}s ({alerts} alert(s))"]
-    lines.append(f"  engine     {engine}")
-    lines += [
+    lines += [f"  engine     {engine}"] + [
         f"  {name:<10} {secs:7.1f}s  {report.summary}" for name, secs, report in outcome.reports
     ]
     if outcome.failed_step:
@@ -304,18 +229,6 @@ def _summary(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m moovitamix.daily", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug output on console")
-    args = parser.parse_args(argv)
-    apply_offline_defaults()
-    settings = load_settings()
-    run_id = current_run_id()
-    log_file = setup_logging(
-        run_id, settings.logs_dir, verbose=args.verbose, retention_days=settings.log_retention_days
-    )
-    log.info("run log: %s", log_file)
-    return run(settings, run_id)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    commands = Commands("python -m orchestrator", __doc__)
+    commands.add(None, lambda cmd: run(cmd.settings, cmd.run_id), run_log=True)
+    return commands.main(argv)

@@ -1,0 +1,200 @@
+-- The warehouse's least-privilege roles, its schemas and their grants (see SECURITY.md).
+-- Idempotent: moovitamix.roles.ensure_roles applies it in one transaction each time the
+-- warehouse is opened, as the warehouse user, which needs CREATEROLE (or the roles granted WITH
+-- ADMIN OPTION) and must own the schemas. Changes are reported as NOTICEs.
+--
+-- Six NOLOGIN group roles. A pipeline step runs as its role; a person logs in as a member of one.
+--   mvx_loader       writes raw (and dlt's raw_staging); rows in monitoring
+--   mvx_transformer  reads raw; writes staging, marts, marts_candidate; rows in monitoring
+--   mvx_ml           reads the non-PII marts; writes ml, recommendations; rows in monitoring
+--   mvx_analyst      reads the non-PII marts and monitoring; writes and creates nothing
+--   mvx_app          reads recommendations only
+--   mvx_pii_reader   what mvx_analyst reads, plus the PII marts (named *_pii)
+
+-- one run of this file at a time per database ("mvx_rol")
+select pg_advisory_xact_lock(30811031830949740);
+
+-- The roles, and who may use them: the warehouse user may SET each one (it is made a member
+-- when it may grant roles; otherwise a DBA grants them once, see SECURITY.md).
+do $$
+declare
+    role record;
+    missing text[];
+    may_grant boolean;
+begin
+    for role in
+        select * from (values
+            ('mvx_loader', 'writes raw and monitoring rows (the ingestion step)'),
+            ('mvx_transformer', 'reads raw; writes staging, marts, marts_candidate (dbt)'),
+            ('mvx_ml', 'reads the non-PII marts; writes ml and recommendations'),
+            ('mvx_analyst', 'reads the non-PII marts and monitoring; writes nothing'),
+            ('mvx_app', 'reads recommendations only (the app)'),
+            ('mvx_pii_reader', 'mvx_analyst plus the PII marts')
+        ) as r (name, purpose)
+    loop
+        if not exists (select from pg_roles where rolname = role.name) then
+            execute format(
+                'create role %I nologin nosuperuser nocreatedb nocreaterole noreplication '
+                'nobypassrls', role.name
+            );
+            execute format('comment on role %I is %L', role.name, 'MooVitamix: ' || role.purpose);
+            raise notice 'created role %', role.name;
+        end if;
+        if exists (
+            select from pg_roles where rolname = role.name and (rolsuper or rolbypassrls)
+        ) then
+            raise warning 'role % is a superuser or bypasses RLS: its grants restrict nothing',
+                role.name;
+        end if;
+    end loop;
+
+    -- mvx_pii_reader inherits what mvx_analyst may read
+    if not pg_has_role('mvx_pii_reader', 'mvx_analyst', 'member') then
+        grant mvx_analyst to mvx_pii_reader;
+        raise notice 'granted mvx_analyst to mvx_pii_reader';
+    end if;
+
+    select array_agg(r.rolname order by r.rolname) into missing
+    from pg_roles r
+    where r.rolname in (
+        'mvx_loader', 'mvx_transformer', 'mvx_ml', 'mvx_analyst', 'mvx_app', 'mvx_pii_reader'
+    )
+    and not exists (
+        select from pg_auth_members m
+        where m.roleid = r.oid and m.member = (select oid from pg_roles where rolname = session_user)
+    );
+    select rolsuper or rolcreaterole into may_grant from pg_roles where rolname = session_user;
+    if missing is not null and not may_grant then
+        raise exception 'warehouse user % is not a member of % and may not grant roles (no '
+            'CREATEROLE): a DBA must run  GRANT % TO % WITH ADMIN OPTION  (see SECURITY.md)',
+            session_user, array_to_string(missing, ', '), array_to_string(missing, ', '),
+            session_user;
+    end if;
+    for i in 1 .. coalesce(array_length(missing, 1), 0) loop
+        execute format('grant %I to %I', missing[i], session_user);
+        raise notice 'granted % to %', missing[i], session_user;
+    end loop;
+end $$;
+
+-- Postgres 15+ already gives PUBLIC no CREATE on `public`; older servers do (CVE-2018-1058).
+do $$
+begin
+    if exists (select from pg_namespace where nspname = 'public') then
+        revoke create on schema public from public;
+    end if;
+end $$;
+
+create schema if not exists raw;
+create schema if not exists raw_staging;  -- dlt's merge staging dataset
+create schema if not exists staging;
+create schema if not exists marts;
+create schema if not exists marts_candidate;  -- the marts of a run until it publishes them
+create schema if not exists recommendations;
+create schema if not exists ml;
+create schema if not exists monitoring;
+
+-- Relations made before the roles (or by hand) go to the role that writes their schema: its
+-- step must be able to replace them. A serial's sequence follows its table.
+do $$
+declare
+    rel record;
+begin
+    for rel in
+        select n.nspname, c.relname, pg_get_userbyid(c.relowner) as old_owner, o.owner,
+            case c.relkind
+                when 'v' then 'view' when 'm' then 'materialized view'
+                when 'S' then 'sequence' when 'f' then 'foreign table' else 'table'
+            end as kind
+        from (values
+            ('raw', 'mvx_loader'), ('raw_staging', 'mvx_loader'),
+            ('staging', 'mvx_transformer'), ('marts', 'mvx_transformer'),
+            ('marts_candidate', 'mvx_transformer'), ('recommendations', 'mvx_ml'),
+            ('ml', 'mvx_ml'), ('monitoring', 'mvx_loader')
+        ) as o (schema, owner)
+        join pg_namespace n on n.nspname = o.schema
+        join pg_class c on c.relnamespace = n.oid
+        where c.relkind in ('r', 'p', 'f', 'v', 'm', 'S')
+            and pg_get_userbyid(c.relowner) <> o.owner
+            and not (c.relkind = 'S' and exists (
+                select from pg_depend d
+                where d.classid = 'pg_class'::regclass and d.objid = c.oid
+                    and d.deptype in ('a', 'i')
+            ))
+        order by n.nspname, c.relkind desc, c.relname
+    loop
+        execute format('alter %s %I.%I owner to %I', rel.kind, rel.nspname, rel.relname, rel.owner);
+        raise notice 'adopted %.%: % -> %', rel.nspname, rel.relname, rel.old_owner, rel.owner;
+    end loop;
+end $$;
+
+-- raw: dlt's, as mvx_loader; dbt reads it and, on Postgres 17+, analyzes its sources.
+grant usage, create on schema raw, raw_staging to mvx_loader;
+grant usage on schema raw to mvx_transformer;
+alter default privileges for role mvx_loader in schema raw
+grant select on tables to mvx_transformer;
+grant select on all tables in schema raw to mvx_transformer;
+do $$
+begin
+    if current_setting('server_version_num')::int >= 170000 then
+        execute 'alter default privileges for role mvx_loader in schema raw '
+            'grant maintain on tables to mvx_transformer';
+        execute 'grant maintain on all tables in schema raw to mvx_transformer';
+    end if;
+end $$;
+
+-- staging and the marts: dbt's, as mvx_transformer. `marts` and `marts_candidate` get the same
+-- grants: the publish renames one to the other, and a schema's grants move with it.
+grant usage, create on schema staging, marts, marts_candidate to mvx_transformer;
+grant usage on schema marts, marts_candidate to mvx_ml, mvx_analyst;
+
+-- The marts' readers come from dbt's `grants` config, applied on every build: no default
+-- privileges here, so a table made there by anything else is readable by nobody (fail closed).
+-- Marts that exist already get what dbt would give them; a PII mart loses any stray grant.
+do $$
+declare
+    mart record;
+begin
+    for mart in
+        select n.nspname, c.relname
+        from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname in ('marts', 'marts_candidate') and c.relkind in ('r', 'p', 'f', 'v', 'm')
+    loop
+        if mart.relname like '%\_pii' then
+            execute format(
+                'revoke all on %I.%I from public, mvx_analyst, mvx_app, mvx_ml',
+                mart.nspname, mart.relname
+            );
+            execute format('grant select on %I.%I to mvx_pii_reader', mart.nspname, mart.relname);
+        else
+            execute format(
+                'grant select on %I.%I to mvx_analyst, mvx_ml', mart.nspname, mart.relname
+            );
+        end if;
+    end loop;
+end $$;
+
+-- ml and recommendations: the ML step's, as mvx_ml; the app reads the published lists.
+grant usage, create on schema ml, recommendations to mvx_ml;
+grant usage on schema recommendations to mvx_app;
+alter default privileges for role mvx_ml in schema recommendations
+grant select on tables to mvx_app;
+grant select on all tables in schema recommendations to mvx_app;
+
+-- monitoring: every step records its rows here (`create table if not exists` needs CREATE even
+-- when the table exists, hence three creators), the warehouse user its run ledger; analysts
+-- read it all.
+grant usage, create on schema monitoring to mvx_loader, mvx_transformer, mvx_ml;
+grant usage on schema monitoring to mvx_analyst;
+alter default privileges for role mvx_loader, mvx_transformer, mvx_ml, current_user
+in schema monitoring
+grant select, insert, update, delete on tables to mvx_loader, mvx_transformer, mvx_ml;
+alter default privileges for role mvx_loader, mvx_transformer, mvx_ml, current_user
+in schema monitoring
+grant usage, select on sequences to mvx_loader, mvx_transformer, mvx_ml;
+alter default privileges for role mvx_loader, mvx_transformer, mvx_ml, current_user
+in schema monitoring
+grant select on tables to mvx_analyst;
+grant select, insert, update, delete on all tables in schema monitoring
+to mvx_loader, mvx_transformer, mvx_ml;
+grant usage, select on all sequences in schema monitoring to mvx_loader, mvx_transformer, mvx_ml;
+grant select on all tables in schema monitoring to mvx_analyst;

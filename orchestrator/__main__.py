@@ -1,0 +1,3 @@
+from orchestrator.daily import main
+
+raise SystemExit(main())

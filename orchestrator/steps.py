@@ -1,0 +1,78 @@
+"""What the daily run runs, in order, and as which warehouse role."""
+
+from __future__ import annotations
+
+import httpx
+
+from moovitamix import exit_codes, roles
+from moovitamix.publication import PublishFailed, publish
+from moovitamix.step import RunContext, Step, StepFailed, StepReport
+
+# How long the publish waits for readers holding locks on the published tables (an analyst's
+# open transaction on a mart) before the run fails and yesterday's state stays.
+PUBLISH_LOCK_TIMEOUT_S = 120.0
+# The role of each step's connections. The others keep the connecting user: `source` needs no
+# warehouse, `ingest` and `transform` set their role themselves (dlt's loader, dbt's profile),
+# `publish` renames the marts schemas, which their owner does.
+STEP_ROLES = {
+    "validate": roles.TRANSFORMER,  # reads raw, owns the candidate marts, writes monitoring
+    "train": roles.ML,
+    "audit_recs": roles.ML,  # owns the staged lists, reads the candidate marts
+    "report": roles.ANALYST,  # reads monitoring only
+}
+
+
+def check_source(ctx: RunContext) -> StepReport:
+    """Ask each endpoint for its first page: reachable, and how many records it will serve."""
+    from ingestion.moovitamix_source.contract import ENDPOINTS
+
+    totals: dict[str, int] = {}
+    with httpx.Client(base_url=ctx.api_url, timeout=httpx.Timeout(30, connect=5)) as client:
+        for endpoint in ENDPOINTS:
+            try:
+                response = client.get(f"/{endpoint}", params={"page": 1, "size": 1})
+                response.raise_for_status()
+                totals[endpoint] = int(response.json().get("total") or 0)
+            except (httpx.HTTPError, ValueError) as exc:
+                raise StepFailed(
+                    f"GET /{endpoint} at {ctx.api_url}: {exc}", exit_codes.SOURCE_UNREACHABLE
+                ) from None
+    summary = ", ".join(f"{name} {count:,}" for name, count in totals.items())
+    return StepReport(f"API totals: {summary}", rows_out=sum(totals.values()), details=totals)
+
+
+def publish_step(ctx: RunContext) -> StepReport:
+    """Write-audit-publish's last step: the audited candidate marts and staged lists replace the
+    published ones in one transaction."""
+    if ctx.publication is None:
+        raise StepFailed("nothing to publish: this run has no publication")
+    try:
+        figures = publish(ctx.warehouse, ctx.publication, lock_timeout_s=PUBLISH_LOCK_TIMEOUT_S)
+    except PublishFailed as exc:
+        raise StepFailed(str(exc)) from None
+    return StepReport(f"published {', '.join(figures)} of run {ctx.run_id}", details=figures)
+
+
+def pipeline_steps() -> tuple[tuple[str, Step], ...]:
+    """The daily run's steps; each package is imported here, as it pulls in its heavy tool."""
+    from dbt_project.step import transform
+    from expectations import step as monitoring
+    from ingestion.step import ingest
+    from ml.step import train
+
+    return (
+        ("source", check_source),
+        ("ingest", ingest),
+        ("transform", transform),
+        ("validate", monitoring.validate_data),
+        ("train", train),
+        ("audit_recs", monitoring.validate_recommendations),
+        ("publish", publish_step),
+    )
+
+
+def closing_steps() -> tuple[tuple[str, Step], ...]:
+    """The steps that run once the run is recorded as finished, whether it failed or not."""
+    from expectations import step as monitoring
+
+    return (("report", monitoring.health_report),)
