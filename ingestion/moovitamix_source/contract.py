@@ -20,11 +20,11 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Any
 
+import dlt
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-from dlt.common.normalizers.naming.snake_case import NamingConvention
 from pydantic import AfterValidator, BeforeValidator, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
@@ -277,7 +277,7 @@ class Checker:
     def _column_for(self, name: str) -> str:
         with self._lock:
             if name not in self.drift:
-                column = NamingConvention().normalize_identifier(name)
+                column = dlt.Schema(self.endpoint.name).naming.normalize_identifier(name)
                 taken = {RECORD_HASH, DLT_ID, *self.schema.names, *self.drift.values()}
                 while column in taken:
                     column = f"api_{column}"
