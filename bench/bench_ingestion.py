@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -118,15 +119,19 @@ def bare_fetch_httpx(api_url: str, concurrency: int) -> dict[str, float]:
     return {"seconds": time.monotonic() - started, "bytes": total_bytes}
 
 
-def run_child(api_url: str, warehouse_url: str, data_dir: Path, concurrency: int) -> dict:
-    """One ingestion in a child process: its result, wall time and peak RSS."""
+def run_child(
+    api_url: str, warehouse_url: str, data_dir: Path, concurrency: int, root: Path = ROOT
+) -> dict:
+    """One ingestion in a child process (of the checkout at `root`): its result, wall time and
+    peak RSS."""
     env = {
         **os.environ,
         "WAREHOUSE_URL": warehouse_url,
         "MOOVITAMIX_DATA_DIR": str(data_dir),
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": str(root),
     }
-    argv = [sys.executable, __file__, "--child", api_url, "--concurrency", str(concurrency)]
+    script = root / "bench" / "bench_ingestion.py"
+    argv = [sys.executable, str(script), "--child", api_url, "--concurrency", str(concurrency)]
     with tempfile.TemporaryFile("w+") as out:
         started = time.monotonic()
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.PIPE, text=True)
@@ -243,6 +248,58 @@ def store_floor(warehouse_url: str, tmp_path: Path, pg_meter: CpuMeter) -> dict:
     return {"seconds": round(seconds, 2), "cpu_s": cpu, "csv_bytes": size}
 
 
+def compare(args: argparse.Namespace, url: str, admin, tmp_path: Path, ceiling: float) -> dict:
+    """This checkout's ingestion against REV's, alternating on the same simulator: per round a
+    first load into a fresh database and a rerun on unchanged data, each. Median ratios."""
+    import psycopg
+
+    rev = tmp_path / "rev"
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(rev), args.compare],
+        check=True,
+        capture_output=True,
+    )
+    runs: dict[str, dict[str, list[dict]]] = {"this": {}, "rev": {}}
+    try:
+        for i in range(args.repeat):
+            sides = [("this", ROOT), ("rev", rev)]
+            for side, root in sides if i % 2 == 0 else sides[::-1]:
+                database = f"bench_{side}_{i}"
+                with psycopg.connect(admin.url(), autocommit=True) as conn:
+                    conn.execute(f"create database {database}")
+                warehouse, data = admin.with_database(database).url(), tmp_path / database
+                for kind in ("first", "rerun"):
+                    result = run_child(url, warehouse, data, args.concurrency, root)
+                    runs[side].setdefault(kind, []).append(result)
+                    print(
+                        f"compare {side} {kind} {i + 1}: {result['process_wall_s']:.2f}s "
+                        f"(run {result['seconds']:.2f}s, peak RSS {result['peak_rss_mb']:.0f} MB)",
+                        flush=True,
+                    )
+    finally:
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(rev)], check=False
+        )
+    out: dict = {"rev": args.compare, "runs": runs}
+    for kind in ("first", "rerun"):
+        this = statistics.median(r["process_wall_s"] for r in runs["this"][kind])
+        other = statistics.median(r["process_wall_s"] for r in runs["rev"][kind])
+        out[kind] = {
+            "this_s": this,
+            "rev_s": other,
+            "ratio": round(this / other, 2),
+            "ratio_to_ceiling": round(this / ceiling, 2),
+            "rev_ratio_to_ceiling": round(other / ceiling, 2),
+        }
+        print(
+            f"compare {kind}: this {this:.2f}s, {args.compare} {other:.2f}s: ratio "
+            f"{this / other:.2f} (to the bare fetch: {this / ceiling:.2f} vs "
+            f"{other / ceiling:.2f})",
+            flush=True,
+        )
+    return out
+
+
 def simulator_process() -> psutil.Process:
     """The simulator running_simulator started (a child of this process)."""
     for child in psutil.Process().children():
@@ -262,9 +319,19 @@ def main() -> None:
     p.add_argument("--tracks", type=int, default=50_000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
-    p.add_argument("--ceiling-concurrency", default="4,8,16",
-                   help="also time the bare fetch at these concurrencies (tuning)")  # fmt: skip
+    p.add_argument(
+        "--ceiling-concurrency",
+        default="4,8,16",
+        help="also time the bare fetch at these concurrencies (tuning)",
+    )
     p.add_argument("--output", type=Path, default=RESULTS)
+    p.add_argument(
+        "--compare",
+        metavar="REV",
+        help="also run the ingestion of git revision REV (a temporary worktree) on "
+        "the same data, alternating with this one: first load and rerun, each",
+    )
+    p.add_argument("--repeat", type=int, default=3, help="rounds of --compare (default 3)")
     p.add_argument("--child", metavar="API_URL", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -289,8 +356,16 @@ def _bench(args: argparse.Namespace, admin, tmp_path: Path, postmaster: psutil.P
     with psycopg.connect(admin.url(), autocommit=True) as conn:
         conn.execute("create database bench")
     warehouse = admin.with_database("bench")
-    sim_args = ["--seed", str(args.seed), "--profile", "realistic",
-                "--users", str(args.users), "--tracks", str(args.tracks)]  # fmt: skip
+    sim_args = [
+        "--seed",
+        str(args.seed),
+        "--profile",
+        "realistic",
+        "--users",
+        str(args.users),
+        "--tracks",
+        str(args.tracks),
+    ]
     print(f"starting the simulator: {' '.join(sim_args)}", flush=True)
     load_before = load_average()
     with running_simulator(sim_args, log_path=tmp_path / "simulator.log", timeout_s=1800) as url:
@@ -309,18 +384,28 @@ def _bench(args: argparse.Namespace, admin, tmp_path: Path, postmaster: psutil.P
             lambda: run_child(url, warehouse.url(), tmp_path / "data", args.concurrency)
         )
         first_cpu["ingestion"] = first["cpu_s"]
-        print(f"ingestion (empty warehouse): {first['seconds']:.2f}s, "
-              f"peak RSS {first['peak_rss_mb']:.0f} MB, steps {first['step_seconds']}, "
-              f"CPU {first_cpu}", flush=True)  # fmt: skip
+        print(
+            f"ingestion (empty warehouse): {first['seconds']:.2f}s, "
+            f"peak RSS {first['peak_rss_mb']:.0f} MB, steps {first['step_seconds']}, "
+            f"CPU {first_cpu}",
+            flush=True,
+        )
         floor = store_floor(warehouse.url(), tmp_path, CpuMeter({"postgres": postmaster}))
-        print(f"store floor (bare COPY of the same rows): {floor['seconds']:.2f}s, "
-              f"CPU {floor['cpu_s']}", flush=True)  # fmt: skip
+        print(
+            f"store floor (bare COPY of the same rows): {floor['seconds']:.2f}s, "
+            f"CPU {floor['cpu_s']}",
+            flush=True,
+        )
         ceiling_after = bare_fetch(url, args.concurrency)
         print(f"ceiling again: {ceiling_after['seconds']:.2f}s", flush=True)
         rerun = run_child(url, warehouse.url(), tmp_path / "data", args.concurrency)
-        print(f"ingestion (unchanged data): {rerun['seconds']:.2f}s, "
-              f"peak RSS {rerun['peak_rss_mb']:.0f} MB, steps {rerun['step_seconds']}",
-              flush=True)  # fmt: skip
+        print(
+            f"ingestion (unchanged data): {rerun['seconds']:.2f}s, "
+            f"peak RSS {rerun['peak_rss_mb']:.0f} MB, steps {rerun['step_seconds']}",
+            flush=True,
+        )
+        ceiling = min(ceiling_before["seconds"], ceiling_after["seconds"])
+        compared = compare(args, url, admin, tmp_path, ceiling) if args.compare else None
     ceiling = min(ceiling_before["seconds"], ceiling_after["seconds"])
     ratio = first["seconds"] / ceiling
     fetch_and_store = ceiling + floor["seconds"]
@@ -372,6 +457,7 @@ def _bench(args: argparse.Namespace, admin, tmp_path: Path, postmaster: psutil.P
             "ratio_met": ratio <= 1.5,
             "rss_met": max(first["peak_rss_mb"], rerun["peak_rss_mb"]) <= 500,
         },
+        "compare": compared,
         "bench_process_peak_rss_mb": round(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
         ),

@@ -16,14 +16,9 @@ import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
 
-from ingestion.config import (
-    DEFAULT_MAX_FIELD_KB,
-    DEFAULT_MAX_RESPONSE_MB,
-    MAX_FIELD_KB_ENV,
-    MAX_RESPONSE_MB_ENV,
-    IngestionConfig,
-)
+from ingestion.config import MAX_FIELD_KB_ENV, MAX_RESPONSE_MB_ENV, IngestionConfig
 from moovitamix import exit_codes
+from moovitamix.errors import one_line
 from moovitamix.run_context import current_run_id, setup_logging
 from moovitamix.settings import apply_offline_defaults, load_settings
 from moovitamix.simulator_process import SimulatorError, running_simulator
@@ -31,99 +26,29 @@ from moovitamix.warehouse import WarehouseUnreachable
 
 log = logging.getLogger("ingestion")
 
-DESTINATIONS = ("postgres", "filesystem")
-
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     d = IngestionConfig()
-    p = argparse.ArgumentParser(
-        prog="python -m ingestion",
-        description="Load the MooVitamix API (tracks, users, listen_history) into schema raw, "
-        "or append a snapshot of it to the Parquet lake (--destination filesystem).",
-    )
-    p.add_argument(
-        "--api-url",
-        help="base URL of the API (default: MOOVITAMIX_API_URL; "
-        "unset: the built-in simulator is started)",
-    )
-    p.add_argument(
-        "--simulator-args",
-        default="",
-        metavar="ARGS",
-        help="arguments for the built-in simulator, e.g. '--users 5000 --day 1'",
-    )
-    p.add_argument(
-        "--concurrency",
-        type=int,
-        default=d.concurrency,
-        help=f"pages in flight per endpoint (default {d.concurrency})",
-    )
-    p.add_argument(
-        "--max-attempts",
-        type=int,
-        default=d.max_attempts,
-        help=f"attempts per page before the run fails (default {d.max_attempts})",
-    )
-    p.add_argument(
-        "--backoff",
-        type=float,
-        default=d.backoff_base_s,
-        metavar="SECONDS",
-        help=f"first retry delay, doubled each retry (default {d.backoff_base_s})",
-    )
-    p.add_argument(
-        "--connect-timeout",
-        type=float,
-        default=d.connect_timeout_s,
-        metavar="SECONDS",
-        help=f"default {d.connect_timeout_s}",
-    )
-    p.add_argument(
-        "--read-timeout",
-        type=float,
-        default=d.read_timeout_s,
-        metavar="SECONDS",
-        help=f"default {d.read_timeout_s}",
-    )
-    p.add_argument(
-        "--max-reject-share",
-        type=float,
-        default=d.max_reject_share,
-        metavar="SHARE",
-        help="share of an endpoint's records that may break the "
-        f"contract before the run fails (default {d.max_reject_share})",
-    )
-    p.add_argument(
-        "--max-response-mb",
-        type=float,
-        default=None,
-        metavar="MB",
-        help="a larger API response fails the run (default "
-        f"${MAX_RESPONSE_MB_ENV} or {DEFAULT_MAX_RESPONSE_MB})",
-    )
-    p.add_argument(
-        "--max-field-kb",
-        type=float,
-        default=None,
-        metavar="KB",
-        help="a longer string field is rejected to raw._rejected (default "
-        f"${MAX_FIELD_KB_ENV} or {DEFAULT_MAX_FIELD_KB})",
-    )
-    p.add_argument(
-        "--destination",
-        choices=DESTINATIONS,
-        help="postgres: schema raw of the warehouse (scd2); filesystem: a Parquet snapshot "
-        "appended to the lake (default: filesystem when MOOVITAMIX_ENGINE=spark or "
-        "--bucket-url is given, else postgres)",
-    )
-    p.add_argument(
-        "--bucket-url",
-        metavar="URL",
-        help="the lake (file:///..., s3://...) for --destination filesystem (default: "
-        "DESTINATION__FILESYSTEM__BUCKET_URL, else LAKE_URL, else the data dir's lake)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug output on the console")
+    p = argparse.ArgumentParser(prog="python -m ingestion", description=__doc__.split("\n\n")[0])
+    add = p.add_argument
+    add("--api-url", help="the API (default: MOOVITAMIX_API_URL; unset: the built-in simulator)")
+    add("--simulator-args", default="", metavar="ARGS", help="e.g. '--users 5000 --day 1'")
+    add("--concurrency", type=int, default=d.concurrency, help="pages in flight (dlt's workers)")
+    add("--max-attempts", type=int, default=d.max_attempts, help="attempts per page")
+    add("--backoff", type=float, default=d.backoff_base_s, help="first retry delay, doubling")
+    add("--connect-timeout", type=float, default=d.connect_timeout_s, metavar="SECONDS")
+    add("--read-timeout", type=float, default=d.read_timeout_s, metavar="SECONDS")
+    add("--max-reject-share", type=float, default=d.max_reject_share, metavar="SHARE",
+        help="share of an endpoint's records that may break the contract")  # fmt: skip
+    add("--max-response-mb", type=float, metavar="MB", help=f"default ${MAX_RESPONSE_MB_ENV} or 50")
+    add("--max-field-kb", type=float, metavar="KB", help=f"default ${MAX_FIELD_KB_ENV} or 64")
+    add("--destination", choices=("postgres", "filesystem"),
+        help="postgres: schema raw (scd2); filesystem: a snapshot appended to the Parquet lake "
+        "(default: filesystem on MOOVITAMIX_ENGINE=spark or with --bucket-url)")  # fmt: skip
+    add("--bucket-url", metavar="URL", help="the lake (default: DESTINATION__FILESYSTEM__"
+        "BUCKET_URL, else LAKE_URL, else the data dir's lake)")  # fmt: skip
+    add("--no-progress", action="store_true", help="no progress bars")
+    add("-v", "--verbose", action="store_true", help="debug output on the console")
     args = p.parse_args(argv)
     if args.bucket_url and args.destination == "postgres":
         p.error("--bucket-url needs --destination filesystem")
@@ -143,47 +68,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         caps["max_field_bytes"] = int(args.max_field_kb * 2**10)
     try:
         config = IngestionConfig(
-            concurrency=args.concurrency,
-            max_attempts=args.max_attempts,
-            backoff_base_s=args.backoff,
-            connect_timeout_s=args.connect_timeout,
-            read_timeout_s=args.read_timeout,
-            max_reject_share=args.max_reject_share,
-            progress=False if args.no_progress else None,
-            **caps,
-        )
+            concurrency=args.concurrency, max_attempts=args.max_attempts,
+            backoff_base_s=args.backoff, connect_timeout_s=args.connect_timeout,
+            read_timeout_s=args.read_timeout, max_reject_share=args.max_reject_share,
+            progress=False if args.no_progress else None, **caps,
+        )  # fmt: skip
     except ValueError as exc:
-        print(f"ingestion: {exc}", file=sys.stderr)
+        print(f"ingestion: {one_line(exc)}", file=sys.stderr)
         return exit_codes.USAGE
 
     # Imported here: dlt takes a second to import, --help should not wait for it.
     from ingestion.console import print_summary
-    from ingestion.lake import run_lake_ingestion
     from ingestion.pipeline import IngestionAlreadyRunning, IngestionFailed, run_ingestion
 
-    destination = args.destination or (
-        "filesystem" if args.bucket_url or settings.engine == "spark" else "postgres"
-    )
-
+    lake = args.bucket_url or settings.engine == "spark"
+    destination = args.destination or ("filesystem" if lake else "postgres")
     with ExitStack() as stack:
         api_url = args.api_url or settings.api_url
         try:
             if not api_url:
                 sim_log = settings.logs_dir / f"{run_id}-simulator.log"
-                api_url = stack.enter_context(
-                    running_simulator(shlex.split(args.simulator_args), log_path=sim_log)
-                )
-                log.info(
-                    "MOOVITAMIX_API_URL is unset: started the built-in simulator at %s (log %s)",
-                    api_url,
-                    sim_log,
-                )
-            if destination == "filesystem":
-                result = run_lake_ingestion(
-                    settings, run_id, api_url=api_url, bucket_url=args.bucket_url, config=config
-                )
-            else:
-                result = run_ingestion(settings, run_id, api_url=api_url, config=config)
+                simulator = running_simulator(shlex.split(args.simulator_args), log_path=sim_log)
+                api_url = stack.enter_context(simulator)
+                log.info("MOOVITAMIX_API_URL is unset: started the built-in simulator at %s "
+                         "(log %s)", api_url, sim_log)  # fmt: skip
+            result = run_ingestion(settings, run_id, api_url=api_url, config=config,
+                                   destination=destination, bucket_url=args.bucket_url)  # fmt: skip
         except WarehouseUnreachable as exc:
             print(f"ingestion: {exc}", file=sys.stderr)
             return exit_codes.WAREHOUSE_UNREACHABLE

@@ -1,74 +1,48 @@
-"""The ingestion run: the MooVitamix source -> dlt -> schema raw of the warehouse.
-
-One run = a complete extract of the three endpoints, one at a time (pages concurrently):
-
-1. open the warehouse (one clear line if it is down), take the ingestion lock, finish a load
-   an earlier run left half done, read the listen_history versions raw already holds;
-2. extract the three endpoints into one dlt load package; a read that does not add up is
-   read once more, then fails the run; a share of rejected records above the limit fails it
-   too, as soon as that endpoint is read;
-3. only when all three are in: normalize (takes the source's CSV files as they are) and load:
-   the COPYs of the CSV files, side by side, then the scd2 merges;
-4. write one monitoring.ingestion_stats row per endpoint.
-
-A run that fails before step 3 discards its packages: nothing of it reaches raw.
+"""The ingestion run: the MooVitamix source -> dlt -> a destination chosen by configuration:
+`postgres` (schema raw, records as scd2) or `filesystem` (the Parquet lake: each run appends a
+complete, immutable snapshot under its load id). A run that fails before its load leaves the
+destination as it was; a failed load stays pending and is loaded first by the next run. See
+README.md ("What a run does", "Destinations").
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import partial
-from pathlib import Path
 from typing import Any
 
 import dlt
-import httpx
 import psycopg
-from dlt.common.pipeline import LoadInfo
-from dlt.common.schema.exceptions import DataValidationError
 from dlt.pipeline.exceptions import PipelineStepFailed
-from dlt.pipeline.pipeline import Pipeline
 
+from ingestion import raw_tables
 from ingestion.config import IngestionConfig
 from ingestion.console import page_progress
-from ingestion.moovitamix_source import EndpointRead, SourceContext, moovitamix_source
-from ingestion.moovitamix_source.client import ApiClient, FetchFailed
-from ingestion.moovitamix_source.completeness import ReadMismatch
-from ingestion.moovitamix_source.contract import (
-    ENDPOINTS,
-    ITEMS_TABLE,
-    LISTEN_HISTORY,
-    REJECTED_TABLE,
+from ingestion.moovitamix_source import (
+    Read,
+    ReadMismatch,
+    SourceRun,
+    moovitamix_source,
 )
-from ingestion.raw_tables import (
-    RAW,
-    IngestionLocked,
-    TableChange,
-    active_rows,
-    known_history_hashes,
-    table_changes,
-    try_lock,
-)
-from ingestion.stats import EndpointStats, write_stats
+from ingestion.moovitamix_source.contract import ENDPOINTS, ITEMS_TABLE, LISTEN_HISTORY
+from ingestion.moovitamix_source.http import Api, EndpointFailed
+from ingestion.raw_tables import RAW, IngestionLocked, TableChange, try_lock
+from ingestion.stats import EndpointStats, stats_table, write_stats
 from moovitamix.connection_url import ConnectionURL
+from moovitamix.errors import one_line
 from moovitamix.roles import LOADER, as_role
 from moovitamix.settings import Settings, apply_offline_defaults
 from moovitamix.warehouse import WarehouseUnreachable, connect, open_warehouse
 
 log = logging.getLogger(__name__)
 
-PIPELINE_NAME = "moovitamix"
-LOADER_FILE_FORMAT = "csv"  # Postgres loads CSV with COPY
-LOAD_FILE_ROWS = 500_000
-LOADER_WORK_MEM = "256MB"
+LAKE_LAYOUT = "{table_name}/load_id={load_id}/{file_id}.{ext}"  # hive-style: prune by load
+BUCKET_URL_CONFIG = "destination.filesystem.bucket_url"  # env DESTINATION__FILESYSTEM__BUCKET_URL
+LOADER_WORK_MEM = "256MB"  # keeps dlt's scd2 `NOT IN (current hashes)` hashed in memory
 
 
 class IngestionFailed(RuntimeError):
@@ -93,9 +67,9 @@ class IngestionResult:
     tables: dict[str, TableChange]
     load_ids: dict[str, str]
     seconds: float
-    boundary: datetime  # the scd2 validity boundary of this run's versions
+    boundary: datetime  # the scd2 validity boundary (the lake: `_snapshot_at`) of this run
     steps: dict[str, float] = field(default_factory=dict)  # seconds per step of the run
-    destination: str | None = None  # where it loaded: None for schema raw, else the lake's URL
+    destination: str | None = None  # None: schema raw; else the lake's URL
 
     @property
     def records(self) -> int:
@@ -107,95 +81,76 @@ class IngestionResult:
 
     @property
     def items_added(self) -> int:
-        change = self.tables.get(ITEMS_TABLE)
-        return change.added if change else 0
+        return self.tables[ITEMS_TABLE].added if ITEMS_TABLE in self.tables else 0
 
 
-# ---- dlt ---------------------------------------------------------------------------------------
+def lake_bucket_url(settings: Settings, bucket_url: str | None = None) -> str:
+    """`bucket_url`, else dlt's own config (DESTINATION__FILESYSTEM__BUCKET_URL or
+    .dlt/config.toml), else Settings.lake (LAKE_URL, default data_dir/lake)."""
+    configured = bucket_url or dlt.config.get(BUCKET_URL_CONFIG, str)
+    if configured and not bucket_url and str(configured) != settings.lake:
+        log.warning("loading the lake at %s (dlt's %s), not at %s: the Spark engine's dbt "
+                    "reads LAKE_URL", configured, BUCKET_URL_CONFIG, settings.lake)  # fmt: skip
+    return str(configured or settings.lake)
 
 
-def route_dlt_logs() -> None:
-    """dlt's messages through our handlers (console and run log), not dlt's own stderr one."""
-    logger = logging.getLogger("dlt")
+def make_pipeline(
+    settings: Settings, warehouse: ConnectionURL, config: IngestionConfig, lake: str | None
+) -> dlt.Pipeline:
+    """The dlt pipeline into schema raw, or into the lake; its working dir is under the data dir
+    (never ~/.dlt), one per destination."""
+    apply_offline_defaults()
+    for key, value in {
+        "extract.workers": config.concurrency,
+        "extract.max_parallel_items": 2 * config.concurrency,
+        "data_writer.disable_compression": True,  # files live minutes: gzip costs more
+        # extract's Parquet: rewritten to CSV for Postgres; the lake's files as they are
+        "data_writer.compression": "snappy" if lake else "none",
+        "load.delete_completed_jobs": True,  # loaded files go (~80 bytes per item row a day)
+        "load.truncate_staging_dataset": True,
+    }.items():
+        dlt.config[key] = value
+    if lake:
+        destination: Any = dlt.destinations.filesystem(bucket_url=lake, layout=LAKE_LAYOUT)
+    else:  # dlt loads as the loader role: it owns what it creates in raw
+        loader = as_role(warehouse, LOADER)
+        options = dict(loader.options)
+        options["options"] = f"{options.get('options', '')} -c work_mem={LOADER_WORK_MEM}".strip()
+        destination = dlt.destinations.postgres(
+            credentials=replace(loader, options=tuple(options.items())).url()
+        )
+    where = lake or f"{warehouse.host}:{warehouse.port}/{warehouse.database}"
+    digest = hashlib.sha256(where.encode()).hexdigest()[:12]
+    pipeline = dlt.pipeline(
+        pipeline_name="moovitamix_lake" if lake else "moovitamix",
+        pipelines_dir=str(settings.data_dir / "dlt" / (f"lake-{digest}" if lake else digest)),
+        destination=destination,
+        dataset_name=RAW,
+    )
+    logger = logging.getLogger("dlt")  # dlt's messages go to our handlers, not its own
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
     logger.propagate = True
-
-
-def loader_url(warehouse: ConnectionURL) -> str:
-    """The URL dlt loads with. Its scd2 merge finds new versions with `NOT IN (current hashes)`,
-    which Postgres hashes only while they fit in work_mem, else compares row by row (quadratic):
-    a session work_mem of LOADER_WORK_MEM keeps ~3M current versions hashed."""
-    options = dict(warehouse.options)
-    setting = f"-c work_mem={LOADER_WORK_MEM}"
-    options["options"] = f"{options['options']} {setting}" if "options" in options else setting
-    return replace(warehouse, options=tuple(options.items())).url()
-
-
-def pipelines_dir(settings: Settings, warehouse: ConnectionURL) -> Path:
-    """dlt's working dir (state, pending packages) belongs to one warehouse: pointing the same
-    data dir at another WAREHOUSE_URL must not reuse the state of the first."""
-    where = f"{warehouse.host}:{warehouse.port}/{warehouse.database}"
-    return settings.data_dir / "dlt" / hashlib.sha256(where.encode()).hexdigest()[:12]
-
-
-def make_pipeline(settings: Settings, warehouse: ConnectionURL) -> Pipeline:
-    """The dlt pipeline into schema raw; its working dir is under the data dir, never ~/.dlt."""
-    apply_offline_defaults()
-    # The source writes the CSV files the load COPYs (with _dlt_id and _dlt_load_id) and
-    # hands them to dlt as they are: no parquet in extract, nothing to rewrite in normalize.
-    # Loaded files are deleted (~80 bytes per item row a day otherwise), staging emptied.
-    dlt.config["load.delete_completed_jobs"] = True
-    dlt.config["load.truncate_staging_dataset"] = True
-    pipeline = dlt.pipeline(
-        pipeline_name=PIPELINE_NAME,
-        pipelines_dir=str(pipelines_dir(settings, warehouse)),
-        # dlt connects as the loader role (moovitamix/roles.py): it owns what it creates in raw
-        destination=dlt.destinations.postgres(credentials=loader_url(as_role(warehouse, LOADER))),
-        dataset_name=RAW,
-    )
-    route_dlt_logs()
     return pipeline
 
 
-def _finish_pending(pipeline: Pipeline) -> None:
+def _finish_pending(pipeline: dlt.Pipeline) -> None:
     """Load what an earlier run normalized but did not finish loading; drop what it only
     extracted (a run that never got to its load is a failed run: it must leave nothing)."""
-    _drop_unfinished_extracts(Path(pipeline.working_dir))
-    if pipeline.list_normalized_load_packages():
-        log.warning(
-            "an earlier run left load package(s) %s not fully loaded: loading them first",
-            ", ".join(pipeline.list_normalized_load_packages()),
-        )
+    if pending := pipeline.list_normalized_load_packages():
+        log.warning("an earlier run left load package(s) %s not fully loaded: loading them "
+                    "first", ", ".join(pending))  # fmt: skip
         pipeline.load().raise_on_failed_jobs()
-    if pipeline.list_extracted_load_packages():
+    if pipeline.has_pending_data:
         log.info("dropping extracted packages of an earlier failed run")
         pipeline.abort_packages()
 
 
-def _drop_unfinished_extracts(working_dir: Path, *, quiet: bool = False) -> None:
-    """Delete what a killed or failed run was extracting: dlt builds a package in a folder of
-    its own under normalize/ (moved to normalize/extracted when complete), our CSV files go
-    under csv/. Runs are serialized by the ingestion lock: none of these belongs to a live run."""
-    normalize = working_dir / "normalize"
-    unfinished = [d for d in normalize.glob("*") if d.is_dir() and d.name != "extracted"]
-    leftovers = [d for d in unfinished if any(d.iterdir())]
-    if leftovers and not quiet:
-        log.info(
-            "dropping the unfinished extract of an earlier failed run (%s)",
-            ", ".join(d.name for d in leftovers),
-        )
-    for directory in [*unfinished, working_dir / "csv"]:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def _discard_packages(pipeline: Pipeline) -> None:
-    """Drop what the failed run extracted (a package it normalized stays: the next run loads
-    it), and the package a failed extract left half built."""
+def _discard(pipeline: dlt.Pipeline) -> None:
+    """Drop what the failed run extracted (a normalized package stays: the next run loads it)."""
     try:
         if pipeline.list_extracted_load_packages() and not pipeline.list_normalized_load_packages():
             pipeline.abort_packages()
-        _drop_unfinished_extracts(Path(pipeline.working_dir), quiet=True)
     except Exception:  # the failure being reported matters more
         log.exception("could not discard the run's load packages")
 
@@ -206,151 +161,32 @@ def failure_cause(exc: BaseException) -> BaseException:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, FetchFailed | ReadMismatch | DataValidationError | IngestionFailed):
+        if isinstance(current, EndpointFailed):
             return current
-        inner = getattr(current, "exception", None) or current.__cause__
-        if inner is None:
-            break
-        current = inner
-    return current or exc
+        current = getattr(current, "exception", None) or current.__cause__
+    return exc if current is None else current
 
 
-def one_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
-
-
-# ---- one endpoint --------------------------------------------------------------------------
-
-
-@dataclass
-class EndpointRun:
-    name: str
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    reads: list[EndpointRead] = field(default_factory=list)
-    load_id: str | None = None
-
-    @property
-    def last(self) -> EndpointRead | None:
-        return self.reads[-1] if self.reads else None
-
-    def stats(self, run_id: str, status: str, error: str | None = None) -> EndpointStats:
-        last = self.last
-        s = EndpointStats(
-            run_id=run_id,
-            endpoint=self.name,
-            started_at=self.started_at,
-            finished_at=datetime.now(UTC),
-            status=status,
-            load_id=self.load_id if status == "loaded" else None,
-            rereads=max(0, len(self.reads) - 1),
-            error=error,
-        )
-        for read in self.reads:
-            s.requests += read.counters.requests
-            s.bytes += read.counters.bytes
-            s.retries.update(read.counters.retries)
-            s.http_errors.update(read.counters.http_errors)
-            s.seconds += read.seconds
-        if last is not None:
-            s.api_total = last.check.total
-            s.pages = last.counters.pages
-            s.records = last.check.received
-            s.rejected = last.builder.rejected
-            s.rejected_by_reason = Counter(last.builder.rejected_by_reason)
-            s.new_fields = {d.field: d.column for d in last.builder.drift.values()}
-            s.carried_forward = last.carried_forward
-        return s
-
-
-def extract_endpoints(
-    pipeline: Pipeline,
-    context: SourceContext,
-    runs: dict[str, EndpointRun],
-    loader_file_format: Any = LOADER_FILE_FORMAT,
-) -> None:
-    """Extract the three endpoints into one load package (the source re-reads an endpoint
-    that does not add up); a failure raises IngestionFailed naming the endpoint at fault."""
-    try:
-        try:
-            info = pipeline.extract(
-                moovitamix_source(context), loader_file_format=loader_file_format
-            )
-        finally:  # dlt holds its own links to the files it took
-            shutil.rmtree(context.files_dir, ignore_errors=True)
-            for name, reads in context.reads.items():
-                runs[name].reads = reads
-    except PipelineStepFailed as exc:
-        cause = failure_cause(exc)
-        if isinstance(cause, IngestionFailed):
-            raise cause from None
-        if isinstance(cause, ReadMismatch):
-            first = f" (first read: {'; '.join(cause.first_read)})" if cause.first_read else ""
-            raise IngestionFailed(
-                f"{cause.endpoint}: incomplete read after {len(runs[cause.endpoint].reads)} "
-                f"reads: {'; '.join(cause.problems)}{first}",
-                cause.endpoint,
-            ) from None
-        if isinstance(cause, FetchFailed):
-            raise IngestionFailed(str(cause), cause.endpoint) from None
-        # The endpoint being read, else the one whose table or resource dlt was handling
-        endpoint = context.reading or _endpoint_of(getattr(exc.exception, "pipe_name", None))
-        if isinstance(cause, DataValidationError):
-            endpoint = _endpoint_of(cause.table_name) or endpoint
-            what = "schema contract of raw violated"
-        else:
-            what = "extract failed"
-        prefix = f"{endpoint}: " if endpoint else ""
-        raise IngestionFailed(f"{prefix}{what}: {one_line(cause)}", endpoint) from exc
-    load_id = info.loads_ids[-1] if info.loads_ids else None
-    for run in runs.values():
-        run.load_id = load_id
-
-
-def _endpoint_of(name: str | None) -> str | None:
-    """The endpoint of a raw table or a resource (None: `_rejected`, shared, or unknown)."""
-    if name == ITEMS_TABLE:
-        return LISTEN_HISTORY.name
-    if name and name.endswith(REJECTED_TABLE) and name != REJECTED_TABLE:
-        name = name.removesuffix(REJECTED_TABLE)
-    return name if name in ENDPOINTS else None
-
-
-def check_rejects(read: EndpointRead, config: IngestionConfig) -> None:
-    """Warn about rejected records; fail the run (IngestionFailed) above the share allowed."""
-    if not read.builder.rejected:
-        return
-    name = read.endpoint.name
-    records, rejected = read.check.received, read.builder.rejected
-    share = rejected / records if records else 0.0
-    reasons = ", ".join(f"{r} ({n})" for r, n in read.builder.rejected_by_reason.most_common(3))
-    log.warning(
-        "%s: %d of %d records rejected (%.2f%%): %s",
-        name,
-        rejected,
-        records,
-        100 * share,
-        reasons,
+def _failure(exc: PipelineStepFailed, where: str, reads: dict[str, list[Read]]) -> IngestionFailed:
+    cause = failure_cause(exc)
+    if isinstance(cause, ReadMismatch):
+        n = len(reads[cause.endpoint])
+        first = "; ".join(reads[cause.endpoint][0].check.problems())
+        first = f" (first read: {first})" if n > 1 else ""
+        problems = "; ".join(cause.problems)
+        message = f"{cause.endpoint}: incomplete read after {n} reads: {problems}{first}"
+        return IngestionFailed(message, cause.endpoint)
+    if isinstance(cause, EndpointFailed):
+        return IngestionFailed(str(cause), cause.endpoint)
+    if exc.step == "load":
+        return IngestionFailed(f"loading into {where} failed: {one_line(cause)} (the package "
+                               "stays pending: the next run loads it first)")  # fmt: skip
+    table = getattr(cause, "table_name", None)  # a schema contract violation names its table
+    endpoint = (
+        LISTEN_HISTORY.name if table == ITEMS_TABLE else table if table in ENDPOINTS else None
     )
-    if share > config.max_reject_share:
-        raise IngestionFailed(
-            f"{name}: {rejected} of {records} records break the contract "
-            f"({share:.1%} > the {config.max_reject_share:.1%} allowed): {reasons}",
-            name,
-        )
-
-
-# ---- the run ---------------------------------------------------------------------------------
-
-
-@contextmanager
-def warehouse_session(url: ConnectionURL) -> Iterator[psycopg.Connection]:
-    with connect(url, autocommit=True) as conn:
-        try:
-            try_lock(conn)
-        except IngestionLocked as exc:
-            raise IngestionAlreadyRunning(str(exc)) from None
-        yield conn
+    return IngestionFailed(f"{endpoint + ': ' if endpoint else ''}{exc.step} failed: "
+                           f"{one_line(cause)}", endpoint)  # fmt: skip
 
 
 def run_ingestion(
@@ -359,128 +195,115 @@ def run_ingestion(
     *,
     api_url: str | None = None,
     config: IngestionConfig | None = None,
-    transport: httpx.BaseTransport | None = None,
+    destination: str = "postgres",
+    bucket_url: str | None = None,
 ) -> IngestionResult:
-    """Ingest the API at `api_url` (default: settings.api_url) into schema raw.
+    """Ingest the API at `api_url` (default: settings.api_url) into `destination`.
 
-    Raises WarehouseUnreachable (the warehouse is down) or IngestionFailed (anything else);
-    both carry a one-line message.
+    Raises WarehouseUnreachable (the warehouse, which holds the lock and the stats, is down) or
+    IngestionFailed (anything else); both carry a one-line message.
     """
     config = config or IngestionConfig()
     api_url = api_url or settings.api_url
     if not api_url:
         raise IngestionFailed("no API URL: set MOOVITAMIX_API_URL (or pass --api-url)")
-    started = time.monotonic()
-    boundary = datetime.now(UTC)
-    steps: dict[str, float] = {}
-    step = time.monotonic()
+    lake = lake_bucket_url(settings, bucket_url) if destination == "filesystem" else None
+    started, boundary = time.monotonic(), datetime.now(UTC)
     warehouse = open_warehouse(settings)
-    log.info("ingesting %s into %s (schema %s), run %s", api_url, warehouse.masked, RAW, run_id)
-    runs = {name: EndpointRun(name) for name in ENDPOINTS}
+    where = f"the lake {lake}" if lake else f"{warehouse.masked} (schema {RAW})"
+    log.info("ingesting %s into %s, run %s", api_url, where, run_id)
+    reads: dict[str, list[Read]] = {}
+    steps: dict[str, float] = {}
 
-    def stats_of(failure: IngestionFailed | None = None) -> dict[str, EndpointStats]:
-        """Rows of the endpoints read: loaded; or failed (at fault) / discarded (read fine)."""
+    def stats(status: str, failure: IngestionFailed | None = None) -> dict[str, EndpointStats]:
         out = {}
-        for run in (r for r in runs.values() if r.reads):
-            if failure is None:
-                out[run.name] = run.stats(run_id, "loaded")
-            elif failure.endpoint in (None, run.name):
-                out[run.name] = run.stats(run_id, "failed", str(failure))
-            else:
-                out[run.name] = run.stats(run_id, "discarded")
+        for name, rs in reads.items():
+            at_fault = failure is not None and failure.endpoint in (None, name)
+            error = str(failure) if at_fault else None
+            status_ = "failed" if at_fault else status
+            out[name] = EndpointStats.of(
+                run_id, rs, status=status_, error=error, started_at=boundary
+            )
         return out
 
-    with warehouse_session(as_role(warehouse, LOADER)) as conn:
-        pipeline = make_pipeline(settings, warehouse)
+    def summary(run: SourceRun) -> Any:  # the lake's copy of the stats, in the same load
+        rows = [EndpointStats.of(run_id, [*reads.get(name, []), read],
+                                 load_id=dlt.current.load_package_state()["load_id"],
+                                 versions_added=read.rows[read.endpoint.table],
+                                 items_added=read.rows[ITEMS_TABLE] if name == LISTEN_HISTORY.name
+                                 else None) for name, read in run.reads.items()]  # fmt: skip
+        return stats_table(rows)
+
+    def step(name: str, since: float) -> float:
+        steps[name] = round(time.monotonic() - since, 2)
+        return time.monotonic()
+
+    at = time.monotonic()
+    with connect(as_role(warehouse, LOADER), autocommit=True) as conn:
+        try:
+            try_lock(conn)
+        except IngestionLocked as exc:
+            raise IngestionAlreadyRunning(str(exc)) from None
+        pipeline = make_pipeline(settings, warehouse, config, lake)
         try:
             _finish_pending(pipeline)
-            known_hashes = known_history_hashes(conn)
-            steps["prepare"] = time.monotonic() - step
-            step = time.monotonic()
-            context = SourceContext(
-                client=ApiClient(
-                    api_url,
-                    concurrency=config.concurrency,
-                    page_size=config.page_size,
-                    retry=config.retry,
-                    timeouts=config.timeouts,
-                    transport=transport,
-                    max_response_bytes=config.max_response_bytes,
-                ),
-                run_id=run_id,
-                boundary=boundary,
-                known_hashes=known_hashes,
-                active_rows=partial(active_rows, conn),
-                files_dir=Path(pipeline.working_dir) / "csv",
-                file_rows=LOAD_FILE_ROWS,
-                max_field_bytes=config.max_field_bytes,
-                rereads=config.rereads,
-                after_read=partial(check_rejects, config=config),
-            )
-            with context.client, page_progress(config.progress) as progress:
-                context.on_plan, context.on_page = progress.on_plan, progress.on_page
-                extract_endpoints(pipeline, context, runs)
-            steps["extract"] = time.monotonic() - step
-            step = time.monotonic()
+            carry = raw_tables.lake_carry(lake) if lake else raw_tables.carry(conn)
+            known = None if lake else raw_tables.known_history_hashes(conn)
+            at = step("prepare", at)
+            for attempt in range(config.rereads + 1):
+                run = SourceRun(Api(api_url, config), config, run_id, boundary, bool(lake), known,
+                                carry,
+                                summary=summary if lake else None)  # fmt: skip
+                try:
+                    with page_progress(config.progress) as (run.on_plan, run.on_page):
+                        file_format = "parquet" if lake else "csv"
+                        info = pipeline.extract(
+                            moovitamix_source(run), loader_file_format=file_format
+                        )
+                    break
+                except PipelineStepFailed as exc:
+                    cause = failure_cause(exc)
+                    if not isinstance(cause, ReadMismatch) or attempt == config.rereads:
+                        raise
+                    _discard(pipeline)
+                    log.warning("%s; reading again", cause)
+                finally:
+                    for name, read in run.reads.items():
+                        reads.setdefault(name, []).append(read)
+            at = step("extract", at)
             pipeline.normalize()
-            steps["normalize"] = time.monotonic() - step
-            step = time.monotonic()
-            info: LoadInfo = pipeline.load()
-            info.raise_on_failed_jobs()
-            steps["load"] = time.monotonic() - step
-            step = time.monotonic()
-        except IngestionFailed as exc:
-            _discard_packages(pipeline)
-            record_failure(conn, stats_of(exc), exc)
-            raise
+            at = step("normalize", at)
+            pipeline.load().raise_on_failed_jobs()
+            at = step("load", at)
         except PipelineStepFailed as exc:
-            _discard_packages(pipeline)
-            message = f"{exc.step} failed: {one_line(failure_cause(exc))}"
-            if exc.step == "load":
-                message = (
-                    f"loading into {RAW} failed: {one_line(failure_cause(exc))} "
-                    "(the packages stay pending: the next run loads them first)"
-                )
-            failure = IngestionFailed(message)
-            record_failure(conn, stats_of(failure), failure)
+            _discard(pipeline)
+            failure = _failure(exc, where, reads)
+            failure.stats = stats("discarded", failure)
+            try:
+                write_stats(conn, list(failure.stats.values()))
+            except (psycopg.Error, WarehouseUnreachable) as write_exc:
+                log.warning("could not write monitoring.ingestion_stats: %s", one_line(write_exc))
             raise failure from None
         except psycopg.Error as exc:  # the warehouse went away during the run
-            _discard_packages(pipeline)
+            _discard(pipeline)
             raise IngestionFailed(f"warehouse error: {one_line(exc)}") from exc
 
-        loaded = [r for r in runs.values() if r.load_id]
-        appended: Counter[str] = Counter()
-        for run in loaded:
-            if run.last is not None:
-                appended.update({t: n for t, n in run.last.rows.items() if t != run.name})
-        changes = table_changes(conn, [r.load_id for r in loaded], boundary, appended)
-        stats = stats_of()
-        for name, s in stats.items():
-            change = changes.get(name)
-            if change is not None:
+        load_id = info.loads_ids[-1]
+        rows: Counter[str] = sum((Counter(rs[-1].rows) for rs in reads.values()), Counter())
+        if lake:
+            tables = {t: TableChange(t, n) for t, n in rows.items()}
+        else:
+            appended = {t: n for t, n in rows.items() if t not in ENDPOINTS}
+            tables = raw_tables.table_changes(conn, load_id, boundary, appended)
+        result = stats("loaded")
+        for name, s in result.items():
+            s.load_id = load_id
+            if change := tables.get(name):
                 s.versions_added, s.versions_retired = change.added, change.retired
-            if name == LISTEN_HISTORY.name and ITEMS_TABLE in changes:
-                s.items_added = changes[ITEMS_TABLE].added
-        write_stats(conn, list(stats.values()))
-        steps["report"] = time.monotonic() - step
+            if name == LISTEN_HISTORY.name and ITEMS_TABLE in tables:
+                s.items_added = tables[ITEMS_TABLE].added
+        write_stats(conn, list(result.values()))
+        step("report", at)
     log.info("steps: %s", ", ".join(f"{k} {v:.1f}s" for k, v in steps.items()))
-    return IngestionResult(
-        run_id=run_id,
-        api_url=api_url,
-        endpoints=stats,
-        tables=changes,
-        load_ids={n: r.load_id for n, r in runs.items() if r.load_id},
-        seconds=time.monotonic() - started,
-        boundary=boundary,
-        steps={k: round(v, 2) for k, v in steps.items()},
-    )
-
-
-def record_failure(
-    conn: psycopg.Connection, stats: dict[str, EndpointStats], exc: IngestionFailed
-) -> None:
-    exc.stats = stats
-    try:
-        write_stats(conn, list(stats.values()))
-    except (psycopg.Error, WarehouseUnreachable) as write_exc:
-        log.warning("could not write monitoring.ingestion_stats: %s", one_line(write_exc))
+    return IngestionResult(run_id, api_url, result, tables, dict.fromkeys(result, load_id),
+                           time.monotonic() - started, boundary, steps, lake)  # fmt: skip

@@ -1,21 +1,28 @@
-"""What ingestion reads back from raw: the listen_history versions whose items are loaded, the
-current rows of rejected ids, and what a run changed. Plus the lock that keeps runs apart.
+"""What ingestion reads back from the destination: the listen_history versions whose items
+raw holds, the current rows of rejected ids (a rejected record is not a deleted one: it stays
+current), and what a run changed; the lock that keeps runs apart. The lake's current rows are
+those of its latest completed snapshot (`_dlt_loads` status 0), carried into the next one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 import psycopg
 import pyarrow as pa
-from dlt.common.normalizers.utils import generate_dlt_ids
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 from psycopg import sql
 
 from ingestion.moovitamix_source.contract import (
-    DLT_ID,
     ENDPOINTS,
+    ITEMS_SCHEMA,
     ITEMS_TABLE,
     LISTEN_HISTORY,
     RECORD_HASH,
@@ -23,10 +30,11 @@ from ingestion.moovitamix_source.contract import (
     Endpoint,
     record_schema,
 )
-from ingestion.moovitamix_source.records import KnownHashes
 
 RAW = "raw"
 LOCK_KEY = 0x6D76785F696E6765  # pg advisory lock id of ingestion ("mvx_inge")
+Carry = Callable[[Endpoint, list[int]], dict[str, pa.Table]]
+log = logging.getLogger(__name__)
 
 
 class IngestionLocked(RuntimeError):
@@ -40,46 +48,79 @@ def try_lock(conn: psycopg.Connection) -> None:
         raise IngestionLocked("another ingestion run holds the lock on this warehouse")
 
 
-def table_exists(conn: psycopg.Connection, table: str) -> bool:
-    row = conn.execute("select to_regclass(%s)", (f"{RAW}.{table}",)).fetchone()
-    return bool(row and row[0])
+def _exists(conn: psycopg.Connection, table: str) -> bool:
+    return bool(conn.execute("select to_regclass(%s)", (f"{RAW}.{table}",)).fetchone()[0])  # type: ignore[index]
 
 
-def _chunks(cursor: psycopg.Cursor, size: int = 50_000) -> Iterator[list[str]]:
-    while rows := cursor.fetchmany(size):
-        yield [row[0] for row in rows]
-
-
-def known_history_hashes(conn: psycopg.Connection) -> KnownHashes:
-    """Hashes of every listen_history version in raw: their items are there already."""
-    if not table_exists(conn, LISTEN_HISTORY.table):
-        return KnownHashes()
-    with conn.transaction(), conn.cursor(name="known_history_hashes") as cursor:
-        cursor.execute(
-            sql.SQL("select distinct {} from {}").format(
-                sql.Identifier(RECORD_HASH), sql.Identifier(RAW, LISTEN_HISTORY.table)
-            )
+def known_history_hashes(conn: psycopg.Connection) -> np.ndarray:
+    """Hashes of the listen_history versions in raw (their items are there), sorted, 32 bytes
+    each (no Python object per version)."""
+    parts = [np.array([], dtype="S32")]
+    if _exists(conn, LISTEN_HISTORY.table):
+        query = sql.SQL("select distinct {} from {}").format(
+            sql.Identifier(RECORD_HASH), sql.Identifier(RAW, LISTEN_HISTORY.table)
         )
-        return KnownHashes.from_chunks(_chunks(cursor))
+        with conn.transaction(), conn.cursor(name="known_history_hashes") as cursor:
+            cursor.execute(query)
+            while rows := cursor.fetchmany(50_000):
+                parts.append(np.array([row[0] for row in rows], dtype="S32"))
+    return np.unique(np.concatenate(parts))
 
 
-def active_rows(conn: psycopg.Connection, endpoint: Endpoint, keys: list[int]) -> pa.Table | None:
-    """The current versions in raw of these ids, as rows of the endpoint's record table."""
-    if not keys or not table_exists(conn, endpoint.table):
-        return None
-    schema = record_schema(endpoint)
-    names = [name for name in schema.names if name != DLT_ID]
-    query = sql.SQL("select {} from {} where _dlt_valid_to is null and {} = any(%s)").format(
-        sql.SQL(", ").join(sql.Identifier(n) for n in names),
-        sql.Identifier(RAW, endpoint.table),
-        sql.Identifier(endpoint.key),
-    )
-    rows = conn.execute(query, (keys,)).fetchall()
-    if not rows:
-        return None
-    columns = {name: [row[i] for row in rows] for i, name in enumerate(names)}
-    columns[DLT_ID] = generate_dlt_ids(len(rows))
-    return pa.Table.from_pydict(columns, schema=schema)
+def carry(conn: psycopg.Connection) -> Carry:
+    """The current versions in raw of rejected ids, for the run to keep them current."""
+
+    def rows(endpoint: Endpoint, keys: list[int]) -> dict[str, pa.Table]:
+        schema = record_schema(endpoint, with_dlt_id=False)
+        if not _exists(conn, endpoint.table):
+            return {}
+        query = sql.SQL("select {} from {} where _dlt_valid_to is null and {} = any(%s)").format(
+            sql.SQL(", ").join(map(sql.Identifier, schema.names)),
+            sql.Identifier(RAW, endpoint.table),
+            sql.Identifier(endpoint.key),
+        )
+        found = [dict(zip(schema.names, r, strict=True)) for r in conn.execute(query, (keys,))]
+        return {endpoint.table: pa.Table.from_pylist(found, schema=schema)} if found else {}
+
+    return rows
+
+
+def lake_carry(bucket_url: str) -> Carry:
+    """The rows (and a history's list items) of rejected ids in the lake's latest completed
+    snapshot, for the run to carry them into its own."""
+    fs, base = pafs.FileSystem.from_uri(bucket_url)
+    root = f"{base.rstrip('/')}/{RAW}"
+    loads = pafs.FileSelector(f"{root}/_dlt_loads", allow_not_found=True)
+    completed = [str(load["load_id"]) for info in fs.get_file_info(loads)
+                 if info.type == pafs.FileType.File
+                 for line in fs.open_input_stream(info.path).read().decode().splitlines()
+                 if line.strip() and (load := json.loads(line)).get("status") == 0]  # fmt: skip
+    latest = max(completed, key=float, default=None)
+
+    def read(table: str, key: str, keys: list[int], schema: pa.Schema) -> pa.Table | None:
+        folder = f"{root}/{table}/load_id={latest}"
+        if latest is None or fs.get_file_info(folder).type == pafs.FileType.NotFound:
+            return None
+        dataset = ds.dataset(folder, filesystem=fs, format="parquet")
+        return dataset.to_table(columns=schema.names, filter=pc.field(key).isin(keys)).cast(schema)
+
+    def rows(endpoint: Endpoint, keys: list[int]) -> dict[str, pa.Table]:
+        records = read(
+            endpoint.table, endpoint.key, keys, record_schema(endpoint, with_dlt_id=False)
+        )
+        if records is None or not records.num_rows:
+            return {}
+        log.info("%s: %d rejected record(s) carried from snapshot %s", endpoint.name,
+                 records.num_rows, latest)  # fmt: skip
+        if endpoint is not LISTEN_HISTORY:
+            return {endpoint.table: records}
+        items = read(ITEMS_TABLE, "user_id", keys, ITEMS_SCHEMA)
+        return {
+            endpoint.table: records,
+            ITEMS_TABLE: ITEMS_SCHEMA.empty_table() if items is None else items,
+        }
+
+    return rows
 
 
 @dataclass(frozen=True)
@@ -91,28 +132,17 @@ class TableChange:
 
 
 def table_changes(
-    conn: psycopg.Connection, load_ids: list[str], boundary: datetime, appended: dict[str, int]
+    conn: psycopg.Connection, load_id: str, boundary: datetime, appended: dict[str, int]
 ) -> dict[str, TableChange]:
-    """Per raw table: what the loads `load_ids` added, and what the run's boundary retired.
-
-    `appended`: rows the loads COPYed into the append-only tables (items, rejects): a COPY
-    adds all of its rows or none, and counting them back would scan the whole items table.
-    """
+    """Per raw table: what the load added and what the run's boundary retired. `appended`: the
+    rows of the append-only tables (items, rejects) as the source counted them (counting them
+    back would scan the whole items table)."""
     changes: dict[str, TableChange] = {}
-    for endpoint in ENDPOINTS.values():
-        if not table_exists(conn, endpoint.table):
-            continue
-        row = conn.execute(
-            sql.SQL(
-                "select count(*) filter (where _dlt_load_id = any(%s)),"
-                " count(*) filter (where _dlt_valid_to = %s),"
-                " count(*) filter (where _dlt_valid_to is null) from {}"
-            ).format(sql.Identifier(RAW, endpoint.table)),
-            (load_ids, boundary),
-        ).fetchone()
-        assert row is not None
-        changes[endpoint.table] = TableChange(endpoint.table, row[0], row[1], row[2])
-    for table in (ITEMS_TABLE, REJECTED_TABLE):
-        if table_exists(conn, table):
-            changes[table] = TableChange(table, appended.get(table, 0))
+    for table in (e.table for e in ENDPOINTS.values() if _exists(conn, e.table)):
+        query = sql.SQL("select count(*) filter (where _dlt_load_id = %s), count(*) filter "
+                        "(where _dlt_valid_to = %s), count(*) filter (where _dlt_valid_to is "
+                        "null) from {}").format(sql.Identifier(RAW, table))  # fmt: skip
+        changes[table] = TableChange(table, *conn.execute(query, (load_id, boundary)).fetchone())  # type: ignore[misc]
+    for table in (t for t in (ITEMS_TABLE, REJECTED_TABLE) if _exists(conn, t)):
+        changes[table] = TableChange(table, appended.get(table, 0))
     return changes

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import psycopg
+import pyarrow as pa
 from psycopg.types.json import Jsonb
 
+from ingestion.moovitamix_source.contract import TIMESTAMP
 from moovitamix.warehouse import ensure_tables
+
+if TYPE_CHECKING:
+    from ingestion.moovitamix_source import Read
 
 SCHEMA = "monitoring"
 TABLE = "ingestion_stats"
@@ -48,22 +54,13 @@ create table if not exists {SCHEMA}.{TABLE} (
 )
 """
 
-COLUMNS = (
-    "run_id", "endpoint", "status", "load_id", "api_total", "pages", "records", "rejected",
-    "rejected_by_reason", "requests", "retries", "http_errors", "bytes", "rereads", "new_fields",
-    "versions_added", "versions_retired", "items_added", "carried_forward", "seconds",
-    "started_at", "finished_at", "error",
-)  # fmt: skip
-
 
 @dataclass
 class EndpointStats:
-    """The monitoring row of one endpoint in one run."""
+    """The monitoring row of one endpoint in one run (fields in the table's column order)."""
 
     run_id: str
     endpoint: str
-    started_at: datetime
-    finished_at: datetime
     status: str = "loaded"
     load_id: str | None = None
     api_total: int | None = None
@@ -82,25 +79,32 @@ class EndpointStats:
     items_added: int | None = None
     carried_forward: int = 0
     seconds: float = 0.0
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     error: str | None = None
 
-    @property
-    def reject_share(self) -> float:
-        return self.rejected / self.records if self.records else 0.0
+    @classmethod
+    def of(cls, run_id: str, reads: list[Read], **values: Any) -> EndpointStats:
+        """The row of an endpoint from its reads (the last one is the one kept)."""
+        last = reads[-1]
+        s = cls(run_id, last.endpoint.name, rereads=len(reads) - 1, api_total=last.check.total,
+                pages=last.counters.pages, records=last.check.received,
+                rejected=last.checker.rejected, new_fields=dict(last.checker.drift),
+                rejected_by_reason=Counter(last.checker.rejected_by_reason),
+                carried_forward=last.carried_forward, **values)  # fmt: skip
+        for read in reads:
+            s.requests += read.counters.requests
+            s.bytes += read.counters.bytes
+            s.retries.update(read.counters.retries)
+            s.http_errors.update(read.counters.http_errors)
+            s.seconds += read.seconds
+        return s
 
     def row(self) -> tuple[object, ...]:
-        values = []
-        for name in COLUMNS:
-            value = getattr(self, name)
-            if isinstance(value, dict):  # Counter included
-                value = Jsonb(dict(value))
-            values.append(value)
-        return tuple(values)
+        return tuple(Jsonb(dict(v)) if isinstance(v, dict) else v for v in vars(self).values())
 
-    def as_dict(self) -> dict[str, object]:
-        out = {name: getattr(self, name) for name in COLUMNS}
-        out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in out.items()}
-        return json.loads(json.dumps(out, default=str))
+
+COLUMNS = tuple(f.name for f in fields(EndpointStats))
 
 
 def write_stats(conn: psycopg.Connection, rows: list[EndpointStats]) -> None:
@@ -117,3 +121,19 @@ def write_stats(conn: psycopg.Connection, rows: list[EndpointStats]) -> None:
     )
     with conn.cursor() as cursor:
         cursor.executemany(query, [r.row() for r in rows])
+
+
+_INT32 = {"pages", "requests", "rereads"}
+_TEXT = {"run_id", "endpoint", "status", "load_id", "error", "rejected_by_reason", "retries",
+         "http_errors", "new_fields"}  # fmt: skip
+STATS_SCHEMA = pa.schema(
+    (c, TIMESTAMP if c.endswith("_at") else pa.string() if c in _TEXT else pa.float64()
+     if c == "seconds" else pa.int32() if c in _INT32 else pa.int64()) for c in COLUMNS
+)  # fmt: skip
+
+
+def stats_table(rows: list[EndpointStats]) -> pa.Table:
+    """The rows as a table of the lake (its JSON columns as text)."""
+    dicts = [{c: json.dumps(dict(v), sort_keys=True) if isinstance(v, dict) else v
+              for c, v in vars(s).items()} for s in rows]  # fmt: skip
+    return pa.Table.from_pylist(dicts, schema=STATS_SCHEMA)

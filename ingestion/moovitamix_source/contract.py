@@ -1,23 +1,41 @@
-"""The source contract (shared/moovitamix-api.md) as code: each endpoint's fields and the raw
-tables they land in, with the column types that dbt relies on.
+"""The source contract (shared/moovitamix-api.md) as code, declared once per endpoint: its
+fields give the Pydantic type that checks a record and the Arrow schema of its raw table.
 
-The Arrow schemas below are the single definition of those tables: the record builders fill
-them, and the dlt column hints (protected by a schema contract) are derived from them.
+A page becomes Arrow tables: the records (with their content hash, `record_hash`), listen
+history's items (one row per element, in order), and the records that break the contract (for
+raw._rejected, with the reason); a bad record never stops the good ones. The API is untrusted:
+values are kept verbatim (quotes, SQL, control characters: they are data), but a NUL, a lone
+surrogate, a string over the field cap or an absurd new field rejects its record. Reasons name
+fields, kinds and sizes, never a value's text (PII); a rejected payload has long strings cut.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import Enum
+from typing import Annotated, Any
 
+import dlt
+import numpy as np
+import orjson
 import pyarrow as pa
-from dlt.common.libs.pyarrow import py_arrow_to_table_schema_columns
-from dlt.common.schema.typing import TTableSchemaColumns
+import pyarrow.compute as pc
+from pydantic import AfterValidator, BeforeValidator, Field, Strict, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
-PAGE_SIZE = 100  # the contract's maximum page size
 RECORD_HASH = "record_hash"  # content hash of a record version: the scd2 row version column
 DLT_ID = "_dlt_id"
 TIMESTAMP = pa.timestamp("us", tz="UTC")  # the API's naive timestamps are UTC
+ITEMS_TABLE = "listen_history__items"
+REJECTED_TABLE = "_rejected"
+MAX_NAME_CHARS = 256  # of a new field's name
+MAX_PAYLOAD_BYTES = 2**20  # of a rejected record's stored payload, after cutting its fields
 
 
 class Kind(Enum):
@@ -28,130 +46,285 @@ class Kind(Enum):
 
 
 @dataclass(frozen=True)
-class Field:
-    name: str
-    kind: Kind
-
-
-@dataclass(frozen=True)
 class Endpoint:
-    """One API endpoint: its path, its record fields, and the raw table of its records."""
-
-    name: str  # the path without "/", the dlt resource name and the raw table name
-    key: str  # the field that identifies a record (unique per extract)
-    fields: tuple[Field, ...]
-
-    @property
-    def path(self) -> str:
-        return f"/{self.name}"
+    name: str  # the path, the resource and the raw table
+    key: str  # identifies a record (unique per extract)
+    fields: dict[str, Kind]
 
     @property
     def table(self) -> str:
         return self.name
 
-    @property
-    def field_names(self) -> frozenset[str]:
-        return frozenset(f.name for f in self.fields)
 
-
-def _fields(**kinds: Kind) -> tuple[Field, ...]:
-    return tuple(Field(name, kind) for name, kind in kinds.items())
-
-
-TRACKS = Endpoint(
-    "tracks",
-    key="id",
-    fields=_fields(
-        id=Kind.INT,
-        name=Kind.TEXT,
-        artist=Kind.TEXT,
-        songwriters=Kind.TEXT,
-        duration=Kind.TEXT,
-        genres=Kind.TEXT,
-        album=Kind.TEXT,
-        created_at=Kind.TIMESTAMP,
-        updated_at=Kind.TIMESTAMP,
-    ),
-)
-USERS = Endpoint(
-    "users",
-    key="id",
-    fields=_fields(
-        id=Kind.INT,
-        first_name=Kind.TEXT,
-        last_name=Kind.TEXT,
-        email=Kind.TEXT,
-        gender=Kind.TEXT,
-        favorite_genres=Kind.TEXT,
-        created_at=Kind.TIMESTAMP,
-        updated_at=Kind.TIMESTAMP,
-    ),
-)
+_T, _S, _I = Kind.TIMESTAMP, Kind.TEXT, Kind.INT
+TRACKS = Endpoint("tracks", "id", dict(id=_I, name=_S, artist=_S, songwriters=_S,
+                  duration=_S, genres=_S, album=_S, created_at=_T, updated_at=_T))  # fmt: skip
+USERS = Endpoint("users", "id", dict(id=_I, first_name=_S, last_name=_S, email=_S, gender=_S,
+                                     favorite_genres=_S, created_at=_T, updated_at=_T))  # fmt: skip
 LISTEN_HISTORY = Endpoint(
-    "listen_history",
-    key="user_id",
-    fields=_fields(
-        user_id=Kind.INT,
-        items=Kind.INT_LIST,
-        created_at=Kind.TIMESTAMP,
-        updated_at=Kind.TIMESTAMP,
-    ),
+    "listen_history", "user_id", dict(user_id=_I, items=Kind.INT_LIST, created_at=_T, updated_at=_T)
 )
 ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (TRACKS, USERS, LISTEN_HISTORY)}
 
-ITEMS_TABLE = "listen_history__items"
-REJECTED_TABLE = "_rejected"
 
-_ARROW_TYPES = {Kind.INT: pa.int64(), Kind.TEXT: pa.string(), Kind.TIMESTAMP: TIMESTAMP}
+def _timestamp(value: Any) -> datetime:
+    """ISO 8601 text -> an aware UTC datetime (naive text is UTC; an offset is converted)."""
+    if type(value) is not str:  # pydantic would take a number as a unix time
+        raise ValueError(f"not a timestamp but {type(value).__name__}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("unparsable timestamp") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def _required(name: str, type_: pa.DataType) -> pa.Field:
-    return pa.field(name, type_, nullable=False)
+def text_problem(value: str, max_bytes: int) -> str | None:
+    """Why a string cannot be stored as it is (None: it can); never quotes the value."""
+    if "\x00" in value:
+        return "holds a NUL character (Postgres text cannot store it)"
+    if len(value) * 4 <= max_bytes and value.isascii():
+        return None
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:
+        return "not valid Unicode (a lone surrogate)"
+    return f"over the {max_bytes}-byte field cap ({size} bytes)" if size > max_bytes else None
 
 
-def record_schema(endpoint: Endpoint) -> pa.Schema:
-    """The record table of an endpoint: its scalar fields as served, typed, plus the hash.
+def _storable(max_bytes: int) -> AfterValidator:
+    def check(value: str) -> str:
+        if problem := text_problem(value, max_bytes):
+            raise ValueError(problem)
+        return value
 
-    listen_history keeps `item_count` in place of `items` (the items get their own table).
-    """
-    columns = [
-        _required(f.name, _ARROW_TYPES[f.kind]) for f in endpoint.fields if f.kind != Kind.INT_LIST
-    ]
-    if endpoint is LISTEN_HISTORY:
-        columns.insert(1, _required("item_count", pa.int32()))
-    return pa.schema(
-        [*columns, _required(RECORD_HASH, pa.string()), _required(DLT_ID, pa.string())]
-    )
+    return AfterValidator(check)
+
+
+def record_type(endpoint: Endpoint, max_field_bytes: int | None = None) -> Any:
+    """A record of `endpoint` as a TypedDict Pydantic checks strictly; with `max_field_bytes`
+    its strings are checked for what Postgres cannot store (on pages whose body may hold such)
+    and its timestamps parsed, else they stay text (`_iso_texts` checks a page's at once)."""
+    text: Any = Annotated[str, Strict(), *([_storable(max_field_bytes)] if max_field_bytes else [])]
+    integer = Annotated[int, Strict(), Field(ge=-(2**63), lt=2**63)]
+    stamp = Annotated[datetime, BeforeValidator(_timestamp)] if max_field_bytes else text
+    kinds = {_I: integer, _S: text, _T: stamp, Kind.INT_LIST: list[integer]}
+    return TypedDict(endpoint.name, {n: kinds[k] for n, k in endpoint.fields.items()})  # type: ignore[operator]
+
+
+_ISO = re.compile(
+    r"(?:\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?\n)*"
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?"
+)  # what Arrow parses
+
+
+def _iso_texts(values: list[str]) -> bool:
+    """Are these all naive ISO timestamps Arrow parses, and real dates? One regex and one C
+    call per value instead of a Python validator per value (the others go record by record)."""
+    try:
+        joined = "\n".join(values)
+        return not values or (
+            bool(_ISO.fullmatch(joined)) and all(map(datetime.fromisoformat, values))
+        )
+    except ValueError:
+        return False
+
+
+def _column(name: str, type_: pa.DataType, nullable: bool = False) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable)
+
+
+def record_schema(endpoint: Endpoint, *, with_dlt_id: bool = True) -> pa.Schema:
+    """The raw table of an endpoint: its scalar fields, typed, the hash and `_dlt_id`;
+    listen_history has `item_count` in place of `items`."""
+    arrow = {_I: pa.int64(), _S: pa.string(), _T: TIMESTAMP, Kind.INT_LIST: pa.int32()}
+    columns = [_column("item_count" if k is Kind.INT_LIST else n, arrow[k])
+               for n, k in endpoint.fields.items()]  # fmt: skip
+    columns.append(_column(RECORD_HASH, pa.string()))
+    return pa.schema([*columns, _column(DLT_ID, pa.string())] if with_dlt_id else columns)
 
 
 ITEMS_SCHEMA = pa.schema(
     [
-        _required(RECORD_HASH, pa.string()),  # of the listen_history version holding the items
-        _required("user_id", pa.int64()),
-        _required("position", pa.int32()),  # 0-based, the order the API served
-        _required("track_id", pa.int64()),
+        _column(RECORD_HASH, pa.string()),  # of the listen_history version holding the items
+        _column("user_id", pa.int64()),
+        _column("position", pa.int32()),  # 0-based, the order the API served
+        _column("track_id", pa.int64()),
     ]
 )
-
 REJECTED_SCHEMA = pa.schema(
-    [
-        _required("endpoint", pa.string()),
-        _required("page", pa.int32()),
-        pa.field("record_key", pa.string()),  # the record's id/user_id when one was readable
-        _required("payload", pa.string()),  # the record as served, JSON text
-        _required("reason", pa.string()),
-        _required("run_id", pa.string()),
-        _required("rejected_at", TIMESTAMP),
-    ]
-)
-
-# Names a new API field may not take: they are ours (or dlt's).
-RESERVED_COLUMNS = frozenset({RECORD_HASH, DLT_ID, "item_count"})
+    [_column("endpoint", pa.string()), _column("page", pa.int32()),
+     _column("record_key", pa.string(), True),  # the id, when one was readable
+     _column("payload", pa.string()),  # the record as served, JSON text
+     _column("reason", pa.string()), _column("run_id", pa.string()),
+     _column("rejected_at", TIMESTAMP)]
+)  # fmt: skip
 
 
-def column_hints(schema: pa.Schema) -> TTableSchemaColumns:
-    """dlt column hints equal to what dlt infers from `schema`, so the contract holds."""
-    columns = py_arrow_to_table_schema_columns(schema)
-    if DLT_ID in columns:
-        columns[DLT_ID].update({"unique": True, "row_key": True})
-    return columns
+def to_json(value: Any) -> str:
+    """JSON text (orjson; the stdlib for what orjson refuses: huge ints, lone surrogates)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"))
+
+
+def record_hash(record: Any) -> str:
+    """Content hash of a record as served (every field, new ones included; key order ignored)."""
+    try:
+        canonical = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        canonical = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+
+
+def _reason(error: Any) -> str:
+    """`field: what is wrong` from a Pydantic error; never the text of a value."""
+    where = "".join(f"[{p}]" if type(p) is int else p for p in error["loc"]) or "record"
+    kind = error["type"]
+    what = next((text for prefix, text in (
+        ("missing", "missing"), ("int", "not an integer"), ("string_type", "not a string"),
+        ("string_unicode", "not valid Unicode (a lone surrogate)"), ("list", "not a list"),
+        ("greater", "out of the 64-bit range"), ("less", "out of the 64-bit range"),
+        ("dict", "not an object"), ("model", "not an object")) if kind.startswith(prefix)),
+        error["msg"].removeprefix("Value error, "))  # fmt: skip
+    return f"{where}: {'null' if error['input'] is None and what != 'missing' else what}"
+
+
+def _cut(value: Any, max_bytes: int) -> Any:
+    """The value with its strings over the cap replaced by a note of their size."""
+    if type(value) is str and len(value.encode(errors="surrogatepass")) > max_bytes:
+        return f"<cut: {len(value.encode(errors='surrogatepass'))} bytes, over the field cap>"
+    if type(value) in (list, dict):
+        items = value.items() if type(value) is dict else enumerate(value)
+        cut = {k if type(value) is list else _cut(k, max_bytes): _cut(v, max_bytes)
+               for k, v in items}  # fmt: skip
+        return list(cut.values()) if type(value) is list else cut
+    return value
+
+
+def extra_field_problem(name: str, value: Any, max_bytes: int) -> str | None:
+    """Why a field the contract does not know cannot be kept (None: it can)."""
+    if len(name) > MAX_NAME_CHARS:
+        return f"a new field's name: too long ({len(name)} > {MAX_NAME_CHARS} characters)"
+    label, text = f"new field {to_json(name)[:40]}", json.dumps([name, value], ensure_ascii=False)
+    if "\\u0000" in text:
+        return f"{label}: holds a NUL character (Postgres text cannot store it)"
+    try:
+        size = len(json.dumps(value, ensure_ascii=False).encode())
+    except UnicodeEncodeError:
+        return f"{label}: not valid Unicode (a lone surrogate)"
+    return f"{label}: over the {max_bytes}-byte field cap ({size} bytes of JSON)" if (
+        size > max_bytes) else None  # fmt: skip
+
+
+@dataclass
+class Tables:
+    """Pages as rows for dlt: records tables (with drift columns), items tables, rejects."""
+
+    records: list[pa.Table] = field(default_factory=list)
+    items: list[pa.Table] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+    def rejected_table(self) -> pa.Table:
+        return pa.Table.from_pylist(self.rejected, schema=REJECTED_SCHEMA)
+
+
+class Checker:
+    """Checks one endpoint's pages against its contract (from the fetching threads)."""
+
+    def __init__(self, endpoint: Endpoint, run_id: str, max_field_bytes: int) -> None:
+        self.endpoint, self.run_id, self.max_field_bytes = endpoint, run_id, max_field_bytes
+        self.page_type = TypeAdapter(list[record_type(endpoint)])  # type: ignore[misc]
+        self.careful_type = TypeAdapter(record_type(endpoint, max_field_bytes))
+        self.stamps = [n for n, k in endpoint.fields.items() if k is _T]
+        self.schema = record_schema(endpoint, with_dlt_id=False)
+        self.drift: dict[str, str] = {}  # new field -> its column (JSON text)
+        self.rejected_by_reason: Counter[str] = Counter()
+        self.rejected_keys: list[int] = []  # ids of rejected records that had a readable id
+        self.rejected = 0
+        self._lock = threading.Lock()
+
+    def page(self, number: int, records: list[Any], careful: bool, out: Tables) -> list[Any]:
+        """Check one page into `out`; returns the key of each record (None: unreadable)."""
+        key = self.endpoint.key
+        keys = [r.get(key) if type(r) is dict and type(r.get(key)) is int else None
+                for r in records]  # fmt: skip
+        good: list[dict[str, Any]] = []
+        served: list[dict[str, Any]] = []
+        try:  # the whole page at once; record by record if one breaks the contract
+            if careful:
+                raise ValueError("check each record")
+            good, served = self.page_type.validate_python(records), records
+            if not all(_iso_texts([r[n] for r in good]) for n in self.stamps):
+                raise ValueError("a timestamp in another form")
+        except (ValidationError, ValueError):
+            good, served = [], []
+            for record in records:
+                try:
+                    good.append(self.careful_type.validate_python(record))
+                    served.append(record)
+                except ValidationError as exc:
+                    self._reject(number, record, [_reason(e) for e in exc.errors()], out)
+        for i in reversed([i for i, r in enumerate(served) if len(r) > len(self.endpoint.fields)]):
+            new, cap = served[i].keys() - self.endpoint.fields.keys(), self.max_field_bytes
+            if problems := [p for f in new if (p := extra_field_problem(f, served[i][f], cap))]:
+                self._reject(number, served.pop(i), problems, out)
+                good.pop(i)
+        if good:
+            out.records.append(self._table(good, served, out))
+        return keys
+
+    def _table(self, good: list[dict], served: list[Any], out: Tables) -> pa.Table:
+        hashes = pa.array([record_hash(r) for r in served], pa.string())
+        columns: dict[str, Any] = {n: [r[n] for r in good] for n in self.endpoint.fields}
+        for name in self.stamps:  # naive ISO text from the page check, datetimes otherwise
+            if columns[name] and type(columns[name][0]) is str:
+                columns[name] = pc.cast(pa.array(columns[name]), pa.timestamp("us")).cast(TIMESTAMP)
+        if self.endpoint is LISTEN_HISTORY:
+            items = pa.array(columns["items"], pa.list_(pa.int64()))
+            columns["item_count"] = pc.list_value_length(items).cast(pa.int32())
+            owner = pc.list_parent_indices(items).to_numpy()
+            positions = pa.array(
+                np.arange(len(owner)) - items.offsets.to_numpy()[owner], pa.int32()
+            )
+            user_ids = pa.array(columns["user_id"], pa.int64()).take(owner)
+            flat = [hashes.take(owner), user_ids, positions, pc.list_flatten(items)]
+            out.items.append(pa.Table.from_arrays(flat, schema=ITEMS_SCHEMA))
+        columns[RECORD_HASH] = hashes
+        table = pa.table({n: columns[n] for n in self.schema.names}, schema=self.schema)
+        drift: dict[str, list[str | None]] = {}
+        for i, record in enumerate(served):
+            for name in record.keys() - self.endpoint.fields.keys():
+                values = drift.setdefault(self._column_for(name), [None] * len(served))
+                values[i] = to_json(record[name])
+        for column, values in drift.items():
+            table = table.append_column(column, pa.array(values, pa.string()))
+        return table
+
+    def _column_for(self, name: str) -> str:
+        with self._lock:
+            if name not in self.drift:
+                column = dlt.Schema(self.endpoint.name).naming.normalize_identifier(name)
+                taken = {RECORD_HASH, DLT_ID, *self.schema.names, *self.drift.values()}
+                while column in taken:
+                    column = f"api_{column}"
+                self.drift[name] = column
+            return self.drift[name]
+
+    def _reject(self, page: int, record: Any, reasons: list[str], out: Tables) -> None:
+        key = record.get(self.endpoint.key) if type(record) is dict else None
+        key = key if type(key) is int else None
+        text = to_json(record)
+        if len(text) > self.max_field_bytes:
+            text = to_json(_cut(record, self.max_field_bytes))
+        if len(text) > MAX_PAYLOAD_BYTES:
+            text = to_json({"_cut": f"a payload of {len(text)} characters of JSON, not stored"})
+        out.rejected.append({
+            "endpoint": self.endpoint.name, "page": page, "reason": "; ".join(reasons),
+            "record_key": None if key is None else str(key), "payload": text,
+            "run_id": self.run_id, "rejected_at": datetime.now(UTC)})  # fmt: skip
+        with self._lock:
+            self.rejected += 1
+            self.rejected_by_reason.update(r.split(" (")[0] for r in reasons)
+            if key is not None:
+                self.rejected_keys.append(key)

@@ -22,13 +22,13 @@ from moovitamix.connection_url import ConnectionURL
 from moovitamix.settings import PROJECT_ROOT
 
 Ingest = Callable[..., IngestionResult]
+FakeApi = Callable[[dict[str, list[Any]]], str]
 
 # Quick to give up and to time out, so fault tests stay short.
 TEST_CONFIG = IngestionConfig(
     concurrency=4,
     backoff_base_s=0.01,
-    backoff_max_s=0.05,
-    retry_after_max_s=5.0,
+    max_retry_delay_s=0.2,
     connect_timeout_s=2.0,
     read_timeout_s=1.0,
     progress=False,

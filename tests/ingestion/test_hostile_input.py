@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from ingestion.moovitamix_source.contract import ENDPOINTS
-from ingestion.moovitamix_source.records import text_problem
+from ingestion.moovitamix_source.contract import ENDPOINTS, text_problem
 from ingestion.pipeline import IngestionFailed
 from simulator.hostile import NASTY, NUL
 from tests.ingestion.ingestion_helpers import Ingest, Raw, admin, api_time, fetch_all

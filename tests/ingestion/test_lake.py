@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from ingestion.lake import STATS_TABLE, lake_bucket_url, lake_pipelines_dir, run_lake_ingestion
+from ingestion.moovitamix_source import STATS_TABLE
 from ingestion.moovitamix_source.contract import ENDPOINTS
-from ingestion.pipeline import IngestionFailed, IngestionResult
+from ingestion.pipeline import IngestionFailed, IngestionResult, lake_bucket_url, run_ingestion
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.run_context import new_run_id
 from moovitamix.settings import load_settings
@@ -77,10 +77,11 @@ def ingest_lake(warehouse_env: ConnectionURL, lake: Lake) -> IngestLake:
 
     def run(api_url: str, **changes: Any) -> IngestionResult:
         settings = load_settings(dict(os.environ))
-        return run_lake_ingestion(
+        return run_ingestion(
             settings,
             new_run_id(),
             api_url=api_url,
+            destination="filesystem",
             bucket_url=lake.url,
             config=replace(TEST_CONFIG, **changes),
         )
@@ -266,13 +267,13 @@ def test_a_failed_load_is_not_complete_and_the_next_run_loads_it_first(
 
     with pytest.raises(IngestionFailed, match=r"^loading into the lake .* stays pending"):
         ingest_lake(url)
-    (failed,) = lake.partitions("tracks") - {first}  # files of the load are there...
-    assert lake.completed() == [first] and failed not in lake.loads()  # ...but it is not done
+    assert lake.completed() == [first]  # some files of the load may be there: it is not done
 
     users.unlink()
     users.with_name("users.moved").rename(users)
     (third,) = set(ingest_lake(url).load_ids.values())
-    assert lake.completed() == [first, failed, third]  # the pending package loaded first
+    first_, failed, third_ = lake.completed()  # the pending package loaded first
+    assert (first_, third_) == (first, third)
     assert lake.rows("users", failed) and lake.rows("users", third)
 
 
@@ -308,7 +309,7 @@ def test_the_command_loads_the_lake(
     settings = load_settings(dict(os.environ))
     assert len(Lake(settings.data_dir / "lake").completed()) == 1
     assert lake_bucket_url(settings) == settings.lake
-    assert lake_pipelines_dir(settings, lake.url).parent == settings.data_dir / "dlt"
+    assert list((settings.data_dir / "dlt").glob("lake-*/moovitamix_lake"))  # dlt's working dir
 
 
 def test_the_command_refuses_an_unknown_destination(warehouse_env: ConnectionURL) -> None:
