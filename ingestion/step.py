@@ -1,10 +1,12 @@
-"""Ingestion as a step of the daily run (moovitamix/daily.py): into schema raw on the Postgres
+"""Ingestion as a step of the daily run (orchestrator/): into schema raw on the Postgres
 engine, a snapshot appended to the Parquet lake (Settings.lake, the lake dbt reads) on Spark."""
 
 from __future__ import annotations
 
 from ingestion.pipeline import IngestionFailed, run_ingestion
 from moovitamix.step import RunContext, StepFailed, StepReport
+
+__all__ = ["ingest"]
 
 
 def ingest(ctx: RunContext) -> StepReport:
