@@ -51,17 +51,19 @@ def trees() -> dict[Path, ast.AST]:
     return {path: ast.parse(path.read_text(), str(path)) for path in python_files()}
 
 
-def tool_imports(tree: ast.AST) -> list[tuple[int, str]]:
+def tool_names(tree: ast.AST) -> list[tuple[int, str, str]]:
+    """(line, module, local name) of every name the file imports from a tool."""
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
+            found += [(node.lineno, node.module, a.asname or a.name) for a in node.names]
         elif isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        else:
-            continue
-        found += [(node.lineno, name) for name in names if name.split(".")[0] in TOOLS]
-    return found
+            found += [(node.lineno, a.name, a.asname or a.name.split(".")[0]) for a in node.names]
+    return [name for name in found if name[1].split(".")[0] in TOOLS]
+
+
+def tool_imports(tree: ast.AST) -> list[tuple[int, str]]:
+    return list(dict.fromkeys((line, module) for line, module, _ in tool_names(tree)))
 
 
 def is_public(module: str) -> bool:
@@ -112,15 +114,7 @@ def foreign_private_attributes(tree: ast.AST, own: set[str]) -> list[tuple[int, 
 
 def private_overrides(tree: ast.AST) -> list[tuple[int, str]]:
     """`_method`s defined in a class whose base was imported from a tool."""
-    from_tools = {
-        alias.asname or alias.name.split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, (ast.Import, ast.ImportFrom))
-        for alias in node.names
-        if (node.module if isinstance(node, ast.ImportFrom) else alias.name) is not None
-        and ((node.module if isinstance(node, ast.ImportFrom) else alias.name) or "").split(".")[0]
-        in TOOLS
-    }
+    from_tools = {local for _, _, local in tool_names(tree)}
     found = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.ClassDef):
