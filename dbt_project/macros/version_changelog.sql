@@ -16,21 +16,10 @@
 {% macro version_changelog(table, key) -%}
     {%- set relation = source('moovitamix', table) -%}
     {%- set columns = adapter.get_columns_in_relation(relation) if execute else [] -%}
-    {%- set watermark = none -%}
-    {%- if is_incremental() and execute -%}
-        {%- set watermark = run_query(
-            'select cast(max(valid_from) as string) from ' ~ this
-        ).columns[0].values()[0] -%}
-    {%- endif -%}
     with
 
     new_rows as (
-        select * from {{ relation }}
-        where
-            _dlt_load_id in ({{ completed_load_ids() }})
-            {%- if watermark %}
-                and _snapshot_at > timestamp '{{ watermark }}'
-            {%- endif %}
+        {{ rows_after_log(relation, 'valid_from') }}
     ),
 
     snapshots as (
@@ -169,21 +158,10 @@
     snapshots newer than the last it added from, and adds the lists it has not seen.
 -#}
 {% macro list_items_changelog(table) -%}
-    {%- set watermark = none -%}
-    {%- if is_incremental() and execute -%}
-        {%- set watermark = run_query(
-            'select cast(max(_snapshot_at) as string) from ' ~ this
-        ).columns[0].values()[0] -%}
-    {%- endif -%}
     with
 
     new_items as (
-        select * from {{ source('moovitamix', table) }}
-        where
-            _dlt_load_id in ({{ completed_load_ids() }})
-            {%- if watermark %}
-                and _snapshot_at > timestamp '{{ watermark }}'
-            {%- endif %}
+        {{ rows_after_log(source('moovitamix', table), '_snapshot_at') }}
     )
 
     select
@@ -201,4 +179,23 @@
                 and new_items.record_hash = seen.record_hash
     {%- endif %}
     group by new_items.record_hash, new_items.user_id, new_items.position, new_items.track_id
+{%- endmacro %}
+
+{#-
+    The rows of completed loads in `relation` whose snapshot is newer than the log's last one
+    (the max of `log_column` in the model being built); all of them on a first build.
+-#}
+{% macro rows_after_log(relation, log_column) -%}
+    {%- set watermark = none -%}
+    {%- if is_incremental() and execute -%}
+        {%- set watermark = run_query(
+            'select cast(max(' ~ log_column ~ ') as string) from ' ~ this
+        ).columns[0].values()[0] -%}
+    {%- endif -%}
+    select * from {{ relation }}
+    where
+        _dlt_load_id in ({{ completed_load_ids() }})
+        {%- if watermark %}
+            and _snapshot_at > timestamp '{{ watermark }}'
+        {%- endif %}
 {%- endmacro %}
