@@ -55,10 +55,9 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from psycopg import sql
 
-from ml.baselines import Popularity
 from ml.config import SIMILAR_SCORINGS, MlConfig, load_config
 from ml.evaluate import NEXT_HIT, model_next_hit
-from ml.lists import UserTopTracks, similar_tracks, user_top_tracks
+from ml.lists import UserTopTracks, build_lists
 from ml.model import confidence, fit, new_als, recommend, similar, single_threaded_blas
 from ml.publish import USER_TOP_TRACKS, copy_rows, publish, user_columns
 from ml.registry import load_model
@@ -178,14 +177,14 @@ def bare_implicit(matrix: sp.csr_matrix, config: MlConfig, seconds: dict[str, fl
     )
 
 
-def train_path(url: ConnectionURL, overrides: list[str], seconds: dict[str, float]) -> TrainResult:
+def train_path(url: ConnectionURL, config: MlConfig, seconds: dict[str, float]) -> TrainResult:
     """`make train` without the search: run_training with max_challengers=0."""
     settings = load_settings()
     result: TrainResult = timed(
         seconds,
         "train path (no search)",
         lambda: run_training(
-            settings, "bench", overrides=overrides, warehouse=url, champion_from_config=True
+            settings, "bench", config=config, warehouse=url, champion_from_config=True
         ),
     )
     for name, value in result.timings.items():
@@ -218,16 +217,7 @@ def components(
             lambda other=other: similar(als, config.publish.similar_k, other),
             repeat,
         )
-    popularity = Popularity(matrix, inputs.catalog.track_genres)
-    users = user_top_tracks(inputs.interactions, inputs.catalog, popularity, k, als=als)
-    similar_lists = similar_tracks(
-        inputs.interactions,
-        inputs.catalog,
-        popularity,
-        config.publish.similar_k,
-        als=als,
-        scoring=scoring,
-    )
+    users, similar_lists = build_lists(inputs.interactions, inputs.catalog, config.publish, als=als)
 
     def publish_again() -> dict[str, int]:
         with connect(url, autocommit=True) as conn:
@@ -505,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         inputs = timed(seconds, "load (read_inputs)", lambda: read_inputs(url))
         print(f"  {inputs.interactions.n_interactions:,} (user, track) pairs")
         bare_implicit(inputs.interactions.matrix, config, seconds)
-        result = train_path(url, overrides, seconds)
+        result = train_path(url, config, seconds)
         print(f"  decision: {result.reason}")
         parts = components(url, inputs, result, config, args.repeat)
         quality_ = play_next(result, quality(inputs, config, seconds))

@@ -1,7 +1,5 @@
 """The recommender's settings: `ml/config.toml` as a typed pydantic model, with `section.key=value`
-overrides per run. A typo in the file or on the command line is one clear `ConfigError` before
-anything is read from the warehouse.
-"""
+overrides per run; a mistake is one `ConfigError` line before the warehouse is read."""
 
 from __future__ import annotations
 
@@ -16,7 +14,6 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "config.toml"
 Confidence = Literal["bm25", "log", "raw"]
 Metric = Literal["precision", "recall", "map", "ndcg"]
 SimilarScoring = Literal["dot", "cosine"]  # how similar_tracks ranks neighbours (ml.model.similar)
-CONFIDENCE_SCHEMES: tuple[str, ...] = get_args(Confidence)
 SIMILAR_SCORINGS: tuple[str, ...] = get_args(SimilarScoring)
 Positive = Annotated[int, Field(ge=1)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -142,28 +139,19 @@ class MlConfig(Section):
 
 
 SECTIONS = tuple(MlConfig.model_fields)
-MESSAGES = {
-    "int_type": "{where} must be an integer, not {input!r}",
-    "float_type": "{where} must be a number, not {input!r}",
-    "string_type": "{where} must be a string, not {input!r}",
-    "literal_error": "{where} must be one of {expected}, not {input!r}",
-    "greater_than_equal": "{where} must be >= {ge}",
-    "greater_than": "{where} must be > {gt}",
-    "too_short": "{where} must list at least one value",
-    "extra_forbidden": "unknown key {where}",
-}
 
 
 def _message(exc: ValidationError) -> str:
+    """pydantic's first error as one line that names the key."""
     error = exc.errors()[0]
-    ctx = error.get("ctx", {})
-    if error["type"] == "value_error":
-        return str(ctx["error"])
+    if error["type"] == "value_error":  # our own checks (model_validator) say it all
+        return str(error["ctx"]["error"])
     where = ".".join(str(part) for part in error["loc"] if isinstance(part, str))
     if error["type"] == "extra_forbidden" and len(error["loc"]) == 1:
         return f"unknown section [{where}] (known: {', '.join(SECTIONS)})"
-    template = MESSAGES.get(error["type"], "{where}: {msg}")
-    return template.format(where=where, input=error["input"], msg=error["msg"], **ctx)
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {where}"
+    return f"{where}: {error['msg']} (got {error['input']!r})"
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:

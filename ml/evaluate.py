@@ -1,7 +1,5 @@
 """Offline evaluation: a per-user leave-k-out holdout, ranking metrics at k, `next_hit` of the
-"play next" lists, and the popularity baselines on the same split. The definitions (precision
-is the textbook one, recall is what implicit calls precision) are in ml/README.md.
-
+"play next" lists, and the popularity baselines on the same split (definitions: ml/README.md).
 implicit's own leave_k_out_split is not used: in implicit 0.7.3 it can multiply held-out values.
 """
 
@@ -9,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -78,7 +76,9 @@ def leave_k_out(counts: sp.csr_matrix, settings: Evaluation) -> Holdout:
 def ranking_metrics(
     ids: np.ndarray, test: sp.csr_matrix, k: int, n_catalog_tracks: int
 ) -> dict[str, float]:
-    """Metrics at k of top-k lists `ids` (rows aligned with `test`'s rows; -1 = empty slot)."""
+    """Metrics at k of top-k lists `ids` (rows aligned with `test`'s rows; -1 = empty slot).
+    Any lists, baselines' too: implicit's ranking_metrics_at_k needs a model and has neither
+    the textbook precision nor coverage (tests/ml/test_evaluate.py checks the rest against it)."""
     m = ids.shape[0]
     relevant = np.diff(test.indptr)
     if m == 0 or np.any(relevant == 0):
@@ -112,7 +112,6 @@ class Scored:
     params: ModelParams | None = None  # None for a baseline
     fit_seconds: float = 0.0
     error: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
     def score(self, metric: str) -> float:
         return float("-inf") if self.error else self.metrics[metric]
@@ -208,35 +207,23 @@ def evaluate_model(
 
 
 def format_table(results: Sequence[Scored], k: int, metric: str | None = None) -> str:
-    """A plain-text comparison table, one row per candidate."""
-    headers = [
-        "candidate",
-        *(f"{m}@{k}" for m in METRIC_NAMES[:4]),
-        "coverage",
-        f"{NEXT_HIT}@{k}",
-        "fit s",
-        "params",
-    ]
-    lines: list[list[str]] = []
+    """A plain-text comparison table, one row per candidate, and what the metrics mean."""
+    names = (*METRIC_NAMES, NEXT_HIT)
+    headers = ["candidate", *(f"{m}@{k}" if m != "coverage" else m for m in names), "fit s"]
+    rows = [[*headers, "params"]]
     for result in results:
-        if result.error:
-            cells = ["failed"] * 6
-        else:
-            cells = [f"{result.metrics[m]:.4f}" for m in METRIC_NAMES]
-            next_hit = result.metrics.get(NEXT_HIT)
-            cells.append("-" if next_hit is None else f"{next_hit:.4f}")
-        fit_s = f"{result.fit_seconds:.1f}" if result.params else "-"
-        params = result.params.label() if result.params else "-"
-        lines.append([result.name, *cells, fit_s, params])
-    widths = [max(len(row[i]) for row in [headers, *lines]) for i in range(len(headers))]
+        cells = [f"{result.metrics[m]:.4f}" if m in result.metrics else "-" for m in names]
+        fit_s, params = "-", "-"
+        if result.params is not None:
+            fit_s, params = f"{result.fit_seconds:.1f}", result.params.label()
+        rows.append([result.name, *(["failed"] * 6 if result.error else cells), fit_s, params])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
+    rows.insert(1, ["-" * w for w in widths] + [""])
 
     def render(row: list[str]) -> str:
-        first = row[0].ljust(widths[0])
-        middle = [cell.rjust(widths[i + 1]) for i, cell in enumerate(row[1:-1])]
-        return "  ".join([first, *middle, row[-1]]).rstrip()
+        middle = (cell.rjust(w) for cell, w in zip(row[1:-1], widths[1:], strict=True))
+        return "  ".join([row[0].ljust(widths[0]), *middle, row[-1]]).rstrip()
 
-    out = [render(headers), render(["-" * w for w in widths])]
-    out += [render(row) for row in lines]
     note = (
         "precision = hits/k; recall = hits/held-out tracks of the user; map, ndcg as implicit's; "
         "coverage = distinct recommended tracks / catalog; "
@@ -244,4 +231,4 @@ def format_table(results: Sequence[Scored], k: int, metric: str | None = None) -
     )
     if metric:
         note += f"; selection by {metric}@{k}"
-    return "\n".join([*out, note])
+    return "\n".join([*map(render, rows), note])

@@ -16,6 +16,7 @@ import numpy as np
 from implicit.cpu.als import AlternatingLeastSquares
 
 from ml.baselines import GENRE_POPULARITY, POPULARITY, Popularity, Recommendations
+from ml.config import Publish
 from ml.interactions import Catalog, Interactions
 from ml.model import recommend, similar
 
@@ -64,14 +65,36 @@ def _fallback_codes(recs: Recommendations) -> np.ndarray:
     return np.where(recs.from_genre, SOURCES.index(GENRE_POPULARITY), SOURCES.index(POPULARITY))
 
 
-def user_top_tracks(
+def build_lists(
+    interactions: Interactions,
+    catalog: Catalog,
+    config: Publish,
+    *,
+    als: AlternatingLeastSquares | None,
+    baseline: str = GENRE_POPULARITY,
+) -> tuple[UserTopTracks, SimilarTracks]:
+    """Both lists, from `als` or, with `als` None, from `baseline` (users with listens) and
+    genre popularity (similar tracks); popularity is counted on all listens."""
+    popularity = Popularity(interactions.matrix, catalog.track_genres)
+    users = _user_top_tracks(interactions, catalog, popularity, config.k, als, baseline)
+    if als is not None:
+        ids, scores = similar(als, config.similar_k, config.similar_scoring)
+    else:
+        recs = popularity.similar_by_genre(catalog.track_genres, config.similar_k)
+        ids, scores = recs.ids, recs.scores
+    similar_lists = SimilarTracks(
+        *_flat(interactions.track_ids, ids, scores, interactions.track_ids)
+    )
+    return users, similar_lists
+
+
+def _user_top_tracks(
     interactions: Interactions,
     catalog: Catalog,
     popularity: Popularity,
     k: int,
-    *,
     als: AlternatingLeastSquares | None,
-    baseline: str = GENRE_POPULARITY,
+    baseline: str,
 ) -> UserTopTracks:
     """The list of every dim_users user; `als` None publishes `baseline` for users with listens."""
     k = min(k, interactions.n_tracks)
@@ -105,22 +128,3 @@ def user_top_tracks(
         *_flat(owners, all_ids, all_scores, interactions.track_ids),
         source=all_codes[valid].astype(np.int8),
     )
-
-
-def similar_tracks(
-    interactions: Interactions,
-    catalog: Catalog,
-    popularity: Popularity,
-    k: int,
-    *,
-    als: AlternatingLeastSquares | None,
-    scoring: str = "dot",
-) -> SimilarTracks:
-    """Every listened track's "play next" list: `als`'s neighbours by `scoring` ("dot" or
-    "cosine"), or with `als` None the most popular tracks sharing its genres."""
-    if als is not None:
-        ids, scores = similar(als, k, scoring)
-    else:
-        recs = popularity.similar_by_genre(catalog.track_genres, k)
-        ids, scores = recs.ids, recs.scores
-    return SimilarTracks(*_flat(interactions.track_ids, ids, scores, interactions.track_ids))

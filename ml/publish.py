@@ -1,11 +1,7 @@
 """Publishing: the new lists COPYed into `<table>__new` and swapped in by renames, so a reader
-sees yesterday's whole tables or today's, never an empty or partial one.
-
-`make train` alone publishes in one transaction (`publish`). The daily run writes, audits,
-then publishes (moovitamix/publication.py): `stage` fills and commits the `__new` tables, and
-`swap_in` renames them into place inside the run's publish transaction. Only the swap locks
-the live tables; `lock_timeout_s` bounds its wait for long readers. New tables get the
-schema's default privileges (the app's grant).
+sees yesterday's whole tables or today's, never an empty or partial one. `make train` alone
+publishes in one transaction (`publish`); the daily run `stage`s them (committed `__new`
+tables, audited), then `swap_in` runs inside its publish transaction (moovitamix/publication.py).
 """
 
 from __future__ import annotations
@@ -143,10 +139,9 @@ def _swap(conn: psycopg.Connection, table: Table) -> None:
     conn.execute(sql.SQL("comment on table {} is {}").format(live, sql.Literal(table.comment)))
 
 
-def _insert_model_runs(conn: psycopg.Connection, runs: Sequence[ModelRun]) -> None:
-    """The runs' ml.model_runs rows; a rerun under the same run id replaces its rows."""
-    if not runs:
-        return
+def _record_and_swap(conn: psycopg.Connection, runs: Sequence[ModelRun]) -> None:
+    """The runs' ml.model_runs rows (a rerun under the same run id replaces its rows), then
+    both staged tables renamed into place."""
     names = sql.SQL(", ").join(map(sql.Identifier, MODEL_RUNS_COLUMNS))
     updates = sql.SQL(", ").join(
         sql.SQL("{0} = excluded.{0}").format(sql.Identifier(column))
@@ -156,13 +151,11 @@ def _insert_model_runs(conn: psycopg.Connection, runs: Sequence[ModelRun]) -> No
         "insert into ml.model_runs ({}) values ({}) on conflict (model_run_id) do update set {}"
     ).format(names, sql.SQL(", ").join(sql.Placeholder() * len(MODEL_RUNS_COLUMNS)), updates)
     rows = [tuple(Jsonb(v) if isinstance(v, dict) else v for v in astuple(r)) for r in runs]
+    ensure_model_runs(conn)
     with conn.cursor() as cur:
         cur.executemany(statement, rows)
-
-
-def staged_table_names() -> dict[str, str]:
-    """Live name -> staged name of each list, as "schema.table" (for the audits)."""
-    return {f"{SCHEMA}.{t.name}": f"{SCHEMA}.{t.name}__new" for t in TABLES}
+    for table in TABLES:
+        _swap(conn, table)
 
 
 def _load_both(
@@ -173,12 +166,8 @@ def _load_both(
     generated_at: datetime,
 ) -> dict[str, int]:
     counts = {
-        USER_TOP_TRACKS.name: _load(
-            conn, USER_TOP_TRACKS, copy_rows(users, model_run_id, generated_at)
-        ),
-        SIMILAR_TRACKS.name: _load(
-            conn, SIMILAR_TRACKS, copy_rows(similar, model_run_id, generated_at)
-        ),
+        table.name: _load(conn, table, copy_rows(parts, model_run_id, generated_at))
+        for table, parts in ((USER_TOP_TRACKS, users), (SIMILAR_TRACKS, similar))
     }
     if counts[USER_TOP_TRACKS.name] == 0:
         raise PublishError("refusing to publish an empty user_top_tracks")
@@ -223,10 +212,7 @@ def swap_in(conn: psycopg.Connection, model_runs: Sequence[ModelRun]) -> dict[st
             raise PublishError(f"no staged {SCHEMA}.{table.name}__new to publish")
         counted = conn.execute(sql.SQL("select count(*) from {}").format(table.staged))
         counts[table.name] = int((counted.fetchone() or (0,))[0])
-    ensure_model_runs(conn)
-    _insert_model_runs(conn, model_runs)
-    for table in TABLES:
-        _swap(conn, table)
+    _record_and_swap(conn, model_runs)
     return counts
 
 
@@ -240,7 +226,7 @@ def register_swap(
     publication.stage(
         SCHEMA,
         lambda conn: swap_in(conn, runs),
-        tables=staged_table_names(),
+        tables={f"{SCHEMA}.{t.name}": f"{SCHEMA}.{t.name}__new" for t in TABLES},
         after_commit=after_commit,
         discard=discard_staged,
     )
@@ -272,7 +258,6 @@ def publish(
     autocommit); rows per table. `hook(stage, conn)` runs at "loaded" (new tables filled) and
     "swapped" (renamed, not committed): tests fail or pause there."""
     _check_autocommit(conn)
-    ensure_model_runs(conn)
     try:
         with conn.transaction():
             take_publish_locks(conn, PUBLISH_LOCK_KEY, lock_timeout_s)
@@ -283,11 +268,9 @@ def publish(
                 model_run_id,
                 generated_at,
             )
-            _insert_model_runs(conn, model_runs)
             if hook is not None:
                 hook("loaded", conn)
-            for table in TABLES:
-                _swap(conn, table)
+            _record_and_swap(conn, model_runs)
             if hook is not None:
                 hook("swapped", conn)
     except psycopg.errors.LockNotAvailable:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from ml.baselines import GENRE_POPULARITY, Popularity
+from ml.baselines import GENRE_POPULARITY
 from ml.config import MlConfig, load_config
 from ml.evaluate import (
     NEXT_HIT,
@@ -40,7 +40,7 @@ from ml.interactions import (
     load_interactions,
 )
 from ml.lake_lists import LakeLists
-from ml.lists import ALS, similar_tracks, user_top_tracks
+from ml.lists import ALS, build_lists
 from ml.model import REFIT_ITERATIONS, FittedModel, refit, single_threaded_blas
 from ml.publish import (
     PublishError,
@@ -58,7 +58,7 @@ from moovitamix.connection_url import ConnectionURL
 from moovitamix.errors import one_line
 from moovitamix.publication import Publication
 from moovitamix.settings import Settings
-from moovitamix.warehouse import connect, open_warehouse
+from moovitamix.warehouse import connect
 
 log = logging.getLogger(__name__)
 STEP = "train"
@@ -108,26 +108,35 @@ class TrainResult:
         timings: dict[str, float],
         started: float,
     ) -> TrainResult:
-        """The result of a run that decided, whichever trainer ran it (ml/train_spark.py too)."""
+        """The result of a run that decided, whichever trainer ran it (ml/train_spark.py too);
+        a published baseline comes with a warning alert."""
+        metric = config.selection.metric
         served = (
             baselines[decision.baseline] if decision.baseline else candidates[decision.serving or 0]
         )
+        alerts = []
+        if decision.baseline is not None:
+            details = {
+                "metric": f"{metric}@{config.evaluation.k}",
+                "best_als": round(max(c.score(metric) for c in candidates), 4),
+                served.name: round(served.score(metric), 4),
+            }
+            title = f"no ALS model beat the popularity baselines; published {served.name}"
+            alerts.append(Alert("warning", title, run_id, STEP, details))
         return cls(
             run_id=run_id,
             source=decision.baseline or ALS,
             serving_model_run_id=next(r.model_run_id for r in runs if r.status == CHAMPION),
             promoted=decision.promoted,
             reason=decision.reason,
-            metric=config.selection.metric,
+            metric=metric,
             k=config.evaluation.k,
             metrics=served.metrics,
             baseline_metrics={name: s.metrics for name, s in baselines.items()},
             model_runs=runs,
             rows_published=rows,
             artifact_path=artifact_path,
-            alerts=[]
-            if decision.baseline is None
-            else [_lost_alert(run_id, config, candidates, baselines[decision.baseline])],
+            alerts=alerts,
             timings=timings,
             seconds=time.perf_counter() - started,
         )
@@ -151,33 +160,12 @@ class TrainResult:
         )
 
 
-def _lost_alert(
-    run_id: str, config: MlConfig, candidates: Sequence[Scored], published: Scored
-) -> Alert:
-    metric = config.selection.metric
-    return Alert(
-        severity="warning",
-        title=f"no ALS model beat the popularity baselines; published {published.name}",
-        run_id=run_id,
-        step=STEP,
-        details={
-            "metric": f"{metric}@{config.evaluation.k}",
-            "best_als": round(max(c.score(metric) for c in candidates), 4),
-            published.name: round(published.score(metric), 4),
-        },
-    )
-
-
-class _Timer:
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
-        yield
-        self.timings[name] = round(time.perf_counter() - started, 3)
-        log.info("%s: %.1fs", name, self.timings[name])
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - started, 3)
+    log.info("%s: %.1fs", name, timings[name])
 
 
 def read_inputs(
@@ -185,27 +173,23 @@ def read_inputs(
 ) -> Inputs:
     """The marts (from Postgres, or from Spark on the Spark engine) and the current champion
     (ml.model_runs, always in Postgres)."""
-    on_spark = settings is not None and settings.engine == "spark"
     with connect(url, autocommit=True) as conn:
         try:
-            if on_spark:
+            if settings is not None and settings.engine == "spark":
                 from ml.mllib.data import collect_marts
 
                 interactions, catalog = collect_marts(settings, marts_schema)
             else:
                 check_marts(conn, marts_schema)
                 interactions = load_interactions(conn, marts_schema)
-            if interactions.n_interactions == 0:
-                raise TrainingFailed(
-                    f"{marts_schema}.fct_listens has no listens: nothing to train on"
-                )
-            if not on_spark:
                 catalog = load_catalog(conn, interactions, marts_schema)
             champion = current_champion(conn)
         except MartsNotReady as exc:
             raise TrainingFailed(str(exc)) from None
         except psycopg.Error as exc:
             raise TrainingFailed(f"reading the marts failed: {one_line(exc)}") from None
+    if interactions.n_interactions == 0:
+        raise TrainingFailed(f"{marts_schema}.fct_listens has no listens: nothing to train on")
     return Inputs(interactions, catalog, champion)
 
 
@@ -242,23 +226,19 @@ def run_training(
     settings: Settings,
     run_id: str,
     *,
+    warehouse: ConnectionURL,
     config: MlConfig | None = None,
-    overrides: Sequence[str] = (),
-    warehouse: ConnectionURL | None = None,
     champion_from_config: bool = False,
     today: date | None = None,
     publish_hook: PublishHook | None = None,
     publication: Publication | None = None,
 ) -> TrainResult:
-    """The daily training step; raises TrainingFailed (one line) when nothing was published.
-    With a `publication` (the daily run's write-audit-publish) it reads the candidate marts and
-    stages the lists, registering their swap, the ml.model_runs rows and artifact retention
-    with the run's publication; `rows_published` then counts the staged rows."""
-    started = time.perf_counter()
-    config = config or load_config(overrides=overrides)
-    url = warehouse or open_warehouse(settings)
-    timer = _Timer()
-    trained_at = datetime.now(UTC)
+    """The daily training step on the warehouse the caller opened; raises TrainingFailed (one
+    line) when nothing was published. With a `publication` (the daily run's write-audit-publish)
+    it reads the candidate marts and stages the lists, registering their swap, the
+    ml.model_runs rows and artifact retention with it; `rows_published` counts staged rows."""
+    started, trained_at = time.perf_counter(), datetime.now(UTC)
+    config = config or load_config()
     schema = publication.candidate if publication is not None else MARTS
     if settings.engine == "spark" and _outgrows_the_driver(settings, schema, config):
         from ml.train_spark import train_in_spark
@@ -267,20 +247,21 @@ def run_training(
             settings,
             run_id,
             config,
-            url,
+            warehouse,
             schema,
             publication=publication,
             champion_from_config=champion_from_config,
             today=today,
         )
+    timings: dict[str, float] = {}
     threads, scoring = config.runtime.num_threads, config.publish.similar_scoring
     with single_threaded_blas():
-        with timer("read marts"):
-            inputs = read_inputs(url, schema, settings)
-        with timer("evaluate"):
+        with _timed(timings, "read marts"):
+            inputs = read_inputs(warehouse, schema, settings)
+        champion = inputs.champion
+        with _timed(timings, "evaluate"):
             data = evaluation_data(inputs, config)
             baselines = evaluate_baselines(data)
-            champion = inputs.champion
             found = search(
                 lambda params, name: evaluate_model(data, params, name, threads),
                 champion.params if champion and not champion_from_config else config.model,
@@ -288,30 +269,21 @@ def run_training(
                 today or trained_at.date(),
                 data.k,
             )
-            candidates = found.candidates
             decision, winner_fit = decide_search(
                 found, baselines, config, lambda fit: next_track_metrics(data, fit, scoring)
             )
-
-        als, artifact_path, serving_fit = None, None, None
+        candidates = found.candidates
+        fitted, artifact_path = None, None
         if decision.serving is not None:
             winner = candidates[decision.serving]
             assert winner.params is not None
-            with timer("refit on all data"):
+            with _timed(timings, "refit on all data"):
                 fitted = refit(inputs.interactions.matrix, winner.params, winner_fit, threads)
-            winner_fit, als, serving_fit = None, fitted.als, fitted.fit_seconds
-            with timer("save artifact"):
+            del winner_fit  # the training-split fit is not needed any more
+            with _timed(timings, "save artifact"):
                 serving_id = model_run_id(run_id, decision.serving)
-                artifact_path = _save(
-                    settings,
-                    config,
-                    serving_id,
-                    run_id,
-                    trained_at,
-                    inputs.interactions,
-                    winner,
-                    fitted,
-                )
+                root = config.artifacts.root_path(settings.project_root)
+                artifact_path = _save(root, serving_id, run_id, trained_at, inputs, winner, fitted)
         runs = model_run_rows(
             run_id,
             trained_at,
@@ -323,38 +295,22 @@ def run_training(
             holdout_sizes=data.holdout.sizes(),
             sizes=inputs.interactions.sizes(),
             refit_of=champion.model_run_id if champion is not None else None,
-            serving_fit_seconds=serving_fit,
+            serving_fit_seconds=fitted.fit_seconds if fitted else None,
             artifact_path=str(artifact_path) if artifact_path else None,
         )
         serving_run = next(run for run in runs if run.status == CHAMPION).model_run_id
-
-        with timer("build lists"):
-            popularity = Popularity(inputs.interactions.matrix, inputs.catalog.track_genres)
-            user_lists = user_top_tracks(
+        with _timed(timings, "build lists"):
+            user_lists, similar_lists = build_lists(
                 inputs.interactions,
                 inputs.catalog,
-                popularity,
-                config.publish.k,
-                als=als,
+                config.publish,
+                als=fitted.als if fitted else None,
                 baseline=decision.baseline or GENRE_POPULARITY,
             )
-            similar_lists = similar_tracks(
-                inputs.interactions,
-                inputs.catalog,
-                popularity,
-                config.publish.similar_k,
-                als=als,
-                scoring=scoring,
-            )
-
-        def retention() -> None:
-            if artifact_path is not None:
-                apply_retention(artifact_path.parent, config.artifacts.keep, {serving_run})
-
         generated_at = datetime.now(UTC)
-        with timer("stage" if publication is not None else "publish"):
+        with _timed(timings, "stage" if publication is not None else "publish"):
             try:
-                with connect(url, autocommit=True) as conn:
+                with connect(warehouse, autocommit=True) as conn:
                     if publication is not None:
                         rows = stage(
                             conn,
@@ -381,9 +337,14 @@ def run_training(
                     f"publishing failed, yesterday's lists stay: {one_line(exc)}"
                 ) from None
     log.info("user_top_tracks sources: %s", user_lists.sources())
+
+    def retention() -> None:
+        if artifact_path is not None:
+            apply_retention(artifact_path.parent, config.artifacts.keep, {serving_run})
+
     if settings.engine == "spark":  # the lake's copy of the lists, for the data platform
         lake = LakeLists(settings, run_id, keep=config.artifacts.keep)
-        with timer("lake lists"):
+        with _timed(timings, "lake lists"):
             lake.write(user_lists, similar_lists, serving_run, generated_at=trained_at)
         lake.publish_with(publication)
     if publication is not None:
@@ -399,58 +360,50 @@ def run_training(
         runs,
         rows=rows,
         artifact_path=artifact_path,
-        timings=timer.timings,
+        timings=timings,
         started=started,
     )
 
 
 def _save(
-    settings: Settings,
-    config: MlConfig,
+    root: Path,
     serving_id: str,
     run_id: str,
     trained_at: datetime,
-    interactions: Interactions,
+    inputs: Inputs,
     winner: Scored,
     fitted: FittedModel,
 ) -> Path:
     """The serving model's artifact, with what it was fit on and how."""
-    assert winner.params is not None
     meta = {
         "model_run_id": serving_id,
         "run_id": run_id,
         "trained_at": trained_at.isoformat(),
-        "params": winner.params.to_json(),
+        "params": fitted.params.to_json(),
         "serving_fit": (
             f"warm: the training-split fit continued {REFIT_ITERATIONS} iterations on all data"
             if fitted.warm_start
             else "cold: fit on all data"
         ),
         "holdout_metrics": winner.metrics,
-        **interactions.sizes(),
+        **inputs.interactions.sizes(),
     }
-    root = config.artifacts.root_path(settings.project_root)
-    ids = (interactions.user_ids, interactions.track_ids)
+    ids = (inputs.interactions.user_ids, inputs.interactions.track_ids)
     return save_model(root, serving_id, fitted.als, *ids, meta)
 
 
 def run_evaluation(
-    settings: Settings,
-    *,
-    config: MlConfig | None = None,
-    warehouse: ConnectionURL | None = None,
+    settings: Settings, *, warehouse: ConnectionURL, config: MlConfig | None = None
 ) -> tuple[list[Scored], EvaluationData]:
     """Baselines, the current champion's parameters and the config's, on today's holdout, with
     the "play next" lists' next_hit. Writes nothing."""
     config = config or load_config()
-    url = warehouse or open_warehouse(settings)
     with single_threaded_blas():
-        inputs = read_inputs(url, MARTS, settings)
+        inputs = read_inputs(warehouse, MARTS, settings)
         data = evaluation_data(inputs, config)
         baselines = evaluate_baselines(data)
         for name, next_hit in baseline_next_hits(data).items():
             baselines[name].metrics[NEXT_HIT] = next_hit
-        results = list(baselines.values())
         candidates = []
         if inputs.champion is not None:
             candidates.append(
@@ -458,6 +411,7 @@ def run_evaluation(
             )
         if inputs.champion is None or inputs.champion.params != config.model:
             candidates.append(("config [model]", config.model))
+        results = list(baselines.values())
         for name, params in candidates:
             scored, fitted = evaluate_model(data, params, name, config.runtime.num_threads)
             if fitted is not None:

@@ -83,4 +83,4 @@ def test_train_fails_with_one_line_and_exit_1(
 
 def test_a_bad_override_is_a_usage_error(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     assert cli.main(["evaluate", "-o", "model.factors=lots"]) == 2
-    assert "model.factors must be an integer" in capsys.readouterr().err
+    assert "model.factors: Input should be a valid integer" in capsys.readouterr().err
