@@ -8,7 +8,7 @@
 --   mvx_transformer  reads raw; writes staging, marts, marts_candidate; rows in monitoring
 --   mvx_ml           reads the non-PII marts; writes ml, recommendations; rows in monitoring
 --   mvx_analyst      reads the non-PII marts and monitoring; writes and creates nothing
---   mvx_app          reads recommendations only
+--   mvx_app          reads recommendations (and fct_listens, for fold-in); logs impressions
 --   mvx_pii_reader   what mvx_analyst reads, plus the PII marts (named *_pii)
 
 -- one run of this file at a time per database ("mvx_rol")
@@ -146,6 +146,8 @@ end $$;
 -- grants: the publish renames one to the other, and a schema's grants move with it.
 grant usage, create on schema staging, marts, marts_candidate to mvx_transformer;
 grant usage on schema marts, marts_candidate to mvx_ml, mvx_analyst;
+-- serving/ folds a user's listens into the model: dbt grants it `fct_listens` alone
+grant usage on schema marts, marts_candidate to mvx_app;
 
 -- The marts' readers come from dbt's `grants` config, applied on every build: no default
 -- privileges here, so a table made there by anything else is readable by nobody (fail closed).
@@ -198,3 +200,24 @@ grant select, insert, update, delete on all tables in schema monitoring
 to mvx_loader, mvx_transformer, mvx_ml;
 grant usage, select on all sequences in schema monitoring to mvx_loader, mvx_transformer, mvx_ml;
 grant select on all tables in schema monitoring to mvx_analyst;
+
+-- serving/'s log of every list it serves (batched inserts as mvx_app); dbt's uptake mart
+-- (fct_recommendation_uptake) reads it as mvx_transformer. The app may insert, not read.
+create table if not exists monitoring.recommendation_impressions (
+    served_at timestamptz not null default now(),
+    user_id bigint,
+    track_id bigint,  -- the seed track of a play-next list
+    model_run_id text,
+    source text not null check (source in ('model', 'fallback', 'fold_in')),
+    route text not null,
+    k integer not null,
+    track_ids bigint [] not null
+);
+create index if not exists recommendation_impressions_served_at_idx
+on monitoring.recommendation_impressions (served_at);
+comment on table monitoring.recommendation_impressions is
+'Every list the serving API returned: when, to whom (user_id, or track_id for play-next), '
+'which model run, source (model, fallback, fold_in), route, k and the tracks in rank order.';
+grant usage on schema monitoring to mvx_app;
+grant insert on monitoring.recommendation_impressions to mvx_app;
+grant select on monitoring.recommendation_impressions to mvx_transformer;

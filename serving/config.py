@@ -1,0 +1,34 @@
+"""The API's own settings: bearer tokens from SERVING_TOKENS (environment over `.env`) and the
+intervals of its background work."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, Field
+
+from moovitamix.settings import PROJECT_ROOT
+
+TOKENS_ENV = "SERVING_TOKENS"
+
+
+class ServingConfig(BaseModel, frozen=True):
+    tokens: tuple[str, ...] = ()  # plain tokens or "sha256:<hex digest of the token>"
+    poll_s: float = Field(5.0, gt=0)  # how often the published run is checked
+    flush_s: float = Field(1.0, gt=0)  # impressions are written at least this often
+    flush_rows: int = Field(500, ge=1)  # ... or as soon as this many are waiting
+    queue_rows: int = Field(100_000, ge=1)  # impressions waiting beyond this are dropped
+    pool_size: int = Field(8, ge=1)  # warehouse connections per worker
+    artifacts: Path | None = None  # the model artifacts' root (default: ml/config.toml's)
+
+
+def load_tokens(
+    environ: Mapping[str, str] | None = None, root: Path = PROJECT_ROOT
+) -> tuple[str, ...]:
+    """SERVING_TOKENS, comma-separated, from `environ` (default os.environ) over `root/.env`."""
+    values = dotenv_values(root / ".env") if (root / ".env").is_file() else {}
+    raw = (os.environ if environ is None else environ).get(TOKENS_ENV) or values.get(TOKENS_ENV)
+    return tuple(token.strip() for token in (raw or "").split(",") if token.strip())
