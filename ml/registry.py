@@ -1,14 +1,6 @@
-"""The model registry: ml.model_runs rows, model artifacts on disk, and their retention.
-
-ml.model_runs has one row per candidate trained: params, holdout metrics, baseline
-metrics on the same holdout, data sizes, status ('champion' serves from that run on,
-'challenger' beat the baselines but was not chosen, 'rejected' did not or failed), and for the
-model that serves, the artifact directory.
-
-An artifact is `artifacts/models/<model_run_id>/`: `model.npz` (implicit's own save: factors and
-hyper-parameters, plain arrays), `id_maps.npz` (row -> user_id, column -> track_id) and
-`meta.json`. Nothing is pickled; everything loads with `allow_pickle=False`.
-"""
+"""The model registry: ml.model_runs (one row per candidate trained), the artifacts on disk
+(`<root>/<model_run_id>/`: implicit's own `model.npz`, `id_maps.npz` row -> user_id and column
+-> track_id, `meta.json`; nothing pickled, loaded with `allow_pickle=False`) and retention."""
 
 from __future__ import annotations
 
@@ -138,17 +130,15 @@ def load_model(path: Path) -> LoadedModel:
     return LoadedModel(als, user_ids, track_ids, meta)
 
 
-def _is_artifact(path: Path) -> bool:
-    return path.is_dir() and not path.name.startswith(".") and (path / MODEL_FILE).is_file()
-
-
 def apply_retention(root: Path, keep: int, protect: Iterable[str] = ()) -> list[Path]:
     """Keep the newest `keep` artifact directories (model run ids sort by time) and the
     protected ones; remove the others, and temporary directories older than a day."""
     if not root.is_dir():
         return []
     protected = set(protect)
-    artifacts = sorted((p for p in root.iterdir() if _is_artifact(p)), key=lambda p: p.name)
+    artifacts = sorted(
+        p for p in root.iterdir() if not p.name.startswith(".") and (p / MODEL_FILE).is_file()
+    )
     doomed = [p for p in artifacts[: max(len(artifacts) - keep, 0)] if p.name not in protected]
     now = time.time()
     doomed += [

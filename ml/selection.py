@@ -1,13 +1,6 @@
-"""Which model serves: the challengers to try, the search within its time budget, and the
-champion/challenger rule, the same for both trainers (implicit in the driver, MLlib in Spark).
-
-The rule, on one holdout and the configured metric: a challenger is promoted only if it beats
-the champion's refit by `min_improvement` (relative) and both baselines; else the champion's
-refit serves if it beats both baselines; else the best challenger that does; else the better
-baseline is published (and an alert goes out). Statuses in ml.model_runs: 'champion' serves
-from this run on, 'challenger' beat both baselines but was not chosen, 'rejected' did not or
-failed.
-"""
+"""Which model serves: the challengers to try, the search within its time budget, the
+champion/challenger rule (`decide`) and the ml.model_runs rows, the same for both trainers
+(implicit in the driver, MLlib in Spark)."""
 
 from __future__ import annotations
 
@@ -16,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -36,19 +30,15 @@ def challenger_params(
     """Challengers in order: the config's parameters if they differ from the champion's, then
     the champion with one parameter changed to another listed value, shuffled by the search
     seed and the date (a rerun the same day tries the same ones)."""
-    neighbours: list[ModelParams] = []
-    for name, values in search.space().items():
-        for value in values:
-            if value != getattr(champion, name):
-                neighbours.append(champion.model_copy(update={name: value}))
+    neighbours = [
+        champion.model_copy(update={name: value})
+        for name, values in search.space().items()
+        for value in values
+        if value != getattr(champion, name)
+    ]
     rng = np.random.default_rng([search.seed, today.toordinal()])
     shuffled = [neighbours[i] for i in rng.permutation(len(neighbours))]
-    ordered = ([proposed] if proposed != champion else []) + shuffled
-    unique: list[ModelParams] = []
-    for params in ordered:
-        if params not in unique:
-            unique.append(params)
-    return unique
+    return list(dict.fromkeys(([proposed] if proposed != champion else []) + shuffled))
 
 
 @dataclass
@@ -149,60 +139,51 @@ def decide(
     metric: str,
     min_improvement: float,
 ) -> Decision:
-    """candidates[0] is the champion's refit, the rest are challengers."""
+    """candidates[0] is the champion's refit, the rest are challengers. A challenger is promoted
+    only if it beats the champion by `min_improvement` (relative) and both baselines; else the
+    champion serves if it beats both baselines; else the best challenger that does; else the
+    better baseline is published. 'challenger': beat both baselines but not chosen."""
     if not candidates:
         raise ValueError("no candidate to decide on")
     best_baseline = max(baselines, key=lambda name: baselines[name].score(metric))
     bar = baselines[best_baseline].score(metric)
-    champion = candidates[0].score(metric)
-    beats_baselines = [c.score(metric) > bar for c in candidates]
-    statuses = [CHALLENGER if ok else REJECTED for ok in beats_baselines]
+    scores = [c.score(metric) for c in candidates]
+    champion = scores[0]
+    valid = [i for i, score in enumerate(scores) if score > bar]
+    statuses = [CHALLENGER if i in valid else REJECTED for i in range(len(candidates))]
+    margin_bar = champion * (1 + min_improvement) if champion > 0 else champion
+    promotable = [i for i in valid if i > 0 and scores[i] >= margin_bar and scores[i] > champion]
 
     def best(indexes: list[int]) -> int:
-        return max(indexes, key=lambda i: (candidates[i].score(metric), -i))
+        return max(indexes, key=lambda i: (scores[i], -i))
 
-    margin_bar = champion * (1 + min_improvement) if champion > 0 else champion
-    promotable = [
-        i
-        for i in range(1, len(candidates))
-        if beats_baselines[i]
-        and candidates[i].score(metric) >= margin_bar
-        and candidates[i].score(metric) > champion
-    ]
     if promotable:
-        serving, promoted = best(promotable), True
+        serving = best(promotable)
         reason = (
-            f"challenger {candidates[serving].name} promoted: {metric} "
-            f"{candidates[serving].score(metric):.4f} vs champion {champion:.4f} "
-            f"(needs +{min_improvement:.0%}) and vs best baseline {bar:.4f}"
+            f"challenger {candidates[serving].name} promoted: {metric} {scores[serving]:.4f} "
+            f"vs champion {champion:.4f} (needs +{min_improvement:.0%}) and vs best baseline "
+            f"{bar:.4f}"
         )
-    elif beats_baselines[0]:
-        serving, promoted = 0, False
+    elif 0 in valid:
+        serving = 0
         reason = (
             f"champion kept: {metric} {champion:.4f} beats best baseline {bar:.4f}; "
             "no challenger beat it by the margin"
         )
-    elif any(beats_baselines[1:]):
-        serving = best([i for i in range(1, len(candidates)) if beats_baselines[i]])
-        promoted = True
+    elif valid:
+        serving = best(valid)
         reason = (
             f"champion lost to baseline {best_baseline} ({champion:.4f} <= {bar:.4f}); "
-            f"challenger {candidates[serving].name} beats it "
-            f"({candidates[serving].score(metric):.4f})"
+            f"challenger {candidates[serving].name} beats it ({scores[serving]:.4f})"
         )
     else:
-        statuses = [REJECTED] * len(candidates)
-        return Decision(
-            None,
-            best_baseline,
-            False,
-            tuple(statuses),
-            f"no ALS model beats baseline {best_baseline}: best ALS {metric} "
-            f"{max(c.score(metric) for c in candidates):.4f} <= {bar:.4f}; "
-            f"publishing {best_baseline}",
+        reason = (
+            f"no ALS model beats baseline {best_baseline}: best ALS {metric} {max(scores):.4f} "
+            f"<= {bar:.4f}; publishing {best_baseline}"
         )
+        return Decision(None, best_baseline, False, (REJECTED,) * len(candidates), reason)
     statuses[serving] = CHAMPION
-    return Decision(serving, None, promoted, tuple(statuses), reason)
+    return Decision(serving, None, serving != 0, tuple(statuses), reason)
 
 
 def model_run_id(run_id: str, candidate: int) -> str:
@@ -236,7 +217,13 @@ def model_run_rows(
         "decision": decision.reason,
         **(extra or {}),
     }
-    baseline_metrics = {name: scored.metrics for name, scored in baselines.items()}
+    row = partial(
+        ModelRun,
+        run_id=run_id,
+        trained_at=trained_at,
+        baseline_metrics={name: scored.metrics for name, scored in baselines.items()},
+        **sizes,
+    )
     rows: list[ModelRun] = []
     for i, (scored, status) in enumerate(zip(candidates, decision.statuses, strict=True)):
         assert scored.params is not None
@@ -249,31 +236,21 @@ def model_run_rows(
         serving = decision.serving == i
         if serving and serving_fit_seconds is not None:
             metrics["serving_fit_seconds"] = round(serving_fit_seconds, 3)
+        artifact = artifact_path if serving else None
+        params = scored.params.to_json()
         rows.append(
-            ModelRun(
-                model_run_id=model_run_id(run_id, i),
-                run_id=run_id,
-                trained_at=trained_at,
-                params=scored.params.to_json(),
+            row(
+                model_run_id(run_id, i),
+                params=params,
                 metrics=metrics,
-                baseline_metrics=baseline_metrics,
                 status=status,
-                artifact_path=artifact_path if serving else None,
-                **sizes,
+                artifact_path=artifact,
             )
         )
     if decision.baseline is not None:
         name = decision.baseline
+        metrics = {**baselines[name].metrics, **common, "role": "baseline"}
         rows.append(
-            ModelRun(
-                model_run_id=f"{run_id}-{name}",
-                run_id=run_id,
-                trained_at=trained_at,
-                params={"model": name},
-                metrics={**baselines[name].metrics, **common, "role": "baseline"},
-                baseline_metrics=baseline_metrics,
-                status=CHAMPION,
-                **sizes,
-            )
+            row(f"{run_id}-{name}", params={"model": name}, metrics=metrics, status=CHAMPION)
         )
     return rows
