@@ -25,7 +25,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help venv spark-venv deps daily test lint unit ingest transform validate train evaluate report docs simulator \
-	psql warehouse-stop warehouse-status bench lock clean
+	serve psql warehouse-stop warehouse-status bench lock clean
 
 help: ## show this menu
 	@echo "MooVitamix warehouse: make <target>"
@@ -90,6 +90,9 @@ report: $(STAMP) ## write the health report, reports/health.html
 
 simulator: $(STAMP) ## serve the API simulator in the foreground (ARGS="--port 8000 --seed 1 ...")
 	@cd $(ROOT) && $(PY) -m simulator $(if $(ARGS),$(ARGS),--port 8000)
+
+serve: $(STAMP) ## the recommendations API on 127.0.0.1 (ARGS="--port 8081 --workers 2"; SERVING_TOKENS)
+	@cd $(ROOT) && $(PY) -m serving $(ARGS)
 
 psql: $(STAMP) ## a psql shell on the warehouse (starts the embedded one if needed)
 	@cd $(ROOT) && $(PY) -m moovitamix warehouse psql $(ARGS)
