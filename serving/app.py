@@ -26,7 +26,7 @@ from moovitamix.roles import APP, as_role
 from moovitamix.settings import Settings, load_settings
 from moovitamix.warehouse import open_warehouse
 from serving.auth import BearerAuth
-from serving.config import ServingConfig, load_tokens
+from serving.config import ServingConfig, from_env
 from serving.impressions import Impression, ImpressionLog
 from serving.metrics import Metrics
 from serving.published import Item, PublishedList, listens, next_list, user_list
@@ -49,10 +49,9 @@ NEXT_ROUTE = "/tracks/{track_id}/next"
 
 
 def create_app(settings: Settings, config: ServingConfig | None = None) -> FastAPI:
-    """The API on the warehouse of `settings`, as role mvx_app; tokens from SERVING_TOKENS
-    unless `config` gives them."""
-    if config is None:
-        config = ServingConfig(tokens=load_tokens(root=settings.project_root))
+    """The API on the warehouse of `settings`, as role mvx_app; `config` by default from the
+    environment (serving.config.from_env)."""
+    config = config or from_env(root=settings.project_root)
     artifacts = config.artifacts or load_config().artifacts.root_path(settings.project_root)
     metrics = Metrics()
     auth = [Depends(BearerAuth(config.tokens))]

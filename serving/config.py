@@ -1,5 +1,5 @@
-"""The API's own settings: bearer tokens from SERVING_TOKENS (environment over `.env`) and the
-intervals of its background work."""
+"""The API's own settings: bearer tokens (SERVING_TOKENS), where the models are
+(SERVING_ARTIFACTS_DIR), both from the environment over `.env`, and its background intervals."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from moovitamix.settings import PROJECT_ROOT
 
 TOKENS_ENV = "SERVING_TOKENS"
+ARTIFACTS_ENV = "SERVING_ARTIFACTS_DIR"  # where the API finds the models, if not ml's root
 
 
 class ServingConfig(BaseModel, frozen=True):
@@ -25,10 +26,14 @@ class ServingConfig(BaseModel, frozen=True):
     artifacts: Path | None = None  # the model artifacts' root (default: ml/config.toml's)
 
 
-def load_tokens(
-    environ: Mapping[str, str] | None = None, root: Path = PROJECT_ROOT
-) -> tuple[str, ...]:
-    """SERVING_TOKENS, comma-separated, from `environ` (default os.environ) over `root/.env`."""
-    values = dotenv_values(root / ".env") if (root / ".env").is_file() else {}
-    raw = (os.environ if environ is None else environ).get(TOKENS_ENV) or values.get(TOKENS_ENV)
-    return tuple(token.strip() for token in (raw or "").split(",") if token.strip())
+def from_env(environ: Mapping[str, str] | None = None, root: Path = PROJECT_ROOT) -> ServingConfig:
+    """SERVING_TOKENS (comma-separated) and SERVING_ARTIFACTS_DIR, from `environ` (default
+    os.environ) over `root/.env`; empty means unset."""
+    values = {**(dotenv_values(root / ".env") if (root / ".env").is_file() else {})}
+    values.update(os.environ if environ is None else environ)
+    tokens = (values.get(TOKENS_ENV) or "").split(",")
+    artifacts = (values.get(ARTIFACTS_ENV) or "").strip()
+    return ServingConfig(
+        tokens=tuple(token.strip() for token in tokens if token.strip()),
+        artifacts=Path(artifacts).resolve() if artifacts else None,
+    )

@@ -14,6 +14,7 @@ import httpx
 from moovitamix.roles import APP
 from moovitamix.settings import PROJECT_ROOT
 from moovitamix.warehouse import connect
+from serving.config import from_env
 from tests.serving.conftest import TOKEN, Trained, config, running_api, wait_for
 
 
@@ -43,9 +44,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def serve(tmp_path: Path, warehouse_url: str, *args: str) -> subprocess.Popen[bytes]:
+def serve(
+    tmp_path: Path, warehouse_url: str, *args: str, artifacts: Path | None = None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
+        "SERVING_ARTIFACTS_DIR": str(artifacts or tmp_path / "no-models"),
         "WAREHOUSE_URL": warehouse_url,
         "SERVING_TOKENS": TOKEN,
         "MOOVITAMIX_DATA_DIR": str(tmp_path / "data"),
@@ -59,7 +63,10 @@ def serve(tmp_path: Path, warehouse_url: str, *args: str) -> subprocess.Popen[by
 
 def test_python_m_serving_serves_on_the_given_port(trained: Trained, tmp_path: Path) -> None:
     port = free_port()
-    process = serve(tmp_path, trained.url.url(), "--port", str(port), "--workers", "2")
+    process = serve(
+        tmp_path, trained.url.url(), "--port", str(port), "--workers", "2",
+        artifacts=trained.artifacts,
+    )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
 
@@ -71,6 +78,8 @@ def test_python_m_serving_serves_on_the_given_port(trained: Trained, tmp_path: P
                 return False
 
         wait_for(up, timeout_s=120)
+        health = httpx.get(f"{base}/health").json()
+        assert health["fold_in_model_run_id"] == health["lists_model_run_id"]
         headers = {"Authorization": f"Bearer {TOKEN}"}
         listed = httpx.get(f"{base}/users/1/recommendations", headers=headers)
         assert listed.status_code == 200 and listed.json()["user_id"] == 1
@@ -86,3 +95,12 @@ def test_an_unreachable_warehouse_exits_3_in_one_line(tmp_path: Path) -> None:
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 3
     assert stderr.decode().strip().startswith("error: cannot reach the warehouse")
+
+
+def test_tokens_and_artifacts_from_the_environment_over_dotenv(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("SERVING_TOKENS=a, b ,\nSERVING_ARTIFACTS_DIR=models\n")
+    from_file = from_env({}, root=tmp_path)
+    assert from_file.tokens == ("a", "b") and from_file.artifacts is not None
+    assert from_file.artifacts.name == "models"
+    assert from_env({"SERVING_TOKENS": "c"}, root=tmp_path).tokens == ("c",)
+    assert from_env({"SERVING_TOKENS": " , "}, root=tmp_path).tokens == ()
