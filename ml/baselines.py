@@ -1,13 +1,7 @@
-"""The baselines ALS has to beat, which are also the fallbacks for users without listens.
-
-popularity:        the tracks with the most distinct listeners (ties: lower track index).
-genre_popularity:  the most popular tracks of the user's favorite genre, then, when the user
-                   has none or the genre runs out of unheard tracks, global popularity.
-
-Both exclude what the user already heard, like ALS does. Users with the same favorite genre
-share one ranking, so there are at most as many rankings as genres (plus one); each user's list
-is the first k of their ranking that they have not heard (ml.topk.top_k_ranked).
-"""
+"""The baselines ALS has to beat, also the fallbacks for users without listens: `popularity`
+(most distinct listeners, ties: lower track index) and `genre_popularity` (the favorite genre's
+most popular tracks, then global popularity). Both exclude what the user heard, as ALS does;
+users with the same genres share one ranking (ml.topk.top_k_ranked)."""
 
 from __future__ import annotations
 
@@ -20,7 +14,6 @@ from ml.topk import top_k_ranked
 
 POPULARITY = "popularity"
 GENRE_POPULARITY = "genre_popularity"
-BASELINES = (POPULARITY, GENRE_POPULARITY)
 
 
 @dataclass(frozen=True)
@@ -66,11 +59,10 @@ class Popularity:
             genres[known, codes[known]] = True
         return self._rank(k, genres, heard)
 
-    def similar_by_genre(self, track_genres: sp.csr_matrix, k: int) -> Recommendations:
+    def similar_by_genre(self, k: int) -> Recommendations:
         """For each track: the most popular other tracks sharing most of its genres."""
-        n = track_genres.shape[0]
-        itself = sp.identity(n, dtype=np.float32, format="csr")
-        return self._rank(k, track_genres.toarray() > 0, itself)
+        itself = sp.identity(self.n_tracks, dtype=np.float32, format="csr")
+        return self._rank(k, self.genres, itself)
 
     def _rank(self, k: int, genres: np.ndarray, heard: sp.csr_matrix | None) -> Recommendations:
         """Users with the same genres share one ranking: a few hundred rankings at most."""
@@ -88,7 +80,6 @@ class Popularity:
         in_genre = (self.genres[safe] & genres[:, None, :]).any(axis=2) & ~missing
         return Recommendations(ids, np.where(missing, 0.0, self.share[safe]), in_genre)
 
-    def recommend_by_genre(self, k: int, n_genre_codes: int) -> Recommendations:
-        """The unfiltered list of each genre code 0..n-1, and of no genre as the last row."""
-        codes = np.append(np.arange(n_genre_codes), -1)
-        return self.recommend(k, favorite_genre=codes)
+    def recommend_by_genre(self, k: int) -> Recommendations:
+        """The unfiltered list of each genre code, and of no genre as the last row."""
+        return self.recommend(k, favorite_genre=np.append(np.arange(self.n_genres), -1))

@@ -162,7 +162,7 @@ def baseline_next_hits(data: EvaluationData) -> dict[str, float]:
     itself = sp.identity(train.shape[1], dtype=np.float32, format="csr")
     lists = {
         POPULARITY: popularity.recommend(k, heard=itself).ids,
-        GENRE_POPULARITY: popularity.similar_by_genre(data.track_genres, k).ids,
+        GENRE_POPULARITY: popularity.similar_by_genre(k).ids,
     }
     return {name: next_track_hit_rate(ids, data.holdout, k) for name, ids in lists.items()}
 

@@ -1,10 +1,6 @@
-"""The marts the recommender reads, as numpy: the user x track matrix and what fallbacks need.
-
-`marts.fct_listens` is streamed with a binary COPY straight into numpy arrays (no Python object
-per row: see PACKED_LISTENS_QUERY) and becomes a CSR matrix whose rows are users and columns
-tracks, with the id <-> index maps beside it. The small dimension tables come through a CSV
-COPY into pandas.
-"""
+"""The marts the recommender reads, as numpy: fct_listens as a users x tracks CSR matrix with
+its id maps (a binary COPY read without a Python object per row), and the users' and tracks'
+genres that the baselines need (a CSV COPY into pandas)."""
 
 from __future__ import annotations
 
@@ -34,9 +30,7 @@ PACKED_LISTENS_QUERY = sql.SQL("""
         group by user_id % {buckets}
     ) to stdout (format binary)
 """)
-# The marts are read from `marts`, or from the daily run's candidate schema before it is
-# published (moovitamix/publication.py): every reader takes the schema.
-MARTS = "marts"
+MARTS = "marts"  # or the daily run's candidate schema before it is published: readers take it
 PACKED_BUCKETS = 256
 LISTEN_RECORD = np.dtype([("user_id", ">i8"), ("track_id", ">i8"), ("listen_count", ">i4")])
 NO_GENRE = -1
@@ -139,14 +133,12 @@ def check_marts(conn: psycopg.Connection, schema: str = MARTS) -> None:
 
 def load_interactions(conn: psycopg.Connection, schema: str = MARTS) -> Interactions:
     """<schema>.fct_listens -> Interactions, streamed with a binary COPY of packed records."""
-    parts: list[np.ndarray] = []
     query = PACKED_LISTENS_QUERY.format(
         fct_listens=sql.Identifier(schema, "fct_listens"), buckets=sql.Literal(PACKED_BUCKETS)
     )
     with conn.cursor() as cur, cur.copy(query) as copy:
         copy.set_types(["bytea"])
-        for (packed,) in copy.rows():
-            parts.append(np.frombuffer(packed, dtype=LISTEN_RECORD))
+        parts = [np.frombuffer(packed, dtype=LISTEN_RECORD) for (packed,) in copy.rows()]
     records = np.concatenate(parts) if parts else np.empty(0, dtype=LISTEN_RECORD)
     interactions = build_interactions(
         records["user_id"], records["track_id"], records["listen_count"]
@@ -161,15 +153,12 @@ def load_interactions(conn: psycopg.Connection, schema: str = MARTS) -> Interact
     return interactions
 
 
-def _copy_csv(
-    conn: psycopg.Connection, query: sql.Composable, dtypes: dict[str, str]
-) -> pd.DataFrame:
-    buffer = io.BytesIO()
-    statement = sql.SQL("copy ({}) to stdout (format csv, header)").format(query)
+def _read_csv(conn: psycopg.Connection, query: str, table: sql.Identifier) -> pd.DataFrame:
+    """`query` on `table` (its `{}`) through a CSV COPY: an id column and a `genre` string."""
+    statement = sql.SQL("copy (" + query + ") to stdout (format csv, header)").format(table)
     with conn.cursor() as cur, cur.copy(statement) as copy:
-        for chunk in copy:
-            buffer.write(chunk)
-    buffer.seek(0)
+        buffer = io.BytesIO(b"".join(copy))
+    dtypes = {"user_id": "int64", "track_id": "int64", "genre": "string"}
     return pd.read_csv(buffer, dtype=dtypes, keep_default_na=False, na_values=[""])
 
 
@@ -177,26 +166,20 @@ def load_catalog(
     conn: psycopg.Connection, interactions: Interactions, schema: str = MARTS
 ) -> Catalog:
     """Users with their favorite genre, and the genres of the tracks in the matrix."""
-    users = _copy_csv(
+    users = _read_csv(
         conn,
-        sql.SQL(
-            "select user_id::bigint as user_id, favorite_genre_id::text as genre "
-            "from {} order by user_id"
-        ).format(sql.Identifier(schema, "dim_users")),
-        {"user_id": "int64", "genre": "string"},
+        "select user_id::bigint as user_id, favorite_genre_id::text as genre "
+        "from {} order by user_id",
+        sql.Identifier(schema, "dim_users"),
     )
-    bridge = _copy_csv(
+    bridge = _read_csv(
         conn,
-        sql.SQL(
-            "select distinct track_id::bigint as track_id, genre_id::text as genre "
-            "from {} where genre_id is not null"
-        ).format(sql.Identifier(schema, "bridge_track_genres")),
-        {"track_id": "int64", "genre": "string"},
+        "select distinct track_id::bigint as track_id, genre_id::text as genre "
+        "from {} where genre_id is not null",
+        sql.Identifier(schema, "bridge_track_genres"),
     )
-    (n_catalog,) = conn.execute(
-        sql.SQL("select count(*) from {}").format(sql.Identifier(schema, "dim_tracks"))
-    ).fetchone() or (0,)
-
+    dim_tracks = sql.SQL("select count(*) from {}").format(sql.Identifier(schema, "dim_tracks"))
+    (n_catalog,) = conn.execute(dim_tracks).fetchone() or (0,)
     return catalog_from_frames(interactions, users, bridge, int(n_catalog))
 
 

@@ -80,7 +80,7 @@ def build_lists(
     if als is not None:
         ids, scores = similar(als, config.similar_k, config.similar_scoring)
     else:
-        recs = popularity.similar_by_genre(catalog.track_genres, config.similar_k)
+        recs = popularity.similar_by_genre(config.similar_k)
         ids, scores = recs.ids, recs.scores
     similar_lists = SimilarTracks(
         *_flat(interactions.track_ids, ids, scores, interactions.track_ids)
@@ -116,7 +116,7 @@ def _user_top_tracks(
 
     # users without listens: their genre's list (the last row: no favorite genre)
     silent = np.flatnonzero(rows < 0)
-    by_genre = popularity.recommend_by_genre(k, len(catalog.genre_names))
+    by_genre = popularity.recommend_by_genre(k)
     pick = np.where(genre[silent] >= 0, genre[silent], len(catalog.genre_names))
     all_ids = np.vstack([ids, by_genre.ids[pick]])
     all_scores = np.vstack([scores, by_genre.scores[pick]])

@@ -1,9 +1,6 @@
-"""The ALS model: confidences from listen counts, fitting, the warm refit, top-k and similar.
-
-implicit's CPU AlternatingLeastSquares (`use_gpu=False`, a fixed random_state), with BLAS
-single-threaded around it: implicit parallelises with OpenMP itself, and a multi-threaded
-OpenBLAS underneath slows fit and recommend down.
-"""
+"""The ALS model: implicit's CPU AlternatingLeastSquares (fixed random_state) on confidences
+from listen counts, its warm refit, top-k and similar tracks. BLAS runs single-threaded around
+it: implicit parallelises with OpenMP, and a multi-threaded OpenBLAS underneath slows it down."""
 
 from __future__ import annotations
 
@@ -23,6 +20,7 @@ from ml.config import SIMILAR_SCORINGS, ModelParams
 from ml.topk import top_k
 
 log = logging.getLogger(__name__)
+REFIT_ITERATIONS = 2  # the serving model: the winner's training-split fit continued on all data
 
 
 @contextmanager
@@ -39,16 +37,12 @@ def confidence(counts: sp.csr_matrix, params: ModelParams) -> sp.csr_matrix:
     if params.confidence == "bm25":
         weighted = bm25_weight(counts.T.tocsr(), K1=params.bm25_k1, B=params.bm25_b)
         out = weighted.T.tocsr().astype(np.float32)
-    elif params.confidence == "log":
-        out = counts.astype(np.float32, copy=True)
-        np.log1p(out.data, out=out.data)
     else:
         out = counts.astype(np.float32, copy=True)
+        if params.confidence == "log":
+            np.log1p(out.data, out=out.data)
     out.sort_indices()
     return out
-
-
-REFIT_ITERATIONS = 2  # the serving model: the winner's training-split fit continued on all data
 
 
 @dataclass
@@ -56,7 +50,7 @@ class FittedModel:
     params: ModelParams
     als: AlternatingLeastSquares
     fit_seconds: float
-    warm_start: bool = False  # continued from another fit (refit), not from random factors
+    warm_start: bool = False  # continued from another fit, not from random factors
 
 
 def new_als(params: ModelParams, num_threads: int) -> AlternatingLeastSquares:
@@ -71,51 +65,33 @@ def new_als(params: ModelParams, num_threads: int) -> AlternatingLeastSquares:
     )
 
 
-def fit(counts: sp.csr_matrix, params: ModelParams, num_threads: int = 0) -> FittedModel:
-    """A new model of these parameters fit on these listen counts."""
-    started = time.perf_counter()
-    als = new_als(params, num_threads)
-    with single_threaded_blas():
-        als.fit(confidence(counts, params), show_progress=False)
-    seconds = time.perf_counter() - started
-    log.debug("fit %s in %.2fs", params.label(), seconds)
-    return FittedModel(params, als, seconds)
-
-
-def refit(
+def fit(
     counts: sp.csr_matrix,
     params: ModelParams,
-    start: FittedModel | None,
     num_threads: int = 0,
+    start: FittedModel | None = None,
 ) -> FittedModel:
-    """The serving model on all listen counts: `start` (these parameters' fit on the training
-    split, left unchanged) continued REFIT_ITERATIONS iterations from a copy of its factors,
-    which the holdout left close to the all-data solution; a cold `fit` without a matching
-    start. The saved model keeps the parameters' `iterations`."""
-    if start is None or not _continues(start, counts, params):
-        return fit(counts, params, num_threads)
+    """A model of these parameters fit on these listen counts. With a `start` of the same
+    parameters and shapes (the fit on the training split, left unchanged) it is continued
+    REFIT_ITERATIONS iterations from a copy of its factors, which the holdout left close to
+    the all-data solution (the serving model); else fit from random factors."""
     started = time.perf_counter()
     als = new_als(params, num_threads)
-    als.iterations = REFIT_ITERATIONS
-    als.user_factors = start.als.user_factors.copy()
-    als.item_factors = start.als.item_factors.copy()
+    same = start is not None and start.params == params
+    factors = (start.als.user_factors, start.als.item_factors) if start and same else (None, None)
+    warm = all(
+        getattr(f, "shape", None) == (n, params.factors)
+        for f, n in zip(factors, counts.shape, strict=True)
+    )
+    if warm:
+        als.iterations = REFIT_ITERATIONS
+        als.user_factors, als.item_factors = (np.array(f) for f in factors)  # copies
     with single_threaded_blas():
         als.fit(confidence(counts, params), show_progress=False)
-    als.iterations = params.iterations
+    als.iterations = params.iterations  # a continued model still saves its parameters
     seconds = time.perf_counter() - started
-    log.debug("warm refit %s in %.2fs", params.label(), seconds)
-    return FittedModel(params, als, seconds, warm_start=True)
-
-
-def _continues(start: FittedModel, counts: sp.csr_matrix, params: ModelParams) -> bool:
-    users, items = counts.shape
-    return (
-        start.params == params
-        and start.als.user_factors is not None
-        and start.als.item_factors is not None
-        and start.als.user_factors.shape == (users, params.factors)
-        and start.als.item_factors.shape == (items, params.factors)
-    )
+    log.debug("fit %s in %.2fs (warm: %s)", params.label(), seconds, warm)
+    return FittedModel(params, als, seconds, warm)
 
 
 def recommend(
@@ -140,9 +116,7 @@ def similar(
         raise ValueError(f"unknown similar scoring {scoring!r} (known: {SIMILAR_SCORINGS})")
     items = np.ascontiguousarray(als.item_factors, dtype=np.float32)
     n_items = items.shape[0]
-    k = min(k, n_items - 1)
-    if k <= 0:
-        return np.empty((n_items, 0), np.int64), np.empty((n_items, 0))
+    k = max(min(k, n_items - 1), 0)
     if scoring == "cosine":
         norms = np.linalg.norm(items, axis=1, keepdims=True)
         items = items / np.maximum(norms, np.finfo(np.float32).tiny)

@@ -41,7 +41,7 @@ from ml.interactions import (
 )
 from ml.lake_lists import LakeLists
 from ml.lists import ALS, build_lists
-from ml.model import REFIT_ITERATIONS, FittedModel, refit, single_threaded_blas
+from ml.model import REFIT_ITERATIONS, FittedModel, fit, single_threaded_blas
 from ml.publish import (
     PublishError,
     PublishHook,
@@ -278,7 +278,7 @@ def run_training(
             winner = candidates[decision.serving]
             assert winner.params is not None
             with _timed(timings, "refit on all data"):
-                fitted = refit(inputs.interactions.matrix, winner.params, winner_fit, threads)
+                fitted = fit(inputs.interactions.matrix, winner.params, threads, start=winner_fit)
             del winner_fit  # the training-split fit is not needed any more
             with _timed(timings, "save artifact"):
                 serving_id = model_run_id(run_id, decision.serving)

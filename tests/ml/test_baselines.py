@@ -33,12 +33,12 @@ def test_genre_popularity_ranks_the_genre_first_then_global() -> None:
     assert recs.ids[1].tolist() == [1, 3, 2, 4]  # genre 1 runs out: global popularity next
     assert recs.from_genre[1].tolist() == [True, True, False, False]
     assert recs.ids[2].tolist() == [1, 2, 3, 4]  # no favorite genre: global popularity
-    by_genre = pop.recommend_by_genre(2, 2)
+    by_genre = pop.recommend_by_genre(2)
     assert by_genre.ids.tolist() == [[2, 3], [0, 1], [0, 1]]
 
 
 def test_similar_by_genre_excludes_the_track_itself() -> None:
     pop = Popularity(sp.csr_matrix(LISTENS), GENRES)
-    recs = pop.similar_by_genre(GENRES, 2)
+    recs = pop.similar_by_genre(2)
     assert all(track not in row for track, row in enumerate(recs.ids.tolist()))
     assert recs.ids[3].tolist()[0] in (0, 1, 2)  # shares a genre with t3

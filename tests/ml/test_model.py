@@ -5,7 +5,7 @@ import scipy.sparse as sp
 from ml.config import ModelParams, load_config
 from ml.evaluate import leave_k_out
 from ml.interactions import build_interactions
-from ml.model import REFIT_ITERATIONS, fit, recommend, refit, similar
+from ml.model import REFIT_ITERATIONS, fit, recommend, similar
 
 PARAMS = ModelParams(factors=8, iterations=5)
 
@@ -44,13 +44,13 @@ def test_similar_scoring_is_checked_and_a_tiny_catalog_is_fine(structured_marts)
     assert ids.shape == (1, 0)
 
 
-def test_refit_continues_the_training_split_fit_on_all_data(structured_marts) -> None:
+def test_a_fit_from_a_start_continues_the_training_split_fit_on_all_data(structured_marts) -> None:
     counts = _counts(structured_marts)
     train = leave_k_out(counts, load_config().evaluation).train
     start = fit(train, PARAMS, num_threads=1)
     before = start.als.item_factors.copy()
-    warm = refit(counts, PARAMS, start, num_threads=1)
-    again = refit(counts, PARAMS, start, num_threads=1)
+    warm = fit(counts, PARAMS, num_threads=1, start=start)
+    again = fit(counts, PARAMS, num_threads=1, start=start)
     assert warm.warm_start and warm.als is not start.als
     assert warm.als.iterations == PARAMS.iterations  # the saved model keeps the parameters
     np.testing.assert_array_equal(start.als.item_factors, before)  # the start is untouched
@@ -71,13 +71,13 @@ def test_refit_continues_the_training_split_fit_on_all_data(structured_marts) ->
     assert overlap(warm, cold) > overlap(other_seed, cold)
 
 
-def test_refit_is_a_cold_fit_without_a_matching_start(structured_marts) -> None:
+def test_a_fit_from_a_start_is_a_cold_fit_without_a_matching_start(structured_marts) -> None:
     counts = _counts(structured_marts)
     cold = fit(counts, PARAMS, num_threads=1)
-    assert not refit(counts, PARAMS, None, num_threads=1).warm_start
+    assert not fit(counts, PARAMS, num_threads=1, start=None).warm_start
     other = fit(counts[:, :-1], PARAMS, num_threads=1)  # one track fewer: shapes differ
-    fallback = refit(counts, PARAMS, other, num_threads=1)
+    fallback = fit(counts, PARAMS, num_threads=1, start=other)
     assert not fallback.warm_start
     np.testing.assert_array_equal(fallback.als.item_factors, cold.als.item_factors)
-    wider = refit(counts, ModelParams(factors=16, iterations=5), cold, num_threads=1)
+    wider = fit(counts, ModelParams(factors=16, iterations=5), num_threads=1, start=cold)
     assert not wider.warm_start and wider.als.item_factors.shape[1] == 16
