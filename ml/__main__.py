@@ -8,23 +8,15 @@ from pathlib import Path
 
 from ml.config import ConfigError, load_config
 from ml.evaluate import format_table
-from ml.train import TrainingFailed, run_evaluation, run_training
+from ml.step import train
+from ml.train import TrainingFailed, run_evaluation
 from moovitamix.command import Command, Commands
 
 
 def _train(cmd: Command) -> None:
     config = load_config(cmd.args.config, cmd.args.override)
-    ctx = cmd.context()
-    result = run_training(
-        ctx.settings,
-        ctx.run_id,
-        config=config,
-        warehouse=ctx.warehouse,
-        champion_from_config=cmd.args.champion_from_config,
-    )
-    for alert in result.alerts:
-        ctx.alert(alert.severity, alert.title, alert.step, **alert.details)
-    print(f"train OK in {result.seconds:.1f}s: {result.summary}")
+    report = train(cmd.context(), config, cmd.args.champion_from_config)
+    print(f"train OK in {report.details['seconds']}s: {report.summary}")
 
 
 def _evaluate(cmd: Command) -> None:
@@ -42,10 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     commands = Commands(
         "python -m ml", __doc__, usage_errors=(ConfigError,), step_errors=(TrainingFailed,)
     )
-    train = commands.add(
+    train_command = commands.add(
         "train", _train, "evaluate, select, refit, save and publish (the daily step)", run_log=True
     )
-    train.add_argument(
+    train_command.add_argument(
         "--champion-from-config",
         action="store_true",
         help="take the config's [model] parameters as the champion instead of the registry's",
@@ -56,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         "print baselines vs the champion and the config's parameters; writes nothing",
         run_log=True,
     )
-    for parser in (train, evaluate):
+    for parser in (train_command, evaluate):
         _config_flags(parser)
     return commands.main(argv)
 

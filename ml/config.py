@@ -6,9 +6,9 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "config.toml"
 Confidence = Literal["bm25", "log", "raw"]
@@ -17,6 +17,13 @@ SimilarScoring = Literal["dot", "cosine"]  # how similar_tracks ranks neighbours
 SIMILAR_SCORINGS: tuple[str, ...] = get_args(SimilarScoring)
 Positive = Annotated[int, Field(ge=1)]
 NonNegative = Annotated[float, Field(ge=0)]
+T = TypeVar("T")
+# a search space: a TOML list (or one value) of at least one value
+Values = Annotated[
+    tuple[T, ...],
+    BeforeValidator(lambda v: tuple(v) if isinstance(v, list | tuple) else (v,)),
+    Field(min_length=1),
+]
 
 
 class ConfigError(ValueError):
@@ -85,20 +92,12 @@ class Selection(Section):
 
 
 class Search(Section):
-    factors: Annotated[tuple[Positive, ...], Field(min_length=1)] = (16, 32, 64, 128)
-    regularization: Annotated[tuple[NonNegative, ...], Field(min_length=1)] = (1.0, 10.0, 50.0)
-    iterations: Annotated[tuple[Positive, ...], Field(min_length=1)] = (10, 15, 25)
-    alpha: Annotated[tuple[float, ...], Field(min_length=1)] = (1.0, 10.0, 40.0)
-    confidence: Annotated[tuple[Confidence, ...], Field(min_length=1)] = ("log", "bm25")
+    factors: Values[Positive] = (16, 32, 64, 128)
+    regularization: Values[NonNegative] = (1.0, 10.0, 50.0)
+    iterations: Values[Positive] = (10, 15, 25)
+    alpha: Values[float] = (1.0, 10.0, 40.0)
+    confidence: Values[Confidence] = ("log", "bm25")
     seed: int = 11
-
-    @field_validator(
-        "factors", "regularization", "iterations", "alpha", "confidence", mode="before"
-    )
-    @classmethod
-    def _listed(cls, value: Any) -> tuple[Any, ...]:
-        """A TOML list (or one value) as the tuple the field holds."""
-        return tuple(value) if isinstance(value, list | tuple) else (value,)
 
     def space(self) -> dict[str, tuple[Any, ...]]:
         return {name: getattr(self, name) for name in type(self).model_fields if name != "seed"}

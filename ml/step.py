@@ -1,28 +1,36 @@
-"""Training as a step of the daily run: `train`."""
+"""Training as a step of the daily run: `train` (also `python -m ml train`)."""
 
 from __future__ import annotations
 
+from ml.config import MlConfig
 from ml.train import TrainingFailed, run_training
 from moovitamix.step import RunContext, StepFailed, StepReport
 
 __all__ = ["train"]
 
 
-def train(ctx: RunContext) -> StepReport:
+def train(
+    ctx: RunContext, config: MlConfig | None = None, champion_from_config: bool = False
+) -> StepReport:
     """Evaluate, select, refit, and publish (or, in the daily run, stage the lists for the
     run's publication); a failure leaves yesterday's recommendations."""
     try:
         result = run_training(
-            ctx.settings, ctx.run_id, warehouse=ctx.warehouse, publication=ctx.publication
+            ctx.settings,
+            ctx.run_id,
+            warehouse=ctx.warehouse,
+            config=config,
+            champion_from_config=champion_from_config,
+            publication=ctx.publication,
         )
     except TrainingFailed as exc:
         raise StepFailed(str(exc)) from None
     for alert in result.alerts:  # ALS lost to the baselines: published, but say so
         ctx.alert(alert.severity, alert.title, alert.step, **alert.details)
+    run = result.serving_model_run_id
+    facts = {"source": result.source, "model_run_id": run, "promoted": result.promoted}
     ctx.facts["recommendations"] = {
-        "source": result.source,
-        "model_run_id": result.serving_model_run_id,
-        "promoted": result.promoted,
+        **facts,
         f"{result.metric}@{result.k}": round(result.metrics[result.metric], 4),
     }
     return StepReport(
@@ -30,14 +38,13 @@ def train(ctx: RunContext) -> StepReport:
         rows_in=result.model_runs[0].n_interactions if result.model_runs else None,
         rows_out=sum(result.rows_published.values()),
         details={
-            "source": result.source,
-            "model_run_id": result.serving_model_run_id,
-            "promoted": result.promoted,
+            **facts,
             "reason": result.reason,
             "metrics": result.metrics,
             "baseline_metrics": result.baseline_metrics,
             "candidates": {run.model_run_id: run.status for run in result.model_runs},
             "rows_published" if ctx.publication is None else "rows_staged": result.rows_published,
             "timings_s": result.timings,
+            "seconds": round(result.seconds, 1),
         },
     )

@@ -234,14 +234,13 @@ def test_a_rerun_under_the_same_run_id_replaces_its_rows(
     assert runs == [(result.serving_model_run_id, "champion")]
 
 
-def test_the_daily_step_reports_and_alerts(marts_url, ml_settings, make_config, monkeypatch):
+def test_the_daily_step_reports_and_alerts(marts_url, ml_settings, make_config):
     from ml import step
     from moovitamix.step import RunContext
 
     weak = make_config("model.regularization=100000.0", "selection.max_challengers=0")
-    monkeypatch.setattr(step, "run_training", lambda *a, **kw: run_training(*a, **kw, config=weak))
     ctx = RunContext(ml_settings, "20261126T000000Z-gggggg", marts_url, "http://api", True)
-    report = step.train(ctx)
+    report = step.train(ctx, weak)
     assert report.summary.startswith("baseline genre_popularity published (ALS lost)")
     assert (
         report.rows_out
