@@ -1,8 +1,5 @@
 """Where the checks' SQL runs: the warehouse (Postgres), or on the Spark engine the process's
-Spark session (raw in the lake, the marts in their slot). The control plane stays in Postgres:
-the small tables the suites read there are copied into Spark temporary views
-`pg_<schema>__<table>` for one validation; of the staged lists, only their users.
-"""
+Spark session (expectations/spark_engine.py). Both return rows as JSON-ready dicts."""
 
 from __future__ import annotations
 
@@ -10,10 +7,9 @@ import datetime as dt
 import decimal
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from psycopg import sql
 from psycopg.rows import dict_row
 
 from expectations import tables as t
@@ -24,18 +20,9 @@ from moovitamix.warehouse import connect
 
 if TYPE_CHECKING:
     import psycopg
-    from pyspark.sql import SparkSession
 
+    from expectations.spark_engine import SparkEngine
     from moovitamix.settings import Settings
-
-DLT_LOADS = "raw._dlt_loads"
-CONTROL_PLANE = ("monitoring", "recommendations")  # schemas in Postgres on every engine
-# Postgres types as Spark's; any other (json, jsonb, ...) is fetched as text
-SPARK_TYPES = {
-    "bigint": "bigint", "integer": "int", "smallint": "smallint", "boolean": "boolean",
-    "double precision": "double", "real": "double", "numeric": "double", "date": "date",
-    "timestamp with time zone": "timestamp", "timestamp without time zone": "timestamp",
-}  # fmt: skip
 
 
 def plain(value: object) -> object:
@@ -67,76 +54,6 @@ class Engine:
         """Make `tables` (as the suites name them) readable; in Postgres they are."""
 
 
-@dataclass
-class SparkEngine:
-    url: ConnectionURL
-    relations: Relations
-    spark: SparkSession
-    dialect: Dialect = field(default_factory=lambda: Dialect("spark"))
-    views: list[str] = field(default_factory=list)
-
-    def rows(self, query: str) -> list[dict[str, Any]]:
-        collected = self.spark.sql(query).collect()
-        return [{k: plain(v) for k, v in row.asDict().items()} for row in collected]
-
-    def existing(self, tables: Iterable[str]) -> set[str]:
-        return {table for table in set(tables) if self.spark.catalog.tableExists(table)}
-
-    def load(self, tables: Iterable[str]) -> None:
-        """The control-plane tables into views (a missing one gets none: its suite is
-        skipped), and the latest completed load of each raw table."""
-        needed = set(tables)
-        views = {}
-        with connect(self.url) as conn:
-            for table in sorted(n for n in needed if n.split(".")[0] in CONTROL_PLANE):
-                source = self.relations(table)
-                views[table] = view = "pg_" + source.replace(".", "__")
-                if t.existing_tables(conn, [source]):
-                    rows, schema = self._fetch(conn, source, table == t.USER_TOP_TRACKS)
-                    self.spark.createDataFrame(rows, schema).createOrReplaceTempView(view)
-                    self.views.append(view)
-        loads = {}
-        if self.existing([DLT_LOADS]):
-            for table in self.existing(n for n in t.RAW_TABLES.values() if n in needed):
-                (row,) = self.rows(
-                    f"select max(l.load_id) as load_id from {DLT_LOADS} as l where l.status = 0 "
-                    f"and l.load_id in (select distinct r._dlt_load_id from {table} as r)"
-                )
-                if row["load_id"] is not None:
-                    loads[table] = str(row["load_id"])
-        self.relations = replace(self.relations, tables={**self.relations.tables, **views})
-        self.dialect = Dialect("spark", current_loads=loads)
-
-    @staticmethod
-    def _fetch(conn: psycopg.Connection, table: str, users_only: bool) -> tuple[list, str]:
-        """A Postgres table's rows and their Spark schema; of the lists, one row per user."""
-        name = sql.Identifier(*table.split(".", 1))
-        if users_only:
-            query = sql.SQL("select user_id, count(*) from {} group by user_id").format(name)
-            return conn.execute(query).fetchall(), "user_id bigint, recommendations bigint"
-        columns = conn.execute(
-            "select column_name, data_type from information_schema.columns "
-            "where table_schema = %s and table_name = %s order by ordinal_position",
-            tuple(table.split(".", 1)),
-        ).fetchall()
-        selected, schema = [], []
-        for column, data_type in columns:
-            spark_type = SPARK_TYPES.get(str(data_type), "string")
-            cast = {"string": "text", "double": "float8"}.get(spark_type)
-            expression = sql.Identifier(column)
-            selected.append(
-                sql.SQL("{}::{}").format(expression, sql.SQL(cast)) if cast else expression
-            )
-            schema.append(f"`{column}` {spark_type}")
-        query = sql.SQL("select {} from {}").format(sql.SQL(", ").join(selected), name)
-        return conn.execute(query).fetchall(), ", ".join(schema)
-
-    def drop_views(self) -> None:
-        for view in self.views:
-            self.spark.catalog.dropTempView(view)
-        self.views.clear()
-
-
 @contextmanager
 def open_engine(
     settings: Settings, url: ConnectionURL, relations: Relations
@@ -146,6 +63,7 @@ def open_engine(
         with connect(url, autocommit=True) as conn:
             yield Engine(url, relations, conn)
         return
+    from expectations.spark_engine import SparkEngine
     from moovitamix.spark import spark_session
 
     engine = SparkEngine(url, relations, spark=spark_session(settings))

@@ -7,11 +7,15 @@ figures never become a baseline."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from expectations import tables as t
-from expectations.engines import Engine, SparkEngine
+from expectations.engines import Engine
 from expectations.thresholds import Thresholds
 from moovitamix.warehouse import connect, ensure_tables
+
+if TYPE_CHECKING:
+    from expectations.spark_engine import SparkEngine
 
 log = logging.getLogger(__name__)
 

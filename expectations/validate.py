@@ -14,11 +14,11 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expectations.checks import Check, Measured, expectations
 from expectations.context import GX_DIR, run_suites
-from expectations.engines import Engine, SparkEngine, open_engine
+from expectations.engines import Engine, open_engine
 from expectations.results import CheckResult, check_result, write_measured, write_results
 from expectations.run_metrics import record_run_metrics
 from expectations.suites import BuildContext, Stage, SuiteSpec, UnknownSuite, all_suites
@@ -29,6 +29,9 @@ from moovitamix.errors import one_line
 from moovitamix.publication import LIVE, Relations
 from moovitamix.settings import Settings
 from moovitamix.warehouse import connect
+
+if TYPE_CHECKING:
+    from expectations.spark_engine import SparkEngine
 
 log = logging.getLogger(__name__)
 

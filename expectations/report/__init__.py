@@ -1,5 +1,6 @@
 """The health report: one self-contained HTML page (reports/health.html), plots of the run
-ledger and monitoring tables and the last run's failures. `python -m expectations report`."""
+ledger, the monitoring tables and recommendation uptake, and the last run's failures.
+`python -m expectations report`."""
 
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ def write_health_report(url: ConnectionURL, path: Path, *, max_runs: int = 60) -
     from expectations.report.data import load_report_data
     from expectations.report.page import render_page
     from expectations.report.plots import PLOTS, png
+    from expectations.report.uptake import per_day
 
     data = load_report_data(url, max_runs)
-    page = render_page(data, [(title, png(draw(data))) for title, draw in PLOTS])
+    plots = [(title, png(draw(data))) for title, draw in PLOTS]
+    page = render_page(data, plots, None if data.uptake.empty else png(per_day(data.uptake)))
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(page, encoding="utf-8")

@@ -1,15 +1,16 @@
-"""What the health report shows, read from the run ledger, ingestion_stats and
-validation_results; a table that does not exist yet reads as empty (a brand-new warehouse)."""
+"""What the health report shows, read from the run ledger, ingestion_stats, validation_results
+and the uptake mart; a table that does not exist yet reads as empty (a brand-new warehouse)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import psycopg
 
 from expectations import tables as t
+from expectations.report import uptake
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.warehouse import connect
 
@@ -53,6 +54,7 @@ class ReportData:
     steps: pd.DataFrame
     ingestion: pd.DataFrame
     validation: pd.DataFrame
+    uptake: pd.DataFrame = field(default_factory=pd.DataFrame)  # per day and model run
 
     @property
     def last_run(self) -> pd.Series | None:
@@ -82,4 +84,5 @@ def load_report_data(url: ConnectionURL, max_runs: int = 60) -> ReportData:
         window = {"since": since}
         ingestion = _frame(conn, t.INGESTION_STATS, INGESTION, window)
         validation = _frame(conn, t.VALIDATION_RESULTS, VALIDATION, window)
-    return ReportData(runs, steps, ingestion, validation)
+        uptake_rows = _frame(conn, uptake.MART, uptake.QUERY, window)
+    return ReportData(runs, steps, ingestion, validation, uptake_rows)

@@ -28,116 +28,13 @@ REMOTE_IMG = re.compile(rf"(<img\b[^>]*\bsrc=)([\"']){REMOTE}([^\"']*)\2", re.IG
 REMOTE_CSS_URL = re.compile(rf"url\(\s*[\"']?{REMOTE}[^)]*\)", re.IGNORECASE)
 HEAD = re.compile(r"<head\b[^>]*>", re.IGNORECASE)
 
-CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #222;
-       margin: 0; padding: 0 1em 2em; }
-.container, .container-fluid { max-width: 1200px; margin: 0 auto; padding-top: 1em; }
-nav.navbar { border-bottom: 1px solid #ddd; padding: 0.5em 0; margin-bottom: 1em; }
-.navbar-brand img { height: 32px; visibility: visible !important; }
-footer { display: none; }
-table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
-th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
-th { background: #f4f6f7; }
-tr.clickable-row { cursor: pointer; }
-tr.clickable-row:hover { background: #eaf2f8; }
-.card { border: 1px solid #ddd; border-radius: 4px; padding: 0.5em 1em; margin: 0 0 1em; }
-.nav { list-style: none; padding: 0; display: flex; gap: 1.5em; }
-.tab-pane { margin-bottom: 2em; }
-.text-success { color: #1e8449; } .text-danger { color: #c0392b; }
-.text-warning { color: #b9770e; } .text-muted { color: #777; }
-.d-none, .sr-only, .modal, .tooltip, .btn, button { display: none; }
-.fas, .far, .fab, .fa { font-style: normal; }
-.fa-check-circle::before, .fa-check::before { content: "\\2714"; }
-.fa-times-circle::before, .fa-times::before { content: "\\2716"; }
-.fa-exclamation-triangle::before { content: "\\26A0"; }
-"""
+ASSETS = Path(__file__).resolve().parent  # offline_docs.css and offline_docs.js
 
-# The part of jQuery / bootstrap-table the GX pages call; anything else is a harmless no-op.
-SCRIPT = """
-(function () {
-  "use strict";
-  if (window.jQuery) { return; }
-  function esc(text) {
-    return String(text).replace(/[&<>"]/g, function (c) {
-      return {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c];
-    });
-  }
-  function onReady(fn) {
-    if (document.readyState === "loading") {
-      document.addEventListener("DOMContentLoaded", function () { fn(jq); });
-    } else { fn(jq); }
-  }
-  function visible(column) { return column.visible !== false && column.visible !== "false"; }
-  function sortRows(rows, columns, options) {
-    if (!options.sortName) { return rows; }
-    var column = columns.filter(function (c) { return c.field === options.sortName; })[0];
-    var key = (column && column.sortName) || options.sortName;
-    var order = options.sortOrder === "desc" ? -1 : 1;
-    return rows.slice().sort(function (a, b) {
-      return a[key] < b[key] ? -order : (a[key] > b[key] ? order : 0);
-    });
-  }
-  function renderTable(table, options) {
-    var columns = (options.columns || []).filter(visible);
-    var rows = sortRows(options.data || [], columns, options);
-    var head = columns.map(function (c) { return "<th>" + esc(c.title || c.field) + "</th>"; });
-    var body = rows.map(function (row) {
-      var link = row._table_row_link_path;
-      var cells = columns.map(function (c) {
-        var value = row[c.field];
-        return "<td>" + (value === undefined || value === null ? "" : String(value)) + "</td>";
-      });
-      var attributes = link ? ' class="clickable-row" data-href="' + esc(link) + '"' : "";
-      return "<tr" + attributes + ">" + cells.join("") + "</tr>";
-    });
-    table.innerHTML = "<thead><tr>" + head.join("") + "</tr></thead><tbody>" +
-      body.join("") + "</tbody>";
-    table.addEventListener("click", function (event) {
-      var row = event.target.closest("tr[data-href]");
-      if (row && !event.target.closest("a")) { window.location.href = row.dataset.href; }
-    });
-  }
-  function wrap(nodes) {
-    var api = {
-      length: nodes.length,
-      bootstrapTable: function (options) {
-        if (options && typeof options === "object") {
-          nodes.forEach(function (n) { renderTable(n, options); });
-        }
-        return self;
-      },
-      ready: function (fn) { onReady(fn); return self; },
-      fadeIn: function () { nodes.forEach(function (n) { n.style.display = ""; }); return self; },
-      fadeOut: function () {
-        nodes.forEach(function (n) { n.style.display = "none"; }); return self;
-      },
-      parent: function () {
-        return wrap(nodes.map(function (n) { return n.parentElement; }).filter(Boolean));
-      },
-      data: function (key) { return nodes.length ? nodes[0].getAttribute("data-" + key) : null; }
-    };
-    var self = new Proxy(api, {
-      get: function (target, key) {
-        return key in target ? target[key] : function () { return self; };
-      }
-    });
-    return self;
-  }
-  function jq(selector) {
-    if (typeof selector === "function") { onReady(selector); return wrap([]); }
-    if (typeof selector !== "string") { return wrap(selector ? [selector] : []); }
-    try { return wrap(Array.prototype.slice.call(document.querySelectorAll(selector))); }
-    catch (error) { return wrap([]); }
-  }
-  jq.fn = {};
-  window.jQuery = window.$ = jq;
-  window.vegaEmbed = function (target) {
-    var node = typeof target === "string" ? document.querySelector(target) : target;
-    if (node) { node.textContent = "(chart not drawn: Vega is not available offline)"; }
-    return Promise.resolve();
-  };
-})();
-"""
+
+def _stand_ins() -> str:
+    """The inline stylesheet and script that stand in for the remote assets."""
+    css, js = (ASSETS.joinpath(f"offline_docs.{ext}").read_text("utf-8") for ext in ("css", "js"))
+    return f"{MARKER}\n<style>{css}</style>\n<script>{js}</script>\n"
 
 
 def _local_image(site: Path, page: Path, url: str) -> str:
@@ -156,11 +53,9 @@ def offline_page(text: str, site: Path, page: Path) -> str:
     text = REMOTE_TAG.sub("", text)
     text = REMOTE_IMG.sub(lambda m: f"{m[1]}{m[2]}{_local_image(site, page, m[3])}{m[2]}", text)
     text = REMOTE_CSS_URL.sub("none", text)
-    inline = f"{MARKER}\n<style>{CSS}</style>\n<script>{SCRIPT}</script>\n"
-    head = HEAD.search(text)
-    if head is None:
-        return inline + text
-    return text[: head.end()] + "\n" + inline + text[head.end() :]
+    inline = _stand_ins()
+    text, heads = HEAD.subn(lambda head: f"{head[0]}\n{inline}", text, count=1)
+    return text if heads else inline + text
 
 
 def offline_stylesheet(text: str) -> str:

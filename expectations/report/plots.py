@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from expectations.report.data import ReportData
+if TYPE_CHECKING:
+    from expectations.report.data import ReportData
 
 WIDTH, HEIGHT, DPI = 9.5, 3.4, 100
 FAILED_COLOR = "#c0392b"
@@ -24,7 +26,7 @@ def png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _figure(title: str, columns: int = 1) -> tuple[Figure, list[Axes]]:
+def figure_with_axes(title: str, columns: int = 1) -> tuple[Figure, list[Axes]]:
     figure = Figure(figsize=(WIDTH, HEIGHT), dpi=DPI, layout="constrained")
     axes = figure.subplots(1, columns, squeeze=False)[0]
     if columns == 1:
@@ -35,13 +37,13 @@ def _figure(title: str, columns: int = 1) -> tuple[Figure, list[Axes]]:
 
 
 def _empty(title: str) -> Figure:
-    figure, (axes,) = _figure(title)
+    figure, (axes,) = figure_with_axes(title)
     axes.text(0.5, 0.5, "no data yet", ha="center", va="center", color="grey", fontsize=13)
     axes.set_axis_off()
     return figure
 
 
-def _ticks(axes: Axes, times: Sequence[pd.Timestamp], fmt: str = "%m-%d %H:%M") -> None:
+def time_ticks(axes: Axes, times: Sequence[pd.Timestamp], fmt: str = "%m-%d %H:%M") -> None:
     """One position per run (or day), labelled with its UTC time; at most MAX_TICKS labels."""
     labels = [ts.strftime(fmt) for ts in times]
     step = max(1, -(-len(labels) // MAX_TICKS))
@@ -60,13 +62,13 @@ def _counts_axis(axes: Axes, values: pd.Series, label: str) -> None:
 
 def _stacked_bars(title: str, frame: pd.DataFrame, times: pd.Series, label: str) -> Figure:
     """One bar per row of `frame` (a run), one stacked segment per column, legend outside."""
-    figure, (axes,) = _figure(title)
+    figure, (axes,) = figure_with_axes(title)
     positions = range(len(frame))
     bottom = pd.Series(0.0, index=frame.index)
     for column in frame.columns:
         axes.bar(positions, frame[column], bottom=bottom, label=str(column), width=0.8)
         bottom = bottom + frame[column]
-    _ticks(axes, times)
+    time_ticks(axes, times)
     _counts_axis(axes, bottom, label)
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return figure
@@ -101,7 +103,7 @@ def records_per_endpoint(data: ReportData) -> Figure:
         versions=pd.to_numeric(loaded["versions_added"], errors="coerce").fillna(0),
     )
     last = loaded.sort_values("started_at").groupby(["day", "endpoint"]).last()
-    figure, (served, changed) = _figure(title, columns=2)
+    figure, (served, changed) = figure_with_axes(title, columns=2)
     for axes, column, subtitle in (
         (served, "records", "records received (the API's total)"),
         (changed, "versions", "new or changed versions loaded"),
@@ -110,7 +112,7 @@ def records_per_endpoint(data: ReportData) -> Figure:
         for endpoint in per_day.columns:
             axes.plot(range(len(per_day)), per_day[endpoint], marker="o", label=str(endpoint))
         axes.set_title(subtitle, loc="left", fontsize=10)
-        _ticks(axes, per_day.index, "%Y-%m-%d")
+        time_ticks(axes, per_day.index, "%Y-%m-%d")
         _counts_axis(axes, per_day.max(axis=1), "")
         axes.legend(fontsize=8)
     return figure
@@ -144,7 +146,7 @@ def request_health(data: ReportData) -> Figure:
         .sort_values("started_at")
     )
     success = 1 - per_run["failed"] / per_run["requests"].where(per_run["requests"] > 0)
-    figure, (axes,) = _figure(title)
+    figure, (axes,) = figure_with_axes(title)
     positions = range(len(per_run))
     retries_axes = axes.twinx()
     retries_axes.bar(positions, per_run["retried"], color="#f0b27a", alpha=0.7, label="retries")
@@ -155,7 +157,7 @@ def request_health(data: ReportData) -> Figure:
     axes.yaxis.set_major_formatter(PercentFormatter(1.0))
     axes.set_ylim(min(0.9, float(success.min()) - 0.02) if success.notna().any() else 0.9, 1.005)
     axes.set_ylabel("requests answered 2xx")
-    _ticks(axes, per_run["started_at"])
+    time_ticks(axes, per_run["started_at"])
     lines, bars = axes.get_legend_handles_labels(), retries_axes.get_legend_handles_labels()
     axes.legend(lines[0] + bars[0], lines[1] + bars[1], fontsize=8, loc="lower left")
     return figure
@@ -171,14 +173,14 @@ def validation_pass_rate(data: ReportData) -> Figure:
         .join(frame.groupby("run_id")["validated_at"].min())
         .sort_values("validated_at")
     )
-    figure, (axes,) = _figure(title)
+    figure, (axes,) = figure_with_axes(title)
     styles = {"error": ("#c0392b", "error expectations"), "warning": ("#d68910", "warnings")}
     for severity, (color, label) in styles.items():
         if severity in per_run:
             axes.plot(range(len(per_run)), per_run[severity], marker="o", color=color, label=label)
     axes.yaxis.set_major_formatter(PercentFormatter(1.0))
     axes.set_ylim(-0.02, 1.05)
-    _ticks(axes, per_run["validated_at"])
+    time_ticks(axes, per_run["validated_at"])
     axes.legend(fontsize=8, loc="lower left")
     return figure
 
