@@ -268,7 +268,7 @@ def numpy_binary_copy(
     dtype = np.dtype([("n", ">i2")] + [x for f in fields for x in ((f"len_{f[0]}", ">i4"), f)])
     with conn.cursor() as cur, cur.copy(f"copy {table} from stdin (format binary)") as copy:
         copy.write(b"PGCOPY\n\xff\r\n\x00" + bytes(8))
-        for start in range(0, len(lists), 250_000):
+        for start in range(0, len(lists.user_id), 250_000):
             part = slice(start, start + 250_000)
             block = np.empty(len(lists.user_id[part]), dtype=dtype)
             block["n"] = len(fields)

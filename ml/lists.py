@@ -1,11 +1,6 @@
-"""The lists the app shows, as flat numpy columns ready for COPY.
-
-user_top_tracks: k never-heard tracks for every dim_users user: the serving model's ('als') or
-  the published baseline's; users without listens get their favorite genre's most popular
-  tracks ('genre_popularity') or global popularity ('popularity'), a genre list that runs out
-  continuing with global popularity, each row saying where it came from.
-similar_tracks: every listened track's k nearest tracks by `publish.similar_scoring`, itself
-  excluded; genre popularity when a baseline is published.
+"""The lists the app shows, as flat numpy columns ready for COPY: user_top_tracks (k unheard
+tracks for every dim_users user, each row with its source: 'als', or the baseline or fallback)
+and similar_tracks (every listened track's k nearest, itself excluded). ml/README.md has more.
 """
 
 from __future__ import annotations
@@ -32,9 +27,6 @@ class UserTopTracks:
     score: np.ndarray  # float64
     source: np.ndarray  # int8 code into SOURCES
 
-    def __len__(self) -> int:
-        return len(self.user_id)
-
     def sources(self) -> dict[str, int]:
         counts = np.bincount(self.source, minlength=len(SOURCES))
         return {name: int(n) for name, n in zip(SOURCES, counts, strict=True) if n}
@@ -46,9 +38,6 @@ class SimilarTracks:
     rank: np.ndarray  # int32
     similar_track_id: np.ndarray  # int64
     score: np.ndarray  # float64
-
-    def __len__(self) -> int:
-        return len(self.track_id)
 
 
 def _flat(

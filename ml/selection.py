@@ -51,8 +51,8 @@ class SearchResult(Generic[Fit]):
 
 
 def keep_if_best(found: SearchResult[Fit], i: int, fitted: Fit | None, metric: str) -> None:
-    """Hold challenger i's fit if it is the best challenger so far (ties: the earlier, as
-    `decide`), dropping the previous best's."""
+    """Hold candidate i's fit if it is the champion's or the best challenger's so far (ties:
+    the earlier, as `decide`), dropping the previous best challenger's."""
     if fitted is None:
         return
     held = [j for j in found.fits if j != 0]
@@ -78,24 +78,18 @@ def search(
 ) -> SearchResult[Fit]:
     """The champion's parameters refit, then challengers until `max_challengers` or the time
     budget (a challenger is started only if the mean candidate's time still fits)."""
-    started = time.perf_counter()
-    first, fitted = evaluate(champion, "champion")
-    spent = [time.perf_counter() - started]
-    log.info("champion %s: %s", champion.label(), metrics_line(first, k))
-    found = SearchResult([first], {} if fitted is None else {0: fitted})
+    found: SearchResult[Fit] = SearchResult([], {})
     proposals = challenger_params(champion, config.model, config.search, today)
-    proposals = proposals[: config.selection.max_challengers]
-    budget, search_started = config.selection.time_budget_s, time.perf_counter()
-    for i, params in enumerate(proposals, start=1):
-        if time.perf_counter() - search_started + float(np.mean(spent)) > budget:
-            log.info(
-                "time budget %.0fs: %d challenger(s) not tried", budget, len(proposals) - i + 1
-            )
+    proposals = [champion, *proposals[: config.selection.max_challengers]]
+    budget, spent = config.selection.time_budget_s, []
+    for i, params in enumerate(proposals):
+        if i and sum(spent[1:]) + float(np.mean(spent)) > budget:
+            log.info("time budget %.0fs: %d challenger(s) not tried", budget, len(proposals) - i)
             break
-        t0 = time.perf_counter()
-        scored, fitted = evaluate(params, f"challenger-{i}")
-        spent.append(time.perf_counter() - t0)
-        log.info("challenger-%d %s: %s", i, params.label(), metrics_line(scored, k))
+        started = time.perf_counter()
+        scored, fitted = evaluate(params, f"challenger-{i}" if i else "champion")
+        spent.append(time.perf_counter() - started)
+        log.info("%s %s: %s", scored.name, params.label(), metrics_line(scored, k))
         found.candidates.append(scored)
         keep_if_best(found, i, fitted, config.selection.metric)
     return found
@@ -227,24 +221,22 @@ def model_run_rows(
     rows: list[ModelRun] = []
     for i, (scored, status) in enumerate(zip(candidates, decision.statuses, strict=True)):
         assert scored.params is not None
+        serving = decision.serving == i
         metrics: dict[str, Any] = {**scored.metrics, **common, "fit_seconds": scored.fit_seconds}
-        metrics["role"] = "champion_refit" if i == 0 else "challenger"
+        metrics["role"] = "challenger" if i else "champion_refit"
         if i == 0 and refit_of is not None:
             metrics["refit_of"] = refit_of
         if scored.error:
             metrics["error"] = scored.error
-        serving = decision.serving == i
         if serving and serving_fit_seconds is not None:
             metrics["serving_fit_seconds"] = round(serving_fit_seconds, 3)
-        artifact = artifact_path if serving else None
-        params = scored.params.to_json()
         rows.append(
             row(
                 model_run_id(run_id, i),
-                params=params,
+                params=scored.params.to_json(),
                 metrics=metrics,
                 status=status,
-                artifact_path=artifact,
+                artifact_path=artifact_path if serving else None,
             )
         )
     if decision.baseline is not None:

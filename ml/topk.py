@@ -81,13 +81,10 @@ def top_k(
     num_threads: int = 0,
     prune: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The k columns of `items` scoring highest against each row of `query`, skipping the
-    columns `exclude` (rows aligned with `query`) holds for that row. `prune=False` skips the
-    first pass over the longest vectors (it cannot settle anything when they are all alike).
-
-    Returns (ids int64, scores float64), both (len(query), k); -1 / -inf where fewer than k
-    columns remain. Ties keep implicit's order.
-    """
+    """The k columns of `items` scoring highest against each row of `query`, minus those its
+    `exclude` row holds: (ids int64, scores float64), (len(query), k), -1 / -inf where fewer
+    remain, ties in implicit's order. `prune=False` skips the first pass over the longest
+    vectors (it settles nothing when they are all alike, as unit vectors)."""
     items = np.ascontiguousarray(items, dtype=np.float32)
     query = np.ascontiguousarray(query, dtype=np.float32)
     n_items = items.shape[0]

@@ -144,13 +144,9 @@ class TrainResult:
     @property
     def summary(self) -> str:
         best_baseline = max(self.baseline_metrics.values(), key=lambda m: m[self.metric])
-        outcome = (
-            "challenger promoted"
-            if self.promoted
-            else "champion kept"
-            if self.source == ALS
-            else f"baseline {self.source} published (ALS lost)"
-        )
+        outcome = f"baseline {self.source} published (ALS lost)"
+        if self.source == ALS:
+            outcome = "challenger promoted" if self.promoted else "champion kept"
         return (
             f"{outcome}: {self.metric}@{self.k} {self.metrics[self.metric]:.4f} "
             f"(best baseline {best_baseline[self.metric]:.4f}); "
