@@ -30,9 +30,8 @@ def _validate(cmd: Command) -> int:
         gx_dir=args.gx_dir,
     )
     print(f"validation of run {cmd.run_id}: {outcome.summary()} ({outcome.seconds:.1f}s)")
-    for r in outcome.failures:
-        what = f"{r.suite}.{r.expectation}: {r.observed_value}"
-        print(f"  {r.severity.upper():<7} {what} (threshold {r.threshold})")
+    for line in outcome.failure_lines():
+        print(f"  {line}")
     if outcome.data_docs:
         print(f"data docs: {outcome.data_docs}")
     return exit_codes.OK if outcome.ok else exit_codes.STEP_FAILED

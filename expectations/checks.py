@@ -44,6 +44,7 @@ class Check:
 class Measured:
     """A check's metric rows in this run, or why its query could not run."""
 
+    check: Check
     rows: tuple[Mapping[str, Any], ...] = ()
     could_not_run: str = ""
 

@@ -6,8 +6,8 @@ it fails the run at its severity like a failed one. Aggregates and counts only, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +15,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from expectations import tables as t
-from expectations.checks import COULD_NOT_RUN, Measured, observed
+from expectations.checks import Measured, observed
 from moovitamix.errors import one_line
 from moovitamix.warehouse import ensure_tables
 
@@ -78,14 +78,6 @@ class CheckResult:
     alert_title: str = ""
     could_not_run: str = ""  # why: the check's query raised (it neither passed nor failed)
 
-    @property
-    def status(self) -> str:
-        return COULD_NOT_RUN if self.could_not_run else "passed" if self.success else "failed"
-
-    def row(self, validated_at: datetime) -> tuple[object, ...]:
-        values = {**self.__dict__, "observed": Jsonb(dict(self.observed))}
-        return tuple(validated_at if n == "validated_at" else values[n] for n in COLUMNS)
-
 
 def _gx_error(gx_result: Any) -> str:
     """GX's own failure to evaluate the expectation (its query on check_metrics raised)."""
@@ -104,7 +96,7 @@ def check_result(run_id: str, suite: str, gx_result: Any, measured: Measured) ->
     config = gx_result.expectation_config
     meta = config.meta
     reason = measured.could_not_run or _gx_error(gx_result)
-    text, found = observed(Measured(measured.rows, reason), meta["unit"], meta["limit"])
+    text, found = observed(replace(measured, could_not_run=reason), meta["unit"], meta["limit"])
     return CheckResult(
         run_id=run_id,
         suite=suite,
@@ -121,28 +113,40 @@ def check_result(run_id: str, suite: str, gx_result: Any, measured: Measured) ->
     )
 
 
-def write_measured(
-    conn: psycopg.Connection, run_id: str, measured: Mapping[tuple[str, str], Measured]
+def _replace(
+    conn: psycopg.Connection,
+    table: str,
+    ddl: str,
+    run_id: str,
+    suites: Iterable[str],
+    columns: Sequence[str],
+    rows: Iterable[Sequence[object]],
 ) -> None:
-    """Replace this run's metric rows of these (suite, check)s."""
-    ensure_tables(conn, [t.CHECK_METRICS], METRICS_DDL)
-    suites = sorted({suite for suite, _ in measured})
+    """Replace this run's rows of these suites (a run validated again keeps only the latest)."""
+    ensure_tables(conn, [table], ddl)
     conn.execute(
-        f"delete from {t.CHECK_METRICS} where run_id = %s and suite = any(%s)", (run_id, suites)
+        f"delete from {table} where run_id = %s and suite = any(%s)", (run_id, list(suites))
     )
+    marks = ", ".join(["%s"] * len(columns))
+    conn.cursor().executemany(f"insert into {table} ({', '.join(columns)}) values ({marks})", rows)
+
+
+def write_measured(
+    conn: psycopg.Connection, run_id: str, measured: Mapping[str, Mapping[str, Measured]]
+) -> None:
+    """This run's metric rows (measured: by suite, then check), what GX validates."""
     rows = []
-    for (suite, check), m in measured.items():
-        if m.could_not_run:
-            rows.append((run_id, suite, check, None, None, m.could_not_run, Jsonb({})))
-        for row in m.rows:
-            details = {k: v for k, v in row.items() if k not in ("subject", "observed")}
-            value = None if row["observed"] is None else float(row["observed"])
-            rows.append((run_id, suite, check, str(row["subject"]), value, None, Jsonb(details)))
-    conn.cursor().executemany(
-        f"insert into {t.CHECK_METRICS} (run_id, suite, expectation, subject, observed, "
-        "could_not_run, details) values (%s, %s, %s, %s, %s, %s, %s)",
-        rows,
-    )
+    for suite, by_check in measured.items():
+        for check, m in by_check.items():
+            key = (run_id, suite, check)
+            if m.could_not_run:
+                rows.append((*key, None, None, m.could_not_run, Jsonb({})))
+            for row in m.rows:
+                details = {k: v for k, v in row.items() if k not in ("subject", "observed")}
+                value = None if row["observed"] is None else float(row["observed"])
+                rows.append((*key, str(row["subject"]), value, None, Jsonb(details)))
+    columns = ("run_id", "suite", "expectation", "subject", "observed", "could_not_run", "details")
+    _replace(conn, t.CHECK_METRICS, METRICS_DDL, run_id, measured, columns, rows)
 
 
 def write_results(
@@ -152,14 +156,8 @@ def write_results(
     results: Iterable[CheckResult],
     validated_at: datetime,
 ) -> None:
-    """Replace this run's rows of these suites (a run validated again keeps only the latest)."""
-    ensure_tables(conn, [t.VALIDATION_RESULTS], RESULTS_DDL)
-    conn.execute(
-        f"delete from {t.VALIDATION_RESULTS} where run_id = %s and suite = any(%s)",
-        (run_id, list(suites)),
-    )
-    marks = ", ".join(["%s"] * len(COLUMNS))
-    conn.cursor().executemany(
-        f"insert into {t.VALIDATION_RESULTS} ({', '.join(COLUMNS)}) values ({marks})",
-        [r.row(validated_at) for r in results],
-    )
+    rows = [
+        (*(getattr(r, c) for c in COLUMNS[:-2]), Jsonb(dict(r.observed)), validated_at)
+        for r in results
+    ]
+    _replace(conn, t.VALIDATION_RESULTS, RESULTS_DDL, run_id, suites, COLUMNS, rows)

@@ -5,6 +5,7 @@ the daily run they check the candidate marts and the staged lists (ctx.relations
 from __future__ import annotations
 
 from expectations.suites import Stage
+from expectations.thresholds import SEVERITIES
 from moovitamix.step import RunContext, StepFailed, StepReport
 
 __all__ = ["health_report", "validate_data", "validate_recommendations"]
@@ -22,14 +23,16 @@ def _validate(ctx: RunContext, stage: Stage) -> StepReport:
         # through the run context: the alerts count in the run's summary
         alert=lambda a: ctx.alert(a.severity, a.title, a.step, **dict(a.details)),
     )
-    if not outcome.ok:
-        failed = ", ".join(f"{r.suite}.{r.expectation}" for r in outcome.error_failures)
-        raise StepFailed(f"{len(outcome.error_failures)} error expectation(s) failed: {failed}")
+    errors, warnings = (
+        [f"{r.suite}.{r.expectation}" for r in outcome.failed(severity)] for severity in SEVERITIES
+    )
+    if errors:
+        raise StepFailed(f"{len(errors)} error expectation(s) failed: {', '.join(errors)}")
     details: dict[str, object] = {
         "counts": outcome.counts(),
         "skipped": dict(outcome.skipped),
         "data_docs": str(outcome.data_docs) if outcome.data_docs else None,
-        "warnings": [f"{r.suite}.{r.expectation}" for r in outcome.warning_failures],
+        "warnings": warnings,
     }
     return StepReport(outcome.summary(), rows_out=len(outcome.results), details=details)
 

@@ -1,8 +1,7 @@
-"""One validation run: record the run's figures (monitoring.run_metrics), measure every check
-in SQL where the data is (monitoring.check_metrics), validate those metrics with GX in one
-checkpoint, build the data docs, write monitoring.validation_results and raise an alert per
-failed expectation. A failed `error` expectation makes the outcome not ok (the daily step fails);
-a `warning` only alerts.
+"""One validation run: record the run's figures (monitoring.run_metrics), measure every check in
+SQL where the data is (monitoring.check_metrics), validate those metrics with GX in one
+checkpoint, write monitoring.validation_results and raise an alert per failed expectation. A
+failed `error` expectation makes the outcome not ok (the daily step fails); a `warning` alerts.
 """
 
 from __future__ import annotations
@@ -14,15 +13,15 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from expectations.checks import Check, Measured, expectations
+from expectations.checks import Measured, expectations
 from expectations.context import GX_DIR, run_suites
 from expectations.engines import Engine, open_engine
 from expectations.results import CheckResult, check_result, write_measured, write_results
 from expectations.run_metrics import record_run_metrics
 from expectations.suites import BuildContext, Stage, SuiteSpec, UnknownSuite, all_suites
-from expectations.thresholds import Thresholds, load_thresholds
+from expectations.thresholds import SEVERITIES, Severity, Thresholds, load_thresholds
 from moovitamix.alerts import Alert, send_alert
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.errors import one_line
@@ -37,7 +36,7 @@ log = logging.getLogger(__name__)
 
 STEP = "validate"
 AlertSink = Callable[[Alert], None]
-Measurements = dict[str, tuple[Check, Measured]]  # by check name
+Measurements = dict[str, Measured]  # by check name
 MAX_REASON = 300
 
 
@@ -54,18 +53,13 @@ class ValidationOutcome:
     def failures(self) -> list[CheckResult]:
         return [r for r in self.results if not r.success]
 
-    @property
-    def error_failures(self) -> list[CheckResult]:
-        return [r for r in self.failures if r.severity == "error"]
-
-    @property
-    def warning_failures(self) -> list[CheckResult]:
-        return [r for r in self.failures if r.severity == "warning"]
+    def failed(self, severity: Severity) -> list[CheckResult]:
+        return [r for r in self.failures if r.severity == severity]
 
     @property
     def ok(self) -> bool:
         """No error expectation failed (warnings allowed)."""
-        return not self.error_failures
+        return not self.failed("error")
 
     @property
     def suites(self) -> list[str]:
@@ -74,17 +68,14 @@ class ValidationOutcome:
     def counts(self) -> dict[str, dict[str, int]]:
         """{severity: {"passed": n, "failed": n}}."""
         tally = Counter((r.severity, r.success) for r in self.results)
-        return {
-            s: {"passed": tally[(s, True)], "failed": tally[(s, False)]}
-            for s in ("error", "warning")
-        }
+        return {s: {"passed": tally[(s, True)], "failed": tally[(s, False)]} for s in SEVERITIES}
 
     def summary(self) -> str:
-        counts = self.counts()
+        passed = sum(1 for r in self.results if r.success)
+        errors, warnings = (len(self.failed(s)) for s in ("error", "warning"))
         text = (
-            f"{len(self.results)} expectation(s) in {len(self.suites)} suite(s): "
-            f"{sum(c['passed'] for c in counts.values())} passed, {counts['error']['failed']} "
-            f"error(s) and {counts['warning']['failed']} warning(s) failed"
+            f"{len(self.results)} expectation(s) in {len(self.suites)} suite(s): {passed} passed, "
+            f"{errors} error(s) and {warnings} warning(s) failed"
         )
         could_not_run = sum(1 for r in self.results if r.could_not_run)
         if could_not_run:
@@ -93,20 +84,24 @@ class ValidationOutcome:
             text += f"; skipped {', '.join(name for name, _ in self.skipped)}"
         return text
 
+    def failure_lines(self) -> list[str]:
+        """'ERROR   raw.users.email_format: 0.50% (users) (threshold <= 0.00%)' per failure."""
+        return [
+            f"{r.severity.upper():<7} {r.suite}.{r.expectation}: {r.observed_value} "
+            f"(threshold {r.threshold})"
+            for r in self.failures
+        ]
+
     def alerts(self) -> list[Alert]:
         """One per failed expectation (a warning whose check also failed as error is implied);
         a check that could not run says so and why, not what it would have checked."""
-        failed_errors = {(r.suite, r.expectation) for r in self.error_failures}
+        failed_errors = {(r.suite, r.expectation) for r in self.failed("error")}
         alerts = []
         for r in self.failures:
             if r.severity == "warning" and (r.suite, r.expectation) in failed_errors:
                 continue
-            details: dict[str, Any] = {
-                "suite": r.suite,
-                "expectation": r.expectation,
-                "observed": r.observed_value,
-                "threshold": r.threshold,
-            }
+            details = {"suite": r.suite, "expectation": r.expectation}
+            details |= {"observed": r.observed_value, "threshold": r.threshold}
             title = f"{r.alert_title or r.description} [{r.suite}]"
             if r.could_not_run:
                 title = f"check {r.expectation} could not run: {r.could_not_run} [{r.suite}]"
@@ -129,24 +124,12 @@ def _measure(engine: Engine | SparkEngine, spec: SuiteSpec, ctx: BuildContext) -
     for check in spec.build(ctx):
         try:
             rows = engine.rows(check.query.format(batch=spec.batch(ctx)))
-            measured[check.name] = (check, Measured(tuple(rows)))
+            measured[check.name] = Measured(check, tuple(rows))
         except Exception as exc:  # a check whose query raises could not run; the others go on
             diag = getattr(getattr(exc, "diag", None), "message_primary", None)  # psycopg's
             reason = (diag or one_line(exc))[:MAX_REASON]  # Spark's goes on with the plan
-            measured[check.name] = (check, Measured(could_not_run=reason))
+            measured[check.name] = Measured(check, could_not_run=reason)
     return measured
-
-
-def _log(outcome: ValidationOutcome) -> None:
-    for r in outcome.failures:
-        what = "" if r.could_not_run else "failed: "  # observed_value: "could not run: ..."
-        log.info(
-            "%s %s.%s %s%s (threshold %s)",
-            r.severity.upper(), r.suite, r.expectation, what, r.observed_value, r.threshold,
-        )  # fmt: skip
-    log.info("validation (%s) in %.1fs: %s", outcome.stage, outcome.seconds, outcome.summary())
-    if outcome.data_docs:
-        log.info("data docs: %s", outcome.data_docs)
 
 
 def run_validation(
@@ -180,38 +163,39 @@ def run_validation(
         present = engine.existing(rel(table) for spec in chosen for table in spec.requires)
         ctx = BuildContext(run_id, thresholds, rel, engine.dialect)
         for spec in chosen:
-            missing = [rel(table) for table in spec.requires if rel(table) not in present]
+            missing = ", ".join(rel(table) for table in spec.requires if rel(table) not in present)
             if missing:
-                log.warning("suite %s skipped: %s missing", spec.name, ", ".join(missing))
-                skipped.append((spec.name, f"{', '.join(missing)} missing"))
+                log.warning("suite %s skipped: %s missing", spec.name, missing)
+                skipped.append((spec.name, f"{missing} missing"))
             else:
                 measured[spec.name] = _measure(engine, spec, ctx)
-    results: list[CheckResult] = []
-    docs: Path | None = None
     validated_at = datetime.now(UTC)
     with connect(url) as conn:
-        write_measured(
-            conn, run_id, {(s, c): m for s, by in measured.items() for c, (_, m) in by.items()}
-        )
+        write_measured(conn, run_id, measured)
+    results: list[CheckResult] = []
+    docs: Path | None = None
     if measured:
         built = {
-            suite: [e for c, m in by.values() for e in expectations(c, suite, run_id, m)]
+            suite: [e for m in by.values() for e in expectations(m.check, suite, run_id, m)]
             for suite, by in measured.items()
         }
         gx_results, docs = run_suites(
             gx_dir or GX_DIR, url, run_id, f"moovitamix_{stage}", built, build_docs
         )
         results = [
-            check_result(run_id, suite, r, measured[suite][r.expectation_config.meta["check"]][1])
+            check_result(run_id, suite, r, measured[suite][r.expectation_config.meta["check"]])
             for suite, suite_results in gx_results.items()
             for r in suite_results
         ]
     with connect(url) as conn:
         write_results(conn, run_id, list(measured), results, validated_at)
-    outcome = ValidationOutcome(
-        run_id, stage, tuple(results), tuple(skipped), time.monotonic() - started, docs
-    )
-    _log(outcome)
+    seconds = time.monotonic() - started
+    outcome = ValidationOutcome(run_id, stage, tuple(results), tuple(skipped), seconds, docs)
+    for line in outcome.failure_lines():
+        log.info("%s", line)
+    log.info("validation (%s) in %.1fs: %s", stage, seconds, outcome.summary())
+    if docs:
+        log.info("data docs: %s", docs)
     sink: AlertSink = alert or (lambda a: send_alert(a, settings.alert_webhook_url))
     for item in outcome.alerts():
         sink(item)

@@ -141,7 +141,7 @@ def test_an_expectation_gx_could_not_evaluate_could_not_run() -> None:
         expectation_config=expectation.configuration,
         exception_info={"raised_exception": True, "exception_message": "no such table\nLINE 1"},
     )
-    measured = Measured(({"subject": "users", "observed": 0.0},))
+    measured = Measured(check, ({"subject": "users", "observed": 0.0},))
     result = check_result(RUN, "raw.ingestion", gx_result, measured)
     assert (result.success, result.could_not_run) == (False, "no such table LINE 1")
     assert result.observed_value == "could not run: no such table LINE 1"

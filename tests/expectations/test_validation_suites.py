@@ -286,7 +286,7 @@ def test_a_check_that_cannot_run_says_so_and_fails_at_its_severity(
     failed = {r.expectation: r for r in outcome.failures}
     assert set(failed) == {"row_count_matches_api_total"}, "the other checks ran and passed"
     check = failed["row_count_matches_api_total"]
-    assert (check.severity, check.status, check.could_not_run) == ("error", "could not run", reason)
+    assert (check.severity, check.success, check.could_not_run) == ("error", False, reason)
     assert check.observed_value == f"could not run: {reason}"
     assert "(1 could not run)" in outcome.summary()
     # the results table
