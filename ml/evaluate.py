@@ -182,10 +182,7 @@ def evaluate_baselines(data: EvaluationData) -> dict[str, Scored]:
     train, rows = data.holdout.train, data.holdout.eval_rows
     popularity = Popularity(train, data.track_genres)
     results: dict[str, Scored] = {}
-    for name, genres in (
-        (POPULARITY, None),
-        (GENRE_POPULARITY, data.favorite_genre[rows]),
-    ):
+    for name, genres in {POPULARITY: None, GENRE_POPULARITY: data.favorite_genre[rows]}.items():
         recs = popularity.recommend(data.k, heard=train[rows], favorite_genre=genres)
         metrics = ranking_metrics(recs.ids, data.test_rows, data.k, data.n_catalog_tracks)
         results[name] = Scored(name, metrics)
