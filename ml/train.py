@@ -157,6 +157,17 @@ class TrainResult:
 
 
 @contextmanager
+def _failing(what: str) -> Iterator[None]:
+    """Our own one-line errors, and the database's with `what` failed, as TrainingFailed."""
+    try:
+        yield
+    except (MartsNotReady, NotEnoughData, PublishError) as exc:
+        raise TrainingFailed(str(exc)) from None
+    except psycopg.Error as exc:
+        raise TrainingFailed(f"{what}: {one_line(exc)}") from None
+
+
+@contextmanager
 def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
     started = time.perf_counter()
     yield
@@ -169,31 +180,24 @@ def read_inputs(
 ) -> Inputs:
     """The marts (from Postgres, or from Spark on the Spark engine) and the current champion
     (ml.model_runs, always in Postgres)."""
-    with connect(url, autocommit=True) as conn:
-        try:
-            if settings is not None and settings.engine == "spark":
-                from ml.mllib.data import collect_marts
+    with connect(url, autocommit=True) as conn, _failing("reading the marts failed"):
+        if settings is not None and settings.engine == "spark":
+            from ml.mllib.data import collect_marts
 
-                interactions, catalog = collect_marts(settings, marts_schema)
-            else:
-                check_marts(conn, marts_schema)
-                interactions = load_interactions(conn, marts_schema)
-                catalog = load_catalog(conn, interactions, marts_schema)
-            champion = current_champion(conn)
-        except MartsNotReady as exc:
-            raise TrainingFailed(str(exc)) from None
-        except psycopg.Error as exc:
-            raise TrainingFailed(f"reading the marts failed: {one_line(exc)}") from None
+            interactions, catalog = collect_marts(settings, marts_schema)
+        else:
+            check_marts(conn, marts_schema)
+            interactions = load_interactions(conn, marts_schema)
+            catalog = load_catalog(conn, interactions, marts_schema)
+        champion = current_champion(conn)
     if interactions.n_interactions == 0:
         raise TrainingFailed(f"{marts_schema}.fct_listens has no listens: nothing to train on")
     return Inputs(interactions, catalog, champion)
 
 
 def evaluation_data(inputs: Inputs, config: MlConfig) -> EvaluationData:
-    try:
+    with _failing("splitting the holdout failed"):
         holdout = leave_k_out(inputs.interactions.matrix, config.evaluation)
-    except NotEnoughData as exc:
-        raise TrainingFailed(str(exc)) from None
     return EvaluationData(
         holdout,
         inputs.catalog.favorite_genre_of(inputs.interactions.user_ids),
@@ -209,10 +213,8 @@ def _outgrows_the_driver(settings: Settings, schema: str, config: MlConfig) -> b
     from ml.mllib.data import use_mllib
     from moovitamix.spark import spark_session
 
-    try:
+    with _failing("reading the marts failed"):
         above = use_mllib(spark_session(settings), schema, config)
-    except MartsNotReady as exc:
-        raise TrainingFailed(str(exc)) from None
     if above:
         log.info("%s.fct_listens is above spark.mllib_above_pairs: training with MLlib", schema)
     return above
@@ -304,34 +306,30 @@ def run_training(
                 baseline=decision.baseline or GENRE_POPULARITY,
             )
         generated_at = datetime.now(UTC)
-        with _timed(timings, "stage" if publication is not None else "publish"):
-            try:
-                with connect(warehouse, autocommit=True) as conn:
-                    if publication is not None:
-                        rows = stage(
-                            conn,
-                            [user_columns(user_lists)],
-                            [similar_columns(similar_lists)],
-                            model_run_id=serving_run,
-                            generated_at=generated_at,
-                        )
-                    else:
-                        rows = publish(
-                            conn,
-                            user_lists,
-                            similar_lists,
-                            model_run_id=serving_run,
-                            generated_at=generated_at,
-                            model_runs=runs,
-                            lock_timeout_s=config.publish.lock_timeout_s,
-                            hook=publish_hook,
-                        )
-            except PublishError as exc:
-                raise TrainingFailed(str(exc)) from None
-            except psycopg.Error as exc:
-                raise TrainingFailed(
-                    f"publishing failed, yesterday's lists stay: {one_line(exc)}"
-                ) from None
+        with (
+            _timed(timings, "stage" if publication is not None else "publish"),
+            _failing("publishing failed, yesterday's lists stay"),
+            connect(warehouse, autocommit=True) as conn,
+        ):
+            if publication is not None:
+                rows = stage(
+                    conn,
+                    [user_columns(user_lists)],
+                    [similar_columns(similar_lists)],
+                    model_run_id=serving_run,
+                    generated_at=generated_at,
+                )
+            else:
+                rows = publish(
+                    conn,
+                    user_lists,
+                    similar_lists,
+                    model_run_id=serving_run,
+                    generated_at=generated_at,
+                    model_runs=runs,
+                    lock_timeout_s=config.publish.lock_timeout_s,
+                    hook=publish_hook,
+                )
     log.info("user_top_tracks sources: %s", user_lists.sources())
 
     def retention() -> None:
