@@ -17,45 +17,7 @@ from psycopg.types.json import Jsonb
 from expectations import tables as t
 from expectations.checks import Measured, observed
 from moovitamix.errors import one_line
-from moovitamix.warehouse import ensure_tables
 
-METRICS_DDL = f"""
-create table if not exists {t.CHECK_METRICS} (
-    run_id text not null,
-    suite text not null,
-    expectation text not null,
-    subject text,                    -- null when the check could not run
-    observed double precision,       -- null: nothing to compare (no baseline yet)
-    could_not_run text,              -- why the check's query raised
-    details jsonb not null default '{{}}'::jsonb,  -- the metric query's context columns
-    measured_at timestamptz not null default now()
-);
-create index if not exists check_metrics_run_idx on {t.CHECK_METRICS} (run_id, suite);
-comment on table {t.CHECK_METRICS} is
-    'Each monitoring check''s metric per subject per run: what Great Expectations validates.';
-"""
-# Separate: `comment on table` needs the owner, who may be another role (ensure_tables)
-RESULTS_DDL = f"""
-create table if not exists {t.VALIDATION_RESULTS} (
-    run_id text not null,
-    suite text not null,
-    expectation text not null,       -- the check's name (thresholds.toml without its layer)
-    severity text not null check (severity in ('error', 'warning')),
-    success boolean not null,
-    observed_value text,             -- for people: '2.10% (users); 0.00% (tracks)'
-    threshold text,                  -- '<= 1.00%'
-    expectation_type text not null,  -- the GX expectation
-    description text,
-    observed jsonb not null default '{{}}'::jsonb,  -- for machines: the metric rows, counts
-    validated_at timestamptz not null,
-    primary key (run_id, suite, expectation, severity)
-);
-create index if not exists validation_results_validated_at_idx
-    on {t.VALIDATION_RESULTS} (validated_at);
-comment on table {t.VALIDATION_RESULTS} is
-    'One row per Great Expectations expectation per run: severity (error fails the run, warning '
-    'alerts), success, observed value and threshold.';
-"""
 COLUMNS = (
     "run_id", "suite", "expectation", "severity", "success", "observed_value", "threshold",
     "expectation_type", "description", "observed", "validated_at",
@@ -116,14 +78,13 @@ def check_result(run_id: str, suite: str, gx_result: Any, measured: Measured) ->
 def _replace(
     conn: psycopg.Connection,
     table: str,
-    ddl: str,
     run_id: str,
     suites: Iterable[str],
     columns: Sequence[str],
     rows: Iterable[Sequence[object]],
 ) -> None:
     """Replace this run's rows of these suites (a run validated again keeps only the latest)."""
-    ensure_tables(conn, [table], ddl)
+    t.create_if_missing(conn, table)
     conn.execute(
         f"delete from {table} where run_id = %s and suite = any(%s)", (run_id, list(suites))
     )
@@ -146,7 +107,7 @@ def write_measured(
                 value = None if row["observed"] is None else float(row["observed"])
                 rows.append((*key, str(row["subject"]), value, None, Jsonb(details)))
     columns = ("run_id", "suite", "expectation", "subject", "observed", "could_not_run", "details")
-    _replace(conn, t.CHECK_METRICS, METRICS_DDL, run_id, measured, columns, rows)
+    _replace(conn, t.CHECK_METRICS, run_id, measured, columns, rows)
 
 
 def write_results(
@@ -160,4 +121,4 @@ def write_results(
         (*(getattr(r, c) for c in COLUMNS[:-2]), Jsonb(dict(r.observed)), validated_at)
         for r in results
     ]
-    _replace(conn, t.VALIDATION_RESULTS, RESULTS_DDL, run_id, suites, COLUMNS, rows)
+    _replace(conn, t.VALIDATION_RESULTS, run_id, suites, COLUMNS, rows)

@@ -12,26 +12,13 @@ from typing import TYPE_CHECKING
 from expectations import tables as t
 from expectations.engines import Engine
 from expectations.thresholds import Thresholds
-from moovitamix.warehouse import connect, ensure_tables
+from moovitamix.warehouse import connect
 
 if TYPE_CHECKING:
     from expectations.spark_engine import SparkEngine
 
 log = logging.getLogger(__name__)
 
-DDL = f"""
-create table if not exists {t.RUN_METRICS} (
-    run_id text not null,
-    metric text not null,       -- 'rows' (subject: a table), 'genre_share' (subject: a genre)
-    subject text not null,
-    value double precision not null,
-    measured_at timestamptz not null default now(),
-    primary key (run_id, metric, subject)
-);
-comment on table {t.RUN_METRICS} is
-    'Figures measured by each validation run (row counts, genre shares): the baselines of the '
-    'day-over-day checks of the next run.';
-"""
 # Each user's listen shares add up to 1: summed per genre and normalised, every listener weighs
 # the same.
 GENRE_SHARES = """
@@ -58,7 +45,7 @@ def record_run_metrics(
     rows = [(run_id, "rows", table, n) for table, n in volumes.items()]
     rows += [(run_id, "genre_share", str(r["genre_id"]), float(r["share"])) for r in shares]
     with connect(engine.url) as conn:
-        ensure_tables(conn, [t.RUN_METRICS], DDL)
+        t.create_if_missing(conn, t.RUN_METRICS)
         conn.execute(f"delete from {t.RUN_METRICS} where run_id = %s", (run_id,))
         conn.cursor().executemany(
             f"insert into {t.RUN_METRICS} (run_id, metric, subject, value) values (%s, %s, %s, %s)",

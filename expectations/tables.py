@@ -1,11 +1,17 @@
-"""The warehouse tables the monitoring layer reads, named in one place, and a way to ask which
-of them exist (a suite whose tables are not there yet is skipped, not failed)."""
+"""The warehouse tables the monitoring layer reads, named in one place; a way to ask which of
+them exist (a suite whose tables are not there yet is skipped, not failed); and the creation of
+its own tables from sql/<table>.sql."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import psycopg
+
+from moovitamix.warehouse import ensure_tables
+
+SQL_DIR = Path(__file__).resolve().parent / "sql"
 
 # raw (dlt): scd2 tables, the current version of a record has _dlt_valid_to null
 RAW_TRACKS = "raw.tracks"
@@ -39,3 +45,8 @@ def existing_tables(conn: psycopg.Connection, tables: Iterable[str]) -> set[str]
         (names,),
     ).fetchall()
     return {row[0] for row in rows}
+
+
+def create_if_missing(conn: psycopg.Connection, table: str) -> None:
+    """One file per table: its DDL runs only while it is missing (a comment needs the owner)."""
+    ensure_tables(conn, [table], (SQL_DIR / f"{table.split('.')[1]}.sql").read_text("utf-8"))

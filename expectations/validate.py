@@ -158,7 +158,7 @@ def run_validation(
             volumes = record_run_metrics(engine, run_id, thresholds)
             if volumes:
                 log.info("run metrics: %s", ", ".join(f"{k} {v:,.0f}" for k, v in volumes.items()))
-        engine.load({table for spec in chosen for table in (*spec.requires, spec.table)})
+        engine.load({table for spec in chosen for table in spec.requires})
         rel = engine.relations
         present = engine.existing(rel(table) for spec in chosen for table in spec.requires)
         ctx = BuildContext(run_id, thresholds, rel, engine.dialect)

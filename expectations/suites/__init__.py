@@ -38,10 +38,15 @@ class BuildContext:
 class SuiteSpec:
     name: str
     table: str  # the batch: this table, or its current rows when `current`
-    stage: Stage
-    requires: tuple[str, ...]  # tables that must exist for the suite to run
     build: Callable[[BuildContext], list[Check]]
+    also_reads: tuple[str, ...] = ()
+    stage: Stage = Stage.DATA
     current: bool = False
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        """The tables that must exist for the suite to run."""
+        return (self.table, *self.also_reads)
 
     def in_stage(self, stage: Stage) -> bool:
         return stage is Stage.ALL or self.stage is stage

@@ -6,7 +6,7 @@ from __future__ import annotations
 from expectations import tables as t
 from expectations.checks import Check
 from expectations.dialect import sql_text
-from expectations.suites import BuildContext, Stage, SuiteSpec
+from expectations.suites import BuildContext, SuiteSpec
 
 
 def _orphans(ctx: BuildContext) -> list[Check]:
@@ -126,18 +126,6 @@ def _day_over_day(ctx: BuildContext) -> list[Check]:
 
 
 SUITES = (
-    SuiteSpec(
-        "marts.orphaned_listens",
-        t.FCT_ORPHANED_LISTENS,
-        Stage.DATA,
-        (t.FCT_ORPHANED_LISTENS, t.FCT_LISTENS),
-        _orphans,
-    ),
-    SuiteSpec(
-        "marts.day_over_day",
-        t.RUN_METRICS,
-        Stage.DATA,
-        (t.RUN_METRICS, t.PIPELINE_RUNS),
-        _day_over_day,
-    ),
+    SuiteSpec("marts.orphaned_listens", t.FCT_ORPHANED_LISTENS, _orphans, (t.FCT_LISTENS,)),
+    SuiteSpec("marts.day_over_day", t.RUN_METRICS, _day_over_day, (t.PIPELINE_RUNS,)),
 )

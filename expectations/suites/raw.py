@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from expectations import tables as t
 from expectations.checks import Check
-from expectations.suites import BuildContext, Stage, SuiteSpec
+from expectations.suites import BuildContext, SuiteSpec
 
 EMAIL_REGEX = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 DURATION_REGEX = r"^[0-5][0-9]:[0-5][0-9]$"  # "MM:SS", minutes 00-59 (the API's contract)
@@ -36,29 +36,19 @@ def _format(ctx: BuildContext, check: str, column: str, regex: str, what: str) -
 
 
 def _users(ctx: BuildContext) -> list[Check]:
+    email = "Users' emails look like local@domain.tld"
     return [
-        _format(
-            ctx,
-            "raw.email_format",
-            "email",
-            EMAIL_REGEX,
-            "Users' emails look like local@domain.tld",
-        ),
+        _format(ctx, "raw.email_format", "email", EMAIL_REGEX, email),
         *_timestamps_not_in_future(ctx, t.RAW_USERS),
     ]
 
 
 def _tracks(ctx: BuildContext) -> list[Check]:
+    duration = 'Tracks\' durations are "MM:SS"'
     return [
-        _format(
-            ctx, "raw.duration_format", "duration", DURATION_REGEX, 'Tracks\' durations are "MM:SS"'
-        ),
+        _format(ctx, "raw.duration_format", "duration", DURATION_REGEX, duration),
         *_timestamps_not_in_future(ctx, t.RAW_TRACKS),
     ]
-
-
-def _listen_history(ctx: BuildContext) -> list[Check]:
-    return _timestamps_not_in_future(ctx, t.RAW_LISTEN_HISTORY)
 
 
 # Per endpoint, its row of the latest ingestion run that loaded it: what raw holds now.
@@ -133,21 +123,13 @@ def _ingestion(ctx: BuildContext) -> list[Check]:
 
 
 SUITES = (
-    SuiteSpec("raw.users", t.RAW_USERS, Stage.DATA, (t.RAW_USERS,), _users, current=True),
-    SuiteSpec("raw.tracks", t.RAW_TRACKS, Stage.DATA, (t.RAW_TRACKS,), _tracks, current=True),
+    SuiteSpec("raw.users", t.RAW_USERS, _users, current=True),
+    SuiteSpec("raw.tracks", t.RAW_TRACKS, _tracks, current=True),
     SuiteSpec(
         "raw.listen_history",
         t.RAW_LISTEN_HISTORY,
-        Stage.DATA,
-        (t.RAW_LISTEN_HISTORY,),
-        _listen_history,
+        lambda ctx: _timestamps_not_in_future(ctx, t.RAW_LISTEN_HISTORY),
         current=True,
     ),
-    SuiteSpec(
-        "raw.ingestion",
-        t.INGESTION_STATS,
-        Stage.DATA,
-        (t.INGESTION_STATS, *t.RAW_TABLES.values()),
-        _ingestion,
-    ),
+    SuiteSpec("raw.ingestion", t.INGESTION_STATS, _ingestion, tuple(t.RAW_TABLES.values())),
 )

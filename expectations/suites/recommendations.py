@@ -39,8 +39,8 @@ SUITES = (
     SuiteSpec(
         "recommendations",
         t.USER_TOP_TRACKS,
-        Stage.RECOMMENDATIONS,
-        (t.USER_TOP_TRACKS, t.DIM_USERS, t.FCT_LISTENS),
         _coverage,
+        (t.DIM_USERS, t.FCT_LISTENS),
+        stage=Stage.RECOMMENDATIONS,
     ),
 )
