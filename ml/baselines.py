@@ -79,7 +79,3 @@ class Popularity:
         safe = np.maximum(ids, 0)
         in_genre = (self.genres[safe] & genres[:, None, :]).any(axis=2) & ~missing
         return Recommendations(ids, np.where(missing, 0.0, self.share[safe]), in_genre)
-
-    def recommend_by_genre(self, k: int) -> Recommendations:
-        """The unfiltered list of each genre code, and of no genre as the last row."""
-        return self.recommend(k, favorite_genre=np.append(np.arange(self.n_genres), -1))

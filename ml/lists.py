@@ -51,7 +51,8 @@ def _flat(
 
 
 def _fallback_codes(recs: Recommendations) -> np.ndarray:
-    return np.where(recs.from_genre, SOURCES.index(GENRE_POPULARITY), SOURCES.index(POPULARITY))
+    codes = np.where(recs.from_genre, SOURCES.index(GENRE_POPULARITY), SOURCES.index(POPULARITY))
+    return codes.astype(np.int8)
 
 
 def build_lists(
@@ -85,13 +86,12 @@ def _user_top_tracks(
     als: AlternatingLeastSquares | None,
     baseline: str,
 ) -> UserTopTracks:
-    """The list of every dim_users user; `als` None publishes `baseline` for users with listens."""
+    """The list of every dim_users user; `als` None publishes `baseline` for users with listens,
+    and users without listens always get their favorite genre's list."""
     k = min(k, interactions.n_tracks)
-    users = catalog.user_ids
-    rows = interactions.rows_of(users)
-    listened = np.flatnonzero(rows >= 0)
+    rows = interactions.rows_of(catalog.user_ids)
+    listened, silent = np.flatnonzero(rows >= 0), np.flatnonzero(rows < 0)
     genre = catalog.favorite_genre
-
     if als is not None:
         ids, scores = recommend(als, rows[listened], interactions.matrix, k)
         codes = np.zeros(ids.shape, dtype=np.int8)
@@ -101,19 +101,10 @@ def _user_top_tracks(
             heard=interactions.matrix[rows[listened]],
             favorite_genre=genre[listened] if baseline == GENRE_POPULARITY else None,
         )
-        ids, scores, codes = recs.ids, recs.scores, _fallback_codes(recs).astype(np.int8)
-
-    # users without listens: their genre's list (the last row: no favorite genre)
-    silent = np.flatnonzero(rows < 0)
-    by_genre = popularity.recommend_by_genre(k)
-    pick = np.where(genre[silent] >= 0, genre[silent], len(catalog.genre_names))
-    all_ids = np.vstack([ids, by_genre.ids[pick]])
-    all_scores = np.vstack([scores, by_genre.scores[pick]])
-    all_codes = np.vstack([codes, _fallback_codes(by_genre)[pick].astype(np.int8)])
-    owners = np.concatenate([users[listened], users[silent]])
-
-    valid = all_ids >= 0  # a valid prefix per row: both sources rank filled slots first
-    return UserTopTracks(
-        *_flat(owners, all_ids, all_scores, interactions.track_ids),
-        source=all_codes[valid].astype(np.int8),
-    )
+        ids, scores, codes = recs.ids, recs.scores, _fallback_codes(recs)
+    fallback = popularity.recommend(k, favorite_genre=genre[silent])
+    ids, scores = np.vstack([ids, fallback.ids]), np.vstack([scores, fallback.scores])
+    codes = np.vstack([codes, _fallback_codes(fallback)])
+    owners = catalog.user_ids[np.concatenate([listened, silent])]
+    valid = ids >= 0  # a valid prefix per row: both sources rank filled slots first
+    return UserTopTracks(*_flat(owners, ids, scores, interactions.track_ids), source=codes[valid])

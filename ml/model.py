@@ -54,15 +54,9 @@ class FittedModel:
 
 
 def new_als(params: ModelParams, num_threads: int) -> AlternatingLeastSquares:
-    return AlternatingLeastSquares(
-        factors=params.factors,
-        regularization=params.regularization,
-        alpha=params.alpha,
-        iterations=params.iterations,
-        random_state=params.random_state,
-        num_threads=num_threads,
-        dtype=np.float32,
-    )
+    names = {"factors", "regularization", "alpha", "iterations", "random_state"}
+    hyper = params.model_dump(include=names)
+    return AlternatingLeastSquares(**hyper, num_threads=num_threads, dtype=np.float32)
 
 
 def fit(

@@ -33,7 +33,7 @@ def test_genre_popularity_ranks_the_genre_first_then_global() -> None:
     assert recs.ids[1].tolist() == [1, 3, 2, 4]  # genre 1 runs out: global popularity next
     assert recs.from_genre[1].tolist() == [True, True, False, False]
     assert recs.ids[2].tolist() == [1, 2, 3, 4]  # no favorite genre: global popularity
-    by_genre = pop.recommend_by_genre(2)
+    by_genre = pop.recommend(2, favorite_genre=np.array([0, 1, -1]))  # users without listens
     assert by_genre.ids.tolist() == [[2, 3], [0, 1], [0, 1]]
 
 
