@@ -5,7 +5,8 @@
 --
 -- Six NOLOGIN group roles. A pipeline step runs as its role; a person logs in as a member of one.
 --   mvx_loader       writes raw (and dlt's raw_staging); rows in monitoring
---   mvx_transformer  reads raw; writes staging, marts, marts_candidate; rows in monitoring
+--   mvx_transformer  reads raw and the published lists; writes staging, marts, marts_candidate;
+--                    rows in monitoring
 --   mvx_ml           reads the non-PII marts; writes ml, recommendations; rows in monitoring
 --   mvx_analyst      reads the non-PII marts and monitoring; writes and creates nothing
 --   mvx_app          reads recommendations (and fct_listens, for fold-in); logs impressions
@@ -175,12 +176,13 @@ begin
     end loop;
 end $$;
 
--- ml and recommendations: the ML step's, as mvx_ml; the app reads the published lists.
+-- ml and recommendations: the ML step's, as mvx_ml; the app reads the published lists, and so
+-- does dbt, which keeps a copy of each run's (the uptake mart's history).
 grant usage, create on schema ml, recommendations to mvx_ml;
-grant usage on schema recommendations to mvx_app;
+grant usage on schema recommendations to mvx_app, mvx_transformer;
 alter default privileges for role mvx_ml in schema recommendations
-grant select on tables to mvx_app;
-grant select on all tables in schema recommendations to mvx_app;
+grant select on tables to mvx_app, mvx_transformer;
+grant select on all tables in schema recommendations to mvx_app, mvx_transformer;
 
 -- monitoring: every step records its rows here (`create table if not exists` needs CREATE even
 -- when the table exists, hence three creators), the warehouse user its run ledger; analysts

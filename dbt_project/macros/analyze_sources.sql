@@ -9,7 +9,8 @@
         {{ return('') }}
     {%- endif -%}
     {%- set statements = [] -%}
-    {%- for source in graph.sources.values() if source.package_name == project_name -%}
+    {%- for source in graph.sources.values()
+        if source.package_name == project_name and source.source_name == 'moovitamix' -%}
         {%- set relation = adapter.get_relation(
             database=source.database, schema=source.schema, identifier=source.identifier
         ) -%}

@@ -1,0 +1,252 @@
+{#- Postgres only: its inputs (the published lists, the impressions) are not on Spark -#}
+{#- delete+insert by day: the days recomputed replace theirs whole -#}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['listen_date'],
+        on_schema_change='fail',
+        enabled=target.type == 'postgres',
+    )
+}}
+-- Did users play what they were offered? For each user and day: the tracks they heard that day
+-- for the first time ever, and how many of those were in the list published for them the day
+-- before, in the lists the API served them the day before, and in the popularity list of the
+-- same length (the baseline). The lists of "the day before" are those of the latest model run
+-- whose data ends before the day begins, in the data's clock: its data ends at the latest
+-- listen time loaded before its lists were generated. Incremental: each build recomputes the
+-- days from the latest one built (a day may have been partial) onwards.
+with
+
+listens as (
+
+    select * from {{ ref('fct_listens') }}
+
+),
+
+history_versions as (
+
+    select * from {{ ref('stg_moovitamix__listen_history_versions') }}
+
+),
+
+published_lists as (
+
+    select * from {{ ref('stg_recommendations__published_lists') }}
+
+),
+
+impressions as (
+
+    select * from {{ ref('stg_monitoring__recommendation_impressions') }}
+
+),
+
+loads as (
+
+    -- the data's clock at each load: its latest listen time (a version's updated_at)
+    select
+        valid_from as loaded_at,
+        max(coalesce(updated_at, valid_from)) as latest_listen_at
+    from history_versions
+    group by valid_from
+
+),
+
+runs as (
+
+    select
+        model_run_id,
+        min(generated_at) as generated_at,
+        max(cardinality(track_ids)) as k
+    from published_lists
+    group by model_run_id
+
+),
+
+timed_runs as (
+
+    -- each run's data end, and until when its lists were in place (null: still are)
+    select
+        runs.model_run_id,
+        runs.generated_at,
+        runs.k,
+        (
+            select max(loads.latest_listen_at) from loads
+            where loads.loaded_at <= runs.generated_at
+        ) as data_until_at,
+        lead(runs.generated_at) over (
+            order by runs.generated_at, runs.model_run_id
+        ) as replaced_at
+    from runs
+
+),
+
+new_listens as (
+
+    -- each user's first listen of each track, on its day (UTC)
+    select
+        user_id,
+        track_id,
+        cast(timezone('UTC', first_seen_at) as date) as listen_date
+    from listens
+    {% if is_incremental() %}
+    where
+        timezone('UTC', first_seen_at) >= coalesce(
+            (select max(built.listen_date) from {{ this }} as built), date '-infinity'
+        )
+    {% endif %}
+
+),
+
+day_runs as (
+
+    -- the run in place when each day began
+    select distinct on (listen_days.listen_date)
+        listen_days.listen_date,
+        timed_runs.*
+    from (select distinct listen_date from new_listens) as listen_days
+    inner join timed_runs
+        on timezone('UTC', timed_runs.data_until_at) < listen_days.listen_date
+    order by listen_days.listen_date asc, timed_runs.generated_at desc
+
+),
+
+day_listens as (
+
+    select
+        new_listens.*,
+        day_runs.model_run_id,
+        day_runs.data_until_at,
+        day_runs.k
+    from new_listens
+    inner join day_runs on new_listens.listen_date = day_runs.listen_date
+
+),
+
+published as (
+
+    select distinct
+        day_runs.listen_date,
+        published_lists.user_id,
+        listed.track_id
+    from day_runs
+    inner join published_lists on day_runs.model_run_id = published_lists.model_run_id
+    cross join lateral unnest(published_lists.track_ids) as listed (track_id)
+
+),
+
+served as (
+
+    -- any list served to the user while the day's run was in place
+    select distinct
+        day_runs.listen_date,
+        impressions.user_id,
+        listed.track_id
+    from day_runs
+    inner join impressions
+        on
+            day_runs.generated_at <= impressions.served_at
+            and (day_runs.replaced_at is null or day_runs.replaced_at > impressions.served_at)
+    cross join lateral unnest(impressions.track_ids) as listed (track_id)
+
+),
+
+day_runs_data as (
+
+    select distinct
+        model_run_id,
+        data_until_at
+    from day_runs
+
+),
+
+popularity as (
+
+    -- the popularity ranking of each run's data: distinct listeners, ties to the lower id
+    select
+        day_runs_data.model_run_id,
+        listens.track_id,
+        row_number() over (
+            partition by day_runs_data.model_run_id
+            order by count(*) desc, listens.track_id asc
+        ) as popularity_rank
+    from day_runs_data
+    inner join listens on day_runs_data.data_until_at >= listens.first_seen_at
+    group by day_runs_data.model_run_id, listens.track_id
+
+),
+
+baseline as (
+
+    -- in the user's popularity list: the first k of the ranking the user had not heard yet,
+    -- i.e. fewer than k unheard tracks rank above the track
+    select
+        day_listens.listen_date,
+        day_listens.user_id,
+        day_listens.track_id
+    from day_listens
+    inner join popularity
+        on
+            day_listens.model_run_id = popularity.model_run_id
+            and day_listens.track_id = popularity.track_id
+    where
+        popularity.popularity_rank - 1 - (
+            select count(*)
+            from listens as heard
+            inner join popularity as heard_rank
+                on
+                    heard.track_id = heard_rank.track_id
+                    and heard_rank.model_run_id = day_listens.model_run_id
+            where
+                heard.user_id = day_listens.user_id
+                and heard.first_seen_at <= day_listens.data_until_at
+                and heard_rank.popularity_rank < popularity.popularity_rank
+        ) < day_listens.k
+
+),
+
+scored as (
+
+    select
+        day_listens.user_id,
+        day_listens.listen_date,
+        day_listens.model_run_id,
+        published.track_id is not null as is_published,
+        served.track_id is not null as is_served,
+        baseline.track_id is not null as is_baseline
+    from day_listens
+    left join published
+        on
+            day_listens.listen_date = published.listen_date
+            and day_listens.user_id = published.user_id
+            and day_listens.track_id = published.track_id
+    left join served
+        on
+            day_listens.listen_date = served.listen_date
+            and day_listens.user_id = served.user_id
+            and day_listens.track_id = served.track_id
+    left join baseline
+        on
+            day_listens.listen_date = baseline.listen_date
+            and day_listens.user_id = baseline.user_id
+            and day_listens.track_id = baseline.track_id
+
+),
+
+final as (
+
+    select
+        user_id,
+        listen_date,
+        model_run_id,
+        cast(count(*) as integer) as new_tracks,
+        cast(sum(case when is_published then 1 else 0 end) as integer) as hits_published,
+        cast(sum(case when is_served then 1 else 0 end) as integer) as hits_served,
+        cast(sum(case when is_baseline then 1 else 0 end) as integer) as baseline_hits
+    from scored
+    group by user_id, listen_date, model_run_id
+
+)
+
+select * from final
