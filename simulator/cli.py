@@ -19,6 +19,7 @@ import uvicorn
 
 from simulator import faults
 from simulator.app import create_app
+from simulator.follow import Following
 from simulator.generate import PROFILES, WorldSpec
 from simulator.responses import silence_intentional_drops
 from simulator.state import Simulator
@@ -73,6 +74,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="JSON|@FILE",
         help='faults as JSON {"ENDPOINT": {"KEY": VALUE}}, inline or @file',
     )
+    parser.add_argument(
+        "--follow-lists",
+        type=Path,
+        metavar="FILE",
+        help='JSON {"DAY": {"USER_ID": [TRACK_ID, ...]}}: on each day, users follow their list '
+        "with probability --follow-p (read whenever a day is built; off by default)",
+    )
+    parser.add_argument(
+        "--follow-p",
+        type=float,
+        default=0.5,
+        help="probability that a user with a list plays from it that day (default 0.5)",
+    )
     parser.add_argument("--access-log", action="store_true", help="log every request")
     parser.add_argument(
         "--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug")
@@ -82,6 +96,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--day must be >= 0")
     if args.users < 1 or args.tracks < 1:
         parser.error("--users and --tracks must be >= 1")
+    if not 0 <= args.follow_p <= 1:
+        parser.error("--follow-p must be between 0 and 1")
     try:
         args.fault_config = fault_config(args.fault, args.faults_json)
     except (faults.FaultSpecError, json.JSONDecodeError, OSError) as exc:
@@ -154,7 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"simulator: cannot bind {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2
-    simulator = Simulator(spec, day=args.day, fault_config=args.fault_config)
+    following = Following(args.follow_lists, args.follow_p) if args.follow_lists else None
+    simulator = Simulator(spec, day=args.day, fault_config=args.fault_config, following=following)
     config = uvicorn.Config(
         create_app(simulator),
         log_level=args.log_level,

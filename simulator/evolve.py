@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from simulator import clock
+from simulator.follow import Following, follow_lists
 from simulator.generate import (
     Stream,
     WorldBuilder,
@@ -158,8 +159,14 @@ def _count(b: WorldBuilder, name: str, n: int) -> None:
     b.events[name] = b.events.get(name, 0) + n
 
 
-def apply_day(b: WorldBuilder, day: int, n_new_users: int, n_new_tracks: int) -> None:
-    """Turn the world of day-1 into the world of `day`."""
+def apply_day(
+    b: WorldBuilder,
+    day: int,
+    n_new_users: int,
+    n_new_tracks: int,
+    following: Following | None = None,
+) -> None:
+    """Turn the world of day-1 into the world of `day` (listeners following their lists last)."""
     spec = b.spec
     rng = spec.rng(Stream.DAY, day)
     b.day = day
@@ -206,9 +213,11 @@ def apply_day(b: WorldBuilder, day: int, n_new_users: int, n_new_tracks: int) ->
     counts = 1 + rng.poisson(RATES.listens_of_new_user, len(rows))
     b.listens.append(rows, counts, draw_listens(b, rng, sampler, rows, counts))
     _count(b, "new_users", n_new_users)
+    if following is not None:
+        follow_lists(b, following, users_before, tracks_before)
 
 
-def build_world(spec: WorldSpec, day: int = 0) -> World:
+def build_world(spec: WorldSpec, day: int = 0, following: Following | None = None) -> World:
     """The world of day `day`: day 0, then every day's changes applied in order."""
     if day < 0:
         raise ValueError("day must be >= 0")
@@ -219,7 +228,7 @@ def build_world(spec: WorldSpec, day: int = 0) -> World:
         track_capacity=spec.tracks + sum(t for _, t in added),
     )
     for d, (n_users, n_tracks) in enumerate(added, start=1):
-        apply_day(b, d, n_users, n_tracks)
+        apply_day(b, d, n_users, n_tracks, following)
     return World(
         spec=spec,
         day=day,

@@ -84,6 +84,7 @@ class Stream(IntEnum):
     COUNTS = 5
     USER_IDS = 6
     TRACK_IDS = 7
+    FOLLOW = 8  # simulator.follow
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from starlette.responses import Response, StreamingResponse
 
 from simulator import faults, hostile
 from simulator.evolve import World, build_world
+from simulator.follow import Following
 from simulator.generate import WorldSpec
 from simulator.hashing import key64
 from simulator.render import RENDERERS, record_ids, view
@@ -75,10 +76,16 @@ class Snapshot:
 
 class Simulator:
     def __init__(
-        self, spec: WorldSpec, day: int = 0, fault_config: faults.FaultConfig | None = None
+        self,
+        spec: WorldSpec,
+        day: int = 0,
+        fault_config: faults.FaultConfig | None = None,
+        following: Following | None = None,
     ) -> None:
         self.spec = spec
-        self.snapshot = Snapshot(build_world(spec, day), fault_config or faults.FaultConfig())
+        self.following = following
+        world = build_world(spec, day, following)
+        self.snapshot = Snapshot(world, fault_config or faults.FaultConfig())
         self.attempts: Counter[tuple[str, int, int]] = Counter()
         self._admin_lock: asyncio.Lock | None = None
 
@@ -152,7 +159,7 @@ class Simulator:
         async with self._admin_lock:
             world = self.snapshot.world
             if day is not None and day != world.day:
-                world = await run_in_threadpool(build_world, self.spec, day)
+                world = await run_in_threadpool(build_world, self.spec, day, self.following)
             config = self.snapshot.faults if fault_config is None else fault_config
             self.snapshot = Snapshot(world, config)
             if reset_attempts:
