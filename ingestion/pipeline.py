@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import dlt
 import psycopg
+from dlt.destinations.exceptions import DatabaseException
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from ingestion import raw_tables
+from ingestion import IngestionFailed, raw_tables
 from ingestion.config import IngestionConfig
 from ingestion.console import page_progress
 from ingestion.moovitamix_source import (
@@ -30,7 +34,7 @@ from ingestion.moovitamix_source import (
 )
 from ingestion.moovitamix_source.contract import ENDPOINTS, ITEMS_TABLE, LISTEN_HISTORY
 from ingestion.moovitamix_source.http import Api, EndpointFailed
-from ingestion.raw_tables import RAW, IngestionLocked, TableChange, try_lock
+from ingestion.raw_tables import RAW, TableChange
 from ingestion.stats import EndpointStats, stats_table, write_stats
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.errors import one_line
@@ -42,21 +46,9 @@ log = logging.getLogger(__name__)
 
 LAKE_LAYOUT = "{table_name}/load_id={load_id}/{file_id}.{ext}"  # hive-style: prune by load
 BUCKET_URL_CONFIG = "destination.filesystem.bucket_url"  # env DESTINATION__FILESYSTEM__BUCKET_URL
+DUCKDB_CONFIG = "destination.duckdb.credentials"
+EMPTY_FORMAT = {"postgres": "csv"}  # dlt's ADBC Parquet load fails on a file without rows
 LOADER_WORK_MEM = "256MB"  # keeps dlt's scd2 `NOT IN (current hashes)` hashed in memory
-
-
-class IngestionFailed(RuntimeError):
-    """The run failed; the message is one line. `endpoint` names the endpoint at fault (None:
-    the run as a whole), `stats` holds what was measured until then."""
-
-    def __init__(self, message: str, endpoint: str | None = None) -> None:
-        super().__init__(message)
-        self.endpoint = endpoint
-        self.stats: dict[str, EndpointStats] = {}
-
-
-class IngestionAlreadyRunning(IngestionFailed):
-    """Another ingestion holds the lock on this warehouse."""
 
 
 @dataclass
@@ -69,7 +61,7 @@ class IngestionResult:
     seconds: float
     boundary: datetime  # the scd2 validity boundary (the lake: `_snapshot_at`) of this run
     steps: dict[str, float] = field(default_factory=dict)  # seconds per step of the run
-    destination: str | None = None  # None: schema raw; else the lake's URL
+    destination: str | None = None  # None: the warehouse's raw; else the lake's URL, DuckDB file
 
     @property
     def records(self) -> int:
@@ -84,6 +76,19 @@ class IngestionResult:
         return self.tables[ITEMS_TABLE].added if ITEMS_TABLE in self.tables else 0
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where a run loads: dlt's destination (`kind`) and its place (`where`): the warehouse's
+    host:port/database, the lake's URL or the DuckDB file."""
+
+    kind: str
+    where: str
+
+    @property
+    def lake(self) -> str | None:
+        return self.where if self.kind == "filesystem" else None
+
+
 def lake_bucket_url(settings: Settings, bucket_url: str | None = None) -> str:
     """`bucket_url`, else dlt's own config (DESTINATION__FILESYSTEM__BUCKET_URL or
     .dlt/config.toml), else Settings.lake (LAKE_URL, default data_dir/lake)."""
@@ -94,36 +99,45 @@ def lake_bucket_url(settings: Settings, bucket_url: str | None = None) -> str:
     return str(configured or settings.lake)
 
 
+def target(
+    settings: Settings, warehouse: ConnectionURL, kind: str, bucket_url: str | None
+) -> Target:
+    if kind == "filesystem":
+        return Target(kind, lake_bucket_url(settings, bucket_url))
+    if kind == "duckdb":  # dlt's config (DESTINATION__DUCKDB__CREDENTIALS), else the data dir
+        path = dlt.config.get(DUCKDB_CONFIG, str) or settings.data_dir / "moovitamix.duckdb"
+        return Target(kind, str(path))
+    return Target(kind, f"{warehouse.host}:{warehouse.port}/{warehouse.database}")
+
+
 def make_pipeline(
-    settings: Settings, warehouse: ConnectionURL, config: IngestionConfig, lake: str | None
+    settings: Settings, warehouse: ConnectionURL, config: IngestionConfig, target: Target
 ) -> dlt.Pipeline:
-    """The dlt pipeline into schema raw, or into the lake; its working dir is under the data dir
-    (never ~/.dlt), one per destination."""
+    """The dlt pipeline into `target`; its working dir is under the data dir (never ~/.dlt),
+    one per destination."""
     apply_offline_defaults()
     for key, value in {
         "extract.workers": config.concurrency,
         "extract.max_parallel_items": 2 * config.concurrency,
         "data_writer.disable_compression": True,  # files live minutes: gzip costs more
         # extract's Parquet: rewritten to CSV for Postgres; the lake's files as they are
-        "data_writer.compression": "snappy" if lake else "none",
+        "data_writer.compression": "snappy" if target.kind == "filesystem" else "none",
         "load.delete_completed_jobs": True,  # loaded files go (~80 bytes per item row a day)
         "load.truncate_staging_dataset": True,
     }.items():
         dlt.config[key] = value
-    if lake:
-        destination: Any = dlt.destinations.filesystem(bucket_url=lake, layout=LAKE_LAYOUT)
+    destination: Any
+    if target.kind == "filesystem":
+        destination = dlt.destinations.filesystem(bucket_url=target.where, layout=LAKE_LAYOUT)
+    elif target.kind == "duckdb":
+        destination = dlt.destinations.duckdb(credentials=target.where)
     else:  # dlt loads as the loader role: it owns what it creates in raw
-        loader = as_role(warehouse, LOADER)
-        options = dict(loader.options)
-        options["options"] = f"{options.get('options', '')} -c work_mem={LOADER_WORK_MEM}".strip()
-        destination = dlt.destinations.postgres(
-            credentials=replace(loader, options=tuple(options.items())).url()
-        )
-    where = lake or f"{warehouse.host}:{warehouse.port}/{warehouse.database}"
-    digest = hashlib.sha256(where.encode()).hexdigest()[:12]
+        destination = dlt.destinations.postgres(credentials=as_role(warehouse, LOADER).url())
+    digest = hashlib.sha256(target.where.encode()).hexdigest()[:12]
+    prefix = {"postgres": "", "filesystem": "lake-", "duckdb": "duckdb-"}[target.kind]
     pipeline = dlt.pipeline(
-        pipeline_name="moovitamix_lake" if lake else "moovitamix",
-        pipelines_dir=str(settings.data_dir / "dlt" / (f"lake-{digest}" if lake else digest)),
+        pipeline_name="moovitamix_lake" if target.kind == "filesystem" else "moovitamix",
+        pipelines_dir=str(settings.data_dir / "dlt" / f"{prefix}{digest}"),
         destination=destination,
         dataset_name=RAW,
     )
@@ -132,6 +146,22 @@ def make_pipeline(
         logger.removeHandler(handler)
     logger.propagate = True
     return pipeline
+
+
+@contextmanager
+def _libpq_options(options: str) -> Iterator[None]:
+    """`options` for the libpq sessions opened meanwhile (dlt's loader, psycopg2 and ADBC), as
+    PGOPTIONS: ADBC misreads `options` in a connection URL."""
+    before = os.environ.get("PGOPTIONS")
+    if options:
+        os.environ["PGOPTIONS"] = f"{before or ''} {options}".strip()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PGOPTIONS", None)
+        else:
+            os.environ["PGOPTIONS"] = before
 
 
 def _finish_pending(pipeline: dlt.Pipeline) -> None:
@@ -195,22 +225,24 @@ def run_ingestion(
     *,
     api_url: str | None = None,
     config: IngestionConfig | None = None,
+    warehouse: ConnectionURL | None = None,
     destination: str = "postgres",
     bucket_url: str | None = None,
 ) -> IngestionResult:
-    """Ingest the API at `api_url` (default: settings.api_url) into `destination`.
-
-    Raises WarehouseUnreachable (the warehouse, which holds the lock and the stats, is down) or
-    IngestionFailed (anything else); both carry a one-line message.
-    """
+    """Ingest the API at `api_url` (default: settings.api_url) into `destination`. `warehouse`
+    (the daily run's, else opened here) holds the lock and the stats. Raises
+    WarehouseUnreachable or IngestionFailed, both one line."""
     config = config or IngestionConfig()
     api_url = api_url or settings.api_url
     if not api_url:
         raise IngestionFailed("no API URL: set MOOVITAMIX_API_URL (or pass --api-url)")
-    lake = lake_bucket_url(settings, bucket_url) if destination == "filesystem" else None
     started, boundary = time.monotonic(), datetime.now(UTC)
-    warehouse = open_warehouse(settings)
-    where = f"the lake {lake}" if lake else f"{warehouse.masked} (schema {RAW})"
+    warehouse = warehouse or open_warehouse(settings)
+    into = target(settings, warehouse, destination, bucket_url)
+    lake = into.lake
+    where = {"filesystem": f"the lake {lake}", "duckdb": f"DuckDB {into.where} (schema {RAW})"}.get(
+        destination, f"{warehouse.masked} (schema {RAW})"
+    )
     log.info("ingesting %s into %s, run %s", api_url, where, run_id)
     reads: dict[str, list[Read]] = {}
     steps: dict[str, float] = {}
@@ -239,24 +271,27 @@ def run_ingestion(
         return time.monotonic()
 
     at = time.monotonic()
-    with connect(as_role(warehouse, LOADER), autocommit=True) as conn:
-        try:
-            try_lock(conn)
-        except IngestionLocked as exc:
-            raise IngestionAlreadyRunning(str(exc)) from None
-        pipeline = make_pipeline(settings, warehouse, config, lake)
+    with (
+        connect(as_role(warehouse, LOADER), autocommit=True) as conn,
+        raw_tables.locked(conn),
+        ExitStack() as stack,
+        _libpq_options(f"-c work_mem={LOADER_WORK_MEM}" if destination == "postgres" else ""),
+    ):
+        pipeline = make_pipeline(settings, warehouse, config, into)
         try:
             _finish_pending(pipeline)
-            carry = raw_tables.lake_carry(lake) if lake else raw_tables.carry(conn)
-            known = None if lake else raw_tables.known_history_hashes(conn)
+            client = stack.enter_context(pipeline.sql_client()) if not lake else None
+            carry = raw_tables.lake_carry(lake) if lake else raw_tables.carry(client)
+            known = None if lake else raw_tables.known_history_hashes(client)
+            existing = raw_tables.existing(client) if client else set()
             at = step("prepare", at)
             for attempt in range(config.rereads + 1):
                 run = SourceRun(Api(api_url, config), config, run_id, boundary, bool(lake), known,
-                                carry,
-                                summary=summary if lake else None)  # fmt: skip
+                                carry, summary=summary if lake else None, existing=existing,
+                                empty_format=EMPTY_FORMAT.get(destination))  # fmt: skip
                 try:
                     with page_progress(config.progress) as (run.on_plan, run.on_page):
-                        file_format = "parquet" if lake else "csv"
+                        file_format = "parquet"
                         info = pipeline.extract(
                             moovitamix_source(run), loader_file_format=file_format
                         )
@@ -270,6 +305,7 @@ def run_ingestion(
                 finally:
                     for name, read in run.reads.items():
                         reads.setdefault(name, []).append(read)
+            stack.close()
             at = step("extract", at)
             pipeline.normalize()
             at = step("normalize", at)
@@ -284,7 +320,7 @@ def run_ingestion(
             except (psycopg.Error, WarehouseUnreachable) as write_exc:
                 log.warning("could not write monitoring.ingestion_stats: %s", one_line(write_exc))
             raise failure from None
-        except psycopg.Error as exc:  # the warehouse went away during the run
+        except (psycopg.Error, DatabaseException) as exc:  # the warehouse went away
             _discard(pipeline)
             raise IngestionFailed(f"warehouse error: {one_line(exc)}") from exc
 
@@ -294,7 +330,7 @@ def run_ingestion(
             tables = {t: TableChange(t, n) for t, n in rows.items()}
         else:
             appended = {t: n for t, n in rows.items() if t not in ENDPOINTS}
-            tables = raw_tables.table_changes(conn, load_id, boundary, appended)
+            tables = raw_tables.table_changes(pipeline, load_id, boundary, appended)
         result = stats("loaded")
         for name, s in result.items():
             s.load_id = load_id
@@ -306,4 +342,5 @@ def run_ingestion(
         step("report", at)
     log.info("steps: %s", ", ".join(f"{k} {v:.1f}s" for k, v in steps.items()))
     return IngestionResult(run_id, api_url, result, tables, dict.fromkeys(result, load_id),
-                           time.monotonic() - started, boundary, steps, lake)  # fmt: skip
+                           time.monotonic() - started, boundary, steps,
+                           None if destination == "postgres" else into.where)  # fmt: skip

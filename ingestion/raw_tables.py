@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+import dlt
 import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
-from psycopg import sql
 
+from ingestion import IngestionAlreadyRunning
 from ingestion.moovitamix_source.contract import (
     ENDPOINTS,
     ITEMS_SCHEMA,
@@ -33,54 +37,70 @@ from ingestion.moovitamix_source.contract import (
 
 RAW = "raw"
 LOCK_KEY = 0x6D76785F696E6765  # pg advisory lock id of ingestion ("mvx_inge")
+SqlClient = Any  # the pipeline's `sql_client()`
 Carry = Callable[[Endpoint, list[int]], dict[str, pa.Table]]
 log = logging.getLogger(__name__)
 
 
-class IngestionLocked(RuntimeError):
-    pass
+@contextmanager
+def locked(conn: psycopg.Connection) -> Iterator[None]:
+    """The ingestion lock, held by this session: one ingestion at a time per warehouse. Released
+    explicitly: a closed session's lock lingers until its backend has exited."""
+    if not conn.execute("select pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]:  # type: ignore[index]
+        raise IngestionAlreadyRunning("another ingestion run holds the lock on this warehouse")
+    try:
+        yield
+    finally:
+        with suppress(psycopg.Error):
+            conn.execute("select pg_advisory_unlock(%s)", (LOCK_KEY,))
 
 
-def try_lock(conn: psycopg.Connection) -> None:
-    """Hold the ingestion lock for this session: one ingestion at a time per warehouse."""
-    locked = conn.execute("select pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
-    if not locked or not locked[0]:
-        raise IngestionLocked("another ingestion run holds the lock on this warehouse")
+def _exists(client: SqlClient, table: str) -> bool:
+    query = "select 1 from information_schema.tables where table_schema = %s and table_name = %s"
+    with client.execute_query(query, client.dataset_name, table) as cursor:
+        return bool(cursor.fetchall())
 
 
-def _exists(conn: psycopg.Connection, table: str) -> bool:
-    return bool(conn.execute("select to_regclass(%s)", (f"{RAW}.{table}",)).fetchone()[0])  # type: ignore[index]
+def existing(client: SqlClient) -> set[str]:
+    """The raw tables the destination has."""
+    tables = [*(e.table for e in ENDPOINTS.values()), ITEMS_TABLE, REJECTED_TABLE]
+    return {t for t in tables if _exists(client, t)}
 
 
-def known_history_hashes(conn: psycopg.Connection) -> np.ndarray:
+def _table(client: SqlClient, table: str) -> str:
+    return client.make_qualified_table_name(table)
+
+
+def known_history_hashes(client: SqlClient) -> np.ndarray:
     """Hashes of the listen_history versions in raw (their items are there), sorted, 32 bytes
-    each (no Python object per version)."""
+    each (no Python object per version kept)."""
     parts = [np.array([], dtype="S32")]
-    if _exists(conn, LISTEN_HISTORY.table):
-        query = sql.SQL("select distinct {} from {}").format(
-            sql.Identifier(RECORD_HASH), sql.Identifier(RAW, LISTEN_HISTORY.table)
-        )
-        with conn.transaction(), conn.cursor(name="known_history_hashes") as cursor:
-            cursor.execute(query)
+    if _exists(client, LISTEN_HISTORY.table):
+        query = f"select distinct {RECORD_HASH} from {_table(client, LISTEN_HISTORY.table)}"
+        with client.execute_query(query) as cursor:
             while rows := cursor.fetchmany(50_000):
                 parts.append(np.array([row[0] for row in rows], dtype="S32"))
     return np.unique(np.concatenate(parts))
 
 
-def carry(conn: psycopg.Connection) -> Carry:
-    """The current versions in raw of rejected ids, for the run to keep them current."""
+def carry(client: SqlClient) -> Carry:
+    """The current versions in raw of rejected ids, for the run to keep them current. `client`
+    is opened by the run: dlt's config context cannot be entered from its extract threads."""
+    lock = threading.Lock()
 
     def rows(endpoint: Endpoint, keys: list[int]) -> dict[str, pa.Table]:
         schema = record_schema(endpoint, with_dlt_id=False)
-        if not _exists(conn, endpoint.table):
-            return {}
-        query = sql.SQL("select {} from {} where _dlt_valid_to is null and {} = any(%s)").format(
-            sql.SQL(", ").join(map(sql.Identifier, schema.names)),
-            sql.Identifier(RAW, endpoint.table),
-            sql.Identifier(endpoint.key),
-        )
-        found = [dict(zip(schema.names, r, strict=True)) for r in conn.execute(query, (keys,))]
-        return {endpoint.table: pa.Table.from_pylist(found, schema=schema)} if found else {}
+        with lock:
+            if not _exists(client, endpoint.table):
+                return {}
+            columns = ", ".join(map(client.escape_column_name, schema.names))
+            query = (
+                f"select {columns} from {_table(client, endpoint.table)} where _dlt_valid_to "
+                f"is null and {endpoint.key} in (select unnest(%s))"
+            )
+            with client.execute_query(query, keys) as cursor:
+                found = cursor.arrow()
+        return {endpoint.table: found.cast(schema)} if found and found.num_rows else {}
 
     return rows
 
@@ -132,17 +152,19 @@ class TableChange:
 
 
 def table_changes(
-    conn: psycopg.Connection, load_id: str, boundary: datetime, appended: dict[str, int]
+    pipeline: dlt.Pipeline, load_id: str, boundary: datetime, appended: dict[str, int]
 ) -> dict[str, TableChange]:
     """Per raw table: what the load added and what the run's boundary retired. `appended`: the
     rows of the append-only tables (items, rejects) as the source counted them (counting them
     back would scan the whole items table)."""
     changes: dict[str, TableChange] = {}
-    for table in (e.table for e in ENDPOINTS.values() if _exists(conn, e.table)):
-        query = sql.SQL("select count(*) filter (where _dlt_load_id = %s), count(*) filter "
-                        "(where _dlt_valid_to = %s), count(*) filter (where _dlt_valid_to is "
-                        "null) from {}").format(sql.Identifier(RAW, table))  # fmt: skip
-        changes[table] = TableChange(table, *conn.execute(query, (load_id, boundary)).fetchone())  # type: ignore[misc]
-    for table in (t for t in (ITEMS_TABLE, REJECTED_TABLE) if _exists(conn, t)):
-        changes[table] = TableChange(table, appended.get(table, 0))
+    with pipeline.sql_client() as client:
+        for table in (e.table for e in ENDPOINTS.values() if _exists(client, e.table)):
+            query = ("select count(*) filter (where _dlt_load_id = %s), count(*) filter (where "
+                     "_dlt_valid_to = %s), count(*) filter (where _dlt_valid_to is null) from "
+                     f"{_table(client, table)}")  # fmt: skip
+            with client.execute_query(query, load_id, boundary) as cursor:
+                changes[table] = TableChange(table, *cursor.fetchall()[0])
+        for table in (t for t in (ITEMS_TABLE, REJECTED_TABLE) if _exists(client, t)):
+            changes[table] = TableChange(table, appended.get(table, 0))
     return changes

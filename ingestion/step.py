@@ -17,6 +17,7 @@ def ingest(ctx: RunContext) -> StepReport:
             ctx.settings,
             ctx.run_id,
             api_url=ctx.api_url,
+            warehouse=ctx.warehouse,
             destination="filesystem" if lake else "postgres",
             bucket_url=ctx.settings.lake if lake else None,
         )

@@ -142,6 +142,8 @@ class SourceRun:
     known_hashes: np.ndarray | None = None  # sorted hashes of the versions whose items raw holds
     carry: Callable[[Endpoint, list[int]], dict[str, pa.Table]] | None = None
     summary: Callable[[SourceRun], pa.Table] | None = None  # the stats table, last
+    existing: set[str] = field(default_factory=set)  # the destination's tables
+    empty_format: str | None = None  # file format of an empty table (ADBC takes no empty file)
     on_plan: Callable[[str, int | None], Any] = lambda endpoint, pages: None
     on_page: Callable[[str], Any] = lambda endpoint: None
     reads: dict[str, Read] = field(default_factory=dict)
@@ -188,6 +190,12 @@ class SourceRun:
                 columns = [{"name": c, "data_type": "json", "nullable": True} for c in drift]
                 marked.append(dlt.mark.with_hints(table, dlt.mark.make_hints(columns=columns)))
                 continue
+            if not n and self.empty_format:
+                main = read is not None and name == read.endpoint.table
+                hints = dlt.mark.make_hints(table_name=None if main else name,
+                                            file_format=self.empty_format)  # fmt: skip
+                marked.append(dlt.mark.with_hints(table, hints, create_table_variant=not main))
+                continue
             marked.append(dlt.mark.with_table_name(table, name))
         return marked
 
@@ -201,8 +209,9 @@ class SourceRun:
         return iter(items + self.complete(read) if last else items)
 
     def complete(self, read: Read) -> list[Any]:
-        """The read is in: check it, carry rejected ids' rows, give every table of it a row
-        set (maybe empty: the table exists, and an empty extract retires every version)."""
+        """The read is in: check it, carry rejected ids' rows; a table without rows gets an
+        empty one if it is new (it exists after the run) or the endpoint's (every version of
+        an empty extract is retired)."""
         endpoint, checker, name = read.endpoint, read.checker, read.endpoint.name
         if problems := read.check.problems():
             raise ReadMismatch(name, problems)
@@ -214,10 +223,11 @@ class SourceRun:
             raise EndpointFailed(name, f"{name}: {message} {limit:.1%} allowed): {reasons}")
         carried = self.carry(endpoint, checker.rejected_keys) if checker.rejected_keys else {}
         read.carried_forward = carried[endpoint.table].num_rows if carried else 0
-        empty = [(endpoint.table, record_schema(endpoint, with_dlt_id=False)),
-                 (REJECTED_TABLE, REJECTED_SCHEMA), (ITEMS_TABLE, ITEMS_SCHEMA)]  # fmt: skip
-        tables = [*carried.items(), *((t, s.empty_table()) for t, s in empty[: 2 + (
-            endpoint is LISTEN_HISTORY)])]  # fmt: skip
+        empty = {endpoint.table: record_schema(endpoint, with_dlt_id=False),
+                 REJECTED_TABLE: REJECTED_SCHEMA, ITEMS_TABLE: ITEMS_SCHEMA}  # fmt: skip
+        tables = [*carried.items(), *((t, s.empty_table()) for t, s in empty.items() if (
+            t != ITEMS_TABLE or endpoint is LISTEN_HISTORY) and not read.rows[t] and t not in
+            carried and (t == endpoint.table or t not in self.existing))]  # fmt: skip
         read.finished = time.monotonic()
         marked = self.mark(tables, read)
         with self.lock:

@@ -7,7 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dlt
+import psycopg
 
+from ingestion.raw_tables import LOCK_KEY
 from moovitamix import exit_codes
 from moovitamix.connection_url import ConnectionURL
 from tests.ingestion.ingestion_helpers import Ingest, Raw, admin, assert_raw_matches_api, run_cli
@@ -36,9 +38,11 @@ def test_an_endpoint_that_always_fails_changes_nothing_in_raw(
     )  # fmt: skip
 
     assert done.returncode == exit_codes.STEP_FAILED, done.stderr
-    last = done.stderr.strip().splitlines()[-2:]
-    assert "ingestion failed: listen_history page 1: HTTP 500 Internal Server Error " in last[0]
-    assert "(3 attempts)" in last[0]
+    last = done.stderr.strip().splitlines()[-1]  # the one line, last
+    assert last.startswith(
+        "FAILED step 'python -m ingestion': listen_history page 1: HTTP 500 Internal Server Error "
+    )
+    assert "(3 attempts)" in last
     assert raw.snapshot() == before
     stats = raw.stats("run-always-fails")
     assert {e: s["status"] for e, s in stats.items()} == {
@@ -68,11 +72,12 @@ def test_a_warehouse_that_is_down_gives_one_clear_line(simulator_url: str) -> No
         timeout=60,
     )  # fmt: skip
     assert done.returncode == exit_codes.WAREHOUSE_UNREACHABLE
-    lines = done.stderr.strip().splitlines()
-    assert lines == [
-        "ingestion: cannot reach the warehouse (host 127.0.0.1:1, database moovitamix, "
-        "user mvx): Connection refused" + lines[0].split("Connection refused", 1)[1]
-    ]
+    *info, line = done.stderr.strip().splitlines()
+    assert line == (
+        "error: cannot reach the warehouse (host 127.0.0.1:1, database moovitamix, "
+        "user mvx): Connection refused" + line.split("Connection refused", 1)[1]
+    )
+    assert all(" INFO " in i for i in info)  # the run's id and log, as every step command
     assert "secret" not in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
 
@@ -80,7 +85,20 @@ def test_a_warehouse_that_is_down_gives_one_clear_line(simulator_url: str) -> No
 def test_without_an_api_url_the_simulator_is_started(warehouse_env: ConnectionURL) -> None:
     done = run_cli("--simulator-args", "--users 40 --tracks 30", "--no-progress", env=cli_env())
     assert done.returncode == exit_codes.OK, done.stderr
-    first = done.stderr.strip().splitlines()[0]
+    run_line, first = done.stderr.strip().splitlines()[:2]  # after the run's id and log
+    assert " INFO    run " in run_line
     assert "MOOVITAMIX_API_URL is unset: started the built-in simulator at http://" in first
     assert "listen_history" in done.stdout and "ok: 110 records" in done.stdout
     assert Raw(warehouse_env).value("select count(*) from raw.users") == 40
+
+
+def test_a_second_ingestion_on_the_warehouse_exits_75(
+    simulator_url: str, warehouse_env: ConnectionURL
+) -> None:
+    with psycopg.connect(warehouse_env.url(), autocommit=True) as conn:
+        conn.execute("select pg_advisory_lock(%s)", (LOCK_KEY,))
+        done = run_cli("--api-url", simulator_url, "--no-progress", env=cli_env())
+    assert done.returncode == exit_codes.ALREADY_RUNNING, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "FAILED step 'python -m ingestion': another ingestion run holds the lock on this warehouse"
+    )

@@ -113,7 +113,7 @@ def test_the_lake_snapshot_equals_the_current_postgres_versions(
     assert result.destination == lake.url
     for endpoint in ENDPOINTS:
         lake_rows = lake.rows(endpoint, load_id)
-        for row in lake_rows:  # a new field: JSON text in the lake, jsonb in Postgres
+        for row in lake_rows:  # a new field: JSON text in the lake, json in Postgres
             if "note" in row:
                 row["note"] = None if row["note"] is None else json.loads(row["note"])
         assert strip(lake_rows, LAKE_ONLY) == strip(
@@ -313,9 +313,9 @@ def test_the_command_loads_the_lake(
 
 
 def test_the_command_refuses_an_unknown_destination(warehouse_env: ConnectionURL) -> None:
-    done = run_cli("--destination", "duckdb", env=dict(os.environ))
+    done = run_cli("--destination", "bigquery", env=dict(os.environ))
     assert done.returncode == 2
-    assert "invalid choice: 'duckdb'" in done.stderr
+    assert "invalid choice: 'bigquery'" in done.stderr
     done = run_cli(
         "--destination", "postgres", "--bucket-url", "file:///tmp/x", env=dict(os.environ)
     )
@@ -328,10 +328,11 @@ def test_the_daily_step_on_spark_loads_the_lake(
 ) -> None:
     from ingestion.step import ingest
     from moovitamix.step import RunContext, StepFailed
+    from moovitamix.warehouse import open_warehouse
 
     url = start_simulator("--seed", "8", "--users", "60", "--tracks", "50")
     settings = replace(load_settings(dict(os.environ)), engine="spark", lake_url=lake.url)
-    ctx = RunContext(settings, new_run_id(), warehouse_env, url, api_is_simulator=True)
+    ctx = RunContext(settings, new_run_id(), open_warehouse(settings), url, api_is_simulator=True)
     report = ingest(ctx)
 
     (load_id,) = lake.completed()
