@@ -72,9 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="all",
         help="data: raw + marts suites; recommendations: after ML; all (default): both",
     )
-    validate.add_argument(
-        "--suite", action="append", default=[], help="e.g. raw.users (repeatable)"
-    )
+    validate.add_argument("--suite", action="append", default=[], help="e.g. raw.users; repeatable")
     validate.add_argument("--no-docs", action="store_true", help="do not build the data docs")
     validate.add_argument("--gx-dir", type=Path, help=GX_DIR_HELP)
     report = commands.add("report", _report, "write the health report", run_log=True)

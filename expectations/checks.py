@@ -1,9 +1,7 @@
-"""A check: a SQL query measuring a metric per subject (an endpoint, a table, the listens), and
-its limits in thresholds.toml. Each validation measures the checks into monitoring.check_metrics
-(expectations/validate.py); GX's stock UnexpectedRowsExpectation then fails a level whose limit
-a subject exceeds, or whose query could not run. One expectation per severity level, with the
-project's severity in `meta` and GX's own `severity` to match.
-"""
+"""A check: a SQL query measuring a metric per subject (an endpoint, a table, the listens), with
+its limits in thresholds.toml. Measured into monitoring.check_metrics, it becomes one stock GX
+UnexpectedRowsExpectation per severity level, failing when a subject exceeds the level's limit
+or the query could not run."""
 
 from __future__ import annotations
 
@@ -20,7 +18,6 @@ if TYPE_CHECKING:
 
 Unit = Literal["share", "rows", "distance"]
 GX_SEVERITY: dict[Severity, str] = {"error": "critical", "warning": "warning"}  # GX's names
-COULD_NOT_RUN = "could not run"
 MAX_SUBJECTS = 50  # rows of a metric kept in a result (metric queries return a few)
 
 
@@ -55,9 +52,14 @@ def format_value(value: object, unit: str) -> str:
     if not isinstance(value, int | float | decimal.Decimal):
         return str(value)
     number = float(value)
-    if unit == "share":
-        return f"{number:.2%}"
-    return f"{number:,.0f}" if unit == "rows" else f"{number:.3f}"
+    return {"share": f"{number:.2%}", "rows": f"{number:,.0f}"}.get(unit, f"{number:.3f}")
+
+
+def _label(row: Mapping[str, Any]) -> str:
+    """The subject; of a format check, '1 of 200 break it'."""
+    if "breaking" in row:
+        return f"{row['breaking'] or 0:,} of {row['checked_values'] or 0:,} break it"
+    return str(row["subject"])
 
 
 def observed(measured: Measured, unit: str, limit: float) -> tuple[str, dict[str, Any]]:
@@ -66,19 +68,13 @@ def observed(measured: Measured, unit: str, limit: float) -> tuple[str, dict[str
     'could not run: <reason>'."""
     if measured.could_not_run:
         reason = measured.could_not_run
-        return f"{COULD_NOT_RUN}: {reason}", {"could_not_run": reason}
+        return f"could not run: {reason}", {"could_not_run": reason}
     rows = [
         {**row, "breach": row["observed"] is not None and row["observed"] > limit}
         for row in measured.rows[:MAX_SUBJECTS]
     ]
-
-    def label(row: Mapping[str, Any]) -> str:  # a format check: '1 of 200 break it'
-        if "breaking" in row:
-            return f"{row['breaking'] or 0:,} of {row['checked_values'] or 0:,} break it"
-        return str(row["subject"])
-
     ordered = sorted(rows, key=lambda row: not row["breach"])
-    text = "; ".join(f"{format_value(r['observed'], unit)} ({label(r)})" for r in ordered)
+    text = "; ".join(f"{format_value(r['observed'], unit)} ({_label(r)})" for r in ordered)
     return text or "no data", {"subjects": rows}
 
 

@@ -1,10 +1,6 @@
-"""The GX file context of expectations/gx/ and one validation run in it.
-
-Committed: gx/great_expectations.yml, whose warehouse datasource connects through the
-substitution `${MVX_GX_CONNECTION_STRING}` (set from the warehouse URL while a run validates,
-never written to a file) and reads one table, monitoring.check_metrics. Everything GX generates
-(suites' JSON, validation definitions, checkpoints, results, data docs) goes to gx/uncommitted/.
-"""
+"""The GX file context of expectations/gx/ (its committed YAML reads one table,
+monitoring.check_metrics, through `${MVX_GX_CONNECTION_STRING}`, set only while a run validates)
+and one validation run in it; everything GX generates goes to gx/uncommitted/."""
 
 from __future__ import annotations
 
@@ -80,14 +76,11 @@ def run_suites(
         result = context.checkpoints.add_or_update(
             gx.Checkpoint(name=checkpoint, validation_definitions=definitions)
         ).run(run_id=RunIdentifier(run_name=run_id))
-    if build_docs:
-        # one build for the whole run (an UpdateDataDocsAction would rebuild it per suite)
-        context.build_data_docs(
-            resource_identifiers=[
-                *result.run_results,
-                *(ExpectationSuiteIdentifier(name=name) for name in suites),
-            ]
-        )
-        make_site_offline(data_docs_index(gx_dir).parent)
     by_suite = {r.suite_name: list(r.results) for r in result.run_results.values()}
-    return by_suite, data_docs_index(gx_dir) if build_docs else None
+    if not build_docs:
+        return by_suite, None
+    # one build for the whole run (an UpdateDataDocsAction would rebuild it per suite)
+    suite_ids = [ExpectationSuiteIdentifier(name=name) for name in suites]
+    context.build_data_docs(resource_identifiers=[*result.run_results, *suite_ids])
+    make_site_offline(data_docs_index(gx_dir).parent)
+    return by_suite, data_docs_index(gx_dir)

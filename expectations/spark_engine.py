@@ -6,14 +6,14 @@ their users.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
 from expectations import tables as t
-from expectations.dialect import Dialect
+from expectations.dialect import Dialect, sql_text
 from expectations.engines import plain
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.publication import Relations
@@ -33,12 +33,44 @@ SPARK_TYPES = {
 }  # fmt: skip
 
 
+@dataclass(frozen=True)
+class SparkDialect(Dialect):
+    """Spark SQL where it differs from Postgres'."""
+
+    # the latest completed load of each raw table; a table with none has no current rows
+    current_loads: Mapping[str, str] = field(default_factory=dict)
+
+    def as_float(self, expr: str) -> str:
+        return f"cast({expr} as double)"
+
+    def now(self) -> str:
+        return "current_timestamp()"
+
+    def now_plus_minutes(self, minutes: int) -> str:
+        return f"current_timestamp() + interval {int(minutes)} minutes"
+
+    def not_matching(self, column: str, regex: str) -> str:
+        """Spark's string literals unescape backslashes: the regex's are doubled."""
+        return f"not ({column} rlike {sql_text(regex.replace(chr(92), chr(92) * 2))})"
+
+    def json_values_sum(self, column: str, alias: str) -> str:
+        """The object is the JSON text of the Postgres jsonb (a control-plane view)."""
+        values = f"map_values(from_json({column}, 'map<string,bigint>'))"
+        total = f"aggregate({values}, cast(0 as bigint), (acc, v) -> acc + coalesce(v, 0))"
+        return f"select coalesce({total}, 0) as {alias}"
+
+    def current_rows(self, table: str) -> str:
+        """The lake keeps a snapshot per load: the rows of the table's latest completed load."""
+        load = self.current_loads.get(table)
+        return "false" if load is None else f"_dlt_load_id = {sql_text(load)}"
+
+
 @dataclass
 class SparkEngine:
     url: ConnectionURL
     relations: Relations
     spark: SparkSession
-    dialect: Dialect = field(default_factory=lambda: Dialect("spark"))
+    dialect: Dialect = field(default_factory=SparkDialect)
     views: list[str] = field(default_factory=list)
 
     def rows(self, query: str) -> list[dict[str, Any]]:
@@ -71,7 +103,7 @@ class SparkEngine:
                 if row["load_id"] is not None:
                     loads[table] = str(row["load_id"])
         self.relations = replace(self.relations, tables={**self.relations.tables, **views})
-        self.dialect = Dialect("spark", current_loads=loads)
+        self.dialect = SparkDialect(current_loads=loads)
 
     @staticmethod
     def _fetch(conn: psycopg.Connection, table: str, users_only: bool) -> tuple[list, str]:

@@ -8,10 +8,11 @@ import re
 import pytest
 
 from expectations.dialect import POSTGRES, Dialect
+from expectations.spark_engine import SparkDialect
 from expectations.suites import BuildContext, all_suites
 from expectations.thresholds import load_thresholds
 
-SPARK = Dialect("spark", current_loads={"raw.users": "1764586400.2"})
+SPARK = SparkDialect(current_loads={"raw.users": "1764586400.2"})
 POSTGRES_ONLY = re.compile(
     r"::float8|::bigint|distinct on|jsonb_|\bnow\(\)|select from|interval '| ~ "
 )
