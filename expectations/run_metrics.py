@@ -1,8 +1,6 @@
-"""monitoring.run_metrics: the figures each run measures before validating (row counts, the
-genre-share distribution), measured where the marts are and kept in Postgres under the tables'
-published names, so that the next run compares itself with them whichever engine ran it. The
-day-over-day checks compare with the latest *successful* run of the ledger, so a failed run's
-figures never become a baseline."""
+"""monitoring.run_metrics: the figures each run measures before validating (row counts, genre
+shares) where the marts are, kept in Postgres under the tables' published names: the baselines
+of the next successful run's day-over-day checks, whichever engine runs it."""
 
 from __future__ import annotations
 
@@ -28,10 +26,8 @@ GENRE_SHARES = """
     group by genre_id"""
 
 
-def record_run_metrics(
-    engine: Engine | SparkEngine, run_id: str, thresholds: Thresholds
-) -> dict[str, float]:
-    """Measure and store (replacing) this run's figures; returns the row counts, by table."""
+def record_run_metrics(engine: Engine | SparkEngine, run_id: str, thresholds: Thresholds) -> None:
+    """Measure and store (replacing) this run's figures."""
     rel = engine.relations
     present = engine.existing(rel(n) for n in (*thresholds.volume_tables, t.USER_GENRE_FEATURES))
     volumes: dict[str, float] = {}
@@ -51,4 +47,4 @@ def record_run_metrics(
             f"insert into {t.RUN_METRICS} (run_id, metric, subject, value) values (%s, %s, %s, %s)",
             rows,
         )
-    return volumes
+    log.info("run metrics: %s", ", ".join(f"{k} {v:,.0f}" for k, v in volumes.items()) or "none")

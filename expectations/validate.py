@@ -71,11 +71,10 @@ class ValidationOutcome:
         return {s: {"passed": tally[(s, True)], "failed": tally[(s, False)]} for s in SEVERITIES}
 
     def summary(self) -> str:
-        passed = sum(1 for r in self.results if r.success)
-        errors, warnings = (len(self.failed(s)) for s in ("error", "warning"))
+        n = Counter("passed" if r.success else r.severity for r in self.results)
         text = (
-            f"{len(self.results)} expectation(s) in {len(self.suites)} suite(s): {passed} passed, "
-            f"{errors} error(s) and {warnings} warning(s) failed"
+            f"{len(self.results)} expectation(s) in {len(self.suites)} suite(s): {n['passed']} "
+            f"passed, {n['error']} error(s) and {n['warning']} warning(s) failed"
         )
         could_not_run = sum(1 for r in self.results if r.could_not_run)
         if could_not_run:
@@ -155,9 +154,7 @@ def run_validation(
     skipped: list[tuple[str, str]] = []
     with open_engine(settings, url, relations) as engine:
         if stage is not Stage.RECOMMENDATIONS:
-            volumes = record_run_metrics(engine, run_id, thresholds)
-            if volumes:
-                log.info("run metrics: %s", ", ".join(f"{k} {v:,.0f}" for k, v in volumes.items()))
+            record_run_metrics(engine, run_id, thresholds)
         engine.load({table for spec in chosen for table in spec.requires})
         rel = engine.relations
         present = engine.existing(rel(table) for spec in chosen for table in spec.requires)

@@ -19,6 +19,13 @@ def default_report_path(settings: Settings) -> Path:
     return settings.project_root / REPORT_PATH
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
+
+
 def write_health_report(url: ConnectionURL, path: Path, *, max_runs: int = 60) -> Path:
     """Render the report of the latest `max_runs` runs to `path` (written atomically)."""
     from expectations.report.data import load_report_data
@@ -30,8 +37,6 @@ def write_health_report(url: ConnectionURL, path: Path, *, max_runs: int = 60) -
     plots = [(title, png(draw(data))) for title, draw in PLOTS]
     page = render_page(data, plots, None if data.uptake.empty else png(per_day(data.uptake)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(page, encoding="utf-8")
-    partial.replace(path)
+    write_atomically(path, page)
     log.info("health report: %s (%d runs)", path, len(data.runs))
     return path

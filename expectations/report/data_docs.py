@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
+from expectations.report import write_atomically
+
 log = logging.getLogger(__name__)
 
 MARKER = "<!-- moovitamix: offline data docs -->"
@@ -58,19 +60,12 @@ def offline_page(text: str, site: Path, page: Path) -> str:
     return text if heads else inline + text
 
 
-def offline_stylesheet(text: str) -> str:
-    return REMOTE_CSS_URL.sub("none", text)
-
-
 def _rewrite(path: Path, transform: Callable[[str], str]) -> bool:
     text = path.read_text(encoding="utf-8")
     new = transform(text)
-    if new == text:
-        return False
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(new, encoding="utf-8")
-    partial.replace(path)
-    return True
+    if new != text:
+        write_atomically(path, new)
+    return new != text
 
 
 def make_site_offline(site: Path) -> int:
@@ -81,7 +76,7 @@ def make_site_offline(site: Path) -> int:
     for page in site.rglob("*.html"):
         changed += _rewrite(page, lambda text, page=page: offline_page(text, site, page))
     for sheet in site.rglob("*.css"):
-        changed += _rewrite(sheet, offline_stylesheet)
+        changed += _rewrite(sheet, lambda text: REMOTE_CSS_URL.sub("none", text))
     if changed:
         log.debug("data docs: %d file(s) made readable offline under %s", changed, site)
     return changed

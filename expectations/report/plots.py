@@ -60,14 +60,19 @@ def _counts_axis(axes: Axes, values: pd.Series, label: str) -> None:
     axes.set_ylabel(label)
 
 
-def _stacked_bars(title: str, frame: pd.DataFrame, times: pd.Series, label: str) -> Figure:
-    """One bar per row of `frame` (a run), one stacked segment per column, legend outside."""
+def _stacked_bars(
+    title: str, frame: pd.DataFrame, times: pd.Series, label: str, failed: Sequence[int] = ()
+) -> Figure:
+    """One bar per row of `frame` (a run), one stacked segment per column, the `failed` rows
+    marked; legend outside."""
     figure, (axes,) = figure_with_axes(title)
-    positions = range(len(frame))
     bottom = pd.Series(0.0, index=frame.index)
     for column in frame.columns:
-        axes.bar(positions, frame[column], bottom=bottom, label=str(column), width=0.8)
+        axes.bar(range(len(frame)), frame[column], bottom=bottom, label=str(column), width=0.8)
         bottom = bottom + frame[column]
+    if failed:
+        marks = bottom.iloc[list(failed)]
+        axes.scatter(failed, marks, marker="v", color=FAILED_COLOR, zorder=3, label="failed run")
     time_ticks(axes, times)
     _counts_axis(axes, bottom, label)
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
@@ -82,14 +87,8 @@ def run_durations(data: ReportData) -> Figure:
     order = data.steps.groupby("step")["step_order"].min().sort_values().index
     steps = data.steps.pivot_table(index="run_id", columns="step", values="seconds", aggfunc="sum")
     seconds = steps.reindex(index=runs.index, columns=order).astype(float).fillna(0.0)
-    figure = _stacked_bars(title, seconds, runs["started_at"], "seconds")
     failed = [i for i, status in enumerate(runs["status"]) if status == "failed"]
-    if failed:
-        axes = figure.axes[0]
-        totals = seconds.sum(axis=1).iloc[failed]
-        axes.scatter(failed, totals, marker="v", color=FAILED_COLOR, zorder=3, label="failed run")
-        axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    return figure
+    return _stacked_bars(title, seconds, runs["started_at"], "seconds", failed)
 
 
 def records_per_endpoint(data: ReportData) -> Figure:
@@ -120,11 +119,8 @@ def records_per_endpoint(data: ReportData) -> Figure:
 
 def _failed_requests(row: pd.Series) -> int:
     """HTTP error answers plus transport failures (retried causes that are not an HTTP status)."""
-    http = sum(int(v) for v in (row["http_errors"] or {}).values())
-    transport = sum(
-        int(v) for cause, v in (row["retries"] or {}).items() if not str(cause).startswith("http")
-    )
-    return http + transport
+    transport = [v for cause, v in (row["retries"] or {}).items() if not cause.startswith("http")]
+    return sum(map(int, (row["http_errors"] or {}).values())) + sum(map(int, transport))
 
 
 def request_health(data: ReportData) -> Figure:
@@ -135,16 +131,8 @@ def request_health(data: ReportData) -> Figure:
         failed=data.ingestion.apply(_failed_requests, axis=1),
         retried=data.ingestion["retries"].apply(lambda r: sum(int(v) for v in (r or {}).values())),
     )
-    per_run = (
-        frame.groupby("run_id")
-        .agg(
-            started_at=("started_at", "min"),
-            requests=("requests", "sum"),
-            failed=("failed", "sum"),
-            retried=("retried", "sum"),
-        )
-        .sort_values("started_at")
-    )
+    sums = dict.fromkeys(("requests", "failed", "retried"), "sum")
+    per_run = frame.groupby("run_id").agg({"started_at": "min", **sums}).sort_values("started_at")
     success = 1 - per_run["failed"] / per_run["requests"].where(per_run["requests"] > 0)
     figure, (axes,) = figure_with_axes(title)
     positions = range(len(per_run))

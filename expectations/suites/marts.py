@@ -42,28 +42,25 @@ def _orphans(ctx: BuildContext) -> list[Check]:
     ]
 
 
-def _previous_run(ctx: BuildContext, metric: str) -> str:
-    """The previous successful run (in the run ledger) that recorded `metric`."""
-    run = sql_text(ctx.run_id)
-    runs = ctx.rel(t.PIPELINE_RUNS)
-    return f"""
-        select m.run_id
-        from {{batch}} as m
-        join {runs} as r on r.run_id = m.run_id
-        where m.metric = '{metric}' and m.run_id <> {run} and r.status = 'success'
-          and r.started_at < coalesce(
-              (select started_at from {runs} where run_id = {run}), {ctx.dialect.now()})
-        order by r.started_at desc
-        limit 1"""
-
-
 def _figures(ctx: BuildContext, metric: str) -> str:
+    """CTEs: this run's figures of `metric`, the previous successful run (in the run ledger)
+    that recorded it, and that run's figures."""
+    run, runs = sql_text(ctx.run_id), ctx.rel(t.PIPELINE_RUNS)
     return f"""
         current_figures as (
             select cur.subject, cur.value from {{batch}} as cur
-            where cur.metric = '{metric}' and cur.run_id = {sql_text(ctx.run_id)}
+            where cur.metric = '{metric}' and cur.run_id = {run}
         ),
-        previous_run as ({_previous_run(ctx, metric)}),
+        previous_run as (
+            select m.run_id
+            from {{batch}} as m
+            join {runs} as r on r.run_id = m.run_id
+            where m.metric = '{metric}' and m.run_id <> {run} and r.status = 'success'
+              and r.started_at < coalesce(
+                  (select started_at from {runs} where run_id = {run}), {ctx.dialect.now()})
+            order by r.started_at desc
+            limit 1
+        ),
         previous_figures as (
             select prev.subject, prev.value from {{batch}} as prev
             where prev.metric = '{metric}' and prev.run_id = (select run_id from previous_run)
