@@ -20,6 +20,7 @@ import psycopg
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from threadpoolctl import threadpool_limits
 
 from ml.config import load_config
 from moovitamix.roles import APP, as_role
@@ -64,6 +65,9 @@ def create_app(settings: Settings, config: ServingConfig | None = None) -> FastA
             kwargs={"autocommit": True},
         )  # fmt: skip
         await pool.open()
+        # one BLAS thread for fold-in (ml.model.single_threaded_blas per request costs more
+        # than the fold-in): the workers are the parallelism
+        blas = threadpool_limits(limits=1, user_api="blas")
         watcher = ModelWatcher(
             url, artifacts, metrics, poll_s=config.poll_s, webhook_url=settings.alert_webhook_url
         )
@@ -80,9 +84,10 @@ def create_app(settings: Settings, config: ServingConfig | None = None) -> FastA
             await log.stop()
             await anyio.to_thread.run_sync(watcher.stop)
             await pool.close()
+            blas.restore_original_limits()
 
     app = FastAPI(title="MooVitamix recommendations", lifespan=lifespan)
-    app.middleware("http")(metrics.middleware)
+    app.add_middleware(metrics.middleware)
 
     @app.exception_handler(psycopg.Error)
     @app.exception_handler(PoolTimeout)

@@ -2,7 +2,8 @@
 
 The user's vector is solved from those listens against the model's item factors (implicit's
 `recommend(..., recalculate_user=True)`), with the same confidence weighting as in training;
-every track listened to, before or just now, is left out of the list."""
+every track listened to, before or just now, is left out of the list. BLAS runs single-threaded
+(serving.app limits it once per process)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 
 from ml.config import ModelParams
-from ml.model import confidence, single_threaded_blas
+from ml.model import confidence
 from ml.registry import load_model
 
 
@@ -69,9 +70,7 @@ class ServedModel:
             (values, (np.zeros(len(cols), dtype=np.int32), cols)),
             shape=(1, len(self.track_ids)),
         )
-        with single_threaded_blas():
-            ids, scores = self.als.recommend(
-                0, confidence(row, self.params), N=k, recalculate_user=True
-            )
+        weights = confidence(row, self.params)
+        ids, scores = self.als.recommend(0, weights, N=k, recalculate_user=True)
         keep = (ids >= 0) & np.isfinite(scores)
         return list(zip(self.track_ids[ids[keep]].tolist(), scores[keep].tolist(), strict=True))

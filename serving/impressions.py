@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import psycopg
@@ -41,8 +41,11 @@ class Impression:
     served_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def row(self) -> tuple[object, ...]:
-        """The COPY row: served_at first, then the other fields in order."""
-        return (self.served_at, *astuple(self)[:-1])
+        """The COPY row, in COPY_SQL's column order."""
+        return (
+            self.served_at, self.user_id, self.track_id, self.model_run_id, self.source,
+            self.route, self.k, self.track_ids,
+        )  # fmt: skip
 
 
 class ImpressionLog:

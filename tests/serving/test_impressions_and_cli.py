@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import psutil
 
 from moovitamix.roles import APP
 from moovitamix.settings import PROJECT_ROOT
@@ -84,9 +85,13 @@ def test_python_m_serving_serves_on_the_given_port(trained: Trained, tmp_path: P
         listed = httpx.get(f"{base}/users/1/recommendations", headers=headers)
         assert listed.status_code == 200 and listed.json()["user_id"] == 1
         assert httpx.get(f"{base}/users/1/recommendations").status_code == 401
+        workers = psutil.Process(process.pid).children()
+        assert len(workers) >= 2
     finally:
         process.terminate()
         process.wait(timeout=60)
+    _, alive = psutil.wait_procs(workers, timeout=60)
+    assert alive == []  # SIGTERM stops every worker
 
 
 def test_an_unreachable_warehouse_exits_3_in_one_line(tmp_path: Path) -> None:
