@@ -117,6 +117,8 @@ day_listens as (
     select
         new_listens.*,
         day_runs.model_run_id,
+        day_runs.generated_at,
+        day_runs.replaced_at,
         day_runs.data_until_at,
         day_runs.k
     from new_listens
@@ -126,29 +128,34 @@ day_listens as (
 
 published as (
 
-    select distinct
-        day_runs.listen_date,
-        published_lists.user_id,
-        listed.track_id
-    from day_runs
-    inner join published_lists on day_runs.model_run_id = published_lists.model_run_id
-    cross join lateral unnest(published_lists.track_ids) as listed (track_id)
+    -- in the user's list of the day's run (one list per run and user)
+    select
+        day_listens.listen_date,
+        day_listens.user_id,
+        day_listens.track_id
+    from day_listens
+    inner join published_lists
+        on
+            day_listens.model_run_id = published_lists.model_run_id
+            and day_listens.user_id = published_lists.user_id
+    where day_listens.track_id = any(published_lists.track_ids)
 
 ),
 
 served as (
 
-    -- any list served to the user while the day's run was in place
+    -- in any list served to the user while the day's run was in place
     select distinct
-        day_runs.listen_date,
-        impressions.user_id,
-        listed.track_id
-    from day_runs
+        day_listens.listen_date,
+        day_listens.user_id,
+        day_listens.track_id
+    from day_listens
     inner join impressions
         on
-            day_runs.generated_at <= impressions.served_at
-            and (day_runs.replaced_at is null or day_runs.replaced_at > impressions.served_at)
-    cross join lateral unnest(impressions.track_ids) as listed (track_id)
+            day_listens.user_id = impressions.user_id
+            and day_listens.generated_at <= impressions.served_at
+            and (day_listens.replaced_at is null or day_listens.replaced_at > impressions.served_at)
+    where day_listens.track_id = any(impressions.track_ids)
 
 ),
 
@@ -177,32 +184,60 @@ popularity as (
 
 ),
 
-baseline as (
+ranked_listens as (
 
-    -- in the user's popularity list: the first k of the ranking the user had not heard yet,
-    -- i.e. fewer than k unheard tracks rank above the track
+    -- each new listen with its track's rank in the popularity of its run's data (a track
+    -- nobody had heard is in no popularity list)
     select
-        day_listens.listen_date,
-        day_listens.user_id,
-        day_listens.track_id
+        day_listens.*,
+        popularity.popularity_rank
     from day_listens
     inner join popularity
         on
             day_listens.model_run_id = popularity.model_run_id
             and day_listens.track_id = popularity.track_id
+
+),
+
+heard_above as (
+
+    -- how many tracks ranked above it the user had already heard by the run's data end
+    select
+        ranked_listens.listen_date,
+        ranked_listens.user_id,
+        ranked_listens.track_id,
+        count(*) as heard_count
+    from ranked_listens
+    inner join listens as heard
+        on
+            ranked_listens.user_id = heard.user_id
+            and ranked_listens.data_until_at >= heard.first_seen_at
+    inner join popularity as heard_rank
+        on
+            ranked_listens.model_run_id = heard_rank.model_run_id
+            and heard.track_id = heard_rank.track_id
+            and ranked_listens.popularity_rank > heard_rank.popularity_rank
+    group by ranked_listens.listen_date, ranked_listens.user_id, ranked_listens.track_id
+
+),
+
+baseline as (
+
+    -- in the user's popularity list: the first k of the ranking the user had not heard, i.e.
+    -- fewer than k unheard tracks rank above the track
+    select
+        ranked_listens.listen_date,
+        ranked_listens.user_id,
+        ranked_listens.track_id
+    from ranked_listens
+    left join heard_above
+        on
+            ranked_listens.listen_date = heard_above.listen_date
+            and ranked_listens.user_id = heard_above.user_id
+            and ranked_listens.track_id = heard_above.track_id
     where
-        popularity.popularity_rank - 1 - (
-            select count(*)
-            from listens as heard
-            inner join popularity as heard_rank
-                on
-                    heard.track_id = heard_rank.track_id
-                    and heard_rank.model_run_id = day_listens.model_run_id
-            where
-                heard.user_id = day_listens.user_id
-                and heard.first_seen_at <= day_listens.data_until_at
-                and heard_rank.popularity_rank < popularity.popularity_rank
-        ) < day_listens.k
+        ranked_listens.popularity_rank - 1 - coalesce(heard_above.heard_count, 0)
+        < ranked_listens.k
 
 ),
 
