@@ -82,13 +82,12 @@ def expectations(
     check: Check, suite: str, run_id: str, measured: Measured | None = None
 ) -> list[UnexpectedRowsExpectation]:
     """One stock UnexpectedRowsExpectation per level, over this run's rows of the check in
-    monitoring.check_metrics. The description carries what was measured (the data docs show
-    it), the `meta` what the results table needs."""
+    monitoring.check_metrics; the description ends with what was measured (the data docs show
+    it), the `meta` names the check, its level and limit."""
     from great_expectations.expectations import UnexpectedRowsExpectation
 
     built = []
     for severity, limit in check.limits.levels.items():
-        threshold = f"<= {format_value(limit, check.unit)}"
         found = f"; this run: {observed(measured, check.unit, limit)[0]}" if measured else ""
         built.append(
             UnexpectedRowsExpectation(
@@ -98,17 +97,10 @@ def expectations(
                     f"and expectation = {sql_text(check.name)} "
                     f"and (observed > {limit!r} or could_not_run is not null)"
                 ),
-                description=f"{check.description}: at most {threshold[3:]} ({severity}){found}",
+                description=f"{check.description}: at most {format_value(limit, check.unit)} "
+                f"({severity}){found}",
                 severity=GX_SEVERITY[severity],
-                meta={
-                    "check": check.name,
-                    "severity": severity,
-                    "limit": limit,
-                    "unit": check.unit,
-                    "threshold": threshold,
-                    "description": check.description,
-                    "alert": check.alert or check.description,
-                },
+                meta={"check": check.name, "severity": severity, "limit": limit},
             )
         )
     return built

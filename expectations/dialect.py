@@ -3,8 +3,6 @@ expectations/spark_engine.py. The suites write the rest once for both."""
 
 from __future__ import annotations
 
-from expectations import tables as t
-
 
 def sql_text(value: str) -> str:
     """A SQL string literal: quotes doubled, and braces (queries are filled with str.format)."""
@@ -34,7 +32,7 @@ class Dialect:
     def current_rows(self, table: str) -> str:
         """A predicate on a raw table's rows: the current version of each record (dlt's scd2
         closes a version with `_dlt_valid_to`)."""
-        return t.CURRENT
+        return "_dlt_valid_to is null"
 
 
 POSTGRES = Dialect()

@@ -1,8 +1,6 @@
-"""The validation's tables: monitoring.check_metrics (each check's metric per subject per run,
-what GX validates) and monitoring.validation_results (one row per expectation per run). A check
-that could not run has observed_value "could not run: <reason>" and `observed ? 'could_not_run'`;
-it fails the run at its severity like a failed one. Aggregates and counts only, never records.
-"""
+"""monitoring.check_metrics (each check's metric per subject, what GX validates) and
+monitoring.validation_results (one row per expectation): aggregates and counts, never records.
+A check that could not run fails at its severity, saying so and why, never what it found."""
 
 from __future__ import annotations
 
@@ -15,7 +13,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from expectations import tables as t
-from expectations.checks import Measured, observed
+from expectations.checks import Measured, format_value, observed
 from moovitamix.errors import one_line
 
 COLUMNS = (
@@ -57,20 +55,20 @@ def check_result(run_id: str, suite: str, gx_result: Any, measured: Measured) ->
     """A CheckResult from one GX ExpectationValidationResult and what the check measured."""
     config = gx_result.expectation_config
     meta = config.meta
-    reason = measured.could_not_run or _gx_error(gx_result)
-    text, found = observed(replace(measured, could_not_run=reason), meta["unit"], meta["limit"])
+    check, reason = measured.check, measured.could_not_run or _gx_error(gx_result)
+    text, found = observed(replace(measured, could_not_run=reason), check.unit, meta["limit"])
     return CheckResult(
         run_id=run_id,
         suite=suite,
-        expectation=meta["check"],
+        expectation=check.name,
         severity=meta["severity"],
         success=bool(gx_result.success) and not reason,
         observed_value=text[:MAX_OBSERVED_TEXT],
-        threshold=meta["threshold"],
+        threshold=f"<= {format_value(meta['limit'], check.unit)}",
         expectation_type=config.type,
-        description=meta["description"],
+        description=check.description,
         observed=found,
-        alert_title=meta["alert"],
+        alert_title=check.alert or check.description,
         could_not_run=reason,
     )
 

@@ -13,12 +13,11 @@ from moovitamix.warehouse import ensure_tables
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 
-# raw (dlt): scd2 tables, the current version of a record has _dlt_valid_to null
+# raw (dlt): scd2 tables
 RAW_TRACKS = "raw.tracks"
 RAW_USERS = "raw.users"
 RAW_LISTEN_HISTORY = "raw.listen_history"
 RAW_TABLES = {"tracks": RAW_TRACKS, "users": RAW_USERS, "listen_history": RAW_LISTEN_HISTORY}
-CURRENT = "_dlt_valid_to is null"
 
 # marts (dbt)
 DIM_USERS = "marts.dim_users"
@@ -39,12 +38,8 @@ VALIDATION_RESULTS = "monitoring.validation_results"  # ours: one row per expect
 
 def existing_tables(conn: psycopg.Connection, tables: Iterable[str]) -> set[str]:
     """The ones of `tables` ("schema.table") that exist in the warehouse."""
-    names = sorted(set(tables))
-    rows = conn.execute(
-        "select name from unnest(%s::text[]) as name where to_regclass(name) is not null",
-        (names,),
-    ).fetchall()
-    return {row[0] for row in rows}
+    query = "select name from unnest(%s::text[]) as name where to_regclass(name) is not null"
+    return {name for (name,) in conn.execute(query, (sorted(set(tables)),))}
 
 
 def create_if_missing(conn: psycopg.Connection, table: str) -> None:

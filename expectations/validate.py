@@ -1,7 +1,6 @@
-"""One validation run: record the run's figures (monitoring.run_metrics), measure every check in
-SQL where the data is (monitoring.check_metrics), validate those metrics with GX in one
-checkpoint, write monitoring.validation_results and raise an alert per failed expectation. A
-failed `error` expectation makes the outcome not ok (the daily step fails); a `warning` alerts.
+"""One validation run: record the run's figures, measure every check where the data is, validate
+the measurements with GX in one checkpoint, write the results and alert per failed expectation.
+A failed `error` expectation makes the outcome not ok (the daily step fails); a `warning` alerts.
 """
 
 from __future__ import annotations

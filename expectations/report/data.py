@@ -24,26 +24,19 @@ RUNS = f"""
     order by started_at
 """
 STEP_ROWS = f"""
-    select s.run_id, s.step, s.step_order, s.status, s.seconds, s.rows_in, s.rows_out,
-           s.error_message
-    from {STEPS} as s
-    where s.run_id = any(%(runs)s)
-    order by s.run_id, s.step_order
+    select run_id, step, step_order, status, seconds, rows_in, rows_out, error_message
+    from {STEPS} where run_id = any(%(runs)s) order by run_id, step_order
 """
 # Ingestion and validation runs not in the ledger (run standalone) are shown too, within the
 # same time window.
 INGESTION = f"""
     select run_id, endpoint, status, api_total, records, rejected, requests, retries,
            http_errors, versions_added, seconds, started_at, error
-    from {t.INGESTION_STATS}
-    where started_at >= %(since)s
-    order by started_at, endpoint
+    from {t.INGESTION_STATS} where started_at >= %(since)s order by started_at, endpoint
 """
 VALIDATION = f"""
-    select run_id, suite, expectation, severity, success, observed_value, threshold,
-           validated_at
-    from {t.VALIDATION_RESULTS}
-    where validated_at >= %(since)s
+    select run_id, suite, expectation, severity, success, observed_value, threshold, validated_at
+    from {t.VALIDATION_RESULTS} where validated_at >= %(since)s
     order by validated_at, suite, expectation, severity
 """
 
@@ -55,10 +48,6 @@ class ReportData:
     ingestion: pd.DataFrame
     validation: pd.DataFrame
     uptake: pd.DataFrame = field(default_factory=pd.DataFrame)  # per day and model run
-
-    @property
-    def last_run(self) -> pd.Series | None:
-        return None if self.runs.empty else self.runs.iloc[-1]
 
 
 def _frame(

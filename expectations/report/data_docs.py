@@ -1,10 +1,6 @@
-"""The GX data docs site, made readable offline.
-
-GX 1.x pages load jQuery, Bootstrap, bootstrap-table, Font Awesome and Vega from CDNs and have no
-setting for local assets (GX issues #994, #8734). After each build every page loses its remote
-tags and gets, inline, a small stylesheet and a stand-in for the jQuery/bootstrap-table calls
-the pages make (the index's tables drawn as plain HTML). Idempotent; links (<a href>) stay.
-"""
+"""The GX data docs site made readable offline: GX loads jQuery, Bootstrap and friends from CDNs
+and has no setting for local ones (GX issues #994, #8734), so every page loses its remote tags
+and gets offline_docs.css and offline_docs.js inline. Idempotent; links (<a href>) stay."""
 
 from __future__ import annotations
 

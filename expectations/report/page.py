@@ -72,7 +72,7 @@ def render_page(
         lstrip_blocks=True,
     )
     templates.filters["text"] = _text
-    last = data.last_run
+    last = None if data.runs.empty else data.runs.iloc[-1]
     uptake_columns = ["model_run_id", "first_day", "last_day", "new_tracks", *uptake.LISTS]
     return templates.get_template("health.html.j2").render(
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

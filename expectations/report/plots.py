@@ -46,8 +46,7 @@ def _empty(title: str) -> Figure:
 def time_ticks(axes: Axes, times: Sequence[pd.Timestamp], fmt: str = "%m-%d %H:%M") -> None:
     """One position per run (or day), labelled with its UTC time; at most MAX_TICKS labels."""
     labels = [ts.strftime(fmt) for ts in times]
-    step = max(1, -(-len(labels) // MAX_TICKS))
-    positions = list(range(0, len(labels), step))
+    positions = range(0, len(labels), max(1, -(-len(labels) // MAX_TICKS)))
     axes.set_xticks(positions, [labels[i] for i in positions], rotation=30, ha="right")
     axes.set_xlim(-0.6, len(labels) - 0.4)
     axes.set_xlabel("run (UTC start)" if "%H" in fmt else "day (UTC)")

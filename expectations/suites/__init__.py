@@ -1,8 +1,6 @@
-"""The suites, as code: each reads one batch (a table, or a raw table's current rows) with the
-checks of expectations/checks.py. The `data` suites (raw, marts) run after the transform and
-before ML; the `recommendations` suite after the ML step. A suite whose tables do not exist yet
-is skipped, not failed.
-"""
+"""The suites, as code: each reads one batch (a table, or a raw table's current rows) with its
+checks. The `data` suites run after the transform, the `recommendations` one after the ML step;
+a suite whose tables do not exist yet is skipped, not failed."""
 
 from __future__ import annotations
 

@@ -42,8 +42,8 @@ def test_every_expectation_has_a_severity_a_limit_and_a_description() -> None:
         meta = expectation.meta  # type: ignore[attr-defined]
         assert meta["severity"] in ("error", "warning")
         assert expectation.severity == GX_SEVERITY[meta["severity"]]  # type: ignore[attr-defined]
-        assert meta["threshold"].startswith("<= ") and meta["check"]
-        assert expectation.description  # type: ignore[attr-defined]
+        assert isinstance(meta["limit"], float) and meta["check"]
+        assert " at most " in expectation.description  # type: ignore[attr-defined]
 
 
 def test_every_batch_of_a_metric_query_has_an_alias() -> None:
