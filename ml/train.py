@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -227,7 +227,6 @@ def run_training(
     warehouse: ConnectionURL,
     config: MlConfig | None = None,
     champion_from_config: bool = False,
-    today: date | None = None,
     publish_hook: PublishHook | None = None,
     publication: Publication | None = None,
 ) -> TrainResult:
@@ -249,7 +248,6 @@ def run_training(
             schema,
             publication=publication,
             champion_from_config=champion_from_config,
-            today=today,
         )
     timings: dict[str, float] = {}
     threads, scoring = config.runtime.num_threads, config.publish.similar_scoring
@@ -264,7 +262,7 @@ def run_training(
                 lambda params, name: evaluate_model(data, params, name, threads),
                 champion.params if champion and not champion_from_config else config.model,
                 config,
-                today or trained_at.date(),
+                trained_at.date(),
                 data.k,
             )
             decision, winner_fit = decide_search(

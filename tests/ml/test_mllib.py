@@ -168,9 +168,13 @@ def test_the_spark_section_of_the_config_is_typed_and_decides_the_path(
     assert not use_mllib(
         spark, SCHEMA, small_config(f"spark.mllib_above_pairs={spark_marts.n_pairs}")
     )
-    with pytest.raises(ConfigError, match=r"spark\.mllib_above_pairs must be an integer"):
+    with pytest.raises(
+        ConfigError, match=r"spark\.mllib_above_pairs: Input should be a valid integer"
+    ):
         small_config("spark.mllib_above_pairs=lots")
-    with pytest.raises(ConfigError, match=r"must be >= 0"):
+    with pytest.raises(
+        ConfigError, match=r"spark\.als_blocks: Input should be greater than or equal to 0"
+    ):
         small_config("spark.als_blocks=-1")
     with pytest.raises(MartsNotReady, match=r"input mart\(s\) missing: nowhere\.fct_listens"):
         use_mllib(spark, "nowhere", small_config())
