@@ -205,6 +205,8 @@ grant select on all tables in schema monitoring to mvx_analyst;
 
 -- serving/'s log of every list it serves (batched inserts as mvx_app); dbt's uptake mart
 -- (fct_recommendation_uptake) reads it as mvx_transformer. The app may insert, not read.
+-- Created as mvx_loader, the owner of monitoring's tables (nothing to adopt on the next run).
+set local role mvx_loader;
 create table if not exists monitoring.recommendation_impressions (
     served_at timestamptz not null default now(),
     user_id bigint,
@@ -220,6 +222,7 @@ on monitoring.recommendation_impressions (served_at);
 comment on table monitoring.recommendation_impressions is
 'Every list the serving API returned: when, to whom (user_id, or track_id for play-next), '
 'which model run, source (model, fallback, fold_in), route, k and the tracks in rank order.';
+reset role;
 grant usage on schema monitoring to mvx_app;
 grant insert on monitoring.recommendation_impressions to mvx_app;
 grant select on monitoring.recommendation_impressions to mvx_transformer;
