@@ -3,7 +3,6 @@ failed train says why in one line and exits 1; yesterday's recommendations stay.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from ml.config import ConfigError, load_config
@@ -49,20 +48,16 @@ def main(argv: list[str] | None = None) -> int:
         run_log=True,
     )
     for parser in (train_command, evaluate):
-        _config_flags(parser)
+        parser.add_argument("--config", type=Path, help="config file (default: ml/config.toml)")
+        parser.add_argument(
+            "-o",
+            "--override",
+            action="append",
+            default=[],
+            metavar="SECTION.KEY=VALUE",
+            help="override a config key for this run, e.g. -o model.factors=128 (repeatable)",
+        )
     return commands.main(argv)
-
-
-def _config_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="config file (default: ml/config.toml)")
-    parser.add_argument(
-        "-o",
-        "--override",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override a config key for this run, e.g. -o model.factors=128 (repeatable)",
-    )
 
 
 if __name__ == "__main__":

@@ -143,13 +143,9 @@ def load_interactions(conn: psycopg.Connection, schema: str = MARTS) -> Interact
     interactions = build_interactions(
         records["user_id"], records["track_id"], records["listen_count"]
     )
-    log.info(
-        "read %s.fct_listens: %d users x %d tracks, %d (user, track) pairs",
-        schema,
-        interactions.n_users,
-        interactions.n_tracks,
-        interactions.n_interactions,
-    )
+    users, tracks = interactions.matrix.shape
+    pairs = interactions.n_interactions
+    log.info("read %s.fct_listens: %d users x %d tracks, %d pairs", schema, users, tracks, pairs)
     return interactions
 
 

@@ -261,13 +261,8 @@ def publish(
     try:
         with conn.transaction():
             take_publish_locks(conn, PUBLISH_LOCK_KEY, lock_timeout_s)
-            counts = _load_both(
-                conn,
-                [user_columns(user_lists)],
-                [similar_columns(similar_lists)],
-                model_run_id,
-                generated_at,
-            )
+            parts = [user_columns(user_lists)], [similar_columns(similar_lists)]
+            counts = _load_both(conn, *parts, model_run_id, generated_at)
             if hook is not None:
                 hook("loaded", conn)
             _record_and_swap(conn, model_runs)

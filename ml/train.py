@@ -198,13 +198,9 @@ def read_inputs(
 def evaluation_data(inputs: Inputs, config: MlConfig) -> EvaluationData:
     with _failing("splitting the holdout failed"):
         holdout = leave_k_out(inputs.interactions.matrix, config.evaluation)
-    return EvaluationData(
-        holdout,
-        inputs.catalog.favorite_genre_of(inputs.interactions.user_ids),
-        inputs.catalog.track_genres,
-        inputs.catalog.n_catalog_tracks,
-        config.evaluation.k,
-    )
+    catalog, k = inputs.catalog, config.evaluation.k
+    favorite = catalog.favorite_genre_of(inputs.interactions.user_ids)
+    return EvaluationData(holdout, favorite, catalog.track_genres, catalog.n_catalog_tracks, k)
 
 
 def _outgrows_the_driver(settings: Settings, schema: str, config: MlConfig) -> bool:
@@ -295,13 +291,10 @@ def run_training(
             artifact_path=str(artifact_path) if artifact_path else None,
         )
         serving_run = next(run for run in runs if run.status == CHAMPION).model_run_id
+        als, baseline = (fitted.als if fitted else None), decision.baseline or GENRE_POPULARITY
         with _timed(timings, "build lists"):
             user_lists, similar_lists = build_lists(
-                inputs.interactions,
-                inputs.catalog,
-                config.publish,
-                als=fitted.als if fitted else None,
-                baseline=decision.baseline or GENRE_POPULARITY,
+                inputs.interactions, inputs.catalog, config.publish, als=als, baseline=baseline
             )
         generated_at = datetime.now(UTC)
         with (
@@ -310,13 +303,8 @@ def run_training(
             connect(warehouse, autocommit=True) as conn,
         ):
             if publication is not None:
-                rows = stage(
-                    conn,
-                    [user_columns(user_lists)],
-                    [similar_columns(similar_lists)],
-                    model_run_id=serving_run,
-                    generated_at=generated_at,
-                )
+                parts = [user_columns(user_lists)], [similar_columns(similar_lists)]
+                rows = stage(conn, *parts, model_run_id=serving_run, generated_at=generated_at)
             else:
                 rows = publish(
                     conn,
