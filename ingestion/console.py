@@ -60,7 +60,7 @@ def print_summary(result: IngestionResult, console: Console | None = None) -> No
                       _n(s.requests), _counter(s.retries), _counter(s.http_errors),
                       f"{s.bytes / 1e6:.1f}", f"{s.seconds:.1f}")  # fmt: skip
     console.print(table)
-    where = f"raw in the lake {result.destination}" if result.destination else "raw"
+    where = f"raw in {result.destination}" if result.destination else "raw"
     changes = Table(title=where, title_justify="left", box=SIMPLE_HEAD)
     for name in ("table", "rows added", "versions retired", "current"):
         changes.add_column(name, justify="left" if name == "table" else "right")
@@ -79,7 +79,7 @@ def print_summary(result: IngestionResult, console: Console | None = None) -> No
             console.print(f"[yellow]re-read[/]: {s.endpoint} was read {s.rereads + 1} times")
     rate = result.records / result.seconds if result.seconds else 0.0
     console.print(f"[green]ok[/]: {result.records:,} records ({rate:,.0f}/s), "
-                  f"{result.items_added:,} {'' if result.destination else 'new '}listen items, "
+                  f"{result.items_added:,} listen items added, "
                   f"in {result.seconds:.1f}s")  # fmt: skip
     console.print("load ids: " + ", ".join(f"{s.endpoint} {s.load_id}"
                                            for s in result.endpoints.values()))  # fmt: skip

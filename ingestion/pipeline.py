@@ -1,9 +1,7 @@
-"""The ingestion run: the MooVitamix source -> dlt -> a destination chosen by configuration:
-`postgres` (schema raw, records as scd2) or `filesystem` (the Parquet lake: each run appends a
-complete, immutable snapshot under its load id). A run that fails before its load leaves the
-destination as it was; a failed load stays pending and is loaded first by the next run. See
-README.md ("What a run does", "Destinations").
-"""
+"""The ingestion run: the MooVitamix source -> dlt -> the destination configured: `postgres`
+or `duckdb` (schema raw, records as scd2) or `filesystem` (the Parquet lake: each run appends a
+complete snapshot under its load id). A run that fails before its load leaves the destination as
+it was; a failed load stays pending and is loaded first by the next run (README.md)."""
 
 from __future__ import annotations
 
@@ -120,7 +118,7 @@ def make_pipeline(
         "extract.workers": config.concurrency,
         "extract.max_parallel_items": 2 * config.concurrency,
         "data_writer.disable_compression": True,  # files live minutes: gzip costs more
-        # extract's Parquet: rewritten to CSV for Postgres; the lake's files as they are
+        # the lake keeps extract's Parquet as it is; elsewhere it lives minutes
         "data_writer.compression": "snappy" if target.kind == "filesystem" else "none",
         "load.delete_completed_jobs": True,  # loaded files go (~80 bytes per item row a day)
         "load.truncate_staging_dataset": True,
@@ -240,9 +238,8 @@ def run_ingestion(
     warehouse = warehouse or open_warehouse(settings)
     into = target(settings, warehouse, destination, bucket_url)
     lake = into.lake
-    where = {"filesystem": f"the lake {lake}", "duckdb": f"DuckDB {into.where} (schema {RAW})"}.get(
-        destination, f"{warehouse.masked} (schema {RAW})"
-    )
+    place = {"postgres": warehouse.masked, "duckdb": f"DuckDB {into.where}"}.get(destination)
+    where = f"{place} (schema {RAW})" if place else f"the lake {lake}"
     log.info("ingesting %s into %s, run %s", api_url, where, run_id)
     reads: dict[str, list[Read]] = {}
     steps: dict[str, float] = {}
@@ -291,10 +288,8 @@ def run_ingestion(
                                 empty_format=EMPTY_FORMAT.get(destination))  # fmt: skip
                 try:
                     with page_progress(config.progress) as (run.on_plan, run.on_page):
-                        file_format = "parquet"
-                        info = pipeline.extract(
-                            moovitamix_source(run), loader_file_format=file_format
-                        )
+                        source = moovitamix_source(run)
+                        info = pipeline.extract(source, loader_file_format="parquet")
                     break
                 except PipelineStepFailed as exc:
                     cause = failure_cause(exc)

@@ -20,7 +20,6 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from ingestion import IngestionAlreadyRunning
@@ -121,6 +120,8 @@ def lake_carry(bucket_url: str) -> Carry:
         folder = f"{root}/{table}/load_id={latest}"
         if latest is None or fs.get_file_info(folder).type == pafs.FileType.NotFound:
             return None
+        import pyarrow.dataset as ds  # here: it imports pandas (a third of a second)
+
         dataset = ds.dataset(folder, filesystem=fs, format="parquet")
         return dataset.to_table(columns=schema.names, filter=pc.field(key).isin(keys)).cast(schema)
 

@@ -186,7 +186,7 @@ class SourceRun:
                 table = table.append_column(
                     SNAPSHOT_AT, pa.repeat(pa.scalar(self.boundary, TIMESTAMP), n)
                 )
-            elif read and drift and name == read.endpoint.table:  # new fields: jsonb
+            elif read and drift and name == read.endpoint.table:  # new fields: JSON
                 columns = [{"name": c, "data_type": "json", "nullable": True} for c in drift]
                 marked.append(dlt.mark.with_hints(table, dlt.mark.make_hints(columns=columns)))
                 continue

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import orjson
+import psycopg
 import pytest
 
 from ingestion.moovitamix_source.contract import ENDPOINTS, record_hash
@@ -299,3 +300,11 @@ def test_new_fields_are_kept_and_reported_as_drift(
     # content changed: every track has a new version, the old ones are retired
     assert result.endpoints["tracks"].versions_added == len(served["tracks"])
     assert result.endpoints["users"].versions_added == 0
+
+    # a new field's column that the earlier CSV loader made jsonb still loads
+    with psycopg.connect(raw.url.url(), autocommit=True) as conn:
+        conn.execute("alter table raw.tracks alter column bpm type jsonb using bpm::jsonb")
+    changed = {**drifted, "tracks": [{**r, "bpm": -1} for r in drifted["tracks"]]}
+    again = ingest(fake_api(changed))
+    assert again.endpoints["tracks"].versions_retired == len(served["tracks"])
+    assert {r["bpm"] for r in raw.current("tracks").values()} == {-1}
