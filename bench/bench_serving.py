@@ -11,8 +11,10 @@ one by default), with the models in a temporary directory:
    is sent on schedule whether or not earlier ones came back), each phase `--duration` seconds:
    GETs (user lists, 1% unknown users, and play-next lists) at `--get-rate`, then fold-ins
    (the user's history plus 0-20 recent tracks) at `--fold-rate`, then both at once while
-   `run_training` publishes another model, until the API serves it;
-4. per route: requests, errors, throughput, p50/p95/p99 of the time from send to response.
+   `run_training` publishes another model (with `--publish-threads`, 1 by default, so that the
+   API keeps a core), until the API serves it;
+4. per route: requests, errors (an answer other than 200, or none), timeouts (no answer in
+   30 s: the machine could not keep up), throughput, p50/p95/p99 from send to response.
 
 The client runs on the same machine as the API (and the warehouse): its CPU is taken from the
 server's, so it is aiohttp's (a quarter of httpx's async client per request, measured here:
@@ -68,6 +70,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "serving.json"
 TOKEN = secrets.token_urlsafe(24)  # this run's bearer token
 GOALS_MS = {"get_p99": 20.0, "fold_in_p99": 50.0}
 MAX_RECENT = 20
+TIMEOUT_S = 30  # a request unanswered this long counts as a timeout (the machine overloaded)
 Request = tuple[str, str, str, dict[str, Any] | None]  # route label, method, path, json body
 
 
@@ -81,6 +84,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--get-rate", type=float, default=300.0, help="GET requests/s")
     parser.add_argument("--fold-rate", type=float, default=100.0, help="fold-in requests/s")
     parser.add_argument("--publish-timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--publish-threads", type=int, default=1, help="the publishing run's threads (0: all)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args(argv)
@@ -98,11 +104,14 @@ def drop_database(url: ConnectionURL) -> None:
         )
 
 
-def train(settings: Settings, url: ConnectionURL, artifacts: Path, run_id: str, seed: int) -> str:
+def train(
+    settings: Settings, url: ConnectionURL, artifacts: Path, run_id: str, seed: int, threads: int
+) -> str:
     """ml's training as the daily run does it (as mvx_ml), published; the serving run id."""
     config = load_config(
         overrides=[
             "selection.max_challengers=0",
+            f"runtime.num_threads={threads}",
             f"model.random_state={seed}",
             f"artifacts.root={artifacts}",
             "artifacts.keep=5",
@@ -164,7 +173,8 @@ def start_api(url: ConnectionURL, artifacts: Path, workers: int, log: Path) -> t
 @dataclass
 class Samples:
     latency_ms: dict[str, list[float]] = field(default_factory=dict)
-    errors: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)  # an answer other than 200
+    timeouts: dict[str, int] = field(default_factory=dict)  # no answer in TIMEOUT_S: overload
     lag_ms: list[float] = field(default_factory=list)
     runs: dict[str, set[str]] = field(default_factory=dict)
     error_examples: list[str] = field(default_factory=list)
@@ -185,7 +195,10 @@ async def send(
             elif len(samples.error_examples) < 5:
                 text = (await response.text())[:200]
                 samples.error_examples.append(f"{route}: {response.status} {text}")
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except TimeoutError:
+        samples.timeouts[route] = samples.timeouts.get(route, 0) + 1
+        return
+    except aiohttp.ClientError as exc:
         ok = False
         if len(samples.error_examples) < 5:
             samples.error_examples.append(f"{route}: {type(exc).__name__} {exc}")
@@ -242,14 +255,15 @@ class Workload:
 
 
 def summary(samples: Samples, seconds: float) -> dict[str, Any]:
-    routes = sorted(set(samples.latency_ms) | set(samples.errors))
+    routes = sorted(set(samples.latency_ms) | set(samples.errors) | set(samples.timeouts))
     out: dict[str, Any] = {"seconds": round(seconds, 1), "routes": {}}
     for route in routes:
         ms = np.array(samples.latency_ms.get(route, []))
         p50, p95, p99 = np.percentile(ms, [50, 95, 99]) if len(ms) else (np.nan,) * 3
         out["routes"][route] = {
-            "requests": int(len(ms) + samples.errors.get(route, 0)),
+            "requests": len(ms) + samples.errors.get(route, 0) + samples.timeouts.get(route, 0),
             "errors": samples.errors.get(route, 0),
+            "timeouts": samples.timeouts.get(route, 0),
             "per_s": round(len(ms) / seconds, 1),
             "p50_ms": round(float(p50), 2),
             "p95_ms": round(float(p95), 2),
@@ -283,8 +297,8 @@ async def phase(
     samples = Samples()
     headers = {"Authorization": f"Bearer {TOKEN}"}
     connector = aiohttp.TCPConnector(limit=64)
-    timeout = aiohttp.ClientTimeout(total=30)
-    started, cpu = time.perf_counter(), cpu_seconds(server)
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
+    started, cpu, load = time.perf_counter(), cpu_seconds(server), os.getloadavg()[0]
     async with aiohttp.ClientSession(
         base, headers=headers, connector=connector, timeout=timeout
     ) as client:
@@ -296,17 +310,20 @@ async def phase(
     found["server_cpu_ms_per_request"] = round(
         (cpu_seconds(server) - cpu) / max(served, 1) * 1000, 3
     )
+    found["load_average_1m"] = {"start": round(load, 2), "end": round(os.getloadavg()[0], 2)}
     return found
 
 
 def print_phase(name: str, found: dict[str, Any]) -> None:
     print(
         f"  {name}: {found['seconds']} s, client lag p99 {found['client_lag_p99_ms']} ms, "
-        f"server CPU {found['server_cpu_ms_per_request']} ms/request"
+        f"server CPU {found['server_cpu_ms_per_request']} ms/request, "
+        f"load average {found['load_average_1m']}"
     )
     for route, r in found["routes"].items():
         print(
-            f"    {route:<13} {r['requests']:>6} req {r['errors']:>4} err {r['per_s']:>7}/s  "
+            f"    {route:<13} {r['requests']:>6} req {r['errors']:>4} err {r['timeouts']:>5} t/o "
+            f"{r['per_s']:>7}/s  "
             f"p50 {r['p50_ms']:>7} p95 {r['p95_ms']:>7} p99 {r['p99_ms']:>7} ms"
         )
     for example in found["error_examples"]:
@@ -370,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         marts = generate(args.users, args.tracks, args.seed, clusters_per_genre=4)
         prepare(url, marts)
-        first = train(bench_settings, url, artifacts, "20261201T000000Z-bench1", 42)
+        first = train(bench_settings, url, artifacts, "20261201T000000Z-bench1", 42, 0)
         timings["prepare_s"] = round(time.perf_counter() - started, 1)
         print(f"  data and model {first} ready in {timings['prepare_s']} s", flush=True)
         process, base = start_api(url, artifacts, args.workers, scratch / "serving.log")
@@ -388,7 +405,9 @@ def main(argv: list[str] | None = None) -> int:
             print_phase(f"{name} at {rate:g}/s", phases[name])
 
         def publish() -> str:
-            return train(bench_settings, url, artifacts, "20261202T000000Z-bench2", 7)
+            return train(
+                bench_settings, url, artifacts, "20261202T000000Z-bench2", 7, args.publish_threads
+            )
 
         phases["publish"] = during_publish(base, server, work, args, publish)
         print_phase("both while a publish happens", phases["publish"])

@@ -61,9 +61,13 @@ def create_app(settings: Settings, config: ServingConfig | None = None) -> FastA
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = as_role(await anyio.to_thread.run_sync(open_warehouse, settings), APP)
         pool = AsyncConnectionPool(
-            url.url(), min_size=1, max_size=config.pool_size, open=False,
+            url.url(),
+            min_size=2,
+            max_size=config.pool_size,
+            open=False,
+            timeout=5,
             kwargs={"autocommit": True},
-        )  # fmt: skip
+        )  # no connection within `timeout` seconds: 503, not a hung request
         await pool.open()
         # one BLAS thread for fold-in (ml.model.single_threaded_blas per request costs more
         # than the fold-in): the workers are the parallelism
@@ -73,9 +77,12 @@ def create_app(settings: Settings, config: ServingConfig | None = None) -> FastA
         )
         await anyio.to_thread.run_sync(watcher.start)
         log = ImpressionLog(
-            pool, metrics, flush_s=config.flush_s, flush_rows=config.flush_rows,
+            pool,
+            metrics,
+            flush_s=config.flush_s,
+            flush_rows=config.flush_rows,
             queue_rows=config.queue_rows,
-        )  # fmt: skip
+        )
         log.start()
         app.state.pool, app.state.watcher, app.state.impressions = pool, watcher, log
         try:
@@ -95,16 +102,26 @@ def create_app(settings: Settings, config: ServingConfig | None = None) -> FastA
         return JSONResponse({"detail": "the warehouse is unavailable"}, status_code=503)
 
     def served(
-        request: Request, envelope: UserList | TrackList, route: str, k: int, *,
-        user_id: int | None = None, track_id: int | None = None,
-    ) -> None:  # fmt: skip
+        request: Request,
+        envelope: UserList | TrackList,
+        route: str,
+        k: int,
+        *,
+        user_id: int | None = None,
+        track_id: int | None = None,
+    ) -> None:
         log: ImpressionLog = request.app.state.impressions
         log.add(
             Impression(
-                user_id, track_id, envelope.model_run_id, envelope.source, route, k,
+                user_id,
+                track_id,
+                envelope.model_run_id,
+                envelope.source,
+                route,
+                k,
                 [item.track_id for item in envelope.items],
             )
-        )  # fmt: skip
+        )
 
     def fallback(request: Request, k: int, exclude: Iterable[int] = ()) -> PublishedList:
         """The cold-start list of the last publish, without `exclude`; 503 before any."""
@@ -156,9 +173,12 @@ def create_app(settings: Settings, config: ServingConfig | None = None) -> FastA
                 for rank, (track, score) in enumerate(ranked, 1)
             ]
             result = UserList(
-                user_id=user_id, model_run_id=model.model_run_id,
-                generated_at=datetime.now(UTC), source="fold_in", items=items,
-            )  # fmt: skip
+                user_id=user_id,
+                model_run_id=model.model_run_id,
+                generated_at=datetime.now(UTC),
+                source="fold_in",
+                items=items,
+            )
         served(request, result, f"POST {USER_ROUTE}", body.k, user_id=user_id)
         return result
 

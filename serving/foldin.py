@@ -41,6 +41,7 @@ class ServedModel:
         if params.confidence == "bm25":  # one row has no corpus to weight by: log1p instead
             params = params.model_copy(update={"confidence": "log"})
         loaded.als.num_threads = 1  # one request, one core: the workers share the machine
+        loaded.als.YtY  # noqa: B018  (implicit computes and keeps it: not in the first request)
         track_ids = np.asarray(loaded.track_ids, dtype=np.int64)
         return cls(path.name, loaded.als, params, track_ids, np.argsort(track_ids, kind="stable"))
 

@@ -43,16 +43,27 @@ class Impression:
     def row(self) -> tuple[object, ...]:
         """The COPY row, in COPY_SQL's column order."""
         return (
-            self.served_at, self.user_id, self.track_id, self.model_run_id, self.source,
-            self.route, self.k, self.track_ids,
-        )  # fmt: skip
+            self.served_at,
+            self.user_id,
+            self.track_id,
+            self.model_run_id,
+            self.source,
+            self.route,
+            self.k,
+            self.track_ids,
+        )
 
 
 class ImpressionLog:
     def __init__(
-        self, pool: AsyncConnectionPool, metrics: Metrics, *, flush_s: float, flush_rows: int,
+        self,
+        pool: AsyncConnectionPool,
+        metrics: Metrics,
+        *,
+        flush_s: float,
+        flush_rows: int,
         queue_rows: int,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.pool, self.metrics = pool, metrics
         self.flush_s, self.flush_rows = flush_s, flush_rows
         self.queue: asyncio.Queue[Impression] = asyncio.Queue(maxsize=queue_rows)

@@ -47,9 +47,10 @@ class Metrics:
             registry=self.registry,
         )
         self.model_swaps = Counter(
-            "serving_model_swaps", "Models put in service (the first load included)",
+            "serving_model_swaps",
+            "Models put in service (the first load included)",
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.model_load_failures = Counter(
             "serving_model_load_failures",
             "Published models whose artifact could not be loaded (the previous one kept)",

@@ -96,8 +96,11 @@ def fresh_trained(admin_url: ConnectionURL, tmp_path: Path) -> Trained:
 def config(trained: Trained, **changes: object) -> ServingConfig:
     hashed = "sha256:" + hashlib.sha256(HASHED_TOKEN.encode()).hexdigest()
     values: dict[str, object] = {
-        "tokens": (TOKEN, hashed), "poll_s": 0.2, "flush_s": 0.1, "artifacts": trained.artifacts,
-    }  # fmt: skip
+        "tokens": (TOKEN, hashed),
+        "poll_s": 0.2,
+        "flush_s": 0.1,
+        "artifacts": trained.artifacts,
+    }
     return ServingConfig.model_validate({**values, **changes})
 
 

@@ -58,16 +58,24 @@ def serve(
     }
     return subprocess.Popen(
         [sys.executable, "-m", "serving", *args],
-        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def test_python_m_serving_serves_on_the_given_port(trained: Trained, tmp_path: Path) -> None:
     port = free_port()
     process = serve(
-        tmp_path, trained.url.url(), "--port", str(port), "--workers", "2",
+        tmp_path,
+        trained.url.url(),
+        "--port",
+        str(port),
+        "--workers",
+        "2",
         artifacts=trained.artifacts,
-    )  # fmt: skip
+    )
     base = f"http://127.0.0.1:{port}"
     try:
 

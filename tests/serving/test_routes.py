@@ -121,14 +121,18 @@ def test_validation_errors_name_the_field(api: httpx.Client) -> None:
     post = "/users/1/recommendations"
     assert field_of(api.post(post, json={"k": 0})) == ["body", "k"]
     assert field_of(api.post(post, json={"recent_track_ids": ["12"]})) == [
-        "body", "recent_track_ids", 0,
-    ]  # fmt: skip
+        "body",
+        "recent_track_ids",
+        0,
+    ]
     assert field_of(api.post(post, json={"recent_track_ids": [1.5]}))[:2] == [
-        "body", "recent_track_ids",
-    ]  # fmt: skip
+        "body",
+        "recent_track_ids",
+    ]
     assert field_of(api.post(post, json={"recent_track_ids": list(range(501))})) == [
-        "body", "recent_track_ids",
-    ]  # fmt: skip
+        "body",
+        "recent_track_ids",
+    ]
     assert api.post(post, json={"recent_track_ids": list(range(500))}).status_code == 200
 
 
@@ -158,11 +162,32 @@ def test_every_list_served_is_logged(api: httpx.Client, trained: Trained) -> Non
     wait_for(lambda: len(published(trained, query, user_id)) == 3)
     rows = published(trained, query, user_id)
     assert rows == [
-        (user_id, None, listed["model_run_id"], "model", "GET /users/{user_id}/recommendations",
-         4, [i["track_id"] for i in listed["items"]]),
-        (user_id, None, folded["model_run_id"], "fold_in", "POST /users/{user_id}/recommendations",
-         3, [i["track_id"] for i in folded["items"]]),
-        (None, 987654321, nexts["model_run_id"], "fallback", "GET /tracks/{track_id}/next",
-         2, [i["track_id"] for i in nexts["items"]]),
-    ]  # fmt: skip
+        (
+            user_id,
+            None,
+            listed["model_run_id"],
+            "model",
+            "GET /users/{user_id}/recommendations",
+            4,
+            [i["track_id"] for i in listed["items"]],
+        ),
+        (
+            user_id,
+            None,
+            folded["model_run_id"],
+            "fold_in",
+            "POST /users/{user_id}/recommendations",
+            3,
+            [i["track_id"] for i in folded["items"]],
+        ),
+        (
+            None,
+            987654321,
+            nexts["model_run_id"],
+            "fallback",
+            "GET /tracks/{track_id}/next",
+            2,
+            [i["track_id"] for i in nexts["items"]],
+        ),
+    ]
     assert 'serving_impressions_total{outcome="flushed"}' in api.get("/metrics").text
