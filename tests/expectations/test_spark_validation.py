@@ -312,7 +312,7 @@ def test_a_broken_day_fails_the_same_expectations_as_on_postgres(
     )  # fmt: skip
     drop = next(r for r in outcome.failures if r.expectation == "volume_drop")
     assert "50.00% (marts.dim_users)" in drop.observed_value
-    orphans = next(r for r in outcome.error_failures if r.expectation == "orphaned_listens")
+    orphans = next(r for r in outcome.failed("error") if r.expectation == "orphaned_listens")
     assert orphans.observed_value == "10.18% (listens)"
     rows = _stored(fresh_warehouse, RUN)
     assert len(rows) == ALL_EXPECTATIONS - 1  # the recommendations suite runs after ML
