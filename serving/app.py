@@ -99,6 +99,8 @@ def create_app(settings: Settings, config: ServingConfig | None = None) -> FastA
     @app.exception_handler(psycopg.Error)
     @app.exception_handler(PoolTimeout)
     async def warehouse_down(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, psycopg.errors.UndefinedTable):
+            return JSONResponse({"detail": "nothing published yet"}, status_code=503)
         return JSONResponse({"detail": "the warehouse is unavailable"}, status_code=503)
 
     def served(

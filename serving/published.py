@@ -75,9 +75,13 @@ async def listens(conn: psycopg.AsyncConnection, user_id: int) -> dict[int, int]
 
 def published_run(conn: psycopg.Connection) -> tuple[str, datetime] | None:
     """The model run and time of the lists now published; None before the first publish."""
-    row = conn.execute(
-        "select model_run_id, generated_at from recommendations.user_top_tracks limit 1"
-    ).fetchone()
+    try:
+        row = conn.execute(
+            "select model_run_id, generated_at from recommendations.user_top_tracks limit 1"
+        ).fetchone()
+    except psycopg.errors.UndefinedTable:
+        conn.rollback()
+        return None
     return (row[0], row[1]) if row else None
 
 

@@ -66,7 +66,8 @@ def train(trained: Trained, run_id: str, *overrides: str, **kwargs: object) -> s
     return result.serving_model_run_id
 
 
-def make_trained(admin_url: ConnectionURL, root: Path, marts: SyntheticMarts) -> Trained:
+def make_warehouse(admin_url: ConnectionURL, root: Path, marts: SyntheticMarts) -> Trained:
+    """A warehouse with the input marts and the roles, nothing published yet."""
     url = create_warehouse(admin_url, "mvx_serving")
     with connect(url) as conn:
         write_marts(conn, marts)
@@ -76,7 +77,11 @@ def make_trained(admin_url: ConnectionURL, root: Path, marts: SyntheticMarts) ->
     settings = load_settings(
         {"WAREHOUSE_URL": url.url(), "MOOVITAMIX_DATA_DIR": str(root / "data")}, root=root
     )
-    trained = Trained(url, settings, root / "artifacts", marts)
+    return Trained(url, settings, root / "artifacts", marts)
+
+
+def make_trained(admin_url: ConnectionURL, root: Path, marts: SyntheticMarts) -> Trained:
+    trained = make_warehouse(admin_url, root, marts)
     train(trained, "20261201T000000Z-aaaaaa")
     return trained
 

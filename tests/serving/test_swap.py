@@ -11,10 +11,21 @@ import httpx
 import numpy as np
 import psycopg
 
+from moovitamix.connection_url import ConnectionURL
 from moovitamix.warehouse import connect
 from serving.foldin import ServedModel
 from tests.conftest import Webhook
-from tests.serving.conftest import TOKEN, Trained, config, running_api, train, wait_for
+from tests.ml.synthetic import generate
+from tests.serving.conftest import (
+    MARTS,
+    TOKEN,
+    Trained,
+    config,
+    make_warehouse,
+    running_api,
+    train,
+    wait_for,
+)
 
 NEXT_RUN = "20261202T000000Z-bbbbbb"
 
@@ -122,3 +133,21 @@ def test_a_broken_artifact_keeps_the_old_model_and_alerts(
     alert = webhook.bodies[0]
     assert alert["severity"] == "error" and alert["step"] == "serving"
     assert new_run in alert["title"] and old_run in alert["title"]
+
+
+def test_nothing_published_yet_then_the_first_publish(
+    admin_url: ConnectionURL, tmp_path: Path
+) -> None:
+    trained = make_warehouse(admin_url, tmp_path, generate(**MARTS))
+    with running_api(trained.settings, config(trained)) as client:
+        health = client.get("/health")
+        assert health.status_code == 503
+        assert health.json()["status"] == "degraded" and health.json()["database"] is True
+        listed = client.get("/users/1/recommendations")
+        assert listed.status_code == 503 and listed.json()["detail"] == "nothing published yet"
+        run = train(trained, "20261201T000000Z-aaaaaa")
+        wait_for(lambda: client.get("/health").status_code == 200)
+        assert fold_in_model(client) == run
+        user_id = int(trained.marts.listen_user[0])
+        listed = client.get(f"/users/{user_id}/recommendations")
+        assert listed.status_code == 200 and listed.json()["model_run_id"] == run
