@@ -1,45 +1,105 @@
-"""Uptake on three simulated days: listeners who follow their published lists show in
+"""Uptake on three simulated days: listeners who follow their lists show in
 marts.fct_recommendation_uptake.
 
 Two simulators with the same seed, whose users follow the lists they were given with
 probability 0.5 and 0; each is taken through three daily runs (`python -m orchestrator`, day 0,
-1, 2). After each run the published recommendations.user_top_tracks are written to the
-simulator's lists file for the next day (`--follow-lists`, simulator/follow.py), as if the app
-showed them. Days 1 and 2 are measured against the lists of the run before.
+1, 2). After each run, the lists the users will have the next day are written to the
+simulator's lists file (`--follow-lists`, simulator/follow.py): with following, the lists the
+serving API (`python -m serving`, real HTTP) returns for every user, so that its impressions are
+logged too; without, the published recommendations.user_top_tracks read from the warehouse.
+Days 1 and 2 are measured against the lists of the run before.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from moovitamix.connection_url import ConnectionURL
 from tests.conftest import SimulatorFactory, create_warehouse
-from tests.e2e.daily_helpers import SIMULATOR_ARGS, daily_env, query, run_daily, set_simulator
+from tests.e2e.daily_helpers import (
+    REPO,
+    SIMULATOR_ARGS,
+    daily_env,
+    query,
+    run_daily,
+    scalar,
+    set_simulator,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DAYS = (0, 1, 2)
+TOKEN = "uptake-test-token"
+Lists = dict[str, list[int]]  # user id -> tracks, rank 1 first
 
 
-def give_lists(url: ConnectionURL, lists_file: Path, day: int) -> None:
-    """The published lists, as the simulator's users will have them on `day`."""
-    days = json.loads(lists_file.read_text()) if lists_file.exists() else {}
+def published_lists(url: ConnectionURL) -> Lists:
     rows = query(
         url,
         "select user_id, array_agg(track_id order by rank) "
         "from recommendations.user_top_tracks group by user_id",
     )
-    days[str(day)] = {str(user): tracks for user, tracks in rows}
-    lists_file.write_text(json.dumps(days))
+    return {str(user): tracks for user, tracks in rows}
+
+
+@contextmanager
+def serving(env: dict[str, str]) -> Iterator[Callable[[ConnectionURL], Lists]]:
+    """`python -m serving` on the run's warehouse; yields a function that waits until it serves
+    the published run, asks it for every user's list and waits until its impressions are in."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serving", "--port", str(port)],
+        cwd=REPO, env={**env, "SERVING_TOKENS": TOKEN}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+
+    def serves(run: str) -> bool:
+        assert process.poll() is None, "the API stopped"
+        try:
+            return httpx.get(f"{base}/health").json().get("lists_model_run_id") == run
+        except (httpx.TransportError, ValueError):
+            return False
+
+    def served_lists(url: ConnectionURL) -> Lists:
+        run = scalar(url, "select min(model_run_id) from recommendations.user_top_tracks")
+        wait_for(lambda: serves(run), f"the API serving {run}", timeout_s=120)
+        lists = {}
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+            for user in published_lists(url):
+                answer = client.get(f"/users/{user}/recommendations", params={"k": 10})
+                answer.raise_for_status()
+                lists[user] = [item["track_id"] for item in answer.json()["items"]]
+        logged = (
+            "select count(*) from monitoring.recommendation_impressions where model_run_id = %s"
+        )
+        wait_for(lambda: scalar(url, logged, (run,)) == len(lists), "the impressions", 60)
+        return lists
+
+    try:
+        yield served_lists
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
 
 
 def three_days(
     admin_url: ConnectionURL, start_simulator: SimulatorFactory, home: Path, p: float
 ) -> ConnectionURL:
-    lists = home / "lists.json"
-    api = start_simulator(*SIMULATOR_ARGS, "--follow-lists", str(lists), "--follow-p", str(p))
+    lists_file = home / "lists.json"
+    api = start_simulator(*SIMULATOR_ARGS, "--follow-lists", str(lists_file), "--follow-p", str(p))
     warehouse = create_warehouse(admin_url, prefix="mvx_e2e_uptake")
     env = daily_env(
         api,
@@ -49,12 +109,18 @@ def three_days(
             "MOOVITAMIX_LOGS_DIR": str(home / "logs"),
         },
     )
-    for day in DAYS:
-        if day:
-            give_lists(warehouse, lists, day)
-            set_simulator(api, day=day)
-        result = run_daily(env)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lists_by_day: dict[str, Lists] = {}
+    give: Callable[[ConnectionURL], Lists] = published_lists
+    with ExitStack() as stack:
+        for day in DAYS:
+            if day:
+                lists_by_day[str(day)] = give(warehouse)
+                lists_file.write_text(json.dumps(lists_by_day))
+                set_simulator(api, day=day)
+            result = run_daily(env)
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            if day == 0 and p:  # the API, once there are lists to serve
+                give = stack.enter_context(serving(env))
     return warehouse
 
 
@@ -87,10 +153,12 @@ def test_listeners_who_follow_their_lists_raise_the_uptake(
         assert list(days) == ["2026-01-01", "2026-01-02"], days
         assert [run for *_, run in days.values()] == run_ids(warehouse)[:2]
         new, published, served, baseline = (sum(d[i] for d in days.values()) for i in range(4))
-        assert served == 0, "nothing was served: no API ran"
+        # with following, the API served every user their published list; without, nothing
+        assert served == (published if p else 0), days
         measured[p] = (published / new, baseline / new, new)
         print(f"p={p}: uptake@10 {published}/{new} = {published / new:.3f}, "
-              f"baseline {baseline}/{new} = {baseline / new:.3f}, by day {days}")  # fmt: skip
+              f"served {served}/{new}, baseline {baseline}/{new} = {baseline / new:.3f}, "
+              f"by day {days}")  # fmt: skip
     following, alone = measured[0.5], measured[0.0]
     assert following[0] > alone[0] + 0.25, measured
     assert following[0] > 2 * following[1], measured
