@@ -4,7 +4,6 @@ and one validation run in it; everything GX generates goes to gx/uncommitted/.""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,8 +16,6 @@ if TYPE_CHECKING:
     from great_expectations.core.batch_definition import BatchDefinition
     from great_expectations.data_context import FileDataContext
     from great_expectations.expectations import Expectation
-
-log = logging.getLogger(__name__)
 
 GX_DIR = Path(__file__).resolve().parent / "gx"
 CONNECTION_VARIABLE = "MVX_GX_CONNECTION_STRING"

@@ -12,11 +12,9 @@ from moovitamix.settings import Settings
 
 log = logging.getLogger(__name__)
 
-REPORT_PATH = Path("reports") / "health.html"
-
 
 def default_report_path(settings: Settings) -> Path:
-    return settings.project_root / REPORT_PATH
+    return settings.project_root / "reports" / "health.html"
 
 
 def write_atomically(path: Path, text: str) -> None:

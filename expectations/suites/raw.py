@@ -25,8 +25,7 @@ def _timestamps_not_in_future(ctx: BuildContext, table: str) -> list[Check]:
 
 
 def _format(ctx: BuildContext, check: str, column: str, regex: str, what: str) -> Check:
-    """The share of values that break a format (GX's column expectations would need the batch
-    in GX: this reads it where it is, on either engine)."""
+    """The share of values that break a format, read where the batch is, on either engine."""
     bad = f"count(*) filter (where {ctx.dialect.not_matching(column, regex)})"
     query = f"""
         select 'values' as subject, {bad} as breaking, count({column}) as checked_values,
