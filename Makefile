@@ -34,7 +34,8 @@ help: ## show this menu
 $(STAMP): $(ROOT)/requirements.lock
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11+ not found (set PYTHON=/path/to/python3.11)"; exit 1; }
 	echo "bootstrapping .venv with $(PYTHON) (first run only, ~2 min)"
-	$(PYTHON) -m venv $(VENV)
+	# an existing .venv keeps its interpreter: a venv re-made by another Python breaks its stdlib
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(ROOT)/requirements.lock
 	# the repo root on the venv's path: the project's packages import from anywhere, no build step
 	echo "$(ROOT)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/moovitamix-repo.pth"

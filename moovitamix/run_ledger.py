@@ -13,44 +13,12 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.warehouse import connect
 
-DDL = """
-create schema if not exists monitoring;
-create table if not exists monitoring.pipeline_runs (
-    run_id text primary key,
-    started_at timestamptz not null default now(),
-    finished_at timestamptz,
-    status text not null check (status in ('running', 'success', 'failed')),
-    failed_step text,
-    error_message text,
-    seconds double precision,
-    source text,
-    warehouse text,
-    hostname text,
-    pid integer
-);
-create table if not exists monitoring.pipeline_run_steps (
-    run_id text not null references monitoring.pipeline_runs (run_id),
-    step text not null,
-    step_order integer not null,
-    started_at timestamptz not null default now(),
-    finished_at timestamptz,
-    status text not null check (status in ('running', 'success', 'failed')),
-    seconds double precision,
-    rows_in bigint,
-    rows_out bigint,
-    details jsonb not null default '{}'::jsonb,
-    error_message text,
-    primary key (run_id, step)
-);
-comment on table monitoring.pipeline_runs is
-    'One row per pipeline run (make daily), written as it runs; killed runs show as failed.';
-comment on table monitoring.pipeline_run_steps is
-    'One row per step of a pipeline run: status, seconds, rows in and out, step details.';
-"""
+DDL = (Path(__file__).parent / "run_ledger.sql").read_text()
 
 
 @dataclass(frozen=True)
@@ -105,32 +73,33 @@ class RunLedger:
             ).fetchone()
         return RunRow(*row) if row else None
 
-    def start_run(self, *, source: str, warehouse: str) -> None:
+    def _write(self, query: str, params: tuple[object, ...]) -> None:
         with connect(self.url) as conn:
-            conn.execute(
-                "insert into monitoring.pipeline_runs "
-                "(run_id, status, source, warehouse, hostname, pid) "
-                "values (%s, 'running', %s, %s, %s, %s)",
-                (self.run_id, source, warehouse, socket.gethostname(), os.getpid()),
-            )
+            conn.execute(query, params)
+
+    def start_run(self, *, source: str, warehouse: str) -> None:
+        self._write(
+            "insert into monitoring.pipeline_runs "
+            "(run_id, status, source, warehouse, hostname, pid) "
+            "values (%s, 'running', %s, %s, %s, %s)",
+            (self.run_id, source, warehouse, socket.gethostname(), os.getpid()),
+        )
 
     def finish_run(self, *, failed_step: str | None = None, error: str | None = None) -> None:
-        with connect(self.url) as conn:
-            conn.execute(
-                "update monitoring.pipeline_runs set finished_at = now(), status = %s, "
-                "failed_step = %s, error_message = %s, "
-                "seconds = extract(epoch from now() - started_at) where run_id = %s",
-                ("failed" if failed_step else "success", failed_step, error, self.run_id),
-            )
+        self._write(
+            "update monitoring.pipeline_runs set finished_at = now(), status = %s, "
+            "failed_step = %s, error_message = %s, "
+            "seconds = extract(epoch from now() - started_at) where run_id = %s",
+            ("failed" if failed_step else "success", failed_step, error, self.run_id),
+        )
 
     def start_step(self, step: str) -> None:
         self._order += 1
-        with connect(self.url) as conn:
-            conn.execute(
-                "insert into monitoring.pipeline_run_steps (run_id, step, step_order, status) "
-                "values (%s, %s, %s, 'running')",
-                (self.run_id, step, self._order),
-            )
+        self._write(
+            "insert into monitoring.pipeline_run_steps (run_id, step, step_order, status) "
+            "values (%s, %s, %s, 'running')",
+            (self.run_id, step, self._order),
+        )
 
     def finish_step(
         self,
@@ -142,19 +111,11 @@ class RunLedger:
         details: Mapping[str, object] | None = None,
         error: str | None = None,
     ) -> None:
-        with connect(self.url) as conn:
-            conn.execute(
-                "update monitoring.pipeline_run_steps set finished_at = now(), status = %s, "
-                "seconds = %s, rows_in = %s, rows_out = %s, details = %s, error_message = %s "
-                "where run_id = %s and step = %s",
-                (
-                    "failed" if error else "success",
-                    seconds,
-                    rows_in,
-                    rows_out,
-                    json.dumps(details or {}, default=str),
-                    error,
-                    self.run_id,
-                    step,
-                ),
-            )
+        status = "failed" if error else "success"
+        encoded = json.dumps(details or {}, default=str)
+        self._write(
+            "update monitoring.pipeline_run_steps set finished_at = now(), status = %s, "
+            "seconds = %s, rows_in = %s, rows_out = %s, details = %s, error_message = %s "
+            "where run_id = %s and step = %s",
+            (status, seconds, rows_in, rows_out, encoded, error, self.run_id, step),
+        )
