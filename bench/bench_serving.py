@@ -85,6 +85,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fold-rate", type=float, default=100.0, help="fold-in requests/s")
     parser.add_argument("--publish-timeout", type=float, default=600.0)
     parser.add_argument(
+        "--publish-rates",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("GET", "FOLD"),
+        help="the rates while a publish happens (default: --get-rate and --fold-rate)",
+    )
+    parser.add_argument(
         "--publish-threads", type=int, default=1, help="the publishing run's threads (0: all)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
@@ -359,7 +367,8 @@ def during_publish(
 
     thread = threading.Thread(target=run)
     thread.start()
-    loads = [(work.get, args.get_rate), (work.fold_in, args.fold_rate)]
+    get_rate, fold_rate = args.publish_rates or (args.get_rate, args.fold_rate)
+    loads = [(work.get, get_rate), (work.fold_in, fold_rate)]
     found = asyncio.run(phase(base, server, loads, lambda _: stop.is_set()))
     thread.join()
     found["published_model_run"] = state.get("run")
@@ -410,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
             )
 
         phases["publish"] = during_publish(base, server, work, args, publish)
-        print_phase("both while a publish happens", phases["publish"])
+        rates = "/".join(f"{r:g}" for r in args.publish_rates or (args.get_rate, args.fold_rate))
+        print_phase(f"both ({rates}/s) while a publish happens", phases["publish"])
     finally:
         if process is not None:
             process.terminate()
@@ -436,7 +446,11 @@ def main(argv: list[str] | None = None) -> int:
         "users": args.users,
         "tracks": args.tracks,
         "workers": args.workers,
-        "rates": {"get": args.get_rate, "fold_in": args.fold_rate},
+        "rates": {
+            "get": args.get_rate,
+            "fold_in": args.fold_rate,
+            "during_publish": args.publish_rates or [args.get_rate, args.fold_rate],
+        },
         "duration_s": args.duration,
         "timings": timings,
         "phases": phases,
