@@ -11,7 +11,7 @@ from moovitamix.embedded_warehouse import EmbeddedWarehouse, EmbeddedWarehouseEr
 from moovitamix.privileges import admin_sql, missing_privileges
 from moovitamix.roles import ROLES
 from moovitamix.settings import Settings
-from moovitamix.warehouse import connect, resolve_url
+from moovitamix.warehouse import connect, connect_server, resolve_url
 
 
 def _stop(settings: Settings) -> None:
@@ -46,7 +46,10 @@ def _warehouse(cmd: Command) -> int | None:
         return (_stop if args.action == "stop" else _status)(settings)
     if args.action == "admin-sql":  # what the user lacks, found without writing anything
         url = resolve_url(settings)
-        print(admin_sql(url, missing_privileges(url)), end="")
+        conn, exists = connect_server(url)
+        with conn:
+            missing = missing_privileges(conn, url.database, database_exists=exists)
+        print(admin_sql(url, missing), end="")
         return None
     if args.role and args.action != "psql":
         raise UsageError("--role applies to psql only")

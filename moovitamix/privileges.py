@@ -14,8 +14,6 @@ from psycopg import sql
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.roles import ROLES, SCHEMAS
 
-CONNECT_TIMEOUT_S = 10
-
 
 @dataclass(frozen=True)
 class Missing:
@@ -108,41 +106,33 @@ def _schemas_missing(conn: psycopg.Connection, database: str, user: str) -> list
     return missing
 
 
-def missing_privileges(url: ConnectionURL) -> list[Missing]:
-    """What the URL's user lacks for open_warehouse and the run (empty: nothing). Reads only."""
-    try:
-        conn = psycopg.connect(url.url(), connect_timeout=CONNECT_TIMEOUT_S, autocommit=True)
-        database_exists = True
-    except psycopg.OperationalError as exc:
-        if "does not exist" not in str(exc):
-            raise
-        conn = psycopg.connect(
-            url.with_database("postgres").url(), connect_timeout=CONNECT_TIMEOUT_S, autocommit=True
-        )
-        database_exists = False
-    with conn:
-        user, is_super, can_createdb, can_createrole = _user(conn)
-        if is_super:
-            return []
-        missing: list[Missing] = []
-        if not database_exists and not can_createdb:
-            missing.append(
-                Missing(
-                    "CREATEDB",
-                    f"the database {url.database} does not exist",
-                    (f"CREATE DATABASE {_quote(conn, url.database)} OWNER {_quote(conn, user)};",),
-                )
+def missing_privileges(
+    conn: psycopg.Connection, database: str, *, database_exists: bool
+) -> list[Missing]:
+    """What the connected user lacks for open_warehouse and the run (empty: nothing). Reads
+    only; `conn` reaches `database`, or the server's `postgres` while `database` is missing."""
+    user, is_super, can_createdb, can_createrole = _user(conn)
+    if is_super:
+        return []
+    missing: list[Missing] = []
+    if not database_exists and not can_createdb:
+        missing.append(
+            Missing(
+                "CREATEDB",
+                f"the database {database} does not exist",
+                (f"CREATE DATABASE {_quote(conn, database)} OWNER {_quote(conn, user)};",),
             )
-        if database_exists:
-            missing += _schemas_missing(conn, url.database, user)
-        roles = None
-        if not can_createrole:
-            roles = _roles_missing(conn, user)
-        elif conn.info.server_version >= 160000:
-            roles = _roles_missing(conn, user, can_create=True)
-        if roles:
-            missing.append(roles)
-        return missing
+        )
+    if database_exists:
+        missing += _schemas_missing(conn, database, user)
+    roles = None
+    if not can_createrole:
+        roles = _roles_missing(conn, user)
+    elif conn.info.server_version >= 160000:
+        roles = _roles_missing(conn, user, can_create=True)
+    if roles:
+        missing.append(roles)
+    return missing
 
 
 def missing_line(user: str, missing: Missing) -> str:

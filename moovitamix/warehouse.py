@@ -8,8 +8,8 @@ connection URL. Errors come out as one line naming host, database and the driver
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
@@ -18,23 +18,72 @@ from moovitamix.connection_url import ConnectionURL, InvalidWarehouseURL
 from moovitamix.embedded_warehouse import EmbeddedWarehouse, EmbeddedWarehouseError
 from moovitamix.privileges import missing_line, missing_privileges
 from moovitamix.roles import SCHEMAS, RolesError, ensure_roles
-from moovitamix.server_check import (
-    ServerInfo,
-    UnsupportedServer,
-    check_supported,
-    server_info,
-    start_line,
-)
 from moovitamix.settings import DEFAULT_DATABASE, Settings
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10
 _OPENED: set[ConnectionURL] = set()  # the warehouses this process has prepared
+# The project's SQL runs on the maintained Postgres releases; older servers are refused.
+MIN_VERSION_NUM = 140000  # server_version_num of Postgres 14.0
+NEWEST_TESTED_MAJOR = 18
+SUPPORTED = f"Postgres 14 to {NEWEST_TESTED_MAJOR}"
 
 
 class WarehouseUnreachable(RuntimeError):
     """The warehouse could not be reached or prepared; the message is one line for the user."""
+
+
+class UnsupportedServer(WarehouseUnreachable):
+    """The server is too old (or says no version)."""
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    version_num: int  # server_version_num: 150018 is 15.18, 90624 is 9.6.24
+    version: str  # server_version: "15.18 (Debian 15.18-0+deb12u1)"
+
+    @property
+    def major(self) -> int:
+        return self.version_num // 10000
+
+    @property
+    def name(self) -> str:
+        return f"PostgreSQL {self.version.split(' ', 1)[0]}" if self.version else "PostgreSQL"
+
+
+def parse_version_num(value: object) -> int:
+    """`server_version_num` as an int; UnsupportedServer if the server sent something else."""
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        number = 0
+    if number <= 0:
+        raise UnsupportedServer(
+            f"cannot read the server's version (server_version_num {value!r}): the warehouse "
+            f"must be {SUPPORTED}"
+        )
+    return number
+
+
+def server_info(version_num: object, version: str) -> ServerInfo:
+    return ServerInfo(parse_version_num(version_num), str(version or "").strip())
+
+
+def check_supported(info: ServerInfo) -> None:
+    """Raise UnsupportedServer below 14; a newer major than tested is only a warning."""
+    if info.version_num < MIN_VERSION_NUM:
+        raise UnsupportedServer(
+            f"the warehouse server is {info.name}, which MooVitamix does not support: it needs "
+            f"{SUPPORTED} (upgrade the server, or point WAREHOUSE_URL at a supported one)"
+        )
+    if info.major > NEWEST_TESTED_MAJOR:
+        log.warning("%s is newer than the releases tested (%s)", info.name, SUPPORTED)
+
+
+def start_line(info: ServerInfo, masked_url: str, source: str) -> str:
+    """'warehouse: PostgreSQL 15.18 at postgresql://mvx:****@db:5432/moovitamix (WAREHOUSE_URL)'"""
+    return f"warehouse: {info.name} at {masked_url} ({source})"
 
 
 def _reason(exc: BaseException) -> str:
@@ -71,17 +120,26 @@ def resolve_url(settings: Settings, *, start: bool = True) -> ConnectionURL:
     return admin.with_database(DEFAULT_DATABASE)
 
 
-@contextmanager
-def connect(url: ConnectionURL, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
-    """A psycopg connection; an unreachable server raises WarehouseUnreachable, one line."""
+def connect(url: ConnectionURL, *, autocommit: bool = False) -> psycopg.Connection:
+    """A psycopg connection (use it in `with`); an unreachable server raises
+    WarehouseUnreachable, one line."""
     try:
-        conn = psycopg.connect(url.url(), connect_timeout=CONNECT_TIMEOUT_S, autocommit=autocommit)
+        return psycopg.connect(url.url(), connect_timeout=CONNECT_TIMEOUT_S, autocommit=autocommit)
     except psycopg.OperationalError as exc:
         raise WarehouseUnreachable(
             f"cannot reach the warehouse ({url.describe()}): {_reason(exc)}"
         ) from None
-    with conn:
-        yield conn
+
+
+def connect_server(url: ConnectionURL) -> tuple[psycopg.Connection, bool]:
+    """An autocommit connection to the URL's database, or to `postgres` while that one does not
+    exist yet (to read the server or create it), and whether the database exists."""
+    try:
+        return connect(url, autocommit=True), True
+    except WarehouseUnreachable as exc:
+        if "does not exist" not in str(exc):
+            raise
+    return connect(url.with_database("postgres"), autocommit=True), False
 
 
 def _server_info(conn: psycopg.Connection) -> ServerInfo:
@@ -90,32 +148,26 @@ def _server_info(conn: psycopg.Connection) -> ServerInfo:
 
 
 def inspect_server(url: ConnectionURL) -> ServerInfo:
-    """The server's version, read through the URL's database (or `postgres`, if that one does
-    not exist yet): nothing is written."""
-    try:
-        with connect(url) as conn:
-            return _server_info(conn)
-    except WarehouseUnreachable as exc:
-        if "does not exist" not in str(exc):
-            raise
-    with connect(url.with_database("postgres")) as conn:
+    """The server's version, read through the URL's database or `postgres`: nothing written."""
+    conn, _ = connect_server(url)
+    with conn:
         return _server_info(conn)
+
+
+def _create_database(conn: psycopg.Connection, database: str) -> None:
+    try:
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
+        log.info("created database %s", database)
+    except psycopg.errors.DuplicateDatabase:
+        pass  # another process won the race
 
 
 def ensure_database(url: ConnectionURL) -> None:
     """Create the database if it is missing (needs CREATEDB on the server's `postgres` db)."""
-    try:
-        with connect(url):
-            return
-    except WarehouseUnreachable as exc:
-        if "does not exist" not in str(exc):
-            raise
-    with connect(url.with_database("postgres"), autocommit=True) as conn:
-        try:
-            conn.execute(sql.SQL("create database {}").format(sql.Identifier(url.database)))
-            log.info("created database %s", url.database)
-        except psycopg.errors.DuplicateDatabase:
-            pass  # another process won the race
+    conn, exists = connect_server(url)
+    with conn:
+        if not exists:
+            _create_database(conn, url.database)
 
 
 def ensure_schemas(url: ConnectionURL) -> None:
@@ -157,17 +209,17 @@ def open_warehouse(settings: Settings) -> ConnectionURL:
     url = resolve_url(settings)
     if url in _OPENED:
         return url
-    server = inspect_server(url)
-    source = "embedded Postgres" if settings.uses_embedded_warehouse else "WAREHOUSE_URL"
-    log.info("%s", start_line(server, url.masked, source))
-    try:
+    conn, exists = connect_server(url)
+    with conn:
+        server = _server_info(conn)
+        source = "embedded Postgres" if settings.uses_embedded_warehouse else "WAREHOUSE_URL"
+        log.info("%s", start_line(server, url.masked, source))
         check_supported(server)
-    except UnsupportedServer as exc:
-        raise WarehouseUnreachable(str(exc)) from None
-    missing = missing_privileges(url)
-    if missing:
-        raise WarehouseUnreachable(missing_line(url.user, missing[0]))
-    ensure_database(url)
+        missing = missing_privileges(conn, url.database, database_exists=exists)
+        if missing:
+            raise WarehouseUnreachable(missing_line(url.user, missing[0]))
+        if not exists:
+            _create_database(conn, url.database)
     try:
         ensure_roles(url)
     except RolesError as exc:

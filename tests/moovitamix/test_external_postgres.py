@@ -9,15 +9,17 @@ import psycopg
 import pytest
 
 from moovitamix.connection_url import ConnectionURL
-from moovitamix.server_check import (
+from moovitamix.settings import load_settings
+from moovitamix.warehouse import (
     UnsupportedServer,
+    WarehouseUnreachable,
     check_supported,
+    inspect_server,
+    open_warehouse,
     parse_version_num,
     server_info,
     start_line,
 )
-from moovitamix.settings import load_settings
-from moovitamix.warehouse import WarehouseUnreachable, inspect_server, open_warehouse
 from tests.system_postgres import SystemPostgres
 
 
@@ -49,7 +51,7 @@ def test_an_unreadable_version_is_refused(value: object) -> None:
 
 
 def test_a_newer_major_than_tested_only_warns(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="moovitamix.server_check"):
+    with caplog.at_level(logging.WARNING, logger="moovitamix.warehouse"):
         check_supported(server_info("190002", "19.2"))
     assert "PostgreSQL 19.2 is newer than the releases tested" in caplog.text
 

@@ -17,10 +17,10 @@ import pytest
 from psycopg import sql
 
 from moovitamix.connection_url import ConnectionURL
-from moovitamix.privileges import missing_privileges
+from moovitamix.privileges import Missing, missing_privileges
 from moovitamix.roles import ROLES
 from moovitamix.settings import load_settings
-from moovitamix.warehouse import WarehouseUnreachable, open_warehouse
+from moovitamix.warehouse import WarehouseUnreachable, connect_server, open_warehouse
 from tests.e2e.daily_helpers import REPO, audit_grants, scalar
 
 pytestmark = pytest.mark.integration
@@ -72,6 +72,12 @@ def _open(url: ConnectionURL, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     return open_warehouse(load_settings())
 
 
+def _missing(url: ConnectionURL) -> list[Missing]:
+    conn, exists = connect_server(url)
+    with conn:
+        return missing_privileges(conn, url.database, database_exists=exists)
+
+
 def _print_admin_sql(url: ConnectionURL) -> str:
     """`make print-admin-sql`, as an administrator would call it for this warehouse."""
     result = subprocess.run(
@@ -104,7 +110,7 @@ def test_a_login_without_createrole_stops_before_writing_then_runs_after_the_adm
     assert "-- CREATEROLE:" in script and PASSWORD not in script
     with psycopg.connect(system_admin_url.url(), autocommit=True) as admin:
         admin.execute(script.encode())
-    assert missing_privileges(url) == []
+    assert _missing(url) == []
     assert _open(url, monkeypatch, tmp_path) == url
     assert set(_schemas(url)) >= {"raw", "marts", "monitoring", "recommendations"}
     with psycopg.connect(url.url()) as conn:
@@ -130,7 +136,7 @@ def test_schemas_owned_by_another_role_are_named(system_admin_url: ConnectionURL
     url = _login(system_admin_url, "nosuperuser createrole nocreatedb")
     with psycopg.connect(system_admin_url.with_database(url.database).url()) as conn:
         conn.execute("create schema raw")  # by the administrator: not the user's
-    (missing,) = missing_privileges(url)
+    (missing,) = _missing(url)
     assert missing.privilege == "ownership of schemas raw"
     assert missing.statements == (f'ALTER SCHEMA "raw" OWNER TO "{url.user}";',)
 
