@@ -6,34 +6,15 @@ Passwords never leave this object unmasked except towards a driver: `masked` is 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
+
+import psycopg
+from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict
+
+from moovitamix.errors import one_line
 
 MASK = "****"
-# libpq's connection parameters that have an environment variable, for clients that take no URL
-# (psql through PG* variables; dbt, whose profile names host, port, user and database only).
-LIBPQ_ENV = {
-    "sslmode": "PGSSLMODE",
-    "sslrootcert": "PGSSLROOTCERT",
-    "sslcert": "PGSSLCERT",
-    "sslkey": "PGSSLKEY",
-    "sslcrl": "PGSSLCRL",
-    "sslcrldir": "PGSSLCRLDIR",
-    "sslsni": "PGSSLSNI",
-    "sslcompression": "PGSSLCOMPRESSION",
-    "sslcertmode": "PGSSLCERTMODE",
-    "sslnegotiation": "PGSSLNEGOTIATION",
-    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
-    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
-    "requirepeer": "PGREQUIREPEER",
-    "require_auth": "PGREQUIREAUTH",
-    "channel_binding": "PGCHANNELBINDING",
-    "gssencmode": "PGGSSENCMODE",
-    "krbsrvname": "PGKRBSRVNAME",
-    "target_session_attrs": "PGTARGETSESSIONATTRS",
-    "connect_timeout": "PGCONNECT_TIMEOUT",
-    "application_name": "PGAPPNAME",
-    "options": "PGOPTIONS",
-}
 
 
 class InvalidWarehouseURL(ValueError):
@@ -51,29 +32,30 @@ class ConnectionURL:
 
     @classmethod
     def parse(cls, url: str) -> ConnectionURL:
-        parts = urlsplit(url)
-        scheme = parts.scheme.split("+", 1)[0]
-        if scheme not in ("postgresql", "postgres"):
+        """A postgresql:// URL, read by libpq's own parser (percent-encoding, `?host=` sockets,
+        unknown parameters refused)."""
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme.split("+", 1)[0] not in ("postgresql", "postgres"):
             raise InvalidWarehouseURL(
-                f"warehouse URL must start with postgresql://, got {scheme or 'no scheme'}://"
+                f"warehouse URL must start with postgresql://, got {scheme if sep else 'no scheme'}://"
             )
-        query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("host", "port")]
-        params = dict(parse_qsl(parts.query))
-        host = params.get("host") or parts.hostname or "localhost"
         try:
-            port = int(params.get("port") or parts.port or 5432)
-        except ValueError as exc:
-            raise InvalidWarehouseURL(f"warehouse URL has an invalid port: {exc}") from None
-        database = unquote(parts.path.lstrip("/"))
+            params = conninfo_to_dict(f"postgresql://{rest}")
+        except psycopg.ProgrammingError as exc:
+            raise InvalidWarehouseURL(one_line(exc)) from None
+        port = params.pop("port", None) or "5432"
+        if not str(port).isdigit():
+            raise InvalidWarehouseURL(f"warehouse URL has an invalid port: {port!r}")
+        database = params.pop("dbname", None)
         if not database:
             raise InvalidWarehouseURL("warehouse URL names no database (postgresql://.../DBNAME)")
         return cls(
-            user=unquote(parts.username or "postgres"),
-            password=unquote(parts.password or ""),
-            host=host,
-            port=port,
-            database=database,
-            options=tuple(query),
+            user=str(params.pop("user", None) or "postgres"),
+            password=str(params.pop("password", None) or ""),
+            host=str(params.pop("host", None) or "localhost"),
+            port=int(port),
+            database=str(database),
+            options=tuple((key, str(value)) for key, value in params.items()),
         )
 
     @property
@@ -122,15 +104,13 @@ class ConnectionURL:
         return f"host {where}, database {self.database}, user {self.user}"
 
     def libpq_env(self) -> dict[str, str]:
-        """PG* variables for psql and any libpq client (password via env, not argv), with the
-        URL's options (sslmode, sslrootcert, ...) unchanged."""
-        env = {
-            "PGHOST": self.host,
-            "PGPORT": str(self.port),
-            "PGUSER": self.user,
-            "PGDATABASE": self.database,
+        """PG* variables for psql and any libpq client (password via env, not argv): each of
+        the URL's parameters (sslmode, sslrootcert, ...) as the variable libpq reads it from."""
+        env_of = {
+            option.keyword.decode(): option.envvar.decode()
+            for option in pq.Conninfo.get_defaults()
+            if option.envvar
         }
-        if self.password:
-            env["PGPASSWORD"] = self.password
-        env.update({LIBPQ_ENV[key]: value for key, value in self.options if key in LIBPQ_ENV})
-        return env
+        params = {"host": self.host, "port": str(self.port), "user": self.user}
+        params |= {"dbname": self.database, "password": self.password, **dict(self.options)}
+        return {env_of[key]: value for key, value in params.items() if value and key in env_of}

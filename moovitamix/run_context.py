@@ -19,7 +19,6 @@ from pathlib import Path
 
 RUN_ID_ENV = "MOOVITAMIX_RUN_ID"
 _CONSOLE_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
-DEFAULT_LOG_RETENTION_DAYS = 30
 LOG_SUFFIXES = (".jsonl", ".log")  # run logs, and the simulators' logs beside them
 
 
@@ -70,21 +69,17 @@ def current_run_id() -> str:
 
 
 def setup_logging(
-    run_id: str, logs_dir: Path, *, verbose: bool = False, retention_days: float | None = None
+    run_id: str, logs_dir: Path, *, retention_days: float, verbose: bool = False
 ) -> Path:
     """Console at INFO (DEBUG if verbose), and the run's JSON-lines file at DEBUG; prunes old
     run logs. Returns the file."""
     logs_dir.mkdir(parents=True, exist_ok=True)
-    if retention_days is None:
-        retention_days = float(
-            os.environ.get("MOOVITAMIX_LOG_RETENTION_DAYS") or DEFAULT_LOG_RETENTION_DAYS
-        )
     prune_logs(logs_dir, retention_days)
     log_file = logs_dir / f"{run_id}.jsonl"
     root = logging.getLogger()
     root.setLevel(logging.DEBUG)
     for handler in list(root.handlers):
-        if getattr(handler, "_moovitamix", False):
+        if handler.name == "moovitamix":  # a previous setup's, in the same process
             root.removeHandler(handler)
 
     console = logging.StreamHandler(sys.stderr)
@@ -94,7 +89,7 @@ def setup_logging(
     file.setLevel(logging.DEBUG)
     file.setFormatter(JsonLinesFormatter(run_id))
     for handler in (console, file):
-        handler._moovitamix = True  # type: ignore[attr-defined]
+        handler.name = "moovitamix"
         root.addHandler(handler)
     # Third-party chatter stays in the file.
     for noisy in ("httpx", "httpcore", "urllib3", "dlt", "great_expectations", "matplotlib"):

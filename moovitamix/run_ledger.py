@@ -11,7 +11,6 @@ import json
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -19,13 +18,6 @@ from moovitamix.connection_url import ConnectionURL
 from moovitamix.warehouse import connect
 
 DDL = (Path(__file__).parent / "run_ledger.sql").read_text()
-
-
-@dataclass(frozen=True)
-class RunRow:
-    run_id: str
-    started_at: datetime
-    status: str
 
 
 class RunLedger:
@@ -64,14 +56,15 @@ class RunLedger:
             )
         return [row[0] for row in rows]
 
-    def last_successful_run(self) -> RunRow | None:
+    def last_success_at(self) -> datetime | None:
+        """When the latest successful run (other than this one) started."""
         with connect(self.url) as conn:
             row = conn.execute(
-                "select run_id, started_at, status from monitoring.pipeline_runs "
-                "where status = 'success' and run_id <> %s order by started_at desc limit 1",
+                "select max(started_at) from monitoring.pipeline_runs "
+                "where status = 'success' and run_id <> %s",
                 (self.run_id,),
             ).fetchone()
-        return RunRow(*row) if row else None
+        return row[0] if row else None
 
     def _write(self, query: str, params: tuple[object, ...]) -> None:
         with connect(self.url) as conn:

@@ -64,13 +64,10 @@ class _Outcome:
 def _check_previous_runs(ctx: RunContext, ledger: RunLedger) -> None:
     for killed in ledger.close_abandoned_runs():
         ctx.alert("warning", f"run {killed} ended without finishing (killed?); marked failed")
-    last = ledger.last_successful_run()
-    if last and datetime.now(UTC) - last.started_at > MISSED_RUN_AFTER:
-        ctx.alert(
-            "warning",
-            "no successful run in the last day",
-            last_success=last.started_at.isoformat(timespec="minutes"),
-        )
+    last = ledger.last_success_at()
+    if last and datetime.now(UTC) - last > MISSED_RUN_AFTER:
+        last_success = last.isoformat(timespec="minutes")
+        ctx.alert("warning", "no successful run in the last day", last_success=last_success)
 
 
 def _as_step_role(ctx: RunContext, name: str) -> RunContext:
@@ -126,68 +123,83 @@ def run(
     publication = Publication(run_id) if steps is None else None
     if steps is None:
         steps, closing = pipeline_steps(), closing_steps()
+    with ExitStack() as stack:
+        try:
+            ctx = _start(stack, settings, run_id, publication)
+        except StepFailed as exc:
+            print(exc, file=sys.stderr, flush=True)
+            return exc.code
+        outcome = _run_recorded(ctx, steps, closing or ())
+    _summary(run_id, outcome, time.monotonic() - started, len(ctx.alerts), engine_line(settings))
+    return outcome.code
+
+
+def _start(
+    stack: ExitStack, settings: Settings, run_id: str, publication: Publication | None
+) -> RunContext:
+    """Before the first step: the Spark engine checked, the run lock taken, the API (the
+    simulator when none is set) and the warehouse opened, all held by `stack`. StepFailed
+    carries the one line and exit code of a run that did not start."""
     if settings.engine == "spark":
         try:
             check_spark_available()
         except SparkUnavailable as exc:
-            print(f"not started: {exc}", file=sys.stderr)
-            return exit_codes.STEP_FAILED
-    with ExitStack() as stack:
-        try:
-            stale = stack.enter_context(run_lock(settings.data_dir / "daily.lock", run_id))
-        except RunLocked as exc:
-            print(f"not started: {exc}", file=sys.stderr)
-            return exit_codes.ALREADY_RUNNING
-        if stale:
-            log.warning(
-                "took over the lock of run %s (pid %s), which died without releasing it",
-                stale.get("run_id"),
-                stale.get("pid"),
-            )
-        try:
-            api_url, simulated = stack.enter_context(_api(settings, run_id))
-        except SimulatorError as exc:
-            print(f"FAILED step 'simulator': {exc}", file=sys.stderr)
-            return exit_codes.SOURCE_UNREACHABLE
-        source = f"the built-in simulator at {api_url}" if simulated else f"the API at {api_url}"
-        print(
-            f"MooVitamix daily run {run_id}: using {source}"
-            + (" (MOOVITAMIX_API_URL is unset)" if simulated else "")
-            + f"; engine {engine_line(settings)}",
-            flush=True,
+            raise StepFailed(f"not started: {exc}") from None
+    try:
+        stale = stack.enter_context(run_lock(settings.data_dir / "daily.lock", run_id))
+    except RunLocked as exc:
+        raise StepFailed(f"not started: {exc}", exit_codes.ALREADY_RUNNING) from None
+    if stale:
+        log.warning(
+            "took over the lock of run %s (pid %s), which died without releasing it",
+            stale.get("run_id"),
+            stale.get("pid"),
         )
-        if settings.engine == "spark":
-            stack.callback(stop_spark_session)
-        try:
-            warehouse = open_warehouse(settings)
-        except WarehouseUnreachable as exc:
-            print(f"FAILED step 'warehouse': {exc}", file=sys.stderr)
-            return exit_codes.WAREHOUSE_UNREACHABLE
+    try:
+        api_url, simulated = stack.enter_context(_api(settings, run_id))
+    except SimulatorError as exc:
+        line = f"FAILED step 'simulator': {exc}"
+        raise StepFailed(line, exit_codes.SOURCE_UNREACHABLE) from None
+    source = f"the built-in simulator at {api_url}" if simulated else f"the API at {api_url}"
+    print(
+        f"MooVitamix daily run {run_id}: using {source}"
+        + (" (MOOVITAMIX_API_URL is unset)" if simulated else "")
+        + f"; engine {engine_line(settings)}",
+        flush=True,
+    )
+    if settings.engine == "spark":
+        stack.callback(stop_spark_session)
+    try:
+        warehouse = open_warehouse(settings)
+    except WarehouseUnreachable as exc:
+        line = f"FAILED step 'warehouse': {exc}"
+        raise StepFailed(line, exit_codes.WAREHOUSE_UNREACHABLE) from None
+    return RunContext(settings, run_id, warehouse, api_url, simulated, publication=publication)
 
-        ctx = RunContext(settings, run_id, warehouse, api_url, simulated, publication=publication)
-        ledger = RunLedger(warehouse, run_id)
-        ledger.ensure_tables()
-        _check_previous_runs(ctx, ledger)
-        ledger.start_run(source=api_url, warehouse=warehouse.masked)
-        outcome = _run_steps(ctx, ledger, steps)
-        if outcome.failed_step and outcome.code != exit_codes.WAREHOUSE_UNREACHABLE:
-            _discard(ctx)
-        if outcome.code != exit_codes.WAREHOUSE_UNREACHABLE:
+
+def _run_recorded(
+    ctx: RunContext, steps: tuple[tuple[str, Step], ...], closing: tuple[tuple[str, Step], ...]
+) -> _Outcome:
+    """The steps, recorded in the run ledger: a failure discards what the run staged; the
+    closing steps run once the run is recorded as finished; a failed run is alerted."""
+    ledger = RunLedger(ctx.warehouse, ctx.run_id)
+    ledger.ensure_tables()
+    _check_previous_runs(ctx, ledger)
+    ledger.start_run(source=ctx.api_url, warehouse=ctx.warehouse.masked)
+    outcome = _run_steps(ctx, ledger, steps)
+    if outcome.failed_step and outcome.code != exit_codes.WAREHOUSE_UNREACHABLE:
+        _discard(ctx)
+    if outcome.code != exit_codes.WAREHOUSE_UNREACHABLE:
+        ledger.finish_run(failed_step=outcome.failed_step, error=outcome.error)
+        after = _run_steps(ctx, ledger, closing)
+        outcome.reports += after.reports
+        if after.failed_step and not outcome.failed_step:
+            outcome = after
             ledger.finish_run(failed_step=outcome.failed_step, error=outcome.error)
-            after = _run_steps(ctx, ledger, closing or ())
-            outcome.reports += after.reports
-            if after.failed_step and not outcome.failed_step:
-                outcome = after
-                ledger.finish_run(failed_step=outcome.failed_step, error=outcome.error)
-        if outcome.failed_step:
-            ctx.alert(
-                "error",
-                f"daily run failed in step {outcome.failed_step}",
-                outcome.failed_step,
-                error=outcome.error,
-            )
-    _summary(run_id, outcome, time.monotonic() - started, len(ctx.alerts), engine_line(settings))
-    return outcome.code
+    if outcome.failed_step:
+        title = f"daily run failed in step {outcome.failed_step}"
+        ctx.alert("error", title, outcome.failed_step, error=outcome.error)
+    return outcome
 
 
 def _discard(ctx: RunContext) -> None:

@@ -39,6 +39,7 @@ def test_password_goes_to_libpq_env_not_argv() -> None:
         ("mysql://u:p@h/db", "must start with postgresql://"),
         ("postgresql://u:p@h:5432/", "names no database"),
         ("postgresql://u:p@h:notaport/db", "invalid port"),
+        ("postgresql://u:p@h/db?sslmod=require", 'invalid URI query parameter: "sslmod"'),
     ],
 )
 def test_invalid_urls_say_what_is_wrong(raw: str, message: str) -> None:
