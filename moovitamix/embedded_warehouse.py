@@ -223,19 +223,10 @@ class EmbeddedWarehouse:
                 f"{self.pgdata} is not empty but holds no Postgres cluster (no PG_VERSION): "
                 "move it away or delete it"
             )
-        self._run(
-            [
-                "initdb",
-                "-D",
-                str(self.pgdata),
-                "-U",
-                SUPERUSER,
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--no-locale",
-                "--no-instructions",
-            ]
-        )
+        self._run([
+            "initdb", "-D", str(self.pgdata), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8",
+            "--no-locale", "--no-instructions",
+        ])  # fmt: skip
 
     def _clear_stale_pidfile(self) -> None:
         """Remove the `postmaster.pid` of a server that is gone (we hold the lock and `status()`

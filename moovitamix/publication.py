@@ -57,14 +57,8 @@ class Relations:
     tables: Mapping[str, str] = field(default_factory=dict)
 
     def __call__(self, name: str) -> str:
-        if name in self.tables:
-            return self.tables[name]
-        schema, _, table = name.partition(".")
-        return (
-            f"{self.schemas.get(schema, schema)}.{table}"
-            if table
-            else self.schemas.get(schema, schema)
-        )
+        schema, dot, table = name.partition(".")
+        return self.tables.get(name) or f"{self.schemas.get(schema, schema)}{dot}{table}"
 
 
 LIVE = Relations()

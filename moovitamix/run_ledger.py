@@ -35,25 +35,24 @@ class RunLedger:
         with connect(self.url) as conn:
             rows = conn.execute(
                 """
-                update monitoring.pipeline_runs
-                set status = 'failed', finished_at = coalesce(finished_at, now()),
-                    error_message = coalesce(error_message, '')
-                        || 'killed: the run ended without finishing (found by run '
-                        || %(run_id)s || ')'
-                where status = 'running' and run_id <> %(run_id)s
-                returning run_id
+                with killed as (
+                    update monitoring.pipeline_runs
+                    set status = 'failed', finished_at = coalesce(finished_at, now()),
+                        error_message = coalesce(error_message, '')
+                            || 'killed: the run ended without finishing (found by run '
+                            || %(run_id)s || ')'
+                    where status = 'running' and run_id <> %(run_id)s
+                    returning run_id
+                ), steps as (
+                    update monitoring.pipeline_run_steps
+                    set status = 'failed', finished_at = coalesce(finished_at, now()),
+                        error_message = coalesce(error_message, 'killed while running')
+                    where status = 'running' and run_id in (select run_id from killed)
+                )
+                select run_id from killed
                 """,
                 {"run_id": self.run_id},
             ).fetchall()
-            conn.execute(
-                """
-                update monitoring.pipeline_run_steps
-                set status = 'failed', finished_at = coalesce(finished_at, now()),
-                    error_message = coalesce(error_message, 'killed while running')
-                where status = 'running' and run_id = any(%(runs)s)
-                """,
-                {"runs": [row[0] for row in rows]},
-            )
         return [row[0] for row in rows]
 
     def last_success_at(self) -> datetime | None:

@@ -13,20 +13,27 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 
 class RunLocked(RuntimeError):
     """Another run holds the lock; the message says which."""
 
 
-def _read_holder(handle: object) -> dict[str, object]:
-    assert hasattr(handle, "seek") and hasattr(handle, "read")
+def _read_holder(handle: IO[str]) -> dict[str, object]:
     handle.seek(0)
     try:
         holder = json.loads(handle.read() or "{}")
     except json.JSONDecodeError:
         return {}
     return holder if isinstance(holder, dict) else {}
+
+
+def _write_holder(handle: IO[str], run_id: str, **state: object) -> None:
+    handle.seek(0)
+    handle.truncate()
+    handle.write(json.dumps({"run_id": run_id, "pid": os.getpid(), **state}))
+    handle.flush()
 
 
 @contextmanager
@@ -46,24 +53,10 @@ def run_lock(path: Path, run_id: str) -> Iterator[dict[str, object] | None]:
             ) from None
         previous = _read_holder(handle)
         stale = previous if previous.get("released") is False else None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(
-            json.dumps(
-                {
-                    "run_id": run_id,
-                    "pid": os.getpid(),
-                    "released": False,
-                    "since": datetime.now(UTC).isoformat(timespec="seconds"),
-                }
-            )
-        )
-        handle.flush()
+        since = datetime.now(UTC).isoformat(timespec="seconds")
+        _write_holder(handle, run_id, released=False, since=since)
         try:
             yield stale
         finally:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(json.dumps({"run_id": run_id, "pid": os.getpid(), "released": True}))
-            handle.flush()
+            _write_holder(handle, run_id, released=True)
             fcntl.flock(handle, fcntl.LOCK_UN)

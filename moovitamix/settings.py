@@ -58,16 +58,10 @@ class Settings:
         return self.data_dir / "spark"
 
 
-def _env_file_values(root: Path) -> dict[str, str]:
-    env_file = root / ".env"
-    if not env_file.is_file():
-        return {}
-    return {k: v for k, v in dotenv_values(env_file).items() if v is not None}
-
-
 def load_settings(environ: Mapping[str, str] | None = None, root: Path = PROJECT_ROOT) -> Settings:
     """Read settings: `environ` (default `os.environ`) over `root/.env`. Empty means unset."""
-    values = {**_env_file_values(root), **(os.environ if environ is None else environ)}
+    env_file = {k: v for k, v in dotenv_values(root / ".env").items() if v is not None}
+    values = {**env_file, **(os.environ if environ is None else environ)}
 
     def get(key: str) -> str | None:
         value = values.get(key, "").strip()

@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,19 +27,10 @@ class SimulatorError(RuntimeError):
 
 @contextmanager
 def running_simulator(
-    args: Sequence[str] = (),
-    *,
-    log_path: Path | None = None,
-    timeout_s: float = 180.0,
+    args: Sequence[str], *, log_path: Path, timeout_s: float = 180.0
 ) -> Iterator[str]:
     """Serve the simulator on a free loopback port for the duration; yield its base URL.
-
-    Its output goes to `log_path` (a temp file by default), never to a pipe that could fill.
-    """
-    if log_path is None:
-        handle, name = tempfile.mkstemp(prefix="simulator-", suffix=".log")
-        os.close(handle)
-        log_path = Path(name)
+    Its output goes to `log_path`, never to a pipe that could fill."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", "0", *args]
     with log_path.open("w") as log_file:

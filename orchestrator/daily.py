@@ -84,20 +84,13 @@ def _run_steps(ctx: RunContext, ledger: RunLedger, steps: tuple[tuple[str, Step]
         started = time.monotonic()
         try:
             report = step(_as_step_role(ctx, name))
-        except StepFailed as exc:
-            outcome.failed_step, outcome.error, outcome.code = name, str(exc), exc.code
-        except WarehouseUnreachable as exc:
-            outcome.failed_step, outcome.error = name, str(exc)
-            outcome.code = exit_codes.WAREHOUSE_UNREACHABLE
-            return outcome  # the ledger is unreachable too
-        except Exception as exc:  # a bug or an unexpected failure: still recorded, still named
-            log.exception("step %s crashed", name)
-            outcome.failed_step, outcome.error = name, f"{type(exc).__name__}: {one_line(exc)}"
-            outcome.code = exit_codes.STEP_FAILED
-        seconds = time.monotonic() - started
-        if outcome.failed_step:
-            ledger.finish_step(name, seconds=seconds, error=outcome.error)
+        except Exception as exc:  # any failure is named, recorded and alerted (_failure)
+            outcome.failed_step = name
+            outcome.error, outcome.code = _failure(name, exc)
+            if outcome.code != exit_codes.WAREHOUSE_UNREACHABLE:  # else the ledger is gone too
+                ledger.finish_step(name, seconds=time.monotonic() - started, error=outcome.error)
             return outcome
+        seconds = time.monotonic() - started
         ledger.finish_step(
             name,
             seconds=seconds,
@@ -108,6 +101,17 @@ def _run_steps(ctx: RunContext, ledger: RunLedger, steps: tuple[tuple[str, Step]
         outcome.reports.append((name, seconds, report))
         log.info("[%d/%d] %s done in %.1fs: %s", index, len(steps), name, seconds, report.summary)
     return outcome
+
+
+def _failure(name: str, exc: Exception) -> tuple[str, int]:
+    """A failed step's one line and exit code. Anything but StepFailed and an unreachable
+    warehouse is a bug or an unexpected failure: logged with its traceback, still named."""
+    if isinstance(exc, StepFailed):
+        return str(exc), exc.code
+    if isinstance(exc, WarehouseUnreachable):
+        return str(exc), exit_codes.WAREHOUSE_UNREACHABLE
+    log.exception("step %s crashed", name)
+    return f"{type(exc).__name__}: {one_line(exc)}", exit_codes.STEP_FAILED
 
 
 def run(
