@@ -26,15 +26,6 @@ def _quote(conn: psycopg.Connection, name: str) -> str:
     return sql.Identifier(name).as_string(conn)
 
 
-def _user(conn: psycopg.Connection) -> tuple[str, bool, bool, bool]:
-    row = conn.execute(
-        "select rolname, rolsuper, rolcreatedb, rolcreaterole from pg_roles "
-        "where rolname = current_user"
-    ).fetchone()
-    assert row is not None
-    return str(row[0]), bool(row[1]), bool(row[2]), bool(row[3])
-
-
 def _roles_missing(
     conn: psycopg.Connection, user: str, *, can_create: bool = False
 ) -> Missing | None:
@@ -68,7 +59,9 @@ def _roles_missing(
     )
 
 
-def _schemas_missing(conn: psycopg.Connection, database: str, user: str) -> list[Missing]:
+def _schemas_missing(
+    conn: psycopg.Connection, database: str, user: str, *, can_create: bool
+) -> list[Missing]:
     schemas = list(SCHEMAS)
     rows = conn.execute(
         """select n.nspname, pg_get_userbyid(n.nspowner), pg_has_role(%s, n.nspowner, 'USAGE')
@@ -77,11 +70,8 @@ def _schemas_missing(conn: psycopg.Connection, database: str, user: str) -> list
     ).fetchall()
     present = {str(name) for name, _, _ in rows}
     missing: list[Missing] = []
-    row = conn.execute(
-        "select has_database_privilege(current_user, current_database(), 'CREATE')"
-    ).fetchone()
     absent = [schema for schema in schemas if schema not in present]
-    if absent and not (row and row[0]):
+    if absent and not can_create:
         missing.append(
             Missing(
                 f"CREATE on database {database}",
@@ -111,7 +101,13 @@ def missing_privileges(
 ) -> list[Missing]:
     """What the connected user lacks for open_warehouse and the run (empty: nothing). Reads
     only; `conn` reaches `database`, or the server's `postgres` while `database` is missing."""
-    user, is_super, can_createdb, can_createrole = _user(conn)
+    row = conn.execute(
+        "select rolname, rolsuper, rolcreatedb, rolcreaterole, "
+        "has_database_privilege(current_database(), 'CREATE') "
+        "from pg_roles where rolname = current_user"
+    ).fetchone()
+    assert row is not None  # current_user is a role
+    user, is_super, can_createdb, can_createrole, can_create_schemas = row
     if is_super:
         return []
     missing: list[Missing] = []
@@ -124,14 +120,10 @@ def missing_privileges(
             )
         )
     if database_exists:
-        missing += _schemas_missing(conn, database, user)
-    roles = None
-    if not can_createrole:
-        roles = _roles_missing(conn, user)
-    elif conn.info.server_version >= 160000:
-        roles = _roles_missing(conn, user, can_create=True)
-    if roles:
-        missing.append(roles)
+        missing += _schemas_missing(conn, database, user, can_create=can_create_schemas)
+    if not can_createrole or conn.info.server_version >= 160000:  # see _roles_missing
+        roles = _roles_missing(conn, user, can_create=can_createrole)
+        missing += [roles] if roles else []
     return missing
 
 

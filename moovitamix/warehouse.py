@@ -52,22 +52,16 @@ class ServerInfo:
         return f"PostgreSQL {self.version.split(' ', 1)[0]}" if self.version else "PostgreSQL"
 
 
-def parse_version_num(value: object) -> int:
-    """`server_version_num` as an int; UnsupportedServer if the server sent something else."""
-    try:
-        number = int(str(value).strip())
-    except (TypeError, ValueError):
-        number = 0
-    if number <= 0:
-        raise UnsupportedServer(
-            f"cannot read the server's version (server_version_num {value!r}): the warehouse "
-            f"must be {SUPPORTED}"
-        )
-    return number
-
-
 def server_info(version_num: object, version: str) -> ServerInfo:
-    return ServerInfo(parse_version_num(version_num), str(version or "").strip())
+    """From `server_version_num` and `server_version`; UnsupportedServer if the number is not
+    one."""
+    number = str(version_num).strip()
+    if not number.isdigit() or int(number) == 0:
+        raise UnsupportedServer(
+            f"cannot read the server's version (server_version_num {version_num!r}): the "
+            f"warehouse must be {SUPPORTED}"
+        )
+    return ServerInfo(int(number), str(version or "").strip())
 
 
 def check_supported(info: ServerInfo) -> None:

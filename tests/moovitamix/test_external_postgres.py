@@ -16,7 +16,6 @@ from moovitamix.warehouse import (
     check_supported,
     inspect_server,
     open_warehouse,
-    parse_version_num,
     server_info,
     start_line,
 )
@@ -47,7 +46,7 @@ def test_a_server_below_14_is_refused_in_one_line(num: str, version: str, named:
 @pytest.mark.parametrize("value", ["", "abc", None, "0", "-1"])
 def test_an_unreadable_version_is_refused(value: object) -> None:
     with pytest.raises(UnsupportedServer, match="cannot read the server's version"):
-        parse_version_num(value)
+        server_info(value, "")
 
 
 def test_a_newer_major_than_tested_only_warns(caplog: pytest.LogCaptureFixture) -> None:
