@@ -83,6 +83,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per phase")
     parser.add_argument("--get-rate", type=float, default=300.0, help="GET requests/s")
     parser.add_argument("--fold-rate", type=float, default=100.0, help="fold-in requests/s")
+    parser.add_argument(
+        "--warm-up", type=float, default=10.0, help="seconds at half the rates first (cold pages)"
+    )
     parser.add_argument("--publish-timeout", type=float, default=600.0)
     parser.add_argument(
         "--publish-rates",
@@ -402,8 +405,11 @@ def main(argv: list[str] | None = None) -> int:
         process, base = start_api(url, artifacts, args.workers, scratch / "serving.log")
         server = psutil.Process(process.pid)
         work = Workload(marts, args.seed)
-        warm_up = [(work.get, 50.0), (work.fold_in, 20.0)]
-        asyncio.run(phase(base, server, warm_up, lambda elapsed: elapsed > 3))
+        warm_up = [(work.get, args.get_rate / 2), (work.fold_in, args.fold_rate / 2)]
+        phases["warm_up"] = asyncio.run(
+            phase(base, server, warm_up, lambda elapsed: elapsed > args.warm_up)
+        )
+        print_phase("warm-up at half the rates", phases["warm_up"])
         for name, make, rate in (
             ("get", work.get, args.get_rate),
             ("fold_in", work.fold_in, args.fold_rate),
