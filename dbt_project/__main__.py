@@ -8,15 +8,8 @@ import subprocess
 import sys
 from dataclasses import replace
 
+from dbt_project import runner
 from dbt_project.results import BuildResult
-from dbt_project.runner import (
-    PROJECT_DIR,
-    invoke,
-    prepare_environment,
-    run_build,
-    run_dbt,
-    target_dir,
-)
 from moovitamix import exit_codes
 from moovitamix.command import Command, Commands
 from moovitamix.connection_url import ConnectionURL
@@ -40,7 +33,7 @@ def _report(result: BuildResult, *, table: bool = True) -> int:
 
 def _build(cmd: Command) -> int:
     args = cmd.args
-    result = run_build(
+    result = runner.run_build(
         cmd.settings,
         cmd.run_id,
         _warehouse(cmd),
@@ -53,17 +46,18 @@ def _build(cmd: Command) -> int:
 
 
 def _docs(cmd: Command) -> int:
-    generated = run_dbt(cmd.settings, _warehouse(cmd), "docs generate", cmd.run_id)
+    generated = runner.run_dbt(cmd.settings, _warehouse(cmd), "docs generate", cmd.run_id)
     code = _report(generated, table=False)
     if code != exit_codes.OK:
         return code
-    print(f"docs site: {target_dir() / 'index.html'}", flush=True)
+    print(f"docs site: {runner.target_dir() / 'index.html'}", flush=True)
     if not cmd.args.serve:
         return code
     stop_spark_session()  # the server reads only target/: the metastore is free for others
     host, port = cmd.args.host, cmd.args.port
     print(f"serving the dbt docs at http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
-    result, outcome = invoke("docs serve", ["--host", host, "--port", str(port), "--no-browser"])
+    serve = ["--host", host, "--port", str(port), "--no-browser"]
+    result, outcome = runner.invoke("docs serve", serve)
     if outcome is not None and isinstance(outcome.exception, KeyboardInterrupt):
         print("docs server stopped", flush=True)
         return exit_codes.OK
@@ -71,14 +65,14 @@ def _docs(cmd: Command) -> int:
 
 
 def _freshness(cmd: Command) -> int:
-    result = run_dbt(cmd.settings, _warehouse(cmd), "source freshness", cmd.run_id)
+    result = runner.run_dbt(cmd.settings, _warehouse(cmd), "source freshness", cmd.run_id)
     if result.sources:
         print(result.freshness_table(), flush=True)
     return _report(result, table=False)
 
 
 def lint_command(paths: list[str] | None = None, *, fix: bool = False) -> list[str]:
-    targets = [str(PROJECT_DIR / p) for p in (paths or LINT_PATHS)]
+    targets = [str(runner.PROJECT_DIR / p) for p in (paths or LINT_PATHS)]
     return [sys.executable, "-m", "sqlfluff", "fix" if fix else "lint", *targets]
 
 
@@ -86,7 +80,7 @@ def _lint(cmd: Command) -> int:
     """sqlfluff's dbt templater compiles the project: it needs a reachable Postgres warehouse
     (MVX_DBT_* if set, else the settings' one), not any data in it."""
     if not os.environ.get("MVX_DBT_HOST"):
-        prepare_environment(replace(cmd.settings, engine="postgres"), cmd.warehouse)
+        runner.prepare_environment(replace(cmd.settings, engine="postgres"), cmd.warehouse)
     env = {**os.environ, "MOOVITAMIX_RUN_ID": os.environ.get("MOOVITAMIX_RUN_ID", "lint")}
     command = lint_command(cmd.args.paths, fix=cmd.args.fix)
     return subprocess.run(command, cwd=PROJECT_ROOT, env=env, check=False).returncode

@@ -46,7 +46,6 @@ def as_role(url: ConnectionURL, role: str) -> ConnectionURL:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
     options = dict(url.options)
-    # no space in `--role=x`: ConnectionURL renders a space as "+", which libpq does not decode
     setting = f"--role={role}"
     options["options"] = f"{options['options']} {setting}" if "options" in options else setting
     return replace(url, options=tuple(options.items()))

@@ -1,8 +1,9 @@
 """The warehouse every step talks to: `WAREHOUSE_URL` when set, else the embedded Postgres.
 
 `open_warehouse()` is the one entry point: it resolves the URL, starts the embedded server if
-that is what is in use, makes sure the database and the design's schemas exist, and returns the
-connection URL. Errors come out as one line naming host, database and the driver's reason.
+that is what is in use, refuses a server older than Postgres 14 or a user without the privileges
+the run needs before writing anything, makes sure the database, schemas and roles exist, and
+returns the connection URL. Errors come out as one line naming host, database and the reason.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10
 _OPENED: set[ConnectionURL] = set()  # the warehouses this process has prepared
-# The project's SQL runs on the maintained Postgres releases; older servers are refused.
+# The project's SQL runs on the maintained Postgres releases.
 MIN_VERSION_NUM = 140000  # server_version_num of Postgres 14.0
 NEWEST_TESTED_MAJOR = 18
 SUPPORTED = f"Postgres 14 to {NEWEST_TESTED_MAJOR}"

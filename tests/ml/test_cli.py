@@ -28,7 +28,7 @@ def in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setenv("MOOVITAMIX_RUN_ID", "20261126T000000Z-eeeeee")
     yield tmp_path
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, "_moovitamix", False)]:
+    for handler in [h for h in root.handlers if h.name == "moovitamix"]:
         root.removeHandler(handler)
         handler.close()
 
