@@ -1,9 +1,8 @@
-"""Exact top-k by dot product with each user's own tracks excluded, for every user at once:
-implicit's unfiltered kernel for k + H candidates (H: what almost every user heard), the heard
-ones dropped in one vectorised step, implicit's filtered path for the few heavier listeners;
-queries ranked first against the items with the longest vectors, the rest only for those the
-Cauchy-Schwarz bound leaves open. bench/bench_ml.py measures it against implicit alone.
-"""
+"""Exact top-k by dot product without each user's own tracks, for every user at once: implicit's
+unfiltered kernel for k + H candidates (H: what almost every user heard) with the heard ones
+dropped in one vectorised step, its filtered path for the few heavier listeners; queries ranked
+first against the longest item vectors, the rest only where the Cauchy-Schwarz bound leaves it
+open. bench/bench_ml.py measures it against implicit alone."""
 
 from __future__ import annotations
 
@@ -37,12 +36,14 @@ def _tiers(heard: np.ndarray, k: int, n_items: int) -> list[tuple[np.ndarray, in
 
 
 def _first_unheard(
-    candidates: np.ndarray, heard: sp.csr_matrix, k: int
+    candidates: np.ndarray, values: np.ndarray, heard: sp.csr_matrix, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the positions of the first k candidates not in `heard`, and which are real."""
+    """Per row, the first k candidates not in `heard` and their values (-1 / -inf past the end)."""
     skip = in_rows(heard, np.arange(len(candidates)), candidates)
     positions = np.argsort(skip, axis=1, kind="stable")[:, :k]  # unheard first, in order
-    return positions, ~np.take_along_axis(skip, positions, 1)
+    keep = ~np.take_along_axis(skip, positions, 1)
+    ids = np.where(keep, np.take_along_axis(candidates, positions, 1), -1)
+    return ids, np.where(keep, np.take_along_axis(values, positions, 1), -np.inf)
 
 
 def top_k_ranked(
@@ -59,8 +60,7 @@ def top_k_ranked(
     ids = np.full((n, k), -1, dtype=np.int64)
     for rows, wide in _tiers(np.diff(exclude.indptr), k, n_items):
         candidates = rankings[classes[rows], :wide].astype(np.int64)
-        positions, keep = _first_unheard(candidates, exclude[rows], k)
-        ids[rows] = np.where(keep, np.take_along_axis(candidates, positions, 1), -1)
+        ids[rows], _ = _first_unheard(candidates, candidates, exclude[rows], k)  # no scores
     return ids
 
 
@@ -133,9 +133,7 @@ def _top_k_all(
             found, values = topk(items, query[rows], wide, num_threads=num_threads)
             found = np.asarray(found, dtype=np.int64)
             values = np.asarray(values, dtype=np.float64)
-            positions, keep = _first_unheard(found, exclude[rows], k)
-            ids[rows] = np.where(keep, np.take_along_axis(found, positions, 1), -1)
-            scores[rows] = np.where(keep, np.take_along_axis(values, positions, 1), -np.inf)
+            ids[rows], scores[rows] = _first_unheard(found, values, exclude[rows], k)
         else:  # the heavy listeners: implicit's filtered path, few users
             found, values = topk(
                 items, query[rows], k, filter_query_items=exclude[rows], num_threads=num_threads

@@ -1,8 +1,6 @@
-"""One training run, the daily `train` step: read the marts; judge the champion's refit,
-challengers and both baselines on one holdout (ml.selection); refit the winner on all data and
-save it; build every user's and track's list and publish them with the ml.model_runs rows
-(ml.publish). A failure before the publish's commit leaves yesterday's recommendations.
-"""
+"""One training run: judge the champion's refit, challengers and both baselines on one holdout,
+refit the winner on all data, save it, and publish both lists with the ml.model_runs rows.
+A failure before the publish's commit leaves yesterday's recommendations."""
 
 from __future__ import annotations
 
@@ -108,8 +106,7 @@ class TrainResult:
         timings: dict[str, float],
         started: float,
     ) -> TrainResult:
-        """The result of a run that decided, whichever trainer ran it (ml/train_spark.py too);
-        a published baseline comes with a warning alert."""
+        """A decided run's result, from either trainer; a published baseline adds a warning."""
         metric = config.selection.metric
         served = (
             baselines[decision.baseline] if decision.baseline else candidates[decision.serving or 0]
@@ -178,8 +175,7 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
 def read_inputs(
     url: ConnectionURL, marts_schema: str = MARTS, settings: Settings | None = None
 ) -> Inputs:
-    """The marts (from Postgres, or from Spark on the Spark engine) and the current champion
-    (ml.model_runs, always in Postgres)."""
+    """The marts (from Postgres, or Spark on its engine) and the champion (always Postgres)."""
     with connect(url, autocommit=True) as conn, _failing("reading the marts failed"):
         if settings is not None and settings.engine == "spark":
             from ml.mllib.data import collect_marts
@@ -204,8 +200,7 @@ def evaluation_data(inputs: Inputs, config: MlConfig) -> EvaluationData:
 
 
 def _outgrows_the_driver(settings: Settings, schema: str, config: MlConfig) -> bool:
-    """On the Spark engine: more pairs than `[spark] mllib_above_pairs`, so training runs in
-    Spark (ml/train_spark.py) instead of collecting the matrix."""
+    """More pairs than `[spark] mllib_above_pairs`: train in Spark (ml/train_spark.py)."""
     from ml.mllib.data import use_mllib
     from moovitamix.spark import spark_session
 
@@ -226,10 +221,9 @@ def run_training(
     publish_hook: PublishHook | None = None,
     publication: Publication | None = None,
 ) -> TrainResult:
-    """The daily training step on the warehouse the caller opened; raises TrainingFailed (one
-    line) when nothing was published. With a `publication` (the daily run's write-audit-publish)
-    it reads the candidate marts and stages the lists, registering their swap, the
-    ml.model_runs rows and artifact retention with it; `rows_published` counts staged rows."""
+    """The training step; raises TrainingFailed (one line) when nothing was published. With a
+    `publication` (the daily run's write-audit-publish) it reads the candidate marts and stages
+    the lists, their swap, model runs and retention registered with it (rows counted staged)."""
     started, trained_at = time.perf_counter(), datetime.now(UTC)
     config = config or load_config()
     schema = publication.candidate if publication is not None else MARTS
@@ -384,12 +378,9 @@ def run_evaluation(
         baselines = evaluate_baselines(data)
         for name, next_hit in baseline_next_hits(data).items():
             baselines[name].metrics[NEXT_HIT] = next_hit
-        candidates = []
-        if inputs.champion is not None:
-            candidates.append(
-                (f"champion ({inputs.champion.model_run_id})", inputs.champion.params)
-            )
-        if inputs.champion is None or inputs.champion.params != config.model:
+        champion = inputs.champion
+        candidates = [(f"champion ({champion.model_run_id})", champion.params)] if champion else []
+        if champion is None or champion.params != config.model:
             candidates.append(("config [model]", config.model))
         results = list(baselines.values())
         for name, params in candidates:
