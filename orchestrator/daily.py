@@ -198,7 +198,7 @@ def _run_recorded(
         after = _run_steps(ctx, ledger, closing)
         outcome.reports += after.reports
         if after.failed_step and not outcome.failed_step:
-            outcome = after
+            outcome = replace(after, reports=outcome.reports)  # the summary lists every step
             ledger.finish_run(failed_step=outcome.failed_step, error=outcome.error)
     if outcome.failed_step:
         title = f"daily run failed in step {outcome.failed_step}"
@@ -231,7 +231,8 @@ def _summary(run_id: str, outcome: _Outcome, seconds: float, alerts: int, engine
     ]
     if outcome.failed_step:
         lines.append(f"  {outcome.failed_step:<10} failed: {outcome.error}")
-        lines.append("  nothing published: readers keep the last good run's marts and lists")
+        if "publish" not in (name for name, _, _ in outcome.reports):  # else a closing step
+            lines.append("  nothing published: readers keep the last good run's marts and lists")
     labels = {"data_docs": "data docs", "path": "health report"}
     where = {
         labels[key]: report.details[key]

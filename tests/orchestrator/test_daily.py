@@ -14,6 +14,9 @@ import pytest
 from moovitamix import exit_codes
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.run_lock import run_lock
+from moovitamix.settings import load_settings
+from moovitamix.step import RunContext, StepFailed, StepReport
+from orchestrator.daily import run
 from tests.e2e.daily_helpers import REPO
 
 pytestmark = pytest.mark.integration
@@ -68,3 +71,22 @@ def test_unreachable_warehouse_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == exit_codes.WAREHOUSE_UNREACHABLE
     assert "FAILED step 'warehouse': cannot reach the warehouse (host 127.0.0.1:1" in result.stderr
     assert "Traceback" not in result.stderr and "pw@" not in result.stderr
+
+
+def test_a_failed_closing_step_fails_the_run_and_the_summary_keeps_every_step(
+    warehouse_env: ConnectionURL, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """In process, with the test's own steps: the run passes, then its closing step fails."""
+    monkeypatch.setenv("MOOVITAMIX_API_URL", "http://127.0.0.1:1")  # no step asks it
+
+    def fails(ctx: RunContext) -> StepReport:
+        raise StepFailed("the report could not be written")
+
+    steps = (("first", lambda ctx: StepReport("did its part")),)
+    code = run(load_settings(), "run-closing", steps, (("report", fails),))
+    assert code == exit_codes.STEP_FAILED
+    summary = capsys.readouterr().err
+    assert "Run run-closing: FAILED in step 'report'" in summary
+    assert "did its part" in summary
+    assert "report     failed: the report could not be written" in summary
+    assert _runs(warehouse_env) == [("run-closing", "failed", "report")]
