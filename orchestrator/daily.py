@@ -28,7 +28,7 @@ from moovitamix.simulator_process import SimulatorError, running_simulator
 from moovitamix.spark import SparkUnavailable, check_spark_available, stop_spark_session
 from moovitamix.step import RunContext, Step, StepFailed, StepReport
 from moovitamix.warehouse import WarehouseUnreachable, open_warehouse
-from orchestrator.steps import STEP_ROLES, closing_steps, pipeline_steps
+from orchestrator.steps import STEP_ROLES, Steps, closing_steps, pipeline_steps
 
 __all__ = ["Step", "main", "run"]
 log = logging.getLogger("orchestrator.daily")
@@ -76,7 +76,7 @@ def _as_step_role(ctx: RunContext, name: str) -> RunContext:
     return ctx if role is None else replace(ctx, warehouse=as_role(ctx.warehouse, role))
 
 
-def _run_steps(ctx: RunContext, ledger: RunLedger, steps: tuple[tuple[str, Step], ...]) -> _Outcome:
+def _run_steps(ctx: RunContext, ledger: RunLedger, steps: Steps) -> _Outcome:
     outcome = _Outcome()
     for index, (name, step) in enumerate(steps, start=1):
         log.info("[%d/%d] %s ...", index, len(steps), name)
@@ -110,15 +110,15 @@ def _failure(name: str, exc: Exception) -> tuple[str, int]:
         return str(exc), exc.code
     if isinstance(exc, WarehouseUnreachable):
         return str(exc), exit_codes.WAREHOUSE_UNREACHABLE
-    log.exception("step %s crashed", name)
+    log.error("step %s crashed", name, exc_info=exc)
     return f"{type(exc).__name__}: {one_line(exc)}", exit_codes.STEP_FAILED
 
 
 def run(
     settings: Settings,
     run_id: str,
-    steps: tuple[tuple[str, Step], ...] | None = None,
-    closing: tuple[tuple[str, Step], ...] | None = None,
+    steps: Steps | None = None,
+    closing: Steps | None = None,
 ) -> int:
     """Run `steps` in order, then the `closing` steps even after a failure. Both default to the
     whole pipeline, which writes, audits, then publishes (the run has a `Publication`); tests
@@ -181,9 +181,7 @@ def _start(
     return RunContext(settings, run_id, warehouse, api_url, simulated, publication=publication)
 
 
-def _run_recorded(
-    ctx: RunContext, steps: tuple[tuple[str, Step], ...], closing: tuple[tuple[str, Step], ...]
-) -> _Outcome:
+def _run_recorded(ctx: RunContext, steps: Steps, closing: Steps) -> _Outcome:
     """The steps, recorded in the run ledger: a failure discards what the run staged; the
     closing steps run once the run is recorded as finished; a failed run is alerted."""
     ledger = RunLedger(ctx.warehouse, ctx.run_id)

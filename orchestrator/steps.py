@@ -11,6 +11,7 @@ from moovitamix.step import RunContext, Step, StepFailed, StepReport
 # How long the publish waits for readers holding locks on the published tables (an analyst's
 # open transaction on a mart) before the run fails and yesterday's state stays.
 PUBLISH_LOCK_TIMEOUT_S = 120.0
+Steps = tuple[tuple[str, Step], ...]  # (name, step function), in the order they run
 # The role of each step's connections. The others keep the connecting user: `source` needs no
 # warehouse, `ingest` and `transform` set their role themselves (dlt's loader, dbt's profile),
 # `publish` renames the marts schemas, which their owner does.
@@ -53,7 +54,7 @@ def publish_step(ctx: RunContext) -> StepReport:
     return StepReport(f"published {', '.join(figures)} of run {ctx.run_id}", details=figures)
 
 
-def pipeline_steps() -> tuple[tuple[str, Step], ...]:
+def pipeline_steps() -> Steps:
     """The daily run's steps; each package is imported here, as it pulls in its heavy tool."""
     from dbt_project.step import transform
     from expectations import step as monitoring
@@ -71,7 +72,7 @@ def pipeline_steps() -> tuple[tuple[str, Step], ...]:
     )
 
 
-def closing_steps() -> tuple[tuple[str, Step], ...]:
+def closing_steps() -> Steps:
     """The steps that run once the run is recorded as finished, whether it failed or not."""
     from expectations import step as monitoring
 
