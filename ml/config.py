@@ -100,7 +100,7 @@ class Search(Section):
     seed: int = 11
 
     def space(self) -> dict[str, tuple[Any, ...]]:
-        return {name: getattr(self, name) for name in type(self).model_fields if name != "seed"}
+        return self.model_dump(exclude={"seed"})
 
 
 class Publish(Section):

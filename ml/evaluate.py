@@ -1,7 +1,6 @@
-"""Offline evaluation: a per-user leave-k-out holdout, ranking metrics at k, `next_hit` of the
-"play next" lists, and the popularity baselines on the same split (definitions: ml/README.md).
-implicit's own leave_k_out_split is not used: in implicit 0.7.3 it can multiply held-out values.
-"""
+"""Offline evaluation: a per-user leave-k-out holdout (not implicit's leave_k_out_split: in 0.7.3
+it can multiply held-out values), ranking metrics at k, the "play next" lists' `next_hit`, and
+the popularity baselines on the same split (definitions: ml/README.md)."""
 
 from __future__ import annotations
 
@@ -148,15 +147,13 @@ def next_track_hit_rate(similar_ids: np.ndarray, holdout: Holdout, k: int) -> fl
 
 
 def model_next_hit(data: EvaluationData, fitted: FittedModel, scoring: str = "dot") -> float:
-    """`next_hit`@k of the model's similar lists by `scoring`, as published (ml.model.similar);
-    the model is fit on the training split."""
+    """`next_hit`@k of the similar lists, as published, of a model fit on the training split."""
     ids, _ = similar(fitted.als, data.k, scoring)
     return next_track_hit_rate(ids, data.holdout, data.k)
 
 
 def baseline_next_hits(data: EvaluationData) -> dict[str, float]:
-    """`next_hit`@k of both baselines' similar lists, popularity counted on the training split:
-    {"popularity": ..., "genre_popularity": ...}."""
+    """`next_hit`@k of both baselines' similar lists (popularity of the training split) by name."""
     train, k = data.holdout.train, data.k
     popularity = Popularity(train, data.track_genres)
     itself = sp.identity(train.shape[1], dtype=np.float32, format="csr")
@@ -206,20 +203,18 @@ def evaluate_model(
 def format_table(results: Sequence[Scored], k: int, metric: str | None = None) -> str:
     """A plain-text comparison table, one row per candidate, and what the metrics mean."""
     names = (*METRIC_NAMES, NEXT_HIT)
-    headers = ["candidate", *(f"{m}@{k}" if m != "coverage" else m for m in names), "fit s"]
-    rows = [[*headers, "params"]]
-    for result in results:
-        cells = [f"{result.metrics[m]:.4f}" if m in result.metrics else "-" for m in names]
-        fit_s, params = "-", "-"
-        if result.params is not None:
-            fit_s, params = f"{result.fit_seconds:.1f}", result.params.label()
-        rows.append([result.name, *(["failed"] * 6 if result.error else cells), fit_s, params])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
-    rows.insert(1, ["-" * w for w in widths] + [""])
+    rows = [["candidate", *(f"{m}@{k}" if m != "coverage" else m for m in names), "fit s"]]
+    for r in results:
+        cells = [f"{r.metrics[m]:.4f}" if m in r.metrics else "-" for m in names]
+        fit_s = "-" if r.params is None else f"{r.fit_seconds:.1f}"
+        rows.append([r.name, *(["failed"] * len(names) if r.error else cells), fit_s])
+    widths = [max(map(len, column)) for column in zip(*rows, strict=True)]
+    rows.insert(1, ["-" * w for w in widths])
+    params = ["params", "", *("-" if r.params is None else r.params.label() for r in results)]
 
-    def render(row: list[str]) -> str:
-        middle = (cell.rjust(w) for cell, w in zip(row[1:-1], widths[1:], strict=True))
-        return "  ".join([row[0].ljust(widths[0]), *middle, row[-1]]).rstrip()
+    def render(row: list[str], last: str) -> str:
+        middle = (cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True))
+        return "  ".join([row[0].ljust(widths[0]), *middle, last]).rstrip()
 
     note = (
         "precision = hits/k; recall = hits/held-out tracks of the user; map, ndcg as implicit's; "
@@ -228,4 +223,4 @@ def format_table(results: Sequence[Scored], k: int, metric: str | None = None) -
     )
     if metric:
         note += f"; selection by {metric}@{k}"
-    return "\n".join([*map(render, rows), note])
+    return "\n".join([*map(render, rows, params), note])

@@ -65,10 +65,9 @@ def fit(
     num_threads: int = 0,
     start: FittedModel | None = None,
 ) -> FittedModel:
-    """A model of these parameters fit on these listen counts. With a `start` of the same
-    parameters and shapes (the fit on the training split, left unchanged) it is continued
-    REFIT_ITERATIONS iterations from a copy of its factors, which the holdout left close to
-    the all-data solution (the serving model); else fit from random factors."""
+    """A model of these parameters fit on these listen counts: from random factors, or with a
+    `start` of the same parameters and shapes (the training-split fit, left unchanged) continued
+    REFIT_ITERATIONS iterations from a copy of its factors, already close (the serving model)."""
     started = time.perf_counter()
     als = new_als(params, num_threads)
     same = start is not None and start.params == params
@@ -103,9 +102,8 @@ def similar(
     als: AlternatingLeastSquares, k: int, scoring: str = "dot"
 ) -> tuple[np.ndarray, np.ndarray]:
     """The k most similar tracks of every track, itself excluded, best first: (ids, scores),
-    (tracks, k). `dot` x_i . x_j (close and popular: what ALS would score), `cosine` the
-    direction alone (popularity normalised away); ml/README.md compares them. Exact top-k over
-    every pair (ml.topk), pruned for dot."""
+    (tracks, k), exact (ml.topk). `dot` x_i . x_j (close and popular: what ALS would score),
+    `cosine` the direction alone (popularity normalised away; ml/README.md compares them)."""
     if scoring not in SIMILAR_SCORINGS:
         raise ValueError(f"unknown similar scoring {scoring!r} (known: {SIMILAR_SCORINGS})")
     items = np.ascontiguousarray(als.item_factors, dtype=np.float32)

@@ -1,8 +1,6 @@
-"""Publishing: the new lists COPYed into `<table>__new` and swapped in by renames, so a reader
-sees yesterday's whole tables or today's, never an empty or partial one. `make train` alone
-publishes in one transaction (`publish`); the daily run `stage`s them (committed `__new`
-tables, audited), then `swap_in` runs inside its publish transaction (moovitamix/publication.py).
-"""
+"""Publishing: the new lists COPYed into `<table>__new` and renamed into place, so readers see
+yesterday's whole tables or today's. `make train` alone `publish`es in one transaction; the daily
+run `stage`s them (audited there), then `swap_in` runs in its publish transaction."""
 
 from __future__ import annotations
 
@@ -182,9 +180,8 @@ def stage(
     model_run_id: str,
     generated_at: datetime,
 ) -> dict[str, int]:
-    """Write both lists (parts of columns: `user_columns`, `similar_columns`, or Arrow batches
-    via `batch_columns`) into `recommendations.<table>__new` and commit; nothing live changes.
-    The daily run audits them there, then `swap_in` publishes them (write-audit-publish)."""
+    """Write both lists (parts of columns: `user_columns`, `similar_columns`, `batch_columns`)
+    into `recommendations.<table>__new` and commit; nothing live changes until `swap_in`."""
     _check_autocommit(conn)
     ensure_model_runs(conn)
     with conn.transaction():
@@ -221,8 +218,7 @@ def register_swap(
     runs: Sequence[ModelRun],
     after_commit: Callable[[], None] | None = None,
 ) -> None:
-    """The staged lists' swap and model runs, registered with the daily run's publication
-    (discarded if the run fails)."""
+    """The staged lists' swap and model runs, registered with the daily run's publication."""
     publication.stage(
         SCHEMA,
         lambda conn: swap_in(conn, runs),
@@ -254,20 +250,18 @@ def publish(
     lock_timeout_s: float,
     hook: PublishHook | None = None,
 ) -> dict[str, int]:
-    """Publish both lists and record the model runs in one transaction of its own (`conn` in
-    autocommit); rows per table. `hook(stage, conn)` runs at "loaded" (new tables filled) and
-    "swapped" (renamed, not committed): tests fail or pause there."""
+    """Publish both lists and record the model runs in a transaction of its own; rows per table.
+    `hook(stage, conn)` runs at "loaded" and "swapped", before the commit (for tests)."""
     _check_autocommit(conn)
+    hook = hook or (lambda stage, conn: None)
     try:
         with conn.transaction():
             take_publish_locks(conn, PUBLISH_LOCK_KEY, lock_timeout_s)
             parts = [user_columns(user_lists)], [similar_columns(similar_lists)]
             counts = _load_both(conn, *parts, model_run_id, generated_at)
-            if hook is not None:
-                hook("loaded", conn)
+            hook("loaded", conn)
             _record_and_swap(conn, model_runs)
-            if hook is not None:
-                hook("swapped", conn)
+            hook("swapped", conn)
     except psycopg.errors.LockNotAvailable:
         raise PublishError(
             f"publishing gave up after waiting {lock_timeout_s:g}s for readers of the "

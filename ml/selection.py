@@ -1,6 +1,5 @@
-"""Which model serves: the challengers to try, the search within its time budget, the
-champion/challenger rule (`decide`) and the ml.model_runs rows, the same for both trainers
-(implicit in the driver, MLlib in Spark)."""
+"""Which model serves, for both trainers (implicit, MLlib): the challengers, the search in its
+time budget, the champion/challenger rule (`decide`) and the ml.model_runs rows."""
 
 from __future__ import annotations
 
@@ -27,9 +26,8 @@ CHAMPION, CHALLENGER, REJECTED = "champion", "challenger", "rejected"
 def challenger_params(
     champion: ModelParams, proposed: ModelParams, search: Search, today: date
 ) -> list[ModelParams]:
-    """Challengers in order: the config's parameters if they differ from the champion's, then
-    the champion with one parameter changed to another listed value, shuffled by the search
-    seed and the date (a rerun the same day tries the same ones)."""
+    """The config's parameters if not the champion's, then the champion with one parameter
+    changed, shuffled by the search seed and the date (a rerun the same day tries the same)."""
     neighbours = [
         champion.model_copy(update={name: value})
         for name, values in search.space().items()
@@ -63,12 +61,6 @@ def keep_if_best(found: SearchResult[Fit], i: int, fitted: Fit | None, metric: s
     found.fits[i] = fitted
 
 
-def metrics_line(scored: Scored, k: int) -> str:
-    if scored.error:
-        return f"failed ({scored.error})"
-    return ", ".join(f"{name}@{k} {value:.4f}" for name, value in scored.metrics.items())
-
-
 def search(
     evaluate: Callable[[ModelParams, str], tuple[Scored, Fit | None]],
     champion: ModelParams,
@@ -89,7 +81,8 @@ def search(
         started = time.perf_counter()
         scored, fitted = evaluate(params, f"challenger-{i}" if i else "champion")
         spent.append(time.perf_counter() - started)
-        log.info("%s %s: %s", scored.name, params.label(), metrics_line(scored, k))
+        metrics = ", ".join(f"{name}@{k} {value:.4f}" for name, value in scored.metrics.items())
+        log.info("%s %s: %s", scored.name, params.label(), metrics or f"failed ({scored.error})")
         found.candidates.append(scored)
         keep_if_best(found, i, fitted, config.selection.metric)
     return found
@@ -101,9 +94,8 @@ def decide_search(
     config: MlConfig,
     next_metrics: Callable[[Fit], dict[str, float]],
 ) -> tuple[Decision, Fit | None]:
-    """The decision and the serving candidate's training-split fit (None: a baseline serves).
-    The champion's refit and a promoted challenger get their "play next" metrics
-    (`next_metrics`); every other fit is dropped."""
+    """The decision and the serving candidate's training-split fit (None: a baseline serves);
+    the champion's refit and a promoted challenger get their `next_metrics`, other fits go."""
     candidates = found.candidates
     decision = decide(
         candidates, baselines, config.selection.metric, config.selection.min_improvement
