@@ -8,9 +8,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +24,6 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from ingestion import IngestionFailed, raw_tables
 from ingestion.config import IngestionConfig
-from ingestion.console import page_progress
 from ingestion.moovitamix_source import (
     Read,
     ReadMismatch,
@@ -92,58 +92,67 @@ def lake_bucket_url(settings: Settings, bucket_url: str | None = None) -> str:
     .dlt/config.toml), else Settings.lake (LAKE_URL, default data_dir/lake)."""
     configured = bucket_url or dlt.config.get(BUCKET_URL_CONFIG, str)
     if configured and not bucket_url and str(configured) != settings.lake:
-        log.warning("loading the lake at %s (dlt's %s), not at %s: the Spark engine's dbt "
-                    "reads LAKE_URL", configured, BUCKET_URL_CONFIG, settings.lake)  # fmt: skip
+        log.warning(
+            "loading the lake at %s (dlt's %s), not at %s: the Spark engine's dbt reads LAKE_URL",
+            configured,
+            BUCKET_URL_CONFIG,
+            settings.lake,
+        )
     return str(configured or settings.lake)
 
 
-def target(
+def _destination(
     settings: Settings, warehouse: ConnectionURL, kind: str, bucket_url: str | None
-) -> Target:
+) -> tuple[Any, str]:
+    """dlt's destination `kind` and where it loads: the lake's URL, the DuckDB file (dlt's
+    DESTINATION__DUCKDB__CREDENTIALS, else in the data dir) or the warehouse's database."""
     if kind == "filesystem":
-        return Target(kind, lake_bucket_url(settings, bucket_url))
-    if kind == "duckdb":  # dlt's config (DESTINATION__DUCKDB__CREDENTIALS), else the data dir
-        path = dlt.config.get(DUCKDB_CONFIG, str) or settings.data_dir / "moovitamix.duckdb"
-        return Target(kind, str(path))
-    return Target(kind, f"{warehouse.host}:{warehouse.port}/{warehouse.database}")
+        url = lake_bucket_url(settings, bucket_url)
+        return dlt.destinations.filesystem(bucket_url=url, layout=LAKE_LAYOUT), url
+    if kind == "duckdb":
+        path = str(dlt.config.get(DUCKDB_CONFIG, str) or settings.data_dir / "moovitamix.duckdb")
+        return dlt.destinations.duckdb(credentials=path), path
+    # dlt loads as the loader role: it owns what it creates in raw
+    loader = dlt.destinations.postgres(credentials=as_role(warehouse, LOADER).url())
+    return loader, f"{warehouse.host}:{warehouse.port}/{warehouse.database}"
 
 
 def make_pipeline(
-    settings: Settings, warehouse: ConnectionURL, config: IngestionConfig, target: Target
-) -> dlt.Pipeline:
-    """The dlt pipeline into `target`; its working dir is under the data dir (never ~/.dlt),
-    one per destination."""
+    settings: Settings,
+    warehouse: ConnectionURL,
+    config: IngestionConfig,
+    kind: str,
+    bucket_url: str | None = None,
+) -> tuple[dlt.Pipeline, str]:
+    """The dlt pipeline into destination `kind`, and where that is. Its working dir is under
+    the data dir (never ~/.dlt), one per place; progress bars are dlt's (tqdm)."""
     apply_offline_defaults()
     for key, value in {
         "extract.workers": config.concurrency,
         "extract.max_parallel_items": 2 * config.concurrency,
         "data_writer.disable_compression": True,  # files live minutes: gzip costs more
         # the lake keeps extract's Parquet as it is; elsewhere it lives minutes
-        "data_writer.compression": "snappy" if target.kind == "filesystem" else "none",
+        "data_writer.compression": "snappy" if kind == "filesystem" else "none",
         "load.delete_completed_jobs": True,  # loaded files go (~80 bytes per item row a day)
         "load.truncate_staging_dataset": True,
     }.items():
         dlt.config[key] = value
-    destination: Any
-    if target.kind == "filesystem":
-        destination = dlt.destinations.filesystem(bucket_url=target.where, layout=LAKE_LAYOUT)
-    elif target.kind == "duckdb":
-        destination = dlt.destinations.duckdb(credentials=target.where)
-    else:  # dlt loads as the loader role: it owns what it creates in raw
-        destination = dlt.destinations.postgres(credentials=as_role(warehouse, LOADER).url())
-    digest = hashlib.sha256(target.where.encode()).hexdigest()[:12]
-    prefix = {"postgres": "", "filesystem": "lake-", "duckdb": "duckdb-"}[target.kind]
+    destination, where = _destination(settings, warehouse, kind, bucket_url)
+    digest = hashlib.sha256(where.encode()).hexdigest()[:12]
+    prefix = {"postgres": "", "filesystem": "lake-", "duckdb": "duckdb-"}[kind]
+    show = sys.stderr.isatty() if config.progress is None else config.progress
     pipeline = dlt.pipeline(
-        pipeline_name="moovitamix_lake" if target.kind == "filesystem" else "moovitamix",
+        pipeline_name="moovitamix_lake" if kind == "filesystem" else "moovitamix",
         pipelines_dir=str(settings.data_dir / "dlt" / f"{prefix}{digest}"),
         destination=destination,
         dataset_name=RAW,
+        progress="tqdm" if show else None,  # type: ignore[arg-type]
     )
     logger = logging.getLogger("dlt")  # dlt's messages go to our handlers, not its own
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
     logger.propagate = True
-    return pipeline
+    return pipeline, where
 
 
 @contextmanager
@@ -217,6 +226,12 @@ def _failure(exc: PipelineStepFailed, where: str, reads: dict[str, list[Read]]) 
                            f"{one_line(cause)}", endpoint)  # fmt: skip
 
 
+def _appended(reads: Iterable[Read]) -> dict[str, TableChange]:
+    """Per table, the rows the source handed dlt in these reads."""
+    rows: Counter[str] = sum((Counter(read.rows) for read in reads), Counter())
+    return {table: TableChange(table, n) for table, n in rows.items()}
+
+
 def run_ingestion(
     settings: Settings,
     run_id: str,
@@ -236,32 +251,40 @@ def run_ingestion(
         raise IngestionFailed("no API URL: set MOOVITAMIX_API_URL (or pass --api-url)")
     started, boundary = time.monotonic(), datetime.now(UTC)
     warehouse = warehouse or open_warehouse(settings)
-    into = target(settings, warehouse, destination, bucket_url)
-    lake = into.lake
-    place = {"postgres": warehouse.masked, "duckdb": f"DuckDB {into.where}"}.get(destination)
-    where = f"{place} (schema {RAW})" if place else f"the lake {lake}"
-    log.info("ingesting %s into %s, run %s", api_url, where, run_id)
     reads: dict[str, list[Read]] = {}
     steps: dict[str, float] = {}
 
-    def stats(status: str, failure: IngestionFailed | None = None) -> dict[str, EndpointStats]:
-        out = {}
+    def stats(
+        reads: dict[str, list[Read]],
+        status: str = "loaded",
+        failure: IngestionFailed | None = None,
+        tables: dict[str, TableChange] | None = None,
+        load_id: str | None = None,
+    ) -> dict[str, EndpointStats]:
+        """The monitoring rows: per endpoint its reads, what its tables changed."""
+        out, tables = {}, tables or {}
         for name, rs in reads.items():
             at_fault = failure is not None and failure.endpoint in (None, name)
-            error = str(failure) if at_fault else None
-            status_ = "failed" if at_fault else status
+            change = tables.get(name)
+            items = tables.get(ITEMS_TABLE) if name == LISTEN_HISTORY.name else None
             out[name] = EndpointStats.of(
-                run_id, rs, status=status_, error=error, started_at=boundary
+                run_id,
+                rs,
+                status="failed" if at_fault else status,
+                error=str(failure) if at_fault else None,
+                started_at=boundary,
+                load_id=load_id,
+                versions_added=change and change.added,
+                versions_retired=change and change.retired,
+                items_added=items and items.added,
             )
         return out
 
     def summary(run: SourceRun) -> Any:  # the lake's copy of the stats, in the same load
-        rows = [EndpointStats.of(run_id, [*reads.get(name, []), read],
-                                 load_id=dlt.current.load_package_state()["load_id"],
-                                 versions_added=read.rows[read.endpoint.table],
-                                 items_added=read.rows[ITEMS_TABLE] if name == LISTEN_HISTORY.name
-                                 else None) for name, read in run.reads.items()]  # fmt: skip
-        return stats_table(rows)
+        latest = {name: [*reads.get(name, []), read] for name, read in run.reads.items()}
+        load_id = dlt.current.load_package_state()["load_id"]
+        rows = stats(latest, tables=_appended(run.reads.values()), load_id=load_id)
+        return stats_table(list(rows.values()))
 
     def step(name: str, since: float) -> float:
         steps[name] = round(time.monotonic() - since, 2)
@@ -274,7 +297,11 @@ def run_ingestion(
         ExitStack() as stack,
         _libpq_options(f"-c work_mem={LOADER_WORK_MEM}" if destination == "postgres" else ""),
     ):
-        pipeline = make_pipeline(settings, warehouse, config, into)
+        pipeline, place = make_pipeline(settings, warehouse, config, destination, bucket_url)
+        lake = place if destination == "filesystem" else None
+        where = {"postgres": f"{warehouse.masked} (schema {RAW})", "filesystem": f"the lake {lake}"}
+        where = where.get(destination, f"DuckDB {place} (schema {RAW})")
+        log.info("ingesting %s into %s, run %s", api_url, where, run_id)
         try:
             _finish_pending(pipeline)
             client = stack.enter_context(pipeline.sql_client()) if not lake else None
@@ -287,9 +314,7 @@ def run_ingestion(
                                 carry, summary=summary if lake else None, existing=existing,
                                 empty_format=EMPTY_FORMAT.get(destination))  # fmt: skip
                 try:
-                    with page_progress(config.progress) as (run.on_plan, run.on_page):
-                        source = moovitamix_source(run)
-                        info = pipeline.extract(source, loader_file_format="parquet")
+                    info = pipeline.extract(moovitamix_source(run), loader_file_format="parquet")
                     break
                 except PipelineStepFailed as exc:
                     cause = failure_cause(exc)
@@ -309,7 +334,7 @@ def run_ingestion(
         except PipelineStepFailed as exc:
             _discard(pipeline)
             failure = _failure(exc, where, reads)
-            failure.stats = stats("discarded", failure)
+            failure.stats = stats(reads, "discarded", failure)
             try:
                 write_stats(conn, list(failure.stats.values()))
             except (psycopg.Error, WarehouseUnreachable) as write_exc:
@@ -320,22 +345,22 @@ def run_ingestion(
             raise IngestionFailed(f"warehouse error: {one_line(exc)}") from exc
 
         load_id = info.loads_ids[-1]
-        rows: Counter[str] = sum((Counter(rs[-1].rows) for rs in reads.values()), Counter())
-        if lake:
-            tables = {t: TableChange(t, n) for t, n in rows.items()}
-        else:
-            appended = {t: n for t, n in rows.items() if t not in ENDPOINTS}
+        tables = _appended(rs[-1] for rs in reads.values())
+        if not lake:
+            appended = {t: c.added for t, c in tables.items() if t not in ENDPOINTS}
             tables = raw_tables.table_changes(pipeline, load_id, boundary, appended)
-        result = stats("loaded")
-        for name, s in result.items():
-            s.load_id = load_id
-            if change := tables.get(name):
-                s.versions_added, s.versions_retired = change.added, change.retired
-            if name == LISTEN_HISTORY.name and ITEMS_TABLE in tables:
-                s.items_added = tables[ITEMS_TABLE].added
+        result = stats(reads, tables=tables, load_id=load_id)
         write_stats(conn, list(result.values()))
         step("report", at)
     log.info("steps: %s", ", ".join(f"{k} {v:.1f}s" for k, v in steps.items()))
-    return IngestionResult(run_id, api_url, result, tables, dict.fromkeys(result, load_id),
-                           time.monotonic() - started, boundary, steps,
-                           None if destination == "postgres" else into.where)  # fmt: skip
+    return IngestionResult(
+        run_id,
+        api_url,
+        result,
+        tables,
+        dict.fromkeys(result, load_id),
+        time.monotonic() - started,
+        boundary,
+        steps,
+        None if destination == "postgres" else place,
+    )

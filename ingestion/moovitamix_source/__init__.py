@@ -144,8 +144,6 @@ class SourceRun:
     summary: Callable[[SourceRun], pa.Table] | None = None  # the stats table, last
     existing: set[str] = field(default_factory=set)  # the destination's tables
     empty_format: str | None = None  # file format of an empty table (ADBC takes no empty file)
-    on_plan: Callable[[str, int | None], Any] = lambda endpoint, pages: None
-    on_page: Callable[[str], Any] = lambda endpoint: None
     reads: dict[str, Read] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -156,7 +154,6 @@ class SourceRun:
             keys = read.checker.page(page.number, page.items, page.careful, out)
             with read.lock:
                 read.check.add(page.number, page.total, keys)
-            self.on_page(read.endpoint.name)
         items = out.items
         if self.known_hashes is not None and len(self.known_hashes) and items:
             hashes = pa.chunked_array([t[RECORD_HASH] for t in out.records], pa.string())
@@ -246,7 +243,6 @@ def _pages(endpoint: Endpoint, run: SourceRun) -> Iterator[Any]:
     size, per_task = run.config.page_size, run.config.pages_per_task
     page = run.api.page(endpoint.name, 1, read.counters)
     pages = page.pages if page.pages is not None or page.total is None else -(-page.total // size)
-    run.on_plan(endpoint.name, pages)
     yield from run.process(read, [page])
     while pages is None and len(page.items) >= size:  # no total: read on to a short page
         page = run.api.page(endpoint.name, page.number + 1, read.counters)
