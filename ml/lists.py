@@ -1,7 +1,5 @@
-"""The lists the app shows, as flat numpy columns ready for COPY: user_top_tracks (k unheard
-tracks for every dim_users user, each row with its source: 'als', or the baseline or fallback)
-and similar_tracks (every listened track's k nearest, itself excluded). ml/README.md has more.
-"""
+"""The lists the app shows, as numpy columns ready for COPY: user_top_tracks (k unheard tracks
+for every dim_users user, with their source) and similar_tracks (each track's k nearest)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from itertools import repeat
 from typing import Any
@@ -15,10 +15,9 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from ml.lists import SOURCES, SimilarTracks, UserTopTracks
-from ml.registry import MODEL_RUNS_COLUMNS, ModelRun, ensure_model_runs
+from ml.registry import ModelRun, ensure_model_runs, record_model_runs
 from moovitamix.errors import one_line
 from moovitamix.publication import Publication
 from moovitamix.warehouse import take_publish_locks
@@ -138,20 +137,7 @@ def _swap(conn: psycopg.Connection, table: Table) -> None:
 
 
 def _record_and_swap(conn: psycopg.Connection, runs: Sequence[ModelRun]) -> None:
-    """The runs' ml.model_runs rows (a rerun under the same run id replaces its rows), then
-    both staged tables renamed into place."""
-    names = sql.SQL(", ").join(map(sql.Identifier, MODEL_RUNS_COLUMNS))
-    updates = sql.SQL(", ").join(
-        sql.SQL("{0} = excluded.{0}").format(sql.Identifier(column))
-        for column in MODEL_RUNS_COLUMNS[1:]
-    )
-    statement = sql.SQL(
-        "insert into ml.model_runs ({}) values ({}) on conflict (model_run_id) do update set {}"
-    ).format(names, sql.SQL(", ").join(sql.Placeholder() * len(MODEL_RUNS_COLUMNS)), updates)
-    rows = [tuple(Jsonb(v) if isinstance(v, dict) else v for v in astuple(r)) for r in runs]
-    ensure_model_runs(conn)
-    with conn.cursor() as cur:
-        cur.executemany(statement, rows)
+    record_model_runs(conn, runs)
     for table in TABLES:
         _swap(conn, table)
 

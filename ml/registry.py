@@ -8,8 +8,8 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from collections.abc import Iterable, Sequence
+from dataclasses import astuple, dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import psycopg
 from implicit.cpu.als import AlternatingLeastSquares
+from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from ml.config import ModelParams
 from moovitamix.warehouse import ensure_tables
@@ -43,9 +45,6 @@ class ModelRun:
     artifact_path: str | None = None
 
 
-MODEL_RUNS_COLUMNS = tuple(f.name for f in fields(ModelRun))  # in the table's order
-
-
 @dataclass(frozen=True)
 class Champion:
     model_run_id: str
@@ -55,6 +54,25 @@ class Champion:
 
 def ensure_model_runs(conn: psycopg.Connection) -> None:
     ensure_tables(conn, ["ml.model_runs"], MODEL_RUNS_DDL)
+
+
+def record_model_runs(conn: psycopg.Connection, runs: Sequence[ModelRun]) -> None:
+    """The runs' rows (a rerun under the same run id replaces its rows)."""
+    columns = [field.name for field in fields(ModelRun)]  # in the table's order
+    updates = sql.SQL(", ").join(
+        sql.SQL("{0} = excluded.{0}").format(sql.Identifier(column)) for column in columns[1:]
+    )
+    statement = sql.SQL(
+        "insert into ml.model_runs ({}) values ({}) on conflict (model_run_id) do update set {}"
+    ).format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+        updates,
+    )
+    rows = [tuple(Jsonb(v) if isinstance(v, dict) else v for v in astuple(r)) for r in runs]
+    ensure_model_runs(conn)
+    with conn.cursor() as cur:
+        cur.executemany(statement, rows)
 
 
 def current_champion(conn: psycopg.Connection) -> Champion | None:
