@@ -1,7 +1,6 @@
-"""The baselines ALS has to beat, also the fallbacks for users without listens: `popularity`
-(most distinct listeners, ties: lower track index) and `genre_popularity` (the favorite genre's
-most popular tracks, then global popularity). Both exclude what the user heard, as ALS does;
-users with the same genres share one ranking (ml.topk.top_k_ranked)."""
+"""The baselines ALS has to beat, and the fallbacks: `popularity` (most distinct listeners, ties:
+lower track index) and `genre_popularity` (the favorite genre's, then global). Both exclude what
+the user heard; users with the same genres share one ranking (ml.topk.top_k_ranked)."""
 
 from __future__ import annotations
 

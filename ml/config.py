@@ -137,9 +137,6 @@ class MlConfig(Section):
     spark: Spark = Spark()
 
 
-SECTIONS = tuple(MlConfig.model_fields)
-
-
 def _message(exc: ValidationError) -> str:
     """pydantic's first error as one line that names the key."""
     error = exc.errors()[0]
@@ -147,7 +144,7 @@ def _message(exc: ValidationError) -> str:
         return str(error["ctx"]["error"])
     where = ".".join(str(part) for part in error["loc"] if isinstance(part, str))
     if error["type"] == "extra_forbidden" and len(error["loc"]) == 1:
-        return f"unknown section [{where}] (known: {', '.join(SECTIONS)})"
+        return f"unknown section [{where}] (known: {', '.join(MlConfig.model_fields)})"
     if error["type"] == "extra_forbidden":
         return f"unknown key {where}"
     return f"{where}: {error['msg']} (got {error['input']!r})"

@@ -1,6 +1,5 @@
-"""The marts the recommender reads, as numpy: fct_listens as a users x tracks CSR matrix with
-its id maps (a binary COPY read without a Python object per row), and the users' and tracks'
-genres that the baselines need (a CSV COPY into pandas)."""
+"""The marts as numpy: fct_listens as a users x tracks CSR matrix with its id maps (a packed
+binary COPY, no Python object per row), and the genres the baselines need (CSV COPY, pandas)."""
 
 from __future__ import annotations
 
@@ -62,11 +61,7 @@ class Interactions:
 
     def sizes(self) -> dict[str, int]:
         """The ml.model_runs size columns."""
-        return {
-            "n_users": self.n_users,
-            "n_tracks": self.n_tracks,
-            "n_interactions": self.n_interactions,
-        }
+        return {name: getattr(self, name) for name in ("n_users", "n_tracks", "n_interactions")}
 
     def rows_of(self, user_ids: np.ndarray) -> np.ndarray:
         """Row of each user id; -1 for users without listens."""
@@ -97,8 +92,7 @@ def _positions(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
     ids = np.asarray(ids, dtype=np.int64)
     if len(sorted_ids) == 0:
         return np.full(len(ids), -1, dtype=np.int64)
-    pos = np.searchsorted(sorted_ids, ids)
-    pos = np.minimum(pos, len(sorted_ids) - 1)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
     return np.where(sorted_ids[pos] == ids, pos, -1)
 
 
