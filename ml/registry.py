@@ -58,16 +58,13 @@ def ensure_model_runs(conn: psycopg.Connection) -> None:
 
 def record_model_runs(conn: psycopg.Connection, runs: Sequence[ModelRun]) -> None:
     """The runs' rows (a rerun under the same run id replaces its rows)."""
-    columns = [field.name for field in fields(ModelRun)]  # in the table's order
-    updates = sql.SQL(", ").join(
-        sql.SQL("{0} = excluded.{0}").format(sql.Identifier(column)) for column in columns[1:]
-    )
+    columns = [sql.Identifier(field.name) for field in fields(ModelRun)]  # the table's order
     statement = sql.SQL(
         "insert into ml.model_runs ({}) values ({}) on conflict (model_run_id) do update set {}"
     ).format(
-        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(columns),
         sql.SQL(", ").join(sql.Placeholder() * len(columns)),
-        updates,
+        sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(c) for c in columns[1:]),
     )
     rows = [tuple(Jsonb(v) if isinstance(v, dict) else v for v in astuple(r)) for r in runs]
     ensure_model_runs(conn)
