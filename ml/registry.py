@@ -102,11 +102,9 @@ def save_model(
     meta: dict[str, Any],
 ) -> Path:
     """Write the artifact to a temporary directory, then rename it into place."""
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / model_run_id
-    tmp = root / f".{model_run_id}.tmp"
+    final, tmp = root / model_run_id, root / f".{model_run_id}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp.mkdir(parents=True)
     als.save(str(tmp / MODEL_FILE))
     np.savez(tmp / ID_MAPS_FILE, user_ids=user_ids, track_ids=track_ids)
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
