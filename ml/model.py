@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,11 +21,10 @@ log = logging.getLogger(__name__)
 REFIT_ITERATIONS = 2  # the serving model: the winner's training-split fit continued on all data
 
 
-@contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """OPENBLAS_NUM_THREADS=1 for numpy already loaded (ml/__init__ sets it for new processes)."""
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+def single_threaded_blas() -> threadpool_limits:
+    """OPENBLAS_NUM_THREADS=1 for numpy already loaded (ml/__init__ sets it for new processes),
+    as a context manager (threadpoolctl's own)."""
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def confidence(counts: sp.csr_matrix, params: ModelParams) -> sp.csr_matrix:
