@@ -30,11 +30,15 @@ def _ingest(cmd: Command) -> None:
         caps["max_field_bytes"] = int(args.max_field_kb * 2**10)
     try:
         config = IngestionConfig(
-            concurrency=args.concurrency, max_attempts=args.max_attempts,
-            backoff_base_s=args.backoff, connect_timeout_s=args.connect_timeout,
-            read_timeout_s=args.read_timeout, max_reject_share=args.max_reject_share,
-            progress=False if args.no_progress else None, **caps,
-        )  # fmt: skip
+            concurrency=args.concurrency,
+            max_attempts=args.max_attempts,
+            backoff_base_s=args.backoff,
+            connect_timeout_s=args.connect_timeout,
+            read_timeout_s=args.read_timeout,
+            max_reject_share=args.max_reject_share,
+            progress=False if args.no_progress else None,
+            **caps,
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     # imported here: dlt takes a second to import, --help should not wait for it
@@ -50,11 +54,17 @@ def _ingest(cmd: Command) -> None:
             api_url = stack.enter_context(
                 running_simulator(shlex.split(args.simulator_args), log_path=sim_log)
             )
-            log.info("MOOVITAMIX_API_URL is unset: started the built-in simulator at %s "
-                     "(log %s)", api_url, sim_log)  # fmt: skip
-        result = run_ingestion(settings, cmd.run_id, api_url=api_url, config=config,
-                               warehouse=cmd.warehouse, destination=destination,
-                               bucket_url=args.bucket_url)  # fmt: skip
+            unset = "MOOVITAMIX_API_URL is unset"
+            log.info("%s: started the built-in simulator at %s (log %s)", unset, api_url, sim_log)
+        result = run_ingestion(
+            settings,
+            cmd.run_id,
+            api_url=api_url,
+            config=config,
+            warehouse=cmd.warehouse,
+            destination=destination,
+            bucket_url=args.bucket_url,
+        )
     print_summary(result)
 
 

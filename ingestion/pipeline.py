@@ -33,7 +33,7 @@ from ingestion.moovitamix_source import (
 from ingestion.moovitamix_source.contract import ENDPOINTS, ITEMS_TABLE, LISTEN_HISTORY
 from ingestion.moovitamix_source.http import Api, EndpointFailed
 from ingestion.raw_tables import RAW, TableChange
-from ingestion.stats import EndpointStats, stats_table, write_stats
+from ingestion.stats import EndpointStats, endpoint_stats, stats_table, write_stats
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.errors import one_line
 from moovitamix.roles import LOADER, as_role
@@ -72,19 +72,6 @@ class IngestionResult:
     @property
     def items_added(self) -> int:
         return self.tables[ITEMS_TABLE].added if ITEMS_TABLE in self.tables else 0
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where a run loads: dlt's destination (`kind`) and its place (`where`): the warehouse's
-    host:port/database, the lake's URL or the DuckDB file."""
-
-    kind: str
-    where: str
-
-    @property
-    def lake(self) -> str | None:
-        return self.where if self.kind == "filesystem" else None
 
 
 def lake_bucket_url(settings: Settings, bucket_url: str | None = None) -> str:
@@ -175,8 +162,10 @@ def _finish_pending(pipeline: dlt.Pipeline) -> None:
     """Load what an earlier run normalized but did not finish loading; drop what it only
     extracted (a run that never got to its load is a failed run: it must leave nothing)."""
     if pending := pipeline.list_normalized_load_packages():
-        log.warning("an earlier run left load package(s) %s not fully loaded: loading them "
-                    "first", ", ".join(pending))  # fmt: skip
+        packages = ", ".join(pending)
+        log.warning(
+            "an earlier run left load package(s) %s not fully loaded: loading them first", packages
+        )
         pipeline.load().raise_on_failed_jobs()
     if pipeline.has_pending_data:
         log.info("dropping extracted packages of an earlier failed run")
@@ -216,14 +205,14 @@ def _failure(exc: PipelineStepFailed, where: str, reads: dict[str, list[Read]]) 
     if isinstance(cause, EndpointFailed):
         return IngestionFailed(str(cause), cause.endpoint)
     if exc.step == "load":
-        return IngestionFailed(f"loading into {where} failed: {one_line(cause)} (the package "
-                               "stays pending: the next run loads it first)")  # fmt: skip
+        pending = "the package stays pending: the next run loads it first"
+        return IngestionFailed(f"loading into {where} failed: {one_line(cause)} ({pending})")
     table = getattr(cause, "table_name", None)  # a schema contract violation names its table
     endpoint = (
         LISTEN_HISTORY.name if table == ITEMS_TABLE else table if table in ENDPOINTS else None
     )
-    return IngestionFailed(f"{endpoint + ': ' if endpoint else ''}{exc.step} failed: "
-                           f"{one_line(cause)}", endpoint)  # fmt: skip
+    at = f"{endpoint}: " if endpoint else ""
+    return IngestionFailed(f"{at}{exc.step} failed: {one_line(cause)}", endpoint)
 
 
 def _appended(reads: Iterable[Read]) -> dict[str, TableChange]:
@@ -254,36 +243,11 @@ def run_ingestion(
     reads: dict[str, list[Read]] = {}
     steps: dict[str, float] = {}
 
-    def stats(
-        reads: dict[str, list[Read]],
-        status: str = "loaded",
-        failure: IngestionFailed | None = None,
-        tables: dict[str, TableChange] | None = None,
-        load_id: str | None = None,
-    ) -> dict[str, EndpointStats]:
-        """The monitoring rows: per endpoint its reads, what its tables changed."""
-        out, tables = {}, tables or {}
-        for name, rs in reads.items():
-            at_fault = failure is not None and failure.endpoint in (None, name)
-            change = tables.get(name)
-            items = tables.get(ITEMS_TABLE) if name == LISTEN_HISTORY.name else None
-            out[name] = EndpointStats.of(
-                run_id,
-                rs,
-                status="failed" if at_fault else status,
-                error=str(failure) if at_fault else None,
-                started_at=boundary,
-                load_id=load_id,
-                versions_added=change and change.added,
-                versions_retired=change and change.retired,
-                items_added=items and items.added,
-            )
-        return out
-
     def summary(run: SourceRun) -> Any:  # the lake's copy of the stats, in the same load
         latest = {name: [*reads.get(name, []), read] for name, read in run.reads.items()}
         load_id = dlt.current.load_package_state()["load_id"]
-        rows = stats(latest, tables=_appended(run.reads.values()), load_id=load_id)
+        tables = _appended(run.reads.values())
+        rows = endpoint_stats(run_id, latest, boundary, tables=tables, load_id=load_id)
         return stats_table(list(rows.values()))
 
     def step(name: str, since: float) -> float:
@@ -304,15 +268,24 @@ def run_ingestion(
         log.info("ingesting %s into %s, run %s", api_url, where, run_id)
         try:
             _finish_pending(pipeline)
-            client = stack.enter_context(pipeline.sql_client()) if not lake else None
-            carry = raw_tables.lake_carry(lake) if lake else raw_tables.carry(client)
+            client = stack.enter_context(pipeline.sql_client())
+            carry = raw_tables.carry(client, snapshot=bool(lake))
             known = None if lake else raw_tables.known_history_hashes(client)
-            existing = raw_tables.existing(client) if client else set()
+            existing = set() if lake else raw_tables.existing(client)
             at = step("prepare", at)
             for attempt in range(config.rereads + 1):
-                run = SourceRun(Api(api_url, config), config, run_id, boundary, bool(lake), known,
-                                carry, summary=summary if lake else None, existing=existing,
-                                empty_format=EMPTY_FORMAT.get(destination))  # fmt: skip
+                run = SourceRun(
+                    Api(api_url, config),
+                    config,
+                    run_id,
+                    boundary,
+                    snapshot=bool(lake),
+                    known_hashes=known,
+                    carry=carry,
+                    summary=summary if lake else None,
+                    existing=existing,
+                    empty_format=EMPTY_FORMAT.get(destination),
+                )
                 try:
                     info = pipeline.extract(moovitamix_source(run), loader_file_format="parquet")
                     break
@@ -334,7 +307,7 @@ def run_ingestion(
         except PipelineStepFailed as exc:
             _discard(pipeline)
             failure = _failure(exc, where, reads)
-            failure.stats = stats(reads, "discarded", failure)
+            failure.stats = endpoint_stats(run_id, reads, boundary, "discarded", failure)
             try:
                 write_stats(conn, list(failure.stats.values()))
             except (psycopg.Error, WarehouseUnreachable) as write_exc:
@@ -349,7 +322,7 @@ def run_ingestion(
         if not lake:
             appended = {t: c.added for t, c in tables.items() if t not in ENDPOINTS}
             tables = raw_tables.table_changes(pipeline, load_id, boundary, appended)
-        result = stats(reads, tables=tables, load_id=load_id)
+        result = endpoint_stats(run_id, reads, boundary, tables=tables, load_id=load_id)
         write_stats(conn, list(result.values()))
         step("report", at)
     log.info("steps: %s", ", ".join(f"{k} {v:.1f}s" for k, v in steps.items()))

@@ -2,11 +2,11 @@
 raw holds, the current rows of rejected ids (a rejected record is not a deleted one: it stays
 current), and what a run changed; the lock that keeps runs apart. The lake's current rows are
 those of its latest completed snapshot (`_dlt_loads` status 0), carried into the next one.
+Every destination is read through dlt's `sql_client` (the lake's: DuckDB over its Parquet).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -19,8 +19,7 @@ import dlt
 import numpy as np
 import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.fs as pafs
+from dlt.destinations.exceptions import DestinationUndefinedEntity
 
 from ingestion import IngestionAlreadyRunning
 from ingestion.moovitamix_source.contract import (
@@ -54,16 +53,11 @@ def locked(conn: psycopg.Connection) -> Iterator[None]:
             conn.execute("select pg_advisory_unlock(%s)", (LOCK_KEY,))
 
 
-def _exists(client: SqlClient, table: str) -> bool:
-    query = "select 1 from information_schema.tables where table_schema = %s and table_name = %s"
-    with client.execute_query(query, client.dataset_name, table) as cursor:
-        return bool(cursor.fetchall())
-
-
 def existing(client: SqlClient) -> set[str]:
-    """The raw tables the destination has."""
-    tables = [*(e.table for e in ENDPOINTS.values()), ITEMS_TABLE, REJECTED_TABLE]
-    return {t for t in tables if _exists(client, t)}
+    """The tables the destination's raw has."""
+    query = "select table_name from information_schema.tables where table_schema = %s"
+    with client.execute_query(query, client.dataset_name) as cursor:
+        return {row[0] for row in cursor.fetchall()}
 
 
 def _table(client: SqlClient, table: str) -> str:
@@ -74,7 +68,7 @@ def known_history_hashes(client: SqlClient) -> np.ndarray:
     """Hashes of the listen_history versions in raw (their items are there), sorted, 32 bytes
     each (no Python object per version kept)."""
     parts = [np.array([], dtype="S32")]
-    if _exists(client, LISTEN_HISTORY.table):
+    if LISTEN_HISTORY.table in existing(client):
         query = f"select distinct {RECORD_HASH} from {_table(client, LISTEN_HISTORY.table)}"
         with client.execute_query(query) as cursor:
             while rows := cursor.fetchmany(50_000):
@@ -82,64 +76,37 @@ def known_history_hashes(client: SqlClient) -> np.ndarray:
     return np.unique(np.concatenate(parts))
 
 
-def carry(client: SqlClient) -> Carry:
-    """The current versions in raw of rejected ids, for the run to keep them current. `client`
-    is opened by the run: dlt's config context cannot be entered from its extract threads."""
+def carry(client: SqlClient, snapshot: bool) -> Carry:
+    """The current rows of rejected ids, for the run to keep them current: scd2's current
+    versions, or the rows (and a history's items) of the lake's latest completed snapshot.
+    `client` is opened by the run: dlt's config context cannot be entered from its threads."""
+    latest = "select load_id from _dlt_loads where status = 0 order by cast(load_id as double)"
+    current = f"_dlt_load_id = ({latest} desc limit 1)" if snapshot else "_dlt_valid_to is null"
     lock = threading.Lock()
+
+    def read(table: str, key: str, keys: list[int], schema: pa.Schema) -> pa.Table | None:
+        columns = ", ".join(map(client.escape_column_name, schema.names))
+        query = (
+            f"select {columns} from {_table(client, table)} "
+            f"where {current} and {key} in (select unnest(%s))"
+        )
+        try:
+            with lock, client.execute_query(query, keys) as cursor:
+                found = cursor.arrow()
+        except DestinationUndefinedEntity:  # the table or the lake's first snapshot is missing
+            return None
+        return schema.empty_table() if found is None else found.cast(schema)
 
     def rows(endpoint: Endpoint, keys: list[int]) -> dict[str, pa.Table]:
         schema = record_schema(endpoint, with_dlt_id=False)
-        with lock:
-            if not _exists(client, endpoint.table):
-                return {}
-            columns = ", ".join(map(client.escape_column_name, schema.names))
-            query = (
-                f"select {columns} from {_table(client, endpoint.table)} where _dlt_valid_to "
-                f"is null and {endpoint.key} in (select unnest(%s))"
-            )
-            with client.execute_query(query, keys) as cursor:
-                found = cursor.arrow()
-        return {endpoint.table: found.cast(schema)} if found and found.num_rows else {}
-
-    return rows
-
-
-def lake_carry(bucket_url: str) -> Carry:
-    """The rows (and a history's list items) of rejected ids in the lake's latest completed
-    snapshot, for the run to carry them into its own."""
-    fs, base = pafs.FileSystem.from_uri(bucket_url)
-    root = f"{base.rstrip('/')}/{RAW}"
-    loads = pafs.FileSelector(f"{root}/_dlt_loads", allow_not_found=True)
-    completed = [str(load["load_id"]) for info in fs.get_file_info(loads)
-                 if info.type == pafs.FileType.File
-                 for line in fs.open_input_stream(info.path).read().decode().splitlines()
-                 if line.strip() and (load := json.loads(line)).get("status") == 0]  # fmt: skip
-    latest = max(completed, key=float, default=None)
-
-    def read(table: str, key: str, keys: list[int], schema: pa.Schema) -> pa.Table | None:
-        folder = f"{root}/{table}/load_id={latest}"
-        if latest is None or fs.get_file_info(folder).type == pafs.FileType.NotFound:
-            return None
-        import pyarrow.dataset as ds  # here: it imports pandas (a third of a second)
-
-        dataset = ds.dataset(folder, filesystem=fs, format="parquet")
-        return dataset.to_table(columns=schema.names, filter=pc.field(key).isin(keys)).cast(schema)
-
-    def rows(endpoint: Endpoint, keys: list[int]) -> dict[str, pa.Table]:
-        records = read(
-            endpoint.table, endpoint.key, keys, record_schema(endpoint, with_dlt_id=False)
-        )
+        records = read(endpoint.table, endpoint.key, keys, schema)
         if records is None or not records.num_rows:
             return {}
-        log.info("%s: %d rejected record(s) carried from snapshot %s", endpoint.name,
-                 records.num_rows, latest)  # fmt: skip
-        if endpoint is not LISTEN_HISTORY:
+        log.info("%s: %d rejected record(s) carried forward", endpoint.name, records.num_rows)
+        if not snapshot or endpoint is not LISTEN_HISTORY:
             return {endpoint.table: records}
         items = read(ITEMS_TABLE, "user_id", keys, ITEMS_SCHEMA)
-        return {
-            endpoint.table: records,
-            ITEMS_TABLE: ITEMS_SCHEMA.empty_table() if items is None else items,
-        }
+        return {endpoint.table: records, ITEMS_TABLE: items or ITEMS_SCHEMA.empty_table()}
 
     return rows
 
@@ -160,12 +127,15 @@ def table_changes(
     back would scan the whole items table)."""
     changes: dict[str, TableChange] = {}
     with pipeline.sql_client() as client:
-        for table in (e.table for e in ENDPOINTS.values() if _exists(client, e.table)):
-            query = ("select count(*) filter (where _dlt_load_id = %s), count(*) filter (where "
-                     "_dlt_valid_to = %s), count(*) filter (where _dlt_valid_to is null) from "
-                     f"{_table(client, table)}")  # fmt: skip
+        tables = existing(client)
+        for table in (e.table for e in ENDPOINTS.values() if e.table in tables):
+            query = (
+                "select count(*) filter (where _dlt_load_id = %s),"
+                " count(*) filter (where _dlt_valid_to = %s),"
+                f" count(*) filter (where _dlt_valid_to is null) from {_table(client, table)}"
+            )
             with client.execute_query(query, load_id, boundary) as cursor:
                 changes[table] = TableChange(table, *cursor.fetchall()[0])
-        for table in (t for t in (ITEMS_TABLE, REJECTED_TABLE) if _exists(client, t)):
+        for table in (t for t in (ITEMS_TABLE, REJECTED_TABLE) if t in tables):
             changes[table] = TableChange(table, appended.get(table, 0))
     return changes

@@ -10,17 +10,19 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import psycopg
 import pyarrow as pa
 from psycopg.types.json import Jsonb
 
-from ingestion.moovitamix_source.contract import TIMESTAMP
+from ingestion.moovitamix_source.contract import ITEMS_TABLE, LISTEN_HISTORY, TIMESTAMP
 from moovitamix.warehouse import ensure_tables
 
 if TYPE_CHECKING:
+    from ingestion import IngestionFailed
     from ingestion.moovitamix_source import Read
+    from ingestion.raw_tables import TableChange
 
 SCHEMA = "monitoring"
 TABLE = "ingestion_stats"
@@ -83,28 +85,55 @@ class EndpointStats:
     finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     error: str | None = None
 
-    @classmethod
-    def of(cls, run_id: str, reads: list[Read], **values: Any) -> EndpointStats:
-        """The row of an endpoint from its reads (the last one is the one kept)."""
-        last = reads[-1]
-        s = cls(run_id, last.endpoint.name, rereads=len(reads) - 1, api_total=last.check.total,
-                pages=last.counters.pages, records=last.check.received,
-                rejected=last.checker.rejected, new_fields=dict(last.checker.drift),
-                rejected_by_reason=Counter(last.checker.rejected_by_reason),
-                carried_forward=last.carried_forward, **values)  # fmt: skip
-        for read in reads:
-            s.requests += read.counters.requests
-            s.bytes += read.counters.bytes
-            s.retries.update(read.counters.retries)
-            s.http_errors.update(read.counters.http_errors)
-            s.seconds += read.seconds
-        return s
-
     def row(self) -> tuple[object, ...]:
         return tuple(Jsonb(dict(v)) if isinstance(v, dict) else v for v in vars(self).values())
 
 
 COLUMNS = tuple(f.name for f in fields(EndpointStats))
+
+
+def endpoint_stats(
+    run_id: str,
+    reads: dict[str, list[Read]],
+    started_at: datetime,
+    status: str = "loaded",
+    failure: IngestionFailed | None = None,
+    tables: dict[str, TableChange] | None = None,
+    load_id: str | None = None,
+) -> dict[str, EndpointStats]:
+    """The rows of a run: per endpoint, its reads (the last one is the one kept; costs add up)
+    and what its tables changed; the endpoint at fault in `failure` (None: all) 'failed'."""
+    rows, tables = {}, tables or {}
+    for name, rs in reads.items():
+        last, at_fault = rs[-1], failure is not None and failure.endpoint in (None, name)
+        change = tables.get(name)
+        items = tables.get(ITEMS_TABLE) if name == LISTEN_HISTORY.name else None
+        s = rows[name] = EndpointStats(
+            run_id,
+            name,
+            status="failed" if at_fault else status,
+            error=str(failure) if at_fault else None,
+            started_at=started_at,
+            load_id=load_id,
+            versions_added=change and change.added,
+            versions_retired=change and change.retired,
+            items_added=items and items.added,
+            rereads=len(rs) - 1,
+            api_total=last.check.total,
+            pages=last.counters.pages,
+            records=last.check.received,
+            rejected=last.checker.rejected,
+            new_fields=dict(last.checker.drift),
+            rejected_by_reason=Counter(last.checker.rejected_by_reason),
+            carried_forward=last.carried_forward,
+        )
+        for read in rs:
+            s.requests += read.counters.requests
+            s.bytes += read.counters.bytes
+            s.retries.update(read.counters.retries)
+            s.http_errors.update(read.counters.http_errors)
+            s.seconds += read.seconds
+    return rows
 
 
 def write_stats(conn: psycopg.Connection, rows: list[EndpointStats]) -> None:
@@ -123,17 +152,22 @@ def write_stats(conn: psycopg.Connection, rows: list[EndpointStats]) -> None:
         cursor.executemany(query, [r.row() for r in rows])
 
 
-_INT32 = {"pages", "requests", "rereads"}
-_TEXT = {"run_id", "endpoint", "status", "load_id", "error", "rejected_by_reason", "retries",
-         "http_errors", "new_fields"}  # fmt: skip
-STATS_SCHEMA = pa.schema(
-    (c, TIMESTAMP if c.endswith("_at") else pa.string() if c in _TEXT else pa.float64()
-     if c == "seconds" else pa.int32() if c in _INT32 else pa.int64()) for c in COLUMNS
-)  # fmt: skip
+def _arrow_type(annotation: str) -> pa.DataType:
+    """The lake's type of a stats field: its counters and dicts as JSON text."""
+    arrow = {"int": pa.int64(), "float": pa.float64(), "datetime": TIMESTAMP}
+    return arrow.get(annotation.split(" |")[0], pa.string())
+
+
+STATS_SCHEMA = pa.schema((f.name, _arrow_type(str(f.type))) for f in fields(EndpointStats))
 
 
 def stats_table(rows: list[EndpointStats]) -> pa.Table:
     """The rows as a table of the lake (its JSON columns as text)."""
-    dicts = [{c: json.dumps(dict(v), sort_keys=True) if isinstance(v, dict) else v
-              for c, v in vars(s).items()} for s in rows]  # fmt: skip
+    dicts = [
+        {
+            c: json.dumps(dict(v), sort_keys=True) if isinstance(v, dict) else v
+            for c, v in vars(s).items()
+        }
+        for s in rows
+    ]
     return pa.Table.from_pylist(dicts, schema=STATS_SCHEMA)

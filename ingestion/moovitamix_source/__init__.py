@@ -81,16 +81,16 @@ class ReadCheck:
         found = []
         if self.changed and self.first:
             (page, total), (later, other) = self.first, self.changed
-            found.append(f"the total changed during the read: page {page} said {total}, "
-                         f"page {later} said {other}")  # fmt: skip
+            said = f"page {page} said {total}, page {later} said {other}"
+            found.append(f"the total changed during the read: {said}")
         if self.total is not None and self.received != self.total:
             found.append(f"received {self.received} records but the API's total is {self.total}")
         ids = np.concatenate([np.array([], np.int64), *self.ids])
         unique, counts = np.unique(ids, return_counts=True)
         if (twice := unique[counts > 1]).size:
             pages = ", ".join(map(str, sorted(np.concatenate(self.pages)[ids == twice[0]])))
-            found.append(f"{len(twice)} id{'s' if len(twice) > 1 else ''} served more than "
-                         f"once (e.g. id {twice[0]} on pages {pages})")  # fmt: skip
+            ids_ = f"{len(twice)} id{'s' if len(twice) > 1 else ''}"
+            found.append(f"{ids_} served more than once (e.g. id {twice[0]} on pages {pages})")
         return found
 
 
@@ -189,8 +189,9 @@ class SourceRun:
                 continue
             if not n and self.empty_format:
                 main = read is not None and name == read.endpoint.table
-                hints = dlt.mark.make_hints(table_name=None if main else name,
-                                            file_format=self.empty_format)  # fmt: skip
+                hints = dlt.mark.make_hints(
+                    table_name=None if main else name, file_format=self.empty_format
+                )
                 marked.append(dlt.mark.with_hints(table, hints, create_table_variant=not main))
                 continue
             marked.append(dlt.mark.with_table_name(table, name))
@@ -198,8 +199,8 @@ class SourceRun:
 
     def task(self, read: Read, numbers: range) -> Iterator[Any]:
         """A deferred task: fetch and check these pages; the last task completes the read."""
-        items = self.process(read, [self.api.page(read.endpoint.name, n, read.counters)
-                                    for n in numbers])  # fmt: skip
+        pages = [self.api.page(read.endpoint.name, n, read.counters) for n in numbers]
+        items = self.process(read, pages)
         with read.lock:
             read.done += 1
             last = read.done == read.tasks
@@ -220,11 +221,15 @@ class SourceRun:
             raise EndpointFailed(name, f"{name}: {message} {limit:.1%} allowed): {reasons}")
         carried = self.carry(endpoint, checker.rejected_keys) if checker.rejected_keys else {}
         read.carried_forward = carried[endpoint.table].num_rows if carried else 0
-        empty = {endpoint.table: record_schema(endpoint, with_dlt_id=False),
-                 REJECTED_TABLE: REJECTED_SCHEMA, ITEMS_TABLE: ITEMS_SCHEMA}  # fmt: skip
-        tables = [*carried.items(), *((t, s.empty_table()) for t, s in empty.items() if (
-            t != ITEMS_TABLE or endpoint is LISTEN_HISTORY) and not read.rows[t] and t not in
-            carried and (t == endpoint.table or t not in self.existing))]  # fmt: skip
+        empty = {endpoint.table: record_schema(endpoint, with_dlt_id=False)}
+        empty[REJECTED_TABLE] = REJECTED_SCHEMA
+        if endpoint is LISTEN_HISTORY:
+            empty[ITEMS_TABLE] = ITEMS_SCHEMA
+        tables = list(carried.items())
+        for table, schema in empty.items():
+            wanted = table == endpoint.table or table not in self.existing
+            if wanted and not read.rows[table] and table not in carried:
+                tables.append((table, schema.empty_table()))
         read.finished = time.monotonic()
         marked = self.mark(tables, read)
         with self.lock:
@@ -258,13 +263,21 @@ def _pages(endpoint: Endpoint, run: SourceRun) -> Iterator[Any]:
 @dlt.source(name="moovitamix", max_table_nesting=0)
 def moovitamix_source(run: SourceRun) -> Iterator[Any]:
     """The API's three endpoints as resources; see the module docstring."""
+    scd2 = {
+        "disposition": "merge",
+        "strategy": "scd2",
+        "boundary_timestamp": run.boundary,
+        "row_version_column_name": RECORD_HASH,
+    }
     for endpoint in ENDPOINTS.values():
-        records = "append" if run.snapshot else {
-            "disposition": "merge", "strategy": "scd2", "boundary_timestamp": run.boundary,
-            "row_version_column_name": RECORD_HASH}  # fmt: skip
-        resource = dlt.resource(_pages(endpoint, run), name=endpoint.name,
-                                write_disposition=records, schema_contract=SCHEMA_CONTRACT)  # type: ignore[arg-type]  # fmt: skip
+        resource = dlt.resource(
+            _pages(endpoint, run),
+            name=endpoint.name,
+            write_disposition="append" if run.snapshot else scd2,  # type: ignore[arg-type]
+            schema_contract=SCHEMA_CONTRACT,
+        )
         for table in (ITEMS_TABLE, REJECTED_TABLE, STATS_TABLE):
-            resource.apply_hints(table_name=table, write_disposition="append",
-                                 create_table_variant=True)  # fmt: skip
+            resource.apply_hints(
+                table_name=table, write_disposition="append", create_table_variant=True
+            )
         yield resource

@@ -177,16 +177,24 @@ def record_hash(record: Any) -> str:
     return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
+_REASONS = {  # Pydantic's error types (by prefix) in words
+    "missing": "missing",
+    "int": "not an integer",
+    "string_type": "not a string",
+    "string_unicode": "not valid Unicode (a lone surrogate)",
+    "list": "not a list",
+    "greater": "out of the 64-bit range",
+    "less": "out of the 64-bit range",
+    "dict": "not an object",
+    "model": "not an object",
+}
+
+
 def _reason(error: Any) -> str:
     """`field: what is wrong` from a Pydantic error; never the text of a value."""
     where = "".join(f"[{p}]" if type(p) is int else p for p in error["loc"]) or "record"
-    kind = error["type"]
-    what = next((text for prefix, text in (
-        ("missing", "missing"), ("int", "not an integer"), ("string_type", "not a string"),
-        ("string_unicode", "not valid Unicode (a lone surrogate)"), ("list", "not a list"),
-        ("greater", "out of the 64-bit range"), ("less", "out of the 64-bit range"),
-        ("dict", "not an object"), ("model", "not an object")) if kind.startswith(prefix)),
-        error["msg"].removeprefix("Value error, "))  # fmt: skip
+    kind, what = error["type"], error["msg"].removeprefix("Value error, ")
+    what = next((text for prefix, text in _REASONS.items() if kind.startswith(prefix)), what)
     return f"{where}: {'null' if error['input'] is None and what != 'missing' else what}"
 
 
@@ -213,8 +221,9 @@ def extra_field_problem(name: str, value: Any, max_bytes: int) -> str | None:
         size = len(json.dumps(value, ensure_ascii=False).encode())
     except UnicodeEncodeError:
         return f"{label}: not valid Unicode (a lone surrogate)"
-    return f"{label}: over the {max_bytes}-byte field cap ({size} bytes of JSON)" if (
-        size > max_bytes) else None  # fmt: skip
+    if size > max_bytes:
+        return f"{label}: over the {max_bytes}-byte field cap ({size} bytes of JSON)"
+    return None
 
 
 @dataclass
@@ -319,10 +328,17 @@ class Checker:
             text = to_json(_cut(record, self.max_field_bytes))
         if len(text) > MAX_PAYLOAD_BYTES:
             text = to_json({"_cut": f"a payload of {len(text)} characters of JSON, not stored"})
-        out.rejected.append({
-            "endpoint": self.endpoint.name, "page": page, "reason": "; ".join(reasons),
-            "record_key": None if key is None else str(key), "payload": text,
-            "run_id": self.run_id, "rejected_at": datetime.now(UTC)})  # fmt: skip
+        out.rejected.append(
+            {
+                "endpoint": self.endpoint.name,
+                "page": page,
+                "reason": "; ".join(reasons),
+                "record_key": None if key is None else str(key),
+                "payload": text,
+                "run_id": self.run_id,
+                "rejected_at": datetime.now(UTC),
+            }
+        )
         with self._lock:
             self.rejected += 1
             self.rejected_by_reason.update(r.split(" (")[0] for r in reasons)
