@@ -1,9 +1,6 @@
-"""Ingestion's knobs, with their defaults (checked by Pydantic); the CLI sets them.
-
-The caps on what the untrusted API may send also come from the environment, so the daily run
-honours them: INGESTION_MAX_RESPONSE_MB (default 50: a larger response fails the run) and
-INGESTION_MAX_FIELD_KB (default 64: a longer string field rejects its record).
-"""
+"""Ingestion's knobs, checked by Pydantic; the CLI sets them. The caps on what the untrusted API
+may send also come from INGESTION_MAX_RESPONSE_MB (default 50: a larger response fails the
+run) and INGESTION_MAX_FIELD_KB (default 64: a longer string rejects its record)."""
 
 from __future__ import annotations
 

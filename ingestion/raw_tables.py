@@ -1,9 +1,6 @@
-"""What ingestion reads back from the destination: the listen_history versions whose items
-raw holds, the current rows of rejected ids (a rejected record is not a deleted one: it stays
-current), and what a run changed; the lock that keeps runs apart. The lake's current rows are
-those of its latest completed snapshot (`_dlt_loads` status 0), carried into the next one.
-Every destination is read through dlt's `sql_client` (the lake's: DuckDB over its Parquet).
-"""
+"""What ingestion reads back through dlt's `sql_client` (the lake's: DuckDB over its Parquet):
+the listen_history versions raw holds, the current rows of rejected ids (a rejected record is
+not a deleted one), what a run changed; and the lock that keeps runs apart."""
 
 from __future__ import annotations
 

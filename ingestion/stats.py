@@ -1,8 +1,5 @@
-"""monitoring.ingestion_stats: one row per endpoint per run, what it read and what it cost.
-
-The table belongs to ingestion (created here if missing). A failed run writes its rows too,
-with status 'failed' and the error, whenever the warehouse can still be reached.
-"""
+"""monitoring.ingestion_stats (created here if missing): one row per endpoint per run, what it
+read and what it cost; a failed run writes its rows too, with the error."""
 
 from __future__ import annotations
 

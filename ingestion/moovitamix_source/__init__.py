@@ -1,11 +1,6 @@
 """The dlt source of the MooVitamix API: one resource per endpoint, each a complete extract.
-
-A resource reads page 1, then yields `dlt.defer`red tasks that fetch and check a few pages
-each (dlt's extract pool, bounded) and return one Arrow table per raw table, routed with
-`dlt.mark.with_table_name`: records (scd2 on `record_hash`, or appended to the lake's snapshot),
-listen_history's items, rejects. The task that completes an endpoint checks the read (records
-== total, ids unique, total unchanged: else `ReadMismatch`) and the reject share.
-"""
+Page 1, then `dlt.defer`red tasks of a few pages each, returning one Arrow table per raw table;
+the last task checks the read (records == total, ids unique) and the reject share."""
 
 from __future__ import annotations
 

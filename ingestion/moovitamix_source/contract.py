@@ -1,13 +1,8 @@
-"""The source contract (shared/moovitamix-api.md) as code, declared once per endpoint: its
-fields give the Pydantic type that checks a record and the Arrow schema of its raw table.
-
-A page becomes Arrow tables: the records (with their content hash, `record_hash`), listen
-history's items (one row per element, in order), and the records that break the contract (for
-raw._rejected, with the reason); a bad record never stops the good ones. The API is untrusted:
-values are kept verbatim (quotes, SQL, control characters: they are data), but a NUL, a lone
-surrogate, a string over the field cap or an absurd new field rejects its record. Reasons name
-fields, kinds and sizes, never a value's text (PII); a rejected payload has long strings cut.
-"""
+"""The source contract, declared once per endpoint: the Pydantic type that checks a record
+and the Arrow schema of its raw table. A page becomes Arrow tables: records (with
+`record_hash`), listen history's items, and rejects with their reason (never a value's text).
+Values are kept verbatim; a NUL, a lone surrogate, a string over the field cap or an absurd
+new field rejects its record."""
 
 from __future__ import annotations
 

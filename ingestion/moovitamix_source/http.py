@@ -1,12 +1,6 @@
-"""HTTP for the MooVitamix API: dlt's REST client on its `requests` helper, configured: retries
-with exponential backoff (honouring `Retry-After`) on timeouts, dropped connections, 429, 5xx
-and a 200 whose body is not a page; connect and read timeouts.
-
-A hook on each response, because the API is untrusted: the body is read within the response
-cap (a larger Content-Length is refused unread, a chunked or gzip body is abandoned at the
-cap; not retried) and parsed into a `Page` (the stdlib for a body orjson refuses only for lone
-surrogates: its records are then checked one by one).
-"""
+"""HTTP for the MooVitamix API: dlt's REST client on its `requests` helper, its retries and
+timeouts configured; a response hook (the API is untrusted) reads the body within the response
+cap and parses it into a `Page`."""
 
 from __future__ import annotations
 
@@ -108,9 +102,9 @@ class Api:
             local.rest = RESTClient(self.base_url, session=self.client.session)
         where, attempts = f"{endpoint} page {number}", self.config.max_attempts
         try:
-            response = local.rest.get(f"/{endpoint}", params={"page": number,
-                                      "size": self.config.page_size}, stream=True,
-                                      hooks={"response": [self._read]})  # fmt: skip
+            params = {"page": number, "size": self.config.page_size}
+            hooks = {"response": [self._read]}
+            response = local.rest.get(f"/{endpoint}", params=params, stream=True, hooks=hooks)
         except TooLarge as exc:
             raise EndpointFailed(endpoint, f"{where}: {exc} (not retried)") from None
         except (requests.RequestException, BadPage) as exc:
@@ -121,8 +115,8 @@ class Api:
             body = response.moovitamix_body.decode(errors="replace")
             text = "".join(c for c in body if c.isprintable())[:200]
             how = f"{attempts} attempts" if self._transient(response) else "not retried"
-            raise EndpointFailed(endpoint, f"{where}: HTTP {response.status_code} "
-                                 f"{response.reason} ({how}): {text}")  # fmt: skip
+            status = f"HTTP {response.status_code} {response.reason}"
+            raise EndpointFailed(endpoint, f"{where}: {status} ({how}): {text}")
         with counters.lock:
             counters.pages += 1
         return response.moovitamix_page
@@ -146,8 +140,8 @@ class Api:
                 how = ""
         if how:
             response.close()
-            raise TooLarge(f"response larger than the {cap / 2**20:g} MB cap ({how}; "
-                           f"{MAX_RESPONSE_MB_ENV} sets the cap)")  # fmt: skip
+            limit = f"the {cap / 2**20:g} MB cap ({how}; {MAX_RESPONSE_MB_ENV} sets the cap)"
+            raise TooLarge(f"response larger than {limit}")
         with counters.lock:
             counters.bytes += len(body)
         response.moovitamix_body = bytes(body)  # our attributes on the response
