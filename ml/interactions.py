@@ -137,9 +137,7 @@ def load_interactions(conn: psycopg.Connection, schema: str = MARTS) -> Interact
     interactions = build_interactions(
         records["user_id"], records["track_id"], records["listen_count"]
     )
-    users, tracks = interactions.matrix.shape
-    pairs = interactions.n_interactions
-    log.info("read %s.fct_listens: %d users x %d tracks, %d pairs", schema, users, tracks, pairs)
+    log.info("read %s.fct_listens: %s", schema, interactions.sizes())
     return interactions
 
 
