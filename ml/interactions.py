@@ -1,5 +1,6 @@
-"""The marts as numpy: fct_listens as a users x tracks CSR matrix with its id maps (a packed
-binary COPY, no Python object per row), and the genres the baselines need (CSV COPY, pandas)."""
+"""The marts as numpy: fct_listens as a users x tracks CSR matrix with its id maps and each
+pair's first listen time (a packed binary COPY, no Python object per row), and the genres the
+baselines need (CSV COPY, pandas)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ log = logging.getLogger(__name__)
 # Postgres sends a COPY one message per row, and a Python step per message costs more than the
 # whole transfer: so the server packs the rows into a few hundred big messages, each one bytea
 # of fixed-width big-endian records (int8send/int4send), which numpy reads without a loop.
+# `first_seen` is the pair's first listen in epoch seconds (0 when unknown: the oldest).
 PACKED_LISTENS_QUERY = sql.SQL("""
     copy (
         select string_agg(
-            int8send(user_id::bigint) || int8send(track_id::bigint) || int4send(listen_count),
+            int8send(user_id::bigint) || int8send(track_id::bigint) || int4send(listen_count)
+                || int8send({first_seen}),
             ''::bytea
         )
         from {fct_listens}
@@ -29,9 +32,12 @@ PACKED_LISTENS_QUERY = sql.SQL("""
         group by user_id % {buckets}
     ) to stdout (format binary)
 """)
+FIRST_SEEN = sql.SQL("coalesce(floor(extract(epoch from first_seen_at))::bigint, 0)")
 MARTS = "marts"  # or the daily run's candidate schema before it is published: readers take it
 PACKED_BUCKETS = 256
-LISTEN_RECORD = np.dtype([("user_id", ">i8"), ("track_id", ">i8"), ("listen_count", ">i4")])
+LISTEN_RECORD = np.dtype(
+    [("user_id", ">i8"), ("track_id", ">i8"), ("listen_count", ">i4"), ("first_seen", ">i8")]
+)
 NO_GENRE = -1
 
 
@@ -41,11 +47,14 @@ class MartsNotReady(RuntimeError):
 
 @dataclass(frozen=True)
 class Interactions:
-    """Listen counts: `matrix[row, col]` is how often user_ids[row] played track_ids[col]."""
+    """Listen counts: `matrix[row, col]` is how often user_ids[row] played track_ids[col];
+    `first_seen[i]` is when the pair of `matrix.data[i]` was first heard (epoch seconds), an
+    array aligned with the matrix's data (no second index: the lightest way to carry it)."""
 
     matrix: sp.csr_matrix  # float32, users x tracks, sorted indices
     user_ids: np.ndarray  # int64, sorted: row -> user_id
     track_ids: np.ndarray  # int64, sorted: col -> track_id
+    first_seen: np.ndarray | None = None  # int64 epoch seconds per stored pair; None: unknown
 
     @property
     def n_users(self) -> int:
@@ -97,17 +106,31 @@ def _positions(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 def build_interactions(
-    user_ids: np.ndarray, track_ids: np.ndarray, counts: np.ndarray
+    user_ids: np.ndarray,
+    track_ids: np.ndarray,
+    counts: np.ndarray,
+    first_seen: np.ndarray | None = None,
 ) -> Interactions:
-    """The CSR matrix and id maps of (user, track, count) triples (duplicates are summed)."""
+    """The CSR matrix and id maps of (user, track, count) triples, with each pair's first
+    listen time when `first_seen` is given. A pair listed twice: counts summed, earliest time."""
     users, rows = np.unique(np.asarray(user_ids, dtype=np.int64), return_inverse=True)
     tracks, cols = np.unique(np.asarray(track_ids, dtype=np.int64), return_inverse=True)
+    width = max(len(tracks), 1)
+    key = rows.astype(np.int64) * width + cols
+    del rows, cols
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]][: len(key)])
+    data = np.add.reduceat(np.asarray(counts, dtype=np.float32)[order], starts)
+    times = None
+    if first_seen is not None:
+        times = np.minimum.reduceat(np.asarray(first_seen, dtype=np.int64)[order], starts)
+    key = key[starts]
+    indptr = np.searchsorted(key // width, np.arange(len(users) + 1))
     matrix = sp.csr_matrix(
-        (np.asarray(counts, dtype=np.float32), (rows, cols)), shape=(len(users), len(tracks))
+        (data, (key % width).astype(np.int32), indptr), shape=(len(users), len(tracks))
     )
-    matrix.sum_duplicates()
-    matrix.sort_indices()
-    return Interactions(matrix, users, tracks)
+    return Interactions(matrix, users, tracks, times)
 
 
 def check_marts(conn: psycopg.Connection, schema: str = MARTS) -> None:
@@ -126,19 +149,35 @@ def check_marts(conn: psycopg.Connection, schema: str = MARTS) -> None:
 
 
 def load_interactions(conn: psycopg.Connection, schema: str = MARTS) -> Interactions:
-    """<schema>.fct_listens -> Interactions, streamed with a binary COPY of packed records."""
+    """<schema>.fct_listens -> Interactions, streamed with a binary COPY of packed records.
+    A fct_listens without `first_seen_at` (an older mart) gives no times (`first_seen` None)."""
+    timed = _has_column(conn, schema, "fct_listens", "first_seen_at")
     query = PACKED_LISTENS_QUERY.format(
-        fct_listens=sql.Identifier(schema, "fct_listens"), buckets=sql.Literal(PACKED_BUCKETS)
+        fct_listens=sql.Identifier(schema, "fct_listens"),
+        buckets=sql.Literal(PACKED_BUCKETS),
+        first_seen=FIRST_SEEN if timed else sql.SQL("0::bigint"),
     )
     with conn.cursor() as cur, cur.copy(query) as copy:
         copy.set_types(["bytea"])
         parts = [np.frombuffer(packed, dtype=LISTEN_RECORD) for (packed,) in copy.rows()]
     records = np.concatenate(parts) if parts else np.empty(0, dtype=LISTEN_RECORD)
     interactions = build_interactions(
-        records["user_id"], records["track_id"], records["listen_count"]
+        records["user_id"],
+        records["track_id"],
+        records["listen_count"],
+        records["first_seen"] if timed else None,
     )
     log.info("read %s.fct_listens: %s", schema, interactions.sizes())
     return interactions
+
+
+def _has_column(conn: psycopg.Connection, schema: str, table: str, column: str) -> bool:
+    found = conn.execute(
+        "select 1 from information_schema.columns "
+        "where table_schema = %s and table_name = %s and column_name = %s",
+        (schema, table, column),
+    ).fetchone()
+    return found is not None
 
 
 def _read_csv(conn: psycopg.Connection, query: str, table: sql.Identifier) -> pd.DataFrame:

@@ -1,13 +1,39 @@
 import numpy as np
 import pytest
 
-from ml.interactions import NO_GENRE, MartsNotReady, check_marts, load_catalog, load_interactions
+from ml.interactions import (
+    NO_GENRE,
+    MartsNotReady,
+    build_interactions,
+    check_marts,
+    load_catalog,
+    load_interactions,
+)
 from moovitamix.warehouse import connect
 from tests.ml.synthetic import GENRES
 
-pytestmark = pytest.mark.integration
+EPOCH_2026 = 1767225600  # 2026-01-01T00:00:00Z
 
 
+def test_build_sums_a_repeated_pair_and_keeps_its_earliest_listen() -> None:
+    got = build_interactions(
+        user_ids=np.array([50, 30, 50, 30, 90]),
+        track_ids=np.array([7, 8, 7, 7, 8]),
+        counts=np.array([1, 2, 3, 4, 5]),
+        first_seen=np.array([100, 50, 40, 70, 1]),
+    )
+    np.testing.assert_array_equal(got.user_ids, [30, 50, 90])
+    np.testing.assert_array_equal(got.track_ids, [7, 8])
+    np.testing.assert_array_equal(got.matrix.toarray(), [[4, 2], [4, 0], [0, 5]])
+    assert got.matrix.dtype == np.float32 and got.matrix.has_sorted_indices
+    # aligned with matrix.data: (30, 7), (30, 8), (50, 7), (90, 8)
+    np.testing.assert_array_equal(got.first_seen, [70, 50, 40, 1])
+    assert build_interactions(np.array([1]), np.array([2]), np.array([3])).first_seen is None
+    empty = build_interactions(np.array([]), np.array([]), np.array([]), np.array([]))
+    assert empty.matrix.shape == (0, 0) and len(empty.first_seen) == 0
+
+
+@pytest.mark.integration
 def test_fct_listens_becomes_the_csr_matrix_with_its_id_maps(marts_url, structured_marts) -> None:
     m = structured_marts
     with connect(marts_url) as conn:
@@ -22,6 +48,7 @@ def test_fct_listens_becomes_the_csr_matrix_with_its_id_maps(marts_url, structur
     )
     assert interactions.matrix.has_sorted_indices
     assert interactions.rows_of(np.array([-5]))[0] == -1
+    assert interactions.first_seen is None  # this mart has no first_seen_at: no times
 
     assert len(catalog.user_ids) == len(m.user_ids)  # every dim_users user, listens or not
     names = np.array([GENRES[g] if g >= 0 else None for g in m.favorite_genre], dtype=object)
@@ -35,6 +62,36 @@ def test_fct_listens_becomes_the_csr_matrix_with_its_id_maps(marts_url, structur
     assert catalog.track_genres.sum(axis=1).min() >= 1  # every listened track has a genre
 
 
+@pytest.mark.integration
+def test_first_listen_times_come_aligned_with_the_matrix(marts_url, structured_marts) -> None:
+    """Times set in SQL by a formula of the ids come back as epoch seconds on the right pairs;
+    an unknown time reads as 0 (the oldest)."""
+    m = structured_marts
+    with connect(marts_url) as conn:
+        conn.execute("alter table marts.fct_listens add column first_seen_at timestamptz")
+        conn.execute(
+            "update marts.fct_listens set first_seen_at = timestamptz '2026-01-01 00:00:00+00'"
+            " + (user_id % 97) * interval '1 day' + (track_id % 13) * interval '1 second'"
+            " + interval '0.75 second'"
+        )
+        unknown_user, unknown_track = int(m.listen_user[0]), int(m.listen_track[0])
+        conn.execute(
+            "update marts.fct_listens set first_seen_at = null"
+            " where user_id = %s and track_id = %s",
+            (unknown_user, unknown_track),
+        )
+        interactions = load_interactions(conn)
+    matrix = interactions.matrix
+    owner = interactions.user_ids[np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))]
+    track = interactions.track_ids[matrix.indices]
+    expected = EPOCH_2026 + (owner % 97) * 86400 + track % 13  # fractions of a second dropped
+    expected[(owner == unknown_user) & (track == unknown_track)] = 0
+    assert interactions.first_seen is not None
+    assert interactions.first_seen.dtype == np.int64
+    np.testing.assert_array_equal(interactions.first_seen, expected)
+
+
+@pytest.mark.integration
 def test_missing_marts_are_named(fresh_warehouse) -> None:
     with (
         connect(fresh_warehouse) as conn,
