@@ -1,0 +1,566 @@
+""" "Play next": each track's k next tracks, from what users actually played next.
+
+A transition model counts b right after a in the same user's history; co-occurrence counts b
+within a few positions (and, where listen times differ, within a time gap) of a, weighted by
+1/distance, both ways. Scores are damped by the candidate's popularity and normalised by the
+row's best, then optionally blended with a collaborative item-item list (any model's). Every
+list is filled up to k with the same artist's most-played tracks, then genre and global
+popularity, so every catalog track has one (cold tracks only the fill).
+
+Candidates are judged on held-out next listens: per user the last listen is the test target
+(the one before it the seed), the second-to-last the validation target; models are fit on the
+histories without that tail. The validation winner is published only if it beats popularity
+(the paired bootstrap interval of the hit@k difference lies above zero); otherwise genre
+popularity is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from ml.baselines import GENRE_POPULARITY, POPULARITY, Popularity
+from ml.sequences import Sequences, TrackFeatures
+
+log = logging.getLogger(__name__)
+
+TRANSITIONS = "transitions"
+CO_OCCURRENCE = "co_occurrence"
+BLEND = "blend"
+COLLABORATIVE = "collaborative"
+CANDIDATES = (TRANSITIONS, CO_OCCURRENCE, BLEND, COLLABORATIVE, POPULARITY, GENRE_POPULARITY)
+LISTEN_CHUNK = 4_000_000  # listens paired at once
+NO_GAP = np.iinfo(np.int64).max  # transitions: the next listen, however much later
+SOURCES = ("model", "artist", GENRE_POPULARITY, POPULARITY)  # slot source codes 0..3
+
+# (users x tracks listen counts of the training histories, k) -> (ids, scores), tracks x k:
+# each track's k most similar track columns by a collaborative model, best first, -1 empty.
+Collaborative = Callable[[sp.csr_matrix, int], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class PlayNextSettings:
+    k: int = 10
+    window: int = 3  # co-occurrence: listens at most this many positions apart ...
+    max_gap_seconds: int = 6 * 3600  # ... and at most this far apart in listen time
+    co_occurrence_weight: float = 0.25  # the blend's co-occurrence, relative to transitions
+    dampings: tuple[float, ...] = (0.0, 0.5)  # score / popularity ** damping, tried each
+    collaborative_weights: tuple[float, ...] = (0.0, 0.25, 0.5)  # the blend's, tried each
+    max_eval_users: int = 100_000  # held-out pairs sampled per split (bootstrap cost)
+    bootstrap_samples: int = 1000
+    seed: int = 0
+    pair_budget: int = 20_000_000  # track pairs counted at once (bounds memory)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One sequence model: transitions x t + co-occurrence x c, damped, blended with the
+    collaborative list at weight `collaborative`."""
+
+    name: str
+    transitions: float = 1.0
+    co_occurrence: float = 0.0
+    damping: float = 0.0
+    collaborative: float = 0.0
+
+    def label(self) -> str:
+        return (
+            f"{self.name}(t={self.transitions:g},c={self.co_occurrence:g},"
+            f"damping={self.damping:g},collaborative={self.collaborative:g})"
+        )
+
+
+@dataclass(frozen=True)
+class Histories:
+    """Listens in catalog column space, sorted by user then position."""
+
+    user: np.ndarray  # int64 user code, non-decreasing
+    position: np.ndarray  # int64
+    col: np.ndarray  # int64 column into the catalog's track ids
+    at: np.ndarray  # int64 epoch seconds
+    n_tracks: int
+
+    def starts_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """First index and length of each user's run."""
+        starts = (
+            np.flatnonzero(np.r_[True, self.user[1:] != self.user[:-1]])
+            if len(self.user)
+            else np.zeros(0, np.int64)
+        )
+        return starts, np.diff(np.r_[starts, len(self.user)])
+
+    def without_tail(self, tail: int) -> Histories:
+        """Each user's history without its last `tail` listens."""
+        starts, counts = self.starts_counts()
+        from_end = np.repeat(starts + counts, counts) - np.arange(len(self.user))  # last: 1
+        keep = from_end > tail
+        return Histories(
+            self.user[keep], self.position[keep], self.col[keep], self.at[keep], self.n_tracks
+        )
+
+    def held_out(self, tail: int) -> tuple[np.ndarray, np.ndarray]:
+        """(seed, target) columns: each user's `tail`-th listen from the end and the one
+        before it, for users with more than `tail` listens; repeats (seed == target) left
+        out, as no list holds its own track."""
+        starts, counts = self.starts_counts()
+        target = (starts + counts - tail)[counts > tail]
+        seeds, targets = self.col[target - 1], self.col[target]
+        keep = seeds != targets
+        return seeds[keep], targets[keep]
+
+    def counts(self) -> sp.csr_matrix:
+        """users x tracks listen counts."""
+        n_users = int(self.user[-1]) + 1 if len(self.user) else 0
+        ones = np.ones(len(self.user), dtype=np.float32)
+        matrix = sp.csr_matrix((ones, (self.user, self.col)), shape=(n_users, self.n_tracks))
+        matrix.sum_duplicates()
+        return matrix
+
+
+def histories(sequences: Sequences, catalog_ids: np.ndarray) -> Histories:
+    """`sequences` in the column space of `catalog_ids` (sorted); listens of other tracks
+    are dropped (their neighbours are then not counted as consecutive)."""
+    cols = _positions(catalog_ids, sequences.track_id)
+    keep = cols >= 0
+    _, users = np.unique(sequences.user_id[keep], return_inverse=True)
+    return Histories(
+        users.astype(np.int64).ravel(),
+        sequences.position[keep].astype(np.int64),
+        cols[keep],
+        sequences.listened_at[keep],
+        len(catalog_ids),
+    )
+
+
+def _positions(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(sorted_ids) == 0:
+        return np.full(len(ids), -1, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    return np.where(sorted_ids[pos] == ids, pos, -1)
+
+
+# --- the sequence models --------------------------------------------------------------------
+
+
+def _pairs(
+    h: Histories, lag: int, max_distance: int, max_gap: int, start: int, stop: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first, second, distance) of the listens i in [start, stop) and i + lag: same user, at
+    most `max_distance` positions and `max_gap` seconds apart, different tracks."""
+    first = np.arange(start, min(stop, len(h.user) - lag))
+    second = first + lag
+    distance = h.position[second] - h.position[first]
+    ok = (
+        (h.user[second] == h.user[first])
+        & (distance <= max_distance)
+        & (h.at[second] - h.at[first] <= max_gap)
+        & (h.col[second] != h.col[first])
+    )
+    return h.col[first[ok]], h.col[second[ok]], distance[ok]
+
+
+def _blocks(h: Histories, n_pairs: int, budget: int) -> list[tuple[int, int]]:
+    """Column ranges of source tracks holding about `budget` counted pairs each (by listens)."""
+    listens = np.bincount(h.col, minlength=h.n_tracks)
+    n_blocks = max(1, -(-n_pairs // max(budget, 1)))
+    bounds = np.linspace(0, listens.sum(), n_blocks + 1)[1:-1]
+    edges = np.unique(np.r_[0, np.searchsorted(np.cumsum(listens), bounds), h.n_tracks])
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
+
+
+def pair_counts(
+    h: Histories, window: int, max_gap: int, lo: int = 0, hi: int | None = None
+) -> sp.csr_matrix:
+    """Rows lo..hi (source tracks) of the pair counts: window 1 counts b right after a (the
+    transitions); a wider window counts b within `window` positions and `max_gap` seconds of
+    a, either way round, weighted 1 / distance (the co-occurrence)."""
+    hi = h.n_tracks if hi is None else hi
+    rows, cols, values = [], [], []
+    for lag in range(1, window + 1):
+        for start in range(0, len(h.user), LISTEN_CHUNK):
+            first, second, distance = _pairs(h, lag, window, max_gap, start, start + LISTEN_CHUNK)
+            weight = (1.0 / distance).astype(np.float32)
+            for a, b in ((first, second), (second, first))[: 1 if window == 1 else 2]:
+                mine = (a >= lo) & (a < hi)
+                rows.append(a[mine] - lo)
+                cols.append(b[mine])
+                values.append(weight[mine])
+    matrix = sp.csr_matrix(
+        (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(hi - lo, h.n_tracks),
+        dtype=np.float32,
+    )
+    matrix.sum_duplicates()
+    return matrix
+
+
+def top_k_rows(matrix: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of every row of a sparse matrix (ties: lower column), vectorised:
+    (ids, scores) (rows x k), -1 / 0 where the row has fewer than k entries."""
+    matrix = matrix.tocsr()
+    n = matrix.shape[0]
+    rows = np.repeat(np.arange(n), np.diff(matrix.indptr))
+    order = np.lexsort((matrix.indices, -matrix.data, rows))
+    rank = np.arange(len(order)) - matrix.indptr[rows]  # rows is sorted already
+    keep = rank < k
+    ids = np.full((n, k), -1, dtype=np.int64)
+    scores = np.zeros((n, k), dtype=np.float64)
+    ids[rows[keep], rank[keep]] = matrix.indices[order[keep]]
+    scores[rows[keep], rank[keep]] = matrix.data[order[keep]]
+    return ids, scores
+
+
+def _row_max_normalised(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    best = matrix.max(axis=1).toarray().ravel()
+    return sp.diags(1.0 / np.where(best > 0, best, 1.0)).dot(matrix).tocsr()
+
+
+def _collaborative_matrix(ids: np.ndarray, n_tracks: int) -> sp.csr_matrix:
+    """The collaborative lists as a tracks x tracks matrix of reciprocal ranks (1, 1/2, ...):
+    a scale every model shares, whatever its scores mean."""
+    valid = ids >= 0
+    rank = np.broadcast_to(np.arange(ids.shape[1]), ids.shape)[valid]
+    rows = np.broadcast_to(np.arange(ids.shape[0])[:, None], ids.shape)[valid]
+    values = 1.0 / (1.0 + rank)
+    return sp.csr_matrix((values, (rows, ids[valid])), shape=(n_tracks, n_tracks))
+
+
+def fit_sequence_lists(
+    h: Histories,
+    configs: list[Config],
+    settings: PlayNextSettings,
+    collaborative_ids: np.ndarray | None = None,
+) -> dict[Config, tuple[np.ndarray, np.ndarray]]:
+    """Each config's top-k (ids, scores) of every track (tracks x k, column space), counted
+    in blocks of source tracks so memory stays bounded by `settings.pair_budget`."""
+    k, n_tracks = settings.k, h.n_tracks
+    need_co = any(c.co_occurrence for c in configs)
+    n_pairs = len(h.user) * (1 + 2 * settings.window * need_co)
+    popularity = np.maximum(np.bincount(h.col, minlength=n_tracks), 1).astype(np.float64)
+    collab = None
+    if collaborative_ids is not None:
+        collab = _collaborative_matrix(collaborative_ids, n_tracks)
+    out = {c: (np.full((n_tracks, k), -1, np.int64), np.zeros((n_tracks, k))) for c in configs}
+    for lo, hi in _blocks(h, n_pairs, settings.pair_budget):
+        t_counts = pair_counts(h, 1, NO_GAP, lo, hi)
+        c_counts = (
+            pair_counts(h, settings.window, settings.max_gap_seconds, lo, hi) if need_co else None
+        )
+        for config in configs:
+            scores = config.transitions * t_counts
+            if config.co_occurrence and c_counts is not None:
+                scores = scores + config.co_occurrence * c_counts
+            scores = sp.csr_matrix(scores)
+            if config.damping:
+                scores = scores.dot(sp.diags(popularity**-config.damping)).tocsr()
+            scores = _row_max_normalised(scores)
+            if config.collaborative and collab is not None:
+                scores = (1 - config.collaborative) * scores + config.collaborative * collab[lo:hi]
+            scores.eliminate_zeros()
+            ids, values = top_k_rows(scores, k)
+            out[config][0][lo:hi], out[config][1][lo:hi] = ids, values
+    return out
+
+
+# --- fill, fallbacks, cold start ------------------------------------------------------------
+
+
+def merge_lists(
+    parts: list[tuple[np.ndarray, np.ndarray, int]], k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, the first k distinct ids of the parts in order (each (ids, scores, source);
+    -1 empty): (ids, scores, source codes), rows x k."""
+    ids = np.concatenate([p[0] for p in parts], axis=1)
+    scores = np.concatenate([np.asarray(p[1], np.float64) for p in parts], axis=1)
+    source = np.concatenate([np.full(p[0].shape, p[2], dtype=np.int8) for p in parts], axis=1)
+    order = np.argsort(ids, axis=1, kind="stable")  # equal ids: the earlier part first
+    ranked = np.take_along_axis(ids, order, 1)
+    repeat = np.zeros(ids.shape, dtype=bool)
+    np.put_along_axis(repeat, order[:, 1:], ranked[:, 1:] == ranked[:, :-1], 1)
+    keep = (ids >= 0) & ~repeat
+    pick = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+    kept = np.take_along_axis(keep, pick, 1)
+    return (
+        np.where(kept, np.take_along_axis(ids, pick, 1), -1),
+        np.where(kept, np.take_along_axis(scores, pick, 1), 0.0),
+        np.where(kept, np.take_along_axis(source, pick, 1), -1).astype(np.int8),
+    )
+
+
+def artist_lists(artist: np.ndarray, listeners: np.ndarray, k: int) -> np.ndarray:
+    """Each track's k most-played other tracks of its artist (most listeners, ties: lower
+    column), tracks x k, -1 empty (and for tracks without an artist)."""
+    n = len(artist)
+    has = np.flatnonzero(artist >= 0)
+    ids = np.full((n, k + 1), -1, dtype=np.int64)
+    if len(has):
+        order = has[np.lexsort((has, -listeners[has], artist[has]))]
+        grouped = artist[order]
+        rank = np.arange(len(order)) - np.searchsorted(grouped, grouped)
+        top = np.full((int(grouped.max()) + 1, k + 1), -1, dtype=np.int64)
+        first = rank <= k
+        top[grouped[first], rank[first]] = order[first]
+        ids[has] = top[artist[has]]
+    ids[ids == np.arange(n)[:, None]] = -1
+    return merge_lists([(ids, np.zeros(ids.shape), 0)], k)[0]
+
+
+@dataclass(frozen=True)
+class Fallbacks:
+    """The fill of every list, counted on one set of histories."""
+
+    artist: tuple[np.ndarray, np.ndarray]
+    genre: tuple[np.ndarray, np.ndarray, np.ndarray]  # ids, scores, from_genre
+    popular: tuple[np.ndarray, np.ndarray]
+
+    def fill(
+        self, ids: np.ndarray | None = None, scores: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`ids` (model lists, or none) filled with artist, then genre, then global picks."""
+        genre_ids, genre_scores, from_genre = self.genre
+        parts = [] if ids is None else [(ids, scores, 0)]
+        parts += [
+            (self.artist[0], self.artist[1], 1),
+            (np.where(from_genre, genre_ids, -1), genre_scores, 2),
+            (np.where(from_genre, -1, genre_ids), genre_scores, 3),
+            (self.popular[0], self.popular[1], 3),
+        ]
+        return merge_lists(parts, self.popular[0].shape[1])
+
+
+def fallbacks(h: Histories, tracks: TrackFeatures, k: int) -> Fallbacks:
+    popularity = Popularity(h.counts(), tracks.genres)
+    itself = sp.identity(h.n_tracks, dtype=np.float32, format="csr")
+    global_recs = popularity.recommend(k, heard=itself)
+    genre_recs = popularity.similar_by_genre(k)
+    artist_ids = artist_lists(tracks.artist, popularity.listeners, k)
+    artist_scores = np.where(artist_ids >= 0, popularity.share[np.maximum(artist_ids, 0)], 0.0)
+    return Fallbacks(
+        (artist_ids, artist_scores),
+        (genre_recs.ids, genre_recs.scores, genre_recs.from_genre),
+        (global_recs.ids, global_recs.scores),
+    )
+
+
+# --- evaluation -----------------------------------------------------------------------------
+
+
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, n: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
+    """Mean of a - b (paired per user) and its bootstrap `level` interval: (diff, lo, hi).
+    Resamples users with replacement, in chunks of bounded size."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    m = len(diff)
+    if m == 0:
+        return 0.0, 0.0, 0.0
+    rng = np.random.default_rng(seed)
+    means = np.empty(n)
+    step = max(1, 4_000_000 // m)
+    for start in range(0, n, step):
+        size = min(step, n - start)
+        means[start : start + size] = diff[rng.integers(0, m, size=(size, m))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(diff.mean()), float(lo), float(hi)
+
+
+def hits(
+    ids: np.ndarray, seeds: np.ndarray, targets: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per held-out pair: hit@k (target in the seed's first k) and reciprocal rank@k."""
+    match = ids[seeds, :k] == targets[:, None]
+    hit = match.any(axis=1)
+    rr = np.where(hit, 1.0 / (1.0 + match.argmax(axis=1)), 0.0)
+    return hit.astype(np.float64), rr
+
+
+def _sample(
+    pairs: tuple[np.ndarray, np.ndarray], size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    seeds, targets = pairs
+    if len(seeds) <= size:
+        return seeds, targets
+    chosen = np.sort(np.random.default_rng(seed).choice(len(seeds), size, replace=False))
+    return seeds[chosen], targets[chosen]
+
+
+# --- choosing and publishing ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlayNext:
+    """The published lists and how the candidates did.
+
+    `ids[i]` are the next tracks of `track_ids[i]` (track ids, best first, -1 empty);
+    `source` codes index SOURCES (the model's pick, or which fill)."""
+
+    model: str  # what is published: the winner, or genre_popularity when the gate fails
+    winner: str  # the validation winner
+    config: str  # the published model's parameters, readable
+    metrics: dict[str, float]
+    track_ids: np.ndarray  # int64
+    ids: np.ndarray  # (tracks, k) int64 track ids
+    scores: np.ndarray  # (tracks, k) float64
+    source: np.ndarray  # (tracks, k) int8 code into SOURCES
+    candidates: dict[str, str] = field(default_factory=dict)  # family -> chosen config label
+
+
+def _grid(settings: PlayNextSettings, has_collaborative: bool) -> list[Config]:
+    weights = settings.collaborative_weights if has_collaborative else (0.0,)
+    co = settings.co_occurrence_weight
+    grid = []
+    for damping in settings.dampings:
+        grid.append(Config(TRANSITIONS, 1.0, 0.0, damping))
+        grid.append(Config(CO_OCCURRENCE, 0.0, 1.0, damping))
+        grid += [Config(BLEND, 1.0, co, damping, w) for w in weights]
+    return grid
+
+
+def _candidate_lists(
+    h: Histories,
+    tracks: TrackFeatures,
+    configs: list[Config],
+    settings: PlayNextSettings,
+    collaborative: Collaborative | None,
+    families: set[str],
+) -> dict[str | Config, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Filled lists (ids, scores, source) of the configs and of the named non-sequence
+    families, all fit on `h`."""
+    k = settings.k
+    fill = fallbacks(h, tracks, k)
+    collab_ids = None
+    if collaborative is not None and (
+        COLLABORATIVE in families or any(c.collaborative for c in configs)
+    ):
+        collab_ids, collab_scores = collaborative(h.counts(), k)
+        collab_ids = np.asarray(collab_ids, dtype=np.int64)[:, :k]
+    out: dict[str | Config, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    if configs:
+        for config, (ids, scores) in fit_sequence_lists(h, configs, settings, collab_ids).items():
+            out[config] = fill.fill(ids, scores)
+    if COLLABORATIVE in families and collab_ids is not None:
+        out[COLLABORATIVE] = fill.fill(collab_ids, np.asarray(collab_scores)[:, :k])
+    if POPULARITY in families:
+        popular = fill.popular
+        out[POPULARITY] = (popular[0], popular[1], np.where(popular[0] >= 0, 3, -1).astype(np.int8))
+    if GENRE_POPULARITY in families:
+        genre_ids, genre_scores, from_genre = fill.genre
+        out[GENRE_POPULARITY] = merge_lists(
+            [(np.where(from_genre, genre_ids, -1), genre_scores, 2), (genre_ids, genre_scores, 3)],
+            k,
+        )
+    return out
+
+
+def _family(key: str | Config) -> str:
+    return key.name if isinstance(key, Config) else key
+
+
+def choose_play_next(
+    sequences: Sequences,
+    tracks: TrackFeatures,
+    settings: PlayNextSettings = PlayNextSettings(),
+    *,
+    collaborative: Collaborative | None = None,
+    track_ids: np.ndarray | None = None,
+) -> PlayNext:
+    """Fit every candidate on the training histories, pick the best on validation, report
+    each family's test hit@k / MRR@k with intervals, and refit what is published on all
+    histories: lists for every track of `track_ids` (default: every catalog track)."""
+    k, boot, seed = settings.k, settings.bootstrap_samples, settings.seed
+    catalog = tracks.track_ids
+    h = histories(sequences, catalog)
+    families = (
+        {COLLABORATIVE, POPULARITY, GENRE_POPULARITY}
+        if collaborative
+        else {POPULARITY, GENRE_POPULARITY}
+    )
+    grid = _grid(settings, collaborative is not None)
+
+    # validation: fit without each user's last two listens, target the second-to-last
+    val_seeds, val_targets = _sample(h.held_out(2), settings.max_eval_users, seed)
+    lists = _candidate_lists(h.without_tail(2), tracks, grid, settings, collaborative, families)
+    val = {key: hits(ids, val_seeds, val_targets, k) for key, (ids, _, _) in lists.items()}
+    best: dict[str, str | Config] = {}
+    for key, (hit, rr) in val.items():
+        family = _family(key)
+        if family not in best or (hit.mean(), rr.mean()) > tuple(
+            m.mean() for m in val[best[family]]
+        ):
+            best[family] = key
+    winner = max(best, key=lambda f: (val[best[f]][0].mean(), val[best[f]][1].mean()))
+    gate = paired_bootstrap(val[best[winner]][0], val[best[POPULARITY]][0], boot, seed)
+    passed = winner != POPULARITY and gate[1] > 0
+    published = winner if passed else GENRE_POPULARITY
+
+    metrics: dict[str, float] = {
+        "k": float(k),
+        "n_validation_pairs": float(len(val_seeds)),
+        "gate_passed": float(passed),
+        "gate_hit_diff": gate[0],
+        "gate_hit_diff_lo": gate[1],
+        "gate_hit_diff_hi": gate[2],
+    }
+    for family, key in best.items():
+        metrics[f"validation_{family}_hit"] = float(val[key][0].mean())
+        metrics[f"validation_{family}_mrr"] = float(val[key][1].mean())
+
+    # test: refit each family's chosen config without the last listen, target the last
+    test_seeds, test_targets = _sample(h.held_out(1), settings.max_eval_users, seed + 1)
+    chosen = [key for key in best.values() if isinstance(key, Config)]
+    lists = _candidate_lists(h.without_tail(1), tracks, chosen, settings, collaborative, families)
+    test = {
+        _family(key): hits(ids, test_seeds, test_targets, k) for key, (ids, _, _) in lists.items()
+    }
+    metrics["n_test_pairs"] = float(len(test_seeds))
+    for family, (hit, rr) in test.items():
+        for metric, values in (("hit", hit), ("mrr", rr)):
+            mean, lo, hi = paired_bootstrap(values, np.zeros_like(values), boot, seed)
+            metrics[f"test_{family}_{metric}"] = mean
+            metrics[f"test_{family}_{metric}_lo"], metrics[f"test_{family}_{metric}_hi"] = lo, hi
+            if family != POPULARITY:
+                diff = paired_bootstrap(
+                    values, test[POPULARITY][0 if metric == "hit" else 1], boot, seed
+                )
+                metrics[f"test_{family}_{metric}_vs_popularity"] = diff[0]
+                metrics[f"test_{family}_{metric}_vs_popularity_lo"] = diff[1]
+                metrics[f"test_{family}_{metric}_vs_popularity_hi"] = diff[2]
+
+    # publish: refit on all histories
+    key = best[published]
+    configs = [key] if isinstance(key, Config) else []
+    final = _candidate_lists(
+        h,
+        tracks,
+        configs,
+        settings,
+        collaborative,
+        {published} - {BLEND, TRANSITIONS, CO_OCCURRENCE},
+    )
+    ids, scores, source = final[key]
+    rows = _positions(catalog, catalog if track_ids is None else track_ids)
+    ids = np.vstack([ids, np.full((1, ids.shape[1]), -1)])[rows]  # row -1: not in the catalog
+    scores = np.vstack([scores, np.zeros((1, ids.shape[1]))])[rows]
+    source = np.vstack([source, np.full((1, ids.shape[1]), -1, np.int8)])[rows]
+    log.info("play next: winner %s, published %s (%s)", winner, published, _label(key))
+    return PlayNext(
+        model=published,
+        winner=winner,
+        config=_label(key),
+        metrics=metrics,
+        track_ids=catalog if track_ids is None else np.asarray(track_ids, dtype=np.int64),
+        ids=np.where(ids >= 0, catalog[np.maximum(ids, 0)], -1),
+        scores=scores,
+        source=source,
+        candidates={family: _label(key) for family, key in best.items()},
+    )
+
+
+def _label(key: str | Config) -> str:
+    return key.label() if isinstance(key, Config) else key

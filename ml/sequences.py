@@ -1,0 +1,148 @@
+"""The marts as listening sequences for "play next": every listen of fct_listens as (user,
+position, track, time) in history order (a packed binary COPY of the unnested arrays, read by
+numpy without a Python step per row), and every dim_tracks track with its artist and genres
+(for tracks nobody has played yet)."""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import psycopg
+import scipy.sparse as sp
+from psycopg import sql
+
+from ml.interactions import MARTS, PACKED_BUCKETS
+
+log = logging.getLogger(__name__)
+
+# As ml.interactions: the server unnests positions/listened_at and packs the listens into a
+# few hundred bytea messages of fixed-width big-endian records.
+PACKED_SEQUENCES_QUERY = sql.SQL("""
+    copy (
+        select string_agg(
+            int8send(f.user_id::bigint) || int4send(u.position) || int8send(f.track_id::bigint)
+                || int8send(coalesce(extract(epoch from u.listened_at), 0)::bigint),
+            ''::bytea
+        )
+        from {fct_listens} as f
+        cross join lateral unnest(f.positions, f.listened_at) as u(position, listened_at)
+        where u.position is not null
+        group by f.user_id % {buckets}
+    ) to stdout (format binary)
+""")
+SEQUENCE_RECORD = np.dtype(
+    [("user_id", ">i8"), ("position", ">i4"), ("track_id", ">i8"), ("listened_at", ">i8")]
+)
+TRACKS_QUERY = sql.SQL("""
+    copy (
+        select track_id::bigint as track_id, lower(btrim(artist_name)) as artist
+        from {dim_tracks} order by track_id
+    ) to stdout (format csv, header)
+""")
+GENRES_QUERY = sql.SQL("""
+    copy (
+        select distinct track_id::bigint as track_id, genre_id::text as genre
+        from {bridge} where genre_id is not null
+    ) to stdout (format csv, header)
+""")
+NO_ARTIST = -1
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """Every listen, sorted by user then position (one user's history is one contiguous run)."""
+
+    user_id: np.ndarray  # int64
+    position: np.ndarray  # int32, 0-based position in the user's history
+    track_id: np.ndarray  # int64
+    listened_at: np.ndarray  # int64 epoch seconds (0 when unknown)
+
+    def __len__(self) -> int:
+        return len(self.user_id)
+
+
+@dataclass(frozen=True)
+class TrackFeatures:
+    """Every catalog track with what cold start ranks it by."""
+
+    track_ids: np.ndarray  # int64, sorted: row -> track_id
+    artist: np.ndarray  # int32 artist code per track, NO_ARTIST when unknown
+    genres: sp.csr_matrix  # tracks x genres, 1 where the track has the genre
+    genre_names: tuple[str, ...]  # genre code -> marts genre_id
+
+
+def build_sequences(
+    user_id: np.ndarray, position: np.ndarray, track_id: np.ndarray, listened_at: np.ndarray
+) -> Sequences:
+    """Sequences of listens given in any order."""
+    user_id = np.asarray(user_id, dtype=np.int64)
+    position = np.asarray(position, dtype=np.int32)
+    order = np.lexsort((position, user_id))
+    return Sequences(
+        user_id=user_id[order],
+        position=position[order],
+        track_id=np.asarray(track_id, dtype=np.int64)[order],
+        listened_at=np.asarray(listened_at, dtype=np.int64)[order],
+    )
+
+
+def load_sequences(conn: psycopg.Connection, schema: str = MARTS) -> Sequences:
+    """<schema>.fct_listens -> Sequences, one record per listen (unnested on the server)."""
+    query = PACKED_SEQUENCES_QUERY.format(
+        fct_listens=sql.Identifier(schema, "fct_listens"), buckets=sql.Literal(PACKED_BUCKETS)
+    )
+    with conn.cursor() as cur, cur.copy(query) as copy:
+        copy.set_types(["bytea"])
+        parts = [np.frombuffer(packed, dtype=SEQUENCE_RECORD) for (packed,) in copy.rows()]
+    records = np.concatenate(parts) if parts else np.empty(0, dtype=SEQUENCE_RECORD)
+    sequences = build_sequences(
+        records["user_id"], records["position"], records["track_id"], records["listened_at"]
+    )
+    log.info("read %s.fct_listens as sequences: %s listens", schema, f"{len(sequences):,}")
+    return sequences
+
+
+def _read_csv(conn: psycopg.Connection, query: sql.Composed) -> pd.DataFrame:
+    with conn.cursor() as cur, cur.copy(query) as copy:
+        buffer = io.BytesIO(b"".join(copy))
+    dtypes = {"track_id": "int64", "artist": "string", "genre": "string"}
+    return pd.read_csv(buffer, dtype=dtypes, keep_default_na=False, na_values=[""])
+
+
+def track_features(
+    track_ids: np.ndarray, artists: pd.Series, genre_track_ids: np.ndarray, genres: pd.Series
+) -> TrackFeatures:
+    """TrackFeatures of tracks (sorted ids) with their artist names (None: unknown) and the
+    (track, genre) pairs; pairs of tracks outside `track_ids` are dropped."""
+    track_ids = np.asarray(track_ids, dtype=np.int64)
+    artist_codes, _ = pd.factorize(pd.Series(artists, dtype="string"))  # NA -> -1
+    names = sorted(set(pd.Series(genres, dtype="string").dropna()))
+    code = {name: i for i, name in enumerate(names)}
+    pair_tracks = np.asarray(genre_track_ids, dtype=np.int64)
+    rows = np.minimum(np.searchsorted(track_ids, pair_tracks), max(len(track_ids) - 1, 0))
+    keep = track_ids[rows] == pair_tracks if len(track_ids) else np.zeros(len(rows), dtype=bool)
+    cols = pd.Series(genres, dtype="string").map(code).to_numpy(dtype=np.int64)[keep]
+    matrix = sp.csr_matrix(
+        (np.ones(len(cols), dtype=np.float32), (rows[keep], cols)),
+        shape=(len(track_ids), len(names)),
+    )
+    matrix.data[:] = 1.0  # a pair listed twice still counts once
+    return TrackFeatures(track_ids, artist_codes.astype(np.int32), matrix, tuple(names))
+
+
+def load_track_features(conn: psycopg.Connection, schema: str = MARTS) -> TrackFeatures:
+    """Every <schema>.dim_tracks track with its artist (trimmed, case-folded) and genres."""
+    tracks = _read_csv(conn, TRACKS_QUERY.format(dim_tracks=sql.Identifier(schema, "dim_tracks")))
+    pairs = _read_csv(
+        conn, GENRES_QUERY.format(bridge=sql.Identifier(schema, "bridge_track_genres"))
+    )
+    return track_features(
+        tracks["track_id"].to_numpy(dtype=np.int64),
+        tracks["artist"],
+        pairs["track_id"].to_numpy(dtype=np.int64),
+        pairs["genre"],
+    )
