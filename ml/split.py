@@ -1,0 +1,233 @@
+"""The evaluation split: train, validation (model selection) and test (the reported figures),
+by time when the history allows it, else a seeded per-user holdout.
+
+Time split: the validation and test windows hold the latest pairs by first-listen time (a share
+of the pairs, or days); train is everything first heard before the first cut. A window judges
+the users who have history before it and something new in it; users with nothing before are
+counted apart (cold). A day-0 snapshot stamps all of a user's listens with one time, so its
+users are cold in any window and the split falls back until later days add listens.
+Holdout: users with `min_user_tracks` tracks or more hide `holdout_per_user` random pairs for
+validation and as many for test; users with 2 to `min_user_tracks - 1` tracks hide one for test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import Field, model_validator
+
+from ml.config import Section
+from ml.interactions import Interactions
+
+DAY = 86400
+Share = Annotated[float, Field(gt=0, lt=1)]
+NonNegative = Annotated[float, Field(ge=0)]
+Positive = Annotated[int, Field(ge=1)]
+
+
+class NotEnoughData(RuntimeError):
+    """Too few users to evaluate on; the message is one line."""
+
+
+class Evaluation(Section):
+    """The [evaluation] settings (to move into ml/config.py)."""
+
+    k: Positive = 10
+    holdout_per_user: Positive = 2  # per window, for users with >= min_user_tracks tracks
+    min_user_tracks: int = 5
+    max_eval_users: int = 20000  # per window
+    min_eval_users: Positive = 20  # per window, time split and holdout alike
+    seed: int = 7
+    valid_share: Share = 0.1  # the latest pairs: validation window, then test window
+    test_share: Share = 0.1
+    valid_days: NonNegative = 0.0  # > 0 (both): the windows are the last days (UTC) instead
+    test_days: NonNegative = 0.0
+    min_span_days: NonNegative = 3.0  # first-listen times must span this long for a time split
+    resamples: Positive = 1000  # bootstrap resamples of the intervals (ml.intervals)
+    confidence: Share = 0.95
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Evaluation:
+        if self.min_user_tracks <= 2 * self.holdout_per_user:
+            raise ValueError("evaluation.min_user_tracks must exceed 2 x holdout_per_user")
+        if self.max_eval_users < self.min_eval_users:
+            raise ValueError("evaluation.min_eval_users must be <= max_eval_users")
+        if self.valid_share + self.test_share >= 1:
+            raise ValueError("evaluation.valid_share + test_share must be below 1")
+        if (self.valid_days > 0) != (self.test_days > 0):
+            raise ValueError("evaluation.valid_days and test_days are set together")
+        return self
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One judging: fit on `train`, rank for `eval_rows` without their `train` tracks, and
+    compare with their `test` rows (the attributes of ml.evaluate.Holdout)."""
+
+    train: sp.csr_matrix
+    test: sp.csr_matrix
+    eval_rows: np.ndarray
+
+
+@dataclass(frozen=True)
+class Split:
+    """A partition of the listen counts (same shape, disjoint, train + valid + test = all)."""
+
+    train: sp.csr_matrix
+    valid: sp.csr_matrix
+    test: sp.csr_matrix
+    valid_rows: np.ndarray  # users judged on validation, sorted
+    test_rows: np.ndarray  # users judged on test, sorted
+    kind: Literal["time", "holdout"]
+    reason: str  # one line for the log: which split and why
+    cold_valid: int = 0  # users with pairs in a window and nothing before it (time split)
+    cold_test: int = 0
+
+    def validation(self) -> Fold:
+        """Model selection: fit on train, judge on the validation pairs."""
+        return Fold(self.train, self.valid, self.valid_rows)
+
+    def testing(self) -> Fold:
+        """The reported figures: fit on all but the test pairs, judge on them."""
+        return Fold((self.train + self.valid).tocsr(), self.test, self.test_rows)
+
+    def sizes(self) -> dict[str, int]:
+        """The ml.model_runs figures of the split."""
+        return {
+            "time_split": int(self.kind == "time"),
+            "train_interactions": int(self.train.nnz),
+            "valid_interactions": int(self.valid.nnz),
+            "test_interactions": int(self.test.nnz),
+            "valid_users": len(self.valid_rows),
+            "test_users": len(self.test_rows),
+            "cold_valid_users": self.cold_valid,
+            "cold_test_users": self.cold_test,
+        }
+
+
+def split(
+    data: Interactions | tuple[sp.csr_matrix, np.ndarray | None], settings: Evaluation
+) -> Split:
+    """The split of `data` (Interactions, or counts with first-listen times aligned with
+    their `.data`): by time when both windows judge `min_eval_users` users and the history
+    spans `min_span_days`, else the holdout. Same data and settings, same split."""
+    counts, first_seen = (data.matrix, data.first_seen) if isinstance(data, Interactions) else data
+    counts = counts.tocsr()
+    if first_seen is None:
+        return holdout(counts, settings, "no first-listen times")
+    found = time_split(counts, np.asarray(first_seen), settings)
+    return found if isinstance(found, Split) else holdout(counts, settings, found)
+
+
+def time_split(counts: sp.csr_matrix, first_seen: np.ndarray, settings: Evaluation) -> Split | str:
+    """The time split, or why it cannot hold (one line)."""
+    if counts.nnz == 0:
+        return "no listens"
+    start, end = int(first_seen.min()), int(first_seen.max()) + 1
+    span = (end - 1 - start) / DAY
+    if span < settings.min_span_days:
+        return f"first listens span {span:.1f} days (needs {settings.min_span_days:g})"
+    if settings.test_days > 0:  # whole days, up to the midnight after the last listen
+        end = -(-end // DAY) * DAY
+        test_cut = end - round(settings.test_days * DAY)
+        valid_cut = test_cut - round(settings.valid_days * DAY)
+    else:
+        q = [1 - settings.test_share - settings.valid_share, 1 - settings.test_share]
+        valid_cut, test_cut = (int(c) for c in np.quantile(first_seen, q, method="higher"))
+    owner = _owners(counts)
+    n = counts.shape[0]
+    window = (first_seen >= valid_cut).astype(np.int8) + (first_seen >= test_cut)
+    per_window = [np.bincount(owner[window == w], minlength=n) for w in (0, 1, 2)]
+    before_valid, before_test = per_window[0], per_window[0] + per_window[1]
+    judged_valid = (before_valid > 0) & (per_window[1] > 0)
+    judged_test = (before_test > 0) & (per_window[2] > 0)
+    n_valid, n_test = int(judged_valid.sum()), int(judged_test.sum())
+    if min(n_valid, n_test) < settings.min_eval_users:
+        which = "validation" if n_valid < n_test else "test"
+        return (
+            f"only {min(n_valid, n_test):,} users have listens both before and in the {which} "
+            f"window (needs {settings.min_eval_users})"
+        )
+    rng = np.random.default_rng(settings.seed)
+    priority = rng.permutation(n)
+    valid_rows = _first(judged_valid, priority, settings.max_eval_users)
+    test_rows = _first(judged_test, priority, settings.max_eval_users)
+    cold_valid = int(((before_valid == 0) & (per_window[1] > 0)).sum())
+    cold_test = int(((before_test == 0) & (per_window[2] > 0)).sum())
+    reason = (
+        f"time split: train before {_day(valid_cut)}, validation to {_day(test_cut)}, test to "
+        f"{_day(end)}; {n_valid:,} users have listens on both sides of the validation cut, "
+        f"{n_test:,} of the test cut ({cold_valid:,} and {cold_test:,} new users left out)"
+    )
+    parts = [_part(counts, owner, window == w) for w in (0, 1, 2)]
+    return Split(*parts, valid_rows, test_rows, "time", reason, cold_valid, cold_test)
+
+
+def holdout(counts: sp.csr_matrix, settings: Evaluation, why: str) -> Split:
+    """The seeded per-user holdout; `why` the time split did not hold goes in its reason."""
+    rng = np.random.default_rng(settings.seed)
+    n, h = counts.shape[0], settings.holdout_per_user
+    per_user = np.diff(counts.indptr)
+    can_test, can_validate = per_user >= 2, per_user >= settings.min_user_tracks
+    if min(int(can_validate.sum()), int(can_test.sum())) < settings.min_eval_users:
+        raise NotEnoughData(
+            f"only {int(can_validate.sum())} users have >= {settings.min_user_tracks} distinct "
+            f"tracks and {int(can_test.sum())} >= 2; evaluation needs at least "
+            f"{settings.min_eval_users} of each"
+        )
+    priority = rng.permutation(n)
+    test_rows = _first(can_test, priority, settings.max_eval_users)
+    valid_rows = _first(can_validate, priority, settings.max_eval_users)
+    to_test = np.zeros(n, dtype=np.int64)
+    to_test[test_rows] = np.where(can_validate[test_rows], h, 1)
+    to_valid = np.zeros(n, dtype=np.int64)
+    to_valid[valid_rows] = h
+
+    owner = _owners(counts)
+    order = np.lexsort((rng.random(counts.nnz), owner))  # random order within each user
+    position = np.empty(counts.nnz, dtype=np.int64)
+    position[order] = np.arange(counts.nnz) - counts.indptr[owner[order]]
+    del order
+    in_test = position < to_test[owner]
+    in_valid = ~in_test & (position < to_test[owner] + to_valid[owner])
+    small = int((to_test == 1).sum())
+    reason = (
+        f"per-user holdout ({why}): {len(valid_rows):,} users hold out {h} pairs for "
+        f"validation, {len(test_rows):,} for test ({h}, or 1 for the {small:,} with 2-"
+        f"{settings.min_user_tracks - 1} tracks)"
+    )
+    train = _part(counts, owner, ~(in_test | in_valid))
+    valid, test = _part(counts, owner, in_valid), _part(counts, owner, in_test)
+    return Split(train, valid, test, valid_rows, test_rows, "holdout", reason)
+
+
+def _owners(counts: sp.csr_matrix) -> np.ndarray:
+    """The row of each stored pair."""
+    rows = np.arange(counts.shape[0], dtype=np.int32 if counts.shape[0] < 2**31 else np.int64)
+    return np.repeat(rows, np.diff(counts.indptr))
+
+
+def _part(counts: sp.csr_matrix, owner: np.ndarray, keep: np.ndarray) -> sp.csr_matrix:
+    """The pairs of `counts` where `keep`, same shape (no copy of the rest)."""
+    n = counts.shape[0]
+    indptr = np.zeros(n + 1, dtype=counts.indptr.dtype)
+    np.cumsum(np.bincount(owner[keep], minlength=n), out=indptr[1:])
+    return sp.csr_matrix((counts.data[keep], counts.indices[keep], indptr), shape=counts.shape)
+
+
+def _first(eligible: np.ndarray, priority: np.ndarray, cap: int) -> np.ndarray:
+    """At most `cap` eligible rows, those of lowest `priority` (a seeded permutation), sorted."""
+    rows = np.flatnonzero(eligible)
+    if len(rows) > cap:
+        rows = np.sort(rows[np.argpartition(priority[rows], cap)[:cap]])
+    return rows
+
+
+def _day(epoch: int) -> str:
+    """A cut as UTC text: the day, with the time when it is not midnight."""
+    at = datetime.fromtimestamp(epoch, UTC)
+    return at.strftime("%Y-%m-%d" if at.hour == at.minute == 0 else "%Y-%m-%d %H:%M")
