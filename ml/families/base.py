@@ -1,0 +1,115 @@
+"""What every fitted recommender offers (top-k per user, similar tracks, fold-in of one listener,
+save/load with nothing pickled), and the exact top-k of dense score blocks that the families
+without factors (item kNN, EASE) rank with, chunked over users to bound memory."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ml.topk import FILTERED
+
+MODEL_FILE, PARAMS_FILE = "model.npz", "params.json"
+CHUNK_CELLS = 1 << 24  # users x tracks scores held at once (64 MB of float32)
+
+
+class FamilySkipped(Exception):
+    """This family cannot fit these data (e.g. too many tracks for a dense model): the reason."""
+
+
+class Recommender(ABC):
+    """A fitted model of one family. `recommend` and `similar` return (ids int64, scores
+    float64) shaped (rows, k), best first, -1 / -inf in slots nothing is left for."""
+
+    params: Any
+    fit_seconds: float
+    warm_start: bool  # continued from another fit, not from scratch
+
+    @abstractmethod
+    def recommend(
+        self, rows: np.ndarray, heard: sp.csr_matrix, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k tracks for users `rows`, none that `heard` (the users x tracks listen counts
+        the model was fit on, or newer) holds for them; families without user factors score
+        from those counts."""
+
+    @abstractmethod
+    def similar(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k tracks most similar to every track, itself excluded: (tracks, k)."""
+
+    @abstractmethod
+    def fold_in(self, counts_row: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (ids, scores), each (k,), for a listener known only by `counts_row` (1 x
+        tracks listen counts), none of its tracks."""
+
+    @abstractmethod
+    def save_model(self, path: Path) -> None:
+        """The fitted state to `path` (.npz, nothing pickled)."""
+
+    def save(self, directory: Path) -> None:
+        """The model (MODEL_FILE) and its params (PARAMS_FILE) into `directory`."""
+        directory.mkdir(parents=True, exist_ok=True)
+        self.save_model(directory / MODEL_FILE)
+        text = json.dumps(self.params.to_json(), indent=2, sort_keys=True)
+        (directory / PARAMS_FILE).write_text(text, encoding="utf-8")
+
+
+def heard_cells(heard: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of every stored entry of a CSR matrix."""
+    return np.repeat(np.arange(heard.shape[0]), np.diff(heard.indptr)), heard.indices
+
+
+def dense_top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the k highest scores that are finite, best first: (ids, scores), -1 / -inf
+    past the last finite one. `scores` is reordered in place."""
+    n, n_items = scores.shape
+    k = min(k, n_items)
+    if n == 0 or k == 0:
+        return np.full((n, k), -1, dtype=np.int64), np.full((n, k), -np.inf)
+    np.nan_to_num(scores, copy=False, nan=-np.inf, posinf=-np.inf, neginf=-np.inf)
+    best = np.argpartition(scores, n_items - k, axis=1)[:, n_items - k :]
+    values = np.take_along_axis(scores, best, 1).astype(np.float64)
+    order = np.argsort(-values, axis=1, kind="stable")
+    ids = np.take_along_axis(best, order, 1).astype(np.int64)
+    values = np.take_along_axis(values, order, 1)
+    missing = ~np.isfinite(values)
+    return np.where(missing, -1, ids), np.where(missing, -np.inf, values)
+
+
+def chunked_top_k(
+    score: Callable[[np.ndarray, sp.csr_matrix], np.ndarray],
+    rows: np.ndarray,
+    heard: sp.csr_matrix,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """dense_top_k of score(chunk, heard[chunk]) (chunk x tracks float32, -inf = not a
+    candidate) over chunks of `rows`, with the tracks `heard` holds for each row masked out."""
+    rows = np.asarray(rows, dtype=np.int64)
+    heard = heard.tocsr()
+    n_items = heard.shape[1]
+    k = min(k, n_items)
+    ids = np.full((len(rows), k), -1, dtype=np.int64)
+    scores = np.full((len(rows), k), -np.inf)
+    step = max(1, CHUNK_CELLS // max(n_items, 1))
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
+        part = heard[chunk]
+        block = score(chunk, part)
+        block[heard_cells(part)] = -np.inf
+        ids[start : start + step], scores[start : start + step] = dense_top_k(block, k)
+    return ids, scores
+
+
+def padded(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """implicit's single-user answer as (k,) arrays, -1 / -inf where it filtered or ran out."""
+    out_ids, out_scores = np.full(k, -1, dtype=np.int64), np.full(k, -np.inf)
+    keep = (ids >= 0) & (scores > FILTERED) & np.isfinite(scores)
+    n = min(int(keep.sum()), k)
+    out_ids[:n], out_scores[:n] = ids[keep][:n], scores[keep][:n]
+    return out_ids, out_scores

@@ -1,0 +1,209 @@
+import itertools
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from implicit.nearest_neighbours import CosineRecommender
+
+from ml import families
+from ml.config import ModelParams, load_config
+from ml.evaluate import leave_k_out
+from ml.families import (
+    LASTFM_ALS,
+    AlsParams,
+    BprParams,
+    EaseParams,
+    FamilySkipped,
+    ItemKnnParams,
+    LmfParams,
+    default_search_space,
+    parse_params,
+)
+from ml.families.base import MODEL_FILE
+from ml.interactions import build_interactions
+from ml.model import fit as fit_als
+
+SMALL = [
+    AlsParams(factors=16, iterations=10, alpha=5.0, regularization=1.0),
+    BprParams(factors=16, iterations=60, learning_rate=0.05),
+    LmfParams(factors=16, iterations=30),
+    ItemKnnParams(weighting="bm25", neighbours=50),
+    ItemKnnParams(weighting="cosine", neighbours=50),
+    ItemKnnParams(weighting="tfidf", neighbours=50),
+    EaseParams(regularization=100.0),
+]
+IDS = [p.label() for p in SMALL]
+
+
+@pytest.fixture(scope="module")
+def counts(structured_marts) -> sp.csr_matrix:
+    m = structured_marts
+    return build_interactions(m.listen_user, m.listen_track, m.listen_count).matrix
+
+
+@pytest.fixture(scope="module")
+def holdout(counts):
+    return leave_k_out(counts, load_config().evaluation)
+
+
+def hit_rate(ids: np.ndarray, test: sp.csr_matrix, rows: np.ndarray) -> float:
+    held = test[rows]
+    hits = (held[np.arange(len(rows))[:, None], np.maximum(ids, 0)].toarray() != 0) & (ids >= 0)
+    return float(hits.sum() / held.nnz)
+
+
+@pytest.mark.parametrize("params", SMALL, ids=IDS)
+def test_each_family_finds_the_planted_scenes_far_better_than_random(holdout, params) -> None:
+    model = families.fit(holdout.train, params, num_threads=1)
+    rows = holdout.eval_rows
+    ids, scores = model.recommend(rows, holdout.train, 10)
+    assert ids.shape == scores.shape == (len(rows), 10)
+    unheard = holdout.train.shape[1] - np.diff(holdout.train[rows].indptr)
+    random_rate = float(np.mean(10 / unheard))  # expected recall@10 of a random list
+    assert hit_rate(ids, holdout.test, rows) > 4 * random_rate
+    assert (np.diff(scores, axis=1) <= 1e-9).all()  # best first
+
+
+@pytest.mark.parametrize("params", SMALL, ids=IDS)
+def test_lists_leave_out_what_was_heard_and_end_in_minus_one(counts, params) -> None:
+    model = families.fit(counts, params, num_threads=1)
+    n_tracks = counts.shape[1]
+    heard = counts.tolil()
+    heard[0, :] = 1.0  # user 0 heard everything, user 1 all but three tracks
+    heard[1, :] = 1.0
+    heard[1, [5, 50, 300]] = 0.0
+    heard = heard.tocsr()
+    heard.eliminate_zeros()
+    rows = np.arange(40)
+    ids, scores = model.recommend(rows, heard, 10)
+    assert (ids[0] == -1).all() and np.isneginf(scores[0]).all()
+    assert set(ids[1][ids[1] >= 0]) <= {5, 50, 300} and (ids[1][3:] == -1).all()
+    listed = (heard[rows[:, None], np.maximum(ids, 0)].toarray() != 0) & (ids >= 0)
+    assert not listed.any()
+    assert ((ids >= 0) == np.isfinite(scores)).all()
+    similar, _ = model.similar(5)
+    assert similar.shape == (n_tracks, 5)
+    assert not (similar == np.arange(n_tracks)[:, None]).any()
+
+
+@pytest.mark.parametrize("params", SMALL, ids=IDS)
+def test_a_saved_model_loads_back_without_pickle_and_gives_the_same_lists(
+    counts, tmp_path, params
+) -> None:
+    model = families.fit(counts, params, num_threads=1)
+    model.save(tmp_path / "artifact")
+    with np.load(tmp_path / "artifact" / MODEL_FILE, allow_pickle=False) as saved:
+        assert all(saved[name].dtype != object for name in saved.files)
+    loaded = families.load(tmp_path / "artifact")
+    assert loaded.params == params
+    rows = np.arange(counts.shape[0])
+    for got, want in zip(
+        (loaded.recommend(rows, counts, 10), loaded.similar(10), loaded.fold_in(counts[[3]], 10)),
+        (model.recommend(rows, counts, 10), model.similar(10), model.fold_in(counts[[3]], 10)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_allclose(got[1], want[1])
+
+
+def test_ease_matches_its_closed_form_computed_naively() -> None:
+    rng = np.random.default_rng(3)
+    dense = (rng.random((30, 9)) < 0.4) * rng.integers(1, 6, (30, 9))
+    counts = sp.csr_matrix(dense.astype(np.float32))
+    for weighting, x in (("binary", (dense > 0) * 1.0), ("log", np.log1p(dense))):
+        params = EaseParams(regularization=2.0, weighting=weighting)
+        p = np.linalg.inv(x.T @ x + 2.0 * np.eye(9))
+        b = np.eye(9) - p / np.diag(p)[None, :]
+        model = families.fit(counts, params, num_threads=1)
+        np.testing.assert_allclose(model.weights, b, atol=1e-5)
+        np.testing.assert_allclose(np.diag(model.weights), 0)
+        ids, scores = model.recommend(np.arange(30), counts, 9)
+        expected = np.where(dense > 0, -np.inf, x @ b)
+        for user in range(30):
+            got = ids[user][ids[user] >= 0]
+            np.testing.assert_allclose(scores[user][: len(got)], expected[user, got], atol=1e-5)
+            np.testing.assert_allclose(
+                np.sort(scores[user][: len(got)]),
+                np.sort(expected[user][np.isfinite(expected[user])]),
+                atol=1e-5,
+            )
+
+
+def test_ease_is_skipped_above_max_tracks(counts) -> None:
+    with pytest.raises(FamilySkipped, match="max_tracks 100"):
+        families.fit(counts, EaseParams(max_tracks=100))
+
+
+@pytest.mark.parametrize("params", SMALL[3:], ids=IDS[3:])
+def test_fold_in_of_a_users_row_is_their_list_where_the_family_is_exact(counts, params) -> None:
+    model = families.fit(counts, params, num_threads=1)
+    rows = np.arange(0, counts.shape[0], 37)
+    ids, scores = model.recommend(rows, counts, 10)
+    for i, row in enumerate(rows):
+        one_ids, one_scores = model.fold_in(counts[[row]], 10)
+        np.testing.assert_allclose(one_scores, scores[i], rtol=1e-5)
+        assert set(one_ids) == set(ids[i])
+
+
+def test_item_knn_lists_are_implicits_own(counts) -> None:
+    """The batched sparse product ranks as implicit's recommend and similar_items do."""
+    model = families.fit(counts, ItemKnnParams(weighting="cosine", neighbours=30), num_threads=1)
+    oracle = CosineRecommender(K=30, num_threads=1)
+    oracle.fit(counts, show_progress=False)
+    rows = np.arange(60)
+    ids, scores = model.recommend(rows, counts, 10)
+    want_ids, want_scores = oracle.recommend(rows, counts[rows], N=10)
+    found = want_ids >= 0
+    np.testing.assert_allclose(
+        np.where(found, scores, 0), np.where(found, want_scores, 0), rtol=1e-5
+    )
+    assert ((ids >= 0) == found).all()
+    _, similar_scores = model.similar(5)
+    want_ids, want_scores = oracle.similar_items(np.arange(20), N=6)
+    np.testing.assert_allclose(similar_scores[:20], want_scores[:, 1:], rtol=1e-5)
+
+
+def test_fold_in_of_factor_families_leaves_out_the_row(counts) -> None:
+    for params in SMALL[:3]:
+        model = families.fit(counts, params, num_threads=1)
+        ids, scores = model.fold_in(counts[[7]], 10)
+        assert ids.shape == (10,) and (ids >= 0).all() and np.isfinite(scores).all()
+        assert not set(ids) & set(counts[7].indices)
+
+
+def test_als_is_ml_models_fit_and_continues_from_a_start(counts, holdout) -> None:
+    params = SMALL[0]
+    ours = families.fit(counts, params, num_threads=1)
+    theirs = fit_als(counts, ModelParams(**params.model_dump(exclude={"family"})), num_threads=1)
+    np.testing.assert_array_equal(ours.model.item_factors, theirs.als.item_factors)
+    start = families.fit(holdout.train, params, num_threads=1)
+    warm = families.fit(counts, params, num_threads=1, start=start)
+    assert warm.warm_start and not ours.warm_start
+    assert not families.fit(
+        counts, params, num_threads=1, start=families.fit(counts, SMALL[3], num_threads=1)
+    ).warm_start
+
+
+def test_params_json_round_trips_and_legacy_als_rows_parse() -> None:
+    for params in SMALL:
+        row = json.loads(json.dumps(params.to_json()))
+        assert row["model"] == row["family"] == params.family
+        assert parse_params(row) == params
+    legacy = {"model": "als", "use_gpu": False, **ModelParams(factors=64).model_dump()}
+    assert parse_params(legacy) == AlsParams(factors=64)
+    assert parse_params({"factors": 8}) == AlsParams(factors=8)
+    assert ModelParams.from_json(AlsParams(factors=8).to_json()) == ModelParams(factors=8)
+    with pytest.raises(ValueError, match="unknown model family"):
+        parse_params({"family": "svd"})
+    with pytest.raises(ValueError):
+        parse_params({"family": "bpr", "factors": "many"})
+
+
+def test_every_point_of_the_search_spaces_is_valid() -> None:
+    for family in families.FAMILIES:
+        space = default_search_space(family)
+        for values in itertools.product(*space.values()):
+            parse_params({"family": family, **dict(zip(space, values, strict=True))})
+    assert LASTFM_ALS.confidence == "bm25" and (LASTFM_ALS.bm25_k1, LASTFM_ALS.bm25_b) == (100, 0.8)
+    assert LASTFM_ALS.factors == 128 and LASTFM_ALS.alpha == 1.0
