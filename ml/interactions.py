@@ -118,7 +118,7 @@ def build_interactions(
     width = max(len(tracks), 1)
     key = rows.astype(np.int64) * width + cols
     del rows, cols
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key)
     key = key[order]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]][: len(key)])
     data = np.add.reduceat(np.asarray(counts, dtype=np.float32)[order], starts)
