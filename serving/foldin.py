@@ -1,9 +1,8 @@
-"""Fold-in: a list recomputed now from a user's listens and the recent ones the app sends.
-
-The user's vector is solved from those listens against the model's item factors (implicit's
-`recommend(..., recalculate_user=True)`), with the same confidence weighting as in training;
-every track listened to, before or just now, is left out of the list. BLAS runs single-threaded
-(serving.app limits it once per process)."""
+"""Fold-in: a list recomputed now from a user's listens and the recent ones the app sends, by
+whichever model family the champion's artifact holds (ml.families: ALS solves the user's
+factors from them, item kNN and EASE score them exactly, BPR and LMF approximate the user by
+the tracks heard). Every track listened to, before or just now, is left out of the list. BLAS
+runs single-threaded (serving.app limits it once per process)."""
 
 from __future__ import annotations
 
@@ -16,9 +15,9 @@ import numpy as np
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 
-from ml.config import ModelParams
-from ml.model import confidence
-from ml.registry import load_model
+from ml import families
+from ml.families import FactorModel, Recommender
+from ml.registry import ID_MAPS_FILE
 
 
 @dataclass(frozen=True)
@@ -26,24 +25,23 @@ class ServedModel:
     """One champion's artifact, loaded whole; requests hold one reference to it throughout."""
 
     model_run_id: str
-    als: AlternatingLeastSquares
-    params: ModelParams
+    recommender: Recommender
     track_ids: np.ndarray  # column -> track_id, sorted or not
     order: np.ndarray  # argsort of track_ids, for id -> column lookups
 
     @classmethod
     def load(cls, path: Path) -> ServedModel:
         """The artifact at `path` (ml.registry's layout); raises if any part is missing or off."""
-        loaded = load_model(path)
-        if loaded.als.item_factors is None or len(loaded.track_ids) != len(loaded.als.item_factors):
-            raise ValueError("item factors and track ids disagree")
-        params = ModelParams.from_json(loaded.meta["params"])
-        if params.confidence == "bm25":  # one row has no corpus to weight by: log1p instead
-            params = params.model_copy(update={"confidence": "log"})
-        loaded.als.num_threads = 1  # one request, one core: the workers share the machine
-        loaded.als.YtY  # noqa: B018  (implicit computes and keeps it: not in the first request)
-        track_ids = np.asarray(loaded.track_ids, dtype=np.int64)
-        return cls(path.name, loaded.als, params, track_ids, np.argsort(track_ids, kind="stable"))
+        recommender = families.load(path)
+        with np.load(path / ID_MAPS_FILE, allow_pickle=False) as maps:
+            track_ids = np.asarray(maps["track_ids"], dtype=np.int64)
+        if len(track_ids) != recommender.n_tracks:
+            raise ValueError("the model's tracks and the track ids disagree")
+        if isinstance(recommender, FactorModel):
+            recommender.model.num_threads = 1  # one request, one core: the workers share it
+            if isinstance(recommender.model, AlternatingLeastSquares):
+                recommender.model.YtY  # noqa: B018  (implicit keeps it: not in the first request)
+        return cls(path.name, recommender, track_ids, np.argsort(track_ids, kind="stable"))
 
     def columns(self, track_ids: Iterable[int]) -> dict[int, int]:
         """track_id -> model column, for the ids the model knows."""
@@ -71,7 +69,7 @@ class ServedModel:
             (values, (np.zeros(len(cols), dtype=np.int32), cols)),
             shape=(1, len(self.track_ids)),
         )
-        weights = confidence(row, self.params)
-        ids, scores = self.als.recommend(0, weights, N=k, recalculate_user=True)
-        keep = (ids >= 0) & np.isfinite(scores)
+        row.sort_indices()
+        ids, scores = self.recommender.fold_in(row, k)
+        keep = ids >= 0
         return list(zip(self.track_ids[ids[keep]].tolist(), scores[keep].tolist(), strict=True))

@@ -31,6 +31,11 @@ class Recommender(ABC):
     fit_seconds: float
     warm_start: bool  # continued from another fit, not from scratch
 
+    @property
+    @abstractmethod
+    def n_tracks(self) -> int:
+        """The tracks (columns) the model knows."""
+
     @abstractmethod
     def recommend(
         self, rows: np.ndarray, heard: sp.csr_matrix, k: int

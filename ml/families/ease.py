@@ -70,6 +70,10 @@ class EaseModel(Recommender):
     fit_seconds: float
     warm_start: bool = False
 
+    @property
+    def n_tracks(self) -> int:
+        return self.weights.shape[0]
+
     def _scores(self, counts: sp.csr_matrix) -> np.ndarray:
         return np.asarray(weighted(counts, self.params.weighting) @ self.weights)
 

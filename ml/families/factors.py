@@ -35,6 +35,10 @@ class FactorModel(Recommender):
     fit_seconds: float
     warm_start: bool = False
 
+    @property
+    def n_tracks(self) -> int:
+        return len(self.model.item_factors)
+
     def recommend(
         self, rows: np.ndarray, heard: sp.csr_matrix, k: int
     ) -> tuple[np.ndarray, np.ndarray]:

@@ -43,6 +43,10 @@ class ItemKnnModel(Recommender):
     fit_seconds: float
     warm_start: bool = False
 
+    @property
+    def n_tracks(self) -> int:
+        return self.model.similarity.shape[0]
+
     def recommend(
         self, rows: np.ndarray, heard: sp.csr_matrix, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
