@@ -13,10 +13,12 @@ from enum import IntEnum
 import numpy as np
 
 from simulator import clock
+from simulator.drift import day_of, popularity_on, taste_on
 from simulator.genre_labels import NO_GENRE, GenreLabels
 from simulator.ids import IdPermutation, id_upper_bound
-from simulator.listens import Csr, ListenLog, ListenSampler, csr_from_counts
+from simulator.listens import SCENES, Csr, ListenLog, ListenSampler, csr_from_counts
 from simulator.pools import Pools, build_pools
+from simulator.sessions import ALBUM_EXTRA_TRACKS, album_starts
 from simulator.table import ColumnSpec, Table
 from simulator.vocabulary import EMAIL_DOMAINS, GENDER_WEIGHTS, GENDERS, GENRE_WEIGHTS, GENRES
 
@@ -28,7 +30,7 @@ REFERENCE_LISTENS_PER_USER = 5
 LISTENS_LOG_MEAN = 2.6  # lognormal listens per user: mean ~20, long tail
 LISTENS_LOG_SIGMA = 0.9
 MAX_LISTENS_PER_USER = 2000
-POPULARITY_EXPONENT = 0.75  # Zipf-like: weight = rank ** -exponent
+POPULARITY_EXPONENT = 1.0  # Zipf-like: weight = rank ** -exponent
 SECOND_GENRE_SHARE = 0.4
 GENRE_VARIANT_SHARE = 0.06  # tracks whose `genres` text is not canonical
 SECOND_WRITER_SHARE = 0.1
@@ -67,6 +69,7 @@ TRACK_COLUMNS: ColumnSpec = {
     "g1": (np.int8, ()),  # genre codes (realistic profile), -1 when none
     "g2": (np.int8, ()),
     "album": (np.int32, ()),
+    "album_row": (np.int64, ()),  # hidden: the row opening the track's album (realistic)
     "popularity": (np.float32, ()),
     "created": (np.int64, ()),
     "updated": (np.int64, ()),
@@ -202,9 +205,9 @@ def new_users(
 
 
 def track_genres(
-    b: WorldBuilder, rng: np.random.Generator, n: int
+    b: WorldBuilder, rng: np.random.Generator, n: int, opener: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(g1, g2, label index) for n tracks."""
+    """(g1, g2, label index) for n tracks; tracks share the genres of their `opener` (index)."""
     if not b.spec.realistic:  # the reference server: a random word, no genre codes
         label = rng.integers(0, len(b.pools.words), n, dtype=np.int32)
         none = np.full(n, NO_GENRE, dtype=np.int8)
@@ -212,6 +215,7 @@ def track_genres(
     g1 = distinct_genres(rng, [], n)
     g2 = distinct_genres(rng, [g1], n)
     g2[rng.random(n) >= SECOND_GENRE_SHARE] = NO_GENRE
+    g1, g2 = g1[opener], g2[opener]
     label = b.labels.canonical(g1, g2).astype(np.int32)
     variant = np.flatnonzero(rng.random(n) < GENRE_VARIANT_SHARE)
     choices = rng.integers(0, 1 << 16, len(variant))
@@ -236,7 +240,11 @@ def new_tracks(
     pools = b.pools
     names, words = len(pools.first_names), len(pools.words)
     lasts = len(pools.last_names)
-    g1, g2, label = track_genres(b, rng, n)
+    start = b.tracks.n
+    # realistic: albums of consecutive rows share artist, album name and genres
+    album = album_starts(rng, start, n) if b.spec.realistic else np.arange(start, start + n)
+    opener = album - start
+    g1, g2, label = track_genres(b, rng, n, opener)
     writer2_first = rng.integers(0, names, n, dtype=np.int32)
     writer2_last = rng.integers(0, lasts, n, dtype=np.int32)
     single = rng.random(n) >= (SECOND_WRITER_SHARE if b.spec.realistic else 0.0)
@@ -244,16 +252,17 @@ def new_tracks(
     writer2_last[single] = -1
     if b.spec.realistic:  # Zipf-like: a few hits, a long tail
         rank = rng.integers(1, b.spec.tracks + 1, n) if b.day else rng.permutation(n) + 1
-        popularity = rank.astype(np.float64) ** -POPULARITY_EXPONENT
+        # by album (its opener's rank, in albums), then by place on it: the singles come first
+        album_rank = np.maximum(1.0, rank[opener] / (1 + ALBUM_EXTRA_TRACKS))
+        popularity = album_rank**-POPULARITY_EXPONENT * (1.0 + np.arange(n) - opener) ** -0.5
     else:
         popularity = np.ones(n)
-    start = b.tracks.n
     return b.tracks.append(
         {
             "id": b.track_ids.ids(np.arange(start, start + n)),
             "name": rng.integers(0, words, n, dtype=np.int32),
-            "artist_first": rng.integers(0, names, n, dtype=np.int32),
-            "artist_last": rng.integers(0, lasts, n, dtype=np.int32),
+            "artist_first": rng.integers(0, names, n, dtype=np.int32)[opener],
+            "artist_last": rng.integers(0, lasts, n, dtype=np.int32)[opener],
             "writer_first": rng.integers(0, names, n, dtype=np.int32),
             "writer_last": rng.integers(0, lasts, n, dtype=np.int32),
             "writer2_first": writer2_first,
@@ -262,7 +271,8 @@ def new_tracks(
             "genre_label": label,
             "g1": g1,
             "g2": g2,
-            "album": rng.integers(0, words, n, dtype=np.int32),
+            "album": rng.integers(0, words, n, dtype=np.int32)[opener],
+            "album_row": album,
             "popularity": popularity,
             "created": created,
             "updated": updated,
@@ -279,8 +289,12 @@ def listen_counts(spec: WorldSpec, rng: np.random.Generator, n: int) -> np.ndarr
 
 
 def sampler_for(b: WorldBuilder, rows: np.ndarray) -> ListenSampler:
+    """A sampler over track `rows` with the popularity of the day being built."""
     t = b.tracks
-    return ListenSampler(rows, t["g1"], t["g2"], t["popularity"])
+    popularity = t["popularity"]
+    if b.spec.realistic and b.day:
+        popularity = popularity_on(b.spec.seed, popularity, day_of(t["created"]), b.day)
+    return ListenSampler(rows, t["g1"], t["g2"], popularity, t["album_row"])
 
 
 def draw_listens(
@@ -292,7 +306,11 @@ def draw_listens(
 ) -> np.ndarray:
     if not b.spec.realistic:
         return sampler.uniform(rng, int(counts.sum()))
-    return sampler.for_users(rng, user_rows, b.users["preferred"][user_rows], counts)
+    taste = None
+    if b.day:  # taste drifts after day 0
+        first_day = day_of(b.users["created"][user_rows])
+        taste = taste_on(b.spec.seed, user_rows, first_day, b.day, SCENES)
+    return sampler.for_users(rng, user_rows, b.users["preferred"][user_rows], counts, taste)
 
 
 def _day0_timestamps(

@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from simulator.drift import Taste
 from simulator.genre_labels import NO_GENRE
+from simulator.hashing import splitmix64
+from simulator.sessions import follow_sessions, session_starts, successors
 from simulator.vocabulary import GENRES
 
 # Realistic profile: the share of listens drawn from the user's preferred genres; the rest
@@ -36,18 +39,12 @@ _USERS_PER_CHUNK = 250_000
 
 
 def _mix(keys: np.ndarray, salt: int) -> np.ndarray:
-    """A fixed integer hash (splitmix64 finaliser): spreads row numbers over scenes."""
-    x = keys.astype(np.uint64) + np.uint64(salt)
-    x ^= x >> np.uint64(30)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
-    return x
+    return splitmix64(keys.astype(np.uint64) + np.uint64(salt))
 
 
-def track_scene(track_rows: np.ndarray) -> np.ndarray:
-    return (_mix(track_rows, 0x5CE4E) % np.uint64(SCENES)).astype(np.int64)
+def track_scene(album_rows: np.ndarray) -> np.ndarray:
+    """The scene of tracks, by the row opening their album: an album stays in one scene."""
+    return (_mix(album_rows, 0x5CE4E) % np.uint64(SCENES)).astype(np.int64)
 
 
 def user_scene(user_rows: np.ndarray, genres: np.ndarray) -> np.ndarray:
@@ -147,7 +144,12 @@ class ListenSampler:
     """
 
     def __init__(
-        self, eligible: np.ndarray, g1: np.ndarray, g2: np.ndarray, popularity: np.ndarray
+        self,
+        eligible: np.ndarray,
+        g1: np.ndarray,
+        g2: np.ndarray,
+        popularity: np.ndarray,
+        album: np.ndarray,
     ) -> None:
         self.rows = eligible.astype(np.int32)
         weights = popularity[eligible].astype(np.float64)
@@ -168,7 +170,7 @@ class ListenSampler:
         self._global = CumulativeIndex(self.cum)
         self._members = CumulativeIndex(self.member_cum)
         # the same memberships by (genre, scene)
-        sub = genre * SCENES + track_scene(member)
+        sub = genre * SCENES + track_scene(album[member])
         order = np.argsort(sub, kind="stable")
         self.scene_rows = member[order]
         self.scene_cum = np.cumsum(member_w[order])
@@ -178,6 +180,9 @@ class ListenSampler:
         self.s_low = low[self.s_start]
         self.s_high = low[self.s_end]
         self._scenes = CumulativeIndex(self.scene_cum)
+        # sessions: each track's next one on its album and in its scene's playlist
+        playlist = g1.astype(np.int64) * SCENES + track_scene(album)
+        self.album_next, self.playlist_next = successors(eligible, album, playlist, popularity)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -196,15 +201,26 @@ class ListenSampler:
         user_rows: np.ndarray,
         preferred: np.ndarray,
         counts: np.ndarray,
+        taste: Taste | None = None,
     ) -> np.ndarray:
-        """Listens of users (rows) with `preferred` genres (k x 3, -1 padded), counts[i] each,
-        grouped by user."""
+        """Listening sessions of users (rows) with `preferred` genres (k x 3, -1 padded) and,
+        after day 0, their drifted `taste`: counts[i] listens each, grouped by user."""
         if len(self.rows) == 0:
             raise ValueError("no track to listen to")
         parts = []
         for lo in range(0, len(counts), _USERS_PER_CHUNK):
-            hi = lo + _USERS_PER_CHUNK
-            parts.append(self._chunk(rng, user_rows[lo:hi], preferred[lo:hi], counts[lo:hi]))
+            part = slice(lo, lo + _USERS_PER_CHUNK)
+            starts = session_starts(rng, counts[part])
+            started = np.concatenate([[0], np.cumsum(starts)])
+            ends = np.cumsum(counts[part])
+            firsts = self._chunk(
+                rng,
+                user_rows[part],
+                preferred[part],
+                started[ends] - started[ends - counts[part]],
+                None if taste is None else taste.subset(part),
+            )
+            parts.append(follow_sessions(rng, starts, firsts, self.album_next, self.playlist_next))
         return np.concatenate(parts) if parts else np.empty(0, dtype=np.int32)
 
     def _chunk(
@@ -213,7 +229,9 @@ class ListenSampler:
         user_rows: np.ndarray,
         preferred: np.ndarray,
         counts: np.ndarray,
+        taste: Taste | None,
     ) -> np.ndarray:
+        """counts[i] independent listens of each user: the first track of each session."""
         total = int(counts.sum())
         owner = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
         # one draw decides both: preferred or not, and (rescaled) which preferred genre
@@ -226,15 +244,18 @@ class ListenSampler:
         n_pref = (preferred >= 0).sum(axis=1)[owner]
         position = (r >= _POSITION_CUTS[n_pref, 0]).astype(np.int64)
         position += r >= _POSITION_CUTS[n_pref, 1]
-        owner *= 3
-        owner += position
-        genre = preferred.reshape(-1)[owner].astype(np.int64)
+        genre = preferred.reshape(-1)[owner * 3 + position].astype(np.int64)
+        shift = np.zeros(len(sel), dtype=np.int64)
+        if taste is not None:  # a drifting user's new genre takes a share of their taste
+            moved = rng.random(len(sel)) < taste.new_share[owner]
+            genre[moved] = taste.new_genre[owner[moved]]
+            shift = taste.scene_shift[owner]
         usable = genre >= 0
         usable[usable] = self.g_end[genre[usable]] > self.g_start[genre[usable]]
-        sel, g, listener = sel[usable], genre[usable], listener[usable]
+        sel, g, listener, shift = sel[usable], genre[usable], listener[usable], shift[usable]
         items = np.empty(total, dtype=np.int32)
         # in the user's scene of that genre (when the scene has tracks), else the whole genre
-        sub = g * SCENES + user_scene(listener, g)
+        sub = g * SCENES + (user_scene(listener, g) + shift) % SCENES
         in_scene = (rng.random(len(sel)) < SCENE_SHARE) & (self.s_end[sub] > self.s_start[sub])
         at, sub = sel[in_scene], sub[in_scene]
         target = self.s_low[sub] + u[at] * (self.s_high[sub] - self.s_low[sub])
