@@ -138,9 +138,10 @@ class CumulativeIndex:
 class ListenSampler:
     """Draws listened tracks among `eligible` track rows.
 
-    Realistic: PREFERRED_SHARE of a user's listens come from one of their preferred genres,
-    weighted by popularity inside the genre (SCENE_SHARE of those inside the user's scene of
-    that genre); the rest from global popularity.
+    Realistic: listening sessions (simulator.sessions) whose first tracks come, for
+    PREFERRED_SHARE of them, from one of the user's preferred genres (or, as taste drifts, the
+    genre they move to), weighted by popularity inside the genre (SCENE_SHARE of those inside
+    the user's scene of that genre); the rest from global popularity.
     """
 
     def __init__(
