@@ -147,21 +147,23 @@ def _positions(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
 # --- the sequence models --------------------------------------------------------------------
 
 
-def _pairs(
-    h: Histories, lag: int, max_distance: int, max_gap: int, start: int, stop: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(first, second, distance) of the listens i in [start, stop) and i + lag: same user, at
-    most `max_distance` positions and `max_gap` seconds apart, different tracks."""
-    first = np.arange(start, min(stop, len(h.user) - lag))
-    second = first + lag
-    distance = h.position[second] - h.position[first]
-    ok = (
-        (h.user[second] == h.user[first])
-        & (distance <= max_distance)
-        & (h.at[second] - h.at[first] <= max_gap)
-        & (h.col[second] != h.col[first])
-    )
-    return h.col[first[ok]], h.col[second[ok]], distance[ok]
+def pair_masks(h: Histories, window: int, max_gap: int) -> list[np.ndarray]:
+    """Per lag 1..window, whether listen i pairs with listen i + lag: same user, at most
+    `window` positions and `max_gap` seconds apart, different tracks (one byte per listen)."""
+    n, masks = len(h.user), []
+    for lag in range(1, window + 1):
+        ok = np.zeros(n, dtype=bool)
+        for start in range(0, max(n - lag, 0), LISTEN_CHUNK):
+            first = slice(start, min(start + LISTEN_CHUNK, n - lag))
+            second = slice(first.start + lag, first.stop + lag)
+            ok[first] = (
+                (h.user[second] == h.user[first])
+                & (h.position[second] - h.position[first] <= window)
+                & (h.at[second] - h.at[first] <= max_gap)
+                & (h.col[second] != h.col[first])
+            )
+        masks.append(ok)
+    return masks
 
 
 def _blocks(h: Histories, n_pairs: int, budget: int) -> list[tuple[int, int]]:
@@ -174,22 +176,30 @@ def _blocks(h: Histories, n_pairs: int, budget: int) -> list[tuple[int, int]]:
 
 
 def pair_counts(
-    h: Histories, window: int, max_gap: int, lo: int = 0, hi: int | None = None
+    h: Histories,
+    window: int,
+    max_gap: int,
+    lo: int = 0,
+    hi: int | None = None,
+    masks: list[np.ndarray] | None = None,
 ) -> sp.csr_matrix:
     """Rows lo..hi (source tracks) of the pair counts: window 1 counts b right after a (the
     transitions); a wider window counts b within `window` positions and `max_gap` seconds of
-    a, either way round, weighted 1 / distance (the co-occurrence)."""
+    a, either way round, weighted 1 / distance (the co-occurrence). `masks`: pair_masks'."""
     hi = h.n_tracks if hi is None else hi
+    masks = pair_masks(h, window, max_gap) if masks is None else masks
+    in_block = (h.col >= lo) & (h.col < hi)
     rows, cols, values = [], [], []
-    for lag in range(1, window + 1):
-        for start in range(0, len(h.user), LISTEN_CHUNK):
-            first, second, distance = _pairs(h, lag, window, max_gap, start, start + LISTEN_CHUNK)
-            weight = (1.0 / distance).astype(np.float32)
-            for a, b in ((first, second), (second, first))[: 1 if window == 1 else 2]:
-                mine = (a >= lo) & (a < hi)
-                rows.append(a[mine] - lo)
-                cols.append(b[mine])
-                values.append(weight[mine])
+    for lag, ok in enumerate(masks, start=1):
+        ways = [(ok & in_block, 0, lag)]  # (pair starts kept, offset of the row, of the col)
+        if window > 1:
+            ways.append((ok & np.roll(in_block, -lag), lag, 0))
+        for keep, row_at, col_at in ways:
+            first = np.flatnonzero(keep)
+            distance = h.position[first + lag] - h.position[first]
+            rows.append(h.col[first + row_at] - lo)
+            cols.append(h.col[first + col_at])
+            values.append((1.0 / distance).astype(np.float32))
     matrix = sp.csr_matrix(
         (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
         shape=(hi - lo, h.n_tracks),
@@ -200,12 +210,18 @@ def pair_counts(
 
 
 def top_k_rows(matrix: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k of every row of a sparse matrix (ties: lower column), vectorised:
-    (ids, scores) (rows x k), -1 / 0 where the row has fewer than k entries."""
-    matrix = matrix.tocsr()
+    """Exact top-k of every row of a sparse matrix of positive scores, as float32 (ties:
+    lower column), vectorised: (ids, scores) (rows x k), -1 / 0 past the row's entries."""
+    matrix = sp.csr_matrix(matrix, dtype=np.float32)
+    matrix.sum_duplicates()  # sorted indices, one entry per column
+    if (matrix.data <= 0).any():
+        raise ValueError("top_k_rows ranks positive scores only")
     n = matrix.shape[0]
-    rows = np.repeat(np.arange(n), np.diff(matrix.indptr))
-    order = np.lexsort((matrix.indices, -matrix.data, rows))
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(matrix.indptr))
+    # one stable sort of a 64-bit key: the row, then the score's bits (positive floats order
+    # like their bit patterns), complemented for best first; equal keys keep column order
+    bits = np.ascontiguousarray(matrix.data).view(np.uint32).astype(np.int64)
+    order = np.argsort((rows << 32) | (0xFFFFFFFF - bits), kind="stable")
     rank = np.arange(len(order)) - matrix.indptr[rows]  # rows is sorted already
     keep = rank < k
     ids = np.full((n, k), -1, dtype=np.int64)
@@ -217,7 +233,8 @@ def top_k_rows(matrix: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _row_max_normalised(matrix: sp.csr_matrix) -> sp.csr_matrix:
     best = matrix.max(axis=1).toarray().ravel()
-    return sp.diags(1.0 / np.where(best > 0, best, 1.0)).dot(matrix).tocsr()
+    scale = (1.0 / np.where(best > 0, best, 1.0)).astype(np.float32)
+    return sp.diags(scale).dot(matrix).tocsr()
 
 
 def _collaborative_matrix(ids: np.ndarray, n_tracks: int) -> sp.csr_matrix:
@@ -226,7 +243,7 @@ def _collaborative_matrix(ids: np.ndarray, n_tracks: int) -> sp.csr_matrix:
     valid = ids >= 0
     rank = np.broadcast_to(np.arange(ids.shape[1]), ids.shape)[valid]
     rows = np.broadcast_to(np.arange(ids.shape[0])[:, None], ids.shape)[valid]
-    values = 1.0 / (1.0 + rank)
+    values = (1.0 / (1.0 + rank)).astype(np.float32)
     return sp.csr_matrix((values, (rows, ids[valid])), shape=(n_tracks, n_tracks))
 
 
@@ -241,16 +258,18 @@ def fit_sequence_lists(
     k, n_tracks = settings.k, h.n_tracks
     need_co = any(c.co_occurrence for c in configs)
     n_pairs = len(h.user) * (1 + 2 * settings.window * need_co)
-    popularity = np.maximum(np.bincount(h.col, minlength=n_tracks), 1).astype(np.float64)
+    popularity = np.maximum(np.bincount(h.col, minlength=n_tracks), 1).astype(np.float32)
     collab = None
     if collaborative_ids is not None:
         collab = _collaborative_matrix(collaborative_ids, n_tracks)
     out = {c: (np.full((n_tracks, k), -1, np.int64), np.zeros((n_tracks, k))) for c in configs}
+    t_masks = pair_masks(h, 1, NO_GAP)
+    c_masks = pair_masks(h, settings.window, settings.max_gap_seconds) if need_co else []
     for lo, hi in _blocks(h, n_pairs, settings.pair_budget):
-        t_counts = pair_counts(h, 1, NO_GAP, lo, hi)
-        c_counts = (
-            pair_counts(h, settings.window, settings.max_gap_seconds, lo, hi) if need_co else None
-        )
+        t_counts = pair_counts(h, 1, NO_GAP, lo, hi, t_masks)
+        c_counts = None
+        if need_co:
+            c_counts = pair_counts(h, settings.window, settings.max_gap_seconds, lo, hi, c_masks)
         for config in configs:
             scores = config.transitions * t_counts
             if config.co_occurrence and c_counts is not None:
@@ -440,6 +459,8 @@ def _candidate_lists(
     ):
         collab_ids, collab_scores = collaborative(h.counts(), k)
         collab_ids = np.asarray(collab_ids, dtype=np.int64)[:, :k]
+        unheard = np.bincount(h.col, minlength=h.n_tracks) == 0  # a model knows nothing of them
+        collab_ids = np.where(unheard[:, None], -1, collab_ids)
     out: dict[str | Config, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     if configs:
         for config, (ids, scores) in fit_sequence_lists(h, configs, settings, collab_ids).items():
