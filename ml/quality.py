@@ -132,19 +132,30 @@ def _genre_masks(track_genres: sp.csr_matrix) -> np.ndarray:
 def churn(yesterday: tuple[np.ndarray, np.ndarray], today: tuple[np.ndarray, np.ndarray]) -> float:
     """The share of yesterday's served (user, track) rows not served today, over the users
     served both days (each day: aligned user ids and track ids). NaN when none are."""
-    (y_users, y_tracks), (t_users, t_tracks) = (
-        (np.asarray(u, dtype=np.int64), np.asarray(t, dtype=np.int64))
-        for u, t in (yesterday, today)
-    )
-    both = np.intersect1d(y_users, t_users)
-    y_keep, t_keep = np.isin(y_users, both), np.isin(t_users, both)
-    if not y_keep.any():
+    y_key, t_key, width = _pair_keys(*yesterday, *today)
+    if len(y_key) == 0 or len(t_key) == 0:
         return float("nan")
-    tracks, codes = np.unique(np.r_[y_tracks[y_keep], t_tracks[t_keep]], return_inverse=True)
-    keys = np.r_[np.searchsorted(both, y_users[y_keep]), np.searchsorted(both, t_users[t_keep])]
-    keys = keys * len(tracks) + codes
-    n_yesterday = int(y_keep.sum())
-    return float(np.mean(~np.isin(keys[:n_yesterday], keys[n_yesterday:])))
+    t_key = np.sort(t_key)  # by user, then track: a user's rows are one block
+    block = y_key // width * width
+    served_today = np.searchsorted(t_key, block + width) > np.searchsorted(t_key, block)
+    if not served_today.any():
+        return float("nan")
+    at = np.minimum(np.searchsorted(t_key, y_key), len(t_key) - 1)
+    return float(np.mean(t_key[at][served_today] != y_key[served_today]))
+
+
+def _pair_keys(
+    y_users: np.ndarray, y_tracks: np.ndarray, t_users: np.ndarray, t_tracks: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(user, track) rows of both days as int64 keys user x width + track, and the width: the
+    ids themselves when they fit in 31 bits (no sort), else their codes over both days."""
+    ids = [np.asarray(a, dtype=np.int64) for a in (y_users, y_tracks, t_users, t_tracks)]
+    if all(len(a) == 0 or (a.min() >= 0 and a.max() < 2**31) for a in ids):
+        return ids[0] * 2**31 + ids[1], ids[2] * 2**31 + ids[3], 2**31
+    _, users = np.unique(np.r_[ids[0], ids[2]], return_inverse=True)
+    tracks, codes = np.unique(np.r_[ids[1], ids[3]], return_inverse=True)
+    key = users.astype(np.int64) * len(tracks) + codes
+    return key[: len(ids[0])], key[len(ids[0]) :], len(tracks)
 
 
 def beyond_accuracy(

@@ -141,14 +141,17 @@ def test_genre_diversity_against_sets(monkeypatch: pytest.MonkeyPatch) -> None:
     np.testing.assert_allclose(genre_diversity(ids, track_genres), expected)
 
 
-def test_churn_by_hand() -> None:
-    big = 10**12  # ids are the warehouse's, not indices
+@pytest.mark.parametrize("big", [12, 10**12])  # ids in 31 bits, and not
+def test_churn_by_hand(big: int) -> None:
     yesterday = (np.array([1, 1, 2, 2, 3]), np.array([10, 11, 10, big, 13]))
     today = (np.array([1, 1, 2, 2, 4]), np.array([10, 14, big, 10, 15]))
     # users 1 and 2 are served both days; of their 4 rows yesterday only (1, 11) is gone
     assert churn(yesterday, today) == 0.25
     assert churn(yesterday, yesterday) == 0.0
     assert np.isnan(churn(yesterday, (np.array([9]), np.array([10]))))
+    assert np.isnan(churn(yesterday, (np.array([], dtype=np.int64), np.array([]))))
+    # a user served a list both days, with nothing in common: all of it churned
+    assert churn((np.array([-5, -5]), np.array([1, 2])), (np.array([-5]), np.array([3]))) == 1.0
 
 
 def test_beyond_accuracy_summary() -> None:
