@@ -8,19 +8,22 @@ counted apart (cold). A day-0 snapshot stamps all of a user's listens with one t
 users are cold in any window and the split falls back until later days add listens.
 Holdout: users with `min_user_tracks` tracks or more hide `holdout_per_user` random pairs for
 validation and as many for test; users with 2 to `min_user_tracks - 1` tracks hide one for test.
+Selection fits on train and judges on validation; the reported figures fit on train and
+validation and judge on test (`Split.validation()`, `Split.testing()`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Annotated, Literal
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from ml.config import Section
+from ml.config import Evaluation
 from ml.interactions import Interactions
 
 DAY = 86400
@@ -31,36 +34,6 @@ Positive = Annotated[int, Field(ge=1)]
 
 class NotEnoughData(RuntimeError):
     """Too few users to evaluate on; the message is one line."""
-
-
-class Evaluation(Section):
-    """The [evaluation] settings (to move into ml/config.py)."""
-
-    k: Positive = 10
-    holdout_per_user: Positive = 2  # per window, for users with >= min_user_tracks tracks
-    min_user_tracks: int = 5
-    max_eval_users: int = 20000  # per window
-    min_eval_users: Positive = 20  # per window, time split and holdout alike
-    seed: int = 7
-    valid_share: Share = 0.1  # the latest pairs: validation window, then test window
-    test_share: Share = 0.1
-    valid_days: NonNegative = 0.0  # > 0 (both): the windows are the last days (UTC) instead
-    test_days: NonNegative = 0.0
-    min_span_days: NonNegative = 3.0  # first-listen times must span this long for a time split
-    resamples: Positive = 1000  # bootstrap resamples of the intervals (ml.intervals)
-    confidence: Share = 0.95
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Evaluation:
-        if self.min_user_tracks <= 2 * self.holdout_per_user:
-            raise ValueError("evaluation.min_user_tracks must exceed 2 x holdout_per_user")
-        if self.max_eval_users < self.min_eval_users:
-            raise ValueError("evaluation.min_eval_users must be <= max_eval_users")
-        if self.valid_share + self.test_share >= 1:
-            raise ValueError("evaluation.valid_share + test_share must be below 1")
-        if (self.valid_days > 0) != (self.test_days > 0):
-            raise ValueError("evaluation.valid_days and test_days are set together")
-        return self
 
 
 @dataclass(frozen=True)
@@ -93,7 +66,11 @@ class Split:
 
     def testing(self) -> Fold:
         """The reported figures: fit on all but the test pairs, judge on them."""
-        return Fold((self.train + self.valid).tocsr(), self.test, self.test_rows)
+        return Fold(self._before_test, self.test, self.test_rows)
+
+    @cached_property
+    def _before_test(self) -> sp.csr_matrix:
+        return (self.train + self.valid).tocsr()
 
     def sizes(self) -> dict[str, int]:
         """The ml.model_runs figures of the split."""

@@ -163,6 +163,7 @@ def test_folds_and_interactions_input() -> None:
     assert validation.train is got.train and validation.test is got.valid
     assert (testing.train != got.train + got.valid).nnz == 0
     np.testing.assert_array_equal(testing.eval_rows, got.test_rows)
+    assert got.testing().train is testing.train  # summed once
 
 
 def test_settings_are_checked() -> None:
