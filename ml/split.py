@@ -171,10 +171,10 @@ def holdout(counts: sp.csr_matrix, settings: Evaluation, why: str) -> Split:
     del order
     in_test = position < to_test[owner]
     in_valid = ~in_test & (position < to_test[owner] + to_valid[owner])
-    small = int((to_test == 1).sum())
+    small = int(((to_test > 0) & ~can_validate).sum())
     reason = (
-        f"per-user holdout ({why}): {len(valid_rows):,} users hold out {h} pairs for "
-        f"validation, {len(test_rows):,} for test ({h}, or 1 for the {small:,} with 2-"
+        f"per-user holdout: {why}; {len(valid_rows):,} users hold out {h} pairs for validation "
+        f"and {len(test_rows):,} for test (1 pair for the {small:,} with 2-"
         f"{settings.min_user_tracks - 1} tracks)"
     )
     train = _part(counts, owner, ~(in_test | in_valid))

@@ -96,31 +96,57 @@ def test_a_day_zero_snapshot_falls_back_to_the_holdout() -> None:
     user_time = START + np.random.default_rng(3).integers(0, 60 * DAY, 300)
     got = split((counts, user_time[_owners(counts)]), Evaluation())
     assert got.kind == "holdout"
-    assert got.reason.startswith("per-user holdout (only 0 users have listens both before")
+    assert got.reason.startswith("per-user holdout: only 0 users have listens both before")
     _assert_partition(got, counts)
 
 
-def test_later_days_let_the_time_split_hold() -> None:
-    """The day-0 snapshot, then new listens on later days for a tenth of the users a day."""
-    rng = np.random.default_rng(4)
-    counts, _ = _listens(600, seed=4)
-    owner = _owners(counts)
-    times = (START + rng.integers(0, 60 * DAY, 600))[owner]
-    day0 = START + 60 * DAY
-    times = np.minimum(times, day0)
-    for day in range(1, 11):  # a user's later pairs: a few of their tracks first heard that day
-        later = (rng.random(counts.nnz) < 0.03) & (rng.random(600) < 0.1)[owner]
-        times[later] = day0 + day * DAY + rng.integers(0, DAY, int(later.sum()))
-    got = split((counts, times), Evaluation(valid_days=2, test_days=2, min_eval_users=20))
-    assert got.kind == "time", got.reason
-    assert len(got.valid_rows) >= 20 and len(got.test_rows) >= 20
+def _simulated_days(days: int, seed: int = 4) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Like the simulator: day 0 stamps each user's pairs with their history's updated_at
+    (within the year before), then each day a tenth of the users first hear 1 + Poisson(2)
+    more tracks at times inside that day."""
+    rng = np.random.default_rng(seed)
+    n_users, n_tracks = 1000, 400
+    owner = [np.repeat(np.arange(n_users), rng.integers(5, 35, n_users))]
+    times = [(START - rng.integers(1, 365 * DAY, n_users))[owner[0]]]
+    for day in range(1, days + 1):
+        active = np.flatnonzero(rng.random(n_users) < 0.1)
+        owner.append(np.repeat(active, 1 + rng.poisson(2, len(active))))
+        times.append(START + (day - 1) * DAY + rng.integers(0, DAY, len(owner[-1])))
+    users, first_seen = np.concatenate(owner), np.concatenate(times)
+    tracks = rng.integers(0, n_tracks, len(users))  # a repeat keeps its earliest time
+    built = build_interactions(users, tracks, np.ones(len(users)), first_seen)
+    assert built.first_seen is not None
+    return built.matrix, built.first_seen
+
+
+@pytest.mark.parametrize(
+    ("days", "windows", "kind"),
+    [
+        (0, {"valid_days": 1, "test_days": 1}, "holdout"),  # the snapshot alone
+        (1, {"valid_days": 1, "test_days": 1}, "holdout"),  # nobody judged on validation
+        (2, {"valid_days": 1, "test_days": 1}, "time"),
+        (3, {"valid_share": 0.1, "test_share": 0.1}, "holdout"),  # windows still day-0 pairs
+        (20, {"valid_share": 0.1, "test_share": 0.1}, "time"),
+    ],
+)
+def test_a_time_split_holds_once_later_days_add_listens(days, windows, kind) -> None:
+    counts, times = _simulated_days(days)
+    got = split((counts, times), Evaluation(**windows, min_eval_users=20))
+    assert got.kind == kind, got.reason
+    _assert_partition(got, counts)
+    if kind == "time":  # the judged users have history before their window
+        assert np.diff(got.train.indptr)[got.valid_rows].min() >= 1
+        assert np.diff(got.testing().train.indptr)[got.test_rows].min() >= 1
+        assert got.cold_test + got.cold_valid == 0  # day-0 users all have older pairs
 
 
 def test_too_short_a_history_or_no_times_fall_back() -> None:
     counts, times = _listens(200, seed=5, days=2)
     got = split((counts, times), Evaluation(min_span_days=3))
     assert got.kind == "holdout" and "span 2.0 days (needs 3)" in got.reason
-    assert "no first-listen times" in split((counts, None), Evaluation()).reason
+    assert split((counts, None), Evaluation()).reason.startswith(
+        "per-user holdout: no first-listen times; "
+    )
 
 
 def test_holdout_hides_k_pairs_per_window_and_one_for_small_users() -> None:
