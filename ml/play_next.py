@@ -1,4 +1,4 @@
-""" "Play next": each track's k next tracks, from what users actually played next.
+"""The "play next" lists: each track's k next tracks, from what users actually played next.
 
 A transition model counts b right after a in the same user's history; co-occurrence counts b
 within a few positions (and, where listen times differ, within a time gap) of a, weighted by
@@ -24,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ml.baselines import GENRE_POPULARITY, POPULARITY, Popularity
+from ml.intervals import difference, intervals
 from ml.sequences import Sequences, TrackFeatures
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ COLLABORATIVE = "collaborative"
 CANDIDATES = (TRANSITIONS, CO_OCCURRENCE, BLEND, COLLABORATIVE, POPULARITY, GENRE_POPULARITY)
 LISTEN_CHUNK = 4_000_000  # listens paired at once
 NO_GAP = np.iinfo(np.int64).max  # transitions: the next listen, however much later
-SOURCES = ("model", "artist", GENRE_POPULARITY, POPULARITY)  # slot source codes 0..3
+SOURCES = ("model", "artist", GENRE_POPULARITY, POPULARITY)  # what filled a slot: codes 0..3
+MODEL, ARTIST, GENRE, GLOBAL = range(len(SOURCES))
 
 # (users x tracks listen counts of the training histories, k) -> (ids, scores), tracks x k:
 # each track's k most similar track columns by a collaborative model, best first, -1 empty.
@@ -53,7 +55,7 @@ class PlayNextSettings:
     max_eval_users: int = 100_000  # held-out pairs sampled per split (bootstrap cost)
     bootstrap_samples: int = 1000
     seed: int = 0
-    pair_budget: int = 20_000_000  # track pairs counted at once (bounds memory)
+    pair_budget: int = 10_000_000  # track pairs counted at once (bounds memory)
 
 
 @dataclass(frozen=True)
@@ -290,13 +292,13 @@ def fit_sequence_lists(
 
 
 def merge_lists(
-    parts: list[tuple[np.ndarray, np.ndarray, int]], k: int
+    parts: list[tuple[np.ndarray, np.ndarray, int | np.ndarray]], k: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row, the first k distinct ids of the parts in order (each (ids, scores, source);
-    -1 empty): (ids, scores, source codes), rows x k."""
+    """Per row, the first k distinct ids of the parts in order (each (ids, scores, source
+    code or codes); -1 empty): (ids, scores, source codes), rows x k."""
     ids = np.concatenate([p[0] for p in parts], axis=1)
     scores = np.concatenate([np.asarray(p[1], np.float64) for p in parts], axis=1)
-    source = np.concatenate([np.full(p[0].shape, p[2], dtype=np.int8) for p in parts], axis=1)
+    source = np.concatenate([np.broadcast_to(p[2], p[0].shape) for p in parts], axis=1)
     order = np.argsort(ids, axis=1, kind="stable")  # equal ids: the earlier part first
     ranked = np.take_along_axis(ids, order, 1)
     repeat = np.zeros(ids.shape, dtype=bool)
@@ -334,21 +336,15 @@ class Fallbacks:
     """The fill of every list, counted on one set of histories."""
 
     artist: tuple[np.ndarray, np.ndarray]
-    genre: tuple[np.ndarray, np.ndarray, np.ndarray]  # ids, scores, from_genre
+    genre: tuple[np.ndarray, np.ndarray, np.ndarray]  # ids, scores, source (genre or global)
     popular: tuple[np.ndarray, np.ndarray]
 
     def fill(
         self, ids: np.ndarray | None = None, scores: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`ids` (model lists, or none) filled with artist, then genre, then global picks."""
-        genre_ids, genre_scores, from_genre = self.genre
-        parts = [] if ids is None else [(ids, scores, 0)]
-        parts += [
-            (self.artist[0], self.artist[1], 1),
-            (np.where(from_genre, genre_ids, -1), genre_scores, 2),
-            (np.where(from_genre, -1, genre_ids), genre_scores, 3),
-            (self.popular[0], self.popular[1], 3),
-        ]
+        parts = [] if ids is None else [(ids, scores, MODEL)]
+        parts += [(*self.artist, ARTIST), self.genre, (*self.popular, GLOBAL)]
         return merge_lists(parts, self.popular[0].shape[1])
 
 
@@ -361,32 +357,12 @@ def fallbacks(h: Histories, tracks: TrackFeatures, k: int) -> Fallbacks:
     artist_scores = np.where(artist_ids >= 0, popularity.share[np.maximum(artist_ids, 0)], 0.0)
     return Fallbacks(
         (artist_ids, artist_scores),
-        (genre_recs.ids, genre_recs.scores, genre_recs.from_genre),
+        (genre_recs.ids, genre_recs.scores, np.where(genre_recs.from_genre, GENRE, GLOBAL)),
         (global_recs.ids, global_recs.scores),
     )
 
 
 # --- evaluation -----------------------------------------------------------------------------
-
-
-def paired_bootstrap(
-    a: np.ndarray, b: np.ndarray, n: int = 1000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float, float]:
-    """Mean of a - b (paired per user) and its bootstrap `level` interval: (diff, lo, hi).
-    Resamples users with replacement, in chunks of bounded size."""
-    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    m = len(diff)
-    if m == 0:
-        return 0.0, 0.0, 0.0
-    rng = np.random.default_rng(seed)
-    means = np.empty(n)
-    step = max(1, 4_000_000 // m)
-    for start in range(0, n, step):
-        size = min(step, n - start)
-        means[start : start + size] = diff[rng.integers(0, m, size=(size, m))].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(means, [tail, 100 - tail])
-    return float(diff.mean()), float(lo), float(hi)
 
 
 def hits(
@@ -468,19 +444,51 @@ def _candidate_lists(
     if COLLABORATIVE in families and collab_ids is not None:
         out[COLLABORATIVE] = fill.fill(collab_ids, np.asarray(collab_scores)[:, :k])
     if POPULARITY in families:
-        popular = fill.popular
-        out[POPULARITY] = (popular[0], popular[1], np.where(popular[0] >= 0, 3, -1).astype(np.int8))
+        out[POPULARITY] = merge_lists([(*fill.popular, GLOBAL)], k)
     if GENRE_POPULARITY in families:
-        genre_ids, genre_scores, from_genre = fill.genre
-        out[GENRE_POPULARITY] = merge_lists(
-            [(np.where(from_genre, genre_ids, -1), genre_scores, 2), (genre_ids, genre_scores, 3)],
-            k,
-        )
+        out[GENRE_POPULARITY] = merge_lists([fill.genre], k)
     return out
 
 
 def _family(key: str | Config) -> str:
     return key.name if isinstance(key, Config) else key
+
+
+def _choose(
+    val: dict[str | Config, tuple[np.ndarray, np.ndarray]],
+) -> tuple[dict[str, str | Config], str]:
+    """Each family's best config on validation (hit@k, then MRR@k), and the best family."""
+
+    def score(key: str | Config) -> tuple[float, float]:
+        return float(val[key][0].mean()), float(val[key][1].mean())
+
+    best: dict[str, str | Config] = {}
+    for key in val:
+        family = _family(key)
+        if family not in best or score(key) > score(best[family]):
+            best[family] = key
+    return best, max(best, key=lambda family: score(best[family]))
+
+
+def _test_metrics(
+    test: dict[str, tuple[np.ndarray, np.ndarray]], resamples: int, seed: int
+) -> dict[str, float]:
+    """Each family's test hit@k and MRR@k, and its difference from popularity (and from the
+    collaborative list, for the sequence models), with intervals on shared resamples."""
+    columns = {}
+    for family, pair in test.items():
+        for metric, values in zip(("hit", "mrr"), pair, strict=True):
+            columns[f"test_{family}_{metric}"] = values
+            baselines = [POPULARITY] if family != POPULARITY else []
+            if family in (TRANSITIONS, CO_OCCURRENCE, BLEND) and COLLABORATIVE in test:
+                baselines.append(COLLABORATIVE)
+            for other in baselines:
+                other_values = test[other][0 if metric == "hit" else 1]
+                columns[f"test_{family}_{metric}_vs_{other}"] = values - other_values
+    out = {}
+    for name, found in intervals(columns, resamples=resamples, seed=seed).items():
+        out[name], out[f"{name}_lo"], out[f"{name}_hi"] = found.mean, found.low, found.high
+    return out
 
 
 def choose_play_next(
@@ -494,39 +502,29 @@ def choose_play_next(
     """Fit every candidate on the training histories, pick the best on validation, report
     each family's test hit@k / MRR@k with intervals, and refit what is published on all
     histories: lists for every track of `track_ids` (default: every catalog track)."""
-    k, boot, seed = settings.k, settings.bootstrap_samples, settings.seed
+    k, resamples, seed = settings.k, settings.bootstrap_samples, settings.seed
     catalog = tracks.track_ids
     h = histories(sequences, catalog)
-    families = (
-        {COLLABORATIVE, POPULARITY, GENRE_POPULARITY}
-        if collaborative
-        else {POPULARITY, GENRE_POPULARITY}
-    )
-    grid = _grid(settings, collaborative is not None)
+    families = {POPULARITY, GENRE_POPULARITY} | ({COLLABORATIVE} if collaborative else set())
 
     # validation: fit without each user's last two listens, target the second-to-last
     val_seeds, val_targets = _sample(h.held_out(2), settings.max_eval_users, seed)
+    grid = _grid(settings, collaborative is not None)
     lists = _candidate_lists(h.without_tail(2), tracks, grid, settings, collaborative, families)
     val = {key: hits(ids, val_seeds, val_targets, k) for key, (ids, _, _) in lists.items()}
-    best: dict[str, str | Config] = {}
-    for key, (hit, rr) in val.items():
-        family = _family(key)
-        if family not in best or (hit.mean(), rr.mean()) > tuple(
-            m.mean() for m in val[best[family]]
-        ):
-            best[family] = key
-    winner = max(best, key=lambda f: (val[best[f]][0].mean(), val[best[f]][1].mean()))
-    gate = paired_bootstrap(val[best[winner]][0], val[best[POPULARITY]][0], boot, seed)
-    passed = winner != POPULARITY and gate[1] > 0
+    best, winner = _choose(val)
+    gate = difference(
+        val[best[winner]][0], val[best[POPULARITY]][0], resamples=resamples, seed=seed
+    )
+    passed = winner != POPULARITY and gate.low > 0
     published = winner if passed else GENRE_POPULARITY
-
-    metrics: dict[str, float] = {
+    metrics = {
         "k": float(k),
         "n_validation_pairs": float(len(val_seeds)),
         "gate_passed": float(passed),
-        "gate_hit_diff": gate[0],
-        "gate_hit_diff_lo": gate[1],
-        "gate_hit_diff_hi": gate[2],
+        "gate_hit_diff": gate.mean,
+        "gate_hit_diff_lo": gate.low,
+        "gate_hit_diff_hi": gate.high,
     }
     for family, key in best.items():
         metrics[f"validation_{family}_hit"] = float(val[key][0].mean())
@@ -540,35 +538,22 @@ def choose_play_next(
         _family(key): hits(ids, test_seeds, test_targets, k) for key, (ids, _, _) in lists.items()
     }
     metrics["n_test_pairs"] = float(len(test_seeds))
-    for family, (hit, rr) in test.items():
-        for metric, values in (("hit", hit), ("mrr", rr)):
-            mean, lo, hi = paired_bootstrap(values, np.zeros_like(values), boot, seed)
-            metrics[f"test_{family}_{metric}"] = mean
-            metrics[f"test_{family}_{metric}_lo"], metrics[f"test_{family}_{metric}_hi"] = lo, hi
-            if family != POPULARITY:
-                diff = paired_bootstrap(
-                    values, test[POPULARITY][0 if metric == "hit" else 1], boot, seed
-                )
-                metrics[f"test_{family}_{metric}_vs_popularity"] = diff[0]
-                metrics[f"test_{family}_{metric}_vs_popularity_lo"] = diff[1]
-                metrics[f"test_{family}_{metric}_vs_popularity_hi"] = diff[2]
+    metrics.update(_test_metrics(test, resamples, seed))
 
     # publish: refit on all histories
     key = best[published]
     configs = [key] if isinstance(key, Config) else []
-    final = _candidate_lists(
-        h,
-        tracks,
-        configs,
-        settings,
-        collaborative,
-        {published} - {BLEND, TRANSITIONS, CO_OCCURRENCE},
+    sequence_families = {TRANSITIONS, CO_OCCURRENCE, BLEND}
+    lists = _candidate_lists(
+        h, tracks, configs, settings, collaborative, {published} - sequence_families
     )
-    ids, scores, source = final[key]
+    ids, scores, source = lists[key]
     rows = _positions(catalog, catalog if track_ids is None else track_ids)
-    ids = np.vstack([ids, np.full((1, ids.shape[1]), -1)])[rows]  # row -1: not in the catalog
-    scores = np.vstack([scores, np.zeros((1, ids.shape[1]))])[rows]
-    source = np.vstack([source, np.full((1, ids.shape[1]), -1, np.int8)])[rows]
+    missing = rows < 0  # not in the catalog: an empty list
+    ids, scores, source = (
+        np.where(missing[:, None], empty, a[rows])
+        for a, empty in ((ids, -1), (scores, 0.0), (source, -1))
+    )
     log.info("play next: winner %s, published %s (%s)", winner, published, _label(key))
     return PlayNext(
         model=published,
@@ -578,7 +563,7 @@ def choose_play_next(
         track_ids=catalog if track_ids is None else np.asarray(track_ids, dtype=np.int64),
         ids=np.where(ids >= 0, catalog[np.maximum(ids, 0)], -1),
         scores=scores,
-        source=source,
+        source=source.astype(np.int8),
         candidates={family: _label(key) for family, key in best.items()},
     )
 

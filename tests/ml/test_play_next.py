@@ -21,7 +21,6 @@ from ml.play_next import (
     hits,
     merge_lists,
     pair_counts,
-    paired_bootstrap,
     top_k_rows,
 )
 from ml.sequences import Sequences, TrackFeatures, build_sequences, track_features
@@ -132,8 +131,8 @@ def test_transitions_beat_popularity_and_co_listening_on_planted_sequences(
 ) -> None:
     m = structured_result.metrics
     assert m["test_transitions_hit_vs_popularity_lo"] > 0
-    assert m["test_transitions_hit"] > m["test_collaborative_hit"] + 0.05
-    assert m["test_transitions_mrr"] > m["test_collaborative_mrr"]
+    assert m["test_transitions_hit_vs_collaborative_lo"] > 0
+    assert m["test_transitions_mrr_vs_collaborative_lo"] > 0
     assert m["test_collaborative_hit_vs_popularity_lo"] > 0  # co-listening still learns scenes
     assert m["gate_passed"] == 1.0
     assert structured_result.model == structured_result.winner
@@ -271,20 +270,6 @@ def test_hits_and_reciprocal_ranks() -> None:
     hit, rr = hits(ids, seeds=np.array([0, 1, 2, 0]), targets=np.array([3, 2, 1, 0]), k=2)
     np.testing.assert_array_equal(hit, [0, 1, 1, 0])
     np.testing.assert_allclose(rr, [0, 0.5, 1, 0])
-
-
-def test_paired_bootstrap_interval_agrees_with_the_normal_approximation() -> None:
-    rng = np.random.default_rng(0)
-    a = (rng.random(4000) < 0.3).astype(float)
-    b = np.where(rng.random(4000) < 0.8, a, 1 - a)
-    diff, lo, hi = paired_bootstrap(a, b, n=2000, seed=1)
-    d = a - b
-    half = 1.96 * d.std() / np.sqrt(len(d))
-    assert diff == pytest.approx(d.mean())
-    assert lo == pytest.approx(d.mean() - half, abs=0.25 * half)
-    assert hi == pytest.approx(d.mean() + half, abs=0.25 * half)
-    assert paired_bootstrap(a, a) == (0.0, 0.0, 0.0)
-    assert paired_bootstrap(np.ones(5), np.zeros(5)) == (1.0, 1.0, 1.0)
 
 
 def _random_histories(seed: int, n_tracks: int = 7) -> Histories:
