@@ -23,8 +23,8 @@ def per_user_ranking_metrics(
     ids: np.ndarray, truth: sp.csr_matrix, k: int
 ) -> dict[str, np.ndarray]:
     """Precision, recall, MAP and NDCG at k of each user's list `ids` (rows aligned with
-    `truth`'s rows, the user's held-out tracks); their means are ml.evaluate's
-    `ranking_metrics` (definitions: ml/README.md)."""
+    `truth`'s rows: the user's held-out tracks), as ml/README.md defines them; the reported
+    metrics are their means over users."""
     m = ids.shape[0]
     relevant = np.diff(truth.indptr)
     if m == 0 or np.any(relevant == 0):
