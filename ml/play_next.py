@@ -47,11 +47,12 @@ Collaborative = Callable[[sp.csr_matrix, int], tuple[np.ndarray, np.ndarray]]
 @dataclass(frozen=True)
 class PlayNextSettings:
     k: int = 10
-    window: int = 3  # co-occurrence: listens at most this many positions apart ...
+    windows: tuple[int, ...] = (3,)  # co-occurrence: at most this many positions apart ...
     max_gap_seconds: int = 6 * 3600  # ... and at most this far apart in listen time
     co_occurrence_weight: float = 0.25  # the blend's co-occurrence, relative to transitions
-    dampings: tuple[float, ...] = (0.0, 0.5)  # score / popularity ** damping, tried each
-    collaborative_weights: tuple[float, ...] = (0.0, 0.25, 0.5)  # the blend's, tried each
+    dampings: tuple[float, ...] = (0.0, 0.5)  # score / popularity ** damping
+    collaborative_weights: tuple[float, ...] = (0.0, 0.25, 0.5)  # the blend's
+    # (each tuple: the values validation chooses from)
     max_eval_users: int = 100_000  # held-out pairs sampled per split (bootstrap cost)
     bootstrap_samples: int = 1000
     seed: int = 0
@@ -60,18 +61,20 @@ class PlayNextSettings:
 
 @dataclass(frozen=True)
 class Config:
-    """One sequence model: transitions x t + co-occurrence x c, damped, blended with the
-    collaborative list at weight `collaborative`."""
+    """One sequence model: transitions x t + co-occurrence (in `window`) x c, damped, blended
+    with the collaborative list at weight `collaborative`."""
 
     name: str
     transitions: float = 1.0
     co_occurrence: float = 0.0
     damping: float = 0.0
     collaborative: float = 0.0
+    window: int = 3
 
     def label(self) -> str:
+        window = f",window={self.window}" if self.co_occurrence else ""
         return (
-            f"{self.name}(t={self.transitions:g},c={self.co_occurrence:g},"
+            f"{self.name}(t={self.transitions:g},c={self.co_occurrence:g}{window},"
             f"damping={self.damping:g},collaborative={self.collaborative:g})"
         )
 
@@ -128,9 +131,12 @@ def histories(sequences: Sequences, catalog_ids: np.ndarray) -> Histories:
     are dropped (their neighbours are then not counted as consecutive)."""
     cols = _positions(catalog_ids, sequences.track_id)
     keep = cols >= 0
-    _, users = np.unique(sequences.user_id[keep], return_inverse=True)
+    user_ids = sequences.user_id[keep]  # sorted: a user's code counts the changes before it
+    changes = np.zeros(len(user_ids), dtype=np.int64)
+    changes[1:] = user_ids[1:] != user_ids[:-1]
+    users = np.cumsum(changes)
     return Histories(
-        users.astype(np.int64).ravel(),
+        users,
         sequences.position[keep].astype(np.int64),
         cols[keep],
         sequences.listened_at[keep],
@@ -258,24 +264,25 @@ def fit_sequence_lists(
     """Each config's top-k (ids, scores) of every track (tracks x k, column space), counted
     in blocks of source tracks so memory stays bounded by `settings.pair_budget`."""
     k, n_tracks = settings.k, h.n_tracks
-    need_co = any(c.co_occurrence for c in configs)
-    n_pairs = len(h.user) * (1 + 2 * settings.window * need_co)
+    windows = sorted({c.window for c in configs if c.co_occurrence})
+    n_pairs = len(h.user) * (1 + 2 * sum(windows))
     popularity = np.maximum(np.bincount(h.col, minlength=n_tracks), 1).astype(np.float32)
     collab = None
     if collaborative_ids is not None:
         collab = _collaborative_matrix(collaborative_ids, n_tracks)
     out = {c: (np.full((n_tracks, k), -1, np.int64), np.zeros((n_tracks, k))) for c in configs}
     t_masks = pair_masks(h, 1, NO_GAP)
-    c_masks = pair_masks(h, settings.window, settings.max_gap_seconds) if need_co else []
+    c_masks = {w: pair_masks(h, w, settings.max_gap_seconds) for w in windows}
     for lo, hi in _blocks(h, n_pairs, settings.pair_budget):
         t_counts = pair_counts(h, 1, NO_GAP, lo, hi, t_masks)
-        c_counts = None
-        if need_co:
-            c_counts = pair_counts(h, settings.window, settings.max_gap_seconds, lo, hi, c_masks)
+        c_counts = {
+            w: pair_counts(h, w, settings.max_gap_seconds, lo, hi, masks)
+            for w, masks in c_masks.items()
+        }
         for config in configs:
             scores = config.transitions * t_counts
-            if config.co_occurrence and c_counts is not None:
-                scores = scores + config.co_occurrence * c_counts
+            if config.co_occurrence:
+                scores = scores + config.co_occurrence * c_counts[config.window]
             scores = sp.csr_matrix(scores)
             if config.damping:
                 scores = scores.dot(sp.diags(popularity**-config.damping)).tocsr()
@@ -398,7 +405,7 @@ class PlayNext:
     model: str  # what is published: the winner, or genre_popularity when the gate fails
     winner: str  # the validation winner
     config: str  # the published model's parameters, readable
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # flat, finite (none of a split with nothing to judge)
     track_ids: np.ndarray  # int64
     ids: np.ndarray  # (tracks, k) int64 track ids
     scores: np.ndarray  # (tracks, k) float64
@@ -412,8 +419,9 @@ def _grid(settings: PlayNextSettings, has_collaborative: bool) -> list[Config]:
     grid = []
     for damping in settings.dampings:
         grid.append(Config(TRANSITIONS, 1.0, 0.0, damping))
-        grid.append(Config(CO_OCCURRENCE, 0.0, 1.0, damping))
-        grid += [Config(BLEND, 1.0, co, damping, w) for w in weights]
+        for window in settings.windows:
+            grid.append(Config(CO_OCCURRENCE, 0.0, 1.0, damping, window=window))
+            grid += [Config(BLEND, 1.0, co, damping, w, window) for w in weights]
     return grid
 
 
@@ -460,7 +468,7 @@ def _choose(
     """Each family's best config on validation (hit@k, then MRR@k), and the best family."""
 
     def score(key: str | Config) -> tuple[float, float]:
-        return float(val[key][0].mean()), float(val[key][1].mean())
+        return _mean(val[key][0]), _mean(val[key][1])
 
     best: dict[str, str | Config] = {}
     for key in val:
@@ -527,8 +535,8 @@ def choose_play_next(
         "gate_hit_diff_hi": gate.high,
     }
     for family, key in best.items():
-        metrics[f"validation_{family}_hit"] = float(val[key][0].mean())
-        metrics[f"validation_{family}_mrr"] = float(val[key][1].mean())
+        metrics[f"validation_{family}_hit"] = _mean(val[key][0])
+        metrics[f"validation_{family}_mrr"] = _mean(val[key][1])
 
     # test: refit each family's chosen config without the last listen, target the last
     test_seeds, test_targets = _sample(h.held_out(1), settings.max_eval_users, seed + 1)
@@ -559,13 +567,18 @@ def choose_play_next(
         model=published,
         winner=winner,
         config=_label(key),
-        metrics=metrics,
+        metrics={name: value for name, value in metrics.items() if np.isfinite(value)},
         track_ids=catalog if track_ids is None else np.asarray(track_ids, dtype=np.int64),
         ids=np.where(ids >= 0, catalog[np.maximum(ids, 0)], -1),
         scores=scores,
         source=source.astype(np.int8),
         candidates={family: _label(key) for family, key in best.items()},
     )
+
+
+def _mean(values: np.ndarray) -> float:
+    """The mean, NaN (left out of the metrics) when nothing was judged."""
+    return float(values.mean()) if len(values) else float("nan")
 
 
 def _label(key: str | Config) -> str:

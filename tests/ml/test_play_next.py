@@ -313,7 +313,11 @@ def test_top_k_rows_is_exact_with_ties_to_the_lower_column() -> None:
 
 def test_fit_in_many_blocks_equals_one_block() -> None:
     h = _random_histories(2, n_tracks=9)
-    configs = [Config(TRANSITIONS), Config(BLEND, 1.0, 0.25, 0.5, 0.5)]
+    configs = [
+        Config(TRANSITIONS),
+        Config(BLEND, 1.0, 0.25, 0.5, 0.5),
+        Config("co_occurrence", 0.0, 1.0, 0.0, window=2),
+    ]
     collaborative = np.tile(np.arange(9)[::-1], (9, 1))[:, :4]
     one = fit_sequence_lists(h, configs, PlayNextSettings(k=4), collaborative)
     many = fit_sequence_lists(h, configs, PlayNextSettings(k=4, pair_budget=10), collaborative)
@@ -345,3 +349,15 @@ def test_merge_keeps_the_first_occurrence_of_each_id_in_order() -> None:
     np.testing.assert_array_equal(ids, [[4, 1, 3], [2, 5, -1]])
     np.testing.assert_allclose(scores, [[0.9, 0.1, 0.1], [0.8, 0.1, 0]])
     np.testing.assert_array_equal(source, [[0, 2, 2], [0, 2, -1]])
+
+
+def test_a_catalog_without_listens_still_gets_genre_lists_and_finite_metrics() -> None:
+    none = np.array([], dtype=np.int64)
+    tracks = track_features(
+        np.array([1, 2, 3]), pd.Series(["a", "a", None]), np.array([1, 3]), pd.Series(["x", "x"])
+    )
+    got = choose_play_next(build_sequences(none, none, none, none), tracks, PlayNextSettings(k=2))
+    assert got.model == GENRE_POPULARITY and got.metrics["gate_passed"] == 0
+    assert all(np.isfinite(v) for v in got.metrics.values())
+    np.testing.assert_array_equal(got.ids[[0, 2], 0], [3, 1])  # tracks 1 and 3 share genre x
+    assert (got.source[[0, 2], 0] == GENRE).all() and (got.ids >= 0).all()
