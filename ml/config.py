@@ -8,15 +8,26 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
+
+from ml.params import (
+    FAMILIES,
+    PARAMS_BY_FAMILY,
+    AlsParams,
+    Family,
+    NonNegative,
+    Params,
+    Positive,
+    Section,
+    Share,
+    default_search_space,
+    parse_params,
+)
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "config.toml"
-Confidence = Literal["bm25", "log", "raw"]
 Metric = Literal["precision", "recall", "map", "ndcg"]
 SimilarScoring = Literal["dot", "cosine"]  # how similar_tracks ranks neighbours (ml.model.similar)
 SIMILAR_SCORINGS: tuple[str, ...] = get_args(SimilarScoring)
-Positive = Annotated[int, Field(ge=1)]
-NonNegative = Annotated[float, Field(ge=0)]
 T = TypeVar("T")
 # a search space: a TOML list (or one value) of at least one value
 Values = Annotated[
@@ -30,37 +41,9 @@ class ConfigError(ValueError):
     """The config file or an override is wrong; the message is one line."""
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class ModelParams(Section):
-    """What an ALS candidate is: its hyper-parameters and how counts become confidences."""
-
-    factors: Positive = 40
-    regularization: NonNegative = 10.0
-    iterations: Positive = 15
-    alpha: Annotated[float, Field(gt=0)] = 15.0
-    confidence: Confidence = "log"
-    bm25_k1: float = 100.0
-    bm25_b: float = 0.8
-    random_state: int = 42
-
-    def to_json(self) -> dict[str, Any]:
-        return {"model": "als", "use_gpu": False, **self.model_dump()}
-
-    @classmethod
-    def from_json(cls, params: Mapping[str, Any]) -> ModelParams:
-        return cls.model_validate({k: v for k, v in params.items() if k in cls.model_fields})
-
-    def label(self) -> str:
-        weighting = self.confidence
-        if weighting == "bm25":
-            weighting = f"bm25(K1={self.bm25_k1:g},B={self.bm25_b:g})"
-        return (
-            f"f={self.factors} reg={self.regularization:g} it={self.iterations} "
-            f"alpha={self.alpha:g} {weighting}"
-        )
+def _als_by_default(value: Any) -> Any:
+    """[model] without a `family` key is ALS (configs written before there were families)."""
+    return {"family": "als", **value} if isinstance(value, Mapping) else value
 
 
 class Runtime(Section):
@@ -68,46 +51,102 @@ class Runtime(Section):
 
 
 class Evaluation(Section):
+    """How candidates are judged (ml.split, ml.intervals): the windows of a time split, the
+    per-user holdout it falls back to, and the bootstrap of the intervals."""
+
     k: Positive = 10
-    holdout_per_user: Positive = 2
+    holdout_per_user: Positive = 2  # per window, for users with >= min_user_tracks tracks
     min_user_tracks: int = 5
-    max_eval_users: int = 20000
-    min_eval_users: Positive = 20
+    max_eval_users: int = 20000  # per window
+    min_eval_users: Positive = 20  # per window, time split and holdout alike
     seed: int = 7
+    valid_share: Share = 0.1  # the latest pairs: validation window, then test window
+    test_share: Share = 0.1
+    valid_days: NonNegative = 0.0  # > 0 (both): the windows are the last days (UTC) instead
+    test_days: NonNegative = 0.0
+    min_span_days: NonNegative = 3.0  # first-listen times must span this long for a time split
+    resamples: Positive = 1000  # bootstrap resamples of the intervals (ml.intervals)
+    confidence: Share = 0.95
 
     @model_validator(mode="after")
     def _consistent(self) -> Evaluation:
-        if self.min_user_tracks <= self.holdout_per_user:
-            raise ValueError("evaluation.holdout_per_user must be below min_user_tracks")
+        if self.min_user_tracks <= 2 * self.holdout_per_user:
+            raise ValueError("evaluation.min_user_tracks must exceed 2 x holdout_per_user")
         if self.max_eval_users < self.min_eval_users:
             raise ValueError("evaluation.min_eval_users must be <= max_eval_users")
+        if self.valid_share + self.test_share >= 1:
+            raise ValueError("evaluation.valid_share + test_share must be below 1")
+        if (self.valid_days > 0) != (self.test_days > 0):
+            raise ValueError("evaluation.valid_days and test_days are set together")
         return self
+
+    def bootstrap(self) -> dict[str, Any]:
+        """The keyword arguments of ml.intervals."""
+        return {"resamples": self.resamples, "level": self.confidence, "seed": self.seed}
 
 
 class Selection(Section):
     metric: Metric = "ndcg"
-    min_improvement: NonNegative = 0.02
+    min_coverage: Annotated[float, Field(ge=0, le=1)] = 0.0  # guardrails: a warning alert when
+    max_churn: Annotated[float, Field(ge=0, le=1)] = 1.0  # the served lists cross them
     time_budget_s: NonNegative = 600.0
     max_challengers: Annotated[int, Field(ge=0)] = 6
 
 
 class Search(Section):
-    factors: Values[Positive] = (16, 32, 64, 128)
-    regularization: Values[NonNegative] = (1.0, 10.0, 50.0)
-    iterations: Values[Positive] = (10, 15, 25)
-    alpha: Values[float] = (1.0, 10.0, 40.0)
-    confidence: Values[Confidence] = ("log", "bm25")
-    seed: int = 11
+    """The challengers: which families, and the values each knob may take per family
+    (`[search.<family>]`; a family's knobs not listed keep its defaults)."""
 
-    def space(self) -> dict[str, tuple[Any, ...]]:
-        return self.model_dump(exclude={"seed"})
+    families: Values[Family] = FAMILIES
+    seed: int = 11
+    als: dict[str, Values[Any]] = Field(default_factory=lambda: default_search_space("als"))
+    bpr: dict[str, Values[Any]] = Field(default_factory=lambda: default_search_space("bpr"))
+    lmf: dict[str, Values[Any]] = Field(default_factory=lambda: default_search_space("lmf"))
+    item_knn: dict[str, Values[Any]] = Field(
+        default_factory=lambda: default_search_space("item_knn")
+    )
+    ease: dict[str, Values[Any]] = Field(default_factory=lambda: default_search_space("ease"))
+
+    @model_validator(mode="after")
+    def _valid_values(self) -> Search:
+        for family in FAMILIES:  # every listed value must make valid params
+            for name, values in self.space(family).items():
+                for value in values:
+                    self.params(family, {name: value})
+        return self
+
+    def space(self, family: str) -> dict[str, tuple[Any, ...]]:
+        return dict(getattr(self, family))
+
+    def params(self, family: str, values: Mapping[str, Any]) -> Params:
+        """The family's params with `values` for some knobs, the family's defaults for the rest."""
+        unknown = set(values) - set(PARAMS_BY_FAMILY[family].model_fields)
+        if unknown:
+            raise ValueError(f"search.{family}: unknown key(s) {', '.join(sorted(unknown))}")
+        try:
+            return parse_params({"family": family, **values})
+        except ValidationError as exc:
+            raise ValueError(f"search.{family}: {_message(exc)}") from None
 
 
 class Publish(Section):
     k: Positive = 10
     similar_k: Positive = 10
-    similar_scoring: SimilarScoring = "dot"
+    similar_scoring: SimilarScoring = "dot"  # the Spark engine's MLlib lists (ml/mllib)
     lock_timeout_s: NonNegative = 30.0
+    blend_until: Annotated[int, Field(ge=0)] = 5  # tracks heard from which the model alone serves
+    new_track_slots: Annotated[int, Field(ge=0, le=3)] = 1  # slots for unheard tracks per user
+
+
+class PlayNext(Section):
+    """The "play next" candidates (ml.play_next): what counts as a session, and the grid."""
+
+    windows: Values[Positive] = (3,)  # co-occurrence: at most this many positions apart ...
+    max_gap_seconds: Positive = 6 * 3600  # ... and at most this far apart in listen time
+    co_occurrence_weight: NonNegative = 0.25
+    dampings: Values[NonNegative] = (0.0, 0.5)
+    collaborative_weights: Values[NonNegative] = (0.0, 0.25, 0.5)
+    max_eval_users: Positive = 100_000
 
 
 class Artifacts(Section):
@@ -127,12 +166,13 @@ class Spark(Section):
 
 
 class MlConfig(Section):
-    model: ModelParams = ModelParams()
+    model: Annotated[Params, BeforeValidator(_als_by_default)] = AlsParams()
     runtime: Runtime = Runtime()
     evaluation: Evaluation = Evaluation()
     selection: Selection = Selection()
     search: Search = Search()
     publish: Publish = Publish()
+    play_next: PlayNext = PlayNext()
     artifacts: Artifacts = Artifacts()
     spark: Spark = Spark()
 

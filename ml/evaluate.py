@@ -1,116 +1,52 @@
-"""Offline evaluation: a per-user leave-k-out holdout (not implicit's leave_k_out_split: in 0.7.3
-it can multiply held-out values), ranking metrics at k, the "play next" lists' `next_hit`, and
-the popularity baselines on the same split (definitions: ml/README.md)."""
+"""Offline evaluation on ml.split's folds: every candidate (a family's params, or a baseline) is
+fit on train and ranked for the validation users (the selection), and the chosen one again on
+train + validation for the test users (the reported figures, with bootstrap intervals, per
+segment, and beyond accuracy). Definitions: ml/README.md."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from ml import families
 from ml.baselines import GENRE_POPULARITY, POPULARITY, Popularity
-from ml.config import Evaluation, ModelParams
-from ml.model import FittedModel, fit, recommend, similar
-from ml.topk import in_rows
+from ml.config import Evaluation
+from ml.families import FamilySkipped, Params, Recommender
+from ml.intervals import Interval, difference
+from ml.quality import (
+    ACCURACY,
+    beyond_accuracy,
+    catalog_coverage,
+    per_user_ranking_metrics,
+    segment_intervals,
+    segments,
+)
+from ml.split import Fold, Split
 
 log = logging.getLogger(__name__)
-METRIC_NAMES = ("precision", "recall", "map", "ndcg", "coverage")
-NEXT_HIT = "next_hit"
-
-
-class NotEnoughData(RuntimeError):
-    """Too few users to evaluate on; the message is one line."""
-
-
-@dataclass(frozen=True)
-class Holdout:
-    train: sp.csr_matrix  # listen counts with the held-out pairs removed
-    test: sp.csr_matrix  # the held-out pairs only (same shape)
-    eval_rows: np.ndarray  # the users evaluated, sorted
-    n_eligible: int
-
-    def sizes(self) -> dict[str, int]:
-        return {
-            "eval_users": len(self.eval_rows),
-            "eligible_users": self.n_eligible,
-            "train_interactions": int(self.train.nnz),
-            "test_interactions": int(self.test.nnz),
-        }
-
-
-def leave_k_out(counts: sp.csr_matrix, settings: Evaluation) -> Holdout:
-    """The holdout split of `counts` (users x tracks); same data and seed, same split."""
-    rng = np.random.default_rng(settings.seed)
-    n_users = counts.shape[0]
-    per_user = np.diff(counts.indptr)
-    eligible = np.flatnonzero(per_user >= settings.min_user_tracks)
-    if len(eligible) < settings.min_eval_users:
-        raise NotEnoughData(
-            f"only {len(eligible)} users have >= {settings.min_user_tracks} distinct tracks; "
-            f"evaluation needs at least {settings.min_eval_users}"
-        )
-    chosen = eligible
-    if len(eligible) > settings.max_eval_users:
-        chosen = np.sort(rng.choice(eligible, settings.max_eval_users, replace=False))
-    evaluated = np.zeros(n_users, dtype=bool)
-    evaluated[chosen] = True
-
-    owner = np.repeat(np.arange(n_users), per_user)
-    order = np.lexsort((rng.random(counts.nnz), owner))  # random order within each user
-    position = np.empty(counts.nnz, dtype=np.int64)
-    position[order] = np.arange(counts.nnz) - counts.indptr[owner[order]]
-    held_out = evaluated[owner] & (position < settings.holdout_per_user)
-
-    train, test = counts.copy(), counts.copy()
-    train.data[held_out] = 0
-    test.data[~held_out] = 0
-    train.eliminate_zeros()
-    test.eliminate_zeros()
-    return Holdout(train, test, chosen, len(eligible))
-
-
-def ranking_metrics(
-    ids: np.ndarray, test: sp.csr_matrix, k: int, n_catalog_tracks: int
-) -> dict[str, float]:
-    """Metrics at k of top-k lists `ids` (rows aligned with `test`'s rows; -1 = empty slot).
-    Any lists, baselines' too: implicit's ranking_metrics_at_k needs a model and has neither
-    the textbook precision nor coverage (tests/ml/test_evaluate.py checks the rest against it)."""
-    m = ids.shape[0]
-    relevant = np.diff(test.indptr)
-    if m == 0 or np.any(relevant == 0):
-        raise ValueError("every evaluated user needs at least one held-out track")
-    hits = in_rows(test, np.arange(m), ids)
-
-    slots = ids.shape[1]
-    n_hits = hits.sum(axis=1)
-    ideal = np.minimum(k, relevant)
-    precision_at_rank = np.cumsum(hits, axis=1) / np.arange(1, slots + 1)
-    average_precision = (precision_at_rank * hits).sum(axis=1) / ideal
-    discount = 1.0 / np.log2(np.arange(2, max(k, slots) + 2))
-    dcg = (hits * discount[:slots]).sum(axis=1)
-    idcg = np.cumsum(discount)[ideal - 1]
-    covered = np.unique(ids[ids >= 0])
-    return {
-        "precision": float(np.mean(n_hits / k)),
-        "recall": float(np.mean(n_hits / relevant)),
-        "map": float(np.mean(average_precision)),
-        "ndcg": float(np.mean(dcg / idcg)),
-        "coverage": float(len(covered) / max(n_catalog_tracks, 1)),
-    }
+METRIC_NAMES = (*ACCURACY, "coverage")
+NEXT_HIT = "next_hit"  # the Spark engine's co-listening measure of its similar lists
 
 
 @dataclass
 class Scored:
-    """One candidate's result on the holdout."""
+    """One candidate's result on a fold: the means, and the per-user values behind them."""
 
     name: str
     metrics: dict[str, float]
-    params: ModelParams | None = None  # None for a baseline
+    params: Params | None = None  # None for a baseline
     fit_seconds: float = 0.0
     error: str | None = None
+    per_user: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def family(self) -> str:
+        return self.name if self.params is None else self.params.family
 
     def score(self, metric: str) -> float:
         return float("-inf") if self.error else self.metrics[metric]
@@ -120,94 +56,147 @@ class Scored:
 class EvaluationData:
     """What every candidate is judged on: the split and the users' favorite genres."""
 
-    holdout: Holdout
+    split: Split
     favorite_genre: np.ndarray  # genre code of each matrix row (-1 = none)
     track_genres: sp.csr_matrix
     n_catalog_tracks: int
-    k: int
+    settings: Evaluation
 
     @property
-    def test_rows(self) -> sp.csr_matrix:
-        return self.holdout.test[self.holdout.eval_rows]
+    def k(self) -> int:
+        return self.settings.k
+
+    def intervals(self, **columns: np.ndarray) -> dict[str, Interval]:
+        return {
+            name: difference(values, np.zeros_like(values), **self._bootstrap())
+            for name, values in columns.items()
+        }
+
+    def gain(self, a: Scored, b: Scored, metric: str) -> Interval:
+        """The paired interval of a's gain over b on the same users."""
+        return difference(a.per_user[metric], b.per_user[metric], **self._bootstrap())
+
+    def _bootstrap(self) -> dict[str, Any]:
+        s = self.settings
+        return {"resamples": s.resamples, "level": s.confidence, "seed": s.seed}
 
 
-def next_track_hit_rate(similar_ids: np.ndarray, holdout: Holdout, k: int) -> float:
-    """`next_hit`@k of the similar lists `similar_ids` (tracks x >= k columns, -1 = empty
-    slot): per evaluated user, the share of their training tracks whose list holds one of
-    their held-out tracks, averaged over users."""
-    rows = holdout.eval_rows
-    train, test = holdout.train[rows], holdout.test[rows]
-    seeds_per_user = np.diff(train.indptr)
-    if len(rows) == 0 or np.any(seeds_per_user == 0):
-        raise ValueError("every evaluated user needs at least one training track")
-    owner = np.repeat(np.arange(len(rows)), seeds_per_user)
-    hit = in_rows(test, owner, similar_ids[train.indices, :k]).any(axis=1)
-    per_user = np.bincount(owner, weights=hit, minlength=len(rows)) / seeds_per_user
-    return float(per_user.mean())
+def judge(ids: np.ndarray, fold: Fold, k: int, n_catalog_tracks: int) -> tuple[dict, dict]:
+    """Means and per-user values of the lists `ids` (rows: fold.eval_rows) on `fold`."""
+    per_user = per_user_ranking_metrics(ids, fold.test[fold.eval_rows], k)
+    means = {name: float(values.mean()) for name, values in per_user.items()}
+    return {**means, "coverage": catalog_coverage(ids, n_catalog_tracks)}, per_user
 
 
-def model_next_hit(data: EvaluationData, fitted: FittedModel, scoring: str = "dot") -> float:
-    """`next_hit`@k of the similar lists, as published, of a model fit on the training split."""
-    ids, _ = similar(fitted.als, data.k, scoring)
-    return next_track_hit_rate(ids, data.holdout, data.k)
-
-
-def baseline_next_hits(data: EvaluationData) -> dict[str, float]:
-    """`next_hit`@k of both baselines' similar lists (popularity of the training split) by name."""
-    train, k = data.holdout.train, data.k
-    popularity = Popularity(train, data.track_genres)
-    itself = sp.identity(train.shape[1], dtype=np.float32, format="csr")
-    lists = {
-        POPULARITY: popularity.recommend(k, heard=itself).ids,
-        GENRE_POPULARITY: popularity.similar_by_genre(k).ids,
+def baseline_lists(data: EvaluationData, fold: Fold) -> dict[str, np.ndarray]:
+    """Both baselines' top-k for the fold's users, popularity counted on its training part."""
+    popularity = Popularity(fold.train, data.track_genres)
+    rows, heard = fold.eval_rows, fold.train[fold.eval_rows]
+    genres = {POPULARITY: None, GENRE_POPULARITY: data.favorite_genre[rows]}
+    return {
+        name: popularity.recommend(data.k, heard=heard, favorite_genre=genre).ids
+        for name, genre in genres.items()
     }
-    return {name: next_track_hit_rate(ids, data.holdout, k) for name, ids in lists.items()}
 
 
-def next_track_metrics(
-    data: EvaluationData, fitted: FittedModel | None, scoring: str = "dot"
-) -> dict[str, float]:
-    """`next_hit`@k of the model's similar lists by `scoring` (left out when `fitted` is None)
-    and of both baselines': {"next_hit", "next_hit_popularity", "next_hit_genre_popularity"}."""
-    out = {f"{NEXT_HIT}_{name}": value for name, value in baseline_next_hits(data).items()}
-    if fitted is not None:
-        out = {NEXT_HIT: model_next_hit(data, fitted, scoring), **out}
-    return out
-
-
-def evaluate_baselines(data: EvaluationData) -> dict[str, Scored]:
-    train, rows = data.holdout.train, data.holdout.eval_rows
-    popularity = Popularity(train, data.track_genres)
-    results: dict[str, Scored] = {}
-    for name, genres in {POPULARITY: None, GENRE_POPULARITY: data.favorite_genre[rows]}.items():
-        recs = popularity.recommend(data.k, heard=train[rows], favorite_genre=genres)
-        metrics = ranking_metrics(recs.ids, data.test_rows, data.k, data.n_catalog_tracks)
-        results[name] = Scored(name, metrics)
+def evaluate_baselines(data: EvaluationData, fold: Fold | None = None) -> dict[str, Scored]:
+    fold = fold or data.split.validation()
+    results = {}
+    for name, ids in baseline_lists(data, fold).items():
+        metrics, per_user = judge(ids, fold, data.k, data.n_catalog_tracks)
+        results[name] = Scored(name, metrics, per_user=per_user)
     return results
 
 
 def evaluate_model(
-    data: EvaluationData, params: ModelParams, name: str, num_threads: int = 0
-) -> tuple[Scored, FittedModel | None]:
-    """Fit on the training split and score; a failing fit is a result with `error`, not a raise."""
+    data: EvaluationData, params: Params, name: str, num_threads: int = 0
+) -> tuple[Scored, Recommender | None]:
+    """Fit on the training split and score on validation; a failing or skipped fit is a
+    result with `error`, not a raise."""
+    fold = data.split.validation()
     try:
-        fitted = fit(data.holdout.train, params, num_threads)
-        ids, _ = recommend(fitted.als, data.holdout.eval_rows, data.holdout.train, data.k)
-        metrics = ranking_metrics(ids, data.test_rows, data.k, data.n_catalog_tracks)
+        fitted = families.fit(fold.train, params, num_threads)
+        ids, _ = fitted.recommend(fold.eval_rows, fold.train, data.k)
+        metrics, per_user = judge(ids, fold, data.k, data.n_catalog_tracks)
+    except FamilySkipped as exc:
+        log.info("candidate %s (%s) skipped: %s", name, params.label(), exc)
+        return Scored(name, {}, params, error=f"skipped: {exc}"), None
     except (ValueError, FloatingPointError, MemoryError) as exc:
         log.warning("candidate %s (%s) failed: %s", name, params.label(), exc)
         return Scored(name, {}, params, error=f"{type(exc).__name__}: {exc}"), None
-    return Scored(name, metrics, params, fitted.fit_seconds), fitted
+    return Scored(name, metrics, params, fitted.fit_seconds, per_user=per_user), fitted
+
+
+def test_report(
+    data: EvaluationData,
+    lists: dict[str, np.ndarray],
+    metric: str,
+    champion: str,
+) -> dict[str, dict[str, Any]]:
+    """The reported figures of top-k `lists` (name -> ids for the test users) on the test
+    fold: every accuracy metric's mean with its interval, overall and per segment of training
+    history; beyond accuracy; and the paired gain of `champion` over each other list."""
+    fold = data.split.testing()
+    labels = segments(np.diff(fold.train[fold.eval_rows].indptr))
+    bootstrap = data._bootstrap()
+    report: dict[str, dict[str, Any]] = {}
+    per_user: dict[str, dict[str, np.ndarray]] = {}
+    for name, ids in lists.items():
+        _, per_user[name] = judge(ids, fold, data.k, data.n_catalog_tracks)
+        by_segment = segment_intervals(per_user[name], labels, **bootstrap)
+        report[name] = {
+            "users": len(fold.eval_rows),
+            **{m: _interval_json(i) for m, i in by_segment.pop("all").items()},
+            "segments": {
+                segment: {
+                    "users": int(np.sum(labels == segment)),
+                    metric: _interval_json(i[metric]),
+                }
+                for segment, i in by_segment.items()
+            },
+            **beyond_accuracy(ids, fold.train, data.track_genres, data.n_catalog_tracks),
+        }
+    for name in lists:
+        if name != champion:
+            gain = difference(per_user[champion][metric], per_user[name][metric], **bootstrap)
+            report[champion][f"gain_vs_{name}"] = _interval_json(gain)
+    return report
+
+
+def _interval_json(interval: Interval) -> dict[str, float]:
+    return {
+        "mean": round(interval.mean, 6),
+        "low": round(interval.low, 6),
+        "high": round(interval.high, 6),
+    }
+
+
+def test_lists(
+    data: EvaluationData,
+    serving: tuple[str, Params, Recommender | None] | None,
+    num_threads: int = 0,
+) -> tuple[dict[str, np.ndarray], Recommender | None]:
+    """The test users' lists of both baselines and of the serving model (`name, params`,
+    refit on train + validation, continuing its validation fit where the family can)."""
+    fold = data.split.testing()
+    lists = baseline_lists(data, fold)
+    if serving is None:
+        return lists, None
+    name, params, start = serving
+    fitted = families.fit(fold.train, params, num_threads, start=start)
+    lists[name], _ = fitted.recommend(fold.eval_rows, fold.train, data.k)
+    return lists, fitted
 
 
 def format_table(results: Sequence[Scored], k: int, metric: str | None = None) -> str:
     """A plain-text comparison table, one row per candidate, and what the metrics mean."""
-    names = (*METRIC_NAMES, NEXT_HIT)
-    rows = [["candidate", *(f"{m}@{k}" if m != "coverage" else m for m in names), "fit s"]]
+    rows = [["candidate", *(f"{m}@{k}" if m != "coverage" else m for m in METRIC_NAMES), "fit s"]]
     for r in results:
-        cells = [f"{r.metrics[m]:.4f}" if m in r.metrics else "-" for m in names]
+        cells = [f"{r.metrics[m]:.4f}" if m in r.metrics else "-" for m in METRIC_NAMES]
         fit_s = "-" if r.params is None else f"{r.fit_seconds:.1f}"
-        rows.append([r.name, *(["failed"] * len(names) if r.error else cells), fit_s])
+        rows.append(
+            [r.name, *([r.error or "failed"][:1] * len(METRIC_NAMES) if r.error else cells), fit_s]
+        )
     widths = [max(map(len, column)) for column in zip(*rows, strict=True)]
     rows.insert(1, ["-" * w for w in widths])
     params = ["params", "", *("-" if r.params is None else r.params.label() for r in results)]
@@ -218,8 +207,7 @@ def format_table(results: Sequence[Scored], k: int, metric: str | None = None) -
 
     note = (
         "precision = hits/k; recall = hits/held-out tracks of the user; map, ndcg as implicit's; "
-        "coverage = distinct recommended tracks / catalog; "
-        f"{NEXT_HIT} = share of a user's tracks whose similar list holds a held-out one"
+        "coverage = distinct recommended tracks / catalog"
     )
     if metric:
         note += f"; selection by {metric}@{k}"

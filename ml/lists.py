@@ -1,20 +1,29 @@
 """The lists the app shows, as numpy columns ready for COPY: user_top_tracks (k unheard tracks
-for every dim_users user, with their source) and similar_tracks (each track's k nearest)."""
+for every dim_users user, with their source) and similar_tracks (each catalog track's "play
+next", from ml.play_next).
+
+Cold start: a user with few listens gets the model's list blended with their favorite genre's
+(the model's weight grows with the history, full from `publish.blend_until` tracks); users
+without listens get the genre's list; and `publish.new_track_slots` of a user's slots go to
+tracks nobody has heard yet in their favorite genre (rotated over users), so a new track can
+be found before anyone has played it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from implicit.cpu.als import AlternatingLeastSquares
+import scipy.sparse as sp
 
 from ml.baselines import GENRE_POPULARITY, POPULARITY, Popularity, Recommendations
 from ml.config import Publish
+from ml.families import Recommender
 from ml.interactions import Catalog, Interactions
-from ml.model import recommend, similar
+from ml.play_next import PlayNext
+from ml.sequences import TrackFeatures
 
-ALS = "als"
-SOURCES = (ALS, GENRE_POPULARITY, POPULARITY)  # source codes 0, 1, 2
+MODEL, NEW_TRACK = "model", "new_track"
+SOURCES = (MODEL, GENRE_POPULARITY, POPULARITY, NEW_TRACK)  # source codes 0..3
 
 
 @dataclass(frozen=True)
@@ -39,13 +48,14 @@ class SimilarTracks:
 
 
 def _flat(
-    owners: np.ndarray, ids: np.ndarray, scores: np.ndarray, track_ids: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(owner, rank, track id, score) of every filled slot of `ids` (owners x k, -1 empty)."""
+    owners: np.ndarray, ids: np.ndarray, scores: np.ndarray, *extra: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """(owner, rank, id, score, *extra) of every filled slot of `ids` (owners x k, -1 empty)."""
     valid = ids >= 0
     ranks = np.broadcast_to(np.arange(1, ids.shape[1] + 1, dtype=np.int32), ids.shape)
     owner = np.broadcast_to(owners[:, None], ids.shape)[valid]
-    return owner, ranks[valid], track_ids[ids[valid]], scores[valid].astype(np.float64)
+    rest = (column[valid] for column in extra)
+    return owner, ranks[valid], ids[valid], scores[valid].astype(np.float64), *rest
 
 
 def _fallback_codes(recs: Recommendations) -> np.ndarray:
@@ -53,56 +63,115 @@ def _fallback_codes(recs: Recommendations) -> np.ndarray:
     return codes.astype(np.int8)
 
 
+def blend(
+    first: tuple[np.ndarray, np.ndarray], second: tuple[np.ndarray, np.ndarray], weight: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the k best of two ranked lists (ids, source codes; rows x k, -1 empty) by
+    weight x (1 - rank/k) for the first and (1 - weight) x (1 - rank/k) for the second; a track
+    in both keeps its better score and its first-list source."""
+    (ids_a, src_a), (ids_b, src_b) = first, second
+    n, k = ids_a.shape
+    place = 1.0 - np.arange(k) / k
+    ids = np.hstack([ids_a, ids_b])
+    src = np.hstack([src_a, src_b])
+    score = np.hstack([weight[:, None] * place, (1 - weight)[:, None] * place])
+    score[ids < 0] = -np.inf
+    row = np.repeat(np.arange(n), 2 * k)
+    order = np.lexsort((-score.ravel(), ids.ravel(), row))  # per row and id, the best first
+    sorted_ids, sorted_rows = ids.ravel()[order], row[order]
+    repeat = np.r_[
+        False, (sorted_ids[1:] == sorted_ids[:-1]) & (sorted_rows[1:] == sorted_rows[:-1])
+    ]
+    flat = score.ravel()
+    flat[order[repeat]] = -np.inf
+    best = np.argsort(-score, axis=1, kind="stable")[:, :k]
+    picked = np.take_along_axis(ids, best, axis=1)
+    kept = np.take_along_axis(score, best, axis=1) > -np.inf
+    return np.where(kept, picked, -1), np.where(kept, np.take_along_axis(src, best, axis=1), -1)
+
+
+def new_track_picks(
+    tracks: TrackFeatures, heard: np.ndarray, favorite: np.ndarray, genre_names: tuple[str, ...]
+) -> np.ndarray:
+    """For each user (their favorite genre code in `genre_names`, -1 none), one catalog track
+    of that genre nobody has heard (rotated over users by position), as a track id; -1 when
+    the genre has none."""
+    cold = ~np.isin(tracks.track_ids, heard)
+    index = {name: i for i, name in enumerate(tracks.genre_names)}
+    to_features = np.array([index.get(name, -1) for name in genre_names] + [-1], dtype=np.int64)
+    picks = np.full(len(favorite), -1, dtype=np.int64)
+    genre_of_user = to_features[np.where(favorite >= 0, favorite, len(genre_names))]
+    by_genre = sp.csc_matrix(tracks.genres)
+    for g in np.unique(genre_of_user[genre_of_user >= 0]):
+        rows = by_genre.indices[by_genre.indptr[g] : by_genre.indptr[g + 1]]
+        candidates = tracks.track_ids[np.sort(rows[cold[rows]])]
+        users = np.flatnonzero(genre_of_user == g)
+        if len(candidates):
+            picks[users] = candidates[np.arange(len(users)) % len(candidates)]
+    return picks
+
+
 def build_lists(
     interactions: Interactions,
     catalog: Catalog,
+    tracks: TrackFeatures,
+    play_next: PlayNext,
     config: Publish,
     *,
-    als: AlternatingLeastSquares | None,
+    model: Recommender | None,
     baseline: str = GENRE_POPULARITY,
 ) -> tuple[UserTopTracks, SimilarTracks]:
-    """Both lists, from `als` or, with `als` None, from `baseline` (users with listens) and
-    genre popularity (similar tracks); popularity is counted on all listens."""
+    """Both lists: the users' from `model` or, with None, from `baseline` (users with listens)
+    and genre popularity; the tracks' from `play_next`. Popularity counts all listens."""
     popularity = Popularity(interactions.matrix, catalog.track_genres)
-    users = _user_top_tracks(interactions, catalog, popularity, config.k, als, baseline)
-    if als is not None:
-        ids, scores = similar(als, config.similar_k, config.similar_scoring)
-    else:
-        recs = popularity.similar_by_genre(config.similar_k)
-        ids, scores = recs.ids, recs.scores
-    similar_lists = SimilarTracks(
-        *_flat(interactions.track_ids, ids, scores, interactions.track_ids)
-    )
-    return users, similar_lists
+    users = _user_top_tracks(interactions, catalog, tracks, popularity, config, model, baseline)
+    owner, rank, similar_id, score = _flat(play_next.track_ids, play_next.ids, play_next.scores)
+    return users, SimilarTracks(owner, rank, similar_id, score)
 
 
 def _user_top_tracks(
     interactions: Interactions,
     catalog: Catalog,
+    tracks: TrackFeatures,
     popularity: Popularity,
-    k: int,
-    als: AlternatingLeastSquares | None,
+    config: Publish,
+    model: Recommender | None,
     baseline: str,
 ) -> UserTopTracks:
-    """The list of every dim_users user; `als` None publishes `baseline` for users with listens,
-    and users without listens always get their favorite genre's list."""
-    k = min(k, interactions.n_tracks)
+    """The list of every dim_users user (module docstring)."""
+    k = min(config.k, interactions.n_tracks)
     rows = interactions.rows_of(catalog.user_ids)
-    listened, silent = np.flatnonzero(rows >= 0), np.flatnonzero(rows < 0)
     genre = catalog.favorite_genre
-    if als is not None:
-        ids, scores = recommend(als, rows[listened], interactions.matrix, k)
-        codes = np.zeros(ids.shape, dtype=np.int8)
-    else:
-        recs = popularity.recommend(
-            k,
-            heard=interactions.matrix[rows[listened]],
-            favorite_genre=genre[listened] if baseline == GENRE_POPULARITY else None,
-        )
-        ids, scores, codes = recs.ids, recs.scores, _fallback_codes(recs)
-    fallback = popularity.recommend(k, favorite_genre=genre[silent])
-    ids, scores = np.vstack([ids, fallback.ids]), np.vstack([scores, fallback.scores])
-    codes = np.vstack([codes, _fallback_codes(fallback)])
-    owners = catalog.user_ids[np.concatenate([listened, silent])]
-    valid = ids >= 0  # a valid prefix per row: both sources rank filled slots first
-    return UserTopTracks(*_flat(owners, ids, scores, interactions.track_ids), source=codes[valid])
+    heard = interactions.matrix[np.maximum(rows, 0)]
+    heard = sp.csr_matrix(heard.multiply((rows >= 0)[:, None]))  # users without listens: none
+    fallback = popularity.recommend(k, heard=heard, favorite_genre=genre)
+    ids, scores, codes = fallback.ids, fallback.scores, _fallback_codes(fallback)
+    listened = np.flatnonzero(rows >= 0)
+    if model is None and baseline == POPULARITY and len(listened):
+        plain = popularity.recommend(k, heard=heard[listened])
+        ids[listened], scores[listened] = plain.ids, plain.scores
+        codes[listened] = _fallback_codes(plain)
+    if model is not None and len(listened):
+        model_ids, model_scores = model.recommend(rows[listened], interactions.matrix, k)
+        history = np.diff(interactions.matrix.indptr)[rows[listened]]
+        weight = np.minimum(history / max(config.blend_until, 1), 1.0)
+        model_src = np.where(model_ids >= 0, SOURCES.index(MODEL), -1).astype(np.int8)
+        blended, src = blend((model_ids, model_src), (ids[listened], codes[listened]), weight)
+        ids[listened], codes[listened] = blended, src
+        place = 1.0 - np.arange(k) / k
+        scores[listened] = np.where(blended >= 0, place, 0.0)
+        full = weight >= 1  # no blend: the model's own scores
+        scores[listened[full]] = model_scores[full]
+    track_ids = interactions.track_ids[np.maximum(ids, 0)]
+    track_ids[ids < 0] = -1
+    if config.new_track_slots:
+        picks = new_track_picks(tracks, interactions.track_ids, genre, catalog.genre_names)
+        slots = slice(k - config.new_track_slots, k)
+        has = picks >= 0
+        track_ids[has, slots] = picks[has, None]
+        codes[has, slots] = SOURCES.index(NEW_TRACK)
+        scores[has, slots] = 0.0
+    owner, rank, track_id, score, source = _flat(
+        catalog.user_ids, track_ids, scores, codes.astype(np.int8)
+    )
+    return UserTopTracks(owner, rank, track_id, score, source)

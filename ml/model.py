@@ -14,7 +14,8 @@ from implicit.cpu.als import AlternatingLeastSquares
 from implicit.nearest_neighbours import bm25_weight
 from threadpoolctl import threadpool_limits
 
-from ml.config import SIMILAR_SCORINGS, ModelParams
+from ml.config import SIMILAR_SCORINGS
+from ml.params import ModelParams
 from ml.topk import top_k
 
 log = logging.getLogger(__name__)

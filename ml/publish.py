@@ -55,16 +55,19 @@ USER_TOP_TRACKS = Table(
     "user_top_tracks",
     f"user_id bigint, rank integer, track_id bigint, score double precision, source text, "
     f"{RUN_COLUMNS}",
-    "Daily top tracks per user (home screen), already-heard tracks excluded. source: 'als', "
-    "or the fallback used (genre_popularity, popularity). Written by ml/ (make train).",
+    "Daily top tracks per user (home screen), already-heard tracks excluded. source: 'model' "
+    "(the family in ml.model_runs), the fallback used (genre_popularity, popularity), or "
+    "'new_track' (a track nobody has heard yet, in the user's favorite genre). Written by "
+    "ml/ (make train).",
 )
 SIMILAR_TRACKS = Table(
     "similar_tracks",
     f"track_id bigint, rank integer, similar_track_id bigint, score double precision, "
     f"{RUN_COLUMNS}",
-    "Tracks to play next: the nearest tracks of each track by ALS item factors (the score "
-    "of ml/config.toml [publish] similar_scoring, dot product by default), itself excluded. "
-    "Written by ml/ (make train).",
+    "Tracks to play next, for every catalog track, itself excluded: what listeners played "
+    "after it (ml/play_next.py: transitions, session co-occurrence, a blend with item-item "
+    "similarity; the model in ml.model_runs' test report), filled from the same artist and "
+    "genre for tracks nobody has played. Written by ml/ (make train).",
 )
 TABLES = (USER_TOP_TRACKS, SIMILAR_TRACKS)
 
@@ -218,6 +221,28 @@ def discard_staged(conn: psycopg.Connection) -> None:
     """Drop staged lists that will not be published (their run failed)."""
     for table in TABLES:
         conn.execute(sql.SQL("drop table if exists {}").format(table.staged))
+
+
+def published_user_lists(conn: psycopg.Connection) -> tuple[np.ndarray, np.ndarray]:
+    """The (user_id, track_id) rows served now (empty before the first publish): what the
+    day-to-day churn of the new lists is counted against."""
+    table = sql.Identifier(SCHEMA, USER_TOP_TRACKS.name)
+    if (
+        conn.execute("select to_regclass(%s)", (f"{SCHEMA}.{USER_TOP_TRACKS.name}",)).fetchone()[0]
+        is None
+    ):
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            sql.SQL("copy (select user_id, track_id from {}) to stdout (format binary)").format(
+                table
+            )
+        ) as copy,
+    ):
+        copy.set_types(["bigint", "bigint"])
+        rows = np.array(list(copy.rows()), dtype=np.int64).reshape(-1, 2)
+    return rows[:, 0], rows[:, 1]
 
 
 def _check_autocommit(conn: psycopg.Connection) -> None:

@@ -1,10 +1,12 @@
 """The model registry: ml.model_runs (one row per candidate trained), the artifacts on disk
-(`<root>/<model_run_id>/`: implicit's own `model.npz`, `id_maps.npz` row -> user_id and column
--> track_id, `meta.json`; nothing pickled, loaded with `allow_pickle=False`) and retention."""
+(`<root>/<model_run_id>/`: the family's model (ml.families: implicit's own npz, or EASE's
+matrix) with its params, `id_maps.npz` row -> user_id and column -> track_id, `meta.json`;
+nothing pickled, loaded with `allow_pickle=False`) and retention."""
 
 from __future__ import annotations
 
 import json
+import math
 import logging
 import shutil
 import time
@@ -16,17 +18,18 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from implicit.cpu.als import AlternatingLeastSquares
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ml.config import ModelParams
+from ml import families
+from ml.families import Recommender
+from ml.params import Params, parse_params
 from moovitamix.warehouse import ensure_tables
 
 log = logging.getLogger(__name__)
 
 MODEL_RUNS_DDL = (Path(__file__).parent / "model_runs.sql").read_text(encoding="utf-8")
-MODEL_FILE, ID_MAPS_FILE, META_FILE = "model.npz", "id_maps.npz", "meta.json"
+ID_MAPS_FILE, META_FILE = "id_maps.npz", "meta.json"
 STALE_TMP_S = 24 * 3600
 
 
@@ -35,6 +38,8 @@ class ModelRun:
     model_run_id: str
     run_id: str
     trained_at: datetime
+    family: str  # the params' family, or the baseline published
+    split: str  # how it was judged: "time" or "holdout" (ml.split)
     params: dict[str, Any]
     metrics: dict[str, Any]
     baseline_metrics: dict[str, Any]
@@ -48,12 +53,19 @@ class ModelRun:
 @dataclass(frozen=True)
 class Champion:
     model_run_id: str
-    params: ModelParams
+    params: Params
     artifact_path: str | None
 
 
 def ensure_model_runs(conn: psycopg.Connection) -> None:
+    """The table, and the columns later versions added (the DDL is idempotent)."""
     ensure_tables(conn, ["ml.model_runs"], MODEL_RUNS_DDL)
+    (missing,) = conn.execute(
+        "select 2 - count(*) from information_schema.columns where table_schema = 'ml' "
+        "and table_name = 'model_runs' and column_name in ('family', 'split')"
+    ).fetchone() or (0,)
+    if missing:
+        conn.execute(MODEL_RUNS_DDL)
 
 
 def record_model_runs(conn: psycopg.Connection, runs: Sequence[ModelRun]) -> None:
@@ -66,28 +78,42 @@ def record_model_runs(conn: psycopg.Connection, runs: Sequence[ModelRun]) -> Non
         sql.SQL(", ").join(sql.Placeholder() * len(columns)),
         sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(c) for c in columns[1:]),
     )
-    rows = [tuple(Jsonb(v) if isinstance(v, dict) else v for v in astuple(r)) for r in runs]
+    rows = [
+        tuple(Jsonb(_finite(v)) if isinstance(v, dict) else v for v in astuple(r)) for r in runs
+    ]
     ensure_model_runs(conn)
     with conn.cursor() as cur:
         cur.executemany(statement, rows)
 
 
+def _finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float as None (JSON has neither: a metric that is
+    undefined, e.g. a segment without users or the churn of a first day, is null)."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def current_champion(conn: psycopg.Connection) -> Champion | None:
-    """The latest ALS model that won a run (a run that published a baseline has none)."""
+    """The latest model that won a run (a run that published a baseline has none)."""
     ensure_model_runs(conn)
     row = conn.execute(
         "select model_run_id, params, artifact_path from ml.model_runs "
-        "where status = 'champion' and params->>'model' = 'als' "
+        "where status = 'champion' and family not in ('popularity', 'genre_popularity') "
         "order by trained_at desc, model_run_id desc limit 1"
     ).fetchone()
     if row is None:
         return None
-    return Champion(row[0], ModelParams.from_json(row[1]), row[2])
+    return Champion(row[0], parse_params(row[1]), row[2])
 
 
 @dataclass
 class LoadedModel:
-    als: AlternatingLeastSquares
+    model: Recommender
     user_ids: np.ndarray
     track_ids: np.ndarray
     meta: dict[str, Any]
@@ -96,7 +122,7 @@ class LoadedModel:
 def save_model(
     root: Path,
     model_run_id: str,
-    als: AlternatingLeastSquares,
+    model: Recommender,
     user_ids: np.ndarray,
     track_ids: np.ndarray,
     meta: dict[str, Any],
@@ -105,7 +131,7 @@ def save_model(
     final, tmp = root / model_run_id, root / f".{model_run_id}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    als.save(str(tmp / MODEL_FILE))
+    model.save(tmp)
     np.savez(tmp / ID_MAPS_FILE, user_ids=user_ids, track_ids=track_ids)
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
     if final.exists():
@@ -115,12 +141,12 @@ def save_model(
 
 
 def load_model(path: Path) -> LoadedModel:
-    """An artifact back: the ALS model (implicit's load, allow_pickle=False) and the id maps."""
-    als = AlternatingLeastSquares.load(str(path / MODEL_FILE))
+    """An artifact back: the model (ml.families.load, allow_pickle=False) and the id maps."""
+    model = families.load(path)
     with np.load(path / ID_MAPS_FILE, allow_pickle=False) as maps:
         user_ids, track_ids = maps["user_ids"], maps["track_ids"]
     meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-    return LoadedModel(als, user_ids, track_ids, meta)
+    return LoadedModel(model, user_ids, track_ids, meta)
 
 
 def apply_retention(root: Path, keep: int, protect: Iterable[str] = ()) -> list[Path]:
@@ -130,7 +156,7 @@ def apply_retention(root: Path, keep: int, protect: Iterable[str] = ()) -> list[
         return []
     protected = set(protect)
     artifacts = sorted(
-        p for p in root.iterdir() if not p.name.startswith(".") and (p / MODEL_FILE).is_file()
+        p for p in root.iterdir() if not p.name.startswith(".") and (p / META_FILE).is_file()
     )
     doomed = [p for p in artifacts[: max(len(artifacts) - keep, 0)] if p.name not in protected]
     now = time.time()

@@ -1,42 +1,58 @@
-"""Which model serves, for both trainers (implicit, MLlib): the challengers, the search in its
-time budget, the champion/challenger rule (`decide`) and the ml.model_runs rows."""
+"""Which model serves, for both trainers (implicit's families, MLlib): the challengers, the
+search in its time budget, the champion/challenger rule (`decide`, on paired bootstrap
+intervals over the validation users) and the ml.model_runs rows."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import partial
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from ml.config import MlConfig, ModelParams, Search
-from ml.evaluate import NEXT_HIT, Scored
+from ml.config import MlConfig, Search
+from ml.evaluate import Scored
+from ml.intervals import Interval, difference
+from ml.params import LASTFM_ALS, Params
 from ml.registry import ModelRun
 
 log = logging.getLogger(__name__)
-Fit = TypeVar("Fit")  # a trainer's fitted model (ml.model.FittedModel, ml.mllib.als.MllibFit)
+Fit = TypeVar("Fit")  # a trainer's fitted model (ml.families.Recommender, ml.mllib.als.MllibFit)
 
 CHAMPION, CHALLENGER, REJECTED = "champion", "challenger", "rejected"
 
 
 def challenger_params(
-    champion: ModelParams, proposed: ModelParams, search: Search, today: date
-) -> list[ModelParams]:
-    """The config's parameters if not the champion's, then the champion with one parameter
-    changed, shuffled by the search seed and the date (a rerun the same day tries the same)."""
+    champion: Params, proposed: Params, search: Search, today: date
+) -> list[Params]:
+    """Who challenges the champion, in order: the config's params and implicit's last.fm ALS
+    (the floor a published model must reach) when they are not the champion's; each other
+    family's defaults; then the champion with one knob changed and the other grid
+    points, shuffled by the search seed and the date (a rerun the same day tries the same)."""
+    firsts = [proposed, LASTFM_ALS] if "als" in search.families else [proposed]
+    spaces = {family: search.space(family) for family in search.families}
+    firsts += [search.params(family, {}) for family in spaces if family != champion.family]
     neighbours = [
         champion.model_copy(update={name: value})
-        for name, values in search.space().items()
+        for name, values in spaces.get(champion.family, {}).items()
         for value in values
         if value != getattr(champion, name)
     ]
+    others = [
+        search.params(family, dict(zip(space, combination, strict=True)))
+        for family, space in spaces.items()
+        if family != champion.family
+        for combination in itertools.product(*space.values())
+    ]
+    rest = neighbours + others
     rng = np.random.default_rng([search.seed, today.toordinal()])
-    shuffled = [neighbours[i] for i in rng.permutation(len(neighbours))]
-    return list(dict.fromkeys(([proposed] if proposed != champion else []) + shuffled))
+    shuffled = [rest[i] for i in rng.permutation(len(rest))]
+    return [p for p in dict.fromkeys(firsts + shuffled) if p != champion]
 
 
 @dataclass
@@ -50,7 +66,7 @@ class SearchResult(Generic[Fit]):
 
 def keep_if_best(found: SearchResult[Fit], i: int, fitted: Fit | None, metric: str) -> None:
     """Hold candidate i's fit if it is the champion's or the best challenger's so far (ties:
-    the earlier, as `decide`), dropping the previous best challenger's."""
+    the earlier), dropping the previous best challenger's."""
     if fitted is None:
         return
     held = [j for j in found.fits if j != 0]
@@ -62,8 +78,8 @@ def keep_if_best(found: SearchResult[Fit], i: int, fitted: Fit | None, metric: s
 
 
 def search(
-    evaluate: Callable[[ModelParams, str], tuple[Scored, Fit | None]],
-    champion: ModelParams,
+    evaluate: Callable[[Params, str], tuple[Scored, Fit | None]],
+    champion: Params,
     config: MlConfig,
     today: date,
     k: int,
@@ -82,94 +98,101 @@ def search(
         scored, fitted = evaluate(params, f"challenger-{i}" if i else "champion")
         spent.append(time.perf_counter() - started)
         metrics = ", ".join(f"{name}@{k} {value:.4f}" for name, value in scored.metrics.items())
-        log.info("%s %s: %s", scored.name, params.label(), metrics or f"failed ({scored.error})")
+        log.info("%s %s: %s", scored.name, params.label(), metrics or scored.error)
         found.candidates.append(scored)
         keep_if_best(found, i, fitted, config.selection.metric)
     return found
 
 
 def decide_search(
-    found: SearchResult[Fit],
-    baselines: dict[str, Scored],
-    config: MlConfig,
-    next_metrics: Callable[[Fit], dict[str, float]],
+    found: SearchResult[Fit], baselines: dict[str, Scored], config: MlConfig
 ) -> tuple[Decision, Fit | None]:
-    """The decision and the serving candidate's training-split fit (None: a baseline serves);
-    the champion's refit and a promoted challenger get their `next_metrics`, other fits go."""
-    candidates = found.candidates
+    """The decision and the serving candidate's training-split fit, if still held (None: a
+    baseline serves, or the serving fit is to be made anew); other fits go."""
     decision = decide(
-        candidates, baselines, config.selection.metric, config.selection.min_improvement
+        found.candidates, baselines, config.selection.metric, config.evaluation.bootstrap()
     )
     log.info("decision: %s", decision.reason)
-    if 0 in found.fits:
-        candidates[0].metrics.update(next_metrics(found.fits[0]))
     fitted = None if decision.serving is None else found.fits.get(decision.serving)
     found.fits.clear()
-    if fitted is not None and NEXT_HIT not in candidates[decision.serving or 0].metrics:
-        candidates[decision.serving or 0].metrics.update(next_metrics(fitted))
     return decision, fitted
 
 
 @dataclass(frozen=True)
 class Decision:
-    serving: int | None  # index into the candidates of the ALS model that serves, or None
+    serving: int | None  # index into the candidates of the model that serves, or None
     baseline: str | None  # when serving is None: the baseline that is published
     promoted: bool  # a challenger replaced the champion
     statuses: tuple[str, ...]  # per candidate
     reason: str
+    gains: dict[int, dict[str, Interval]] = field(default_factory=dict)  # per candidate
 
 
 def decide(
     candidates: Sequence[Scored],
     baselines: dict[str, Scored],
     metric: str,
-    min_improvement: float,
+    bootstrap: dict[str, Any] | None = None,
 ) -> Decision:
-    """candidates[0] is the champion's refit, the rest are challengers. A challenger is promoted
-    only if it beats the champion by `min_improvement` (relative) and both baselines; else the
-    champion serves if it beats both baselines; else the best challenger that does; else the
-    better baseline is published. 'challenger': beat both baselines but not chosen."""
+    """candidates[0] is the champion's refit, the rest are challengers, all scored per user on
+    the same validation users. With paired bootstrap intervals over those users: a challenger
+    is promoted only if its gain over the champion AND over the best baseline both exclude
+    zero; else the champion serves if its mean beats the best baseline; else the best
+    challenger whose gain over the best baseline excludes zero; else the best baseline is
+    published. 'challenger': beat the best baseline that way but was not chosen."""
     if not candidates:
         raise ValueError("no candidate to decide on")
     best_baseline = max(baselines, key=lambda name: baselines[name].score(metric))
-    bar = baselines[best_baseline].score(metric)
+    bar = baselines[best_baseline]
     scores = [c.score(metric) for c in candidates]
-    champion = scores[0]
-    valid = [i for i, score in enumerate(scores) if score > bar]
+
+    def gain(a: Scored, b: Scored) -> Interval:
+        return difference(a.per_user[metric], b.per_user[metric], **(bootstrap or {}))
+
+    gains: dict[int, dict[str, Interval]] = {}
+    for i, scored in enumerate(candidates):
+        if scored.error is None:
+            gains[i] = {"vs_baseline": gain(scored, bar)}
+            if i and candidates[0].error is None:
+                gains[i]["vs_champion"] = gain(scored, candidates[0])
+    valid = [i for i in gains if gains[i]["vs_baseline"].low > 0]
     statuses = [CHALLENGER if i in valid else REJECTED for i in range(len(candidates))]
-    margin_bar = champion * (1 + min_improvement) if champion > 0 else champion
-    promotable = [i for i in valid if i > 0 and scores[i] >= margin_bar and scores[i] > champion]
+    champion_ok = candidates[0].error is None
+    promotable = [i for i in valid if i and (not champion_ok or gains[i]["vs_champion"].low > 0)]
 
     def best(indexes: list[int]) -> int:
         return max(indexes, key=lambda i: (scores[i], -i))
 
-    if promotable:
+    def named(i: int) -> str:
+        return f"{candidates[i].name} ({candidates[i].family}) {metric} {scores[i]:.4f}"
+
+    if champion_ok and promotable:
         serving = best(promotable)
         reason = (
-            f"challenger {candidates[serving].name} promoted: {metric} {scores[serving]:.4f} "
-            f"vs champion {champion:.4f} (needs +{min_improvement:.0%}) and vs best baseline "
-            f"{bar:.4f}"
+            f"challenger {named(serving)} promoted: gain over the champion "
+            f"{gains[serving]['vs_champion']}, over {best_baseline} {gains[serving]['vs_baseline']}"
         )
-    elif 0 in valid:
+    elif champion_ok and scores[0] > bar.score(metric):
         serving = 0
         reason = (
-            f"champion kept: {metric} {champion:.4f} beats best baseline {bar:.4f}; "
-            "no challenger beat it by the margin"
+            f"champion kept: {named(0)} vs {best_baseline} {bar.score(metric):.4f}; no "
+            "challenger's gain over it excludes zero"
         )
     elif valid:
         serving = best(valid)
         reason = (
-            f"champion lost to baseline {best_baseline} ({champion:.4f} <= {bar:.4f}); "
-            f"challenger {candidates[serving].name} beats it ({scores[serving]:.4f})"
+            f"champion lost to {best_baseline} ({scores[0]:.4f} <= {bar.score(metric):.4f}); "
+            f"{named(serving)} beats it by {gains[serving]['vs_baseline']}"
         )
     else:
         reason = (
-            f"no ALS model beats baseline {best_baseline}: best ALS {metric} {max(scores):.4f} "
-            f"<= {bar:.4f}; publishing {best_baseline}"
+            f"no model beats baseline {best_baseline} ({bar.score(metric):.4f}) with an interval "
+            f"above zero: best model {metric} {max(scores):.4f}; publishing {best_baseline}"
         )
-        return Decision(None, best_baseline, False, (REJECTED,) * len(candidates), reason)
+        statuses = [REJECTED] * len(candidates)
+        return Decision(None, best_baseline, False, tuple(statuses), reason, gains)
     statuses[serving] = CHAMPION
-    return Decision(serving, None, serving != 0, tuple(statuses), reason)
+    return Decision(serving, None, serving != 0, tuple(statuses), reason, gains)
 
 
 def model_run_id(run_id: str, candidate: int) -> str:
@@ -185,21 +208,23 @@ def model_run_rows(
     baselines: dict[str, Scored],
     decision: Decision,
     config: MlConfig,
-    k: int,
-    holdout_sizes: dict[str, int],
+    split: tuple[str, str, dict[str, int]],
     sizes: dict[str, int],
+    test: dict[str, Any] | None = None,
     refit_of: str | None = None,
     serving_fit_seconds: float | None = None,
     artifact_path: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> list[ModelRun]:
     """The ml.model_runs rows of one run: one per candidate (`<run_id>-mNN`, status from the
-    decision; the serving one with its fit time and artifact), and a champion row for a
-    published baseline. `extra` joins every row's metrics (e.g. the trainer's name)."""
+    decision, validation means and the intervals of its gains; the serving one with its fit
+    time, artifact and `test` report), and a champion row for a published baseline. `split`
+    is (kind, reason, sizes); `extra` joins every row's metrics (e.g. the trainer's name)."""
+    kind, reason, split_sizes = split
     common: dict[str, Any] = {
-        "k": k,
+        "k": config.evaluation.k,
         "selection_metric": config.selection.metric,
-        "holdout": {**holdout_sizes, "per_user": config.evaluation.holdout_per_user},
+        "split": {"reason": reason, **split_sizes},
         "decision": decision.reason,
         **(extra or {}),
     }
@@ -208,6 +233,7 @@ def model_run_rows(
         run_id=run_id,
         trained_at=trained_at,
         baseline_metrics={name: scored.metrics for name, scored in baselines.items()},
+        split=kind,
         **sizes,
     )
     rows: list[ModelRun] = []
@@ -216,15 +242,19 @@ def model_run_rows(
         serving = decision.serving == i
         metrics: dict[str, Any] = {**scored.metrics, **common, "fit_seconds": scored.fit_seconds}
         metrics["role"] = "challenger" if i else "champion_refit"
+        metrics["gains"] = {name: vars(gain) for name, gain in decision.gains.get(i, {}).items()}
         if i == 0 and refit_of is not None:
             metrics["refit_of"] = refit_of
         if scored.error:
             metrics["error"] = scored.error
-        if serving and serving_fit_seconds is not None:
-            metrics["serving_fit_seconds"] = round(serving_fit_seconds, 3)
+        if serving:
+            metrics["test"] = test or {}
+            if serving_fit_seconds is not None:
+                metrics["serving_fit_seconds"] = round(serving_fit_seconds, 3)
         rows.append(
             row(
                 model_run_id(run_id, i),
+                family=scored.params.family,
                 params=scored.params.to_json(),
                 metrics=metrics,
                 status=status,
@@ -233,8 +263,14 @@ def model_run_rows(
         )
     if decision.baseline is not None:
         name = decision.baseline
-        metrics = {**baselines[name].metrics, **common, "role": "baseline"}
+        metrics = {**baselines[name].metrics, **common, "role": "baseline", "test": test or {}}
         rows.append(
-            row(f"{run_id}-{name}", params={"model": name}, metrics=metrics, status=CHAMPION)
+            row(
+                f"{run_id}-{name}",
+                family=name,
+                params={"model": name},
+                metrics=metrics,
+                status=CHAMPION,
+            )
         )
     return rows

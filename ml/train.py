@@ -12,22 +12,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import psycopg
+import scipy.sparse as sp
 
+from ml import families
 from ml.baselines import GENRE_POPULARITY
 from ml.config import MlConfig, load_config
 from ml.evaluate import (
-    NEXT_HIT,
     EvaluationData,
-    NotEnoughData,
     Scored,
-    baseline_next_hits,
     evaluate_baselines,
     evaluate_model,
-    leave_k_out,
-    model_next_hit,
-    next_track_metrics,
+    test_lists,
+    test_report,
 )
+from ml.families import ItemKnnParams, Recommender
 from ml.interactions import (
     MARTS,
     Catalog,
@@ -38,19 +38,24 @@ from ml.interactions import (
     load_interactions,
 )
 from ml.lake_lists import LakeLists
-from ml.lists import ALS, build_lists
-from ml.model import REFIT_ITERATIONS, FittedModel, fit, single_threaded_blas
+from ml.lists import MODEL, build_lists
+from ml.model import single_threaded_blas
+from ml.play_next import PlayNext, PlayNextSettings, choose_play_next
 from ml.publish import (
     PublishError,
     PublishHook,
     publish,
+    published_user_lists,
     register_swap,
     similar_columns,
     stage,
     user_columns,
 )
+from ml.quality import churn
 from ml.registry import Champion, ModelRun, apply_retention, current_champion, save_model
 from ml.selection import CHAMPION, Decision, decide_search, model_run_id, model_run_rows, search
+from ml.sequences import Sequences, TrackFeatures, load_sequences, load_track_features
+from ml.split import NotEnoughData, split
 from moovitamix.alerts import Alert
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.errors import one_line
@@ -70,19 +75,25 @@ class TrainingFailed(RuntimeError):
 class Inputs:
     interactions: Interactions
     catalog: Catalog
+    sequences: Sequences
+    tracks: TrackFeatures
     champion: Champion | None
+    yesterday: tuple[np.ndarray, np.ndarray]  # the published (user_id, track_id) rows
 
 
 @dataclass
 class TrainResult:
     run_id: str
-    source: str  # 'als', or the baseline published
+    source: str  # the serving model's family, or the baseline published
     serving_model_run_id: str
     promoted: bool  # a challenger replaced the champion
     reason: str
     metric: str
     k: int
-    metrics: dict[str, float]  # the serving model's holdout metrics
+    split: str  # "time" or "holdout"
+    metrics: dict[str, float]  # the serving model's validation metrics
+    test: dict[str, dict]  # the test report (ml.evaluate.test_report) of what serves
+    play_next: str  # the published "play next" model
     baseline_metrics: dict[str, dict[str, float]]
     model_runs: list[ModelRun]
     rows_published: dict[str, int]
@@ -101,6 +112,9 @@ class TrainResult:
         baselines: dict[str, Scored],
         runs: list[ModelRun],
         *,
+        split_kind: str = "holdout",
+        test: dict[str, dict] | None = None,
+        play_next: str = "",
         rows: dict[str, int],
         artifact_path: Path | None,
         timings: dict[str, float],
@@ -115,20 +129,23 @@ class TrainResult:
         if decision.baseline is not None:
             details = {
                 "metric": f"{metric}@{config.evaluation.k}",
-                "best_als": round(max(c.score(metric) for c in candidates), 4),
+                "best_model": round(max(c.score(metric) for c in candidates), 4),
                 served.name: round(served.score(metric), 4),
             }
-            title = f"no ALS model beat the popularity baselines; published {served.name}"
+            title = f"no model beat the popularity baselines; published {served.name}"
             alerts.append(Alert("warning", title, run_id, STEP, details))
         return cls(
             run_id=run_id,
-            source=decision.baseline or ALS,
+            source=served.family,
             serving_model_run_id=next(r.model_run_id for r in runs if r.status == CHAMPION),
             promoted=decision.promoted,
             reason=decision.reason,
             metric=metric,
             k=config.evaluation.k,
+            split=split_kind,
             metrics=served.metrics,
+            test=test or {},
+            play_next=play_next,
             baseline_metrics={name: s.metrics for name, s in baselines.items()},
             model_runs=runs,
             rows_published=rows,
@@ -140,13 +157,20 @@ class TrainResult:
 
     @property
     def summary(self) -> str:
-        best_baseline = max(self.baseline_metrics.values(), key=lambda m: m[self.metric])
-        outcome = f"baseline {self.source} published (ALS lost)"
-        if self.source == ALS:
-            outcome = "challenger promoted" if self.promoted else "champion kept"
+        outcome = f"baseline {self.source} published (no model beat it)"
+        if self.serving_model_run_id and self.source not in self.baseline_metrics:
+            outcome = f"{self.source} {'promoted' if self.promoted else 'kept'}"
+        served = self.test.get(MODEL) or self.test.get(self.source) or {}
+        quality = f"{self.metric}@{self.k} {self.metrics[self.metric]:.4f} (validation)"
+        if self.metric in served:
+            m = served[self.metric]
+            quality = (
+                f"test {self.metric}@{self.k} {m['mean']:.4f} "
+                f"[{m['low']:.4f}, {m['high']:.4f}] ({self.split} split)"
+            )
+        play_next = f"; play next: {self.play_next}" if self.play_next else ""
         return (
-            f"{outcome}: {self.metric}@{self.k} {self.metrics[self.metric]:.4f} "
-            f"(best baseline {best_baseline[self.metric]:.4f}); "
+            f"{outcome}: {quality}{play_next}; "
             f"{self.rows_published.get('user_top_tracks', 0):,} user rows, "
             f"{self.rows_published.get('similar_tracks', 0):,} similar-track rows; "
             f"model run {self.serving_model_run_id}"
@@ -175,28 +199,35 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
 def read_inputs(
     url: ConnectionURL, marts_schema: str = MARTS, settings: Settings | None = None
 ) -> Inputs:
-    """The marts (from Postgres, or Spark on its engine) and the champion (always Postgres)."""
+    """The marts (from Postgres, or Spark on its engine), the champion and the lists served
+    now (always Postgres)."""
     with connect(url, autocommit=True) as conn, _failing("reading the marts failed"):
         if settings is not None and settings.engine == "spark":
             from ml.mllib.data import collect_marts
 
-            interactions, catalog = collect_marts(settings, marts_schema)
+            interactions, catalog, sequences, tracks = collect_marts(settings, marts_schema)
         else:
             check_marts(conn, marts_schema)
             interactions = load_interactions(conn, marts_schema)
             catalog = load_catalog(conn, interactions, marts_schema)
+            sequences = load_sequences(conn, marts_schema)
+            tracks = load_track_features(conn, marts_schema)
         champion = current_champion(conn)
+        yesterday = published_user_lists(conn)
     if interactions.n_interactions == 0:
         raise TrainingFailed(f"{marts_schema}.fct_listens has no listens: nothing to train on")
-    return Inputs(interactions, catalog, champion)
+    return Inputs(interactions, catalog, sequences, tracks, champion, yesterday)
 
 
 def evaluation_data(inputs: Inputs, config: MlConfig) -> EvaluationData:
-    with _failing("splitting the holdout failed"):
-        holdout = leave_k_out(inputs.interactions.matrix, config.evaluation)
-    catalog, k = inputs.catalog, config.evaluation.k
+    with _failing("splitting the listens failed"):
+        found = split(inputs.interactions, config.evaluation)
+    log.info("%s", found.reason)
+    catalog = inputs.catalog
     favorite = catalog.favorite_genre_of(inputs.interactions.user_ids)
-    return EvaluationData(holdout, favorite, catalog.track_genres, catalog.n_catalog_tracks, k)
+    return EvaluationData(
+        found, favorite, catalog.track_genres, catalog.n_catalog_tracks, config.evaluation
+    )
 
 
 def _outgrows_the_driver(settings: Settings, schema: str, config: MlConfig) -> bool:
@@ -209,6 +240,23 @@ def _outgrows_the_driver(settings: Settings, schema: str, config: MlConfig) -> b
     if above:
         log.info("%s.fct_listens is above spark.mllib_above_pairs: training with MLlib", schema)
     return above
+
+
+def play_next_lists(inputs: Inputs, config: MlConfig, threads: int) -> PlayNext:
+    """The "play next" lists of every catalog track (ml.play_next), with implicit's item kNN
+    (BM25) as the collaborative candidate: it refits in seconds on each held-out history."""
+    knn = ItemKnnParams()
+
+    def collaborative(counts: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return families.fit(counts.tocsr(), knn, threads).similar(k)
+
+    settings = PlayNextSettings(
+        k=config.publish.similar_k,
+        **config.play_next.model_dump(),
+        bootstrap_samples=config.evaluation.resamples,
+        seed=config.evaluation.seed,
+    )
+    return choose_play_next(inputs.sequences, inputs.tracks, settings, collaborative=collaborative)
 
 
 def run_training(
@@ -240,7 +288,7 @@ def run_training(
             champion_from_config=champion_from_config,
         )
     timings: dict[str, float] = {}
-    threads, scoring = config.runtime.num_threads, config.publish.similar_scoring
+    threads, metric = config.runtime.num_threads, config.selection.metric
     with single_threaded_blas():
         with _timed(timings, "read marts"):
             inputs = read_inputs(warehouse, schema, settings)
@@ -255,21 +303,41 @@ def run_training(
                 trained_at.date(),
                 data.k,
             )
-            decision, winner_fit = decide_search(
-                found, baselines, config, lambda fit: next_track_metrics(data, fit, scoring)
-            )
+            decision, winner_fit = decide_search(found, baselines, config)
         candidates = found.candidates
+        winner = None if decision.serving is None else candidates[decision.serving]
+        with _timed(timings, "test"):
+            serving = None if winner is None else (MODEL, winner.params, winner_fit)
+            lists, test_fit = test_lists(data, serving, threads)
+            del winner_fit
+            test = test_report(data, lists, metric, MODEL if winner else decision.baseline)
+            del lists
         fitted, artifact_path = None, None
-        if decision.serving is not None:
-            winner = candidates[decision.serving]
+        if winner is not None:
             assert winner.params is not None
             with _timed(timings, "refit on all data"):
-                fitted = fit(inputs.interactions.matrix, winner.params, threads, start=winner_fit)
-            del winner_fit  # the training-split fit is not needed any more
+                fitted = families.fit(inputs.interactions.matrix, winner.params, threads, test_fit)
+            del test_fit
             with _timed(timings, "save artifact"):
-                serving_id = model_run_id(run_id, decision.serving)
+                serving_id = model_run_id(run_id, decision.serving or 0)
                 root = config.artifacts.root_path(settings.project_root)
                 artifact_path = _save(root, serving_id, run_id, trained_at, inputs, winner, fitted)
+        with _timed(timings, "play next"):
+            play_next = play_next_lists(inputs, config, threads)
+        with _timed(timings, "build lists"):
+            user_lists, similar_lists = build_lists(
+                inputs.interactions,
+                inputs.catalog,
+                inputs.tracks,
+                play_next,
+                config.publish,
+                model=fitted,
+                baseline=decision.baseline or GENRE_POPULARITY,
+            )
+        served = test.get(MODEL) or test[decision.baseline or GENRE_POPULARITY]
+        served["churn"] = churn(inputs.yesterday, (user_lists.user_id, user_lists.track_id))
+        served["sources"] = user_lists.sources()
+        alerts = _guardrails(run_id, config, served)
         runs = model_run_rows(
             run_id,
             trained_at,
@@ -277,19 +345,14 @@ def run_training(
             baselines=baselines,
             decision=decision,
             config=config,
-            k=data.k,
-            holdout_sizes=data.holdout.sizes(),
+            split=(data.split.kind, data.split.reason, data.split.sizes()),
             sizes=inputs.interactions.sizes(),
+            test={**test, "play_next": {"model": play_next.model, **play_next.metrics}},
             refit_of=champion.model_run_id if champion is not None else None,
             serving_fit_seconds=fitted.fit_seconds if fitted else None,
             artifact_path=str(artifact_path) if artifact_path else None,
         )
         serving_run = next(run for run in runs if run.status == CHAMPION).model_run_id
-        als, baseline = (fitted.als if fitted else None), decision.baseline or GENRE_POPULARITY
-        with _timed(timings, "build lists"):
-            user_lists, similar_lists = build_lists(
-                inputs.interactions, inputs.catalog, config.publish, als=als, baseline=baseline
-            )
         generated_at = datetime.now(UTC)
         with (
             _timed(timings, "stage" if publication is not None else "publish"),
@@ -325,18 +388,39 @@ def run_training(
         register_swap(publication, runs, after_commit=retention)
     else:
         retention()
-    return TrainResult.of(
+    result = TrainResult.of(
         run_id,
         config,
         decision,
         candidates,
         baselines,
         runs,
+        split_kind=data.split.kind,
+        test=test,
+        play_next=play_next.model,
         rows=rows,
         artifact_path=artifact_path,
         timings=timings,
         started=started,
     )
+    result.alerts += alerts
+    return result
+
+
+def _guardrails(run_id: str, config: MlConfig, served: dict) -> list[Alert]:
+    """A warning when the served lists' coverage is below `selection.min_coverage` or their
+    churn since yesterday above `selection.max_churn`."""
+    limits = config.selection
+    crossed = {}
+    if served.get("coverage", 1.0) < limits.min_coverage:
+        crossed["coverage"] = (round(served["coverage"], 4), f">= {limits.min_coverage}")
+    if served.get("churn", 0.0) > limits.max_churn:
+        crossed["churn"] = (round(served["churn"], 4), f"<= {limits.max_churn}")
+    if not crossed:
+        return []
+    title = f"served lists cross a guardrail: {', '.join(crossed)}"
+    details = {name: f"{value} (wanted {want})" for name, (value, want) in crossed.items()}
+    return [Alert("warning", title, run_id, STEP, details)]
 
 
 def _save(
@@ -346,48 +430,47 @@ def _save(
     trained_at: datetime,
     inputs: Inputs,
     winner: Scored,
-    fitted: FittedModel,
+    fitted: Recommender,
 ) -> Path:
     """The serving model's artifact, with what it was fit on and how."""
     meta = {
         "model_run_id": serving_id,
         "run_id": run_id,
         "trained_at": trained_at.isoformat(),
+        "family": fitted.params.family,
         "params": fitted.params.to_json(),
         "serving_fit": (
-            f"warm: the training-split fit continued {REFIT_ITERATIONS} iterations on all data"
-            if fitted.warm_start
-            else "cold: fit on all data"
+            "warm: the test fit continued on all data" if fitted.warm_start else "fit on all data"
         ),
-        "holdout_metrics": winner.metrics,
+        "validation_metrics": winner.metrics,
         **inputs.interactions.sizes(),
     }
     ids = (inputs.interactions.user_ids, inputs.interactions.track_ids)
-    return save_model(root, serving_id, fitted.als, *ids, meta)
+    return save_model(root, serving_id, fitted, *ids, meta)
 
 
 def run_evaluation(
     settings: Settings, *, warehouse: ConnectionURL, config: MlConfig | None = None
 ) -> tuple[list[Scored], EvaluationData]:
-    """Baselines, the current champion's parameters and the config's, on today's holdout, with
-    the "play next" lists' next_hit. Writes nothing."""
+    """Baselines, the current champion's parameters, the config's and one default of every
+    searched family on today's validation split. Writes nothing."""
     config = config or load_config()
     with single_threaded_blas():
         inputs = read_inputs(warehouse, MARTS, settings)
         data = evaluation_data(inputs, config)
-        baselines = evaluate_baselines(data)
-        for name, next_hit in baseline_next_hits(data).items():
-            baselines[name].metrics[NEXT_HIT] = next_hit
+        results: list[Scored] = list(evaluate_baselines(data).values())
         champion = inputs.champion
         candidates = [(f"champion ({champion.model_run_id})", champion.params)] if champion else []
-        if champion is None or champion.params != config.model:
-            candidates.append(("config [model]", config.model))
-        results = list(baselines.values())
+        candidates.append(("config [model]", config.model))
+        candidates += [
+            (f"{family} defaults", config.search.params(family, {}))
+            for family in config.search.families
+        ]
+        seen = set()
         for name, params in candidates:
-            scored, fitted = evaluate_model(data, params, name, config.runtime.num_threads)
-            if fitted is not None:
-                scored.metrics[NEXT_HIT] = model_next_hit(
-                    data, fitted, config.publish.similar_scoring
-                )
+            if params in seen:
+                continue
+            seen.add(params)
+            scored, _ = evaluate_model(data, params, name, config.runtime.num_threads)
             results.append(scored)
     return results, data

@@ -20,7 +20,7 @@ from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
-from ml.config import ModelParams
+from ml.params import ModelParams
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

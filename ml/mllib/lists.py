@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from ml.baselines import GENRE_POPULARITY, POPULARITY
 from ml.lake_lists import RUN_PREFIX
-from ml.lists import ALS
+from ml.lists import MODEL
 from ml.mllib.als import blockwise_top_k, item_factors, top_k_unheard
 from ml.mllib.popularity import listeners, popularity_top_k
 from ml.publish import SCHEMA, SIMILAR_TRACKS, USER_TOP_TRACKS
@@ -51,7 +51,7 @@ def user_top_tracks(
     silent = marts.users.join(marts.listens, "user_id", "left_anti")
     if model is not None:
         heard_lists = top_k_unheard(model, listened, marts.listens, k, marts.n_tracks).withColumn(
-            "source", F.lit(ALS)
+            "source", F.lit(MODEL)
         )
     else:
         users = listened

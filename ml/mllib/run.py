@@ -16,7 +16,7 @@ from pyspark.errors import PySparkException
 from pyspark.sql import functions as F
 
 from ml.baselines import GENRE_POPULARITY, POPULARITY
-from ml.config import MlConfig, ModelParams
+from ml.config import MlConfig
 from ml.evaluate import NEXT_HIT, Scored
 from ml.mllib.als import MllibFit, fit, top_k_unheard
 from ml.mllib.data import SparkMarts, read_marts
@@ -24,6 +24,7 @@ from ml.mllib.lists import SparkLists, build_lists, model_similar, popularity_si
 from ml.mllib.metrics import next_hit, ranking_metrics
 from ml.mllib.popularity import popularity_top_k
 from ml.mllib.split import SparkHoldout, leave_k_out
+from ml.params import ModelParams
 from ml.registry import ModelRun
 from ml.selection import Decision, decide_search, model_run_rows, search
 from moovitamix.errors import one_line

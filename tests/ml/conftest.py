@@ -41,7 +41,11 @@ def small_config(tmp_path: Path, *overrides: str) -> MlConfig:
             "model": {"factors": 32, "confidence": "bm25", "alpha": 1.0, "regularization": 1.0},
             "runtime": {"num_threads": 1},
             "selection": {"max_challengers": 2},
-            "search": {"factors": [16, 32], "iterations": [10, 15]},
+            "search": {
+                "families": ["als", "item_knn"],
+                "als": {"factors": [16, 32], "iterations": [10, 15]},
+            },
+            "evaluation": {"resamples": 200},
             "artifacts": {"root": str(tmp_path / "artifacts")},
         },
         overrides=overrides,

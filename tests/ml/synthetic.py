@@ -25,6 +25,8 @@ GENRE_WEIGHTS = np.array([13, 14, 12, 5, 9, 4, 5, 3, 6, 3, 4, 5, 3, 3, 6, 4, 2],
 GENRES = tuple(f"genre_{i:02d}" for i in range(len(GENRE_WEIGHTS)))
 PREFERRED_COUNT_SHARES = (0.3, 0.4, 0.3)
 POSITION_CUTS = {1: (1.0, 1.0), 2: (0.7, 1.0), 3: (0.6, 0.85)}
+T0, DAY = 1_767_225_600, 86_400  # 2026-01-01 UTC
+START_DAYS, GAP_DAYS = 20, 0.5
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,10 @@ class SyntheticMarts:
     listen_user: np.ndarray  # int64 user id per (user, track) pair
     listen_track: np.ndarray  # int64
     listen_count: np.ndarray  # int32
+    # every listen in history order (positions 0.. per user), with its time (epoch seconds)
+    event_user: np.ndarray | None = None  # int64 user id
+    event_track: np.ndarray | None = None  # int64 track id
+    event_at: np.ndarray | None = None  # int64
 
 
 def generate(
@@ -51,11 +57,13 @@ def generate(
     no_favorite_share: float = 0.03,
     clusters_per_genre: int = 1,
     cluster_share: float = 0.8,
+    unheard_share: float = 0.03,
 ) -> SyntheticMarts:
     """Marts of n_users x n_tracks. `clusters_per_genre` > 1 adds taste the genres do not
     explain: each genre's tracks split into scenes, and a user's listens in a genre come mostly
     (`cluster_share`) from one scene of it, which only collaborative filtering can pick up.
-    The default, 1, is the simulator's structure: genres and popularity, nothing more."""
+    The default, 1, is the simulator's structure: genres and popularity, nothing more.
+    `unheard_share` of the tracks are in the catalog but nobody has played them yet."""
     rng = np.random.default_rng(seed)
     n_genres = len(GENRES)
     genre_p = GENRE_WEIGHTS / GENRE_WEIGHTS.sum()
@@ -69,6 +77,7 @@ def generate(
     g2[g2 == g1] = -1
     popularity = np.empty(n_tracks)
     popularity[rng.permutation(n_tracks)] = np.arange(1, n_tracks + 1) ** -0.75
+    popularity[rng.random(n_tracks) < unheard_share] = 0.0  # new tracks nobody has played
 
     n_pref = rng.choice([1, 2, 3], n_users, p=PREFERRED_COUNT_SHARES)
     preferred = np.full((n_users, 3), -1, dtype=np.int64)
@@ -120,6 +129,12 @@ def generate(
     items[rest] = np.minimum(np.searchsorted(global_cum, target, side="right"), n_tracks - 1)
 
     keys, counts = np.unique(owner * n_tracks + items, return_counts=True)
+    # a history spans days: each user starts within the first START_DAYS days, listens apart
+    # by exponential gaps (GAP_DAYS on average), so a time split has users on both sides
+    start = T0 + rng.uniform(0, START_DAYS * DAY, n_users).astype(np.int64)
+    gaps = rng.exponential(GAP_DAYS * DAY, total).astype(np.int64)
+    first = np.minimum(np.r_[0, np.cumsum(events)[:-1]], max(total - 1, 0))
+    elapsed = np.cumsum(gaps) - np.repeat(np.cumsum(gaps)[first] - gaps[first], events)
     return SyntheticMarts(
         user_ids=user_ids,
         favorite_genre=favorite,
@@ -129,6 +144,9 @@ def generate(
         listen_user=user_ids[keys // n_tracks],
         listen_track=track_ids[keys % n_tracks],
         listen_count=counts.astype(np.int32),
+        event_user=user_ids[owner],
+        event_track=track_ids[items],
+        event_at=start[owner] + elapsed,
     )
 
 
@@ -159,7 +177,7 @@ MARTS_DDL = """
     drop table if exists marts.track_popularity, marts.fct_listens, marts.bridge_track_genres,
         marts.dim_tracks, marts.dim_users cascade;
     create table marts.dim_users (user_id bigint primary key, favorite_genre_id text);
-    create table marts.dim_tracks (track_id bigint primary key);
+    create table marts.dim_tracks (track_id bigint primary key, artist_name text);
     create table marts.bridge_track_genres (
         track_id bigint not null references marts.dim_tracks,
         genre_id text not null,
@@ -169,6 +187,10 @@ MARTS_DDL = """
         user_id bigint not null references marts.dim_users,
         track_id bigint not null references marts.dim_tracks,
         listen_count integer not null,
+        first_seen_at timestamptz,
+        last_seen_at timestamptz,
+        positions integer[],
+        listened_at timestamptz[],
         primary key (user_id, track_id)
     );
 """
@@ -189,6 +211,36 @@ def _copy_frame(conn: psycopg.Connection, table: str, frame: pd.DataFrame) -> No
         cp.write(text.encode("utf-8"))
 
 
+def dim_tracks(marts: SyntheticMarts) -> dict[str, np.ndarray]:
+    """Track ids with an artist name: five tracks per artist, in id order."""
+    artists = np.array([f"artist {i // 5}" for i in range(len(marts.track_ids))], dtype=object)
+    return {"track_id": marts.track_ids, "artist_name": artists}
+
+
+def listen_rows(marts: SyntheticMarts) -> pd.DataFrame:
+    """fct_listens' rows: one per (user, track) with the count, first and last listen, and
+    the positions and times of its listens as Postgres array literals."""
+    assert marts.event_user is not None and marts.event_track is not None
+    events = pd.DataFrame(
+        {
+            "user_id": marts.event_user,
+            "track_id": marts.event_track,
+            "at": pd.to_datetime(marts.event_at, unit="s", utc=True),
+        }
+    )
+    events["position"] = events.groupby("user_id").cumcount()
+    events["stamp"] = events["at"].dt.strftime("%Y-%m-%d %H:%M:%S+00")
+    grouped = events.groupby(["user_id", "track_id"], sort=True)
+    rows = grouped.agg(
+        listen_count=("position", "size"),
+        first_seen_at=("stamp", "min"),
+        last_seen_at=("stamp", "max"),
+    )
+    rows["positions"] = grouped["position"].agg(lambda p: "{" + ",".join(map(str, p)) + "}")
+    rows["listened_at"] = grouped["stamp"].agg(lambda t: '{"' + '","'.join(t) + '"}')
+    return rows.reset_index()
+
+
 def write_marts(conn: psycopg.Connection, marts: SyntheticMarts) -> None:
     """(Re)create the input marts and fill them with COPY, in the caller's transaction."""
     conn.execute(MARTS_DDL)
@@ -199,7 +251,7 @@ def write_marts(conn: psycopg.Connection, marts: SyntheticMarts) -> None:
         "marts.dim_users",
         pd.DataFrame({"user_id": marts.user_ids, "favorite_genre_id": favorite}),
     )
-    _copy_frame(conn, "marts.dim_tracks", pd.DataFrame({"track_id": marts.track_ids}))
+    _copy_frame(conn, "marts.dim_tracks", pd.DataFrame(dim_tracks(marts)))
     has = marts.track_genre >= 0
     pairs = pd.DataFrame(
         {
@@ -208,12 +260,7 @@ def write_marts(conn: psycopg.Connection, marts: SyntheticMarts) -> None:
         }
     )
     _copy_frame(conn, "marts.bridge_track_genres", pairs)
-    listens = {
-        "user_id": marts.listen_user,
-        "track_id": marts.listen_track,
-        "listen_count": marts.listen_count,
-    }
-    _copy_frame(conn, "marts.fct_listens", pd.DataFrame(listens))
+    _copy_frame(conn, "marts.fct_listens", listen_rows(marts))
     conn.execute(POPULARITY_SQL)
     conn.execute("analyze marts.fct_listens")
 
