@@ -17,19 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Annotated, Literal
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import Field
 
 from ml.config import Evaluation
 from ml.interactions import Interactions
 
 DAY = 86400
-Share = Annotated[float, Field(gt=0, lt=1)]
-NonNegative = Annotated[float, Field(ge=0)]
-Positive = Annotated[int, Field(ge=1)]
 
 
 class NotEnoughData(RuntimeError):

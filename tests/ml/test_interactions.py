@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from ml.interactions import (
@@ -48,7 +49,17 @@ def test_fct_listens_becomes_the_csr_matrix_with_its_id_maps(marts_url, structur
     )
     assert interactions.matrix.has_sorted_indices
     assert interactions.rows_of(np.array([-5]))[0] == -1
-    assert interactions.first_seen is None  # this mart has no first_seen_at: no times
+    first = (
+        pd.DataFrame({"user": m.event_user, "track": m.event_track, "at": m.event_at})
+        .groupby(["user", "track"])["at"]
+        .min()
+    )
+    owner = np.repeat(np.arange(interactions.n_users), np.diff(interactions.matrix.indptr))
+    pairs = pd.MultiIndex.from_arrays(
+        [interactions.user_ids[owner], interactions.track_ids[interactions.matrix.indices]]
+    )
+    assert interactions.first_seen is not None
+    np.testing.assert_array_equal(interactions.first_seen, first.loc[pairs].to_numpy())
 
     assert len(catalog.user_ids) == len(m.user_ids)  # every dim_users user, listens or not
     names = np.array([GENRES[g] if g >= 0 else None for g in m.favorite_genre], dtype=object)
@@ -65,10 +76,9 @@ def test_fct_listens_becomes_the_csr_matrix_with_its_id_maps(marts_url, structur
 @pytest.mark.integration
 def test_first_listen_times_come_aligned_with_the_matrix(marts_url, structured_marts) -> None:
     """Times set in SQL by a formula of the ids come back as epoch seconds on the right pairs;
-    an unknown time reads as 0 (the oldest)."""
+    an unknown time reads as 0 (the oldest); a mart without the column gives no times."""
     m = structured_marts
     with connect(marts_url) as conn:
-        conn.execute("alter table marts.fct_listens add column first_seen_at timestamptz")
         conn.execute(
             "update marts.fct_listens set first_seen_at = timestamptz '2026-01-01 00:00:00+00'"
             " + (user_id % 97) * interval '1 day' + (track_id % 13) * interval '1 second'"
@@ -81,6 +91,8 @@ def test_first_listen_times_come_aligned_with_the_matrix(marts_url, structured_m
             (unknown_user, unknown_track),
         )
         interactions = load_interactions(conn)
+        conn.execute("alter table marts.fct_listens drop column first_seen_at cascade")
+        assert load_interactions(conn).first_seen is None
     matrix = interactions.matrix
     owner = interactions.user_ids[np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))]
     track = interactions.track_ids[matrix.indices]

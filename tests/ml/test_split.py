@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from ml.config import Evaluation
 from ml.interactions import build_interactions
-from ml.split import DAY, Evaluation, NotEnoughData, Split, split
+from ml.split import DAY, NotEnoughData, Split, split
 
 START = 1772323200  # 2026-03-01T00:00:00Z
 
