@@ -67,7 +67,7 @@ def publish(url: ConnectionURL, model_run_id: str, lists: dict[int, list[int]]) 
     """The lists as ml/ leaves them: a new table in place of the old one, owned by mvx_ml."""
     generated_at = datetime.now(UTC)
     rows = [
-        (user, rank, track, 1.0 / rank, "als", model_run_id, generated_at)
+        (user, rank, track, 1.0 / rank, "model", model_run_id, generated_at)
         for user, tracks in lists.items()
         for rank, track in enumerate(tracks, start=1)
     ]

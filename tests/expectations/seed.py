@@ -184,7 +184,7 @@ def recommendations(conn: psycopg.Connection) -> None:
     conn.execute(
         """
         insert into recommendations.user_top_tracks
-        select user_id, 1, 1, 0.5, 'als', 'model-1', now() from marts.dim_users
+        select user_id, 1, 1, 0.5, 'model', 'model-1', now() from marts.dim_users
         """
     )
 
