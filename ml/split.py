@@ -110,7 +110,9 @@ def time_split(counts: sp.csr_matrix, first_seen: np.ndarray, settings: Evaluati
         valid_cut = test_cut - round(settings.valid_days * DAY)
     else:
         q = [1 - settings.test_share - settings.valid_share, 1 - settings.test_share]
-        valid_cut, test_cut = (int(c) for c in np.quantile(first_seen, q, method="higher"))
+        # a window starts after the time at its quantile: pairs sharing that time (a whole
+        # history stamped at once) stay on the earlier side instead of emptying the train
+        valid_cut, test_cut = (int(c) + 1 for c in np.quantile(first_seen, q, method="lower"))
     owner = _owners(counts)
     n = counts.shape[0]
     window = (first_seen >= valid_cut).astype(np.int8) + (first_seen >= test_cut)
