@@ -1,162 +1,200 @@
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 from implicit.evaluation import ranking_metrics_at_k
 
-from ml.config import Evaluation, ModelParams, load_config
+from ml import evaluate, families  # evaluate.test_*: imported bare, pytest would collect them
+from ml.config import Evaluation
 from ml.evaluate import (
-    NEXT_HIT,
     EvaluationData,
-    Holdout,
-    NotEnoughData,
-    leave_k_out,
-    model_next_hit,
-    next_track_hit_rate,
-    next_track_metrics,
-    ranking_metrics,
+    Scored,
+    evaluate_baselines,
+    evaluate_model,
+    format_table,
+    judge,
 )
-from ml.interactions import build_interactions
-from ml.model import fit, recommend, single_threaded_blas
+from ml.interactions import build_interactions, catalog_from_frames
+from ml.model import single_threaded_blas
+from ml.params import AlsParams, EaseParams
+from ml.quality import ACCURACY, SEGMENTS
+from ml.split import Fold, split
+from tests.ml.synthetic import GENRES, SyntheticMarts
+
+ALS = AlsParams(factors=32, confidence="bm25", alpha=1.0, regularization=1.0)
+SETTINGS = Evaluation(resamples=200)
 
 
-def _counts(structured_marts) -> sp.csr_matrix:
-    m = structured_marts
-    return build_interactions(m.listen_user, m.listen_track, m.listen_count).matrix
+def _data(marts: SyntheticMarts, settings: Evaluation = SETTINGS) -> EvaluationData:
+    """The synthetic marts as ml.train reads them: listens with first-listen times, the users'
+    favorite genres and the tracks' genres (ml.interactions' own catalog code)."""
+    assert marts.event_user is not None and marts.event_track is not None
+    interactions = build_interactions(
+        marts.event_user, marts.event_track, np.ones(len(marts.event_user)), marts.event_at
+    )
+    names = np.array(GENRES, dtype=object)
+    users = pd.DataFrame(
+        {
+            "user_id": marts.user_ids,
+            "genre": np.where(marts.favorite_genre >= 0, names[marts.favorite_genre], None),
+        }
+    )
+    has = marts.track_genre >= 0
+    bridge = pd.DataFrame(
+        {
+            "track_id": np.broadcast_to(marts.track_ids[:, None], has.shape)[has],
+            "genre": names[marts.track_genre[has]],
+        }
+    )
+    catalog = catalog_from_frames(interactions, users, bridge, len(marts.track_ids))
+    return EvaluationData(
+        split(interactions, settings),
+        catalog.favorite_genre_of(interactions.user_ids),
+        catalog.track_genres,
+        catalog.n_catalog_tracks,
+        settings,
+    )
+
+
+@pytest.fixture(scope="module")
+def data(structured_marts: SyntheticMarts) -> EvaluationData:
+    return _data(structured_marts)
 
 
 def test_metrics_by_hand() -> None:
     test = sp.csr_matrix((np.ones(3), ([0, 0, 1], [1, 5, 2])), shape=(2, 10), dtype=np.float32)
+    fold = Fold(sp.csr_matrix((2, 10), dtype=np.float32), test, np.array([0, 1]))
     ids = np.array([[5, 3, 1], [0, 2, -1]])
-    got = ranking_metrics(ids, test, k=3, n_catalog_tracks=10)
+    got, per_user = judge(ids, fold, k=3, n_catalog_tracks=10)
     assert got["precision"] == pytest.approx((2 / 3 + 1 / 3) / 2)  # hits / k
     assert got["recall"] == pytest.approx(1.0)  # hits / held-out tracks
     assert got["map"] == pytest.approx(((1 + 2 / 3) / 2 + (1 / 2) / 1) / 2)
     ndcg_0 = (1 + 1 / np.log2(4)) / (1 + 1 / np.log2(3))
     ndcg_1 = (1 / np.log2(3)) / 1
     assert got["ndcg"] == pytest.approx((ndcg_0 + ndcg_1) / 2)
-    assert got["coverage"] == pytest.approx(5 / 10)
+    np.testing.assert_allclose(per_user["ndcg"], [ndcg_0, ndcg_1])
+    assert got["coverage"] == pytest.approx(5 / 10)  # distinct tracks listed / catalog
 
 
-def test_leave_k_out_holds_out_k_pairs_of_eligible_users_only(structured_marts) -> None:
-    counts = _counts(structured_marts)
-    settings = Evaluation(holdout_per_user=2, min_user_tracks=5, max_eval_users=10**6, seed=1)
-    holdout = leave_k_out(counts, settings)
-    per_user = np.diff(counts.indptr)
-    held = np.diff(holdout.test.indptr)
-    eligible = per_user >= 5
-    assert np.all(held[eligible] == 2) and np.all(held[~eligible] == 0)
-    assert np.array_equal(holdout.eval_rows, np.flatnonzero(eligible))
-    assert (holdout.train + holdout.test != counts).nnz == 0  # a partition, values intact
-    assert holdout.train.multiply(holdout.test).nnz == 0
-    again = leave_k_out(counts, settings)
-    assert (again.test != holdout.test).nnz == 0  # same data, same seed: same split
-
-
-def test_leave_k_out_samples_at_most_max_eval_users(structured_marts) -> None:
-    counts = _counts(structured_marts)
-    holdout = leave_k_out(counts, Evaluation(max_eval_users=100, min_eval_users=10))
-    assert len(holdout.eval_rows) == 100
-    assert np.count_nonzero(np.diff(holdout.test.indptr)) == 100
-    with pytest.raises(NotEnoughData, match="evaluation needs at least"):
-        leave_k_out(counts, Evaluation(min_user_tracks=10**6, min_eval_users=1))
-
-
-def test_metrics_agree_with_implicits_own(structured_marts) -> None:
-    """MAP and NDCG are implicit's definitions; our recall is what implicit calls precision
-    (issue #412) when every user has holdout_per_user <= k held-out tracks. implicit ranks
-    with its own filtered recommend, so this also checks our top-k gives the same lists."""
-    counts = _counts(structured_marts)
-    holdout = leave_k_out(counts, Evaluation(max_eval_users=10**6, seed=3))
-    fitted = fit(holdout.train, ModelParams(factors=16, iterations=5), num_threads=1)
+@pytest.mark.parametrize("kind", ["holdout", "time"])
+def test_metrics_agree_with_implicits_own(structured_marts: SyntheticMarts, kind: str) -> None:
+    """MAP and NDCG are implicit's definitions; implicit's "precision" is all hits over the sum
+    of min(k, held-out tracks) (issue #412), our recall when every user holds out the same
+    number, at most k. implicit ranks with its own filtered recommend: this also checks our
+    top-k lists."""
+    m = structured_marts
+    interactions = build_interactions(
+        m.event_user, m.event_track, np.ones(len(m.event_user)), m.event_at
+    )
+    times = None if kind == "holdout" else interactions.first_seen
+    found = split((interactions.matrix, times), Evaluation(max_eval_users=10**6, seed=3))
+    assert found.kind == kind
+    fold = found.validation()
+    fitted = families.fit(fold.train, ALS, num_threads=1)
+    judged = np.zeros(fold.train.shape[0])
+    judged[fold.eval_rows] = 1
+    truth = (sp.diags(judged) @ fold.test).tocsr()  # the judged users' held-out pairs only
+    truth.eliminate_zeros()
     with single_threaded_blas():
         theirs = ranking_metrics_at_k(
-            fitted.als, holdout.train, holdout.test, K=10, show_progress=False, num_threads=1
+            fitted.model, fold.train, truth, K=10, show_progress=False, num_threads=1
         )
-    ids, _ = recommend(fitted.als, holdout.eval_rows, holdout.train, 10)  # ml.topk's path
-    ours = ranking_metrics(ids, holdout.test[holdout.eval_rows], 10, counts.shape[1])
+    ids, _ = fitted.recommend(fold.eval_rows, fold.train, 10)
+    ours, per_user = judge(ids, fold, 10, interactions.n_tracks)
     assert ours["map"] == pytest.approx(theirs["map"], rel=1e-6)
     assert ours["ndcg"] == pytest.approx(theirs["ndcg"], rel=1e-6)
-    assert ours["recall"] == pytest.approx(theirs["precision"], rel=1e-6)
-    assert ours["precision"] == pytest.approx(theirs["precision"] * 2 / 10, rel=1e-6)
+    held_out = np.diff(fold.test[fold.eval_rows].indptr)
+    hits = per_user["precision"] * 10
+    pooled = hits.sum() / np.minimum(10, held_out).sum()
+    assert pooled == pytest.approx(theirs["precision"], rel=1e-6)
+    if kind == "holdout":  # 2 held out per user: recall is implicit's precision
+        assert ours["recall"] == pytest.approx(theirs["precision"], rel=1e-6)
+        assert ours["precision"] == pytest.approx(theirs["precision"] * 2 / 10, rel=1e-6)
 
 
-def _planted_next_track(
-    seed: int = 3, *, per_block: int = 20, per_user: int = 8, zipf: float = 0.0
-) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """600 users x 10 blocks of `per_block` tracks: each user plays `per_user` tracks of one
-    block, drawn with weight rank ** -zipf inside the block (0: uniform), and one of 5 global
-    hits, so what a user plays next is told by what they played more than by popularity (the
-    hits make popularity a real competitor). Genres pair the blocks."""
-    rng = np.random.default_rng(seed)
-    n_users, n_blocks = 600, 10
-    block = rng.integers(0, n_blocks, n_users)
-    weight = np.arange(1, per_block + 1, dtype=float) ** -zipf
-    weight /= weight.sum()
-    rows, cols = [], []
-    for user in range(n_users):
-        picked = rng.choice(per_block, per_user, replace=False, p=weight)
-        hit = rng.integers(0, 5)  # tracks 0..4 are everybody's hits
-        rows += [user] * (per_user + 1)
-        cols += [*(block[user] * per_block + picked), hit]
-    counts = sp.csr_matrix(
-        (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n_users, n_blocks * per_block)
-    )
-    counts.sum_duplicates()
-    counts.sort_indices()
-    genre = np.arange(n_blocks * per_block) // (2 * per_block)
-    track_genres = sp.csr_matrix(
-        (np.ones(len(genre), dtype=np.float32), (np.arange(len(genre)), genre))
-    )
-    return counts, track_genres
+def test_candidates_are_judged_per_user_on_validation(data: EvaluationData) -> None:
+    assert data.split.kind == "time"  # the synthetic histories span days
+    users = len(data.split.valid_rows)
+    baselines = evaluate_baselines(data)
+    assert set(baselines) == {"popularity", "genre_popularity"}
+    scored, fitted = evaluate_model(data, ALS, "als")
+    assert scored.error is None and fitted is not None and scored.family == "als"
+    assert fitted.params == ALS and scored.fit_seconds > 0
+    for result in (*baselines.values(), scored):
+        assert set(result.metrics) == {*ACCURACY, "coverage"}
+        assert set(result.per_user) == set(ACCURACY)
+        for name, values in result.per_user.items():
+            assert values.shape == (users,)
+            assert result.metrics[name] == pytest.approx(values.mean())
+    # the collaborative model beats both baselines on the planted scenes, by a real margin
+    for baseline in baselines.values():
+        gain = data.gain(scored, baseline, "ndcg")
+        assert gain.mean == pytest.approx(scored.metrics["ndcg"] - baseline.metrics["ndcg"])
+        assert 0 < gain.low <= gain.mean <= gain.high
+    assert baselines["genre_popularity"].metrics["ndcg"] > baselines["popularity"].metrics["ndcg"]
+    again, _ = evaluate_model(data, ALS, "again")
+    np.testing.assert_array_equal(again.per_user["ndcg"], scored.per_user["ndcg"])  # seeded
 
 
-def _planted_data(counts: sp.csr_matrix, track_genres: sp.csr_matrix) -> EvaluationData:
-    holdout = leave_k_out(counts, Evaluation(max_eval_users=10**6, seed=2))
-    no_genre = np.full(counts.shape[0], -1, np.int32)
-    return EvaluationData(holdout, no_genre, track_genres, counts.shape[1], 10)
+def test_a_family_that_cannot_fit_is_a_result_not_a_raise(data: EvaluationData) -> None:
+    scored, fitted = evaluate_model(data, EaseParams(max_tracks=10), "ease")
+    assert fitted is None and scored.metrics == {} and scored.per_user == {}
+    assert scored.error is not None and scored.error.startswith("skipped: ")
+    assert scored.score("ndcg") == float("-inf") and scored.family == "ease"
 
 
-def test_next_track_hit_rate_by_hand() -> None:
-    counts = sp.csr_matrix(
-        np.array([[1, 1, 1, 0, 0], [0, 1, 1, 1, 1]], dtype=np.float32)
-    )  # user 0 holds out track 2, user 1 tracks 3 and 4
-    test = sp.csr_matrix(np.array([[0, 0, 1, 0, 0], [0, 0, 0, 1, 1]], dtype=np.float32))
-    train = counts - test
-    train.eliminate_zeros()
-    holdout = Holdout(train, test, np.array([0, 1]), 2)
-    similar_ids = np.array([[2, 3], [4, -1], [0, 1], [0, 1], [0, 1]])
-    # user 0 (seeds 0, 1): seed 0's list holds 2, seed 1's does not -> 1/2;
-    # user 1 (seeds 1, 2): seed 1's list holds 4, seed 2's nothing -> 1/2
-    assert next_track_hit_rate(similar_ids, holdout, k=2) == pytest.approx(0.5)
-    assert next_track_hit_rate(similar_ids[:, :1], holdout, k=1) == pytest.approx(0.5)
-    similar_ids[1] = [2, 4]  # seed 1 now hits for both users: user 0 2/2, user 1 1/2
-    assert next_track_hit_rate(similar_ids, holdout, k=2) == pytest.approx((1 + 1 / 2) / 2)
-    assert next_track_hit_rate(similar_ids, holdout, k=1) == pytest.approx((1 + 0) / 2)
-    similar_ids[2] = [3, 0]  # and seed 2 for user 1
-    assert next_track_hit_rate(similar_ids, holdout, k=2) == pytest.approx(1.0)
+def test_the_serving_model_is_reported_on_test_with_intervals_and_segments(
+    data: EvaluationData,
+) -> None:
+    fold = data.split.testing()
+    _, start = evaluate_model(data, ALS, "als")
+    lists, fitted = evaluate.test_lists(data, ("model", ALS, start), num_threads=1)
+    assert fitted is not None and fitted.warm_start  # continued from the validation fit
+    assert set(lists) == {"popularity", "genre_popularity", "model"}
+    assert all(ids.shape == (len(fold.eval_rows), data.k) for ids in lists.values())
+    report = evaluate.test_report(data, lists, "ndcg", "model")
+    means = {
+        name: judge(ids, fold, data.k, data.n_catalog_tracks)[0] for name, ids in lists.items()
+    }
+    for name, entry in report.items():
+        assert entry["users"] == len(fold.eval_rows)
+        for metric in ACCURACY:
+            figure = entry[metric]
+            assert figure["mean"] == pytest.approx(means[name][metric], abs=1e-6)
+            assert figure["low"] <= figure["mean"] <= figure["high"]
+        assert entry["coverage"] == pytest.approx(means[name]["coverage"])
+        assert 0 <= entry["novelty"] <= 1 and 0 <= entry["diversity"] <= 1
+        # segments by training tracks: every judged user in one, the means add up
+        segments = entry["segments"]
+        assert set(segments) <= set(SEGMENTS) and len(segments) >= 2
+        assert sum(s["users"] for s in segments.values()) == entry["users"]
+        weighted = sum(s["users"] * s["ndcg"]["mean"] for s in segments.values() if s["users"])
+        assert weighted / entry["users"] == pytest.approx(entry["ndcg"]["mean"], abs=1e-5)
+    served = report["model"]
+    for baseline in ("popularity", "genre_popularity"):
+        gain = served[f"gain_vs_{baseline}"]
+        expected = means["model"]["ndcg"] - means[baseline]["ndcg"]
+        assert gain["mean"] == pytest.approx(expected, abs=1e-5)
+        assert 0 < gain["low"] <= gain["mean"] <= gain["high"]
+    assert not any(key.startswith("gain_vs") for key in report["popularity"])
 
 
-def test_next_track_lists_of_als_beat_popularity_on_planted_data() -> None:
-    counts, track_genres = _planted_next_track()
-    data = _planted_data(counts, track_genres)
-    fitted = fit(data.holdout.train, ModelParams(factors=16, iterations=10), num_threads=1)
-    got = next_track_metrics(data, fitted)
-    assert set(got) == {NEXT_HIT, "next_hit_popularity", "next_hit_genre_popularity"}
-    assert got[NEXT_HIT] > 1.5 * got["next_hit_popularity"]
-    assert got[NEXT_HIT] > 1.2 * got["next_hit_genre_popularity"]
-    assert next_track_metrics(data, None).keys() == got.keys() - {NEXT_HIT}
+def test_without_a_serving_model_the_baselines_are_reported(data: EvaluationData) -> None:
+    lists, fitted = evaluate.test_lists(data, None)
+    assert fitted is None and set(lists) == {"popularity", "genre_popularity"}
+    report = evaluate.test_report(data, lists, "ndcg", "genre_popularity")
+    assert set(report["genre_popularity"]) >= {"gain_vs_popularity", "ndcg", "segments"}
 
 
-def test_dot_scoring_beats_popularity_where_cosine_loses_to_it() -> None:
-    """Popular tracks inside each block (as on the simulator's data): the published default,
-    the dot product of item factors, keeps the popularity that the vectors' length carries and
-    beats both baselines; cosine normalises it away and falls behind popularity."""
-    counts, track_genres = _planted_next_track(per_block=40, per_user=5, zipf=1.2)
-    data = _planted_data(counts, track_genres)
-    fitted = fit(data.holdout.train, ModelParams(factors=16, iterations=10), num_threads=1)
-    assert load_config().publish.similar_scoring == "dot"
-    dot = next_track_metrics(data, fitted, "dot")
-    cosine = model_next_hit(data, fitted, "cosine")
-    assert dot[NEXT_HIT] > 1.2 * dot["next_hit_popularity"]
-    assert dot[NEXT_HIT] > 1.05 * dot["next_hit_genre_popularity"]
-    assert cosine < dot["next_hit_popularity"] < dot[NEXT_HIT]
+def test_the_table_lists_every_candidate_and_says_what_the_metrics_mean() -> None:
+    results = [
+        Scored("popularity", {"precision": 0.1, "recall": 0.2, "map": 0.05, "ndcg": 0.12}),
+        Scored("config [model]", {"ndcg": 0.2}, ALS, fit_seconds=1.25),
+        Scored("ease defaults", {}, EaseParams(), error="skipped: too many tracks"),
+    ]
+    lines = format_table(results, 10, "ndcg").splitlines()
+    assert lines[0].split()[:5] == ["candidate", "precision@10", "recall@10", "map@10", "ndcg@10"]
+    assert lines[2].split()[:5] == ["popularity", "0.1000", "0.2000", "0.0500", "0.1200"]
+    assert lines[3].startswith("config [model]") and "0.2000" in lines[3] and "1.2" in lines[3]
+    assert ALS.label() in lines[3] and "skipped: too many tracks" in lines[4]
+    assert "selection by ndcg@10" in lines[-1]
