@@ -3,6 +3,7 @@ table, and a failure anywhere before the commit leaves yesterday's lists in plac
 
 import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime
 
 import numpy as np
@@ -10,7 +11,8 @@ import psycopg
 import pytest
 
 from ml.lists import SimilarTracks, UserTopTracks
-from ml.publish import PublishError, publish
+from ml.publish import PublishError, publish, published_user_lists
+from ml.registry import ModelRun
 from moovitamix.warehouse import connect
 
 pytestmark = pytest.mark.integration
@@ -25,7 +27,7 @@ def lists(n_users: int, seed: int) -> tuple[UserTopTracks, SimilarTracks]:
         rank=np.tile(np.arange(1, K + 1, dtype=np.int32), n_users),
         track_id=rng.integers(1, 10**6, n),
         score=rng.random(n),
-        source=(rng.random(n) < 0.1).astype(np.int8),  # mostly 'als', some 'genre_popularity'
+        source=rng.choice(4, n, p=[0.7, 0.15, 0.1, 0.05]).astype(np.int8),  # ml.lists' codes
     )
     similar = SimilarTracks(
         track_id=np.repeat(np.arange(500, dtype=np.int64), K),
@@ -79,7 +81,9 @@ def test_published_rows_are_exact(fresh_warehouse) -> None:
     assert [r[1] for r in rows] == users.rank.tolist()
     assert [r[2] for r in rows] == users.track_id.tolist()
     assert [r[3] for r in rows] == users.score.tolist()
-    assert [r[4] for r in rows] == [["als", "genre_popularity"][c] for c in users.source]
+    names = ["model", "genre_popularity", "popularity", "new_track"]
+    assert [r[4] for r in rows] == [names[c] for c in users.source]
+    assert users.sources() == dict(Counter(r[4] for r in rows))
     assert {r[5] for r in rows} == {"v1"}
     assert pkeys == [
         ("recommendations.similar_tracks_pkey",),
@@ -190,3 +194,43 @@ def test_an_empty_list_is_never_published(fresh_warehouse) -> None:
     assert _state(fresh_warehouse) == (1000, 1, "v1")
     with pytest.raises(psycopg.errors.UndefinedTable), connect(fresh_warehouse) as conn:
         conn.execute("select * from recommendations.user_top_tracks__new")
+
+
+def test_the_served_pairs_are_read_back_for_churn_and_runs_recorded_with_the_lists(
+    fresh_warehouse,
+) -> None:
+    with connect(fresh_warehouse, autocommit=True) as conn:
+        users, tracks = published_user_lists(conn)  # nothing published yet
+        assert users.shape == tracks.shape == (0,)
+    run = ModelRun(
+        "v1-m00",
+        "v1",
+        datetime.now(UTC),
+        family="ease",
+        split="time",
+        params={"model": "ease", "family": "ease"},
+        metrics={"ndcg": 0.2},
+        baseline_metrics={},
+        n_users=1,
+        n_tracks=1,
+        n_interactions=1,
+        status="champion",
+    )
+    lists_v1, similar = lists(300, seed=300)
+    with connect(fresh_warehouse, autocommit=True) as conn:
+        publish(
+            conn,
+            lists_v1,
+            similar,
+            model_run_id="v1-m00",
+            generated_at=datetime.now(UTC),
+            model_runs=[run],
+            lock_timeout_s=30,
+        )
+        users, tracks = published_user_lists(conn)
+        recorded = conn.execute("select model_run_id, family, split from ml.model_runs").fetchall()
+    assert users.dtype == tracks.dtype == np.int64
+    assert sorted(zip(users.tolist(), tracks.tolist(), strict=True)) == sorted(
+        zip(lists_v1.user_id.tolist(), lists_v1.track_id.tolist(), strict=True)
+    )
+    assert recorded == [("v1-m00", "ease", "time")]
