@@ -2,12 +2,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from ml.config import ModelParams, load_config
-from ml.evaluate import leave_k_out
+from ml.config import load_config
 from ml.interactions import build_interactions
 from ml.model import REFIT_ITERATIONS, fit, recommend, similar
+from ml.params import AlsParams
+from ml.split import split
 
-PARAMS = ModelParams(factors=8, iterations=5)
+PARAMS = AlsParams(factors=8, iterations=5)
 
 
 def _counts(structured_marts) -> sp.csr_matrix:
@@ -46,7 +47,7 @@ def test_similar_scoring_is_checked_and_a_tiny_catalog_is_fine(structured_marts)
 
 def test_a_fit_from_a_start_continues_the_training_split_fit_on_all_data(structured_marts) -> None:
     counts = _counts(structured_marts)
-    train = leave_k_out(counts, load_config().evaluation).train
+    train = split((counts, None), load_config().evaluation).train  # the holdout's
     start = fit(train, PARAMS, num_threads=1)
     before = start.als.item_factors.copy()
     warm = fit(counts, PARAMS, num_threads=1, start=start)
@@ -60,7 +61,7 @@ def test_a_fit_from_a_start_continues_the_training_split_fit_on_all_data(structu
 
     # its lists are close to a cold refit's: closer than a cold fit with another seed is
     cold = fit(counts, PARAMS, num_threads=1)
-    other_seed = fit(counts, ModelParams(factors=8, iterations=5, random_state=7), num_threads=1)
+    other_seed = fit(counts, AlsParams(factors=8, iterations=5, random_state=7), num_threads=1)
     rows = np.arange(counts.shape[0])
 
     def overlap(a, b) -> float:
@@ -79,5 +80,5 @@ def test_a_fit_from_a_start_is_a_cold_fit_without_a_matching_start(structured_ma
     fallback = fit(counts, PARAMS, num_threads=1, start=other)
     assert not fallback.warm_start
     np.testing.assert_array_equal(fallback.als.item_factors, cold.als.item_factors)
-    wider = fit(counts, ModelParams(factors=16, iterations=5), num_threads=1, start=cold)
+    wider = fit(counts, AlsParams(factors=16, iterations=5), num_threads=1, start=cold)
     assert not wider.warm_start and wider.als.item_factors.shape[1] == 16
