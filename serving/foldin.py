@@ -15,9 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 
-from ml import families
 from ml.families import FactorModel, Recommender
-from ml.registry import ID_MAPS_FILE
+from ml.registry import load_model
 
 
 @dataclass(frozen=True)
@@ -32,9 +31,9 @@ class ServedModel:
     @classmethod
     def load(cls, path: Path) -> ServedModel:
         """The artifact at `path` (ml.registry's layout); raises if any part is missing or off."""
-        recommender = families.load(path)
-        with np.load(path / ID_MAPS_FILE, allow_pickle=False) as maps:
-            track_ids = np.asarray(maps["track_ids"], dtype=np.int64)
+        loaded = load_model(path)
+        recommender = loaded.model
+        track_ids = np.asarray(loaded.track_ids, dtype=np.int64)
         if len(track_ids) != recommender.n_tracks:
             raise ValueError("the model's tracks and the track ids disagree")
         if isinstance(recommender, FactorModel):

@@ -1,6 +1,6 @@
 """Recommender families behind one interface: `fit(counts, params)` -> a `Recommender` (top-k
 per user, similar tracks, fold-in, save), `load(directory)` back, and each family's params
-(`parse_params` reads any row of ml.model_runs). ml/README.md compares the families."""
+(`parse_params` reads any row of ml.model_runs)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ml.families.base import MODEL_FILE, PARAMS_FILE, FamilySkipped, Recommender
 from ml.families.ease import EaseModel, fit_ease, load_ease
 from ml.families.factors import FactorModel, fit_factors, load_factors
 from ml.families.knn import ItemKnnModel, fit_item_knn, load_item_knn
-from ml.families.params import (
+from ml.params import (
     FAMILIES,
     LASTFM_ALS,
     AlsParams,

@@ -16,7 +16,7 @@ from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
 from ml.families.base import CHUNK_CELLS, FamilySkipped, Recommender, chunked_top_k
-from ml.families.params import EaseParams
+from ml.params import EaseParams
 
 
 def weighted(counts: sp.csr_matrix, weighting: str) -> sp.csr_matrix:

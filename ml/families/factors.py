@@ -17,7 +17,7 @@ from implicit.cpu.matrix_factorization_base import MatrixFactorizationBase
 
 from ml import model as als_model
 from ml.families.base import Recommender, padded
-from ml.families.params import AlsParams, BprParams, LmfParams
+from ml.params import AlsParams, BprParams, LmfParams
 from ml.topk import top_k
 
 FactorParams = AlsParams | BprParams | LmfParams

@@ -19,7 +19,7 @@ from implicit.nearest_neighbours import (
 )
 
 from ml.families.base import Recommender, chunked_top_k, padded
-from ml.families.params import ItemKnnParams
+from ml.params import ItemKnnParams
 
 CLASSES: dict[str, type[ItemItemRecommender]] = {
     "bm25": BM25Recommender,

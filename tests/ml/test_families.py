@@ -1,5 +1,6 @@
 import itertools
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -7,8 +8,6 @@ import scipy.sparse as sp
 from implicit.nearest_neighbours import CosineRecommender
 
 from ml import families
-from ml.config import ModelParams, load_config
-from ml.evaluate import leave_k_out
 from ml.families import (
     LASTFM_ALS,
     AlsParams,
@@ -23,6 +22,7 @@ from ml.families import (
 from ml.families.base import MODEL_FILE
 from ml.interactions import build_interactions
 from ml.model import fit as fit_als
+from ml.params import ModelParams
 
 SMALL = [
     AlsParams(factors=16, iterations=10, alpha=5.0, regularization=1.0),
@@ -42,9 +42,31 @@ def counts(structured_marts) -> sp.csr_matrix:
     return build_interactions(m.listen_user, m.listen_track, m.listen_count).matrix
 
 
+@dataclass(frozen=True)
+class Holdout:
+    train: sp.csr_matrix
+    test: sp.csr_matrix
+    eval_rows: np.ndarray
+
+
 @pytest.fixture(scope="module")
-def holdout(counts):
-    return leave_k_out(counts, load_config().evaluation)
+def holdout(counts) -> Holdout:
+    """Two random (user, track) pairs hidden per user with at least five tracks."""
+    rng = np.random.default_rng(7)
+    coo = counts.tocoo()
+    keys = rng.random(coo.nnz)
+    order = np.lexsort((keys, coo.row))  # per user, in random order
+    first = np.searchsorted(coo.row[order], coo.row[order])  # each pair's user's first slot
+    rank = np.arange(coo.nnz) - first
+    sizes = np.diff(counts.indptr)[coo.row[order]]
+    hide = np.zeros(coo.nnz, dtype=bool)
+    hide[order] = (rank < 2) & (sizes >= 5)
+
+    def part(mask: np.ndarray) -> sp.csr_matrix:
+        return sp.csr_matrix((coo.data[mask], (coo.row[mask], coo.col[mask])), shape=counts.shape)
+
+    test = part(hide)
+    return Holdout(part(~hide), test, np.flatnonzero(np.diff(test.indptr)))
 
 
 def hit_rate(ids: np.ndarray, test: sp.csr_matrix, rows: np.ndarray) -> float:

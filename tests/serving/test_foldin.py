@@ -8,7 +8,6 @@ import pytest
 import scipy.sparse as sp
 
 from ml import families
-from ml.config import ModelParams
 from ml.families import (
     AlsParams,
     BprParams,
@@ -17,10 +16,12 @@ from ml.families import (
     LmfParams,
     Recommender,
 )
+from ml.families.base import MODEL_FILE
 from ml.interactions import build_interactions
 from ml.model import confidence
 from ml.model import fit as fit_als
-from ml.registry import ID_MAPS_FILE, META_FILE, save_model
+from ml.params import ModelParams
+from ml.registry import ID_MAPS_FILE, META_FILE
 from serving.foldin import ServedModel
 from tests.ml.synthetic import generate
 
@@ -76,8 +77,13 @@ def test_an_als_artifact_saved_before_families_still_serves(listens, tmp_path) -
     counts = listens.matrix
     params = ModelParams(factors=16, iterations=8, confidence="bm25")
     als = fit_als(counts, params, num_threads=1).als
-    meta = {"params": params.to_json()}  # {"model": "als", ...}: no family key, no params.json
-    path = save_model(tmp_path, "old", als, listens.user_ids, listens.track_ids, meta)
+    # the layout ml.registry wrote before families: implicit's model.npz, the id maps, and
+    # meta.json whose params are {"model": "als", ...}: no family key, no params.json
+    path = tmp_path / "old"
+    path.mkdir()
+    als.save(str(path / MODEL_FILE))
+    np.savez(path / ID_MAPS_FILE, user_ids=listens.user_ids, track_ids=listens.track_ids)
+    (path / META_FILE).write_text(json.dumps({"params": params.to_json()}), encoding="utf-8")
     served = ServedModel.load(path)
     assert served.recommender.params == AlsParams(**params.model_dump())
 
