@@ -1,6 +1,7 @@
 """The Spark engine's marts: as DataFrames for training in Spark (`read_marts`), or collected
-to the driver as Arrow into the Interactions and Catalog the Postgres path reads
-(`collect_marts`), so that training below `[spark] mllib_above_pairs` does not know the engine.
+to the driver as Arrow into what the Postgres path reads (`collect_marts`: Interactions with
+first-listen times, Catalog, Sequences, TrackFeatures), so that training below
+`[spark] mllib_above_pairs` does not know the engine.
 
 `listens` is fct_listens as (user_id, track_id, listen_count) pairs with counts > 0, a pair
 listed twice summed (as ml.interactions.build_interactions does).
@@ -12,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -23,6 +25,7 @@ from ml.interactions import (
     build_interactions,
     catalog_from_frames,
 )
+from ml.sequences import Sequences, TrackFeatures, build_sequences, track_features
 from moovitamix.settings import Settings
 
 if TYPE_CHECKING:
@@ -129,18 +132,63 @@ def read_marts(spark: SparkSession, schema: str) -> SparkMarts:
     )
 
 
-def collect_marts(settings: Settings, schema: str) -> tuple[Interactions, Catalog]:
-    """<schema>'s input marts collected to the driver as Arrow (no Python object per row)."""
+def timed_listens_of(spark: SparkSession, schema: str) -> DataFrame:
+    """listens_of with each pair's first listen (`first_seen`, epoch seconds; 0 when unknown,
+    as ml.interactions reads it), or without it when fct_listens has no first_seen_at."""
+    if "first_seen_at" not in spark.table(f"{schema}.fct_listens").columns:
+        return listens_of(spark, schema)
+    return spark.sql(
+        "select cast(user_id as bigint) as user_id, cast(track_id as bigint) as track_id, "
+        "sum(cast(listen_count as bigint)) as listen_count, "
+        "coalesce(min(cast(first_seen_at as bigint)), 0) as first_seen "
+        f"from {schema}.fct_listens where listen_count > 0 group by 1, 2"
+    )
+
+
+def sequences_of(spark: SparkSession, schema: str) -> DataFrame:
+    """Every listen of fct_listens (its positions and listened_at exploded together): user_id,
+    position, track_id, listened_at (epoch seconds, 0 when unknown), as ml.sequences reads."""
+    columns = spark.table(f"{schema}.fct_listens").columns
+    missing = [c for c in ("positions", "listened_at") if c not in columns]
+    if missing:
+        raise MartsNotReady(
+            f"{schema}.fct_listens has no {' or '.join(missing)} (rebuild the marts: dbt build)"
+        )
+    return spark.sql(
+        "select cast(user_id as bigint) as user_id, cast(listen.positions as int) as position, "
+        "cast(track_id as bigint) as track_id, "
+        "coalesce(cast(listen.listened_at as bigint), 0) as listened_at "
+        f"from {schema}.fct_listens "
+        "lateral view explode(arrays_zip(positions, listened_at)) listens as listen "
+        "where listen.positions is not null"
+    )
+
+
+def tracks_of(spark: SparkSession, schema: str) -> DataFrame:
+    """Every dim_tracks track with its artist, trimmed and case-folded (ml.sequences')."""
+    return spark.sql(
+        "select cast(track_id as bigint) as track_id, lower(trim(artist_name)) as artist "
+        f"from {schema}.dim_tracks order by track_id"
+    )
+
+
+def collect_marts(
+    settings: Settings, schema: str
+) -> tuple[Interactions, Catalog, Sequences, TrackFeatures]:
+    """<schema>'s input marts collected to the driver as Arrow (no Python object per listen):
+    the listens with first-listen times, the catalog, every listen in order, every track."""
     from moovitamix.spark import spark_session
 
     spark = spark_session(settings)
     check_marts(spark, schema)
-    listens = listens_of(spark, schema).toArrow()
+    listens = timed_listens_of(spark, schema).toArrow()
     interactions = build_interactions(
         listens["user_id"].to_numpy(),
         listens["track_id"].to_numpy(),
         listens["listen_count"].to_numpy(),
+        listens["first_seen"].to_numpy() if "first_seen" in listens.column_names else None,
     )
+    del listens
     log.info(
         "read %s.fct_listens from Spark: %d users x %d tracks, %d (user, track) pairs",
         schema,
@@ -148,12 +196,26 @@ def collect_marts(settings: Settings, schema: str) -> tuple[Interactions, Catalo
         interactions.n_tracks,
         interactions.n_interactions,
     )
-    frames = [
+    users, genres = [
         frame.toArrow().to_pandas(types_mapper=_string_dtype)
         for frame in (users_of(spark, schema).orderBy("user_id"), track_genres_of(spark, schema))
     ]
     n_catalog = spark.table(f"{schema}.dim_tracks").count()
-    return interactions, catalog_from_frames(interactions, *frames, int(n_catalog))
+    catalog = catalog_from_frames(interactions, users, genres, int(n_catalog))
+    listened = sequences_of(spark, schema).toArrow()
+    sequences = build_sequences(
+        *(listened[name].to_numpy() for name in ("user_id", "position", "track_id", "listened_at"))
+    )
+    del listened
+    log.info("read %s.fct_listens as sequences from Spark: %s listens", schema, len(sequences))
+    tracks = tracks_of(spark, schema).toArrow().to_pandas(types_mapper=_string_dtype)
+    features = track_features(
+        tracks["track_id"].to_numpy(dtype=np.int64),
+        tracks["artist"],
+        genres["track_id"].to_numpy(dtype=np.int64),
+        genres["genre"],
+    )
+    return interactions, catalog, sequences, features
 
 
 def _string_dtype(arrow_type: object) -> object:

@@ -265,27 +265,37 @@ def write_marts(conn: psycopg.Connection, marts: SyntheticMarts) -> None:
     conn.execute("analyze marts.fct_listens")
 
 
+# fct_listens' array literals (listen_rows, for Postgres' COPY) as the Spark types dbt builds
+SPARK_LISTEN_COLUMNS = (
+    "user_id",
+    "track_id",
+    "cast(listen_count as int) as listen_count",
+    "to_timestamp(first_seen_at, 'yyyy-MM-dd HH:mm:ssx') as first_seen_at",
+    "to_timestamp(last_seen_at, 'yyyy-MM-dd HH:mm:ssx') as last_seen_at",
+    "transform(split(regexp_replace(positions, '[{}]', ''), ','), p -> cast(p as int)) "
+    "as positions",
+    "transform(split(regexp_replace(listened_at, '[{}\"]', ''), ','), "
+    "t -> to_timestamp(t, 'yyyy-MM-dd HH:mm:ssx')) as listened_at",
+)
+
+
 def spark_frames(marts: SyntheticMarts) -> dict[str, pd.DataFrame]:
-    """The four input marts the recommender reads, as frames with the dbt project's columns."""
+    """The four input marts the recommender reads, as frames with the dbt project's columns:
+    the same rows as `write_marts` (fct_listens' times and arrays still as Postgres text,
+    typed by `write_spark_marts`)."""
     names = np.array(GENRES, dtype=object)
     favorite = np.where(marts.favorite_genre >= 0, names[marts.favorite_genre], None)
     has = marts.track_genre >= 0
     frames = {
         "dim_users": pd.DataFrame({"user_id": marts.user_ids, "favorite_genre_id": favorite}),
-        "dim_tracks": pd.DataFrame({"track_id": marts.track_ids}),
+        "dim_tracks": pd.DataFrame(dim_tracks(marts)),
         "bridge_track_genres": pd.DataFrame(
             {
                 "track_id": np.broadcast_to(marts.track_ids[:, None], has.shape)[has],
                 "genre_id": names[marts.track_genre[has]],
             }
         ),
-        "fct_listens": pd.DataFrame(
-            {
-                "user_id": marts.listen_user,
-                "track_id": marts.listen_track,
-                "listen_count": marts.listen_count,
-            }
-        ),
+        "fct_listens": listen_rows(marts),
     }
     return {
         name: frame.astype({c: "string" for c in frame if frame[c].dtype == object})
@@ -294,7 +304,12 @@ def spark_frames(marts: SyntheticMarts) -> dict[str, pd.DataFrame]:
 
 
 def write_spark_marts(spark: SparkSession, marts: SyntheticMarts, schema: str) -> None:
-    """The input marts as Spark tables of database `schema` (the Spark engine's tests)."""
+    """The input marts as Spark tables of database `schema` (the Spark engine's tests), with
+    fct_listens' first_seen_at, last_seen_at (timestamp), positions (array<int>) and
+    listened_at (array<timestamp>) as dbt-spark builds them."""
     spark.sql(f"create database if not exists {schema}")
     for name, frame in spark_frames(marts).items():
-        spark.createDataFrame(frame).write.mode("overwrite").saveAsTable(f"{schema}.{name}")
+        written = spark.createDataFrame(frame)
+        if name == "fct_listens":
+            written = written.selectExpr(*SPARK_LISTEN_COLUMNS)
+        written.write.mode("overwrite").saveAsTable(f"{schema}.{name}")

@@ -37,7 +37,11 @@ def spark_marts(spark, structured_marts: SyntheticMarts) -> Iterator[object]:
 
 
 def test_the_inputs_read_from_spark_equal_those_read_from_postgres(
-    spark_marts, spark_settings: Settings, marts_url: ConnectionURL, admin_url: ConnectionURL
+    spark_marts,
+    spark_settings: Settings,
+    marts_url: ConnectionURL,
+    admin_url: ConnectionURL,
+    structured_marts: SyntheticMarts,
 ) -> None:
     from_postgres = read_inputs(marts_url)
     from_spark = read_inputs(create_warehouse(admin_url), "marts", spark_settings)
@@ -46,11 +50,21 @@ def test_the_inputs_read_from_spark_equal_those_read_from_postgres(
     assert a.n_interactions == b.n_interactions > 0
     assert np.array_equal(a.user_ids, b.user_ids) and np.array_equal(a.track_ids, b.track_ids)
     assert (a.matrix != b.matrix).nnz == 0
+    assert a.first_seen is not None and b.first_seen is not None
+    assert np.array_equal(a.first_seen, b.first_seen) and a.first_seen.min() > 0
     c, d = from_postgres.catalog, from_spark.catalog
     assert np.array_equal(c.user_ids, d.user_ids)
     assert np.array_equal(c.favorite_genre, d.favorite_genre)
     assert c.genre_names == d.genre_names and c.n_catalog_tracks == d.n_catalog_tracks
     assert (c.track_genres != d.track_genres).nnz == 0
+    e, f = from_postgres.sequences, from_spark.sequences
+    assert len(e) == len(f) == len(structured_marts.event_user)
+    for column in ("user_id", "position", "track_id", "listened_at"):
+        assert np.array_equal(getattr(e, column), getattr(f, column)), column
+    g, h = from_postgres.tracks, from_spark.tracks
+    assert np.array_equal(g.track_ids, h.track_ids) and len(g.track_ids) > a.n_tracks
+    assert np.array_equal(g.artist, h.artist) and g.artist.max() > 0
+    assert g.genre_names == h.genre_names and (g.genres != h.genres).nnz == 0
 
 
 def test_training_on_spark_publishes_the_same_lists_to_postgres_and_the_lake(
