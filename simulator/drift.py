@@ -1,8 +1,7 @@
 """What moves with the days (realistic profile): users' taste and tracks' popularity.
 
-Both are pure functions of (seed, row, day), hashed, so they need no state and no random
-stream: day 0 is unchanged, and a day's listens are drawn from the taste and popularity of
-that day.
+Both are hashed from (seed, row, day): no state, no random stream, day 0 unchanged; a day's
+listens are drawn from that day's taste and popularity.
 
 - Taste drift: DRIFTING_SHARE of the users start, on a day of their own (within
   ADOPTION_WINDOW days of their first), to move towards a new genre: its share of their
@@ -11,7 +10,7 @@ that day.
   (mean SCENE_STAY_DAYS): what they play inside a genre changes too.
 - Popularity waves: a track's popularity is multiplied by exp(slope * age in days), clipped
   to exp(+-WAVE_CAP); slopes are uniform in [-WAVE_RATE, WAVE_RATE] for day-0 tracks (some
-  rise, some fall) and in [0, WAVE_RATE] for tracks added later (new releases rise).
+  rise, some fall) and in [0, 2 x WAVE_RATE] for tracks added later (new releases rise).
 """
 
 from __future__ import annotations
@@ -24,12 +23,12 @@ from simulator import clock
 from simulator.hashing import key64, units_for_ids
 from simulator.vocabulary import GENRES
 
-DRIFTING_SHARE = 0.5
+DRIFTING_SHARE = 0.3
 ADOPTION_WINDOW = 30
 RAMP_DAYS = 10
 NEW_GENRE_SHARE = 0.6
-SCENE_STAY_DAYS = 45.0
-WAVE_RATE = 0.05
+SCENE_STAY_DAYS = 120.0
+WAVE_RATE = 0.05  # a day
 WAVE_CAP = 2.0
 
 

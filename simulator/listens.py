@@ -183,7 +183,7 @@ class ListenSampler:
         self._scenes = CumulativeIndex(self.scene_cum)
         # sessions: each track's next one on its album and in its scene's playlist
         playlist = g1.astype(np.int64) * SCENES + track_scene(album)
-        self.album_next, self.playlist_next = successors(eligible, album, playlist, popularity)
+        self.album_next, self.playlist_next = successors(eligible, album, playlist)
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -4,13 +4,15 @@ A history is a sequence of sessions. A session starts from a track drawn by the 
 (simulator.listens), then at each step continues with probability CONTINUE_P: with probability
 ALBUM_SHARE to the next track of the same album (the tracks of an album are consecutive rows;
 past its last track, to the scene's playlist), else to the next track of the scene's playlist
-(the tracks of a genre's scene by decreasing popularity, cyclic). Consecutive positions thus
+(the tracks of a genre's scene in a fixed shuffled order, cyclic). Consecutive positions thus
 carry a signal a transition model can learn, on top of the co-listening one.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from simulator.hashing import splitmix64
 
 CONTINUE_P = 0.7  # the chance that a session goes on after each track (mean length ~3.3)
 ALBUM_SHARE = 0.5  # of the continuations: the album's next track; the rest: the playlist's
@@ -26,22 +28,20 @@ def album_starts(rng: np.random.Generator, first_row: int, n: int) -> np.ndarray
 
 
 def successors(
-    eligible: np.ndarray,
-    album: np.ndarray,
-    playlist: np.ndarray,
-    popularity: np.ndarray,
+    eligible: np.ndarray, album: np.ndarray, playlist: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """(album next, playlist next) for every track row (-1 for rows not in `eligible`).
 
     `album[row]` is the row opening the track's album; `playlist[row]` the track's playlist
     (genre x scene code). Each next track is eligible; the album's next falls back to the
-    playlist's when the album has no eligible track after this one.
+    playlist's when the album has no eligible track after this one. A playlist's order is a
+    hash of the rows: tracks added later join it at their place.
     """
     n = len(album)
     in_play = np.zeros(n, dtype=bool)
     in_play[eligible] = True
-    # playlist order: by playlist, then decreasing popularity, then row
-    order = eligible[np.lexsort((eligible, -popularity[eligible], playlist[eligible]))]
+    # playlist order: by playlist, then a hash of the row
+    order = eligible[np.lexsort((splitmix64(eligible), playlist[eligible]))]
     code = playlist[order]
     nxt = np.roll(order, -1)
     first_of = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])

@@ -117,7 +117,8 @@ def test_realistic_popularity_is_long_tailed(realistic: World) -> None:
     plays = np.bincount(realistic.listens.items, minlength=realistic.tracks.n)
     top = np.sort(plays)[::-1]
     top_1pct = top[: max(1, len(top) // 100)].sum() / plays.sum()
-    assert top_1pct > 0.08  # 1% of the tracks get well over 1% of the listens
+    # 1% of the tracks get well over 1% of the listens (sessions spread some along albums)
+    assert top_1pct > 0.06
     assert top[len(top) // 2 :].sum() / plays.sum() < 0.25  # half the catalogue: a long tail
 
 
