@@ -90,7 +90,7 @@ class SparkEngine:
                 source = self.relations(table)
                 views[table] = view = "pg_" + source.replace(".", "__")
                 if t.existing_tables(conn, [source]):
-                    rows, schema = self._fetch(conn, source, table == t.USER_TOP_TRACKS)
+                    rows, schema = self._fetch(conn, source, t.LIST_OWNERS.get(table))
                     self.spark.createDataFrame(rows, schema).createOrReplaceTempView(view)
                     self.views.append(view)
         loads = {}
@@ -106,12 +106,15 @@ class SparkEngine:
         self.dialect = SparkDialect(current_loads=loads)
 
     @staticmethod
-    def _fetch(conn: psycopg.Connection, table: str, users_only: bool) -> tuple[list, str]:
-        """A Postgres table's rows and their Spark schema; of the lists, one row per user."""
+    def _fetch(conn: psycopg.Connection, table: str, owner: str | None) -> tuple[list, str]:
+        """A Postgres table's rows and their Spark schema; of the lists, one row per `owner`
+        (the user or track whose list it is), with its row count."""
         name = sql.Identifier(*table.split(".", 1))
-        if users_only:
-            query = sql.SQL("select user_id, count(*) from {} group by user_id").format(name)
-            return conn.execute(query).fetchall(), "user_id bigint, recommendations bigint"
+        if owner:
+            query = sql.SQL("select {0}, count(*) from {1} group by {0}").format(
+                sql.Identifier(owner), name
+            )
+            return conn.execute(query).fetchall(), f"{owner} bigint, recommendations bigint"
         columns = conn.execute(
             "select column_name, data_type from information_schema.columns "
             "where table_schema = %s and table_name = %s order by ordinal_position",

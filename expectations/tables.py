@@ -21,12 +21,15 @@ RAW_TABLES = {"tracks": RAW_TRACKS, "users": RAW_USERS, "listen_history": RAW_LI
 
 # marts (dbt)
 DIM_USERS = "marts.dim_users"
+DIM_TRACKS = "marts.dim_tracks"
 FCT_LISTENS = "marts.fct_listens"
 FCT_ORPHANED_LISTENS = "marts.fct_orphaned_listens"
 USER_GENRE_FEATURES = "marts.user_genre_features"
 
 # recommendations (ml)
 USER_TOP_TRACKS = "recommendations.user_top_tracks"
+SIMILAR_TRACKS = "recommendations.similar_tracks"
+LIST_OWNERS = {USER_TOP_TRACKS: "user_id", SIMILAR_TRACKS: "track_id"}  # whose list a row is
 
 # monitoring
 INGESTION_STATS = "monitoring.ingestion_stats"  # written by ingestion

@@ -28,10 +28,19 @@ def train(
     for alert in result.alerts:  # ALS lost to the baselines: published, but say so
         ctx.alert(alert.severity, alert.title, alert.step, **alert.details)
     run = result.serving_model_run_id
-    facts = {"source": result.source, "model_run_id": run, "promoted": result.promoted}
+    facts = {
+        "source": result.source,
+        "model_run_id": run,
+        "promoted": result.promoted,
+        "split": result.split,
+        "play_next": result.play_next,
+    }
+    served = result.test.get("model") or result.test.get(result.source) or {}
+    test = served.get(result.metric)
     ctx.facts["recommendations"] = {
         **facts,
         f"{result.metric}@{result.k}": round(result.metrics[result.metric], 4),
+        **({f"test_{result.metric}@{result.k}": test} if test else {}),
     }
     return StepReport(
         result.summary,
@@ -41,6 +50,7 @@ def train(
             **facts,
             "reason": result.reason,
             "metrics": result.metrics,
+            "test": served,
             "baseline_metrics": result.baseline_metrics,
             "candidates": {run.model_run_id: run.status for run in result.model_runs},
             "rows_published" if ctx.publication is None else "rows_staged": result.rows_published,

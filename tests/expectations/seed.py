@@ -63,6 +63,11 @@ create table recommendations.user_top_tracks (
     score double precision not null, source text not null, model_run_id text not null,
     generated_at timestamptz not null, primary key (user_id, rank)
 );
+create table recommendations.similar_tracks (
+    track_id bigint not null, rank integer not null, similar_track_id bigint not null,
+    score double precision not null, model_run_id text not null,
+    generated_at timestamptz not null, primary key (track_id, rank)
+);
 """
 
 
@@ -185,6 +190,12 @@ def recommendations(conn: psycopg.Connection) -> None:
         """
         insert into recommendations.user_top_tracks
         select user_id, 1, 1, 0.5, 'model', 'model-1', now() from marts.dim_users
+        """
+    )
+    conn.execute(
+        """
+        insert into recommendations.similar_tracks
+        select track_id, 1, 1 + track_id % 7, 0.5, 'model-1', now() from marts.dim_tracks
         """
     )
 

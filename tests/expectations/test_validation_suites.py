@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 RUN = "20261126T100000Z-bbbbbb"
 PREVIOUS = "20261125T100000Z-aaaaaa"
-ALL_EXPECTATIONS = 14
+ALL_EXPECTATIONS = 15
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_clean_warehouse_passes_and_writes_a_row_per_expectation(
     assert len(outcome.results) == ALL_EXPECTATIONS and not outcome.skipped
     assert set(outcome.suites) == {
         "raw.users", "raw.tracks", "raw.listen_history", "raw.ingestion",
-        "marts.orphaned_listens", "marts.day_over_day", "recommendations",
+        "marts.orphaned_listens", "marts.day_over_day", "recommendations", "play_next",
     }  # fmt: skip
     assert validate.alerts == []
     with psycopg.connect(warehouse.url()) as conn:
@@ -245,9 +245,18 @@ def test_active_users_without_recommendations_are_an_error(
 ) -> None:
     sql("delete from recommendations.user_top_tracks where user_id in (4, 5)")
     outcome = validate(warehouse, RUN, stage=Stage.RECOMMENDATIONS)
-    assert [r.suite for r in outcome.results] == ["recommendations"]
+    assert sorted({r.suite for r in outcome.results}) == ["play_next", "recommendations"]
     assert _failed(outcome) == {("recommendations", "active_users_covered", "error")}
     assert outcome.failures[0].observed["subjects"][0]["without_recommendations"] == 2
+
+
+def test_catalog_tracks_without_play_next_are_an_error(
+    warehouse: ConnectionURL, validate: Validator, sql: Execute
+) -> None:
+    sql("insert into marts.dim_tracks values (1000001, 60), (1000002, 60)")  # new, unplayed
+    outcome = validate(warehouse, RUN, stage=Stage.RECOMMENDATIONS)
+    assert _failed(outcome) == {("play_next", "catalog_tracks_covered", "error")}
+    assert outcome.failures[0].observed["subjects"][0]["without_play_next"] == 2
 
 
 def test_data_stage_leaves_recommendations_for_after_the_ml_step(
