@@ -21,12 +21,18 @@ def _train(cmd: Command) -> None:
 def _evaluate(cmd: Command) -> None:
     config = load_config(cmd.args.config, cmd.args.override)
     results, data = run_evaluation(cmd.settings, config=config, warehouse=cmd.warehouse)
-    sizes = data.holdout.sizes()
+    metric = config.selection.metric
+    print(f"split: {data.split.reason}")
     print(
-        f"holdout: {sizes['eval_users']:,} users evaluated ({sizes['eligible_users']:,} "
-        f"eligible), {config.evaluation.holdout_per_user} held-out tracks each, k={data.k}"
+        f"validation: {len(data.split.valid_rows):,} users judged, k={data.k}; gains are "
+        f"paired bootstrap intervals ({config.evaluation.confidence:.0%}) over those users"
     )
-    print(format_table(results, data.k, config.selection.metric))
+    baselines = [r for r in results if r.params is None]
+    best = max(baselines, key=lambda r: r.score(metric))
+    gains = {
+        r.name: data.gain(r, best, metric) for r in results if r is not best and r.error is None
+    }
+    print(format_table(results, data.k, metric, gains, best.name))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     evaluate = commands.add(
         "evaluate",
         _evaluate,
-        "print baselines vs the champion and the config's parameters; writes nothing",
+        "print the split, then baselines vs the champion, the config's [model] and each searched "
+        "family's defaults on validation, with gains over the best baseline; writes nothing",
         run_log=True,
     )
     for parser in (train_command, evaluate):

@@ -6,7 +6,7 @@ segment, and beyond accuracy). Definitions: ml/README.md."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,18 +188,33 @@ def test_lists(
     return lists, fitted
 
 
-def format_table(results: Sequence[Scored], k: int, metric: str | None = None) -> str:
-    """A plain-text comparison table, one row per candidate, and what the metrics mean."""
-    rows = [["candidate", *(f"{m}@{k}" if m != "coverage" else m for m in METRIC_NAMES), "fit s"]]
+def format_table(
+    results: Sequence[Scored],
+    k: int,
+    metric: str | None = None,
+    gains: Mapping[str, Interval] | None = None,
+    versus: str = "",
+) -> str:
+    """A plain-text comparison table, one row per candidate, and what the metrics mean; with
+    `gains` (candidate name -> the paired interval of its `metric` gain over `versus`), a
+    column of them. A failed candidate's row says why in its params column."""
+    gains = gains or {}
+    gain_column = [f"{metric}@{k} gain vs {versus}"] if gains else []
+    names = (f"{m}@{k}" if m != "coverage" else m for m in METRIC_NAMES)
+    rows = [["candidate", *names, *gain_column, "fit s"]]
     for r in results:
         cells = [f"{r.metrics[m]:.4f}" if m in r.metrics else "-" for m in METRIC_NAMES]
-        fit_s = "-" if r.params is None else f"{r.fit_seconds:.1f}"
-        rows.append(
-            [r.name, *([r.error or "failed"][:1] * len(METRIC_NAMES) if r.error else cells), fit_s]
-        )
+        gain = [str(gains[r.name]) if r.name in gains else "-"] if gains else []
+        fit_s = "-" if r.params is None or r.error else f"{r.fit_seconds:.1f}"
+        rows.append([r.name, *cells, *gain, fit_s])
     widths = [max(map(len, column)) for column in zip(*rows, strict=True)]
     rows.insert(1, ["-" * w for w in widths])
-    params = ["params", "", *("-" if r.params is None else r.params.label() for r in results)]
+
+    def label(r: Scored) -> str:
+        text = "-" if r.params is None else r.params.label()
+        return f"{text}: {r.error}" if r.error else text
+
+    params = ["params", "", *map(label, results)]
 
     def render(row: list[str], last: str) -> str:
         middle = (cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True))
@@ -209,6 +224,8 @@ def format_table(results: Sequence[Scored], k: int, metric: str | None = None) -
         "precision = hits/k; recall = hits/held-out tracks of the user; map, ndcg as implicit's; "
         "coverage = distinct recommended tracks / catalog"
     )
+    if gains:
+        note += "; gain = mean [interval] of the paired per-user difference"
     if metric:
         note += f"; selection by {metric}@{k}"
     return "\n".join([*map(render, rows, params), note])

@@ -17,6 +17,8 @@ pytestmark = pytest.mark.integration
 FAST = [
     *("-o", "runtime.num_threads=1", "-o", "selection.max_challengers=0"),
     *("-o", "model.factors=32", "-o", "model.confidence=bm25", "-o", "model.alpha=1.0"),
+    # windows by share of the pairs: the synthetic histories' last days hold few users
+    *("-o", "evaluation.valid_days=0", "-o", "evaluation.test_days=0"),
 ]
 
 
@@ -33,10 +35,15 @@ def in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         handler.close()
 
 
-def test_evaluate_prints_the_comparison_table(marts_url, tmp_path: Path) -> None:
-    env = {**os.environ, "WAREHOUSE_URL": marts_url.url(), "MOOVITAMIX_DATA_DIR": str(tmp_path)}
+def test_evaluate_prints_the_split_and_the_comparison_table(marts_url, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "WAREHOUSE_URL": marts_url.url(),
+        "MOOVITAMIX_DATA_DIR": str(tmp_path),
+        "MOOVITAMIX_LOGS_DIR": str(tmp_path / "logs"),
+    }
     done = subprocess.run(
-        [sys.executable, "-m", "ml", "evaluate", *FAST],
+        [sys.executable, "-m", "ml", "evaluate", *FAST, "-o", "search.families=['als', 'ease']"],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,
@@ -46,14 +53,25 @@ def test_evaluate_prints_the_comparison_table(marts_url, tmp_path: Path) -> None
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("holdout: ")
-    assert lines[1].split()[:5] == ["candidate", "precision@10", "recall@10", "map@10", "ndcg@10"]
-    assert lines[1].split()[6] == "next_hit@10"
-    names = [line.split("  ")[0].strip() for line in lines[3:-1]]
-    assert names == ["popularity", "genre_popularity", "config [model]"]
-    next_hits = [float(re.split(r"\s{2,}", line)[6]) for line in lines[3:-1]]  # one each
-    assert all(0 < value <= 1 for value in next_hits)
-    assert "recall = hits/held-out tracks" in lines[-1]
+    assert lines[0].startswith("split: time split: train before ")  # the histories span days
+    assert re.match(r"validation: [\d,]+ users judged, k=10; gains are paired bootstrap", lines[1])
+    header = lines[2].split()
+    assert header[:6] == ["candidate", "precision@10", "recall@10", "map@10", "ndcg@10", "coverage"]
+    assert header[6:10] == ["ndcg@10", "gain", "vs", "genre_popularity"]
+    rows = {re.split(r"\s{2,}", line)[0]: re.split(r"\s{2,}", line)[1:] for line in lines[4:-1]}
+    assert list(rows) == [
+        "popularity",
+        "genre_popularity",
+        "config [model]",
+        "als defaults",
+        "ease defaults",
+    ]
+    assert rows["genre_popularity"][5] == "-"  # the best baseline: the gains are over it
+    low, high = map(float, re.findall(r"-?\d\.\d{4}", rows["config [model]"][5])[1:])
+    assert 0 < low <= high  # ALS beats the best baseline on the planted scenes
+    assert rows["ease defaults"][-1].startswith("ease lambda=500 binary")
+    assert all(0 < float(cells[3]) <= 1 for cells in rows.values())  # ndcg@10
+    assert "recall = hits/held-out tracks" in lines[-1] and "selection by ndcg@10" in lines[-1]
 
 
 def test_train_runs_and_says_what_it_published(
@@ -64,6 +82,7 @@ def test_train_runs_and_says_what_it_published(
     out = capsys.readouterr().out
     assert code == 0
     assert out.startswith("train OK in ") and "user rows" in out
+    assert "test ndcg@10" in out and "(time split)" in out and "play next: " in out
     assert (in_tmp / "logs" / "20261126T000000Z-eeeeee.jsonl").is_file()
     assert len(list((in_tmp / "models").iterdir())) == 1
 
@@ -83,4 +102,4 @@ def test_train_fails_with_one_line_and_exit_1(
 
 def test_a_bad_override_is_a_usage_error(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     assert cli.main(["evaluate", "-o", "model.factors=lots"]) == 2
-    assert "model.factors: Input should be a valid integer" in capsys.readouterr().err
+    assert "model.als.factors: Input should be a valid integer" in capsys.readouterr().err
