@@ -21,7 +21,7 @@ ALBUM_EXTRA_TRACKS = 7.0  # an album has 1 + Poisson(this) tracks
 
 def album_starts(rng: np.random.Generator, first_row: int, n: int) -> np.ndarray:
     """For n new consecutive track rows from `first_row`: the row of each one's album opener."""
-    sizes = 1 + rng.poisson(ALBUM_EXTRA_TRACKS, n // 2 + 1)  # enough: each album has >= 1 track
+    sizes = 1 + rng.poisson(ALBUM_EXTRA_TRACKS, n // 2 + 1)  # the last album takes what is left
     bounds = np.concatenate([[0], np.cumsum(sizes)])
     bounds = bounds[bounds < n]
     return first_row + np.repeat(bounds, np.diff(np.append(bounds, n)))
