@@ -1,84 +1,104 @@
-"""Benchmark of the recommender: the daily train path against bare implicit, and list quality.
+"""Benchmark of the recommender: the daily train path against bare implicit, each family's
+quality on validation and test, and "play next".
 
 One run, on one data set written into a scratch database `moovitamix_bench_ml` on the warehouse
 in use (the embedded one by default), never into the real marts:
 
-1. data: the API simulator's own realistic generator (`--data simulator`, the default: genres,
-   Zipf popularity and 4 "scenes" per genre, day 0), or tests/ml/synthetic.py (`--data synthetic`),
-   written as the five input marts;
-2. the baseline: bare implicit on the same CSR matrix (the same confidences and parameters):
-   `AlternatingLeastSquares.fit` + `recommend(all users, filter_already_liked_items=True)`;
-3. the train path without the hyper-parameter search: `ml.train.run_training` with
-   `selection.max_challengers=0` (read, holdout evaluation of both baselines and the champion,
-   refit on all data, save, build lists, publish), in the same process and the same run;
-4. components on the served model: recommend-all, similar-all (the configured scoring, and
-   the other one for comparison), publish (best of `--repeat`);
-5. quality on the train path's own holdout: NDCG@10 of ALS and both baselines, and `next_hit`
-   of the "play next" lists against both baselines (recorded by the train path in the
-   champion's metrics); and, from a fit on the training split, next_hit of both scorings.
+1. data: the API simulator's realistic world built day by day (`--data simulator`, the
+   default: day 0, then `--days` days of evolution; each listen's time is the day its history
+   version first held it, as marts.fct_listens has it: bench_recommenders.build/listens_of),
+   or tests/ml/synthetic.py (`--data synthetic`), written as the input marts;
+2. the baseline: bare implicit ALS of the config's [model] on the same CSR matrix (the same
+   confidences): `fit` + `recommend(all users, filter_already_liked_items=True)`;
+3. the train path without the search: `ml.train.run_training` with `selection.max_challengers=0`
+   (read, split, validation of both baselines and the champion, its test report, refit on all
+   data, save, play next, lists, publish), in the same process;
+4. families, on the train path's own split: the config's [model] and each family of [search]
+   at its defaults, fit on train and judged on validation, then refit on train + validation and
+   judged on test: NDCG@10 with its paired-bootstrap interval, and the gain over the best
+   baseline (popularity or genre popularity) on the same users;
+5. "play next": ml.play_next's test report from the train path (hit@10 of each candidate on
+   held-out next listens, with intervals, and the model published);
+6. components on the served model: recommend-all, similar-all, play next, publish (best of
+   `--repeat`).
 
 `--copy` runs only the COPY comparison instead: the lists of `--copy-users` users (1M, 10 rows
 each) written with psycopg's binary COPY (`write_row`, what ml.publish does) and with the numpy
 binary codec ml.publish used before (kept here only to compare), same process, same table.
 
-Goals: train path / bare implicit <= 1.25; publish >= 200k rows/s; ALS NDCG@10 >= 2x
-popularity; and the published "play next" lists' next_hit above both baselines'. Ratios measured
-in one run compare across machines and loads better than seconds.
+Goals: train path / bare implicit <= GOALS; publish >= 200k rows/s; the served model's test
+NDCG@10 >= 2x popularity's; the published "play next" hit@10 above popularity's. Ratios
+measured in one run compare across machines and loads better than seconds.
 
-    .venv/bin/python bench/bench_ml.py            # 100k users x 50k tracks, ~1.9M pairs
-    .venv/bin/python bench/bench_ml.py --quick    # 10k x 5k smoke run
+    .venv/bin/python bench/bench_ml.py            # 100k users x 50k tracks, 7 days
+    .venv/bin/python bench/bench_ml.py --quick    # 10k x 5k, 3 days: smoke run
     .venv/bin/python bench/bench_ml.py --copy     # COPY of 10M list rows, both ways
 """
 
+# ruff: noqa: E402  (the environment and sys.path first)
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads (see ml/__init__.py)
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # this checkout's packages, whatever else the path holds
+    sys.path.insert(0, str(ROOT))
 
 import argparse
 import json
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import implicit
 import numpy as np
+import pandas as pd
 import psycopg
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from psycopg import sql
 
-from ml.config import SIMILAR_SCORINGS, MlConfig, load_config
-from ml.evaluate import NEXT_HIT, model_next_hit
-from ml.lists import UserTopTracks, build_lists
-from ml.model import confidence, fit, new_als, recommend, similar, single_threaded_blas
+from bench.bench_recommenders import build, listens_of
+from ml import evaluate
+from ml.baselines import GENRE_POPULARITY, POPULARITY
+from ml.config import MlConfig, load_config
+from ml.evaluate import EvaluationData, evaluate_baselines, evaluate_model
+from ml.intervals import Interval, interval
+from ml.lists import MODEL, UserTopTracks, build_lists
+from ml.model import confidence, new_als, single_threaded_blas
+from ml.params import AlsParams, Params
 from ml.publish import USER_TOP_TRACKS, copy_rows, publish, user_columns
 from ml.registry import load_model
-from ml.train import Inputs, TrainResult, evaluation_data, read_inputs, run_training
+from ml.train import (
+    Inputs,
+    TrainResult,
+    evaluation_data,
+    play_next_lists,
+    read_inputs,
+    run_training,
+)
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.settings import apply_offline_defaults, load_settings
 from moovitamix.warehouse import connect, ensure_database, ensure_schemas, open_warehouse
-from simulator.evolve import build_world
 from simulator.generate import WorldSpec
 from tests.ml.synthetic import SyntheticMarts, generate, write_marts
 
 BENCH_DATABASE = "moovitamix_bench_ml"
-RESULTS = Path(__file__).resolve().parent / "results" / "ml.json"
+RESULTS = ROOT / "bench" / "results" / "ml.json"
 COPY_RESULTS = RESULTS.with_name("ml-copy.json")
-QUICK = {"users": 10_000, "tracks": 5_000}
+QUICK = {"users": 10_000, "tracks": 5_000, "days": 3}
 GOALS = {
     "train_over_bare": 1.25,
     "publish_rows_per_s": 200_000,
-    "ndcg_als_over_popularity": 2.0,
-    "next_hit_als_over_popularity": 1.0,
-    "next_hit_als_over_genre_popularity": 1.0,
+    "test_ndcg_served_over_popularity": 2.0,
+    "play_next_hit_published_over_popularity": 1.0,
 }
 
 
@@ -86,7 +106,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--tracks", type=int, default=50_000)
-    parser.add_argument("--quick", action="store_true", help="10k users x 5k tracks (smoke run)")
+    parser.add_argument("--days", type=int, default=7, help="simulated days after day 0")
+    parser.add_argument("--quick", action="store_true", help="10k users x 5k tracks, 3 days")
     parser.add_argument("--data", choices=("simulator", "synthetic"), default="simulator")
     parser.add_argument("--clusters", type=int, default=4, help="scenes per genre (synthetic)")
     parser.add_argument("--seed", type=int, default=1)
@@ -99,7 +120,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.out = args.out or (COPY_RESULTS if args.copy else RESULTS)
     if args.quick:
-        args.users, args.tracks = QUICK["users"], QUICK["tracks"]
+        args.users, args.tracks, args.days = QUICK["users"], QUICK["tracks"], QUICK["days"]
     return args
 
 
@@ -112,38 +133,53 @@ def timed(seconds: dict[str, float], name: str, func: Callable[[], Any], repeat:
         times.append(time.perf_counter() - started)
     seconds[name] = round(min(times), 3)
     best = f"  (best of {repeat})" if repeat > 1 else ""
-    print(f"  {name:<28} {seconds[name]:8.2f}s{best}", flush=True)
+    print(f"  {name:<30} {seconds[name]:8.2f}s{best}", flush=True)
     return result
+
+
+def interval_json(found: Interval) -> dict[str, float]:
+    return {"mean": round(found.mean, 6), "low": round(found.low, 6), "high": round(found.high, 6)}
 
 
 # --- data ------------------------------------------------------------------------------------
 
 
-def simulator_marts(users: int, tracks: int, seed: int) -> SyntheticMarts:
-    """The simulator's realistic day-0 world as input marts (listen events -> counts)."""
-    world = build_world(WorldSpec(seed=seed, profile="realistic", users=users, tracks=tracks), 0)
-    u, t = world.users, world.tracks
-    per_user = np.diff(world.listens.offsets)
-    owner = np.repeat(np.arange(u.n, dtype=np.int64), per_user)
-    keys, counts = np.unique(owner * t.n + world.listens.items, return_counts=True)
-    preferred = u["preferred"].astype(np.int64)
-    user_ids, track_ids = u["id"].astype(np.int64), t["id"].astype(np.int64)
-    user_order, track_order = np.argsort(user_ids), np.argsort(track_ids)
+def simulator_marts(users: int, tracks: int, seed: int, days: int) -> SyntheticMarts:
+    """The simulator's realistic world after `days` days as input marts: every listen of a
+    living user and track, in history order, with its time."""
+    b = build(WorldSpec(seed=seed, profile="realistic", users=users, tracks=tracks), days)
+    listens = listens_of(b)
+    user_id, track_id = b.users["id"].astype(np.int64), b.tracks["id"].astype(np.int64)
+    alive_users, alive_tracks = np.flatnonzero(b.users["alive"]), np.flatnonzero(b.tracks["alive"])
+    users_sorted = alive_users[np.argsort(user_id[alive_users])]
+    tracks_sorted = alive_tracks[np.argsort(track_id[alive_tracks])]
+    events = pd.DataFrame(
+        {
+            "user_id": user_id[listens["user"].to_numpy()],
+            "track_id": track_id[listens["track"].to_numpy()],
+        }
+    )
+    pairs = events.groupby(["user_id", "track_id"], sort=True).size()
+    preferred = b.users["preferred"].astype(np.int64)
+    genres = np.stack([b.tracks["g1"], b.tracks["g2"]], axis=1).astype(np.int64)
     return SyntheticMarts(
-        user_ids=user_ids[user_order],
-        favorite_genre=preferred[user_order, 0],
-        preferred=preferred[user_order],
-        track_ids=track_ids[track_order],
-        track_genre=np.stack([t["g1"], t["g2"]], axis=1).astype(np.int64)[track_order],
-        listen_user=user_ids[keys // t.n],
-        listen_track=track_ids[keys % t.n],
-        listen_count=counts.astype(np.int32),
+        user_ids=user_id[users_sorted],
+        favorite_genre=preferred[users_sorted, 0],
+        preferred=preferred[users_sorted],
+        track_ids=track_id[tracks_sorted],
+        track_genre=genres[tracks_sorted],
+        listen_user=pairs.index.get_level_values(0).to_numpy(np.int64),
+        listen_track=pairs.index.get_level_values(1).to_numpy(np.int64),
+        listen_count=pairs.to_numpy(np.int32),
+        event_user=events["user_id"].to_numpy(),
+        event_track=events["track_id"].to_numpy(),
+        event_at=listens["at"].to_numpy(np.int64),
     )
 
 
 def make_marts(args: argparse.Namespace) -> SyntheticMarts:
     if args.data == "simulator":
-        return simulator_marts(args.users, args.tracks, args.seed)
+        return simulator_marts(args.users, args.tracks, args.seed, args.days)
     return generate(args.users, args.tracks, args.seed, clusters_per_genre=args.clusters)
 
 
@@ -162,8 +198,9 @@ def drop_database(url: ConnectionURL) -> None:
 def bare_implicit(matrix: sp.csr_matrix, config: MlConfig, seconds: dict[str, float]) -> None:
     """implicit alone on the same matrix: fit, then its own filtered recommend for all users.
     The confidences are computed beforehand, outside the clock (in the baseline's favour)."""
-    weighted = confidence(matrix, config.model)
-    als: AlternatingLeastSquares = new_als(config.model, config.runtime.num_threads)
+    params = config.model if isinstance(config.model, AlsParams) else AlsParams()
+    weighted = confidence(matrix, params)
+    als: AlternatingLeastSquares = new_als(params, config.runtime.num_threads)
     users = np.arange(matrix.shape[0])
     with single_threaded_blas():
         timed(seconds, "bare implicit fit", lambda: als.fit(weighted, show_progress=False))
@@ -189,8 +226,82 @@ def train_path(url: ConnectionURL, config: MlConfig, seconds: dict[str, float]) 
     )
     for name, value in result.timings.items():
         seconds[f"train: {name}"] = value
-        print(f"    {name:<26} {value:8.2f}s")
+        print(f"    {name:<28} {value:8.2f}s")
     return result
+
+
+def family_candidates(config: MlConfig) -> list[tuple[str, Params]]:
+    """The config's [model], then each searched family at its defaults (each params once)."""
+    found = {config.model: "config [model]"}
+    for family in config.search.families:
+        found.setdefault(config.search.params(family, {}), f"{family} defaults")
+    return [(name, params) for params, name in found.items()]
+
+
+def families(data: EvaluationData, config: MlConfig, seconds: dict[str, float]) -> dict[str, Any]:
+    """Each candidate on validation (fit on train) and on test (refit on train + validation,
+    from its validation fit where the family can): NDCG@k with intervals, and the gains over
+    the best baseline of each fold on the same users."""
+    metric, threads = "ndcg", config.runtime.num_threads
+    bootstrap = config.evaluation.bootstrap()
+    baselines = evaluate_baselines(data)
+    best = max(baselines, key=lambda name: baselines[name].score(metric))
+    lists, _ = evaluate.test_lists(data, None)
+    tested = evaluate.test_report(data, lists, metric, GENRE_POPULARITY)
+    best_test = max(tested, key=lambda name: tested[name][metric]["mean"])
+    out: dict[str, Any] = {
+        "best_baseline": {"validation": best, "test": best_test},
+        "baselines": {
+            name: {
+                "validation": interval_json(interval(scored.per_user[metric], **bootstrap)),
+                "test": tested[name][metric],
+            }
+            for name, scored in baselines.items()
+        },
+        "candidates": {},
+    }
+    for name, params in family_candidates(config):
+        started = time.perf_counter()
+        scored, fitted = evaluate_model(data, params, name, threads)
+        entry: dict[str, Any] = {"family": params.family, "params": params.label()}
+        if scored.error is not None:
+            out["candidates"][name] = {**entry, "error": scored.error}
+            print(f"  {name:<30} {scored.error}", flush=True)
+            continue
+        lists, _ = evaluate.test_lists(data, (name, params, fitted), threads)
+        del fitted
+        report = evaluate.test_report(data, lists, metric, name)[name]
+        out["candidates"][name] = {
+            **entry,
+            "validation": interval_json(interval(scored.per_user[metric], **bootstrap)),
+            "validation_gain": interval_json(data.gain(scored, baselines[best], metric)),
+            "test": report[metric],
+            "test_gain": report[f"gain_vs_{best_test}"],
+            "test_coverage": report["coverage"],
+            "fit_seconds": round(scored.fit_seconds, 3),
+        }
+        seconds[f"family: {name}"] = round(time.perf_counter() - started, 3)
+        print(f"  {name:<30} {seconds[f'family: {name}']:8.2f}s", flush=True)
+    return out
+
+
+def play_next_report(result: TrainResult) -> dict[str, Any]:
+    """ml.play_next's test hit@k and MRR@k per candidate, from the serving model run's test
+    report (ml.model_runs)."""
+    serving = next(r for r in result.model_runs if r.model_run_id == result.serving_model_run_id)
+    found = serving.metrics["test"]["play_next"]
+    out: dict[str, Any] = {"published": found.get("model"), "candidates": {}}
+    for key, value in found.items():
+        parts = key.split("_")
+        if parts[0] != "test" or parts[-1] not in ("hit", "mrr") or "vs" in parts:
+            continue
+        family, metric = "_".join(parts[1:-1]), parts[-1]
+        out["candidates"].setdefault(family, {})[metric] = {
+            "mean": round(value, 6),
+            "low": round(found[f"{key}_lo"], 6),
+            "high": round(found[f"{key}_hi"], 6),
+        }
+    return out
 
 
 @dataclass
@@ -202,22 +313,22 @@ class Components:
 def components(
     url: ConnectionURL, inputs: Inputs, result: TrainResult, config: MlConfig, repeat: int
 ) -> Components:
-    """recommend-all, similar-all and publish again, on the served model, best of `repeat`."""
+    """recommend-all, similar-all, play next and publish again, on the served model, best of
+    `repeat`."""
     seconds: dict[str, float] = {}
-    assert result.artifact_path is not None, "ALS did not serve: no model to time"
-    als = load_model(result.artifact_path).als
+    assert result.artifact_path is not None, "no model served: nothing to time"
+    model = load_model(result.artifact_path).model
     matrix, k = inputs.interactions.matrix, config.publish.k
     rows = np.arange(matrix.shape[0])
-    timed(seconds, "recommend-all (ml.topk)", lambda: recommend(als, rows, matrix, k), repeat)
-    scoring = config.publish.similar_scoring
-    for other in (scoring, *(s for s in SIMILAR_SCORINGS if s != scoring)):
-        timed(
-            seconds,
-            f"similar-all ({other})",
-            lambda other=other: similar(als, config.publish.similar_k, other),
-            repeat,
-        )
-    users, similar_lists = build_lists(inputs.interactions, inputs.catalog, config.publish, als=als)
+    timed(seconds, "recommend-all", lambda: model.recommend(rows, matrix, k), repeat)
+    timed(seconds, "similar-all", lambda: model.similar(config.publish.similar_k), repeat)
+    threads = config.runtime.num_threads
+    play_next = timed(
+        seconds, "play next (ml.play_next)", lambda: play_next_lists(inputs, config, threads)
+    )
+    users, similar_lists = build_lists(
+        inputs.interactions, inputs.catalog, inputs.tracks, play_next, config.publish, model=model
+    )
 
     def publish_again() -> dict[str, int]:
         with connect(url, autocommit=True) as conn:
@@ -235,25 +346,6 @@ def components(
     return Components(seconds, rows_published)
 
 
-def quality(inputs: Inputs, config: MlConfig, seconds: dict[str, float]) -> dict[str, float]:
-    """next_hit of both similar scorings from a fit on the training split (the train path
-    records only the configured one)."""
-    data = evaluation_data(inputs, config)
-    fitted = timed(
-        seconds,
-        "fit on the training split",
-        lambda: fit(data.holdout.train, config.model, config.runtime.num_threads),
-    )
-    return {
-        f"{NEXT_HIT}_als_{scoring}": timed(
-            seconds,
-            f"next_hit ({scoring})",
-            lambda scoring=scoring: model_next_hit(data, fitted, scoring),
-        )
-        for scoring in SIMILAR_SCORINGS
-    }
-
-
 # --- COPY: psycopg's write_row against the former numpy codec ----------------------------------
 
 
@@ -264,7 +356,7 @@ def numpy_binary_copy(
     binary tuple layout (int16 field count, then int32 length + big-endian value per field)."""
     epoch = (at - datetime(2000, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
     fields = [("user_id", ">i8"), ("rank", ">i4"), ("track_id", ">i8"), ("score", ">f8")]
-    fields += [("source", "S3"), ("model_run_id", "S5"), ("generated_at", ">i8")]
+    fields += [("source", "S5"), ("model_run_id", "S5"), ("generated_at", ">i8")]
     dtype = np.dtype([("n", ">i2")] + [x for f in fields for x in ((f"len_{f[0]}", ">i4"), f)])
     with conn.cursor() as cur, cur.copy(f"copy {table} from stdin (format binary)") as copy:
         copy.write(b"PGCOPY\n\xff\r\n\x00" + bytes(8))
@@ -276,7 +368,11 @@ def numpy_binary_copy(
                 block[f"len_{name}"] = np.dtype(fmt).itemsize
             for name in ("user_id", "rank", "track_id", "score"):
                 block[name] = getattr(lists, name)[part]
-            block["source"], block["model_run_id"], block["generated_at"] = b"als", b"bench", epoch
+            block["source"], block["model_run_id"], block["generated_at"] = (
+                b"model",
+                b"bench",
+                epoch,
+            )
             copy.write(block.tobytes())
         copy.write(b"\xff\xff")
 
@@ -352,47 +448,65 @@ def copy_bench(url: ConnectionURL, n_users: int, repeat: int) -> dict[str, Any]:
 # --- the report ------------------------------------------------------------------------------
 
 
-def play_next(result: TrainResult, quality_: dict[str, float]) -> dict[str, float]:
-    """next_hit of the published lists (the train path's champion metrics) and baselines."""
-    found = {key: value for key, value in result.metrics.items() if key.startswith(NEXT_HIT)}
-    return {**found, **quality_}
-
-
 def ratios(
-    seconds: dict[str, float], result: TrainResult, parts: Components, next_hit: dict[str, float]
+    seconds: dict[str, float],
+    result: TrainResult,
+    parts: Components,
+    next_: dict[str, Any],
 ) -> dict[str, float]:
     rows = sum(result.rows_published.values())
-    ndcg = {name: m["ndcg"] for name, m in result.baseline_metrics.items()}
-    als_ndcg = result.metrics["ndcg"] if result.source == "als" else float("nan")
-    published = next_hit.get(NEXT_HIT, float("nan"))
+    tested = result.test
+    served = tested.get(MODEL, {}).get("ndcg", {}).get("mean", float("nan"))
+    popularity_hit = next_["candidates"].get(POPULARITY, {}).get("hit", {}).get("mean")
+    published_hit = next_["candidates"].get(next_["published"], {}).get("hit", {}).get("mean")
     return {
         "train_over_bare": seconds["train path (no search)"] / seconds["bare implicit total"],
         "publish_rows_per_s": rows / seconds["train: publish"],
         "publish_rows_per_s_best": sum(parts.rows.values())
         / parts.seconds["publish (COPY + swap)"],
-        "ndcg_als_over_popularity": als_ndcg / ndcg["popularity"],
-        "ndcg_als_over_genre_popularity": als_ndcg / ndcg["genre_popularity"],
-        "next_hit_als_over_popularity": published / next_hit[f"{NEXT_HIT}_popularity"],
-        "next_hit_als_over_genre_popularity": published / next_hit[f"{NEXT_HIT}_genre_popularity"],
+        "test_ndcg_served_over_popularity": served / tested[POPULARITY]["ndcg"]["mean"],
+        "test_ndcg_served_over_genre_popularity": served / tested[GENRE_POPULARITY]["ndcg"]["mean"],
+        "play_next_hit_published_over_popularity": (
+            published_hit / popularity_hit if published_hit and popularity_hit else float("nan")
+        ),
     }
 
 
-def print_report(found: dict[str, float], result: TrainResult, quality_: dict[str, float]) -> None:
-    print("\nratio                                  measured     goal  met")
+def _figure(found: dict[str, float] | None) -> str:
+    if not found:
+        return "-".rjust(26)
+    return f"{found['mean']:.4f} [{found['low']:.4f}, {found['high']:.4f}]".rjust(26)
+
+
+def print_report(
+    found: dict[str, float], result: TrainResult, quality: dict[str, Any], next_: dict[str, Any]
+) -> None:
+    print("\nratio                                        measured     goal  met")
     for name, value in found.items():
         goal = GOALS.get(name)
         if goal is None:
-            print(f"  {name:<36} {value:10.2f}")
+            print(f"  {name:<42} {value:10.2f}")
             continue
         met = value <= goal if name.startswith("train_over_bare") else value >= goal
-        print(f"  {name:<36} {value:10.2f} {goal:8g}  {'yes' if met else 'NO'}")
-    print(f"\nholdout metrics @{result.k} (train path; served: {result.source})")
-    rows = {**result.baseline_metrics, "als": result.metrics}
-    for name, m in rows.items():
-        print(f"  {name:<18} ndcg {m['ndcg']:.4f}  map {m['map']:.4f}  recall {m['recall']:.4f}")
+        print(f"  {name:<42} {value:10.2f} {goal:8g}  {'yes' if met else 'NO'}")
+    best = quality["best_baseline"]
     print(
-        "  play-next lists, next_hit@k: " + ", ".join(f"{n} {v:.4f}" for n, v in quality_.items())
+        f"\nNDCG@{result.k}, {result.split} split; gains over the best baseline "
+        f"({best['validation']} on validation, {best['test']} on test), same users"
     )
+    print(f"  {'':<20}{'validation':>26}{'gain':>26}{'test':>26}{'gain':>26}")
+    for name, entry in quality["baselines"].items():
+        print(f"  {name:<20}{_figure(entry['validation'])}{'':>26}{_figure(entry['test'])}")
+    for name, entry in quality["candidates"].items():
+        if "error" in entry:
+            print(f"  {name:<20}  {entry['error']}")
+            continue
+        cells = [entry[key] for key in ("validation", "validation_gain", "test", "test_gain")]
+        print(f"  {name:<20}{''.join(map(_figure, cells))}")
+    print(f"  served by the train path: {result.source} ({result.reason})")
+    print(f"\nplay next, test hit@{result.k} (published: {next_['published']})")
+    for name, entry in next_["candidates"].items():
+        print(f"  {name:<20}{_figure(entry.get('hit'))}  mrr {_figure(entry.get('mrr'))}")
 
 
 def result_json(
@@ -402,7 +516,8 @@ def result_json(
     seconds: dict[str, float],
     result: TrainResult,
     parts: Components,
-    quality_: dict[str, float],
+    quality: dict[str, Any],
+    next_: dict[str, Any],
     found: dict[str, float],
 ) -> dict[str, Any]:
     interactions = inputs.interactions
@@ -417,10 +532,11 @@ def result_json(
             "numpy": np.__version__,
             "psycopg": psycopg.__version__,
             "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
-            "als_num_threads": config.runtime.num_threads,
+            "num_threads": config.runtime.num_threads,
         },
         "data": {
             "source": args.data,
+            "days": args.days if args.data == "simulator" else None,
             "users": interactions.n_users,
             "dim_users": len(inputs.catalog.user_ids),
             "tracks": interactions.n_tracks,
@@ -428,7 +544,7 @@ def result_json(
             "seed": args.seed,
         },
         "params": config.model.to_json(),
-        "similar_scoring": config.publish.similar_scoring,
+        "split": {"kind": result.split, **result.model_runs[0].metrics.get("split", {})},
         "seconds": {**seconds, **parts.seconds},
         "components_repeat": f"best of {args.repeat}",
         "rows_published": result.rows_published,
@@ -436,19 +552,25 @@ def result_json(
         "served": result.source,
         "ratios": {name: round(value, 3) for name, value in found.items()},
         "goals": GOALS,
-        "metrics_at_k": {**result.baseline_metrics, "als": result.metrics},
-        "next_track_at_k": quality_,
+        "train_path_test": {
+            name: {m: report[m] for m in ("precision", "recall", "map", "ndcg") if m in report}
+            for name, report in result.test.items()
+            if name != "play_next"
+        },
+        "families_ndcg_at_k": quality,
+        "play_next": next_,
         "definitions": {
-            "train_over_bare": "run_training(max_challengers=0) wall time / (bare implicit fit "
-            "+ implicit recommend(all users, filter_already_liked_items=True)) on the same "
-            "matrix, same process",
+            "train_over_bare": "run_training(max_challengers=0) wall time / (bare implicit ALS "
+            "fit + implicit recommend(all users, filter_already_liked_items=True)) on the same "
+            "matrix, same process; the train path also judges on validation and test, picks "
+            "play next and publishes",
             "publish_rows_per_s": "rows of both tables / the train path's publish step (COPY, "
             "primary keys, analyze, model runs, swap, commit)",
             "metrics": "ml/README.md: precision = hits/k, recall = hits/held-out tracks, map "
-            "and ndcg as implicit's, macro over evaluated users; next_hit: share of a user's "
-            "training tracks whose similar list holds one of their held-out tracks; next_hit: "
-            "the published scoring's, recorded by the train path; next_hit_als_<scoring>: "
-            "from a separate fit on the same training split",
+            "and ndcg as implicit's, means over the judged users of ml.split's fold; intervals: "
+            "95% paired percentile bootstrap over those users (ml.intervals); gain: the "
+            "candidate minus the fold's best baseline on the same users; play next: hit@k and "
+            "MRR@k of the last listen of each history after its second-to-last (ml.play_next)",
         },
     }
 
@@ -479,11 +601,9 @@ def main(argv: list[str] | None = None) -> int:
     ensure_database(url)
     ensure_schemas(url)
     seconds: dict[str, float] = {}
-    print(f"bench_ml: {args.data} data, {args.users:,} users x {args.tracks:,} tracks")
-    print(
-        f"  params {config.model.label()}, similar by {config.publish.similar_scoring}, "
-        f"threads {config.runtime.num_threads}"
-    )
+    days = f", {args.days} days" if args.data == "simulator" else ""
+    print(f"bench_ml: {args.data} data, {args.users:,} users x {args.tracks:,} tracks{days}")
+    print(f"  params {config.model.label()}, threads {config.runtime.num_threads}")
     try:
         marts = timed(seconds, "generate", lambda: make_marts(args))
 
@@ -498,13 +618,15 @@ def main(argv: list[str] | None = None) -> int:
         result = train_path(url, config, seconds)
         print(f"  decision: {result.reason}")
         parts = components(url, inputs, result, config, args.repeat)
-        quality_ = play_next(result, quality(inputs, config, seconds))
+        print("families (validation, then test):")
+        quality = families(evaluation_data(inputs, config), config, seconds)
     finally:
         if not args.keep:
             drop_database(url)
-    found = ratios(seconds, result, parts, quality_)
-    print_report(found, result, quality_)
-    out = result_json(args, config, inputs, seconds, result, parts, quality_, found)
+    next_ = play_next_report(result)
+    found = ratios(seconds, result, parts, next_)
+    print_report(found, result, quality, next_)
+    out = result_json(args, config, inputs, seconds, result, parts, quality, next_, found)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     print(f"results: {args.out}")
