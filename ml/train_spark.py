@@ -1,7 +1,8 @@
 """ml/train.py's run for the Spark engine above `[spark] mllib_above_pairs`: trained by
-ml.mllib, recorded and published the same way, the lists written to the lake by Spark and
-COPYed into Postgres batch by batch. No model artifact (the factors stay in Spark);
-`metrics.trainer` says "mllib".
+ml.mllib (ALS only: MLlib has no other family; a per-user holdout, validation only; "play
+next" from the ALS item factors), recorded and published the same way, the lists written to
+the lake by Spark and COPYed into Postgres batch by batch. No model artifact (the factors stay
+in Spark); `metrics.trainer` says "mllib".
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ml.config import MlConfig
 from ml.lake_lists import LakeLists
 from ml.mllib.lists import lake_batches, write_lists
 from ml.mllib.run import model_runs, run_mllib
+from ml.params import AlsParams
 from ml.publish import (
     SIMILAR_TRACKS,
     USER_TOP_TRACKS,
@@ -57,9 +59,10 @@ def train_in_spark(
         champion = current_champion(conn)
     params = champion.params if champion is not None and not champion_from_config else None
     run = run_mllib(spark_session(settings), schema, config, champion=params, today=today)
+    refit = champion is not None and params is not None and isinstance(params, AlsParams)
     try:
         runs = model_runs(
-            run, run_id, trained_at, config, refit_of=champion.model_run_id if champion else None
+            run, run_id, trained_at, config, refit_of=champion.model_run_id if refit else None
         )
         serving = next(r for r in runs if r.status == CHAMPION)
         generated_at = datetime.now(UTC)
@@ -81,7 +84,7 @@ def train_in_spark(
         with connect(url, autocommit=True) as conn, conn.transaction():
             swap_in(conn, runs)
     lake.publish_with(publication)
-    log.info("trained in Spark (MLlib): %s", run.decision.reason)
+    log.info("trained in Spark (MLlib, ALS only): %s", run.decision.reason)
     return TrainResult.of(
         run_id,
         config,
@@ -89,6 +92,8 @@ def train_in_spark(
         run.candidates,
         run.baselines,
         runs,
+        split_kind=run.split[0],
+        play_next=str(run.play_next["model"]),
         rows=rows,
         artifact_path=None,
         timings={name: round(s, 3) for name, s in run.timings.items()},

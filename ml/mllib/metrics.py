@@ -1,5 +1,8 @@
 """ml.evaluate's ranking metrics and `next_hit`, computed in Spark on the holdout's users: the
-same definitions (ml/README.md), so the dicts compare and ml.selection decides alike.
+same definitions (ml/README.md, ml.quality.per_user_ranking_metrics). The per-user values are
+collected (one row per evaluated user, at most `evaluation.max_eval_users`) in user_id order,
+so every candidate's and baseline's arrays are aligned and ml.selection.decide bootstraps
+their paired differences as on the driver.
 """
 
 from __future__ import annotations
@@ -7,8 +10,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+import numpy as np
 from pyspark.sql import Window
 from pyspark.sql import functions as F
+
+from ml.quality import ACCURACY
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -18,20 +24,25 @@ if TYPE_CHECKING:
 
 def ranking_metrics(
     lists: DataFrame, holdout: SparkHoldout, k: int, n_catalog_tracks: int
-) -> dict[str, float]:
-    """Metrics at k of `lists` (user_id, rank, track_id; ranks 1..k) of the evaluated users."""
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Means and per-user values (ACCURACY; users in user_id order, as holdout.eval_users)
+    at k of `lists` (user_id, rank, track_id; ranks 1..k) of the evaluated users, and the
+    lists' catalog coverage."""
     spark = lists.sparkSession
     lists = lists.where(F.col("rank") <= k).join(holdout.eval_users, "user_id", "left_semi")
     lists = lists.persist()  # two actions below: rank the users once
     try:
-        return _metrics(spark, lists, holdout, k, n_catalog_tracks)
+        per_user = _per_user(spark, lists, holdout, k)
+        covered = lists.select("track_id").distinct().count()
     finally:
         lists.unpersist()
+    means = {name: float(values.mean()) for name, values in per_user.items()}
+    return {**means, "coverage": float(covered / max(n_catalog_tracks, 1))}, per_user
 
 
-def _metrics(
-    spark: SparkSession, lists: DataFrame, holdout: SparkHoldout, k: int, n_catalog_tracks: int
-) -> dict[str, float]:
+def _per_user(
+    spark: SparkSession, lists: DataFrame, holdout: SparkHoldout, k: int
+) -> dict[str, np.ndarray]:
     relevant = holdout.test.groupBy("user_id").agg(F.count("*").alias("relevant"))
     hits = (
         lists.join(holdout.test, ["user_id", "track_id"])
@@ -50,31 +61,25 @@ def _metrics(
         [(n, sum(1.0 / math.log2(r + 1) for r in range(1, n + 1))) for n in range(1, k + 1)],
         "ideal int, ideal_dcg double",
     )
-    per_user = (
+    table = (
         holdout.eval_users.join(relevant, "user_id")
         .join(hits, "user_id", "left")
         .fillna(0, ["hits", "precision_sum", "dcg"])
         .withColumn("ideal", F.least(F.lit(k), F.col("relevant")).cast("int"))
         .join(F.broadcast(ideal_dcg), "ideal")
+        .select(
+            "user_id",
+            (F.col("hits") / F.lit(float(k))).alias("precision"),
+            (F.col("hits") / F.col("relevant")).alias("recall"),
+            (F.col("precision_sum") / F.col("ideal")).alias("map"),
+            (F.col("dcg") / F.col("ideal_dcg")).alias("ndcg"),
+        )
+        .orderBy("user_id")
+        .toArrow()
     )
-    row = per_user.agg(
-        F.avg(F.col("hits") / F.lit(float(k))).alias("precision"),
-        F.avg(F.col("hits") / F.col("relevant")).alias("recall"),
-        F.avg(F.col("precision_sum") / F.col("ideal")).alias("map"),
-        F.avg(F.col("dcg") / F.col("ideal_dcg")).alias("ndcg"),
-        F.count("*").alias("users"),
-    ).first()
-    assert row is not None
-    if row["users"] != holdout.n_eval:
+    if table.num_rows != holdout.n_eval:
         raise ValueError("every evaluated user needs at least one held-out track")
-    covered = lists.select("track_id").distinct().count()
-    return {
-        "precision": float(row["precision"]),
-        "recall": float(row["recall"]),
-        "map": float(row["map"]),
-        "ndcg": float(row["ndcg"]),
-        "coverage": float(covered / max(n_catalog_tracks, 1)),
-    }
+    return {name: table[name].to_numpy().astype(np.float64) for name in ACCURACY}
 
 
 def next_hit(similar: DataFrame, holdout: SparkHoldout, k: int) -> float:

@@ -1,6 +1,9 @@
 """One training run in Spark: holdout, baselines, the search and decision (ml.selection), the
-serving fit and the lists, with MLlib's ALS. The serving model is a cold fit on all data
-(MLlib cannot start from given factors).
+serving fit and the lists, with MLlib's ALS. MLlib has only ALS, so the search tries ALS
+challengers only (the other families are implicit's, on the driver). The serving model is a
+cold fit on all data (MLlib cannot start from given factors). "Play next" is the serving
+model's item-factor neighbours (ml.play_next's sequence models need every listen in the
+driver), judged by `next_hit` on the holdout.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from ml.mllib.lists import SparkLists, build_lists, model_similar, popularity_si
 from ml.mllib.metrics import next_hit, ranking_metrics
 from ml.mllib.popularity import popularity_top_k
 from ml.mllib.split import SparkHoldout, leave_k_out
-from ml.params import ModelParams
+from ml.params import AlsParams, ModelParams, Params
 from ml.registry import ModelRun
 from ml.selection import Decision, decide_search, model_run_rows, search
 from moovitamix.errors import one_line
@@ -34,6 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TRAINER = "mllib"  # metrics.trainer of its ml.model_runs rows (the driver path's have none)
+ALS_FAMILY = "als"
+PLAY_NEXT = "mllib_item_factors"  # the published "play next": the ALS item factors' neighbours
 
 
 class IdsTooLarge(ValueError):
@@ -52,7 +57,8 @@ def evaluate_baselines(marts: SparkMarts, holdout: SparkHoldout, k: int) -> dict
         lists = popularity_top_k(
             holdout.train, tracks, marts.track_genres, who, holdout.train, k, marts.n_users
         )
-        results[name] = Scored(name, ranking_metrics(lists, holdout, k, marts.n_catalog_tracks))
+        metrics, per_user = ranking_metrics(lists, holdout, k, marts.n_catalog_tracks)
+        results[name] = Scored(name, metrics, per_user=per_user)
     return results
 
 
@@ -81,11 +87,11 @@ def evaluate_model(
     try:
         fitted = fit_on(marts, params, config.spark.als_blocks, holdout)
         lists = top_k_unheard(fitted.model, holdout.eval_users, holdout.train, k, marts.n_tracks)
-        metrics = ranking_metrics(lists, holdout, k, marts.n_catalog_tracks)
+        metrics, per_user = ranking_metrics(lists, holdout, k, marts.n_catalog_tracks)
     except (PySparkException, Py4JError, ArithmeticError, MemoryError) as exc:
         log.warning("candidate %s (%s) failed: %s", name, params.label(), one_line(exc))
         return Scored(name, {}, params, error=f"{type(exc).__name__}: {one_line(exc)}"), None
-    return Scored(name, metrics, params, fitted.fit_seconds), fitted
+    return Scored(name, metrics, params, fitted.fit_seconds, per_user=per_user), fitted
 
 
 def next_track_metrics(
@@ -106,6 +112,25 @@ def next_track_metrics(
     return out
 
 
+def als_only(config: MlConfig, champion: Params | None) -> tuple[MlConfig, AlsParams]:
+    """The config with ALS as the only searched family (MLlib has no other), and the ALS
+    parameters refit as the champion: the champion's if it is ALS, else the config's [model]
+    if it is, else ALS' defaults; each substitution is logged."""
+    search = config.search.model_copy(update={"families": (ALS_FAMILY,)})
+    model = config.model if isinstance(config.model, AlsParams) else AlsParams()
+    if model is not config.model:
+        log.info("MLlib has only ALS: [model] (%s) replaced by ALS defaults", config.model.label())
+    skipped = [f for f in config.search.families if f != ALS_FAMILY]
+    if skipped:
+        log.info("MLlib has only ALS: the search skips %s", ", ".join(skipped))
+    start = champion if isinstance(champion, AlsParams) else model
+    if champion is not None and start is not champion:
+        log.info(
+            "MLlib has only ALS: champion %s not refit, %s instead", champion.label(), start.label()
+        )
+    return config.model_copy(update={"search": search, "model": model}), start
+
+
 @dataclass
 class MllibRun:
     """What ml.train needs to record and publish a run trained in Spark."""
@@ -113,8 +138,9 @@ class MllibRun:
     candidates: list[Scored]  # the champion's refit first, then challengers
     baselines: dict[str, Scored]
     decision: Decision
-    holdout_sizes: dict[str, int]
+    split: tuple[str, str, dict[str, int]]  # (kind, reason, sizes) for ml.model_runs
     sizes: dict[str, int]  # n_users, n_tracks, n_interactions (ml.model_runs)
+    play_next: dict[str, float | str]  # the published "play next": model, next_hit@k figures
     lists: SparkLists  # lazy DataFrames: write them once (ml.mllib.lists.write_lists)
     serving: MllibFit | None  # the serving model (None when a baseline is published)
     timings: dict[str, float] = field(default_factory=dict)
@@ -131,13 +157,13 @@ def run_mllib(
     schema: str,
     config: MlConfig,
     *,
-    champion: ModelParams | None = None,
+    champion: Params | None = None,
     today: date | None = None,
     seed: int | None = None,
 ) -> MllibRun:
     """Evaluate, select and fit the serving model in Spark; the lists are returned lazy.
-    `champion` is the current champion's parameters (None: the config's [model]); `seed` the
-    split's (None: evaluation.seed)."""
+    `champion` is the current champion's parameters (None: the config's [model]; ALS only,
+    see `als_only`); `seed` the split's (None: evaluation.seed)."""
     started = time.perf_counter()
     marts = read_marts(spark, schema)
     try:
@@ -150,7 +176,7 @@ def run_mllib(
 def _run(
     marts: SparkMarts,
     config: MlConfig,
-    champion: ModelParams | None,
+    champion: Params | None,
     today: date | None,
     seed: int | None,
     started: float,
@@ -161,7 +187,9 @@ def _run(
             f"{2**31 - 1}"
         )
     timings: dict[str, float] = {}
+    config, start = als_only(config, champion)
     holdout = leave_k_out(marts.listens, config.evaluation, seed)
+    log.info("%s", holdout.reason)
     timings["read and split"] = time.perf_counter() - started
     k, scoring = config.evaluation.k, config.publish.similar_scoring
     try:
@@ -169,25 +197,29 @@ def _run(
         baselines = evaluate_baselines(marts, holdout, k)
         found = search(
             lambda params, name: evaluate_model(marts, holdout, params, name, config),
-            champion or config.model,
+            start,
             config,
             today or date.today(),
             k,
         )
         candidates = found.candidates
-        decision, _ = decide_search(
-            found,
-            baselines,
-            config,
-            lambda fit: next_track_metrics(marts, holdout, fit, k, scoring),
-        )
+        decision, winner_fit = decide_search(found, baselines, config)
         timings["evaluate"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        next_hits = next_track_metrics(marts, holdout, winner_fit, k, scoring)
+        timings["play next (next_hit)"] = time.perf_counter() - t0
+        del winner_fit
     finally:
         holdout.unpersist()
+    play_next: dict[str, float | str] = {
+        "model": f"{PLAY_NEXT} ({scoring})" if decision.serving is not None else GENRE_POPULARITY,
+        "fold": "validation",
+        **next_hits,
+    }
     serving = None
     if decision.serving is not None:
         winner = candidates[decision.serving]
-        assert winner.params is not None
+        assert isinstance(winner.params, ModelParams)
         serving = fit_on(marts, winner.params, config.spark.als_blocks)
         timings["fit on all data"] = serving.fit_seconds
     lists = build_lists(
@@ -202,12 +234,13 @@ def _run(
         candidates=candidates,
         baselines=baselines,
         decision=decision,
-        holdout_sizes=holdout.sizes(),
+        split=(holdout.kind, holdout.reason, holdout.sizes()),
         sizes={
             "n_users": marts.n_users,
             "n_tracks": marts.n_tracks,
             "n_interactions": marts.n_pairs,
         },
+        play_next=play_next,
         lists=lists,
         serving=serving,
         timings=timings,
@@ -224,8 +257,9 @@ def model_runs(
 ) -> list[ModelRun]:
     """The ml.model_runs rows of a run trained in Spark, shaped as ml.train writes them (ids
     `<run_id>-mNN`, statuses from the decision, a row for a published baseline), with
-    `metrics.trainer = "mllib"`; no artifact (the lists are what is published). `refit_of` is
-    the champion's model_run_id whose parameters were refit."""
+    `metrics.trainer = "mllib"`; no artifact (the lists are what is published). There is no
+    test fold: the serving row's `test` holds only the "play next" figures (on validation).
+    `refit_of` is the champion's model_run_id whose parameters were refit."""
     return model_run_rows(
         run_id,
         trained_at,
@@ -233,9 +267,9 @@ def model_runs(
         baselines=run.baselines,
         decision=run.decision,
         config=config,
-        k=config.evaluation.k,
-        holdout_sizes=run.holdout_sizes,
+        split=run.split,
         sizes=run.sizes,
+        test={"play_next": run.play_next},
         refit_of=refit_of,
         serving_fit_seconds=run.serving.fit_seconds if run.serving is not None else None,
         extra={"trainer": TRAINER},

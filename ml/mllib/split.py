@@ -1,6 +1,12 @@
-"""The per-user holdout in Spark, by ml.evaluate.leave_k_out's rule. "Random" is a seeded hash
-(xxhash64 of the seed and the ids): the same data and seed give the same split however Spark
-partitions it; the same rule as the driver's, not the same draw.
+"""The MLlib path's split: a per-user leave-k-out holdout in Spark, for model selection only
+(ml.split's "holdout" kind; one validation fold, no test fold). Users with at least
+`min_user_tracks` distinct tracks, a seeded sample of at most `max_eval_users`, hide
+`holdout_per_user` random pairs each. "Random" is a seeded hash (xxhash64 of the seed and the
+ids): the same data and seed give the same split however Spark partitions it.
+
+Why not ml.split's time split here: it needs first-listen times per pair and a second fold
+(train + validation refit, judged on test), i.e. one more MLlib fit of the winner; this path
+runs only where the data outgrows the driver, and every MLlib fit there is the run's cost.
 """
 
 from __future__ import annotations
@@ -12,29 +18,45 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 from ml.config import Evaluation
-from ml.evaluate import NotEnoughData
+from ml.split import NotEnoughData
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
+
+HOLDOUT = "holdout"  # ml.split.Split.kind
 
 
 @dataclass(frozen=True)
 class SparkHoldout:
     train: DataFrame  # user_id, track_id, listen_count: the held-out pairs removed
-    test: DataFrame  # user_id, track_id: the held-out pairs
+    test: DataFrame  # user_id, track_id: the held-out pairs (the validation fold)
     eval_users: DataFrame  # user_id: the users evaluated
     n_eval: int
     n_eligible: int
     n_train: int
     n_test: int
+    per_user: int  # pairs held out per evaluated user
+
+    kind = HOLDOUT
+
+    @property
+    def reason(self) -> str:
+        """One line for the log and ml.model_runs (as ml.split's holdout reason reads)."""
+        return (
+            f"per-user holdout (MLlib, validation only): {self.n_eval:,} of {self.n_eligible:,} "
+            f"users with enough tracks hold out {self.per_user} pairs each; no test fold"
+        )
 
     def sizes(self) -> dict[str, int]:
-        """The same keys as ml.evaluate.Holdout.sizes (ml.model_runs.metrics.holdout)."""
+        """ml.split.Split.sizes' keys (ml.model_runs.metrics.split), and the eligible users."""
         return {
-            "eval_users": self.n_eval,
-            "eligible_users": self.n_eligible,
+            "time_split": 0,
             "train_interactions": self.n_train,
-            "test_interactions": self.n_test,
+            "valid_interactions": self.n_test,
+            "test_interactions": 0,
+            "valid_users": self.n_eval,
+            "test_users": 0,
+            "eligible_users": self.n_eligible,
         }
 
     def unpersist(self) -> None:
@@ -83,4 +105,5 @@ def leave_k_out(listens: DataFrame, settings: Evaluation, seed: int | None = Non
         n_eligible=n_eligible,
         n_train=train.count(),
         n_test=test.count(),
+        per_user=settings.holdout_per_user,
     )

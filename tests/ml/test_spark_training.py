@@ -121,7 +121,8 @@ def test_above_the_threshold_training_runs_in_spark_and_publishes_the_same_way(
     make_config,
     tmp_path: Path,
 ) -> None:
-    """Past `[spark] mllib_above_pairs` the run trains with MLlib (ml/train_spark.py): the
+    """Past `[spark] mllib_above_pairs` the run trains with MLlib (ml/train_spark.py): ALS
+    only (the config searches item_knn too), judged on a holdout with per-user intervals; the
     lists reach Postgres and the lake alike, never a heard track, and ml.model_runs says so."""
     spark = spark_marts
     warehouse = create_warehouse(admin_url)
@@ -130,11 +131,26 @@ def test_above_the_threshold_training_runs_in_spark_and_publishes_the_same_way(
     result = run_training(settings, "run-mllib-1", config=config, warehouse=warehouse)
 
     assert result.artifact_path is None and result.rows_published["user_top_tracks"] > 0
+    assert result.split == "holdout" and result.model_runs
+    model_play_next = "mllib_item_factors (dot)"
+    assert result.play_next == (model_play_next if result.source == "als" else "genre_popularity")
+    assert f"play next: {result.play_next}" in result.summary
     with connect(warehouse) as conn:
-        trainers = {
-            row[0]
-            for row in conn.execute("select metrics->>'trainer' from ml.model_runs").fetchall()
-        }
+        rows = conn.execute(
+            "select family, split, status, metrics->>'trainer', metrics->'gains', "
+            "metrics->'split'->>'reason', metrics->'test'->'play_next' from ml.model_runs"
+        ).fetchall()
+    trainers = {row[3] for row in rows}
+    assert {row[0] for row in rows} <= {"als", "popularity", "genre_popularity"}
+    assert {row[1] for row in rows} == {"holdout"}
+    assert all(row[5].startswith("per-user holdout (MLlib") for row in rows)
+    # every candidate's gain over the best baseline is a bootstrap interval
+    for family, _, _, _, gains, _, _ in rows:
+        if family == "als":
+            assert gains["vs_baseline"]["low"] <= gains["vs_baseline"]["high"]
+    (served,) = [row for row in rows if row[2] == "champion"]
+    assert served[6]["model"] == result.play_next and 0 <= served[6]["next_hit_popularity"] <= 1
+    with connect(warehouse) as conn:
         in_postgres = sorted(
             conn.execute(
                 "select user_id, rank, track_id, source from recommendations.user_top_tracks"
