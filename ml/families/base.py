@@ -87,6 +87,22 @@ def dense_top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.where(missing, -1, ids), np.where(missing, -np.inf, values)
 
 
+def sparse_top_k(scores: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the k highest stored scores, best first (ties: lower column first): (ids,
+    scores), -1 / -inf past the last stored one. One sort of all stored entries."""
+    scores = scores.tocsr()
+    n = scores.shape[0]
+    k = min(k, scores.shape[1])
+    ids, values = np.full((n, k), -1, dtype=np.int64), np.full((n, k), -np.inf)
+    rows = np.repeat(np.arange(n), np.diff(scores.indptr))
+    order = np.lexsort((scores.indices, -scores.data, rows))
+    rank = np.arange(len(order)) - scores.indptr[rows[order]]
+    keep = order[rank < k]
+    ids[rows[keep], rank[rank < k]] = scores.indices[keep]
+    values[rows[keep], rank[rank < k]] = scores.data[keep]
+    return ids, values
+
+
 def chunked_top_k(
     score: Callable[[np.ndarray, sp.csr_matrix], np.ndarray],
     rows: np.ndarray,

@@ -4,6 +4,7 @@ similarity kept between the two; tracks no neighbour reaches are not candidates.
 
 from __future__ import annotations
 
+import itertools
 import time
 import warnings
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from implicit.nearest_neighbours import (
     TFIDFRecommender,
 )
 
-from ml.families.base import Recommender, chunked_top_k, padded
+from ml.families.base import CHUNK_CELLS, Recommender, padded, sparse_top_k
 from ml.params import ItemKnnParams
 
 CLASSES: dict[str, type[ItemItemRecommender]] = {
@@ -28,12 +29,20 @@ CLASSES: dict[str, type[ItemItemRecommender]] = {
 }
 
 
-def _dense(matrix: sp.csr_matrix) -> np.ndarray:
-    """A sparse score block as dense float32, -inf where nothing was stored."""
-    out = np.full(matrix.shape, -np.inf, dtype=np.float32)
-    matrix = matrix.tocoo()
-    out[matrix.row, matrix.col] = matrix.data
+def _without(scores: sp.csr_matrix, heard: sp.csr_matrix) -> sp.csr_matrix:
+    """`scores` without the entries `heard` holds (similarities are positive: none is 0)."""
+    out = (scores - scores.multiply(heard.astype(bool))).tocsr()
+    out.eliminate_zeros()
     return out
+
+
+def _spans(sizes: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Consecutive (start, end) runs of items whose sizes add up to about `budget` each."""
+    if len(sizes) == 0:
+        return []
+    total = np.cumsum(sizes)
+    starts = np.unique(np.searchsorted(total, np.arange(0, total[-1], budget), side="right"))
+    return list(itertools.pairwise([*starts.tolist(), len(sizes)]))
 
 
 @dataclass
@@ -51,21 +60,25 @@ class ItemKnnModel(Recommender):
         self, rows: np.ndarray, heard: sp.csr_matrix, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """What implicit's recommend(filter_already_liked_items=True) ranks, for a block of
-        users at once (a sparse product) rather than its loop over users."""
+        users at once (a sparse product, a sort of its entries) rather than its loop over
+        users."""
+        rows = np.asarray(rows, dtype=np.int64)
+        heard = heard.tocsr()
         similarity = self.model.similarity
-        return chunked_top_k(
-            lambda _, part: _dense(part.astype(np.float32) @ similarity), rows, heard, k
-        )
+        ids = np.full((len(rows), min(k, self.n_tracks)), -1, dtype=np.int64)
+        scores = np.full(ids.shape, -np.inf)
+        # a user's candidates: at most `neighbours` per track heard
+        reach = np.minimum(np.diff(heard.indptr)[rows] * self.params.neighbours, self.n_tracks)
+        for start, end in _spans(reach + 1, CHUNK_CELLS):
+            part = heard[rows[start:end]].astype(np.float32)
+            ids[start:end], scores[start:end] = sparse_top_k(_without(part @ similarity, part), k)
+        return ids, scores
 
     def similar(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Each track's kept neighbours (implicit's similar_items), itself excluded."""
         similarity = self.model.similarity.tocsr().astype(np.float32)
-        n_items = similarity.shape[0]
-        itself = sp.identity(n_items, dtype=np.float32, format="csr")
-        k = max(min(k, n_items - 1), 0)
-        return chunked_top_k(
-            lambda chunk, _: _dense(similarity[chunk]), np.arange(n_items), itself, k
-        )
+        itself = sp.identity(self.n_tracks, dtype=np.float32, format="csr")
+        return sparse_top_k(_without(similarity, itself), max(min(k, self.n_tracks - 1), 0))
 
     def fold_in(self, counts_row: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
         """implicit's own recommend with the row as the user's items (exact)."""

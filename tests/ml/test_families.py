@@ -229,3 +229,21 @@ def test_every_point_of_the_search_spaces_is_valid() -> None:
             parse_params({"family": family, **dict(zip(space, values, strict=True))})
     assert LASTFM_ALS.confidence == "bm25" and (LASTFM_ALS.bm25_k1, LASTFM_ALS.bm25_b) == (100, 0.8)
     assert LASTFM_ALS.factors == 128 and LASTFM_ALS.alpha == 1.0
+
+
+@pytest.mark.parametrize("params", SMALL[3:], ids=IDS[3:])
+def test_small_chunks_give_the_same_lists(counts, monkeypatch, params) -> None:
+    """Chunk edges (users per score block, Gram columns, mirrored rows) change nothing."""
+    model = families.fit(counts, params, num_threads=1)
+    rows = np.arange(counts.shape[0])
+    whole = model.recommend(rows, counts, 10), model.similar(10)
+    for module in ("base", "knn", "ease"):
+        monkeypatch.setattr(f"ml.families.{module}.CHUNK_CELLS", 997)
+    chunked = families.fit(counts, params, num_threads=1)
+    if isinstance(params, EaseParams):
+        np.testing.assert_allclose(chunked.weights, model.weights, atol=1e-6)
+    for got, want in zip(
+        (chunked.recommend(rows, counts, 10), chunked.similar(10)), whole, strict=True
+    ):
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
