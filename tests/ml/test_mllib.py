@@ -1,8 +1,10 @@
 """Training in Spark with MLlib (ml/mllib), on a real local Spark and the synthetic marts with
-scenes inside genres: the split follows leave_k_out's rule and is deterministic; the baselines
-and metrics computed in Spark equal ml/evaluate.py's on the same held-out pairs; MLlib's ALS
-beats popularity and stays near implicit's ALS on the same split; the lists keep the publishing
-rules; a whole run writes them to the lake and streams them back in batches."""
+scenes inside genres: the split follows the per-user holdout's rule and is deterministic; the
+baselines and metrics computed in Spark equal ml/evaluate.py's on the same held-out pairs, per
+user and in the same user order (so ml.selection.decide pairs them); `next_hit` equals a
+brute-force count; MLlib's ALS beats popularity and stays near implicit's ALS on the same
+split; the search is ALS only; the lists keep the publishing rules; a whole run writes them to
+the lake and streams them back in batches."""
 
 from __future__ import annotations
 
@@ -20,30 +22,30 @@ from pyspark import StorageLevel
 
 from ml.baselines import GENRE_POPULARITY, POPULARITY
 from ml.config import ConfigError, Evaluation, MlConfig, load_config
-from ml.evaluate import (
-    METRIC_NAMES,
-    NEXT_HIT,
-    EvaluationData,
-    Holdout,
-    NotEnoughData,
-    baseline_next_hits,
-    evaluate_baselines,
-    model_next_hit,
-    ranking_metrics,
-)
+from ml.evaluate import METRIC_NAMES, NEXT_HIT, EvaluationData, evaluate_baselines
 from ml.evaluate import evaluate_model as evaluate_implicit
 from ml.interactions import Interactions, MartsNotReady
 from ml.lake_lists import LakeLists
-from ml.lists import ALS
+from ml.lists import MODEL as MODEL_SOURCE
 from ml.mllib import run as mllib_run
 from ml.mllib.als import MllibFit, item_factors, ratings, top_k_unheard
 from ml.mllib.data import SparkMarts, collect_marts, listens_of, read_marts, use_mllib
-from ml.mllib.lists import USER_COLUMNS, build_lists, lake_batches, write_lists
+from ml.mllib.lists import (
+    USER_COLUMNS,
+    build_lists,
+    lake_batches,
+    model_similar,
+    popularity_similar,
+    write_lists,
+)
+from ml.mllib.metrics import next_hit
 from ml.mllib.metrics import ranking_metrics as spark_ranking_metrics
 from ml.mllib.split import SparkHoldout, leave_k_out
 from ml.model import confidence
-from ml.model import fit as implicit_fit
+from ml.params import AlsParams, EaseParams, ItemKnnParams
+from ml.quality import ACCURACY, catalog_coverage, per_user_ranking_metrics
 from ml.selection import CHAMPION, decide
+from ml.split import NotEnoughData, Split
 from moovitamix.settings import Settings
 from tests.ml.synthetic import SyntheticMarts, write_spark_marts
 
@@ -89,16 +91,18 @@ class Compared:
     interactions: Interactions  # the driver path's matrix of the same marts
     data: EvaluationData  # the Spark split as ml.evaluate's holdout over that matrix
     spark_baselines: dict[str, dict[str, float]]
+    spark_per_user: dict[str, dict[str, np.ndarray]]  # baselines' per-user values
     mllib: MllibFit
     mllib_lists: pd.DataFrame  # user_id, rank, track_id of the evaluated users
     mllib_metrics: dict[str, float]
+    mllib_per_user: dict[str, np.ndarray]
     next_hits: dict[str, float]  # ml.mllib.run.next_track_metrics of the MLlib fit
 
 
 def _driver_data(
     spark_settings: Settings, holdout: SparkHoldout, config: MlConfig
 ) -> tuple[Interactions, EvaluationData]:
-    interactions, catalog = collect_marts(spark_settings, SCHEMA)
+    interactions, catalog, _, _ = collect_marts(spark_settings, SCHEMA)
     test = holdout.test.toPandas()
     held = sp.csr_matrix(
         (
@@ -110,19 +114,21 @@ def _driver_data(
         ),
         shape=interactions.matrix.shape,
     )
-    test_counts = interactions.matrix.multiply(held).tocsr()
-    train = (interactions.matrix - test_counts).tocsr()
+    valid = interactions.matrix.multiply(held).tocsr()
+    train = (interactions.matrix - valid).tocsr()
     train.eliminate_zeros()
-    test_counts.eliminate_zeros()
+    valid.eliminate_zeros()
     users = holdout.eval_users.toPandas()["user_id"].to_numpy()
     eval_rows = np.sort(interactions.rows_of(users))
-    split = Holdout(train, test_counts, eval_rows, holdout.n_eligible)
+    no_test = sp.csr_matrix(interactions.matrix.shape, dtype=np.float32)
+    none = np.empty(0, dtype=np.int64)
+    split = Split(train, valid, no_test, eval_rows, none, "holdout", holdout.reason)
     data = EvaluationData(
         split,
         catalog.favorite_genre_of(interactions.user_ids),
         catalog.track_genres,
         catalog.n_catalog_tracks,
-        config.evaluation.k,
+        config.evaluation,
     )
     return interactions, data
 
@@ -135,7 +141,7 @@ def compared(spark_marts: SparkMarts, spark_settings: Settings) -> Iterator[Comp
     fitted = mllib_run.fit_on(spark_marts, config.model, config.spark.als_blocks, holdout)
     lists = top_k_unheard(fitted.model, holdout.eval_users, holdout.train, K, spark_marts.n_tracks)
     lists = lists.persist()
-    metrics = spark_ranking_metrics(lists, holdout, K, spark_marts.n_catalog_tracks)
+    metrics, per_user = spark_ranking_metrics(lists, holdout, K, spark_marts.n_catalog_tracks)
     collected = lists.toPandas()
     lists.unpersist()
     next_hits = mllib_run.next_track_metrics(spark_marts, holdout, fitted, K, "dot")
@@ -145,9 +151,11 @@ def compared(spark_marts: SparkMarts, spark_settings: Settings) -> Iterator[Comp
         interactions=interactions,
         data=data,
         spark_baselines={name: scored.metrics for name, scored in baselines.items()},
+        spark_per_user={name: scored.per_user for name, scored in baselines.items()},
         mllib=fitted,
         mllib_lists=collected,
         mllib_metrics=metrics,
+        mllib_per_user=per_user,
         next_hits=next_hits,
     )
     holdout.unpersist()
@@ -221,28 +229,78 @@ def test_baselines_in_spark_equal_ml_evaluate_on_the_same_held_out_pairs(
     assert set(compared.spark_baselines) == set(in_driver)
     for name, metrics in compared.spark_baselines.items():
         assert metrics == pytest.approx(in_driver[name].metrics, rel=1e-9), name
+        # per user, in the same order (user ids ascending = the matrix's rows)
+        for metric in ACCURACY:
+            spark_values = compared.spark_per_user[name][metric]
+            assert len(spark_values) == compared.holdout.n_eval
+            assert spark_values == pytest.approx(in_driver[name].per_user[metric], abs=1e-12)
 
 
-def test_next_hit_in_spark_equals_ml_evaluate_for_the_baselines(compared: Compared) -> None:
-    in_driver = baseline_next_hits(compared.data)
-    for name, value in in_driver.items():
-        assert compared.next_hits[f"{NEXT_HIT}_{name}"] == pytest.approx(value, rel=1e-9)
-    implicit = implicit_fit(compared.data.holdout.train, small_config().model, 1)
-    # the model's own: MLlib's lists beat popularity's as implicit's do on this split
+def _brute_next_hit(data: EvaluationData, lists: dict[int, set[int]]) -> float:
+    """next_hit@k by a plain loop: per evaluated user, the share of their training tracks
+    whose list (track column -> set of track columns) holds one of their held-out tracks."""
+    fold = data.split.validation()
+    shares = []
+    for row in fold.eval_rows:
+        seeds = fold.train[row].indices
+        held = set(fold.test[row].indices)
+        shares.append(np.mean([bool(lists.get(int(s), set()) & held) for s in seeds]))
+    return float(np.mean(shares))
+
+
+def _popular_lists(data: EvaluationData, k: int, by_genre: bool) -> dict[int, set[int]]:
+    """ml.baselines' "play next" by a plain sort: other tracks by most genres shared with the
+    seed (by_genre), then training listeners, then the lower id."""
+    train = data.split.train
+    n = train.shape[1]
+    listeners = np.diff(train.tocsc().indptr)
+    shared = (data.track_genres @ data.track_genres.T).toarray()
+    lists = {}
+    for seed in range(n):
+        genres = shared[seed] if by_genre else np.zeros(n)
+        order = np.lexsort((np.arange(n), -listeners, -genres))
+        lists[seed] = set(order[order != seed][:k].tolist())
+    return lists
+
+
+def test_next_hit_in_spark_equals_a_brute_force_count(
+    compared: Compared, spark_marts: SparkMarts
+) -> None:
+    interactions = compared.interactions
+    for name, by_genre in ((POPULARITY, False), (GENRE_POPULARITY, True)):
+        expected = _brute_next_hit(compared.data, _popular_lists(compared.data, K, by_genre))
+        assert compared.next_hits[f"{NEXT_HIT}_{name}"] == pytest.approx(expected, rel=1e-9)
+    # the model's own lists (its item-factor neighbours), counted the same way
+    similar = model_similar(compared.mllib.model, K).toPandas()
+    lists: dict[int, set[int]] = {}
+    for seed, picked in similar.groupby("track_id")["similar_track_id"]:
+        lists[int(interactions.cols_of(np.array([seed]))[0])] = set(
+            interactions.cols_of(picked.to_numpy()).tolist()
+        )
+    assert compared.next_hits[NEXT_HIT] == pytest.approx(
+        _brute_next_hit(compared.data, lists), rel=1e-9
+    )
     assert compared.next_hits[NEXT_HIT] > compared.next_hits[f"{NEXT_HIT}_{POPULARITY}"]
-    assert model_next_hit(compared.data, implicit) > in_driver[POPULARITY]
+    # a list that never holds a held-out track scores 0
+    empty = popularity_similar(spark_marts, compared.holdout.train, K, by_genre=False).limit(0)
+    assert next_hit(empty, compared.holdout, K) == 0.0
 
 
 def test_the_metrics_in_spark_equal_ml_evaluate_of_the_same_lists(compared: Compared) -> None:
     data, interactions = compared.data, compared.interactions
+    fold = data.split.validation()
     lists = compared.mllib_lists
     rows = interactions.rows_of(lists["user_id"].to_numpy())
-    position = np.searchsorted(data.holdout.eval_rows, rows)
-    assert np.array_equal(data.holdout.eval_rows[position], rows)
-    ids = np.full((len(data.holdout.eval_rows), K), -1, dtype=np.int64)
+    position = np.searchsorted(fold.eval_rows, rows)
+    assert np.array_equal(fold.eval_rows[position], rows)
+    ids = np.full((len(fold.eval_rows), K), -1, dtype=np.int64)
     ids[position, lists["rank"].to_numpy() - 1] = interactions.cols_of(lists["track_id"].to_numpy())
-    expected = ranking_metrics(ids, data.test_rows, K, data.n_catalog_tracks)
-    assert compared.mllib_metrics == pytest.approx(expected, rel=1e-9)
+    expected = per_user_ranking_metrics(ids, fold.test[fold.eval_rows], K)
+    for metric in ACCURACY:
+        assert compared.mllib_per_user[metric] == pytest.approx(expected[metric], abs=1e-12)
+        assert compared.mllib_metrics[metric] == pytest.approx(expected[metric].mean(), rel=1e-9)
+    coverage = catalog_coverage(ids, data.n_catalog_tracks)
+    assert compared.mllib_metrics["coverage"] == pytest.approx(coverage, rel=1e-9)
     assert compared.mllib_metrics["ndcg"] > 0
 
 
@@ -285,7 +343,7 @@ def test_the_als_lists_have_k_unheard_tracks_per_user_ranked_1_to_k(
     assert silent
     sources = users.groupby(users["user_id"].isin(silent))["source"].unique()
     assert set(sources[True]) <= {GENRE_POPULARITY, POPULARITY}
-    assert set(sources[False]) == {ALS}
+    assert set(sources[False]) == {MODEL_SOURCE}
     similar = lists.similar_tracks.toPandas()
     assert (similar.groupby("track_id").size() == 5).all()
     assert similar["track_id"].nunique() == spark_marts.n_tracks
@@ -309,22 +367,34 @@ def test_a_run_in_spark_decides_by_ml_selection_and_writes_the_lists_to_the_lake
     try:
         assert [c.name for c in run.candidates] == ["champion"]
         assert set(run.baselines) == {POPULARITY, GENRE_POPULARITY}
-        for scored in run.baselines.values():
+        n_eval = run.split[2]["valid_users"]
+        for scored in [*run.baselines.values(), *run.candidates]:
             assert set(scored.metrics) == set(METRIC_NAMES)
-        next_hits = {NEXT_HIT, f"{NEXT_HIT}_{POPULARITY}", f"{NEXT_HIT}_{GENRE_POPULARITY}"}
-        assert set(run.candidates[0].metrics) == set(METRIC_NAMES) | next_hits
+            assert {len(v) for v in scored.per_user.values()} == {n_eval}
         assert run.decision == decide(
-            run.candidates, run.baselines, "ndcg", config.selection.min_improvement
+            run.candidates, run.baselines, "ndcg", config.evaluation.bootstrap()
         )
+        assert set(run.decision.gains[0]) == {"vs_baseline"}
         assert (run.serving is None) == (run.decision.baseline is not None)
-        assert run.holdout_sizes["eval_users"] == run.holdout_sizes["eligible_users"] > 0
+        kind, reason, sizes = run.split
+        assert kind == "holdout" and reason.startswith("per-user holdout (MLlib")
+        assert sizes["valid_users"] == sizes["eligible_users"] > 0 == sizes["test_users"]
+        next_hits = {NEXT_HIT, f"{NEXT_HIT}_{POPULARITY}", f"{NEXT_HIT}_{GENRE_POPULARITY}"}
+        assert next_hits - {NEXT_HIT} <= set(run.play_next)
+        if run.serving is not None:
+            assert run.play_next["model"] == "mllib_item_factors (dot)"
+            assert NEXT_HIT in run.play_next
         runs = mllib_run.model_runs(run, "run-mllib-1", datetime.now(UTC), config, "run-0-m00")
         assert [r.status for r in runs if r.model_run_id.startswith("run-mllib-1-m")] == list(
             run.decision.statuses
         )
         assert sum(r.status == CHAMPION for r in runs) == 1
-        assert runs[0].metrics["refit_of"] == "run-0-m00" and runs[0].params["model"] == ALS
+        assert runs[0].metrics["refit_of"] == "run-0-m00" and runs[0].params["model"] == "als"
+        assert runs[0].family == "als" and {r.split for r in runs} == {"holdout"}
         assert runs[0].n_interactions == spark_marts.n_pairs
+        served = next(r for r in runs if r.status == CHAMPION)
+        assert served.metrics["test"] == {"play_next": run.play_next}
+        assert served.metrics["split"]["reason"] == reason
 
         settings = replace(spark_settings, lake_url=(tmp_path / "lake").as_uri())
         at = datetime(2026, 12, 5, 3, tzinfo=UTC)
@@ -352,7 +422,7 @@ def test_a_run_in_spark_decides_by_ml_selection_and_writes_the_lists_to_the_lake
     _check_user_lists(users, spark_marts, K)
     assert (users["model_run_id"] == "run-mllib-1-m00").all()
     assert (users["generated_at"] == pd.Timestamp(at)).all()
-    expected = {ALS} if run.serving is not None else {GENRE_POPULARITY, POPULARITY}
+    expected = {MODEL_SOURCE} if run.serving is not None else {GENRE_POPULARITY, POPULARITY}
     listened = users["user_id"].isin(spark_marts.listens.toPandas()["user_id"])
     assert set(users.loc[listened, "source"]) <= expected
 
@@ -373,6 +443,7 @@ def test_ids_beyond_32_bits_fail_with_one_line_and_leave_nothing_cached(
     moved = {
         "user_ids": structured_marts.user_ids,
         "listen_user": structured_marts.listen_user,
+        "event_user": structured_marts.event_user,
     }
     moved = {name: np.where(ids == first, first + 2**31, ids) for name, ids in moved.items()}
     marts = replace(structured_marts, **moved)
@@ -407,3 +478,19 @@ def test_the_ratings_carry_ml_model_confidence_times_alpha(
     assert above.mean() > 0.5
     assert np.allclose(mllib_confidence[above], implicit_confidence[above], rtol=1e-5)
     assert np.allclose(mllib_confidence[~above], 1, atol=1e-4)
+
+
+def test_mllib_searches_als_only_and_refits_an_als_champion() -> None:
+    """MLlib has only ALS: other families leave the search, and a champion (or [model]) of
+    another family is replaced by ALS parameters; an ALS champion is refit as it is."""
+    config = small_config("search.families=['als', 'item_knn', 'ease']")
+    assert config.search.families == ("als", "item_knn", "ease")
+    searched, start = mllib_run.als_only(config, ItemKnnParams())
+    assert searched.search.families == ("als",) and start == config.model
+    assert isinstance(start, AlsParams) and searched.model == config.model
+    champion = AlsParams(factors=24)
+    assert mllib_run.als_only(config, champion)[1] is champion
+    assert mllib_run.als_only(config, None)[1] == config.model
+    other = config.model_copy(update={"model": EaseParams()})
+    searched, start = mllib_run.als_only(other, None)
+    assert start == AlsParams() and searched.model == AlsParams()
