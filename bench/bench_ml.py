@@ -246,8 +246,8 @@ def families(data: EvaluationData, config: MlConfig, seconds: dict[str, float]) 
     bootstrap = config.evaluation.bootstrap()
     baselines = evaluate_baselines(data)
     best = max(baselines, key=lambda name: baselines[name].score(metric))
-    lists, _ = evaluate.test_lists(data, None)
-    tested = evaluate.test_report(data, lists, metric, GENRE_POPULARITY)
+    lists, _ = evaluate.lists_for_test(data, None)
+    tested = evaluate.report_on_test(data, lists, metric, GENRE_POPULARITY)
     best_test = max(tested, key=lambda name: tested[name][metric]["mean"])
     out: dict[str, Any] = {
         "best_baseline": {"validation": best, "test": best_test},
@@ -268,9 +268,9 @@ def families(data: EvaluationData, config: MlConfig, seconds: dict[str, float]) 
             out["candidates"][name] = {**entry, "error": scored.error}
             print(f"  {name:<30} {scored.error}", flush=True)
             continue
-        lists, _ = evaluate.test_lists(data, (name, params, fitted), threads)
+        lists, _ = evaluate.lists_for_test(data, (name, params, fitted), threads)
         del fitted
-        report = evaluate.test_report(data, lists, metric, name)[name]
+        report = evaluate.report_on_test(data, lists, metric, name)[name]
         out["candidates"][name] = {
             **entry,
             "validation": interval_json(interval(scored.per_user[metric], **bootstrap)),

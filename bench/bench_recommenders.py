@@ -49,8 +49,8 @@ from ml.evaluate import (  # noqa: E402
     Scored,
     evaluate_baselines,
     evaluate_model,
-    test_lists,
-    test_report,
+    lists_for_test,
+    report_on_test,
 )
 from ml.families import ItemKnnParams  # noqa: E402
 from ml.families import fit as fit_family  # noqa: E402
@@ -220,17 +220,17 @@ def families_on(data: EvaluationData, config: MlConfig, grid: int, seed: int) ->
     for s in [*best.values(), next(x for x in scored if x.params == LASTFM_ALS)]:
         name = "als last.fm" if s.params == LASTFM_ALS else s.family
         started = time.perf_counter()
-        family_lists, _ = test_lists(data, (name, s.params, None), threads)
+        family_lists, _ = lists_for_test(data, (name, s.params, None), threads)
         seconds[name] = round(time.perf_counter() - started, 1)
         lists.update(family_lists)
     if decision.serving is None:
         lists["published"] = lists[decision.baseline]
     else:
         winner = ordered[decision.serving]
-        lists["published"] = test_lists(data, ("published", winner.params, None), threads)[0][
+        lists["published"] = lists_for_test(data, ("published", winner.params, None), threads)[0][
             "published"
         ]
-    report = test_report(data, lists, metric, "published")
+    report = report_on_test(data, lists, metric, "published")
     return {
         "validation": {
             s.name: {
@@ -320,6 +320,14 @@ def run_one(profile: str, seed: int, args: argparse.Namespace, config: MlConfig)
     }
 
 
+def _interval(m: dict[str, float]) -> str:
+    return f"{m['mean']:.4f} [{m['low']:.4f}, {m['high']:.4f}]"
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:.3f}"
+
+
 def summary(runs: list[dict[str, Any]]) -> str:
     """Markdown: per run, each list's test NDCG@10 [interval], and play next's hit@10."""
     lines = []
@@ -333,23 +341,20 @@ def summary(runs: list[dict[str, Any]]) -> str:
         )
         lines.append("|---|---|---|---|---|---|---|---|")
         for name, r in sorted(run["test"].items(), key=lambda kv: -kv[1]["ndcg"]["mean"]):
-            seg = [
+            segments = [
                 r["segments"].get(s, {}).get("ndcg", {}).get("mean") for s in ("1-4", "5-20", "20+")
             ]
-            cells = [f"{v:.3f}" if v is not None and v == v else "-" for v in seg]
-            lines.append(
-                f"| {name} | {r['ndcg']['mean']:.4f} [{r['ndcg']['low']:.4f}, {r['ndcg']['high']:.4f}] "
-                f"| {' | '.join(cells)} | {r['coverage']:.3f} | {r['novelty']:.3f} | {r['diversity']:.3f} |"
-            )
+            cells = [_cell(v) for v in (*segments, r["coverage"], r["novelty"], r["diversity"])]
+            lines.append(f"| {name} | {_interval(r['ndcg'])} | {' | '.join(cells)} |")
         m = run["play_next"]["metrics"]
         hits = {k[5:-4]: v for k, v in m.items() if k.startswith("test_") and k.endswith("_hit")}
+        ranked = sorted(hits.items(), key=lambda kv: -kv[1])
+        found = ", ".join(
+            f"{name} {v:.4f} [{m[f'test_{name}_hit_lo']:.4f}, {m[f'test_{name}_hit_hi']:.4f}]"
+            for name, v in ranked
+        )
         lines.append(
-            "\nplay next, test hit@10: "
-            + ", ".join(
-                f"{name} {value:.4f} [{m[f'test_{name}_hit_lo']:.4f}, {m[f'test_{name}_hit_hi']:.4f}]"
-                for name, value in sorted(hits.items(), key=lambda kv: -kv[1])
-            )
-            + f"; published {run['play_next']['published']}"
+            f"\nplay next, test hit@10: {found}; published {run['play_next']['published']}"
         )
     return "\n".join(lines)
 

@@ -218,7 +218,10 @@ def load_config(
         raise ConfigError(f"config file {source} is not valid TOML: {exc}") from None
     updates = [(s, k, v) for s, keys in (values or {}).items() for k, v in keys.items()]
     updates += [parse_override(text) for text in overrides]
+    family = merged.get("model", {}).get("family", "als")
     for section, key, value in updates:
+        if (section, key) == ("model", "family") and value != family:
+            merged["model"] = {}  # another family: the file's [model] keys are the old one's
         table = merged.setdefault(section, {})
         if not isinstance(table, dict):
             raise ConfigError(f"{section} is a section, not a key")

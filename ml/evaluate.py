@@ -127,7 +127,7 @@ def evaluate_model(
     return Scored(name, metrics, params, fitted.fit_seconds, per_user=per_user), fitted
 
 
-def test_report(
+def report_on_test(
     data: EvaluationData,
     lists: dict[str, np.ndarray],
     metric: str,
@@ -171,7 +171,7 @@ def _interval_json(interval: Interval) -> dict[str, float]:
     }
 
 
-def test_lists(
+def lists_for_test(
     data: EvaluationData,
     serving: tuple[str, Params, Recommender | None] | None,
     num_threads: int = 0,

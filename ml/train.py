@@ -24,8 +24,8 @@ from ml.evaluate import (
     Scored,
     evaluate_baselines,
     evaluate_model,
-    test_lists,
-    test_report,
+    lists_for_test,
+    report_on_test,
 )
 from ml.families import ItemKnnParams, Recommender
 from ml.interactions import (
@@ -92,7 +92,7 @@ class TrainResult:
     k: int
     split: str  # "time" or "holdout"
     metrics: dict[str, float]  # the serving model's validation metrics
-    test: dict[str, dict]  # the test report (ml.evaluate.test_report) of what serves
+    test: dict[str, dict]  # the test report (ml.evaluate.report_on_test) of what serves
     play_next: str  # the published "play next" model
     baseline_metrics: dict[str, dict[str, float]]
     model_runs: list[ModelRun]
@@ -308,9 +308,9 @@ def run_training(
         winner = None if decision.serving is None else candidates[decision.serving]
         with _timed(timings, "test"):
             serving = None if winner is None else (MODEL, winner.params, winner_fit)
-            lists, test_fit = test_lists(data, serving, threads)
+            lists, test_fit = lists_for_test(data, serving, threads)
             del winner_fit
-            test = test_report(data, lists, metric, MODEL if winner else decision.baseline)
+            test = report_on_test(data, lists, metric, MODEL if winner else decision.baseline)
             del lists
         fitted, artifact_path = None, None
         if winner is not None:

@@ -148,11 +148,11 @@ def test_the_serving_model_is_reported_on_test_with_intervals_and_segments(
 ) -> None:
     fold = data.split.testing()
     _, start = evaluate_model(data, ALS, "als")
-    lists, fitted = evaluate.test_lists(data, ("model", ALS, start), num_threads=1)
+    lists, fitted = evaluate.lists_for_test(data, ("model", ALS, start), num_threads=1)
     assert fitted is not None and fitted.warm_start  # continued from the validation fit
     assert set(lists) == {"popularity", "genre_popularity", "model"}
     assert all(ids.shape == (len(fold.eval_rows), data.k) for ids in lists.values())
-    report = evaluate.test_report(data, lists, "ndcg", "model")
+    report = evaluate.report_on_test(data, lists, "ndcg", "model")
     means = {
         name: judge(ids, fold, data.k, data.n_catalog_tracks)[0] for name, ids in lists.items()
     }
@@ -180,9 +180,9 @@ def test_the_serving_model_is_reported_on_test_with_intervals_and_segments(
 
 
 def test_without_a_serving_model_the_baselines_are_reported(data: EvaluationData) -> None:
-    lists, fitted = evaluate.test_lists(data, None)
+    lists, fitted = evaluate.lists_for_test(data, None)
     assert fitted is None and set(lists) == {"popularity", "genre_popularity"}
-    report = evaluate.test_report(data, lists, "ndcg", "genre_popularity")
+    report = evaluate.report_on_test(data, lists, "ndcg", "genre_popularity")
     assert set(report["genre_popularity"]) >= {"gain_vs_popularity", "ndcg", "segments"}
 
 
