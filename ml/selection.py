@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 Fit = TypeVar("Fit")  # a trainer's fitted model (ml.families.Recommender, ml.mllib.als.MllibFit)
 
 CHAMPION, CHALLENGER, REJECTED = "champion", "challenger", "rejected"
+# the families' defaults are tried cheapest fit first, so a short time budget still sees most
+CHEAPEST_FIRST = ("item_knn", "ease", "als", "lmf", "bpr")
 
 
 def challenger_params(
@@ -32,11 +34,15 @@ def challenger_params(
 ) -> list[Params]:
     """Who challenges the champion, in order: the config's params and implicit's last.fm ALS
     (the floor a published model must reach) when they are not the champion's; each other
-    family's defaults; then the champion with one knob changed and the other grid
+    family's defaults, cheapest first; then the champion with one knob changed and the other grid
     points, shuffled by the search seed and the date (a rerun the same day tries the same)."""
     firsts = [proposed, LASTFM_ALS] if "als" in search.families else [proposed]
     spaces = {family: search.space(family) for family in search.families}
-    firsts += [search.params(family, {}) for family in spaces if family != champion.family]
+    firsts += [
+        search.params(family, {})
+        for family in sorted(spaces, key=CHEAPEST_FIRST.index)
+        if family != champion.family
+    ]
     neighbours = [
         champion.model_copy(update={name: value})
         for name, values in spaces.get(champion.family, {}).items()
