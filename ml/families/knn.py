@@ -1,10 +1,10 @@
 """Item-item nearest neighbours: implicit's BM25 / cosine / TF-IDF recommenders. A user's
 score for a track is the sum, over the tracks they heard (listen counts as weights), of the
-similarity kept between the two; tracks no neighbour reaches are not candidates."""
+similarity kept between the two; only tracks with a positive score are candidates. (implicit's
+recommend pads a short list with score-0 tracks, heard ones included: they are dropped.)"""
 
 from __future__ import annotations
 
-import itertools
 import time
 import warnings
 from dataclasses import dataclass
@@ -19,7 +19,7 @@ from implicit.nearest_neighbours import (
     TFIDFRecommender,
 )
 
-from ml.families.base import CHUNK_CELLS, Recommender, padded, sparse_top_k
+from ml.families.base import Recommender, sparse_top_k
 from ml.params import ItemKnnParams
 
 CLASSES: dict[str, type[ItemItemRecommender]] = {
@@ -36,13 +36,11 @@ def _without(scores: sp.csr_matrix, heard: sp.csr_matrix) -> sp.csr_matrix:
     return out
 
 
-def _spans(sizes: np.ndarray, budget: int) -> list[tuple[int, int]]:
-    """Consecutive (start, end) runs of items whose sizes add up to about `budget` each."""
-    if len(sizes) == 0:
-        return []
-    total = np.cumsum(sizes)
-    starts = np.unique(np.searchsorted(total, np.arange(0, total[-1], budget), side="right"))
-    return list(itertools.pairwise([*starts.tolist(), len(sizes)]))
+def _scored(ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """implicit's lists (best first) without their padding: the slots from the first score
+    that is not positive on are -1 / -inf."""
+    missing = (ids < 0) | ~(scores > 0)
+    return np.where(missing, -1, ids), np.where(missing, -np.inf, scores)
 
 
 @dataclass
@@ -59,20 +57,15 @@ class ItemKnnModel(Recommender):
     def recommend(
         self, rows: np.ndarray, heard: sp.csr_matrix, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """What implicit's recommend(filter_already_liked_items=True) ranks, for a block of
-        users at once (a sparse product, a sort of its entries) rather than its loop over
-        users."""
+        """implicit's batched recommend(filter_already_liked_items=True), the heard counts as
+        the users' items (its scorer is faster than a sparse product and a sort here)."""
         rows = np.asarray(rows, dtype=np.int64)
-        heard = heard.tocsr()
-        similarity = self.model.similarity
-        ids = np.full((len(rows), min(k, self.n_tracks)), -1, dtype=np.int64)
-        scores = np.full(ids.shape, -np.inf)
-        # a user's candidates: at most `neighbours` per track heard
-        reach = np.minimum(np.diff(heard.indptr)[rows] * self.params.neighbours, self.n_tracks)
-        for start, end in _spans(reach + 1, CHUNK_CELLS):
-            part = heard[rows[start:end]].astype(np.float32)
-            ids[start:end], scores[start:end] = sparse_top_k(_without(part @ similarity, part), k)
-        return ids, scores
+        k = min(k, self.n_tracks)
+        if len(rows) == 0 or k == 0:
+            return np.full((len(rows), k), -1, dtype=np.int64), np.full((len(rows), k), -np.inf)
+        user_items = heard.tocsr()[rows].astype(np.float32)
+        ids, scores = self.model.recommend(rows, user_items, N=k, filter_already_liked_items=True)
+        return _scored(np.asarray(ids, dtype=np.int64), np.asarray(scores, dtype=np.float64))
 
     def similar(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Each track's kept neighbours (implicit's similar_items), itself excluded."""
@@ -81,11 +74,10 @@ class ItemKnnModel(Recommender):
         return sparse_top_k(_without(similarity, itself), max(min(k, self.n_tracks - 1), 0))
 
     def fold_in(self, counts_row: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """implicit's own recommend with the row as the user's items (exact)."""
+        """implicit's recommend with the row as the user's items (exact)."""
         row = counts_row.tocsr().astype(np.float32)
-        k = min(k, row.shape[1])
-        ids, scores = self.model.recommend(0, row, N=k, filter_already_liked_items=True)
-        return padded(np.asarray(ids), np.asarray(scores), k)
+        ids, scores = self.recommend(np.zeros(1, dtype=np.int64), row, k)
+        return ids[0], scores[0]
 
     def save_model(self, path: Path) -> None:
         self.model.save(str(path))
