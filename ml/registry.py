@@ -6,8 +6,8 @@ nothing pickled, loaded with `allow_pickle=False`) and retention."""
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
 import shutil
 import time
 from collections.abc import Iterable, Sequence

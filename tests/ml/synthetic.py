@@ -241,6 +241,40 @@ def listen_rows(marts: SyntheticMarts) -> pd.DataFrame:
     return rows.reset_index()
 
 
+LISTENS_FROM_EVENTS = """
+    insert into marts.fct_listens
+    select user_id, track_id, count(*), min(listened_at), max(listened_at),
+           array_agg(position order by position), array_agg(listened_at order by position)
+    from listen_events
+    group by user_id, track_id
+"""
+
+
+def _write_listens(conn: psycopg.Connection, marts: SyntheticMarts) -> None:
+    """fct_listens from the listen events, aggregated by the server (as listen_rows reads them:
+    positions per user in event order), so millions of listens load in one COPY."""
+    assert marts.event_user is not None and marts.event_track is not None
+    assert marts.event_at is not None
+    conn.execute(
+        "create temp table listen_events (user_id bigint, track_id bigint, position integer, "
+        "listened_at timestamptz) on commit drop"
+    )
+    user = np.asarray(marts.event_user, dtype=np.int64)
+    starts = np.r_[True, user[1:] != user[:-1]]
+    first = np.maximum.accumulate(np.where(starts, np.arange(len(user)), 0))
+    events = pd.DataFrame(
+        {
+            "user_id": user,
+            "track_id": marts.event_track,
+            "position": np.arange(len(user)) - first,
+            "listened_at": pd.to_datetime(marts.event_at, unit="s", utc=True),
+        }
+    )
+    for start in range(0, len(events), 2_000_000):
+        _copy_frame(conn, "listen_events", events.iloc[start : start + 2_000_000])
+    conn.execute(LISTENS_FROM_EVENTS)
+
+
 def write_marts(conn: psycopg.Connection, marts: SyntheticMarts) -> None:
     """(Re)create the input marts and fill them with COPY, in the caller's transaction."""
     conn.execute(MARTS_DDL)
@@ -260,7 +294,7 @@ def write_marts(conn: psycopg.Connection, marts: SyntheticMarts) -> None:
         }
     )
     _copy_frame(conn, "marts.bridge_track_genres", pairs)
-    _copy_frame(conn, "marts.fct_listens", listen_rows(marts))
+    _write_listens(conn, marts)
     conn.execute(POPULARITY_SQL)
     conn.execute("analyze marts.fct_listens")
 
