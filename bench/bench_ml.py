@@ -50,6 +50,8 @@ if str(ROOT) not in sys.path:  # this checkout's packages, whatever else the pat
 import argparse
 import json
 import platform
+import resource
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -116,6 +118,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--copy", action="store_true", help="only the COPY comparison")
+    parser.add_argument(
+        "--train-only",
+        action="store_true",
+        help="only the daily train step (`python -m ml train`, the shipped config) in a child "
+        "process: its seconds and peak memory",
+    )
     parser.add_argument("--copy-users", type=int, default=1_000_000)
     args = parser.parse_args(argv)
     args.out = args.out or (COPY_RESULTS if args.copy else RESULTS)
@@ -575,9 +583,35 @@ def result_json(
     }
 
 
+def train_command(url: ConnectionURL, scratch: Path, overrides: list[str]) -> dict[str, Any]:
+    """`python -m ml train` on the scratch marts, as the daily run's step does it (the shipped
+    config and its challengers), in a child process: wall seconds, peak RSS, its summary."""
+    env = {
+        **os.environ,
+        "WAREHOUSE_URL": url.url(),
+        "MOOVITAMIX_DATA_DIR": str(scratch / "data"),
+        "MOOVITAMIX_LOGS_DIR": str(scratch / "logs"),
+    }
+    command = [sys.executable, "-m", "ml", "train", "-o", f"artifacts.root={scratch}"]
+    command += [part for o in overrides for part in ("-o", o)]
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if done.returncode != 0:
+        raise RuntimeError(f"ml train failed ({done.returncode}): {done.stderr[-2000:]}")
+    return {
+        "seconds": round(seconds, 1),
+        "peak_rss_mb": round(peak_kb / 1024),
+        "summary": done.stdout.strip().splitlines()[-1],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     apply_offline_defaults()
+    if args.train_only:
+        return train_only(args)
     if args.copy:
         url = open_warehouse(load_settings()).with_database(BENCH_DATABASE)
         ensure_database(url)
@@ -630,6 +664,45 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     print(f"results: {args.out}")
+    return 0
+
+
+def write_scratch(url: ConnectionURL, marts: SyntheticMarts) -> None:
+    with connect(url) as conn:
+        write_marts(conn, marts)
+
+
+def train_only(args: argparse.Namespace) -> int:
+    """The scratch marts, then the train step alone in a child process (see `--train-only`)."""
+    url = open_warehouse(load_settings()).with_database(BENCH_DATABASE)
+    ensure_database(url)
+    ensure_schemas(url)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-ml-"))
+    seconds: dict[str, float] = {}
+    print(f"bench_ml --train-only: {args.users:,} users x {args.tracks:,} tracks")
+    try:
+        marts = timed(seconds, "generate", lambda: make_marts(args))
+        timed(seconds, "write marts", lambda: write_scratch(url, marts))
+        found = train_command(url, scratch, args.override)
+    finally:
+        if not args.keep:
+            drop_database(url)
+    print(f"  train: {found['seconds']} s, peak RSS {found['peak_rss_mb']:,} MB")
+    print(f"  {found['summary']}")
+    out = {
+        "benchmark": "ml-train-only",
+        "users": args.users,
+        "tracks": args.tracks,
+        "days": args.days,
+        "overrides": args.override,
+        "seconds": seconds,
+        "train": found,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+    path = args.out.with_name(f"ml-train-{args.users}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    print(f"results: {path}")
     return 0
 
 
