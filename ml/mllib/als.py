@@ -158,14 +158,18 @@ def blockwise_top_k(
     keys: np.ndarray,
     k: int,
     partitions: int = 0,
+    key_ids: np.ndarray | None = None,
 ) -> DataFrame:
     """For each row i: the k rows j != i with the highest query[i] . keys[j], as (track_id,
-    rank, similar_track_id, score). Spark tasks each score SIMILAR_BATCH tracks at a time
+    rank, similar_track_id, score); with `key_ids`, keys are other tracks (ids of keys' rows,
+    none of them a query's own). Spark tasks each score SIMILAR_BATCH tracks at a time
     against all of them with numpy, so no pair is ever a row; the matrices travel with the
     task (catalog x factors floats must fit an executor)."""
-    k = min(k, len(ids) - 1)
+    own = key_ids is None
+    targets = ids if key_ids is None else key_ids
+    k = min(k, len(targets) - 1 if own else len(targets))
     schema = "track_id bigint, rank int, similar_track_id bigint, score double"
-    if k <= 0:
+    if k <= 0 or len(ids) == 0:
         return spark.createDataFrame([], schema)
     frame = spark.range(len(ids)).withColumnRenamed("id", "row")
     if partitions:
@@ -177,7 +181,8 @@ def blockwise_top_k(
             for start in range(0, len(rows), SIMILAR_BATCH):
                 part = rows[start : start + SIMILAR_BATCH]
                 scores = query[part] @ keys.T
-                scores[np.arange(len(part)), part] = -np.inf
+                if own:
+                    scores[np.arange(len(part)), part] = -np.inf
                 best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
                 best_scores = np.take_along_axis(scores, best, 1)
                 order = np.lexsort((best, -best_scores), axis=1)
@@ -186,7 +191,7 @@ def blockwise_top_k(
                     {
                         "track_id": np.repeat(ids[part], k),
                         "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(part)),
-                        "similar_track_id": ids[best].ravel(),
+                        "similar_track_id": targets[best].ravel(),
                         "score": np.take_along_axis(scores, best, 1).ravel().astype(np.float64),
                     }
                 )

@@ -42,6 +42,7 @@ class SparkMarts:
     listens: DataFrame  # user_id bigint, track_id bigint, listen_count bigint (> 0, unique)
     users: DataFrame  # every dim_users user: user_id bigint, genre string (favorite; null)
     track_genres: DataFrame  # track_id bigint, genre string: distinct, tracks with listens
+    unheard: DataFrame  # track_id bigint, genre string (null: none): dim_tracks without listens
     n_users: int  # users with listens (the matrix's rows)
     n_tracks: int  # tracks with listens (the matrix's columns)
     n_pairs: int
@@ -116,10 +117,16 @@ def read_marts(spark: SparkSession, schema: str) -> SparkMarts:
     tracks = listens.select("track_id").distinct()
     track_genres = track_genres_of(spark, schema).join(tracks, "track_id", "left_semi").persist()
     n_catalog = spark.table(f"{schema}.dim_tracks").count()
+    unheard = (
+        spark.sql(f"select distinct cast(track_id as bigint) as track_id from {schema}.dim_tracks")
+        .join(tracks, "track_id", "left_anti")
+        .join(track_genres_of(spark, schema), "track_id", "left")
+    )
     return SparkMarts(
         listens=listens,
         users=users,
         track_genres=track_genres,
+        unheard=unheard,
         n_users=int(sizes["users"]),
         n_tracks=int(sizes["tracks"]),
         n_pairs=int(sizes["pairs"]),

@@ -1,5 +1,8 @@
-"""The published lists (ml/lists.py's rules) as Spark DataFrames, written to the lake in
-ml/lake_lists.py's layout and streamed back as bounded Arrow batches for the Postgres COPY.
+"""The published lists as Spark DataFrames, written to the lake in ml/lake_lists.py's layout
+and streamed back as bounded Arrow batches for the Postgres COPY. ml/lists.py's core rules (k
+unheard tracks for every dim_users user, source `model` or the named fallback) without its
+cold-start blend and new-track slots; "play next" is the ALS item factors' neighbours of every
+track with listens (ml.play_next's sequence models are the driver path's).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 from pyspark.sql import functions as F
@@ -24,7 +28,7 @@ from ml.publish import SCHEMA, SIMILAR_TRACKS, USER_TOP_TRACKS
 
 if TYPE_CHECKING:
     from pyspark.ml.recommendation import ALSModel
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
 
     from ml.mllib.data import SparkMarts
 
@@ -70,10 +74,15 @@ def user_top_tracks(
 def similar_tracks(
     marts: SparkMarts, k: int, model: ALSModel | None, scoring: str = "dot"
 ) -> DataFrame:
-    """Every listened track's "play next" list (see the module docstring)."""
-    if model is not None:
-        return model_similar(model, k, scoring)
-    return popularity_similar(marts, marts.listens, k, by_genre=True)
+    """Every dim_tracks track's "play next" list: the model's item-factor neighbours (no
+    model: the genre popularity lists) for tracks with listens, genre popularity for the
+    tracks nobody has played yet."""
+    heard = (
+        model_similar(model, k, scoring)
+        if model is not None
+        else popularity_similar(marts, marts.listens, k, by_genre=True)
+    )
+    return heard.unionByName(unheard_similar(marts, k))
 
 
 def model_similar(model: ALSModel, k: int, scoring: str = "dot") -> DataFrame:
@@ -85,14 +94,17 @@ def model_similar(model: ALSModel, k: int, scoring: str = "dot") -> DataFrame:
     return blockwise_top_k(model.itemFactors.sparkSession, ids, factors, factors, k)
 
 
-def popularity_similar(
-    marts: SparkMarts, counts: DataFrame, k: int, *, by_genre: bool
-) -> DataFrame:
-    """ml.baselines' "play next" lists, popularity counted on `counts`: the most popular
-    other tracks, or (`by_genre`) those sharing most of the track's genres first
-    (Popularity.similar_by_genre). Ranked as (n + 1) x shared genres + the popularity rank
-    score; the score is the share of users who listened."""
-    spark = counts.sparkSession
+@dataclass(frozen=True)
+class _Ranking:
+    """The tracks with listens (sorted ids), their listeners on some counts, and the
+    popularity rank as a score (n for the most popular, ties to the lower id)."""
+
+    ids: np.ndarray
+    listeners: np.ndarray
+    rank_score: np.ndarray
+
+
+def _ranking(marts: SparkMarts, counts: DataFrame) -> _Ranking:
     tracks = marts.listens.select("track_id").distinct()
     popular = listeners(counts, tracks).orderBy("track_id").toArrow()
     ids = popular["track_id"].to_numpy()
@@ -100,21 +112,67 @@ def popularity_similar(
     n = len(ids)
     rank_score = np.empty(n)
     rank_score[np.lexsort((np.arange(n), -count))] = np.arange(n, 0, -1)
+    return _Ranking(ids, count, rank_score)
+
+
+def _genre_rows(ids: np.ndarray, pairs: pa.Table, names: list[str]) -> np.ndarray:
+    """(len(ids), len(names)) with 1 where track ids[i] has genre names[j] (pairs: track_id,
+    genre; null genres and tracks outside `ids` ignored)."""
+    genres = np.zeros((len(ids), len(names)))
+    known = pa.array(names, type=pairs["genre"].type)
+    codes = pc.fill_null(pc.index_in(pairs["genre"], value_set=known), -1).to_numpy()
+    tracks = pairs["track_id"].to_numpy()
+    keep = (codes >= 0) & np.isin(tracks, ids)
+    genres[np.searchsorted(ids, tracks[keep]), codes[keep]] = 1.0
+    return genres
+
+
+def _genre_names(*pairs: pa.Table) -> list[str]:
+    return sorted({name for p in pairs for name in p["genre"].unique().drop_null().to_pylist()})
+
+
+def _shares(spark: SparkSession, marts: SparkMarts, ranking: _Ranking) -> DataFrame:
+    share = ranking.listeners / max(marts.n_users, 1)
+    return spark.createDataFrame(pa.table({"similar_track_id": ranking.ids, "share": share}))
+
+
+def popularity_similar(
+    marts: SparkMarts, counts: DataFrame, k: int, *, by_genre: bool
+) -> DataFrame:
+    """ml.baselines' "play next" lists of the tracks with listens, popularity counted on
+    `counts`: the most popular other tracks, or (`by_genre`) those sharing most of the
+    track's genres first (Popularity.similar_by_genre). Ranked as (n + 1) x shared genres +
+    the popularity rank score; the score is the share of users who listened."""
+    spark = counts.sparkSession
+    ranking = _ranking(marts, counts)
+    n = len(ranking.ids)
     genres = np.zeros((n, 0))
     if by_genre:
         pairs = marts.track_genres.toArrow()
-        code = {name: i for i, name in enumerate(sorted(set(pairs["genre"].to_pylist())))}
-        genres = np.zeros((n, len(code)))
-        rows = np.searchsorted(ids, pairs["track_id"].to_numpy())
-        cols = np.array([code[name] for name in pairs["genre"].to_pylist()], dtype=np.int64)
-        genres[rows, cols] = 1.0
+        genres = _genre_rows(ranking.ids, pairs, _genre_names(pairs))
     query = np.hstack([genres * float(n + 1), np.ones((n, 1))])
-    keys = np.hstack([genres, rank_score[:, None]])
-    share = spark.createDataFrame(
-        pa.table({"similar_track_id": ids, "share": count / max(marts.n_users, 1)})
+    keys = np.hstack([genres, ranking.rank_score[:, None]])
+    ranked = blockwise_top_k(spark, ranking.ids, query, keys, k)
+    return ranked.join(_shares(spark, marts, ranking), "similar_track_id").select(
+        "track_id", "rank", "similar_track_id", F.col("share").alias("score")
     )
-    ranked = blockwise_top_k(spark, ids, query, keys, k)
-    return ranked.join(share, "similar_track_id").select(
+
+
+def unheard_similar(marts: SparkMarts, k: int) -> DataFrame:
+    """The "play next" of the catalog tracks nobody has played: tracks with listens sharing
+    most of their genres, then the most popular (popularity_similar's genre ranking, counted
+    on all listens)."""
+    spark = marts.listens.sparkSession
+    unheard = marts.unheard.toArrow()  # catalog-sized: the tracks without listens
+    cold = np.unique(unheard["track_id"].to_numpy())
+    ranking = _ranking(marts, marts.listens)
+    pairs = marts.track_genres.toArrow()
+    names = _genre_names(pairs, unheard)
+    n = len(ranking.ids)
+    query = np.hstack([_genre_rows(cold, unheard, names) * float(n + 1), np.ones((len(cold), 1))])
+    keys = np.hstack([_genre_rows(ranking.ids, pairs, names), ranking.rank_score[:, None]])
+    ranked = blockwise_top_k(spark, cold, query, keys, k, key_ids=ranking.ids)
+    return ranked.join(_shares(spark, marts, ranking), "similar_track_id").select(
         "track_id", "rank", "similar_track_id", F.col("share").alias("score")
     )
 

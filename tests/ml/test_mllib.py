@@ -332,7 +332,7 @@ def _check_user_lists(frame: pd.DataFrame, spark_marts: SparkMarts, k: int) -> N
 
 
 def test_the_als_lists_have_k_unheard_tracks_per_user_ranked_1_to_k(
-    compared: Compared, spark_marts: SparkMarts
+    compared: Compared, spark_marts: SparkMarts, structured_marts: SyntheticMarts
 ) -> None:
     lists = build_lists(spark_marts, compared.mllib.model, k=K, similar_k=5)
     users = lists.user_top_tracks.toPandas()
@@ -345,12 +345,29 @@ def test_the_als_lists_have_k_unheard_tracks_per_user_ranked_1_to_k(
     assert set(sources[True]) <= {GENRE_POPULARITY, POPULARITY}
     assert set(sources[False]) == {MODEL_SOURCE}
     similar = lists.similar_tracks.toPandas()
+    # every catalog track has a "play next", played or not
     assert (similar.groupby("track_id").size() == 5).all()
-    assert similar["track_id"].nunique() == spark_marts.n_tracks
+    assert sorted(similar["track_id"].unique()) == sorted(structured_marts.track_ids)
+    assert spark_marts.n_catalog_tracks > spark_marts.n_tracks
     assert not (similar["track_id"] == similar["similar_track_id"]).any()
     by_rank = similar.sort_values(["track_id", "rank"]).groupby("track_id")
     assert by_rank["rank"].apply(list).map(lambda r: r == [1, 2, 3, 4, 5]).all()
-    assert by_rank["score"].apply(lambda s: s.is_monotonic_decreasing).all()
+    played = compared.interactions.track_ids
+    assert similar["similar_track_id"].isin(played).all()
+    heard_lists = similar[similar["track_id"].isin(played)].sort_values(["track_id", "rank"])
+    assert heard_lists.groupby("track_id")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
+    # an unplayed track: played tracks sharing most of its genres, then the most listeners
+    m = structured_marts
+    listeners = pd.Series(m.listen_user).groupby(m.listen_track).nunique()
+    genre_sets = {int(t): set(g[g >= 0]) for t, g in zip(m.track_ids, m.track_genre, strict=True)}
+    unplayed = [int(t) for t in m.track_ids if t not in listeners.index]
+    for track in unplayed[:3]:
+        ranked = sorted(
+            listeners.index,
+            key=lambda t: (-len(genre_sets[track] & genre_sets[int(t)]), -listeners[t], t),
+        )
+        got = similar[similar["track_id"] == track].sort_values("rank")["similar_track_id"]
+        assert got.tolist() == [int(t) for t in ranked[:5]], track
     # the dot product of the item factors, as ml.model.similar ranks them
     ids, factors = item_factors(compared.mllib.model)
     first = similar[similar["track_id"] == ids[0]].sort_values("rank")
@@ -402,7 +419,7 @@ def test_a_run_in_spark_decides_by_ml_selection_and_writes_the_lists_to_the_lake
     finally:
         run.release()
     assert rows["user_top_tracks"] == K * spark_marts.users.count()
-    assert rows["similar_tracks"] == K * spark_marts.n_tracks
+    assert rows["similar_tracks"] == K * spark_marts.n_catalog_tracks  # played or not
 
     batches = list(lake_batches(settings.lake, "user_top_tracks", "run-mllib-1", 1000))
     assert max(b.num_rows for b in batches) <= 1000
