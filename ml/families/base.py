@@ -1,6 +1,7 @@
 """What every fitted recommender offers (top-k per user, similar tracks, fold-in of one listener,
-save/load with nothing pickled), and the exact top-k of dense score blocks that the families
-without factors (item kNN, EASE) rank with, chunked over users to bound memory."""
+save/load with nothing pickled), and the exact top-k the families without factors rank with:
+of dense score blocks chunked over users to bound memory (EASE), of sparse rows (item kNN's
+kept neighbours)."""
 
 from __future__ import annotations
 
