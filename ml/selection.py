@@ -25,24 +25,29 @@ log = logging.getLogger(__name__)
 Fit = TypeVar("Fit")  # a trainer's fitted model (ml.families.Recommender, ml.mllib.als.MllibFit)
 
 CHAMPION, CHALLENGER, REJECTED = "champion", "challenger", "rejected"
-# the families' defaults are tried cheapest fit first, so a short time budget still sees most
-CHEAPEST_FIRST = ("item_knn", "ease", "als", "lmf", "bpr")
+# the families' defaults in order of their fit's cost at 100k users (EASE's grows with the
+# cube of the tracks), so a short time budget sees the cheap ones first
+CHEAPEST_FIRST = ("item_knn", "als", "lmf", "ease", "bpr")
 
 
 def challenger_params(
     champion: Params, proposed: Params, search: Search, today: date
 ) -> list[Params]:
-    """Who challenges the champion, in order: the config's params and implicit's last.fm ALS
-    (the floor a published model must reach) when they are not the champion's; each other
-    family's defaults, cheapest first; then the champion with one knob changed and the other grid
-    points, shuffled by the search seed and the date (a rerun the same day tries the same)."""
-    firsts = [proposed, LASTFM_ALS] if "als" in search.families else [proposed]
+    """Who challenges the champion, in order: the config's params when they are not the
+    champion's; then implicit's last.fm ALS (the floor a published model must reach) and each
+    other family's defaults, cheapest first, rotated by the date so that a short budget gets
+    to each of them within a few days; then the champion with one knob changed and the other
+    families' grid points, shuffled by the search seed and the date (a rerun the same day
+    tries the same)."""
     spaces = {family: search.space(family) for family in search.families}
-    firsts += [
+    rotated = [LASTFM_ALS] if "als" in search.families else []
+    rotated += [
         search.params(family, {})
         for family in sorted(spaces, key=CHEAPEST_FIRST.index)
         if family != champion.family
     ]
+    turn = today.toordinal() % max(len(rotated), 1)
+    firsts = [proposed, *rotated[turn:], *rotated[:turn]]
     neighbours = [
         champion.model_copy(update={name: value})
         for name, values in spaces.get(champion.family, {}).items()
