@@ -16,9 +16,8 @@ from implicit.cpu.lmf import LogisticMatrixFactorization
 from implicit.cpu.matrix_factorization_base import MatrixFactorizationBase
 
 from ml import model as als_model
-from ml.families.base import Recommender, padded
+from ml.families.base import Recommender, dense_top_k, padded
 from ml.params import AlsParams, BprParams, LmfParams
-from ml.topk import top_k
 
 FactorParams = AlsParams | BprParams | LmfParams
 IMPLICIT_CLASSES: dict[str, type[MatrixFactorizationBase]] = {
@@ -53,8 +52,8 @@ class FactorModel(Recommender):
         recalculate_user; bm25 falls back to log, one row has no corpus to weight by).
         BPR and LMF have no such solve: the user is the mean of the item factors of the
         tracks heard, with the bias columns set as the model sets a user's: an approximation
-        (it ranks by mean similarity to the tracks heard), not the model's own fit. One
-        thread; BLAS as the caller limited it (serving does once per process)."""
+        (it ranks by mean similarity to the tracks heard), not the model's own fit. BLAS
+        as the caller limited it (serving does once per process)."""
         row = counts_row.tocsr().astype(np.float32)
         if isinstance(self.params, AlsParams):
             params = self.params
@@ -69,8 +68,10 @@ class FactorModel(Recommender):
             user[-1] = 1.0  # BPR: the item bias column is the last, a user's is 1
         else:
             user[-2:] = (1.0, 0.0)  # LMF: item bias at -2 (user's 1), user bias at -1 (no rank)
-        ids, scores = top_k(items, user[None, :], k, row, num_threads=1)
-        return ids[0], scores[0]
+        scores = (items @ user.astype(items.dtype))[None, :]
+        scores[0, row.indices] = -np.inf
+        ids, best = dense_top_k(scores, k)
+        return ids[0], best[0]
 
     def save_model(self, path: Path) -> None:
         self.model.save(str(path))
