@@ -86,6 +86,18 @@ def record_model_runs(conn: psycopg.Connection, runs: Sequence[ModelRun]) -> Non
         cur.executemany(statement, rows)
 
 
+def recent_fit_seconds(conn: psycopg.Connection) -> dict[str, float]:
+    """Each family's latest recorded fit time (the search's guess of what a challenger of that
+    family will cost today)."""
+    ensure_model_runs(conn)
+    rows = conn.execute(
+        "select distinct on (family) family, (metrics ->> 'fit_seconds')::float8 "
+        "from ml.model_runs where metrics ? 'fit_seconds' "
+        "order by family, trained_at desc"
+    ).fetchall()
+    return {family: seconds for family, seconds in rows if seconds is not None}
+
+
 def _finite(value: Any) -> Any:
     """`value` with every NaN or infinite float as None (JSON has neither: a metric that is
     undefined, e.g. a segment without users or the churn of a first day, is null)."""

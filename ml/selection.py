@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import partial
@@ -94,17 +94,23 @@ def search(
     config: MlConfig,
     today: date,
     k: int,
+    past_seconds: Mapping[str, float] | None = None,
 ) -> SearchResult[Fit]:
-    """The champion's parameters refit, then challengers until `max_challengers` or the time
-    budget (a challenger is started only if the mean candidate's time still fits)."""
+    """The champion's parameters refit, then up to `max_challengers` challengers within the
+    time budget: one is started only if its expected time still fits (its family's last
+    recorded fit, `past_seconds`, else the mean candidate's so far); one that does not is
+    passed over for the next, so an expensive family does not take a day's budget alone."""
     found: SearchResult[Fit] = SearchResult([], {})
-    proposals = challenger_params(champion, config.model, config.search, today)
-    proposals = [champion, *proposals[: config.selection.max_challengers]]
-    budget, spent = config.selection.time_budget_s, []
-    for i, params in enumerate(proposals):
-        if i and sum(spent[1:]) + float(np.mean(spent)) > budget:
-            log.info("time budget %.0fs: %d challenger(s) not tried", budget, len(proposals) - i)
+    proposals = [champion, *challenger_params(champion, config.model, config.search, today)]
+    budget, spent, passed = config.selection.time_budget_s, [], 0
+    for params in proposals:
+        i = len(found.candidates)
+        if i > config.selection.max_challengers:
             break
+        expected = (past_seconds or {}).get(params.family, float(np.mean(spent or [0.0])))
+        if i and sum(spent[1:]) + expected > budget:
+            passed += 1
+            continue
         started = time.perf_counter()
         scored, fitted = evaluate(params, f"challenger-{i}" if i else "champion")
         spent.append(time.perf_counter() - started)
@@ -112,6 +118,8 @@ def search(
         log.info("%s %s: %s", scored.name, params.label(), metrics or scored.error)
         found.candidates.append(scored)
         keep_if_best(found, i, fitted, config.selection.metric)
+    if passed:
+        log.info("time budget %.0fs: %d challenger(s) passed over", budget, passed)
     return found
 
 

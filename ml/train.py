@@ -52,7 +52,14 @@ from ml.publish import (
     user_columns,
 )
 from ml.quality import churn
-from ml.registry import Champion, ModelRun, apply_retention, current_champion, save_model
+from ml.registry import (
+    Champion,
+    ModelRun,
+    apply_retention,
+    current_champion,
+    recent_fit_seconds,
+    save_model,
+)
 from ml.selection import CHAMPION, Decision, decide_search, model_run_id, model_run_rows, search
 from ml.sequences import Sequences, TrackFeatures, load_sequences, load_track_features
 from ml.split import NotEnoughData, split
@@ -79,6 +86,7 @@ class Inputs:
     tracks: TrackFeatures
     champion: Champion | None
     yesterday: tuple[np.ndarray, np.ndarray]  # the published (user_id, track_id) rows
+    fit_seconds: dict[str, float]  # each family's latest fit time, as ml.model_runs has it
 
 
 @dataclass
@@ -214,9 +222,10 @@ def read_inputs(
             tracks = load_track_features(conn, marts_schema)
         champion = current_champion(conn)
         yesterday = published_user_lists(conn)
+        fit_seconds = recent_fit_seconds(conn)
     if interactions.n_interactions == 0:
         raise TrainingFailed(f"{marts_schema}.fct_listens has no listens: nothing to train on")
-    return Inputs(interactions, catalog, sequences, tracks, champion, yesterday)
+    return Inputs(interactions, catalog, sequences, tracks, champion, yesterday, fit_seconds)
 
 
 def evaluation_data(inputs: Inputs, config: MlConfig) -> EvaluationData:
@@ -302,6 +311,7 @@ def run_training(
                 config,
                 trained_at.date(),
                 data.k,
+                inputs.fit_seconds,
             )
             decision, winner_fit = decide_search(found, baselines, config)
         candidates = found.candidates

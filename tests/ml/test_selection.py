@@ -241,6 +241,29 @@ def test_search_tries_the_champion_then_challengers_within_the_limits() -> None:
     assert len(search(evaluate, champion, none_left, date(2026, 11, 26), 10).candidates) == 1
 
 
+def test_the_budget_passes_over_a_family_known_to_cost_more_than_is_left() -> None:
+    tried: list[Params] = []
+
+    def evaluate(params: Params, name: str) -> tuple[Scored, str]:
+        tried.append(params)
+        return scored(name, BASE, params), name
+
+    config = load_config(
+        overrides=[
+            "selection.max_challengers=4",
+            "selection.time_budget_s=60",
+            "search.families=['als', 'item_knn', 'bpr']",
+        ]
+    )
+    past = {"bpr": 600.0, "item_knn": 1.0, "als": 5.0}  # the last recorded fits
+    search(evaluate, AlsParams(), config, date(2026, 11, 26), 10, past)
+    assert len(tried) == 5 and not any(p.family == "bpr" for p in tried)
+    assert any(p.family == "item_knn" for p in tried)
+    tried.clear()
+    search(evaluate, AlsParams(), config, date(2026, 11, 26), 10)  # no history: the mean
+    assert any(p.family == "bpr" for p in tried)
+
+
 def test_model_run_rows_name_family_split_and_gains() -> None:
     config = load_config()
     knn = scored("challenger-1", BASE + 0.05 + noise(0.02, 10), ItemKnnParams())
