@@ -164,6 +164,12 @@ def test_above_the_threshold_training_runs_in_spark_and_publishes_the_same_way(
         ).collect()
     )
     assert in_lake == in_postgres
+    with connect(warehouse) as conn:  # every catalog track has a "play next", played or not
+        with_play_next = conn.execute(
+            "select distinct track_id from recommendations.similar_tracks"
+        ).fetchall()
+    catalog = spark.sql("select track_id from marts.dim_tracks").collect()
+    assert sorted(r[0] for r in with_play_next) == sorted(r.track_id for r in catalog)
     heard = {
         (row.user_id, row.track_id)
         for row in spark.sql("select user_id, track_id from marts.fct_listens").collect()
