@@ -1,10 +1,10 @@
 """The suites on the Spark engine: tiny raw and marts tables in a real local Spark, the control
 plane (ingestion stats, run ledger, run metrics, staged lists, results) in a fresh Postgres.
 
-A clean day passes every suite with the same 14 expectations as on Postgres, and its run
+A clean day passes every suite with the same 15 expectations as on Postgres, and its run
 metrics equal those Postgres measures on the same marts; a broken day fails the same
-expectations, at the same severities, as it would on Postgres; the recommendations suite checks
-the staged lists in Postgres against the active users of the Spark marts.
+expectations, at the same severities, as it would on Postgres; the recommendations suites check
+the staged lists in Postgres against the active users and the catalog of the Spark marts.
 """
 
 from __future__ import annotations
@@ -38,9 +38,16 @@ PREVIOUS = "20261125T100000Z-aaaaaa"
 SLOT = "marts_b"
 DATABASES = ("raw", "marts", "marts_a", "marts_b")
 STAGED = "recommendations.user_top_tracks__new"
+STAGED_SIMILAR = "recommendations.similar_tracks__new"
 # the daily run's view of its tables: the candidate slot, the staged lists
-CANDIDATE = Relations(schemas={"marts": SLOT}, tables={"recommendations.user_top_tracks": STAGED})
-ALL_EXPECTATIONS = 14
+CANDIDATE = Relations(
+    schemas={"marts": SLOT},
+    tables={
+        "recommendations.user_top_tracks": STAGED,
+        "recommendations.similar_tracks": STAGED_SIMILAR,
+    },
+)
+ALL_EXPECTATIONS = 15
 USERS, TRACKS, LISTENS_PER_USER = 20, 10, 3
 GENRES = ("rock", "pop")
 # dlt load ids: an old completed load, the latest completed one, a newer one still loading
@@ -203,8 +210,18 @@ def control_plane(url: ConnectionURL, day: Day, covered_users: list[int]) -> Non
                     model_run_id text not null, generated_at timestamptz not null)"""
         )
         conn.cursor().executemany(
-            f"insert into {STAGED} values (%s, %s, %s, 0.5, 'als', 'model-1', now())",
+            f"insert into {STAGED} values (%s, %s, %s, 0.5, 'model', 'model-1', now())",
             [(user, rank, rank) for user in covered_users for rank in (1, 2)],
+        )
+        conn.execute(
+            f"""create table {STAGED_SIMILAR} (
+                    track_id bigint not null, rank integer not null,
+                    similar_track_id bigint not null, score double precision not null,
+                    model_run_id text not null, generated_at timestamptz not null)"""
+        )
+        conn.cursor().executemany(
+            f"insert into {STAGED_SIMILAR} values (%s, 1, %s, 0.5, 'model-1', now())",
+            [(track, 1 + track % TRACKS) for track in range(1, TRACKS + 1)],
         )
     ledger_run(url, RUN, now - timedelta(minutes=5), "running")
 
@@ -315,7 +332,7 @@ def test_a_broken_day_fails_the_same_expectations_as_on_postgres(
     orphans = next(r for r in outcome.failed("error") if r.expectation == "orphaned_listens")
     assert orphans.observed_value == "10.18% (listens)"
     rows = _stored(fresh_warehouse, RUN)
-    assert len(rows) == ALL_EXPECTATIONS - 1  # the recommendations suite runs after ML
+    assert len(rows) == ALL_EXPECTATIONS - 2  # the recommendations suites run after ML
     assert {(s, e, sev) for s, e, sev, success, _ in rows if not success} == _failed(outcome)
     # one alert per failed check: the orphans' warning is implied by its error
     assert sorted(a.severity for a in spark_validate.alerts) == ["error"] * 3 + ["warning"]
@@ -329,7 +346,7 @@ def test_the_recommendations_suite_checks_the_lists_against_the_spark_marts(
     day = Day()
     build_marts(lake, day)
     lake.sql("create database marts")
-    for table in ("dim_users", "fct_listens"):
+    for table in ("dim_users", "dim_tracks", "fct_listens"):
         lake.sql(f"create view marts.{table} as select * from {SLOT}.{table}")
     covered = day.user_ids()[:-1]  # the ML step left one active user without a list
     control_plane(fresh_warehouse, day, covered_users=covered)
@@ -345,10 +362,11 @@ def test_the_recommendations_suite_checks_the_lists_against_the_spark_marts(
         conn.execute(
             f"create table recommendations.user_top_tracks as select * from {STAGED}; "
             "insert into recommendations.user_top_tracks "
-            "values (20, 1, 1, 0.5, 'popularity', 'model-1', now())"
+            "values (20, 1, 1, 0.5, 'popularity', 'model-1', now()); "
+            f"create table recommendations.similar_tracks as select * from {STAGED_SIMILAR}"
         )
     published = spark_validate(fresh_warehouse, RUN, stage=Stage.RECOMMENDATIONS, relations=LIVE)
-    assert published.ok and not published.failures and len(published.results) == 1
+    assert published.ok and not published.failures and len(published.results) == 2
 
 
 def test_on_a_fresh_lake_the_suites_are_skipped_not_failed(
