@@ -139,7 +139,7 @@ class EaseParams(FamilyParams):
     family: Literal["ease"] = "ease"
     regularization: NonNegative = 500.0
     weighting: Literal["binary", "log"] = "binary"
-    max_tracks: Positive = 30_000
+    max_tracks: Positive = 20_000
 
     def label(self) -> str:
         return f"ease lambda={self.regularization:g} {self.weighting}"

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import psycopg
 
-MODEL_SOURCE = "als"  # user_top_tracks.source of the model's rows; any other is a fallback
+MODEL_SOURCE = "model"  # user_top_tracks.source of the model's rows; any other is a fallback
 FALLBACK_ROWS = 100  # the cold-start list's length: the largest k
 
 
