@@ -123,7 +123,8 @@ class ItemKnnParams(FamilyParams):
     weighting: Literal["bm25", "cosine", "tfidf"] = "bm25"
     neighbours: Positive = 100
     bm25_k1: NonNegative = 1.2
-    bm25_b: Annotated[float, Field(ge=0, le=1)] = 0.75
+    bm25_b: Annotated[float, Field(ge=0, le=1)] = 0.0  # 0: no length normalisation, which
+    # would push popular tracks down (they are what listeners play next: ml/README "Measured")
 
     def label(self) -> str:
         weighting = self.weighting
@@ -185,10 +186,9 @@ def parse_params(params: Mapping[str, Any]) -> Params:
 
 SEARCH_SPACES: dict[str, dict[str, tuple[Any, ...]]] = {
     "als": {
-        "factors": (32, 64, 128),
-        "regularization": (0.01, 1.0, 10.0),
-        "iterations": (15,),
-        "alpha": (1.0, 10.0, 40.0),
+        "factors": (16, 32, 64, 128),
+        "regularization": (1.0, 10.0, 30.0, 100.0),
+        "alpha": (1.0, 15.0, 40.0),
         "confidence": ("log", "bm25"),
     },
     "bpr": {
@@ -205,10 +205,11 @@ SEARCH_SPACES: dict[str, dict[str, tuple[Any, ...]]] = {
     },
     "item_knn": {
         "weighting": ("bm25", "cosine", "tfidf"),
-        "neighbours": (20, 100, 400),
+        "neighbours": (100, 400),
+        "bm25_b": (0.0, 0.2, 0.75),
     },
     "ease": {
-        "regularization": (50.0, 200.0, 500.0, 2000.0),
+        "regularization": (500.0, 5000.0, 20000.0, 50000.0),
         "weighting": ("binary", "log"),
     },
 }
