@@ -181,7 +181,7 @@ def marts_of(b: WorldBuilder, listens: pd.DataFrame) -> dict[str, Any]:
 def candidates(config: MlConfig, grid: int, seed: int) -> list[tuple[str, Params]]:
     """Each searched family's defaults and `grid` random grid points, and the last.fm ALS."""
     rng = np.random.default_rng(seed)
-    out: list[tuple[str, Params]] = [("als last.fm", LASTFM_ALS)]
+    out: list[tuple[str, Params]] = [("config [model]", config.model), ("als last.fm", LASTFM_ALS)]
     for family in config.search.families:
         space = config.search.space(family)
         out.append((f"{family} defaults", config.search.params(family, {})))
@@ -395,9 +395,12 @@ def main() -> None:
         help="also judge every candidate on the per-user holdout (what the time split changes)",
     )
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "-o", "--override", action="append", default=[], help="ml config key=value, repeatable"
+    )
     args = parser.parse_args()
     args.tracks = args.tracks or max(1000, args.users // 5)
-    config = load_config(overrides=["runtime.num_threads=0"])
+    config = load_config(overrides=["runtime.num_threads=0", *args.override])
     runs = []
     with single_threaded_blas():
         for profile in args.profiles.split(","):
