@@ -79,7 +79,7 @@ def record_model_runs(conn: psycopg.Connection, runs: Sequence[ModelRun]) -> Non
         sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(c) for c in columns[1:]),
     )
     rows = [
-        tuple(Jsonb(_finite(v)) if isinstance(v, dict) else v for v in astuple(r)) for r in runs
+        tuple(Jsonb(finite_json(v)) if isinstance(v, dict) else v for v in astuple(r)) for r in runs
     ]
     ensure_model_runs(conn)
     with conn.cursor() as cur:
@@ -98,13 +98,13 @@ def recent_fit_seconds(conn: psycopg.Connection) -> dict[str, float]:
     return {family: seconds for family, seconds in rows if seconds is not None}
 
 
-def _finite(value: Any) -> Any:
+def finite_json(value: Any) -> Any:
     """`value` with every NaN or infinite float as None (JSON has neither: a metric that is
     undefined, e.g. a segment without users or the churn of a first day, is null)."""
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: finite_json(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
+        return [finite_json(item) for item in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

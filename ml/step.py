@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ml.config import MlConfig
+from ml.registry import finite_json
 from ml.train import TrainingFailed, run_training
 from moovitamix.step import RunContext, StepFailed, StepReport
 
@@ -35,7 +36,7 @@ def train(
         "split": result.split,
         "play_next": result.play_next,
     }
-    served = result.test.get("model") or result.test.get(result.source) or {}
+    served = finite_json(result.test.get("model") or result.test.get(result.source) or {})
     test = served.get(result.metric)
     ctx.facts["recommendations"] = {
         **facts,
@@ -46,15 +47,19 @@ def train(
         result.summary,
         rows_in=result.model_runs[0].n_interactions if result.model_runs else None,
         rows_out=sum(result.rows_published.values()),
-        details={
-            **facts,
-            "reason": result.reason,
-            "metrics": result.metrics,
-            "test": served,
-            "baseline_metrics": result.baseline_metrics,
-            "candidates": {run.model_run_id: run.status for run in result.model_runs},
-            "rows_published" if ctx.publication is None else "rows_staged": result.rows_published,
-            "timings_s": result.timings,
-            "seconds": round(result.seconds, 1),
-        },
+        details=finite_json(  # the run ledger's JSON has no NaN (a first day's churn)
+            {
+                **facts,
+                "reason": result.reason,
+                "metrics": result.metrics,
+                "test": served,
+                "baseline_metrics": result.baseline_metrics,
+                "candidates": {run.model_run_id: run.status for run in result.model_runs},
+                "rows_published"
+                if ctx.publication is None
+                else "rows_staged": result.rows_published,
+                "timings_s": result.timings,
+                "seconds": round(result.seconds, 1),
+            }
+        ),
     )

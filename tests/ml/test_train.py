@@ -1,5 +1,6 @@
 """The daily training step end to end, on synthetic marts in a fresh warehouse."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -273,3 +274,5 @@ def test_the_daily_step_reports_and_alerts(marts_url, ml_settings, make_config):
         "no model beat the popularity baselines; published genre_popularity"
     ]
     assert ctx.facts["recommendations"]["source"] == "genre_popularity"
+    # the run ledger stores the details as JSON, which has no NaN (a first day has no churn)
+    json.dumps(report.details, allow_nan=False)
