@@ -66,19 +66,9 @@ class EvaluationData:
     def k(self) -> int:
         return self.settings.k
 
-    def intervals(self, **columns: np.ndarray) -> dict[str, Interval]:
-        return {
-            name: difference(values, np.zeros_like(values), **self._bootstrap())
-            for name, values in columns.items()
-        }
-
     def gain(self, a: Scored, b: Scored, metric: str) -> Interval:
         """The paired interval of a's gain over b on the same users."""
-        return difference(a.per_user[metric], b.per_user[metric], **self._bootstrap())
-
-    def _bootstrap(self) -> dict[str, Any]:
-        s = self.settings
-        return {"resamples": s.resamples, "level": s.confidence, "seed": s.seed}
+        return difference(a.per_user[metric], b.per_user[metric], **self.settings.bootstrap())
 
 
 def judge(ids: np.ndarray, fold: Fold, k: int, n_catalog_tracks: int) -> tuple[dict, dict]:
@@ -138,7 +128,7 @@ def report_on_test(
     history; beyond accuracy; and the paired gain of `champion` over each other list."""
     fold = data.split.testing()
     labels = segments(np.diff(fold.train[fold.eval_rows].indptr))
-    bootstrap = data._bootstrap()
+    bootstrap = data.settings.bootstrap()
     report: dict[str, dict[str, Any]] = {}
     per_user: dict[str, dict[str, np.ndarray]] = {}
     for name, ids in lists.items():

@@ -74,11 +74,11 @@ class Interactions:
 
     def rows_of(self, user_ids: np.ndarray) -> np.ndarray:
         """Row of each user id; -1 for users without listens."""
-        return _positions(self.user_ids, user_ids)
+        return positions_of(self.user_ids, user_ids)
 
     def cols_of(self, track_ids: np.ndarray) -> np.ndarray:
         """Column of each track id; -1 for tracks nobody listened to."""
-        return _positions(self.track_ids, track_ids)
+        return positions_of(self.track_ids, track_ids)
 
 
 @dataclass(frozen=True)
@@ -94,10 +94,11 @@ class Catalog:
     def favorite_genre_of(self, user_ids: np.ndarray) -> np.ndarray:
         """The favorite genre code of each user (NO_GENRE: none, or not in dim_users)."""
         codes = np.append(self.favorite_genre, NO_GENRE).astype(np.int32)  # [-1]: unknown
-        return codes[_positions(self.user_ids, user_ids)]
+        return codes[positions_of(self.user_ids, user_ids)]
 
 
-def _positions(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+def positions_of(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The index of each of `ids` in `sorted_ids`; -1 for ids it does not hold."""
     ids = np.asarray(ids, dtype=np.int64)
     if len(sorted_ids) == 0:
         return np.full(len(ids), -1, dtype=np.int64)

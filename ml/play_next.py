@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ml.baselines import GENRE_POPULARITY, POPULARITY, Popularity
+from ml.interactions import positions_of
 from ml.intervals import difference, intervals
 from ml.sequences import Sequences, TrackFeatures
 
@@ -130,7 +131,7 @@ class Histories:
 def histories(sequences: Sequences, catalog_ids: np.ndarray) -> Histories:
     """`sequences` in the column space of `catalog_ids` (sorted); listens of other tracks
     are dropped (their neighbours are then not counted as consecutive)."""
-    cols = _positions(catalog_ids, sequences.track_id)
+    cols = positions_of(catalog_ids, sequences.track_id)
     keep = cols >= 0
     user_ids = sequences.user_id[keep]  # sorted: a user's code counts the changes before it
     changes = np.zeros(len(user_ids), dtype=np.int64)
@@ -143,14 +144,6 @@ def histories(sequences: Sequences, catalog_ids: np.ndarray) -> Histories:
         sequences.listened_at[keep],
         len(catalog_ids),
     )
-
-
-def _positions(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    ids = np.asarray(ids, dtype=np.int64)
-    if len(sorted_ids) == 0:
-        return np.full(len(ids), -1, dtype=np.int64)
-    pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
-    return np.where(sorted_ids[pos] == ids, pos, -1)
 
 
 # --- the sequence models --------------------------------------------------------------------
@@ -557,7 +550,7 @@ def choose_play_next(
         h, tracks, configs, settings, collaborative, {published} - sequence_families
     )
     ids, scores, source = lists[key]
-    rows = _positions(catalog, catalog if track_ids is None else track_ids)
+    rows = positions_of(catalog, catalog if track_ids is None else track_ids)
     missing = rows < 0  # not in the catalog: an empty list
     ids, scores, source = (
         np.where(missing[:, None], empty, a[rows])
