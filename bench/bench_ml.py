@@ -332,7 +332,9 @@ def components(
     timed(seconds, "similar-all", lambda: model.similar(config.publish.similar_k), repeat)
     threads = config.runtime.num_threads
     play_next = timed(
-        seconds, "play next (ml.play_next)", lambda: play_next_lists(inputs, config, threads)
+        seconds,
+        "play next (ml.play_next)",
+        lambda: play_next_lists(inputs.sequences, inputs.tracks, config, threads),
     )
     users, similar_lists = build_lists(
         inputs.interactions, inputs.catalog, inputs.tracks, play_next, config.publish, model=model

@@ -53,15 +53,13 @@ from ml.evaluate import (  # noqa: E402
     lists_for_test,
     report_on_test,
 )
-from ml.families import ItemKnnParams  # noqa: E402
-from ml.families import fit as fit_family  # noqa: E402
 from ml.interactions import Interactions, build_interactions, catalog_from_frames  # noqa: E402
 from ml.model import single_threaded_blas  # noqa: E402
 from ml.params import LASTFM_ALS, Params  # noqa: E402
-from ml.play_next import PlayNextSettings, choose_play_next  # noqa: E402
 from ml.selection import decide  # noqa: E402
 from ml.sequences import build_sequences, track_features  # noqa: E402
 from ml.split import split  # noqa: E402
+from ml.train import play_next_lists  # noqa: E402
 from simulator.evolve import apply_day, daily_new_counts  # noqa: E402
 from simulator.generate import WorldBuilder, WorldSpec, generate_initial  # noqa: E402
 
@@ -252,20 +250,8 @@ def families_on(data: EvaluationData, config: MlConfig, grid: int, seed: int) ->
 
 
 def play_next_on(marts: dict[str, Any], config: MlConfig) -> dict[str, Any]:
-    knn = ItemKnnParams()
-
-    def collaborative(counts: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return fit_family(counts.tocsr(), knn, config.runtime.num_threads).similar(k)
-
-    settings = PlayNextSettings(
-        k=config.publish.similar_k,
-        **config.play_next.model_dump(),
-        bootstrap_samples=config.evaluation.resamples,
-        seed=config.evaluation.seed,
-    )
-    found = choose_play_next(
-        marts["sequences"], marts["tracks"], settings, collaborative=collaborative
-    )
+    """The daily run's play-next choice (ml.train.play_next_lists) on these histories."""
+    found = play_next_lists(marts["sequences"], marts["tracks"], config, config.runtime.num_threads)
     return {
         "published": found.model,
         "winner": found.winner,

@@ -251,7 +251,9 @@ def _outgrows_the_driver(settings: Settings, schema: str, config: MlConfig) -> b
     return above
 
 
-def play_next_lists(inputs: Inputs, config: MlConfig, threads: int) -> PlayNext:
+def play_next_lists(
+    sequences: Sequences, tracks: TrackFeatures, config: MlConfig, threads: int
+) -> PlayNext:
     """The "play next" lists of every catalog track (ml.play_next), with implicit's item kNN
     (BM25) as the collaborative candidate: it refits in seconds on each held-out history."""
     knn = ItemKnnParams()
@@ -265,7 +267,7 @@ def play_next_lists(inputs: Inputs, config: MlConfig, threads: int) -> PlayNext:
         bootstrap_samples=config.evaluation.resamples,
         seed=config.evaluation.seed,
     )
-    return choose_play_next(inputs.sequences, inputs.tracks, settings, collaborative=collaborative)
+    return choose_play_next(sequences, tracks, settings, collaborative=collaborative)
 
 
 def run_training(
@@ -333,7 +335,7 @@ def run_training(
                 root = config.artifacts.root_path(settings.project_root)
                 artifact_path = _save(root, serving_id, run_id, trained_at, inputs, winner, fitted)
         with _timed(timings, "play next"):
-            play_next = play_next_lists(inputs, config, threads)
+            play_next = play_next_lists(inputs.sequences, inputs.tracks, config, threads)
         with _timed(timings, "build lists"):
             user_lists, similar_lists = build_lists(
                 inputs.interactions,
