@@ -9,51 +9,66 @@ from expectations.checks import Check
 from expectations.suites import BuildContext, Stage, SuiteSpec
 
 
-def _coverage(ctx: BuildContext) -> list[Check]:
+def _without_lists(
+    ctx: BuildContext,
+    owners: str,
+    key: str,
+    subject: str,
+    missing: str,
+    threshold: str,
+    described: str,
+) -> list[Check]:
+    """The share of `owners` (a query of distinct `key`s) with no row in the batch, named
+    `subject` with the count column `missing`; `described` is what the alert calls them."""
+    total = subject.replace(" ", "_")
     query = f"""
-        with active as (
-            select distinct l.user_id
-            from {ctx.rel(t.FCT_LISTENS)} as l
-            join {ctx.rel(t.DIM_USERS)} as u on u.user_id = l.user_id
-        ),
-        covered as (select distinct r.user_id from {{batch}} as r)
-        select 'active users' as subject,
-               count(*) as active_users,
-               count(*) filter (where c.user_id is null) as without_recommendations,
-               {ctx.dialect.as_float("count(*) filter (where c.user_id is null)")}
+        with owners as ({owners}),
+        covered as (select distinct r.{key} from {{batch}} as r)
+        select '{subject}' as subject,
+               count(*) as {total},
+               count(*) filter (where c.{key} is null) as {missing},
+               {ctx.dialect.as_float(f"count(*) filter (where c.{key} is null)")}
                    / nullif(count(*), 0) as observed
-        from active as a
-        left join covered as c on c.user_id = a.user_id"""
+        from owners as o
+        left join covered as c on c.{key} = o.{key}"""
     return [
         Check(
-            ctx.thresholds["recommendations.active_users_covered"],
+            ctx.thresholds[threshold],
             query,
             "share",
-            "Share of active users without recommendations",
-            "active users without recommendations",
+            f"Share of {described}",
+            described,
         )
     ]
+
+
+def _coverage(ctx: BuildContext) -> list[Check]:
+    active = f"""
+        select distinct l.user_id
+        from {ctx.rel(t.FCT_LISTENS)} as l
+        join {ctx.rel(t.DIM_USERS)} as u on u.user_id = l.user_id"""
+    return _without_lists(
+        ctx,
+        active,
+        "user_id",
+        "active users",
+        "without_recommendations",
+        "recommendations.active_users_covered",
+        "active users without recommendations",
+    )
 
 
 def _play_next_coverage(ctx: BuildContext) -> list[Check]:
-    query = f"""
-        with covered as (select distinct r.track_id from {{batch}} as r)
-        select 'catalog tracks' as subject,
-               count(*) as catalog_tracks,
-               count(*) filter (where c.track_id is null) as without_play_next,
-               {ctx.dialect.as_float("count(*) filter (where c.track_id is null)")}
-                   / nullif(count(*), 0) as observed
-        from {ctx.rel(t.DIM_TRACKS)} as d
-        left join covered as c on c.track_id = d.track_id"""
-    return [
-        Check(
-            ctx.thresholds["recommendations.catalog_tracks_covered"],
-            query,
-            "share",
-            "Share of catalog tracks without a play-next list",
-            "catalog tracks without a play-next list",
-        )
-    ]
+    catalog = f"select d.track_id from {ctx.rel(t.DIM_TRACKS)} as d"
+    return _without_lists(
+        ctx,
+        catalog,
+        "track_id",
+        "catalog tracks",
+        "without_play_next",
+        "recommendations.catalog_tracks_covered",
+        "catalog tracks without a play-next list",
+    )
 
 
 SUITES = (
