@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,10 +63,12 @@ def fit(
     params: ModelParams,
     num_threads: int = 0,
     start: FittedModel | None = None,
+    callback: Callable[..., None] | None = None,
 ) -> FittedModel:
     """A model of these parameters fit on these listen counts: from random factors, or with a
     `start` of the same parameters and shapes (the training-split fit, left unchanged) continued
-    REFIT_ITERATIONS iterations from a copy of its factors, already close (the serving model)."""
+    REFIT_ITERATIONS iterations from a copy of its factors, already close (the serving model).
+    `callback` is implicit's, called after each iteration (it may raise to stop the fit)."""
     started = time.perf_counter()
     als = new_als(params, num_threads)
     same = start is not None and start.params == params
@@ -78,7 +81,7 @@ def fit(
         als.iterations = REFIT_ITERATIONS
         als.user_factors, als.item_factors = (np.array(f) for f in factors)  # copies
     with single_threaded_blas():
-        als.fit(confidence(counts, params), show_progress=False)
+        als.fit(confidence(counts, params), show_progress=False, callback=callback)
     als.iterations = params.iterations  # a continued model still saves its parameters
     seconds = time.perf_counter() - started
     log.debug("fit %s in %.2fs (warm: %s)", params.label(), seconds, warm)

@@ -89,7 +89,7 @@ def keep_if_best(found: SearchResult[Fit], i: int, fitted: Fit | None, metric: s
 
 
 def search(
-    evaluate: Callable[[Params, str], tuple[Scored, Fit | None]],
+    evaluate: Callable[[Params, str, float | None], tuple[Scored, Fit | None]],
     champion: Params,
     config: MlConfig,
     today: date,
@@ -99,7 +99,9 @@ def search(
     """The champion's parameters refit, then up to `max_challengers` challengers within the
     time budget: one is started only if its expected time still fits (its family's last
     recorded fit, `past_seconds`, else the mean candidate's so far); one that does not is
-    passed over for the next, so an expensive family does not take a day's budget alone."""
+    passed over for the next, so an expensive family does not take a day's budget alone.
+    `evaluate(params, name, deadline)` gets the time.monotonic() at which the budget ends
+    (None for the champion), and stops a fit that would overrun it."""
     found: SearchResult[Fit] = SearchResult([], {})
     proposals = [champion, *challenger_params(champion, config.model, config.search, today)]
     budget, spent, passed = config.selection.time_budget_s, [], 0
@@ -111,11 +113,13 @@ def search(
         if i and sum(spent[1:]) + expected > budget:
             passed += 1
             continue
-        started = time.perf_counter()
-        scored, fitted = evaluate(params, f"challenger-{i}" if i else "champion")
-        spent.append(time.perf_counter() - started)
+        started = time.monotonic()
+        deadline = started + budget - sum(spent[1:]) if i else None
+        scored, fitted = evaluate(params, f"challenger-{i}" if i else "champion", deadline)
+        spent.append(time.monotonic() - started)
         metrics = ", ".join(f"{name}@{k} {value:.4f}" for name, value in scored.metrics.items())
-        log.info("%s %s: %s", scored.name, params.label(), metrics or scored.error)
+        rerank = f" (favorite genre first in its top {scored.depth})" if scored.depth else ""
+        log.info("%s %s%s: %s", scored.name, params.label(), rerank, metrics or scored.error)
         found.candidates.append(scored)
         keep_if_best(found, i, fitted, config.selection.metric)
     if passed:
@@ -260,6 +264,7 @@ def model_run_rows(
         assert scored.params is not None
         serving = decision.serving == i
         metrics: dict[str, Any] = {**scored.metrics, **common, "fit_seconds": scored.fit_seconds}
+        metrics["favorite_genre_depth"] = scored.depth
         metrics["role"] = "challenger" if i else "champion_refit"
         metrics["gains"] = {name: vars(gain) for name, gain in decision.gains.get(i, {}).items()}
         if i == 0 and refit_of is not None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import scipy.sparse as sp
 
-from ml.families.base import MODEL_FILE, PARAMS_FILE, FamilySkipped, Recommender
+from ml.families.base import MODEL_FILE, PARAMS_FILE, FamilySkipped, OverBudget, Recommender
 from ml.families.ease import EaseModel, fit_ease, load_ease
 from ml.families.factors import FactorModel, fit_factors, load_factors
 from ml.families.knn import ItemKnnModel, fit_item_knn, load_item_knn
@@ -39,6 +39,7 @@ __all__ = [
     "ItemKnnModel",
     "ItemKnnParams",
     "LmfParams",
+    "OverBudget",
     "Params",
     "Recommender",
     "default_search_space",
@@ -53,18 +54,20 @@ def fit(
     params: Params,
     num_threads: int = 0,
     start: Recommender | None = None,
+    deadline: float | None = None,
 ) -> Recommender:
     """A model of `params` on the users x tracks listen counts. ALS continues from `start` (an
     ALS fit of the same params and shapes, left unchanged) as ml.model.fit does; the other
-    families fit from scratch. Raises FamilySkipped when the family cannot fit these data."""
+    families fit from scratch. Raises FamilySkipped when the family cannot fit these data, and
+    OverBudget (one) when it would go on past `deadline` (time.monotonic()): the factor
+    families stop after an iteration, EASE does not start; item kNN's one pass is not timed."""
     if isinstance(params, AlsParams | BprParams | LmfParams):
-        return fit_factors(
-            counts, params, num_threads, start if isinstance(start, FactorModel) else None
-        )
+        start = start if isinstance(start, FactorModel) else None
+        return fit_factors(counts, params, num_threads, start, deadline)
     if isinstance(params, ItemKnnParams):
         return fit_item_knn(counts, params, num_threads)
     if isinstance(params, EaseParams):
-        return fit_ease(counts, params, num_threads)
+        return fit_ease(counts, params, num_threads, deadline)
     raise TypeError(f"not a family's params: {params!r}")
 
 

@@ -6,6 +6,7 @@ kept neighbours)."""
 from __future__ import annotations
 
 import json
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,36 @@ CHUNK_CELLS = 1 << 24  # users x tracks scores held at once (64 MB of float32)
 
 class FamilySkipped(Exception):
     """This family cannot fit these data (e.g. too many tracks for a dense model): the reason."""
+
+
+class OverBudget(FamilySkipped):
+    """The fit was stopped, or not started, because it would end after its deadline;
+    `expected_seconds` is what the whole fit would have taken (the next search's guess)."""
+
+    def __init__(self, message: str, expected_seconds: float) -> None:
+        super().__init__(message)
+        self.expected_seconds = expected_seconds
+
+
+def stop_at(deadline: float | None, iterations: int) -> Callable[..., None] | None:
+    """A fit callback (implicit's `callback(iteration, ...)`, called after each of the fit's
+    `iterations`) that stops the fit once `time.monotonic()` passes `deadline`; None: no
+    limit."""
+    if deadline is None:
+        return None
+    started = time.monotonic()
+
+    def check(iteration: int, *_: Any) -> None:
+        now = time.monotonic()
+        if now > deadline:
+            expected = (now - started) / (iteration + 1) * iterations
+            raise OverBudget(
+                f"stopped after {iteration + 1} of {iterations} iterations: over the time "
+                f"budget (the fit would take ~{expected:.0f}s)",
+                expected,
+            )
+
+    return check
 
 
 class Recommender(ABC):

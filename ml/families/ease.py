@@ -15,7 +15,13 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
-from ml.families.base import CHUNK_CELLS, FamilySkipped, Recommender, chunked_top_k
+from ml.families.base import (
+    CHUNK_CELLS,
+    FamilySkipped,
+    OverBudget,
+    Recommender,
+    chunked_top_k,
+)
 from ml.params import EaseParams
 
 
@@ -99,8 +105,22 @@ class EaseModel(Recommender):
         np.savez(path, weights=self.weights)
 
 
-def fit_ease(counts: sp.csr_matrix, params: EaseParams, num_threads: int = 0) -> EaseModel:
-    """B from the counts; FamilySkipped above params.max_tracks tracks."""
+def expected_seconds(n: int, probe: int = 1024) -> float:
+    """The inversion's time at n tracks, from timing one of `probe` tracks here and now, scaled
+    by the cube (the Gram matrix and the rest of the fit cost less)."""
+    m = min(n, probe)
+    a = np.eye(m, dtype=np.float32) * np.float32(m) + np.float32(1.0)
+    started = time.perf_counter()
+    symmetric_inverse(a)
+    return (time.perf_counter() - started) * (n / m) ** 3
+
+
+def fit_ease(
+    counts: sp.csr_matrix, params: EaseParams, num_threads: int = 0, deadline: float | None = None
+) -> EaseModel:
+    """B from the counts; FamilySkipped above params.max_tracks tracks, OverBudget when its
+    expected time would end after `deadline` (time.monotonic()): one inversion cannot be
+    stopped half way, so it is not started."""
     n = counts.shape[1]
     if n > params.max_tracks:
         gigabytes = 4 * n * n / 1e9
@@ -108,6 +128,12 @@ def fit_ease(counts: sp.csr_matrix, params: EaseParams, num_threads: int = 0) ->
             f"ease skipped: {n} tracks > max_tracks {params.max_tracks} "
             f"(its dense tracks x tracks matrix would take {gigabytes:.1f} GB)"
         )
+    with threadpool_limits(limits=num_threads or None, user_api="blas"):
+        if deadline is not None:
+            expected = expected_seconds(n)
+            if time.monotonic() + expected > deadline:
+                message = f"not started: its inversion would take ~{expected:.0f}s"
+                raise OverBudget(message, expected)
     started = time.perf_counter()
     with threadpool_limits(limits=num_threads or None, user_api="blas"):
         p = gram(weighted(counts, params.weighting))

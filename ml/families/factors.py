@@ -16,7 +16,7 @@ from implicit.cpu.lmf import LogisticMatrixFactorization
 from implicit.cpu.matrix_factorization_base import MatrixFactorizationBase
 
 from ml import model as als_model
-from ml.families.base import Recommender, dense_top_k, padded
+from ml.families.base import Recommender, dense_top_k, padded, stop_at
 from ml.params import AlsParams, BprParams, LmfParams
 
 FactorParams = AlsParams | BprParams | LmfParams
@@ -82,20 +82,24 @@ def fit_factors(
     params: FactorParams,
     num_threads: int = 0,
     start: FactorModel | None = None,
+    deadline: float | None = None,
 ) -> FactorModel:
     """ALS through ml.model.fit (warm from `start` when it is an ALS fit of the same params and
-    shapes); BPR (listens > 0 as positives) and LMF (counts as weights) from scratch."""
+    shapes); BPR (listens > 0 as positives) and LMF (counts as weights) from scratch. Past
+    `deadline` (time.monotonic()) the fit stops after its current iteration (OverBudget)."""
     if isinstance(params, AlsParams):
         begun = None
         if start is not None and isinstance(start.model, AlternatingLeastSquares):
             begun = als_model.FittedModel(start.params, start.model, start.fit_seconds)
-        fitted = als_model.fit(counts, params, num_threads, start=begun)
+        stop = stop_at(deadline, params.iterations)
+        fitted = als_model.fit(counts, params, num_threads, start=begun, callback=stop)
         return FactorModel(params, fitted.als, fitted.fit_seconds, fitted.warm_start)
     started = time.perf_counter()
     hyper = params.model_dump(exclude={"family"})
     model = IMPLICIT_CLASSES[params.family](**hyper, num_threads=num_threads, dtype=np.float32)
     with als_model.single_threaded_blas():
-        model.fit(counts.tocsr().astype(np.float32), show_progress=False)
+        stop = stop_at(deadline, params.iterations)
+        model.fit(counts.tocsr().astype(np.float32), show_progress=False, callback=stop)
     return FactorModel(params, model, time.perf_counter() - started)
 
 

@@ -196,7 +196,7 @@ def _run(
         t0 = time.perf_counter()
         baselines = evaluate_baselines(marts, holdout, k)
         found = search(
-            lambda params, name: evaluate_model(marts, holdout, params, name, config),
+            lambda params, name, _: evaluate_model(marts, holdout, params, name, config),
             start,
             config,
             today or date.today(),

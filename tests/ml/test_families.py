@@ -1,5 +1,6 @@
 import itertools
 import json
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,7 @@ from ml.families import (
     FamilySkipped,
     ItemKnnParams,
     LmfParams,
+    OverBudget,
     default_search_space,
     parse_params,
 )
@@ -154,6 +156,20 @@ def test_ease_matches_its_closed_form_computed_naively() -> None:
 def test_ease_is_skipped_above_max_tracks(counts) -> None:
     with pytest.raises(FamilySkipped, match="max_tracks 100"):
         families.fit(counts, EaseParams(max_tracks=100))
+
+
+@pytest.mark.parametrize("params", SMALL[:3], ids=IDS[:3])
+def test_a_factor_fit_past_its_deadline_stops_after_one_iteration(counts, params) -> None:
+    with pytest.raises(OverBudget, match="stopped after 1 of"):
+        families.fit(counts, params, deadline=time.monotonic() - 1.0)
+    in_time = families.fit(counts, params, deadline=time.monotonic() + 3600.0)
+    assert in_time.n_tracks == counts.shape[1]
+
+
+def test_ease_does_not_start_an_inversion_that_would_end_past_its_deadline(counts) -> None:
+    with pytest.raises(OverBudget, match="not started: its inversion would take"):
+        families.fit(counts, EaseParams(), deadline=time.monotonic())
+    assert families.fit(counts, EaseParams(), deadline=time.monotonic() + 3600.0).n_tracks
 
 
 @pytest.mark.parametrize("params", SMALL[3:], ids=IDS[3:])

@@ -222,7 +222,7 @@ def test_the_search_holds_only_the_fits_that_can_serve() -> None:
 def test_search_tries_the_champion_then_challengers_within_the_limits() -> None:
     tried: list[tuple[str, Params]] = []
 
-    def evaluate(params: Params, name: str) -> tuple[Scored, str]:
+    def evaluate(params: Params, name: str, deadline: float | None) -> tuple[Scored, str]:
         tried.append((name, params))
         return scored(name, BASE + 0.01 * len(tried), params), name
 
@@ -244,7 +244,7 @@ def test_search_tries_the_champion_then_challengers_within_the_limits() -> None:
 def test_the_budget_passes_over_a_family_known_to_cost_more_than_is_left() -> None:
     tried: list[Params] = []
 
-    def evaluate(params: Params, name: str) -> tuple[Scored, str]:
+    def evaluate(params: Params, name: str, deadline: float | None) -> tuple[Scored, str]:
         tried.append(params)
         return scored(name, BASE, params), name
 
@@ -262,6 +262,22 @@ def test_the_budget_passes_over_a_family_known_to_cost_more_than_is_left() -> No
     tried.clear()
     search(evaluate, AlsParams(), config, date(2026, 11, 26), 10)  # no history: the mean
     assert any(p.family == "bpr" for p in tried)
+
+
+def test_challengers_get_the_end_of_the_budget_left_as_their_deadline(monkeypatch) -> None:
+    clock = [1000.0]  # a fake time.monotonic(): each fit takes 20 s of it
+    monkeypatch.setattr("ml.selection.time.monotonic", lambda: clock[0])
+    deadlines: list[float | None] = []
+
+    def evaluate(params: Params, name: str, deadline: float | None) -> tuple[Scored, str]:
+        deadlines.append(deadline)
+        clock[0] += 20.0
+        return scored(name, BASE, params), name
+
+    config = load_config(overrides=["selection.max_challengers=9", "selection.time_budget_s=50"])
+    search(evaluate, AlsParams(), config, date(2026, 11, 26), 10, {"als": 20.0})
+    # the champion is never stopped; the challengers share one end, 50 s after the first began
+    assert deadlines == [None, 1070.0, 1070.0]
 
 
 def test_model_run_rows_name_family_split_and_gains() -> None:
