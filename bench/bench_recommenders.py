@@ -199,7 +199,8 @@ def families_on(data: EvaluationData, config: MlConfig, grid: int, seed: int) ->
         result, _ = evaluate_model(data, params, name, threads)
         print(
             f"    {name:<22} {params.label():<55} "
-            f"{result.metrics.get(metric, float('nan')):.4f} fit {result.fit_seconds:.1f}s"
+            f"{result.metrics.get(metric, float('nan')):.4f} depth {result.depth:<3} "
+            f"fit {result.fit_seconds:.1f}s"
             f"{'  ' + result.error if result.error else ''}",
             flush=True,
         )
@@ -219,21 +220,23 @@ def families_on(data: EvaluationData, config: MlConfig, grid: int, seed: int) ->
     for s in [*best.values(), next(x for x in scored if x.params == LASTFM_ALS)]:
         name = "als last.fm" if s.params == LASTFM_ALS else s.family
         started = time.perf_counter()
-        family_lists, _ = lists_for_test(data, (name, s.params, None), threads)
+        family_lists, _ = lists_for_test(data, (name, s.params, None), threads, s.depth)
         seconds[name] = round(time.perf_counter() - started, 1)
         lists.update(family_lists)
     if decision.serving is None:
         lists["published"] = lists[decision.baseline]
     else:
         winner = ordered[decision.serving]
-        lists["published"] = lists_for_test(data, ("published", winner.params, None), threads)[0][
-            "published"
-        ]
+        published_lists, _ = lists_for_test(
+            data, ("published", winner.params, None), threads, winner.depth
+        )
+        lists["published"] = published_lists["published"]
     report = report_on_test(data, lists, metric, "published")
     return {
         "validation": {
             s.name: {
                 "params": s.params.label(),
+                "favorite_genre_depth": s.depth,
                 **{m: s.metrics.get(m) for m in (metric, "coverage")},
                 "fit_seconds": round(s.fit_seconds, 1),
                 "error": s.error,
@@ -241,7 +244,7 @@ def families_on(data: EvaluationData, config: MlConfig, grid: int, seed: int) ->
             for s in scored
         },
         "validation_baselines": {n: b.metrics[metric] for n, b in baselines.items()},
-        "best_per_family": {f: s.params.label() for f, s in best.items()},
+        "best_per_family": {f: f"{s.params.label()} depth {s.depth}" for f, s in best.items()},
         "test": report,
         "test_fit_seconds": seconds,
         "decision": decision.reason,
@@ -280,6 +283,7 @@ def run_one(profile: str, seed: int, args: argparse.Namespace, config: MlConfig)
         catalog.track_genres,
         catalog.n_catalog_tracks,
         config.evaluation,
+        config.selection.metric,
     )
     print(f"  {data.split.reason}", flush=True)
     started = time.perf_counter()
@@ -294,6 +298,7 @@ def run_one(profile: str, seed: int, args: argparse.Namespace, config: MlConfig)
             data.track_genres,
             data.n_catalog_tracks,
             settings,
+            config.selection.metric,
         )
         print(f"  {on_holdout.split.reason}", flush=True)
         holdout = families_on(on_holdout, config, args.grid, seed)

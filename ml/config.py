@@ -67,6 +67,9 @@ class Evaluation(Section):
     min_span_days: NonNegative = 3.0  # first-listen times must span this long for a time split
     resamples: Positive = 1000  # bootstrap resamples of the intervals (ml.intervals)
     confidence: Share = 0.95
+    # ml.rerank: the favorite-genre re-rank depths validation picks from for each model
+    # (besides none); a depth at or below k re-ranks nothing
+    favorite_genre_depths: Annotated[tuple[Positive, ...], BeforeValidator(tuple)] = (25, 50, 100)
 
     @model_validator(mode="after")
     def _consistent(self) -> Evaluation:

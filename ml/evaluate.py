@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from ml import families
 from ml.baselines import GENRE_POPULARITY, POPULARITY, Popularity
 from ml.config import Evaluation
-from ml.families import FamilySkipped, Params, Recommender
+from ml.families import FamilySkipped, OverBudget, Params, Recommender
 from ml.intervals import Interval, difference
 from ml.quality import (
     ACCURACY,
@@ -26,6 +26,7 @@ from ml.quality import (
     segment_intervals,
     segments,
 )
+from ml.rerank import reranked
 from ml.split import Fold, Split
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class Scored:
     fit_seconds: float = 0.0
     error: str | None = None
     per_user: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    depth: int = 0  # the favorite-genre re-rank validation chose (ml.rerank); 0: none
 
     @property
     def family(self) -> str:
@@ -61,10 +63,21 @@ class EvaluationData:
     track_genres: sp.csr_matrix
     n_catalog_tracks: int
     settings: Evaluation
+    metric: str = "ndcg"  # the selection's: which re-rank depth a candidate keeps
 
     @property
     def k(self) -> int:
         return self.settings.k
+
+    def depths(self) -> list[int]:
+        """The favorite-genre re-rank depths validation tries: 0 (none) and those above k."""
+        return sorted({0, *(d for d in self.settings.favorite_genre_depths if d > self.k)})
+
+    def lists(self, fitted: Recommender, fold: Fold, depth: int) -> np.ndarray:
+        """The model's top-k for the fold's users, re-ranked to `depth` (ml.rerank)."""
+        rows = fold.eval_rows
+        ids, _ = fitted.recommend(rows, fold.train, max(self.k, depth))
+        return reranked(ids, self.favorite_genre[rows], self.track_genres, self.k, depth)
 
     def gain(self, a: Scored, b: Scored, metric: str) -> Interval:
         """The paired interval of a's gain over b on the same users."""
@@ -99,22 +112,40 @@ def evaluate_baselines(data: EvaluationData, fold: Fold | None = None) -> dict[s
 
 
 def evaluate_model(
-    data: EvaluationData, params: Params, name: str, num_threads: int = 0
+    data: EvaluationData,
+    params: Params,
+    name: str,
+    num_threads: int = 0,
+    deadline: float | None = None,
 ) -> tuple[Scored, Recommender | None]:
-    """Fit on the training split and score on validation; a failing or skipped fit is a
-    result with `error`, not a raise."""
+    """Fit on the training split (stopped at `deadline`, families.fit) and score on
+    validation; a failing, skipped or stopped fit is a result with `error`, not a raise."""
     fold = data.split.validation()
     try:
-        fitted = families.fit(fold.train, params, num_threads)
-        ids, _ = fitted.recommend(fold.eval_rows, fold.train, data.k)
-        metrics, per_user = judge(ids, fold, data.k, data.n_catalog_tracks)
+        fitted = families.fit(fold.train, params, num_threads, deadline=deadline)
+        depths = data.depths()
+        deepest = fitted.recommend(fold.eval_rows, fold.train, max(data.k, *depths))[0]
+        favorite = data.favorite_genre[fold.eval_rows]
+        judged = [
+            judge(
+                reranked(deepest, favorite, data.track_genres, data.k, depth),
+                fold,
+                data.k,
+                data.n_catalog_tracks,
+            )
+            for depth in depths
+        ]
+        best = max(range(len(depths)), key=lambda i: (judged[i][0][data.metric], -i))
+        metrics, per_user = judged[best]
     except FamilySkipped as exc:
         log.info("candidate %s (%s) skipped: %s", name, params.label(), exc)
-        return Scored(name, {}, params, error=f"skipped: {exc}"), None
+        expected = exc.expected_seconds if isinstance(exc, OverBudget) else 0.0
+        return Scored(name, {}, params, expected, error=f"skipped: {exc}"), None
     except (ValueError, FloatingPointError, MemoryError) as exc:
         log.warning("candidate %s (%s) failed: %s", name, params.label(), exc)
         return Scored(name, {}, params, error=f"{type(exc).__name__}: {exc}"), None
-    return Scored(name, metrics, params, fitted.fit_seconds, per_user=per_user), fitted
+    depth = depths[best]
+    return Scored(name, metrics, params, fitted.fit_seconds, per_user=per_user, depth=depth), fitted
 
 
 def report_on_test(
@@ -165,16 +196,18 @@ def lists_for_test(
     data: EvaluationData,
     serving: tuple[str, Params, Recommender | None] | None,
     num_threads: int = 0,
+    depth: int = 0,
 ) -> tuple[dict[str, np.ndarray], Recommender | None]:
     """The test users' lists of both baselines and of the serving model (`name, params`,
-    refit on train + validation, continuing its validation fit where the family can)."""
+    refit on train + validation, continuing its validation fit where the family can; re-ranked
+    to the `depth` validation chose)."""
     fold = data.split.testing()
     lists = baseline_lists(data, fold)
     if serving is None:
         return lists, None
     name, params, start = serving
     fitted = families.fit(fold.train, params, num_threads, start=start)
-    lists[name], _ = fitted.recommend(fold.eval_rows, fold.train, data.k)
+    lists[name] = data.lists(fitted, fold, depth)
     return lists, fitted
 
 

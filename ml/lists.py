@@ -20,6 +20,7 @@ from ml.config import Publish
 from ml.families import Recommender
 from ml.interactions import Catalog, Interactions
 from ml.play_next import PlayNext
+from ml.rerank import favorite_genre_first
 from ml.sequences import TrackFeatures
 
 MODEL, NEW_TRACK = "model", "new_track"
@@ -120,11 +121,15 @@ def build_lists(
     *,
     model: Recommender | None,
     baseline: str = GENRE_POPULARITY,
+    depth: int = 0,
 ) -> tuple[UserTopTracks, SimilarTracks]:
-    """Both lists: the users' from `model` or, with None, from `baseline` (users with listens)
-    and genre popularity; the tracks' from `play_next`. Popularity counts all listens."""
+    """Both lists: the users' from `model` (re-ranked to `depth`, ml.rerank) or, with None,
+    from `baseline` (users with listens) and genre popularity; the tracks' from `play_next`.
+    Popularity counts all listens."""
     popularity = Popularity(interactions.matrix, catalog.track_genres)
-    users = _user_top_tracks(interactions, catalog, tracks, popularity, config, model, baseline)
+    users = _user_top_tracks(
+        interactions, catalog, tracks, popularity, config, model, baseline, depth
+    )
     owner, rank, similar_id, score = _flat(play_next.track_ids, play_next.ids, play_next.scores)
     return users, SimilarTracks(owner, rank, similar_id, score)
 
@@ -137,6 +142,7 @@ def _user_top_tracks(
     config: Publish,
     model: Recommender | None,
     baseline: str,
+    depth: int,
 ) -> UserTopTracks:
     """The list of every dim_users user (module docstring)."""
     k = min(config.k, interactions.n_tracks)
@@ -152,7 +158,12 @@ def _user_top_tracks(
         ids[listened], scores[listened] = plain.ids, plain.scores
         codes[listened] = _fallback_codes(plain)
     if model is not None and len(listened):
-        model_ids, model_scores = model.recommend(rows[listened], interactions.matrix, k)
+        model_ids, model_scores = model.recommend(
+            rows[listened], interactions.matrix, max(k, depth)
+        )
+        served = favorite_genre_first(model_ids, genre[listened], catalog.track_genres, k, depth)
+        model_ids = np.take_along_axis(model_ids, served, axis=1)
+        model_scores = np.take_along_axis(model_scores, served, axis=1)
         history = np.diff(interactions.matrix.indptr)[rows[listened]]
         weight = np.minimum(history / max(config.blend_until, 1), 1.0)
         model_src = np.where(model_ids >= 0, SOURCES.index(MODEL), -1).astype(np.int8)

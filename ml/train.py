@@ -235,7 +235,12 @@ def evaluation_data(inputs: Inputs, config: MlConfig) -> EvaluationData:
     catalog = inputs.catalog
     favorite = catalog.favorite_genre_of(inputs.interactions.user_ids)
     return EvaluationData(
-        found, favorite, catalog.track_genres, catalog.n_catalog_tracks, config.evaluation
+        found,
+        favorite,
+        catalog.track_genres,
+        catalog.n_catalog_tracks,
+        config.evaluation,
+        config.selection.metric,
     )
 
 
@@ -308,7 +313,7 @@ def run_training(
             data = evaluation_data(inputs, config)
             baselines = evaluate_baselines(data)
             found = search(
-                lambda params, name: evaluate_model(data, params, name, threads),
+                lambda params, name, stop: evaluate_model(data, params, name, threads, stop),
                 champion.params if champion and not champion_from_config else config.model,
                 config,
                 trained_at.date(),
@@ -320,7 +325,8 @@ def run_training(
         winner = None if decision.serving is None else candidates[decision.serving]
         with _timed(timings, "test"):
             serving = None if winner is None else (MODEL, winner.params, winner_fit)
-            lists, test_fit = lists_for_test(data, serving, threads)
+            depth = 0 if winner is None else winner.depth
+            lists, test_fit = lists_for_test(data, serving, threads, depth)
             del winner_fit
             test = report_on_test(data, lists, metric, MODEL if winner else decision.baseline)
             del lists
@@ -345,6 +351,7 @@ def run_training(
                 config.publish,
                 model=fitted,
                 baseline=decision.baseline or GENRE_POPULARITY,
+                depth=depth,
             )
         served = test.get(MODEL) or test[decision.baseline or GENRE_POPULARITY]
         served["churn"] = churn(inputs.yesterday, (user_lists.user_id, user_lists.track_id))

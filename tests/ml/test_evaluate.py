@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -134,6 +136,25 @@ def test_candidates_are_judged_per_user_on_validation(data: EvaluationData) -> N
     assert baselines["genre_popularity"].metrics["ndcg"] > baselines["popularity"].metrics["ndcg"]
     again, _ = evaluate_model(data, ALS, "again")
     np.testing.assert_array_equal(again.per_user["ndcg"], scored.per_user["ndcg"])  # seeded
+
+
+def test_validation_keeps_the_favorite_genre_rerank_depth_that_scores_best(
+    data: EvaluationData,
+) -> None:
+    assert data.depths() == [0, 25, 50, 100]  # none, and the configured depths above k
+    scored, fitted = evaluate_model(data, ALS, "als")
+    assert fitted is not None
+    fold = data.split.validation()
+    by_depth = {
+        depth: judge(data.lists(fitted, fold, depth), fold, data.k, data.n_catalog_tracks)[0]
+        for depth in data.depths()
+    }
+    assert scored.metrics == by_depth[scored.depth]
+    assert scored.metrics["ndcg"] == max(m["ndcg"] for m in by_depth.values())
+    # without depths the model's own order is judged
+    settings = data.settings.model_copy(update={"favorite_genre_depths": ()})
+    plain, _ = evaluate_model(replace(data, settings=settings), ALS, "plain")
+    assert plain.depth == 0 and plain.metrics == by_depth[0]
 
 
 def test_a_family_that_cannot_fit_is_a_result_not_a_raise(data: EvaluationData) -> None:

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml.interactions import build_interactions
+from ml.interactions import load_catalog, load_interactions
 from ml.registry import load_model
+from ml.rerank import reranked
 from ml.train import TrainingFailed, run_training
 from moovitamix.warehouse import connect
 
@@ -149,13 +150,13 @@ def test_a_run_beats_the_baselines_and_publishes_complete_lists(
         "group by 1 having count(*) >= 5) group by user_id order by user_id limit 1",
     )
     with connect(marts_url) as conn:
-        heard_rows = conn.execute(
-            "select user_id, track_id, listen_count from marts.fct_listens"
-        ).fetchall()
-    users, tracks_heard, counts = (np.array(column) for column in zip(*heard_rows, strict=True))
-    matrix = build_interactions(users, tracks_heard, counts)
-    row = int(np.searchsorted(matrix.user_ids, user_id))
-    ids, _ = loaded.model.recommend(np.array([row]), matrix.matrix, k)
+        matrix = load_interactions(conn)
+        catalog = load_catalog(conn, matrix)
+    row = np.array([np.searchsorted(matrix.user_ids, user_id)])
+    depth = champion[3]["favorite_genre_depth"]  # the re-rank validation chose, as recorded
+    ids, _ = loaded.model.recommend(row, matrix.matrix, max(k, depth))
+    favorite = catalog.favorite_genre_of(matrix.user_ids[row])
+    ids = reranked(ids, favorite, catalog.track_genres, k, depth)
     assert loaded.track_ids[ids[0][: len(tracks)]].tolist() == tracks
 
 

@@ -1,0 +1,42 @@
+"""The favorite-genre re-rank of a model's list: of the model's first `depth` unheard tracks,
+those of the user's declared favorite genre (dim_users) come first, each group in the model's
+order. The model knows what users played together; the declared genre is what the user says
+they like, which their history alone often does not show. `depth` <= k leaves the list as it
+is; validation picks the depth (ml.evaluate), so data where the genre does not help keep the
+model's own order."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def favorite_genre_first(
+    ids: np.ndarray, favorite: np.ndarray, track_genres: sp.csr_matrix, k: int, depth: int
+) -> np.ndarray:
+    """Which k columns of each row of `ids` (a model's ranked track columns, -1 empty) to
+    serve, in order: the row's favorite-genre tracks (`favorite`: genre code per row, -1 none;
+    `track_genres`: tracks x genres) among its first `depth` ahead of the others. Returns
+    positions into `ids` (rows x min(k, columns)), for np.take_along_axis on ids and scores."""
+    k = min(k, ids.shape[1])
+    if depth <= k:
+        return np.broadcast_to(np.arange(k), (len(ids), k))
+    head = ids[:, :depth]
+    n_genres = max(track_genres.shape[1], 1)
+    memberships = track_genres.tocoo()
+    keys = np.unique(memberships.row.astype(np.int64) * n_genres + memberships.col)
+    wanted = np.maximum(head, 0).astype(np.int64) * n_genres + np.maximum(favorite, 0)[:, None]
+    found = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+    in_genre = keys[found] == wanted if len(keys) else np.zeros(head.shape, dtype=bool)
+    in_genre &= (head >= 0) & (favorite >= 0)[:, None]
+    # favorite-genre tracks, then the others, then empty slots; stable keeps the model's order
+    group = np.where(in_genre, 0, np.where(head >= 0, 1, 2))
+    return np.argsort(group, axis=1, kind="stable")[:, :k]
+
+
+def reranked(
+    ids: np.ndarray, favorite: np.ndarray, track_genres: sp.csr_matrix, k: int, depth: int
+) -> np.ndarray:
+    """The k track columns favorite_genre_first serves, per row."""
+    positions = favorite_genre_first(ids, favorite, track_genres, k, depth)
+    return np.take_along_axis(ids, positions, axis=1)
