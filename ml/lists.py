@@ -24,6 +24,7 @@ from ml.rerank import favorite_genre_first
 from ml.sequences import TrackFeatures
 
 MODEL, NEW_TRACK = "model", "new_track"
+USER_CHUNK = 100_000  # users ranked at once: bounds the (users x re-rank depth) candidates
 SOURCES = (MODEL, GENRE_POPULARITY, POPULARITY, NEW_TRACK)  # source codes 0..3
 
 
@@ -158,12 +159,15 @@ def _user_top_tracks(
         ids[listened], scores[listened] = plain.ids, plain.scores
         codes[listened] = _fallback_codes(plain)
     if model is not None and len(listened):
-        model_ids, model_scores = model.recommend(
-            rows[listened], interactions.matrix, max(k, depth)
-        )
-        served = favorite_genre_first(model_ids, genre[listened], catalog.track_genres, k, depth)
-        model_ids = np.take_along_axis(model_ids, served, axis=1)
-        model_scores = np.take_along_axis(model_scores, served, axis=1)
+        model_ids = np.full((len(listened), k), -1, dtype=np.int64)
+        model_scores = np.zeros((len(listened), k))
+        for lo in range(0, len(listened), USER_CHUNK):
+            part = listened[lo : lo + USER_CHUNK]
+            found = model.recommend(rows[part], interactions.matrix, max(k, depth))
+            served = favorite_genre_first(found[0], genre[part], catalog.track_genres, k, depth)
+            width = served.shape[1]
+            for out, values in zip((model_ids, model_scores), found, strict=True):
+                out[lo : lo + len(part), :width] = np.take_along_axis(values, served, axis=1)
         history = np.diff(interactions.matrix.indptr)[rows[listened]]
         weight = np.minimum(history / max(config.blend_until, 1), 1.0)
         model_src = np.where(model_ids >= 0, SOURCES.index(MODEL), -1).astype(np.int8)
