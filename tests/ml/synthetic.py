@@ -313,22 +313,31 @@ SPARK_LISTEN_COLUMNS = (
 )
 
 
+def catalog_frames(marts: SyntheticMarts) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The users' favorite genres (user_id, genre; None: none) and the tracks' genres
+    (track_id, genre): what ml.interactions.catalog_from_frames reads."""
+    names = np.array(GENRES, dtype=object)
+    favorite = np.where(marts.favorite_genre >= 0, names[marts.favorite_genre], None)
+    has = marts.track_genre >= 0
+    users = pd.DataFrame({"user_id": marts.user_ids, "genre": favorite})
+    bridge = pd.DataFrame(
+        {
+            "track_id": np.broadcast_to(marts.track_ids[:, None], has.shape)[has],
+            "genre": names[marts.track_genre[has]],
+        }
+    )
+    return users, bridge
+
+
 def spark_frames(marts: SyntheticMarts) -> dict[str, pd.DataFrame]:
     """The four input marts the recommender reads, as frames with the dbt project's columns:
     the same rows as `write_marts` (fct_listens' times and arrays still as Postgres text,
     typed by `write_spark_marts`)."""
-    names = np.array(GENRES, dtype=object)
-    favorite = np.where(marts.favorite_genre >= 0, names[marts.favorite_genre], None)
-    has = marts.track_genre >= 0
+    users, bridge = catalog_frames(marts)
     frames = {
-        "dim_users": pd.DataFrame({"user_id": marts.user_ids, "favorite_genre_id": favorite}),
+        "dim_users": users.rename(columns={"genre": "favorite_genre_id"}),
         "dim_tracks": pd.DataFrame(dim_tracks(marts)),
-        "bridge_track_genres": pd.DataFrame(
-            {
-                "track_id": np.broadcast_to(marts.track_ids[:, None], has.shape)[has],
-                "genre_id": names[marts.track_genre[has]],
-            }
-        ),
+        "bridge_track_genres": bridge.rename(columns={"genre": "genre_id"}),
         "fct_listens": listen_rows(marts),
     }
     return {

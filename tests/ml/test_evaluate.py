@@ -1,7 +1,6 @@
 from dataclasses import replace
 
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 from implicit.evaluation import ranking_metrics_at_k
@@ -21,7 +20,7 @@ from ml.model import single_threaded_blas
 from ml.params import AlsParams, EaseParams
 from ml.quality import ACCURACY, SEGMENTS
 from ml.split import Fold, split
-from tests.ml.synthetic import GENRES, SyntheticMarts
+from tests.ml.synthetic import SyntheticMarts, catalog_frames
 
 ALS = AlsParams(factors=32, confidence="bm25", alpha=1.0, regularization=1.0)
 SETTINGS = Evaluation(resamples=200)
@@ -34,20 +33,7 @@ def _data(marts: SyntheticMarts, settings: Evaluation = SETTINGS) -> EvaluationD
     interactions = build_interactions(
         marts.event_user, marts.event_track, np.ones(len(marts.event_user)), marts.event_at
     )
-    names = np.array(GENRES, dtype=object)
-    users = pd.DataFrame(
-        {
-            "user_id": marts.user_ids,
-            "genre": np.where(marts.favorite_genre >= 0, names[marts.favorite_genre], None),
-        }
-    )
-    has = marts.track_genre >= 0
-    bridge = pd.DataFrame(
-        {
-            "track_id": np.broadcast_to(marts.track_ids[:, None], has.shape)[has],
-            "genre": names[marts.track_genre[has]],
-        }
-    )
+    users, bridge = catalog_frames(marts)
     catalog = catalog_from_frames(interactions, users, bridge, len(marts.track_ids))
     return EvaluationData(
         split(interactions, settings),

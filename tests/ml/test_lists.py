@@ -9,7 +9,7 @@ from ml.params import AlsParams
 from ml.play_next import PlayNext
 from ml.rerank import reranked
 from ml.sequences import track_features
-from tests.ml.synthetic import GENRES, SyntheticMarts
+from tests.ml.synthetic import SyntheticMarts, catalog_frames
 
 DEPTH = 50
 
@@ -19,20 +19,7 @@ def inputs(structured_marts: SyntheticMarts):
     """The synthetic marts as ml.train reads them, and an ALS fit on all their listens."""
     m = structured_marts
     interactions = build_interactions(m.listen_user, m.listen_track, m.listen_count)
-    names = np.array(GENRES, dtype=object)
-    users = pd.DataFrame(
-        {
-            "user_id": m.user_ids,
-            "genre": np.where(m.favorite_genre >= 0, names[m.favorite_genre], None),
-        }
-    )
-    has = m.track_genre >= 0
-    bridge = pd.DataFrame(
-        {
-            "track_id": np.broadcast_to(m.track_ids[:, None], has.shape)[has],
-            "genre": names[m.track_genre[has]],
-        }
-    )
+    users, bridge = catalog_frames(m)
     catalog = catalog_from_frames(interactions, users, bridge, len(m.track_ids))
     tracks = track_features(
         m.track_ids,
