@@ -73,11 +73,13 @@ class EvaluationData:
         """The favorite-genre re-rank depths validation tries: 0 (none) and those above k."""
         return sorted({0, *(d for d in self.settings.favorite_genre_depths if d > self.k)})
 
-    def lists(self, fitted: Recommender, fold: Fold, depth: int) -> np.ndarray:
-        """The model's top-k for the fold's users, re-ranked to `depth` (ml.rerank)."""
+    def lists(self, fitted: Recommender, fold: Fold, depths: list[int]) -> list[np.ndarray]:
+        """The model's top-k for the fold's users re-ranked to each of `depths` (ml.rerank),
+        all from one ranking as deep as the deepest."""
         rows = fold.eval_rows
-        ids, _ = fitted.recommend(rows, fold.train, max(self.k, depth))
-        return reranked(ids, self.favorite_genre[rows], self.track_genres, self.k, depth)
+        ids, _ = fitted.recommend(rows, fold.train, max(self.k, *depths))
+        favorite = self.favorite_genre[rows]
+        return [reranked(ids, favorite, self.track_genres, self.k, d) for d in depths]
 
     def gain(self, a: Scored, b: Scored, metric: str) -> Interval:
         """The paired interval of a's gain over b on the same users."""
@@ -124,16 +126,9 @@ def evaluate_model(
     try:
         fitted = families.fit(fold.train, params, num_threads, deadline=deadline)
         depths = data.depths()
-        deepest = fitted.recommend(fold.eval_rows, fold.train, max(data.k, *depths))[0]
-        favorite = data.favorite_genre[fold.eval_rows]
         judged = [
-            judge(
-                reranked(deepest, favorite, data.track_genres, data.k, depth),
-                fold,
-                data.k,
-                data.n_catalog_tracks,
-            )
-            for depth in depths
+            judge(ids, fold, data.k, data.n_catalog_tracks)
+            for ids in data.lists(fitted, fold, depths)
         ]
         best = max(range(len(depths)), key=lambda i: (judged[i][0][data.metric], -i))
         metrics, per_user = judged[best]
@@ -207,7 +202,7 @@ def lists_for_test(
         return lists, None
     name, params, start = serving
     fitted = families.fit(fold.train, params, num_threads, start=start)
-    lists[name] = data.lists(fitted, fold, depth)
+    (lists[name],) = data.lists(fitted, fold, [depth])
     return lists, fitted
 
 

@@ -134,8 +134,7 @@ def fit_ease(
             if time.monotonic() + expected > deadline:
                 message = f"not started: its inversion would take ~{expected:.0f}s"
                 raise OverBudget(message, expected)
-    started = time.perf_counter()
-    with threadpool_limits(limits=num_threads or None, user_api="blas"):
+        started = time.perf_counter()
         p = gram(weighted(counts, params.weighting))
         p[np.diag_indices(n)] += np.float32(params.regularization)
         symmetric_inverse(p)

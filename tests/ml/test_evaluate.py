@@ -131,8 +131,8 @@ def test_validation_keeps_the_favorite_genre_rerank_depth_that_scores_best(
     scored, fitted = evaluate_model(data, ALS, "als")
     assert fitted is not None
     fold = data.split.validation()
-    by_depth = {
-        depth: judge(data.lists(fitted, fold, depth), fold, data.k, data.n_catalog_tracks)[0]
+    by_depth = {  # each depth ranked on its own, not from the deepest ranking validation used
+        depth: judge(data.lists(fitted, fold, [depth])[0], fold, data.k, data.n_catalog_tracks)[0]
         for depth in data.depths()
     }
     assert scored.metrics == by_depth[scored.depth]
