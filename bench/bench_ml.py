@@ -72,9 +72,10 @@ from ml import evaluate
 from ml.baselines import GENRE_POPULARITY, POPULARITY
 from ml.config import MlConfig, load_config
 from ml.evaluate import EvaluationData, evaluate_baselines, evaluate_model
+from ml.families.base import single_threaded_blas
+from ml.families.factors import confidence, new_implicit
 from ml.intervals import Interval, interval
 from ml.lists import MODEL, UserTopTracks, build_lists
-from ml.model import confidence, new_als, single_threaded_blas
 from ml.params import AlsParams, Params
 from ml.publish import USER_TOP_TRACKS, copy_rows, publish, user_columns
 from ml.registry import load_model
@@ -88,7 +89,7 @@ from ml.train import (
 )
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.settings import apply_offline_defaults, load_settings
-from moovitamix.warehouse import connect, ensure_database, ensure_schemas, open_warehouse
+from moovitamix.warehouse import connect, open_warehouse
 from simulator.generate import WorldSpec
 from tests.ml.synthetic import SyntheticMarts, generate, write_marts
 
@@ -208,7 +209,7 @@ def bare_implicit(matrix: sp.csr_matrix, config: MlConfig, seconds: dict[str, fl
     The confidences are computed beforehand, outside the clock (in the baseline's favour)."""
     params = config.model if isinstance(config.model, AlsParams) else AlsParams()
     weighted = confidence(matrix, params)
-    als: AlternatingLeastSquares = new_als(params, config.runtime.num_threads)
+    als: AlternatingLeastSquares = new_implicit(params, config.runtime.num_threads)
     users = np.arange(matrix.shape[0])
     with single_threaded_blas():
         timed(seconds, "bare implicit fit", lambda: als.fit(weighted, show_progress=False))
@@ -616,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
         return train_only(args)
     if args.copy:
         url = open_warehouse(load_settings()).with_database(BENCH_DATABASE)
-        ensure_database(url)
+        open_warehouse(load_settings({"WAREHOUSE_URL": url.url()}))  # creates it
         try:
             found = copy_bench(url, args.copy_users, args.repeat)
         finally:
@@ -634,8 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     config = load_config(overrides=overrides)
     url = open_warehouse(load_settings()).with_database(BENCH_DATABASE)
-    ensure_database(url)
-    ensure_schemas(url)
+    open_warehouse(load_settings({"WAREHOUSE_URL": url.url()}))  # creates it, roles and schemas
     seconds: dict[str, float] = {}
     days = f", {args.days} days" if args.data == "simulator" else ""
     print(f"bench_ml: {args.data} data, {args.users:,} users x {args.tracks:,} tracks{days}")
@@ -677,8 +677,7 @@ def write_scratch(url: ConnectionURL, marts: SyntheticMarts) -> None:
 def train_only(args: argparse.Namespace) -> int:
     """The scratch marts, then the train step alone in a child process (see `--train-only`)."""
     url = open_warehouse(load_settings()).with_database(BENCH_DATABASE)
-    ensure_database(url)
-    ensure_schemas(url)
+    open_warehouse(load_settings({"WAREHOUSE_URL": url.url()}))  # creates it, roles and schemas
     scratch = Path(tempfile.mkdtemp(prefix="bench-ml-"))
     seconds: dict[str, float] = {}
     print(f"bench_ml --train-only: {args.users:,} users x {args.tracks:,} tracks")

@@ -53,8 +53,8 @@ from ml.evaluate import (  # noqa: E402
     lists_for_test,
     report_on_test,
 )
+from ml.families.base import single_threaded_blas  # noqa: E402
 from ml.interactions import Interactions, build_interactions, catalog_from_frames  # noqa: E402
-from ml.model import single_threaded_blas  # noqa: E402
 from ml.params import LASTFM_ALS, Params  # noqa: E402
 from ml.selection import decide  # noqa: E402
 from ml.sequences import build_sequences, track_features  # noqa: E402

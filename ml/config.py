@@ -6,7 +6,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
@@ -26,8 +26,7 @@ from ml.params import (
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "config.toml"
 Metric = Literal["precision", "recall", "map", "ndcg"]
-SimilarScoring = Literal["dot", "cosine"]  # how similar_tracks ranks neighbours (ml.model.similar)
-SIMILAR_SCORINGS: tuple[str, ...] = get_args(SimilarScoring)
+SimilarScoring = Literal["dot", "cosine"]  # how MLlib's similar_tracks ranks (ml.mllib.lists)
 T = TypeVar("T")
 # a search space: a TOML list (or one value) of at least one value
 Values = Annotated[

@@ -104,8 +104,8 @@ def baseline_lists(data: EvaluationData, fold: Fold) -> dict[str, np.ndarray]:
     }
 
 
-def evaluate_baselines(data: EvaluationData, fold: Fold | None = None) -> dict[str, Scored]:
-    fold = fold or data.split.validation()
+def evaluate_baselines(data: EvaluationData) -> dict[str, Scored]:
+    fold = data.split.validation()
     results = {}
     for name, ids in baseline_lists(data, fold).items():
         metrics, per_user = judge(ids, fold, data.k, data.n_catalog_tracks)
@@ -180,11 +180,7 @@ def report_on_test(
 
 
 def _interval_json(interval: Interval) -> dict[str, float]:
-    return {
-        "mean": round(interval.mean, 6),
-        "low": round(interval.low, 6),
-        "high": round(interval.high, 6),
-    }
+    return {name: round(value, 6) for name, value in vars(interval).items()}
 
 
 def lists_for_test(

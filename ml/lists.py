@@ -1,12 +1,6 @@
 """The lists the app shows, as numpy columns ready for COPY: user_top_tracks (k unheard tracks
-for every dim_users user, with their source) and similar_tracks (each catalog track's "play
-next", from ml.play_next).
-
-Cold start: a user with few listens gets the model's list blended with their favorite genre's
-(the model's weight grows with the history, full from `publish.blend_until` tracks); users
-without listens get the genre's list; and `publish.new_track_slots` of a user's slots go to
-tracks nobody has heard yet in their favorite genre (rotated over users), so a new track can
-be found before anyone has played it."""
+for every dim_users user, with their source and the cold start of ml/README.md) and
+similar_tracks (each catalog track's "play next", from ml.play_next)."""
 
 from __future__ import annotations
 
@@ -128,24 +122,6 @@ def build_lists(
     from `baseline` (users with listens) and genre popularity; the tracks' from `play_next`.
     Popularity counts all listens."""
     popularity = Popularity(interactions.matrix, catalog.track_genres)
-    users = _user_top_tracks(
-        interactions, catalog, tracks, popularity, config, model, baseline, depth
-    )
-    owner, rank, similar_id, score = _flat(play_next.track_ids, play_next.ids, play_next.scores)
-    return users, SimilarTracks(owner, rank, similar_id, score)
-
-
-def _user_top_tracks(
-    interactions: Interactions,
-    catalog: Catalog,
-    tracks: TrackFeatures,
-    popularity: Popularity,
-    config: Publish,
-    model: Recommender | None,
-    baseline: str,
-    depth: int,
-) -> UserTopTracks:
-    """The list of every dim_users user (module docstring)."""
     k = min(config.k, interactions.n_tracks)
     rows = interactions.rows_of(catalog.user_ids)
     genre = catalog.favorite_genre
@@ -186,7 +162,6 @@ def _user_top_tracks(
         track_ids[has, slots] = picks[has, None]
         codes[has, slots] = SOURCES.index(NEW_TRACK)
         scores[has, slots] = 0.0
-    owner, rank, track_id, score, source = _flat(
-        catalog.user_ids, track_ids, scores, codes.astype(np.int8)
-    )
-    return UserTopTracks(owner, rank, track_id, score, source)
+    users = _flat(catalog.user_ids, track_ids, scores, codes.astype(np.int8))
+    owner, rank, similar_id, score = _flat(play_next.track_ids, play_next.ids, play_next.scores)
+    return UserTopTracks(*users), SimilarTracks(owner, rank, similar_id, score)

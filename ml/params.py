@@ -68,8 +68,7 @@ class FamilyParams(Section):
 
 
 class AlsParams(ModelParams):
-    """implicit's ALS on confidences from listen counts (ml.model): ml.config.ModelParams'
-    fields, so ml.model fits it as it is."""
+    """implicit's ALS on confidences from listen counts (ml.families.factors)."""
 
     family: Literal["als"] = "als"
 

@@ -79,19 +79,17 @@ def top_k(
     k: int,
     exclude: sp.csr_matrix | None = None,
     num_threads: int = 0,
-    prune: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The k columns of `items` scoring highest against each row of `query`, minus those its
     `exclude` row holds: (ids int64, scores float64), (len(query), k), -1 / -inf where fewer
-    remain, ties in implicit's order. `prune=False` skips the first pass over the longest
-    vectors (it settles nothing when they are all alike, as unit vectors)."""
+    remain, ties in implicit's order."""
     items = np.ascontiguousarray(items, dtype=np.float32)
     query = np.ascontiguousarray(query, dtype=np.float32)
     n_items = items.shape[0]
     k = min(k, n_items)
     exclude = None if exclude is None else exclude.tocsr()
     norms = np.linalg.norm(items, axis=1)
-    head = _head(norms, k) if prune and len(query) and k else None
+    head = _head(norms, k) if len(query) and k else None
     if head is None:
         return _top_k_all(items, query, k, exclude, num_threads)
     part = None if exclude is None else exclude[:, head]  # renumbered 0..len(head)-1

@@ -28,6 +28,7 @@ from ml.evaluate import (
     report_on_test,
 )
 from ml.families import ItemKnnParams, Recommender
+from ml.families.base import single_threaded_blas
 from ml.interactions import (
     MARTS,
     Catalog,
@@ -39,7 +40,6 @@ from ml.interactions import (
 )
 from ml.lake_lists import LakeLists
 from ml.lists import MODEL, build_lists
-from ml.model import single_threaded_blas
 from ml.play_next import PlayNext, PlayNextSettings, choose_play_next
 from ml.publish import (
     PublishError,

@@ -69,7 +69,7 @@ def create_app(settings: Settings, config: ServingConfig | None = None) -> FastA
             kwargs={"autocommit": True},
         )  # no connection within `timeout` seconds: 503, not a hung request
         await pool.open()
-        # one BLAS thread for fold-in (ml.model.single_threaded_blas per request costs more
+        # one BLAS thread for fold-in (ml.families.base.single_threaded_blas per request costs more
         # than the fold-in): the workers are the parallelism
         blas = threadpool_limits(limits=1, user_api="blas")
         watcher = ModelWatcher(

@@ -57,10 +57,10 @@ def fit(
     deadline: float | None = None,
 ) -> Recommender:
     """A model of `params` on the users x tracks listen counts. ALS continues from `start` (an
-    ALS fit of the same params and shapes, left unchanged) as ml.model.fit does; the other
-    families fit from scratch. Raises FamilySkipped when the family cannot fit these data, and
-    OverBudget (one) when it would go on past `deadline` (time.monotonic()): the factor
-    families stop after an iteration, EASE does not start; item kNN's one pass is not timed."""
+    ALS fit of the same params and shapes, left unchanged); the other families fit from
+    scratch. Raises FamilySkipped when the family cannot fit these data, and OverBudget (one)
+    when it would go on past `deadline` (time.monotonic()): the factor families stop after an
+    iteration, EASE does not start; item kNN's one pass is not timed."""
     if isinstance(params, AlsParams | BprParams | LmfParams):
         start = start if isinstance(start, FactorModel) else None
         return fit_factors(counts, params, num_threads, start, deadline)

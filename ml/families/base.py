@@ -14,11 +14,18 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from ml.topk import FILTERED
 
 MODEL_FILE, PARAMS_FILE = "model.npz", "params.json"
 CHUNK_CELLS = 1 << 24  # users x tracks scores held at once (64 MB of float32)
+
+
+def single_threaded_blas() -> threadpool_limits:
+    """OPENBLAS_NUM_THREADS=1 for numpy already loaded (ml/__init__ sets it for new processes):
+    implicit parallelises with OpenMP, and a multi-threaded BLAS underneath slows it down."""
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 class FamilySkipped(Exception):

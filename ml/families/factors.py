@@ -1,9 +1,10 @@
-"""The factor families: implicit's ALS (ml.model: confidences, warm continuation), BPR and LMF.
-All rank by user x item factor dot products (ml.topk, exact); the item factors of BPR and LMF
-carry their bias columns, so the plain dot is the model's own score."""
+"""The factor families: implicit's ALS (on confidences from listen counts, with a warm refit),
+BPR and LMF. All rank by user x item factor dot products (ml.topk, exact); the item factors of
+BPR and LMF carry their bias columns, so the plain dot is the model's own score."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,17 +15,41 @@ from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
 from implicit.cpu.lmf import LogisticMatrixFactorization
 from implicit.cpu.matrix_factorization_base import MatrixFactorizationBase
+from implicit.nearest_neighbours import bm25_weight
 
-from ml import model as als_model
-from ml.families.base import Recommender, dense_top_k, padded, stop_at
-from ml.params import AlsParams, BprParams, LmfParams
+from ml.families.base import Recommender, dense_top_k, padded, single_threaded_blas, stop_at
+from ml.params import AlsParams, BprParams, LmfParams, ModelParams
+from ml.topk import top_k
 
+log = logging.getLogger(__name__)
 FactorParams = AlsParams | BprParams | LmfParams
 IMPLICIT_CLASSES: dict[str, type[MatrixFactorizationBase]] = {
     "als": AlternatingLeastSquares,
     "bpr": BayesianPersonalizedRanking,
     "lmf": LogisticMatrixFactorization,
 }
+REFIT_ITERATIONS = 2  # the serving model: the winner's training-split fit continued on all data
+
+
+def confidence(counts: sp.csr_matrix, params: ModelParams) -> sp.csr_matrix:
+    """Listen counts (users x tracks) -> confidences (float32), which ALS multiplies by alpha:
+    `bm25` implicit's bm25_weight on the tracks x users matrix (as in implicit's examples),
+    `log` log(1 + count), `raw` the count."""
+    if params.confidence == "bm25":
+        weighted = bm25_weight(counts.T.tocsr(), K1=params.bm25_k1, B=params.bm25_b)
+        out = weighted.T.tocsr().astype(np.float32)
+    else:
+        out = counts.astype(np.float32, copy=True)
+        if params.confidence == "log":
+            np.log1p(out.data, out=out.data)
+    out.sort_indices()
+    return out
+
+
+def new_implicit(params: FactorParams, num_threads: int) -> MatrixFactorizationBase:
+    """implicit's unfitted CPU model of these params (ALS's confidence keys are not its own)."""
+    hyper = params.model_dump(exclude={"family", "confidence", "bm25_k1", "bm25_b"})
+    return IMPLICIT_CLASSES[params.family](**hyper, num_threads=num_threads, dtype=np.float32)
 
 
 @dataclass
@@ -41,11 +66,19 @@ class FactorModel(Recommender):
     def recommend(
         self, rows: np.ndarray, heard: sp.csr_matrix, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        return als_model.recommend(self.model, rows, heard, k)  # type: ignore[arg-type]
+        """As implicit's recommend(filter_already_liked_items=True), exact (ml.topk)."""
+        factors, threads = self.model.user_factors[rows], self.model.num_threads
+        with single_threaded_blas():
+            return top_k(self.model.item_factors, factors, k, heard[rows], num_threads=threads)
 
-    def similar(self, k: int, scoring: str = "dot") -> tuple[np.ndarray, np.ndarray]:
-        """`dot` or `cosine` of the item factors (ml.model.similar)."""
-        return als_model.similar(self.model, k, scoring)  # type: ignore[arg-type]
+    def similar(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """By the dot product of the item factors (close and popular: what the model would
+        score), exact (ml.topk)."""
+        items = self.model.item_factors
+        itself = sp.identity(len(items), dtype=np.float32, format="csr")
+        k = max(min(k, len(items) - 1), 0)
+        with single_threaded_blas():
+            return top_k(items, items, k, itself, num_threads=self.model.num_threads)
 
     def fold_in(self, counts_row: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
         """ALS: the user's factors solved from the row's confidences (implicit's
@@ -59,7 +92,7 @@ class FactorModel(Recommender):
             params = self.params
             if params.confidence == "bm25":
                 params = params.model_copy(update={"confidence": "log"})
-            weights = als_model.confidence(row, params)
+            weights = confidence(row, params)
             ids, scores = self.model.recommend(0, weights, N=k, recalculate_user=True)
             return padded(np.asarray(ids), np.asarray(scores), min(k, row.shape[1]))
         items = self.model.item_factors
@@ -84,23 +117,31 @@ def fit_factors(
     start: FactorModel | None = None,
     deadline: float | None = None,
 ) -> FactorModel:
-    """ALS through ml.model.fit (warm from `start` when it is an ALS fit of the same params and
-    shapes); BPR (listens > 0 as positives) and LMF (counts as weights) from scratch. Past
-    `deadline` (time.monotonic()) the fit stops after its current iteration (OverBudget)."""
-    if isinstance(params, AlsParams):
-        begun = None
-        if start is not None and isinstance(start.model, AlternatingLeastSquares):
-            begun = als_model.FittedModel(start.params, start.model, start.fit_seconds)
-        stop = stop_at(deadline, params.iterations)
-        fitted = als_model.fit(counts, params, num_threads, start=begun, callback=stop)
-        return FactorModel(params, fitted.als, fitted.fit_seconds, fitted.warm_start)
+    """ALS on confidences, from random factors, or continued REFIT_ITERATIONS iterations from a
+    copy of the factors of `start` (an ALS fit of the same params and shapes, left unchanged:
+    the serving model); BPR (listens > 0 as positives) and LMF (counts as weights) from
+    scratch. Past `deadline` (time.monotonic()) the fit stops after its current iteration
+    (OverBudget)."""
     started = time.perf_counter()
-    hyper = params.model_dump(exclude={"family"})
-    model = IMPLICIT_CLASSES[params.family](**hyper, num_threads=num_threads, dtype=np.float32)
-    with als_model.single_threaded_blas():
-        stop = stop_at(deadline, params.iterations)
-        model.fit(counts.tocsr().astype(np.float32), show_progress=False, callback=stop)
-    return FactorModel(params, model, time.perf_counter() - started)
+    model = new_implicit(params, num_threads)
+    warm = False
+    if isinstance(params, AlsParams):
+        data = confidence(counts, params)
+        if start is not None and start.params == params:
+            factors = (start.model.user_factors, start.model.item_factors)
+            shapes = [(n, params.factors) for n in counts.shape]
+            warm = [f.shape for f in factors] == shapes
+        if warm:
+            model.iterations = REFIT_ITERATIONS
+            model.user_factors, model.item_factors = (np.array(f) for f in factors)  # copies
+    else:
+        data = counts.tocsr().astype(np.float32)
+    with single_threaded_blas():
+        model.fit(data, show_progress=False, callback=stop_at(deadline, params.iterations))
+    model.iterations = params.iterations  # a continued model still saves its parameters
+    seconds = time.perf_counter() - started
+    log.debug("fit %s in %.2fs (warm: %s)", params.label(), seconds, warm)
+    return FactorModel(params, model, seconds, warm)
 
 
 def load_factors(path: Path, params: FactorParams) -> FactorModel:

@@ -1,9 +1,10 @@
 """MLlib's implicit ALS with the config's [model] parameters, and top-k lists from its factors.
 
-ml/README.md ("On Spark (MLlib)") maps each parameter: the rating is ml.model.confidence's
-weight w minus 1/alpha (floored at MIN_RATING), so that MLlib's 1 + alpha * rating equals
-implicit's alpha * w; regParam is scaled for MLlib's per-pair (ALS-WR) penalty. MLlib takes
-32-bit ids (checked: SparkMarts.int_ids) and checkpoints into the session's checkpoint dir.
+ml/README.md ("On Spark (MLlib)") maps each parameter: the rating is the weight w of
+ml.families.factors.confidence minus 1/alpha (floored at MIN_RATING), so that MLlib's
+1 + alpha * rating equals implicit's alpha * w; regParam is scaled for MLlib's per-pair (ALS-WR)
+penalty. MLlib takes 32-bit ids (checked: SparkMarts.int_ids) and checkpoints into the
+session's checkpoint dir.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class MllibFit:
 
 
 def weights(counts: DataFrame, params: ModelParams, n_tracks: int) -> F.Column:
-    """The column w of ml.model.confidence for `counts` (user_id, track_id, listen_count,
+    """The column w of ml.families.factors.confidence for `counts` (user_id, track_id, listen_count,
     plus n_user and track_sum for bm25, see `with_bm25_terms`)."""
     count = F.col("listen_count").cast("double")
     if params.confidence == "log":

@@ -86,7 +86,7 @@ def similar_tracks(
 
 
 def model_similar(model: ALSModel, k: int, scoring: str = "dot") -> DataFrame:
-    """The k nearest tracks of every track of `model` by its item factors (ml.model.similar)."""
+    """The k nearest tracks of every track of `model` by its item factors (FactorModel.similar)."""
     ids, factors = item_factors(model)
     if scoring == "cosine":
         norms = np.linalg.norm(factors, axis=1, keepdims=True)

@@ -15,8 +15,8 @@ from ml.evaluate import (
     format_table,
     judge,
 )
+from ml.families.base import single_threaded_blas
 from ml.interactions import build_interactions, catalog_from_frames
-from ml.model import single_threaded_blas
 from ml.params import AlsParams, EaseParams
 from ml.quality import ACCURACY, SEGMENTS
 from ml.split import Fold, split

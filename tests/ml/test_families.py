@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from implicit.cpu.als import AlternatingLeastSquares
 
 from ml import families
 from ml.families import (
@@ -20,9 +21,9 @@ from ml.families import (
     default_search_space,
     parse_params,
 )
-from ml.families.base import MODEL_FILE
+from ml.families.base import MODEL_FILE, single_threaded_blas
+from ml.families.factors import confidence
 from ml.interactions import build_interactions
-from ml.model import fit as fit_als
 from ml.params import ModelParams
 
 SMALL = [
@@ -220,11 +221,14 @@ def test_fold_in_of_factor_families_finds_held_out_tracks_without_the_row(holdou
     assert hit_rate(ids, holdout.test, rows) > 4 * float(np.mean(10 / unheard))
 
 
-def test_als_is_ml_models_fit_and_continues_from_a_start(counts, holdout) -> None:
+def test_als_is_implicits_fit_on_confidences_and_continues_from_a_start(counts, holdout) -> None:
     params = SMALL[0]
     ours = families.fit(counts, params, num_threads=1)
-    theirs = fit_als(counts, ModelParams(**params.model_dump(exclude={"family"})), num_threads=1)
-    np.testing.assert_array_equal(ours.model.item_factors, theirs.als.item_factors)
+    knobs = {"factors", "regularization", "alpha", "iterations", "random_state"}
+    theirs = AlternatingLeastSquares(**params.model_dump(include=knobs), num_threads=1)
+    with single_threaded_blas():
+        theirs.fit(confidence(counts, params), show_progress=False)
+    np.testing.assert_array_equal(ours.model.item_factors, theirs.item_factors)
     start = families.fit(holdout.train, params, num_threads=1)
     warm = families.fit(counts, params, num_threads=1, start=start)
     assert warm.warm_start and not ours.warm_start

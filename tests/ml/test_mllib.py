@@ -24,6 +24,7 @@ from ml.baselines import GENRE_POPULARITY, POPULARITY
 from ml.config import ConfigError, Evaluation, MlConfig, load_config
 from ml.evaluate import METRIC_NAMES, NEXT_HIT, EvaluationData, evaluate_baselines
 from ml.evaluate import evaluate_model as evaluate_implicit
+from ml.families.factors import confidence
 from ml.interactions import Interactions, MartsNotReady
 from ml.lake_lists import LakeLists
 from ml.lists import MODEL as MODEL_SOURCE
@@ -41,7 +42,6 @@ from ml.mllib.lists import (
 from ml.mllib.metrics import next_hit
 from ml.mllib.metrics import ranking_metrics as spark_ranking_metrics
 from ml.mllib.split import SparkHoldout, leave_k_out
-from ml.model import confidence
 from ml.params import AlsParams, EaseParams, ItemKnnParams
 from ml.quality import ACCURACY, catalog_coverage, per_user_ranking_metrics
 from ml.selection import CHAMPION, decide
@@ -370,7 +370,7 @@ def test_the_als_lists_have_k_unheard_tracks_per_user_ranked_1_to_k(
         )
         got = similar[similar["track_id"] == track].sort_values("rank")["similar_track_id"]
         assert got.tolist() == [int(t) for t in ranked[:5]], track
-    # the dot product of the item factors, as ml.model.similar ranks them
+    # the dot product of the item factors, as FactorModel.similar ranks them
     ids, factors = item_factors(compared.mllib.model)
     first = similar[similar["track_id"] == ids[0]].sort_values("rank")
     scores = factors[1:] @ factors[0]

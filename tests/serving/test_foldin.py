@@ -17,9 +17,8 @@ from ml.families import (
     Recommender,
 )
 from ml.families.base import MODEL_FILE
+from ml.families.factors import confidence
 from ml.interactions import build_interactions
-from ml.model import confidence
-from ml.model import fit as fit_als
 from ml.params import ModelParams
 from ml.registry import ID_MAPS_FILE, META_FILE
 from serving.foldin import ServedModel
@@ -76,7 +75,7 @@ def test_every_family_folds_in_a_listener_without_what_they_heard(
 def test_an_als_artifact_saved_before_families_still_serves(listens, tmp_path) -> None:
     counts = listens.matrix
     params = ModelParams(factors=16, iterations=8, confidence="bm25")
-    als = fit_als(counts, params, num_threads=1).als
+    als = families.fit(counts, AlsParams(**params.model_dump()), num_threads=1).model
     # the layout ml.registry wrote before families: implicit's model.npz, the id maps, and
     # meta.json whose params are {"model": "als", ...}: no family key, no params.json
     path = tmp_path / "old"
