@@ -24,17 +24,25 @@ MAX_SUBJECTS = 50  # rows of a metric kept in a result (metric queries return a 
 @dataclass(frozen=True)
 class Check:
     """`query` returns `subject`, `observed` and context columns, reading the suite's batch as
-    `{batch} as <alias>`; `alert` titles the alert when it fails (default: the description)."""
+    `{batch} as <alias>`; its wording is in thresholds.toml, with `{table}` filled in."""
 
     limits: CheckLimits
     query: str
     unit: Unit
-    description: str
-    alert: str = ""
+    table: str = ""
 
     @property
     def name(self) -> str:
         return self.limits.check
+
+    @property
+    def description(self) -> str:
+        return self.limits.description.replace("{table}", self.table)
+
+    @property
+    def alert(self) -> str:
+        """The alert's title when the check fails."""
+        return self.limits.alert or self.description
 
 
 @dataclass(frozen=True)

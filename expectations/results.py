@@ -68,7 +68,7 @@ def check_result(run_id: str, suite: str, gx_result: Any, measured: Measured) ->
         expectation_type=config.type,
         description=check.description,
         observed=found,
-        alert_title=check.alert or check.description,
+        alert_title=check.alert,
         could_not_run=reason,
     )
 

@@ -1,6 +1,7 @@
-"""The checks' limits and severities, read from `thresholds.toml` (what an operator edits): one
-limit per severity (`warning = ...`, `error = ...`) and any parameters of the check;
-`[metrics]` says what each run records for the day-over-day checks."""
+"""The checks' limits, severities and wording, read from `thresholds.toml` (what an operator
+edits): one limit per severity (`warning = ...`, `error = ...`), a `description`, an optional
+`alert` title and any parameters of the check; `[metrics]` says what each run records for the
+day-over-day checks."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from typing import Literal, cast
 
 Severity = Literal["error", "warning"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning")
+WORDING = ("description", "alert")
 DEFAULT_PATH = Path(__file__).resolve().parent / "thresholds.toml"
 
 
 class ThresholdsError(ValueError):
-    """thresholds.toml is missing a check, or holds something that is not a limit."""
+    """thresholds.toml is missing a check or its description, or holds something that is not a
+    limit."""
 
 
 def _number(value: object, where: str) -> float:
@@ -29,6 +32,8 @@ def _number(value: object, where: str) -> float:
 class CheckLimits:
     name: str  # "<layer>.<check>", e.g. "raw.rejected_share"
     levels: Mapping[Severity, float]
+    description: str  # `{table}` stands for the table checked
+    alert: str = ""  # the alert's title; empty: the description
     params: Mapping[str, object] = field(default_factory=dict)
 
     @property
@@ -68,8 +73,11 @@ def parse_thresholds(data: Mapping[str, object], path: Path | None = None) -> Th
             }
             if not levels:
                 raise ThresholdsError(f"[{name}] sets neither `error` nor `warning`")
-            params = {k: v for k, v in table.items() if k not in SEVERITIES}
-            checks[name] = CheckLimits(name, levels, params)
+            if not isinstance(table.get("description"), str):
+                raise ThresholdsError(f"[{name}] has no `description`")
+            params = {k: v for k, v in table.items() if k not in (*SEVERITIES, *WORDING)}
+            alert = str(table.get("alert", ""))
+            checks[name] = CheckLimits(name, levels, table["description"], alert, params)
     metrics = data.get("metrics", {})
     volume = metrics.get("volume_tables", []) if isinstance(metrics, Mapping) else None
     if not isinstance(volume, list) or not all(

@@ -31,15 +31,7 @@ def _orphans(ctx: BuildContext) -> list[Check]:
                {ctx.dialect.as_float("orphaned.listens")}
                    / nullif(valid.listens + orphaned.listens, 0) as observed
         from orphaned cross join valid"""
-    return [
-        Check(
-            ctx.thresholds["marts.orphaned_listens"],
-            query,
-            "share",
-            "Share of listens orphaned (track or user the API does not serve)",
-            "orphaned listens above the limit",
-        )
-    ]
+    return [Check(ctx.thresholds["marts.orphaned_listens"], query, "share")]
 
 
 def _figures(ctx: BuildContext, metric: str) -> str:
@@ -98,27 +90,9 @@ def _genre_drift_query(ctx: BuildContext) -> str:
 def _day_over_day(ctx: BuildContext) -> list[Check]:
     th = ctx.thresholds
     return [
-        Check(
-            th["marts.volume_drop"],
-            _volume_query(ctx, "p.value - c.value"),
-            "share",
-            "Rows lost since the previous successful run, per table",
-            "volume drop since the previous successful run",
-        ),
-        Check(
-            th["marts.volume_growth"],
-            _volume_query(ctx, "c.value - p.value"),
-            "share",
-            "Rows gained since the previous successful run, per table",
-            "volume growth since the previous successful run",
-        ),
-        Check(
-            th["marts.genre_share_drift"],
-            _genre_drift_query(ctx),
-            "distance",
-            "Drift of the listens' genre shares since the previous successful run",
-            "genre shares drifted since the previous successful run",
-        ),
+        Check(th["marts.volume_drop"], _volume_query(ctx, "p.value - c.value"), "share"),
+        Check(th["marts.volume_growth"], _volume_query(ctx, "c.value - p.value"), "share"),
+        Check(th["marts.genre_share_drift"], _genre_drift_query(ctx), "distance"),
     ]
 
 

@@ -20,32 +20,29 @@ def _timestamps_not_in_future(ctx: BuildContext, table: str) -> list[Check]:
                count(*) filter (where {late}) as observed,
                max(greatest(created_at, updated_at)) as latest_timestamp
         from {{batch}} as b"""
-    description = f"Current {table} rows with created_at or updated_at in the future"
-    return [Check(limits, query, "rows", description)]
+    return [Check(limits, query, "rows", table)]
 
 
-def _format(ctx: BuildContext, check: str, column: str, regex: str, what: str) -> Check:
+def _format(ctx: BuildContext, check: str, column: str, regex: str) -> Check:
     """The share of values that break a format, read where the batch is, on either engine."""
     bad = f"count(*) filter (where {ctx.dialect.not_matching(column, regex)})"
     query = f"""
         select 'values' as subject, {bad} as breaking, count({column}) as checked_values,
                {ctx.dialect.as_float(bad)} / nullif(count({column}), 0) as observed
         from {{batch}} as b"""
-    return Check(ctx.thresholds[check], query, "share", what)
+    return Check(ctx.thresholds[check], query, "share")
 
 
 def _users(ctx: BuildContext) -> list[Check]:
-    email = "Users' emails look like local@domain.tld"
     return [
-        _format(ctx, "raw.email_format", "email", EMAIL_REGEX, email),
+        _format(ctx, "raw.email_format", "email", EMAIL_REGEX),
         *_timestamps_not_in_future(ctx, t.RAW_USERS),
     ]
 
 
 def _tracks(ctx: BuildContext) -> list[Check]:
-    duration = 'Tracks\' durations are "MM:SS"'
     return [
-        _format(ctx, "raw.duration_format", "duration", DURATION_REGEX, duration),
+        _format(ctx, "raw.duration_format", "duration", DURATION_REGEX),
         *_timestamps_not_in_future(ctx, t.RAW_TRACKS),
     ]
 
@@ -98,26 +95,9 @@ def _ingestion(ctx: BuildContext) -> list[Check]:
         )"""
     th = ctx.thresholds
     return [
-        Check(
-            th["raw.row_count_matches_api_total"],
-            row_counts,
-            "rows",
-            "Rows by which current raw differs from the API's total, per endpoint",
-            "raw row count does not match the API's total",
-        ),
-        Check(
-            th["raw.rejected_share"],
-            rejected,
-            "share",
-            "Share of records rejected by the contract, per endpoint",
-        ),
-        Check(
-            th["raw.retry_storm"],
-            retries,
-            "share",
-            "Share of API requests retried in the latest ingestion, per endpoint",
-            "retry storm: too many API requests retried",
-        ),
+        Check(th["raw.row_count_matches_api_total"], row_counts, "rows"),
+        Check(th["raw.rejected_share"], rejected, "share"),
+        Check(th["raw.retry_storm"], retries, "share"),
     ]
 
 

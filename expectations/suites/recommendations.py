@@ -9,19 +9,11 @@ from expectations.checks import Check
 from expectations.suites import BuildContext, Stage, SuiteSpec
 
 
-def _without_lists(
-    ctx: BuildContext,
-    owners: str,
-    key: str,
-    subject: str,
-    missing: str,
-    threshold: str,
-    described: str,
-) -> list[Check]:
+def _without_lists(ctx: BuildContext, owners: str, key: str, subject: str, missing: str) -> str:
     """The share of `owners` (a query of distinct `key`s) with no row in the batch, named
-    `subject` with the count column `missing`; `described` is what the alert calls them."""
+    `subject` with the count column `missing`."""
     total = subject.replace(" ", "_")
-    query = f"""
+    return f"""
         with owners as ({owners}),
         covered as (select distinct r.{key} from {{batch}} as r)
         select '{subject}' as subject,
@@ -31,15 +23,6 @@ def _without_lists(
                    / nullif(count(*), 0) as observed
         from owners as o
         left join covered as c on c.{key} = o.{key}"""
-    return [
-        Check(
-            ctx.thresholds[threshold],
-            query,
-            "share",
-            f"Share of {described}",
-            described,
-        )
-    ]
 
 
 def _coverage(ctx: BuildContext) -> list[Check]:
@@ -47,28 +30,14 @@ def _coverage(ctx: BuildContext) -> list[Check]:
         select distinct l.user_id
         from {ctx.rel(t.FCT_LISTENS)} as l
         join {ctx.rel(t.DIM_USERS)} as u on u.user_id = l.user_id"""
-    return _without_lists(
-        ctx,
-        active,
-        "user_id",
-        "active users",
-        "without_recommendations",
-        "recommendations.active_users_covered",
-        "active users without recommendations",
-    )
+    query = _without_lists(ctx, active, "user_id", "active users", "without_recommendations")
+    return [Check(ctx.thresholds["recommendations.active_users_covered"], query, "share")]
 
 
 def _play_next_coverage(ctx: BuildContext) -> list[Check]:
     catalog = f"select d.track_id from {ctx.rel(t.DIM_TRACKS)} as d"
-    return _without_lists(
-        ctx,
-        catalog,
-        "track_id",
-        "catalog tracks",
-        "without_play_next",
-        "recommendations.catalog_tracks_covered",
-        "catalog tracks without a play-next list",
-    )
+    query = _without_lists(ctx, catalog, "track_id", "catalog tracks", "without_play_next")
+    return [Check(ctx.thresholds["recommendations.catalog_tracks_covered"], query, "share")]
 
 
 SUITES = (

@@ -83,6 +83,7 @@ def test_suites_are_staged_around_the_ml_step() -> None:
     [
         ({"raw": {"email_format": {"tolerance": 1}}}, "neither `error` nor `warning`"),
         ({"raw": {"email_format": {"error": "high"}}}, "must be a number"),
+        ({"raw": {"email_format": {"error": 0.1}}}, r"\[raw\.email_format\] has no `description`"),
         ({"metrics": {"volume_tables": ["dim_users"]}}, "schema.table"),
     ],
 )
@@ -101,6 +102,25 @@ def test_committed_thresholds_load() -> None:
     thresholds = load_thresholds(DEFAULT_PATH)
     assert thresholds["marts.orphaned_listens"].levels == {"warning": 0.01, "error": 0.05}
     assert "marts.dim_users" in thresholds.volume_tables
+
+
+def test_the_wording_comes_from_thresholds_toml() -> None:
+    """A check's description and alert title are thresholds.toml's, `{table}` filled in; without
+    an `alert`, the description titles the alert."""
+    checks = {check.name: check for checks in _checks().values() for check in checks}
+    storm = checks["retry_storm"]
+    assert storm.description.startswith("Share of API requests retried")
+    assert storm.alert == "retry storm: too many API requests retried"
+    rejected = checks["rejected_share"]
+    assert (
+        rejected.alert
+        == rejected.description
+        == ("Share of records rejected by the contract, per endpoint")
+    )
+    future = [c for c in _checks()["raw.tracks"] if c.name == "timestamps_not_in_future"]
+    assert [c.description for c in future] == [
+        "Current raw.tracks rows with created_at or updated_at in the future"
+    ]
 
 
 def test_sql_text_escapes_quotes_and_format_braces() -> None:
