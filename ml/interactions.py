@@ -158,10 +158,7 @@ def load_interactions(conn: psycopg.Connection, schema: str = MARTS) -> Interact
         buckets=sql.Literal(PACKED_BUCKETS),
         first_seen=FIRST_SEEN if timed else sql.SQL("0::bigint"),
     )
-    with conn.cursor() as cur, cur.copy(query) as copy:
-        copy.set_types(["bytea"])
-        parts = [np.frombuffer(packed, dtype=LISTEN_RECORD) for (packed,) in copy.rows()]
-    records = np.concatenate(parts) if parts else np.empty(0, dtype=LISTEN_RECORD)
+    records = read_packed(conn, query, LISTEN_RECORD)
     interactions = build_interactions(
         records["user_id"],
         records["track_id"],
@@ -170,6 +167,14 @@ def load_interactions(conn: psycopg.Connection, schema: str = MARTS) -> Interact
     )
     log.info("read %s.fct_listens: %s", schema, interactions.sizes())
     return interactions
+
+
+def read_packed(conn: psycopg.Connection, query: sql.Composable, dtype: np.dtype) -> np.ndarray:
+    """The records of a COPY that packs them into bytea rows (as PACKED_LISTENS_QUERY)."""
+    with conn.cursor() as cur, cur.copy(query) as copy:
+        copy.set_types(["bytea"])
+        parts = [np.frombuffer(packed, dtype=dtype) for (packed,) in copy.rows()]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
 
 def _has_column(conn: psycopg.Connection, schema: str, table: str, column: str) -> bool:

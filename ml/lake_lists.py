@@ -121,14 +121,6 @@ class LakeLists:
                 if old != f"{RUN_PREFIX}{self.run_id}":
                     self.fs.delete_dir(f"{self.base}/{SCHEMA}/{table}/{old}")
 
-    def publish_with(self, publication: Publication | None) -> None:
-        """Staged with the run's `publication`, or (no publication) published and retained now."""
-        if publication is not None:
-            self.stage(publication)
-        else:
-            self.publish_views()
-            self.retain()
-
     def stage(self, publication: Publication) -> None:
         """Register the views switch (last in the publish transaction), retention after the
         commit, and the folders' removal if the run fails."""

@@ -1,6 +1,6 @@
-"""Publishing: the new lists COPYed into `<table>__new` and renamed into place, so readers see
-yesterday's whole tables or today's. `make train` alone `publish`es in one transaction; the daily
-run `stage`s them (audited there), then `swap_in` runs in its publish transaction."""
+"""Publishing: the new lists COPYed into `<table>__new` (`stage`), then renamed into place with
+the model runs in the publish transaction of a run's publication (moovitamix/publication.py), so
+readers see yesterday's whole tables or today's."""
 
 from __future__ import annotations
 
@@ -16,11 +16,10 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
+from ml.interactions import PACKED_BUCKETS, read_packed
 from ml.lists import SOURCES, SimilarTracks, UserTopTracks
 from ml.registry import ModelRun, ensure_model_runs, record_model_runs
-from moovitamix.errors import one_line
 from moovitamix.publication import Publication
-from moovitamix.warehouse import take_publish_locks
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +27,6 @@ SCHEMA = "recommendations"
 ROWS_PER_BLOCK = 250_000
 # One publisher at a time (two concurrent runs would otherwise race on the __new tables).
 PUBLISH_LOCK_KEY = 0x6D76785F6D6C  # "mvx_ml"
-PublishHook = Callable[[str, psycopg.Connection], None]
 PAIR = np.dtype([("user_id", ">i8"), ("track_id", ">i8")])
 
 
@@ -140,28 +138,6 @@ def _swap(conn: psycopg.Connection, table: Table) -> None:
     conn.execute(sql.SQL("comment on table {} is {}").format(live, sql.Literal(table.comment)))
 
 
-def _record_and_swap(conn: psycopg.Connection, runs: Sequence[ModelRun]) -> None:
-    record_model_runs(conn, runs)
-    for table in TABLES:
-        _swap(conn, table)
-
-
-def _load_both(
-    conn: psycopg.Connection,
-    users: Iterable[Columns],
-    similar: Iterable[Columns],
-    model_run_id: str,
-    generated_at: datetime,
-) -> dict[str, int]:
-    counts = {
-        table.name: _load(conn, table, copy_rows(parts, model_run_id, generated_at))
-        for table, parts in ((USER_TOP_TRACKS, users), (SIMILAR_TRACKS, similar))
-    }
-    if counts[USER_TOP_TRACKS.name] == 0:
-        raise PublishError("refusing to publish an empty user_top_tracks")
-    return counts
-
-
 def stage(
     conn: psycopg.Connection,
     users: Iterable[Columns],
@@ -172,11 +148,17 @@ def stage(
 ) -> dict[str, int]:
     """Write both lists (parts of columns: `user_columns`, `similar_columns`, `batch_columns`)
     into `recommendations.<table>__new` and commit; nothing live changes until `swap_in`."""
-    _check_autocommit(conn)
+    if not conn.autocommit:
+        raise ValueError("needs an autocommit connection: it runs its own transaction")
     ensure_model_runs(conn)
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(%s)", (PUBLISH_LOCK_KEY,))
-        counts = _load_both(conn, users, similar, model_run_id, generated_at)
+        counts = {
+            table.name: _load(conn, table, copy_rows(parts, model_run_id, generated_at))
+            for table, parts in zip(TABLES, (users, similar), strict=True)
+        }
+        if counts[USER_TOP_TRACKS.name] == 0:
+            raise PublishError("refusing to publish an empty user_top_tracks")
     log.info("staged %s (model run %s)", counts, model_run_id)
     return counts
 
@@ -188,30 +170,41 @@ def batch_columns(batches: Iterable[pa.RecordBatch], table: Table) -> Iterator[C
         yield [batch.column(name).to_numpy(zero_copy_only=False) for name in names]
 
 
-def swap_in(conn: psycopg.Connection, model_runs: Sequence[ModelRun]) -> dict[str, int]:
-    """Inside the caller's transaction: put the staged lists in place of the live ones and
-    record the model runs. Rows per table."""
-    conn.execute("select pg_advisory_xact_lock(%s)", (PUBLISH_LOCK_KEY,))  # vs `make train`
+def swap_in(
+    conn: psycopg.Connection, model_run_id: str, model_runs: Sequence[ModelRun]
+) -> dict[str, int]:
+    """Inside the caller's transaction: put the lists staged for `model_run_id` in place of the
+    live ones and record the model runs. Rows per table. Lists another run staged since (its
+    stage replaced ours) are refused: never one run's lists with another's model runs."""
+    conn.execute("select pg_advisory_xact_lock(%s)", (PUBLISH_LOCK_KEY,))  # vs a run staging
     counts: dict[str, int] = {}
     for table in TABLES:
-        row = conn.execute("select to_regclass(%s) is not null", (f"{SCHEMA}.{table.name}__new",))
-        if not (row.fetchone() or (False,))[0]:
-            raise PublishError(f"no staged {SCHEMA}.{table.name}__new to publish")
-        counted = conn.execute(sql.SQL("select count(*) from {}").format(table.staged))
-        counts[table.name] = int((counted.fetchone() or (0,))[0])
-    _record_and_swap(conn, model_runs)
+        name = f"{SCHEMA}.{table.name}__new"
+        if conn.execute("select to_regclass(%s)", (name,)).fetchone() == (None,):
+            raise PublishError(f"no staged {name} to publish")
+        query = sql.SQL("select count(*), count(*) filter (where model_run_id <> %s) from {}")
+        counted = conn.execute(query.format(table.staged), (model_run_id,)).fetchone()
+        rows, others = counted or (0, 0)
+        if others:
+            raise PublishError(f"{name} holds another run's lists; nothing published")
+        counts[table.name] = int(rows)
+    record_model_runs(conn, model_runs)
+    for table in TABLES:
+        _swap(conn, table)
     return counts
 
 
 def register_swap(
     publication: Publication,
+    model_run_id: str,
     runs: Sequence[ModelRun],
     after_commit: Callable[[], None] | None = None,
 ) -> None:
-    """The staged lists' swap and model runs, registered with the daily run's publication."""
+    """The swap of the lists staged for `model_run_id` and the model runs, registered with the
+    run's publication."""
     publication.stage(
         SCHEMA,
-        lambda conn: swap_in(conn, runs),
+        lambda conn: swap_in(conn, model_run_id, runs),
         tables={f"{SCHEMA}.{t.name}": f"{SCHEMA}.{t.name}__new" for t in TABLES},
         after_commit=after_commit,
         discard=discard_staged,
@@ -233,52 +226,7 @@ def published_user_lists(conn: psycopg.Connection) -> tuple[np.ndarray, np.ndarr
         return np.empty(0, np.int64), np.empty(0, np.int64)
     query = sql.SQL(
         "copy (select string_agg(int8send(user_id) || int8send(track_id), ''::bytea) "
-        "from {} group by user_id % 256) to stdout (format binary)"
-    ).format(sql.Identifier(SCHEMA, USER_TOP_TRACKS.name))
-    with conn.cursor() as cur, cur.copy(query) as copy:
-        copy.set_types(["bytea"])
-        parts = [np.frombuffer(packed, dtype=PAIR) for (packed,) in copy.rows()]
-    pairs = np.concatenate(parts) if parts else np.empty(0, dtype=PAIR)
+        "from {} group by user_id % {}) to stdout (format binary)"
+    ).format(sql.Identifier(SCHEMA, USER_TOP_TRACKS.name), sql.Literal(PACKED_BUCKETS))
+    pairs = read_packed(conn, query, PAIR)
     return pairs["user_id"].astype(np.int64), pairs["track_id"].astype(np.int64)
-
-
-def _check_autocommit(conn: psycopg.Connection) -> None:
-    if not conn.autocommit:
-        raise ValueError("needs an autocommit connection: it runs its own transaction")
-
-
-def publish(
-    conn: psycopg.Connection,
-    user_lists: UserTopTracks,
-    similar_lists: SimilarTracks,
-    *,
-    model_run_id: str,
-    generated_at: datetime,
-    model_runs: Sequence[ModelRun],
-    lock_timeout_s: float,
-    hook: PublishHook | None = None,
-) -> dict[str, int]:
-    """Publish both lists and record the model runs in a transaction of its own; rows per table.
-    `hook(stage, conn)` runs at "loaded" and "swapped", before the commit (for tests)."""
-    _check_autocommit(conn)
-    hook = hook or (lambda stage, conn: None)
-    try:
-        with conn.transaction():
-            take_publish_locks(conn, PUBLISH_LOCK_KEY, lock_timeout_s)
-            parts = [user_columns(user_lists)], [similar_columns(similar_lists)]
-            counts = _load_both(conn, *parts, model_run_id, generated_at)
-            hook("loaded", conn)
-            _record_and_swap(conn, model_runs)
-            hook("swapped", conn)
-    except psycopg.errors.LockNotAvailable:
-        raise PublishError(
-            f"publishing gave up after waiting {lock_timeout_s:g}s for readers of the "
-            "recommendations tables; yesterday's lists stay"
-        ) from None
-    except psycopg.errors.DependentObjectsStillExist as exc:
-        raise PublishError(
-            "cannot replace the recommendations tables, other objects depend on them "
-            f"({one_line(exc)}); yesterday's lists stay"
-        ) from None
-    log.info("published %s (model run %s)", counts, model_run_id)
-    return counts

@@ -15,7 +15,7 @@ import psycopg
 import scipy.sparse as sp
 from psycopg import sql
 
-from ml.interactions import MARTS, PACKED_BUCKETS
+from ml.interactions import MARTS, PACKED_BUCKETS, read_packed
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,7 @@ def load_sequences(conn: psycopg.Connection, schema: str = MARTS) -> Sequences:
     query = PACKED_SEQUENCES_QUERY.format(
         fct_listens=sql.Identifier(schema, "fct_listens"), buckets=sql.Literal(PACKED_BUCKETS)
     )
-    with conn.cursor() as cur, cur.copy(query) as copy:
-        copy.set_types(["bytea"])
-        parts = [np.frombuffer(packed, dtype=SEQUENCE_RECORD) for (packed,) in copy.rows()]
-    records = np.concatenate(parts) if parts else np.empty(0, dtype=SEQUENCE_RECORD)
+    records = read_packed(conn, query, SEQUENCE_RECORD)
     sequences = build_sequences(
         records["user_id"], records["position"], records["track_id"], records["listened_at"]
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,8 +43,6 @@ from ml.lists import MODEL, build_lists
 from ml.play_next import PlayNext, PlayNextSettings, choose_play_next
 from ml.publish import (
     PublishError,
-    PublishHook,
-    publish,
     published_user_lists,
     register_swap,
     similar_columns,
@@ -66,7 +64,7 @@ from ml.split import NotEnoughData, split
 from moovitamix.alerts import Alert
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.errors import one_line
-from moovitamix.publication import Publication
+from moovitamix.publication import Publication, PublishFailed, discard, publish
 from moovitamix.settings import Settings
 from moovitamix.warehouse import connect
 
@@ -190,7 +188,7 @@ def _failing(what: str) -> Iterator[None]:
     """Our own one-line errors, and the database's with `what` failed, as TrainingFailed."""
     try:
         yield
-    except (MartsNotReady, NotEnoughData, PublishError) as exc:
+    except (MartsNotReady, NotEnoughData, PublishError, PublishFailed) as exc:
         raise TrainingFailed(str(exc)) from None
     except psycopg.Error as exc:
         raise TrainingFailed(f"{what}: {one_line(exc)}") from None
@@ -244,18 +242,6 @@ def evaluation_data(inputs: Inputs, config: MlConfig) -> EvaluationData:
     )
 
 
-def _outgrows_the_driver(settings: Settings, schema: str, config: MlConfig) -> bool:
-    """More pairs than `[spark] mllib_above_pairs`: train in Spark (ml/train_spark.py)."""
-    from ml.mllib.data import use_mllib
-    from moovitamix.spark import spark_session
-
-    with _failing("reading the marts failed"):
-        above = use_mllib(spark_session(settings), schema, config)
-    if above:
-        log.info("%s.fct_listens is above spark.mllib_above_pairs: training with MLlib", schema)
-    return above
-
-
 def play_next_lists(
     sequences: Sequences, tracks: TrackFeatures, config: MlConfig, threads: int
 ) -> PlayNext:
@@ -282,27 +268,41 @@ def run_training(
     warehouse: ConnectionURL,
     config: MlConfig | None = None,
     champion_from_config: bool = False,
-    publish_hook: PublishHook | None = None,
     publication: Publication | None = None,
 ) -> TrainResult:
-    """The training step; raises TrainingFailed (one line) when nothing was published. With a
-    `publication` (the daily run's write-audit-publish) it reads the candidate marts and stages
-    the lists, their swap, model runs and retention registered with it (rows counted staged)."""
-    started, trained_at = time.perf_counter(), datetime.now(UTC)
+    """The training step; raises TrainingFailed (one line) when nothing was published. It reads
+    the `publication`'s marts (the daily run's candidate), stages the lists and registers their
+    swap, model runs and retention with it (rows counted staged); without one (`make train`) the
+    run publishes at once through a publication of its own."""
     config = config or load_config()
-    schema = publication.candidate if publication is not None else MARTS
-    if settings.engine == "spark" and _outgrows_the_driver(settings, schema, config):
-        from ml.train_spark import train_in_spark
+    if publication is None:
+        own = Publication(run_id, candidate=MARTS, swaps_postgres_marts=False)
+        try:
+            result = run_training(
+                settings,
+                run_id,
+                warehouse=warehouse,
+                config=config,
+                champion_from_config=champion_from_config,
+                publication=own,
+            )
+            with _timed(result.timings, "publish"), _failing("publishing failed"):
+                publish(warehouse, own, lock_timeout_s=config.publish.lock_timeout_s)
+        except BaseException:
+            with suppress(psycopg.Error):  # best effort: the next run's stage replaces them
+                discard(warehouse, own)
+            raise
+        return result
+    started, trained_at = time.perf_counter(), datetime.now(UTC)
+    schema = publication.candidate
+    if settings.engine == "spark":
+        from ml.train_spark import train_in_spark_if_large
 
-        return train_in_spark(
-            settings,
-            run_id,
-            config,
-            warehouse,
-            schema,
-            publication=publication,
-            champion_from_config=champion_from_config,
+        trained = train_in_spark_if_large(
+            settings, run_id, config, warehouse, publication, champion_from_config
         )
+        if trained is not None:
+            return trained
     timings: dict[str, float] = {}
     threads, metric = config.runtime.num_threads, config.selection.metric
     with single_threaded_blas():
@@ -374,39 +374,24 @@ def run_training(
         serving_run = next(run for run in runs if run.status == CHAMPION).model_run_id
         generated_at = datetime.now(UTC)
         with (
-            _timed(timings, "stage" if publication is not None else "publish"),
+            _timed(timings, "stage"),
             _failing("publishing failed, yesterday's lists stay"),
             connect(warehouse, autocommit=True) as conn,
         ):
-            if publication is not None:
-                parts = [user_columns(user_lists)], [similar_columns(similar_lists)]
-                rows = stage(conn, *parts, model_run_id=serving_run, generated_at=generated_at)
-            else:
-                rows = publish(
-                    conn,
-                    user_lists,
-                    similar_lists,
-                    model_run_id=serving_run,
-                    generated_at=generated_at,
-                    model_runs=runs,
-                    lock_timeout_s=config.publish.lock_timeout_s,
-                    hook=publish_hook,
-                )
+            parts = [user_columns(user_lists)], [similar_columns(similar_lists)]
+            rows = stage(conn, *parts, model_run_id=serving_run, generated_at=generated_at)
     log.info("user_top_tracks sources: %s", user_lists.sources())
 
     def retention() -> None:
         if artifact_path is not None:
             apply_retention(artifact_path.parent, config.artifacts.keep, {serving_run})
 
+    register_swap(publication, serving_run, runs, after_commit=retention)
     if settings.engine == "spark":  # the lake's copy of the lists, for the data platform
         lake = LakeLists(settings, run_id, keep=config.artifacts.keep)
         with _timed(timings, "lake lists"):
             lake.write(user_lists, similar_lists, serving_run, generated_at=trained_at)
-        lake.publish_with(publication)
-    if publication is not None:
-        register_swap(publication, runs, after_commit=retention)
-    else:
-        retention()
+        lake.stage(publication)
     result = TrainResult.of(
         run_id,
         config,

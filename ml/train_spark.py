@@ -10,33 +10,48 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING
 
 from ml.config import MlConfig
+from ml.interactions import MartsNotReady
 from ml.lake_lists import LakeLists
+from ml.mllib.data import use_mllib
 from ml.mllib.lists import lake_batches, write_lists
 from ml.mllib.run import model_runs, run_mllib
 from ml.params import AlsParams
-from ml.publish import (
-    SIMILAR_TRACKS,
-    USER_TOP_TRACKS,
-    batch_columns,
-    register_swap,
-    stage,
-    swap_in,
-)
+from ml.publish import SIMILAR_TRACKS, USER_TOP_TRACKS, batch_columns, register_swap, stage
 from ml.registry import current_champion
 from ml.selection import CHAMPION
+from ml.train import TrainingFailed, TrainResult  # ml.train imports this module in a call
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.publication import Publication
 from moovitamix.settings import Settings
 from moovitamix.spark import spark_session
 from moovitamix.warehouse import connect
 
-if TYPE_CHECKING:
-    from ml.train import TrainResult
-
 log = logging.getLogger(__name__)
+
+
+def train_in_spark_if_large(
+    settings: Settings,
+    run_id: str,
+    config: MlConfig,
+    url: ConnectionURL,
+    publication: Publication,
+    champion_from_config: bool,
+) -> TrainResult | None:
+    """The run trained in Spark if the publication's fct_listens has more pairs than `[spark]
+    mllib_above_pairs`; None: the driver trains (ml/train.py)."""
+    schema = publication.candidate
+    try:
+        above = use_mllib(spark_session(settings), schema, config)
+    except MartsNotReady as exc:
+        raise TrainingFailed(str(exc)) from None
+    if not above:
+        return None
+    log.info("%s.fct_listens is above spark.mllib_above_pairs: training with MLlib", schema)
+    return train_in_spark(
+        settings, run_id, config, url, publication, champion_from_config=champion_from_config
+    )
 
 
 def train_in_spark(
@@ -44,15 +59,13 @@ def train_in_spark(
     run_id: str,
     config: MlConfig,
     url: ConnectionURL,
-    schema: str,
+    publication: Publication,
     *,
-    publication: Publication | None = None,
     champion_from_config: bool = False,
     today: date | None = None,
 ) -> TrainResult:
-    """Evaluate, select and fit in Spark; stage (daily run) or publish the lists."""
-    from ml.train import TrainResult  # ml.train imports this module lazily
-
+    """Evaluate, select and fit in Spark; stage the lists with the run's publication."""
+    schema = publication.candidate
     started = time.perf_counter()
     trained_at = datetime.now(UTC)
     with connect(url, autocommit=True) as conn:
@@ -77,13 +90,8 @@ def train_in_spark(
             model_run_id=serving.model_run_id,
             generated_at=generated_at,
         )
-    lake = LakeLists(settings, run_id, keep=config.artifacts.keep)
-    if publication is not None:
-        register_swap(publication, runs)
-    else:
-        with connect(url, autocommit=True) as conn, conn.transaction():
-            swap_in(conn, runs)
-    lake.publish_with(publication)
+    register_swap(publication, serving.model_run_id, runs)
+    LakeLists(settings, run_id, keep=config.artifacts.keep).stage(publication)
     log.info("trained in Spark (MLlib, ALS only): %s", run.decision.reason)
     return TrainResult.of(
         run_id,

@@ -1,9 +1,12 @@
 """Publishing is atomic: readers see yesterday's lists or today's, never an empty or partial
-table, and a failure anywhere before the commit leaves yesterday's lists in place."""
+table, and a failure anywhere before the commit leaves yesterday's lists in place and nothing
+staged. The lists are staged, then swapped in by a publication of their own, as `make train`
+does; injected failures and holds run inside its transaction, before or after the swap."""
 
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import numpy as np
@@ -11,8 +14,16 @@ import psycopg
 import pytest
 
 from ml.lists import SimilarTracks, UserTopTracks
-from ml.publish import PublishError, publish, published_user_lists
+from ml.publish import (
+    PublishError,
+    published_user_lists,
+    register_swap,
+    similar_columns,
+    stage,
+    user_columns,
+)
 from ml.registry import ModelRun
+from moovitamix.publication import Publication, PublishFailed, discard, publish
 from moovitamix.warehouse import connect
 
 pytestmark = pytest.mark.integration
@@ -38,19 +49,48 @@ def lists(n_users: int, seed: int) -> tuple[UserTopTracks, SimilarTracks]:
     return users, similar
 
 
-def _publish(url, version: str, n_users: int, **kwargs) -> dict[str, int]:
+Hook = Callable[[psycopg.Connection], None]
+
+
+def _stage(url, version: str, n_users: int) -> dict[str, int]:
     users, similar = lists(n_users, seed=n_users)
     with connect(url, autocommit=True) as conn:
-        return publish(
-            conn,
-            users,
-            similar,
-            model_run_id=version,
-            generated_at=datetime.now(UTC),
-            model_runs=[],
-            lock_timeout_s=kwargs.pop("lock_timeout_s", 30),
-            **kwargs,
-        )
+        parts = [user_columns(users)], [similar_columns(similar)]
+        return stage(conn, *parts, model_run_id=version, generated_at=datetime.now(UTC))
+
+
+def _publish(
+    url,
+    version: str,
+    n_users: int,
+    *,
+    lock_timeout_s: float = 30,
+    before: Hook | None = None,
+    after: Hook | None = None,
+    runs: Sequence[ModelRun] = (),
+) -> dict[str, int]:
+    """Stage, then swap in (with `before`/`after` run before/after the swap, in its transaction);
+    a failure discards what was staged."""
+    publication = Publication(version, candidate="marts", swaps_postgres_marts=False)
+    if before is not None:
+        publication.stage("before", lambda conn: before(conn) or {})
+    try:
+        rows = _stage(url, version, n_users)
+        register_swap(publication, version, runs)
+        if after is not None:
+            publication.stage("after", lambda conn: after(conn) or {}, last=True)
+        publish(url, publication, lock_timeout_s=lock_timeout_s)
+    except BaseException:
+        discard(url, publication)
+        raise
+    return rows
+
+
+def _staged_tables(url) -> list[tuple[str]]:
+    with connect(url) as conn:
+        return conn.execute(
+            "select tablename from pg_tables where schemaname = 'recommendations' order by 1"
+        ).fetchall()
 
 
 def _state(url) -> tuple[int, int, str]:
@@ -116,11 +156,11 @@ def test_a_reader_during_publishing_sees_old_or_new_never_empty_or_mixed(
         except BaseException as exc:  # reported below
             errors.append(exc)
 
-    def hold(stage: str, conn) -> None:
-        """Keep each stage open until the reader has read it, or is blocked by the swap."""
-        if stage == "loaded":
-            time.sleep(0.3)  # the reader keeps reading the old table meanwhile
-            return
+    def loaded(conn) -> None:
+        time.sleep(0.3)  # staged: the reader keeps reading the old table meanwhile
+
+    def swapped(conn) -> None:
+        """Keep the swap uncommitted until the reader is blocked by it."""
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             waiting = conn.execute(
@@ -135,8 +175,8 @@ def test_a_reader_during_publishing_sees_old_or_new_never_empty_or_mixed(
     reader = threading.Thread(target=read)
     reader.start()
     try:
-        _publish(fresh_warehouse, "v2", 25_000, hook=hold)
-        _publish(fresh_warehouse, "v3", 20_000, hook=hold)
+        _publish(fresh_warehouse, "v2", 25_000, before=loaded, after=swapped)
+        _publish(fresh_warehouse, "v3", 20_000, before=loaded, after=swapped)
     finally:
         stop.set()
         reader.join(30)
@@ -153,18 +193,13 @@ def test_a_reader_during_publishing_sees_old_or_new_never_empty_or_mixed(
 def test_a_failure_mid_publish_leaves_the_old_tables(fresh_warehouse, stage: str) -> None:
     _publish(fresh_warehouse, "v1", 100)
 
-    def fail(at: str, conn) -> None:
-        if at == stage:
-            raise RuntimeError(f"killed at {at}")
+    def fail(conn) -> None:
+        raise RuntimeError(f"killed at {stage}")
 
     with pytest.raises(RuntimeError, match="killed"):
-        _publish(fresh_warehouse, "v2", 200, hook=fail)
+        _publish(fresh_warehouse, "v2", 200, **{"before" if stage == "loaded" else "after": fail})
     assert _state(fresh_warehouse) == (1000, 1, "v1")
-    with connect(fresh_warehouse) as conn:
-        tables = conn.execute(
-            "select tablename from pg_tables where schemaname = 'recommendations' order by 1"
-        ).fetchall()
-    assert tables == [("similar_tracks",), ("user_top_tracks",)]
+    assert _staged_tables(fresh_warehouse) == [("similar_tracks",), ("user_top_tracks",)]
 
 
 def test_a_long_reader_makes_publishing_give_up_not_hang(fresh_warehouse) -> None:
@@ -172,25 +207,27 @@ def test_a_long_reader_makes_publishing_give_up_not_hang(fresh_warehouse) -> Non
     with connect(fresh_warehouse) as reader:  # an open transaction that read the table
         reader.execute("select count(*) from recommendations.user_top_tracks").fetchone()
         started = time.monotonic()
-        with pytest.raises(PublishError, match="gave up after waiting"):
+        with pytest.raises(PublishFailed, match=r"gave up after waiting 0\.5s"):
             _publish(fresh_warehouse, "v2", 100, lock_timeout_s=0.5)
         assert time.monotonic() - started < 20
         reader.rollback()
     assert _state(fresh_warehouse) == (1000, 1, "v1")
+    assert _staged_tables(fresh_warehouse) == [("similar_tracks",), ("user_top_tracks",)]
+
+
+def test_lists_another_run_staged_meanwhile_are_not_published(fresh_warehouse) -> None:
+    _publish(fresh_warehouse, "v1", 100)
+    with pytest.raises(PublishError, match="user_top_tracks__new holds another run's lists"):
+        # v3 stages over v2's staged lists before v2's swap
+        _publish(fresh_warehouse, "v2", 200, before=lambda conn: _stage(fresh_warehouse, "v3", 300))
+    assert _state(fresh_warehouse) == (1000, 1, "v1")
+    assert _staged_tables(fresh_warehouse) == [("similar_tracks",), ("user_top_tracks",)]
 
 
 def test_an_empty_list_is_never_published(fresh_warehouse) -> None:
     _publish(fresh_warehouse, "v1", 100)
-    with connect(fresh_warehouse, autocommit=True) as conn, pytest.raises(PublishError):
-        publish(
-            conn,
-            lists(0, 1)[0],
-            lists(0, 1)[1],
-            model_run_id="v2",
-            generated_at=datetime.now(UTC),
-            model_runs=[],
-            lock_timeout_s=5,
-        )
+    with pytest.raises(PublishError, match="empty user_top_tracks"):
+        _publish(fresh_warehouse, "v2", 0)
     assert _state(fresh_warehouse) == (1000, 1, "v1")
     with pytest.raises(psycopg.errors.UndefinedTable), connect(fresh_warehouse) as conn:
         conn.execute("select * from recommendations.user_top_tracks__new")
@@ -216,17 +253,9 @@ def test_the_served_pairs_are_read_back_for_churn_and_runs_recorded_with_the_lis
         n_interactions=1,
         status="champion",
     )
-    lists_v1, similar = lists(300, seed=300)
+    lists_v1, _ = lists(300, seed=300)  # what _publish writes
+    _publish(fresh_warehouse, "v1-m00", 300, runs=[run])
     with connect(fresh_warehouse, autocommit=True) as conn:
-        publish(
-            conn,
-            lists_v1,
-            similar,
-            model_run_id="v1-m00",
-            generated_at=datetime.now(UTC),
-            model_runs=[run],
-            lock_timeout_s=30,
-        )
         users, tracks = published_user_lists(conn)
         recorded = conn.execute("select model_run_id, family, split from ml.model_runs").fetchall()
     assert users.dtype == tracks.dtype == np.int64

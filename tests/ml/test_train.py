@@ -213,25 +213,22 @@ def test_when_every_model_loses_the_baseline_is_published_and_an_alert_raised(
 
 
 def test_a_failed_run_leaves_yesterdays_lists_and_registry(
-    marts_url, ml_config, ml_settings
+    marts_url, ml_config, ml_settings, make_config
 ) -> None:
     first = run_training(
         ml_settings, "20261126T000000Z-aaaaaa", config=ml_config, warehouse=marts_url
     )
     before = _all(marts_url, "select * from recommendations.user_top_tracks order by 1, 2")
-
-    def explode(stage: str, conn) -> None:
-        if stage == "swapped":  # renamed in place, not yet committed
-            raise RuntimeError("disk full, say")
-
-    with pytest.raises(RuntimeError, match="disk full"):
-        run_training(
-            ml_settings,
-            "20261127T000000Z-bbbbbb",
-            config=ml_config,
-            warehouse=marts_url,
-            publish_hook=explode,
-        )
+    impatient = make_config("publish.lock_timeout_s=0.5")
+    # a reader's open transaction holds the lists: the swap fails after the model runs were
+    # recorded in its transaction, and after the lists were staged
+    with connect(marts_url) as reader:
+        reader.execute("select count(*) from recommendations.user_top_tracks").fetchone()
+        with pytest.raises(TrainingFailed, match=r"gave up after waiting 0\.5s"):
+            run_training(
+                ml_settings, "20261127T000000Z-bbbbbb", config=impatient, warehouse=marts_url
+            )
+        reader.rollback()
     assert _all(marts_url, "select * from recommendations.user_top_tracks order by 1, 2") == before
     runs = {r for (r,) in _all(marts_url, "select distinct run_id from ml.model_runs")}
     assert runs == {first.run_id}

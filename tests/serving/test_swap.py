@@ -12,6 +12,8 @@ import numpy as np
 import psycopg
 
 from moovitamix.connection_url import ConnectionURL
+from moovitamix.publication import Publication, publish
+from moovitamix.roles import ML, as_role
 from moovitamix.warehouse import connect
 from serving.foldin import ServedModel
 from tests.conftest import Webhook
@@ -112,13 +114,18 @@ def test_a_broken_artifact_keeps_the_old_model_and_alerts(
     old_run, _ = user_lists(trained)
     settings = replace(trained.settings, alert_webhook_url=webhook.url)
 
-    def break_the_artifact(stage: str, conn: psycopg.Connection) -> None:
-        if stage == "swapped":  # saved, not yet committed: the API cannot have loaded it
-            new = [p for p in trained.artifacts.iterdir() if p.name != old_run]
-            Path(new[0], "model.npz").write_bytes(b"not a numpy archive")
+    def break_the_artifact(conn: psycopg.Connection) -> dict[str, object]:
+        """After the swap, before the commit: saved, but the API cannot have loaded it."""
+        new = [p for p in trained.artifacts.iterdir() if p.name != old_run]
+        Path(new[0], "model.npz").write_bytes(b"not a numpy archive")
+        return {}
 
+    # `make train`'s publication, with the artifact broken last in its transaction
+    publication = Publication(NEXT_RUN, candidate="marts", swaps_postgres_marts=False)
     with running_api(settings, config(trained)) as client:
-        new_run = train(trained, NEXT_RUN, "model.random_state=7", publish_hook=break_the_artifact)
+        new_run = train(trained, NEXT_RUN, "model.random_state=7", publication=publication)
+        publication.stage("break the artifact", break_the_artifact, last=True)
+        publish(as_role(trained.url, ML), publication)
         wait_for(lambda: client.get("/health").json()["lists_model_run_id"] == new_run)
         wait_for(lambda: "serving_model_load_failures_total 1.0" in client.get("/metrics").text)
         assert fold_in_model(client) == old_run
