@@ -1,7 +1,5 @@
-"""Offline evaluation on ml.split's folds: every candidate (a family's params, or a baseline) is
-fit on train and ranked for the validation users (the selection), and the chosen one again on
-train + validation for the test users (the reported figures, with bootstrap intervals, per
-segment, and beyond accuracy). Definitions: ml/README.md."""
+"""Offline evaluation on ml.split's folds: candidates judged on validation, the chosen one's
+test report (intervals, segments, beyond accuracy). Definitions: ml/README.md."""
 
 from __future__ import annotations
 

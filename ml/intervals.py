@@ -1,15 +1,7 @@
-"""Bootstrap confidence intervals of per-user means, paired over users.
-
-Method: the nonparametric percentile bootstrap. Each resample draws n users with replacement
-(n = the users judged) and takes the mean of their values; the interval is the (1 - level) / 2
-and (1 + level) / 2 quantiles of those means, around the plain mean. Comparisons are paired:
-`difference(a, b)` resamples users, not values, so each resample takes a user's a and b
-together and the users' shared ease or difficulty cancels (a much narrower interval than two
-separate ones when a and b move together). Several metrics of one judging share the resamples
-(`intervals`). The draws are seeded, so the same values give the same interval; resamples go in
-chunks of CHUNK_VALUES draws (a resamples x users weights matrix, times the values), so memory
-stays bounded however many users there are.
-"""
+"""Percentile-bootstrap confidence intervals of per-user means (ml/README.md "Intervals"):
+each resample draws the judged users with replacement; the interval is the (1 - level) / 2 and
+(1 + level) / 2 quantiles of the resampled means. `difference(a, b)` is paired: it resamples
+users, not values, so the users' shared ease or difficulty cancels."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
-"""What each recommender family is: its hyper-parameters as a typed, frozen pydantic model with a
-`family` discriminator (ml/config.toml's [model] and [search.<family>], ml.model_runs' params
-JSON: ALS rows written before there were families have no `family` key), and the small grid a
-time-budgeted search samples per family."""
+"""Each recommender family's hyper-parameters as a typed, frozen pydantic model with a `family`
+discriminator (ml/config.toml's [model] and [search.<family>], ml.model_runs' params JSON), and
+the small grid a time-budgeted search samples per family."""
 
 from __future__ import annotations
 
@@ -35,10 +34,6 @@ class ModelParams(Section):
     def to_json(self) -> dict[str, Any]:
         return {"model": "als", "use_gpu": False, **self.model_dump()}
 
-    @classmethod
-    def from_json(cls, params: Mapping[str, Any]) -> ModelParams:
-        return cls.model_validate({k: v for k, v in params.items() if k in cls.model_fields})
-
     def label(self) -> str:
         weighting = self.confidence
         if weighting == "bm25":
@@ -61,10 +56,6 @@ class FamilyParams(Section):
     def to_json(self) -> dict[str, Any]:
         fields = self.model_dump()
         return {"model": fields["family"], **fields}
-
-    @classmethod
-    def from_json(cls, params: Mapping[str, Any]) -> FamilyParams:
-        return cls.model_validate({k: v for k, v in params.items() if k in cls.model_fields})
 
 
 class AlsParams(ModelParams):

@@ -1,19 +1,5 @@
-"""The "play next" lists: each track's k next tracks, from what users actually played next.
-
-A transition model counts b right after a in the same user's history; co-occurrence counts b
-within a few positions (and, where listen times differ, within a time gap) of a, weighted by
-1/distance, both ways. Scores are damped by the candidate's popularity and normalised by the
-row's best, then optionally blended with a collaborative item-item list (any model's, by
-reciprocal rank; ignored for tracks without listens). Each list is filled up to k with the
-same artist's most-played tracks, then genre and global popularity, so every catalog track has
-one (a track nobody played: the fill alone).
-
-Candidates are judged on held-out next listens: per user the last listen is the test target
-(the one before it the seed), the second-to-last the validation target; models are fit on the
-histories without that tail. The validation winner is published only if it beats popularity
-(the paired bootstrap interval of the hit@k difference lies above zero); otherwise genre
-popularity's lists are, as judged.
-"""
+"""The "play next" lists: each track's k next tracks, from what users actually played next
+(the candidates, their fill and the gate on held-out next listens: ml/README.md)."""
 
 from __future__ import annotations
 

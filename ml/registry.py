@@ -1,7 +1,5 @@
 """The model registry: ml.model_runs (one row per candidate trained), the artifacts on disk
-(`<root>/<model_run_id>/`: the family's model (ml.families: implicit's own npz, or EASE's
-matrix) with its params, `id_maps.npz` row -> user_id and column -> track_id, `meta.json`;
-nothing pickled, loaded with `allow_pickle=False`) and retention."""
+(`<root>/<model_run_id>/`, nothing pickled: ml/README.md) and their retention."""
 
 from __future__ import annotations
 

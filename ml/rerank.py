@@ -1,9 +1,5 @@
-"""The favorite-genre re-rank of a model's list: of the model's first `depth` unheard tracks,
-those of the user's declared favorite genre (dim_users) come first, each group in the model's
-order. The model knows what users played together; the declared genre is what the user says
-they like, which their history alone often does not show. `depth` <= k leaves the list as it
-is; validation picks the depth (ml.evaluate), so data where the genre does not help keep the
-model's own order."""
+"""The favorite-genre re-rank of a model's list (ml/README.md): of its first `depth` unheard
+tracks, those of the user's declared favorite genre first; `depth` <= k leaves it as it is."""
 
 from __future__ import annotations
 

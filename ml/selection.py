@@ -33,12 +33,9 @@ CHEAPEST_FIRST = ("item_knn", "als", "lmf", "ease", "bpr")
 def challenger_params(
     champion: Params, proposed: Params, search: Search, today: date
 ) -> list[Params]:
-    """Who challenges the champion, in order: the config's params when they are not the
-    champion's; then implicit's last.fm ALS (the floor a published model must reach) and each
-    other family's defaults, cheapest first, rotated by the date so that a short budget gets
-    to each of them within a few days; then the champion with one knob changed and the other
-    families' grid points, shuffled by the search seed and the date (a rerun the same day
-    tries the same)."""
+    """Who challenges the champion, in ml/README.md's order; the defaults are rotated by the
+    date so that a short budget gets to each within a few days, the rest shuffled by the
+    search seed and the date (a rerun the same day tries the same)."""
     spaces = {family: search.space(family) for family in search.families}
     rotated = [LASTFM_ALS] if "als" in search.families else []
     rotated += [
@@ -96,12 +93,9 @@ def search(
     k: int,
     past_seconds: Mapping[str, float] | None = None,
 ) -> SearchResult[Fit]:
-    """The champion's parameters refit, then up to `max_challengers` challengers within the
-    time budget: one is started only if its expected time still fits (its family's last
-    recorded fit, `past_seconds`, else the mean candidate's so far); one that does not is
-    passed over for the next, so an expensive family does not take a day's budget alone.
-    `evaluate(params, name, deadline)` gets the time.monotonic() at which the budget ends
-    (None for the champion), and stops a fit that would overrun it."""
+    """The champion's parameters refit, then the challengers that fit in the time budget
+    (ml/README.md "Selection"; expected: `past_seconds`, else the mean candidate's so far).
+    `evaluate(params, name, deadline)` stops a fit at `deadline` (None for the champion)."""
     found: SearchResult[Fit] = SearchResult([], {})
     proposals = [champion, *challenger_params(champion, config.model, config.search, today)]
     budget, spent, passed = config.selection.time_budget_s, [], 0
@@ -157,12 +151,8 @@ def decide(
     metric: str,
     bootstrap: dict[str, Any] | None = None,
 ) -> Decision:
-    """candidates[0] is the champion's refit, the rest are challengers, all scored per user on
-    the same validation users. With paired bootstrap intervals over those users: a challenger
-    is promoted only if its gain over the champion AND over the best baseline both exclude
-    zero; else the champion serves if its mean beats the best baseline; else the best
-    challenger whose gain over the best baseline excludes zero; else the best baseline is
-    published. 'challenger': beat the best baseline that way but was not chosen."""
+    """ml/README.md's champion/challenger rule on paired bootstrap intervals: candidates[0] is
+    the champion's refit, the rest challengers, all scored per user on the same users."""
     if not candidates:
         raise ValueError("no candidate to decide on")
     best_baseline = max(baselines, key=lambda name: baselines[name].score(metric))
@@ -239,10 +229,9 @@ def model_run_rows(
     artifact_path: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> list[ModelRun]:
-    """The ml.model_runs rows of one run: one per candidate (`<run_id>-mNN`, status from the
-    decision, validation means and the intervals of its gains; the serving one with its fit
-    time, artifact and `test` report), and a champion row for a published baseline. `split`
-    is (kind, reason, sizes); `extra` joins every row's metrics (e.g. the trainer's name)."""
+    """The ml.model_runs rows of one run: one per candidate (`<run_id>-mNN`), and a champion
+    row for a published baseline. `split` is (kind, reason, sizes); `extra` joins every row's
+    metrics (e.g. the trainer's name)."""
     kind, reason, split_sizes = split
     common: dict[str, Any] = {
         "k": config.evaluation.k,

@@ -1,16 +1,6 @@
-"""The evaluation split: train, validation (model selection) and test (the reported figures),
-by time when the history allows it, else a seeded per-user holdout.
-
-Time split: the validation and test windows hold the latest pairs by first-listen time (a share
-of the pairs, or days); train is everything first heard before the first cut. A window judges
-the users who have history before it and something new in it; users with nothing before are
-counted apart (cold). A day-0 snapshot stamps all of a user's listens with one time, so its
-users are cold in any window and the split falls back until later days add listens.
-Holdout: users with `min_user_tracks` tracks or more hide `holdout_per_user` random pairs for
-validation and as many for test; users with 2 to `min_user_tracks - 1` tracks hide one for test.
-Selection fits on train and judges on validation; the reported figures fit on train and
-validation and judge on test (`Split.validation()`, `Split.testing()`).
-"""
+"""The evaluation split (ml/README.md "The split"): train, validation (model selection) and
+test (the reported figures), by time when the history allows it, else a seeded per-user
+holdout."""
 
 from __future__ import annotations
 

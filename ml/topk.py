@@ -1,8 +1,5 @@
-"""Exact top-k by dot product without each user's own tracks, for every user at once: implicit's
-unfiltered kernel for k + H candidates (H: what almost every user heard) with the heard ones
-dropped in one vectorised step, its filtered path for the few heavier listeners; queries ranked
-first against the longest item vectors, the rest only where the Cauchy-Schwarz bound leaves it
-open. bench/bench_ml.py measures it against implicit alone."""
+"""Exact top-k by dot product without each user's own tracks, for every user at once, on
+implicit's kernels (ml/README.md "Performance notes"; bench/bench_ml.py measures it)."""
 
 from __future__ import annotations
 
