@@ -24,7 +24,7 @@ PACKED_LISTENS_QUERY = sql.SQL("""
     copy (
         select string_agg(
             int8send(user_id::bigint) || int8send(track_id::bigint) || int4send(listen_count)
-                || int8send({first_seen}),
+                || int8send(coalesce(floor(extract(epoch from first_seen_at))::bigint, 0)),
             ''::bytea
         )
         from {fct_listens}
@@ -32,7 +32,6 @@ PACKED_LISTENS_QUERY = sql.SQL("""
         group by user_id % {buckets}
     ) to stdout (format binary)
 """)
-FIRST_SEEN = sql.SQL("coalesce(floor(extract(epoch from first_seen_at))::bigint, 0)")
 MARTS = "marts"  # or the daily run's candidate schema before it is published: readers take it
 PACKED_BUCKETS = 256
 LISTEN_RECORD = np.dtype(
@@ -150,20 +149,13 @@ def check_marts(conn: psycopg.Connection, schema: str = MARTS) -> None:
 
 
 def load_interactions(conn: psycopg.Connection, schema: str = MARTS) -> Interactions:
-    """<schema>.fct_listens -> Interactions, streamed with a binary COPY of packed records.
-    A fct_listens without `first_seen_at` (an older mart) gives no times (`first_seen` None)."""
-    timed = _has_column(conn, schema, "fct_listens", "first_seen_at")
+    """<schema>.fct_listens -> Interactions, streamed with a binary COPY of packed records."""
     query = PACKED_LISTENS_QUERY.format(
-        fct_listens=sql.Identifier(schema, "fct_listens"),
-        buckets=sql.Literal(PACKED_BUCKETS),
-        first_seen=FIRST_SEEN if timed else sql.SQL("0::bigint"),
+        fct_listens=sql.Identifier(schema, "fct_listens"), buckets=sql.Literal(PACKED_BUCKETS)
     )
     records = read_packed(conn, query, LISTEN_RECORD)
     interactions = build_interactions(
-        records["user_id"],
-        records["track_id"],
-        records["listen_count"],
-        records["first_seen"] if timed else None,
+        records["user_id"], records["track_id"], records["listen_count"], records["first_seen"]
     )
     log.info("read %s.fct_listens: %s", schema, interactions.sizes())
     return interactions
@@ -175,15 +167,6 @@ def read_packed(conn: psycopg.Connection, query: sql.Composable, dtype: np.dtype
         copy.set_types(["bytea"])
         parts = [np.frombuffer(packed, dtype=dtype) for (packed,) in copy.rows()]
     return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
-
-
-def _has_column(conn: psycopg.Connection, schema: str, table: str, column: str) -> bool:
-    found = conn.execute(
-        "select 1 from information_schema.columns "
-        "where table_schema = %s and table_name = %s and column_name = %s",
-        (schema, table, column),
-    ).fetchone()
-    return found is not None
 
 
 def _read_csv(conn: psycopg.Connection, query: str, table: sql.Identifier) -> pd.DataFrame:

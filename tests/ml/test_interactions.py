@@ -1,6 +1,9 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from ml.interactions import (
     NO_GENRE,
@@ -76,7 +79,7 @@ def test_fct_listens_becomes_the_csr_matrix_with_its_id_maps(marts_url, structur
 @pytest.mark.integration
 def test_first_listen_times_come_aligned_with_the_matrix(marts_url, structured_marts) -> None:
     """Times set in SQL by a formula of the ids come back as epoch seconds on the right pairs;
-    an unknown time reads as 0 (the oldest); a mart without the column gives no times."""
+    an unknown time reads as 0 (the oldest)."""
     m = structured_marts
     with connect(marts_url) as conn:
         conn.execute(
@@ -91,8 +94,6 @@ def test_first_listen_times_come_aligned_with_the_matrix(marts_url, structured_m
             (unknown_user, unknown_track),
         )
         interactions = load_interactions(conn)
-        conn.execute("alter table marts.fct_listens drop column first_seen_at cascade")
-        assert load_interactions(conn).first_seen is None
     matrix = interactions.matrix
     owner = interactions.user_ids[np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))]
     track = interactions.track_ids[matrix.indices]
@@ -101,6 +102,17 @@ def test_first_listen_times_come_aligned_with_the_matrix(marts_url, structured_m
     assert interactions.first_seen is not None
     assert interactions.first_seen.dtype == np.int64
     np.testing.assert_array_equal(interactions.first_seen, expected)
+
+
+def test_fct_listens_contract_keeps_the_first_listen_time() -> None:
+    """load_interactions reads `first_seen_at` as it is: the mart's enforced contract has it."""
+    path = Path(__file__).parents[2] / "dbt_project/models/marts/_marts__models.yml"
+    models = yaml.safe_load(path.read_text())["models"]
+    (mart,) = [m for m in models if m["name"] == "fct_listens"]
+    (column,) = [c for c in mart["columns"] if c["name"] == "first_seen_at"]
+    assert mart["config"]["contract"]["enforced"] is True
+    assert "timestamp with time zone" in column["data_type"]
+    assert {"type": "not_null"} in column["constraints"]
 
 
 @pytest.mark.integration
