@@ -62,7 +62,7 @@ from ml.train import run_training
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.roles import APP, ML, as_role, ensure_roles
 from moovitamix.settings import PROJECT_ROOT, Settings, apply_offline_defaults, load_settings
-from moovitamix.warehouse import connect, ensure_database, ensure_schemas, open_warehouse
+from moovitamix.warehouse import connect, open_warehouse
 from tests.ml.synthetic import SyntheticMarts, generate, write_marts
 
 BENCH_DATABASE = "moovitamix_bench_serving"
@@ -137,8 +137,7 @@ def train(
 def prepare(url: ConnectionURL, marts: SyntheticMarts) -> None:
     """The scratch warehouse: marts written, roles and grants as the daily run leaves them."""
     drop_database(url)
-    ensure_database(url)
-    ensure_schemas(url)
+    open_warehouse(load_settings({"WAREHOUSE_URL": url.url()}))  # creates it, roles and schemas
     with connect(url) as conn:
         write_marts(conn, marts)
     ensure_roles(url)

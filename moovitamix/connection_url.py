@@ -1,7 +1,5 @@
-"""One parsed warehouse URL, rendered for each tool that needs it (libpq, SQLAlchemy, dlt).
-
-Passwords never leave this object unmasked except towards a driver: `masked` is what logs see.
-"""
+"""One parsed warehouse URL, rendered for each tool that needs it (libpq, SQLAlchemy, dlt); the
+password leaves it unmasked only towards a driver: `masked` is what logs see."""
 
 from __future__ import annotations
 
@@ -69,9 +67,6 @@ class ConnectionURL:
 
     def with_database(self, database: str) -> ConnectionURL:
         return ConnectionURL(self.user, self.password, self.host, self.port, database, self.options)
-
-    def with_user(self, user: str, password: str) -> ConnectionURL:
-        return ConnectionURL(user, password, self.host, self.port, self.database, self.options)
 
     def _render(self, scheme: str, password: str) -> str:
         # dlt rejects an empty password; local trust auth ignores whatever is given.

@@ -1,16 +1,11 @@
 """The warehouse every step talks to: `WAREHOUSE_URL` when set, else the embedded Postgres.
-
-`open_warehouse()` is the one entry point: it resolves the URL, starts the embedded server if
-that is what is in use, refuses a server older than Postgres 14 or a user without the privileges
-the run needs before writing anything, makes sure the database, schemas and roles exist, and
-returns the connection URL. Errors come out as one line naming host, database and the reason.
-"""
+`open_warehouse()` is the one entry point (README "The embedded warehouse" and "Your own
+Postgres"); its errors are one line naming host, database and the reason."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
@@ -18,7 +13,7 @@ from psycopg import sql
 from moovitamix.connection_url import ConnectionURL, InvalidWarehouseURL
 from moovitamix.embedded_warehouse import EmbeddedWarehouse, EmbeddedWarehouseError
 from moovitamix.privileges import missing_line, missing_privileges
-from moovitamix.roles import SCHEMAS, RolesError, ensure_roles
+from moovitamix.roles import RolesError, ensure_roles
 from moovitamix.settings import DEFAULT_DATABASE, Settings
 
 log = logging.getLogger(__name__)
@@ -39,46 +34,24 @@ class UnsupportedServer(WarehouseUnreachable):
     """The server is too old (or says no version)."""
 
 
-@dataclass(frozen=True)
-class ServerInfo:
-    version_num: int  # server_version_num: 150018 is 15.18, 90624 is 9.6.24
-    version: str  # server_version: "15.18 (Debian 15.18-0+deb12u1)"
-
-    @property
-    def major(self) -> int:
-        return self.version_num // 10000
-
-    @property
-    def name(self) -> str:
-        return f"PostgreSQL {self.version.split(' ', 1)[0]}" if self.version else "PostgreSQL"
-
-
-def server_info(version_num: object, version: str) -> ServerInfo:
-    """From `server_version_num` and `server_version`; UnsupportedServer if the number is not
-    one."""
-    number = str(version_num).strip()
-    if not number.isdigit() or int(number) == 0:
+def check_server(version_num: int, version: str, where: str) -> None:
+    """Log 'warehouse: PostgreSQL 15.18 at <where>' from psycopg's `server_version` (150018)
+    and the server's own text ("15.18 (Debian ...)"), then refuse a server below 14 or whose
+    version cannot be read; a newer major than tested only warns."""
+    if version_num <= 0:
         raise UnsupportedServer(
             f"cannot read the server's version (server_version_num {version_num!r}): the "
             f"warehouse must be {SUPPORTED}"
         )
-    return ServerInfo(int(number), str(version or "").strip())
-
-
-def check_supported(info: ServerInfo) -> None:
-    """Raise UnsupportedServer below 14; a newer major than tested is only a warning."""
-    if info.version_num < MIN_VERSION_NUM:
+    name = f"PostgreSQL {version.split()[0]}" if version.strip() else "PostgreSQL"
+    log.info("warehouse: %s at %s", name, where)
+    if version_num < MIN_VERSION_NUM:
         raise UnsupportedServer(
-            f"the warehouse server is {info.name}, which MooVitamix does not support: it needs "
+            f"the warehouse server is {name}, which MooVitamix does not support: it needs "
             f"{SUPPORTED} (upgrade the server, or point WAREHOUSE_URL at a supported one)"
         )
-    if info.major > NEWEST_TESTED_MAJOR:
-        log.warning("%s is newer than the releases tested (%s)", info.name, SUPPORTED)
-
-
-def start_line(info: ServerInfo, masked_url: str, source: str) -> str:
-    """'warehouse: PostgreSQL 15.18 at postgresql://mvx:****@db:5432/moovitamix (WAREHOUSE_URL)'"""
-    return f"warehouse: {info.name} at {masked_url} ({source})"
+    if version_num // 10000 > NEWEST_TESTED_MAJOR:
+        log.warning("%s is newer than the releases tested (%s)", name, SUPPORTED)
 
 
 def _reason(exc: BaseException) -> str:
@@ -137,38 +110,12 @@ def connect_server(url: ConnectionURL) -> tuple[psycopg.Connection, bool]:
     return connect(url.with_database("postgres"), autocommit=True), False
 
 
-def _server_info(conn: psycopg.Connection) -> ServerInfo:
-    row = conn.execute("select current_setting('server_version_num')").fetchone()
-    return server_info(row[0] if row else None, conn.info.parameter_status("server_version") or "")
-
-
-def inspect_server(url: ConnectionURL) -> ServerInfo:
-    """The server's version, read through the URL's database or `postgres`: nothing written."""
-    conn, _ = connect_server(url)
-    with conn:
-        return _server_info(conn)
-
-
 def _create_database(conn: psycopg.Connection, database: str) -> None:
     try:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
         log.info("created database %s", database)
     except psycopg.errors.DuplicateDatabase:
         pass  # another process won the race
-
-
-def ensure_database(url: ConnectionURL) -> None:
-    """Create the database if it is missing (needs CREATEDB on the server's `postgres` db)."""
-    conn, exists = connect_server(url)
-    with conn:
-        if not exists:
-            _create_database(conn, url.database)
-
-
-def ensure_schemas(url: ConnectionURL) -> None:
-    with connect(url) as conn:
-        for schema in SCHEMAS:
-            conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
 
 
 def ensure_tables(conn: psycopg.Connection, tables: Sequence[str], ddl: str) -> None:
@@ -206,10 +153,9 @@ def open_warehouse(settings: Settings) -> ConnectionURL:
         return url
     conn, exists = connect_server(url)
     with conn:
-        server = _server_info(conn)
         source = "embedded Postgres" if settings.uses_embedded_warehouse else "WAREHOUSE_URL"
-        log.info("%s", start_line(server, url.masked, source))
-        check_supported(server)
+        version = conn.info.parameter_status("server_version") or ""
+        check_server(conn.info.server_version, version, f"{url.masked} ({source})")
         missing = missing_privileges(conn, url.database, database_exists=exists)
         if missing:
             raise WarehouseUnreachable(missing_line(url.user, missing[0]))

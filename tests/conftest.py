@@ -30,10 +30,10 @@ from psycopg import sql
 
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.embedded_warehouse import EmbeddedWarehouse
+from moovitamix.roles import SCHEMAS
 from moovitamix.settings import Settings, apply_offline_defaults, load_settings
 from moovitamix.simulator_process import running_simulator
 from moovitamix.spark import spark_session
-from moovitamix.warehouse import ensure_schemas
 from tests.system_postgres import BIN_ENV, SystemPostgres, SystemPostgresError, find_bin_dir
 
 if TYPE_CHECKING:
@@ -146,7 +146,9 @@ def create_warehouse(admin_url: ConnectionURL, prefix: str = "mvx_test") -> Conn
         )
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     url = admin_url.with_database(name)
-    ensure_schemas(url)
+    with psycopg.connect(url.url(), autocommit=True) as conn:
+        for schema in SCHEMAS:
+            conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
     return url
 
 

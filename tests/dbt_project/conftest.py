@@ -3,18 +3,15 @@ real ingestion, built by dbt after each step (dbt_helpers.Scenario), shared by t
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.simulator_process import running_simulator
-from moovitamix.warehouse import ensure_schemas
+from tests.conftest import create_warehouse
 from tests.dbt_project.dbt_helpers import Scenario, run_scenario
 
 # the simulator of the session fixture (seed 7, 300 users, 200 tracks), but ours: we move its day
@@ -31,19 +28,6 @@ DBT_ENV = (
     "MVX_DBT_PASSWORD",
     "MVX_DBT_DATABASE",
 )
-_databases = itertools.count(1)
-
-
-def new_database(admin_url: ConnectionURL, prefix: str) -> ConnectionURL:
-    name = f"{prefix}_{next(_databases)}_{os.getpid()}"
-    with psycopg.connect(admin_url.url(), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-        )
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = admin_url.with_database(name)
-    ensure_schemas(url)
-    return url
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +35,7 @@ def dbt_env(pg_admin_url: ConnectionURL, tmp_path_factory: pytest.TempPathFactor
     """A fresh warehouse as WAREHOUSE_URL, private dbt target/log dirs; restored afterwards
     (the runner exports MVX_DBT_* and the run id into this process). Once per server
     (`pg_server`: the embedded Postgres and the distribution's own, tests/conftest.py)."""
-    url = new_database(pg_admin_url, "mvx_dbt")
+    url = create_warehouse(pg_admin_url, f"mvx_dbt_{os.getpid()}")
     tmp = tmp_path_factory.mktemp("dbt")
     with pytest.MonkeyPatch.context() as mp:
         for key in DBT_ENV:

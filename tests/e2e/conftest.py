@@ -56,7 +56,7 @@ def _cron_warehouse(
     `disable`: a client that lost the URL's TLS options (dlt, dbt, GX, psycopg) is refused."""
     if pg_server == "embedded":
         created = create_warehouse(pg_admin_url, prefix="mvx_e2e_clean")
-        return created.with_user(created.user, SECRET), {}
+        return replace(created, password=SECRET), {}
     ca_file = request.getfixturevalue("system_server").ca_file
     login = f"{CRON_USER}_{next(_cron_logins)}"
     with psycopg.connect(pg_admin_url.url(), autocommit=True) as conn:
@@ -70,7 +70,7 @@ def _cron_warehouse(
                 sql.Identifier(login), sql.Identifier(login)
             )
         )
-    url = pg_admin_url.with_user(login, SECRET).with_database(login)
+    url = replace(pg_admin_url, user=login, password=SECRET, database=login)
     tls = (("sslmode", "verify-full"), ("sslrootcert", str(ca_file)))
     return replace(url, options=tls), {"PGSSLMODE": "disable"}
 

@@ -10,6 +10,7 @@ import itertools
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -45,7 +46,7 @@ def _login(admin: ConnectionURL, attributes: str, *, own_database: bool = True) 
                     sql.Identifier(name), sql.Identifier(name)
                 )
             )
-    return admin.with_user(name, PASSWORD).with_database(name)
+    return replace(admin, user=name, password=PASSWORD, database=name)
 
 
 def _schemas(url: ConnectionURL) -> list[str]:

@@ -17,8 +17,9 @@ import sqlalchemy
 from dbt_project.runner import dbt_env
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.settings import load_settings
-from moovitamix.warehouse import WarehouseUnreachable, inspect_server, open_warehouse
+from moovitamix.warehouse import WarehouseUnreachable, open_warehouse
 from tests.e2e.daily_helpers import REPO
+from tests.moovitamix.test_external_postgres import server_major
 from tests.system_postgres import SystemPostgres, self_signed_certificate
 
 pytestmark = pytest.mark.integration
@@ -74,10 +75,10 @@ def test_verify_full_with_the_servers_ca_passes_and_with_another_fails_clearly(
 ) -> None:
     base = system_server.admin_url()
     good = _with(base, sslmode="verify-full", sslrootcert=str(system_server.ca_file))
-    assert inspect_server(good).major >= 14
+    assert server_major(good) >= 14
     bad = _with(base, sslmode="verify-full", sslrootcert=str(wrong_ca))
     with pytest.raises(WarehouseUnreachable) as raised:
-        inspect_server(bad)
+        server_major(bad)
     message = str(raised.value)
     assert "\n" not in message
     assert message.startswith(f"cannot reach the warehouse (host 127.0.0.1:{base.port}")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -386,7 +387,7 @@ def test_a_user_that_may_not_grant_roles_gets_a_clear_error(warehouse: Connectio
         conn.execute("create role mvx_test_plain_user login")
     try:
         with pytest.raises(roles.RolesError, match="DBA must run"):
-            roles.ensure_roles(warehouse.with_user("mvx_test_plain_user", ""))
+            roles.ensure_roles(replace(warehouse, user="mvx_test_plain_user", password=""))
     finally:
         with session(warehouse) as conn:
             conn.execute("drop role mvx_test_plain_user")
