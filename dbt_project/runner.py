@@ -1,11 +1,6 @@
-"""Run dbt in this process: one `dbtRunner` invocation per command, the engine's target.
-
-Postgres (`warehouse`): the warehouse the caller opened reaches `profiles.yml` as MVX_DBT_*.
-Spark (`spark`): this process's Spark session is started first and dbt-spark's session method
-reuses it; its settings reach the profile as MVX_DBT_SPARK_CONF, the lake as MVX_DBT_LAKE_URL.
-The run id reaches dbt as MOOVITAMIX_RUN_ID (the `run_id()` macro): a changed environment
-variable re-parses only the files that read it, a changed `--vars` the whole project.
-"""
+"""Run dbt in this process: one `dbtRunner` invocation per command, the engine's target. The
+opened warehouse reaches `profiles.yml` as MVX_DBT_*, the run id as MOOVITAMIX_RUN_ID (see the
+README); on Spark, dbt-spark's session method reuses this process's Spark session."""
 
 from __future__ import annotations
 

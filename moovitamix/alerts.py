@@ -1,10 +1,6 @@
-"""Alerts: always to stderr and the run log; also POSTed to ALERT_WEBHOOK_URL when set.
-
-The webhook gets a Slack-compatible body (`{"text": ...}`) plus structured fields, so a Slack
-channel and a machine consumer can both read it. A webhook that is down is retried a few times and
-logged; it never fails the pipeline by itself. Alerts carry counts and names, never record
-contents (which may hold PII).
-"""
+"""Alerts: to stderr and the run log, and POSTed to ALERT_WEBHOOK_URL when set (Slack's `{"text"}`
+plus structured fields), retried a few times but never failing the pipeline by themselves. They
+carry counts and names, never record contents (which may hold PII)."""
 
 from __future__ import annotations
 

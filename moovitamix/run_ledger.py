@@ -1,9 +1,6 @@
-"""The run ledger: `monitoring.pipeline_runs` (one row per run) and
-`monitoring.pipeline_run_steps` (one row per step), written as the run goes, failures included.
-
-Each write commits at once, so a run killed at any point leaves a row in state `running`; the
-next run, holding the run lock, knows no such run is alive and marks it `failed` (killed).
-"""
+"""The run ledger: `monitoring.pipeline_runs` and `monitoring.pipeline_run_steps`, each write
+committed at once, so a run killed anywhere leaves a `running` row that the next run (holding the
+run lock) marks `failed` (killed)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""One daily run at a time: an exclusive lock on a file in the data directory.
-
-The kernel drops a `flock` when its holder dies, even on kill -9, so a stale lock never blocks
-the next run; the file also records who held it, so the next run can say that it took over.
-"""
+"""One daily run at a time: a `flock` on a file in the data directory, which the kernel drops when
+its holder dies (even on kill -9); the file names the holder: the next run says it took over."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""Settings from the environment, with a git-ignored `.env` as a fallback.
-
-The environment always wins over `.env`, so cron and CI can override anything.
-"""
+"""Settings from the environment, with a git-ignored `.env` as a fallback: the environment always
+wins, so cron and CI can override anything."""
 
 from __future__ import annotations
 
