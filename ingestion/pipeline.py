@@ -10,9 +10,7 @@ import logging
 import os
 import sys
 import time
-from collections import Counter
-from collections.abc import Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +22,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from ingestion import IngestionFailed, raw_tables
 from ingestion.config import IngestionConfig
+from ingestion.lake import lake_destination, stats_summary
 from ingestion.moovitamix_source import (
     Read,
     ReadMismatch,
@@ -33,20 +32,19 @@ from ingestion.moovitamix_source import (
 from ingestion.moovitamix_source.contract import ENDPOINTS, ITEMS_TABLE, LISTEN_HISTORY
 from ingestion.moovitamix_source.http import Api, EndpointFailed
 from ingestion.raw_tables import RAW, TableChange
-from ingestion.stats import EndpointStats, endpoint_stats, stats_table, write_stats
+from ingestion.stats import EndpointStats, endpoint_stats, write_stats
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.errors import one_line
 from moovitamix.roles import LOADER, as_role
-from moovitamix.settings import Settings, apply_offline_defaults
+from moovitamix.settings import Settings, apply_offline_defaults, temporary_env
 from moovitamix.warehouse import WarehouseUnreachable, connect, open_warehouse
 
 log = logging.getLogger(__name__)
 
-LAKE_LAYOUT = "{table_name}/load_id={load_id}/{file_id}.{ext}"  # hive-style: prune by load
-BUCKET_URL_CONFIG = "destination.filesystem.bucket_url"  # env DESTINATION__FILESYSTEM__BUCKET_URL
 DUCKDB_CONFIG = "destination.duckdb.credentials"
 EMPTY_FORMAT = {"postgres": "csv"}  # dlt's ADBC Parquet load fails on a file without rows
-LOADER_WORK_MEM = "256MB"  # keeps dlt's scd2 `NOT IN (current hashes)` hashed in memory
+# keeps dlt's scd2 `NOT IN (current hashes)` hashed; PGOPTIONS: ADBC misreads a URL's options
+LOADER_OPTIONS = "-c work_mem=256MB"
 
 
 @dataclass
@@ -74,28 +72,13 @@ class IngestionResult:
         return self.tables[ITEMS_TABLE].added if ITEMS_TABLE in self.tables else 0
 
 
-def lake_bucket_url(settings: Settings, bucket_url: str | None = None) -> str:
-    """`bucket_url`, else dlt's own config (DESTINATION__FILESYSTEM__BUCKET_URL or
-    .dlt/config.toml), else Settings.lake (LAKE_URL, default data_dir/lake)."""
-    configured = bucket_url or dlt.config.get(BUCKET_URL_CONFIG, str)
-    if configured and not bucket_url and str(configured) != settings.lake:
-        log.warning(
-            "loading the lake at %s (dlt's %s), not at %s: the Spark engine's dbt reads LAKE_URL",
-            configured,
-            BUCKET_URL_CONFIG,
-            settings.lake,
-        )
-    return str(configured or settings.lake)
-
-
 def _destination(
     settings: Settings, warehouse: ConnectionURL, kind: str, bucket_url: str | None
 ) -> tuple[Any, str]:
     """dlt's destination `kind` and where it loads: the lake's URL, the DuckDB file (dlt's
     DESTINATION__DUCKDB__CREDENTIALS, else in the data dir) or the warehouse's database."""
     if kind == "filesystem":
-        url = lake_bucket_url(settings, bucket_url)
-        return dlt.destinations.filesystem(bucket_url=url, layout=LAKE_LAYOUT), url
+        return lake_destination(settings, bucket_url)
     if kind == "duckdb":
         path = str(dlt.config.get(DUCKDB_CONFIG, str) or settings.data_dir / "moovitamix.duckdb")
         return dlt.destinations.duckdb(credentials=path), path
@@ -140,22 +123,6 @@ def make_pipeline(
         logger.removeHandler(handler)
     logger.propagate = True
     return pipeline, where
-
-
-@contextmanager
-def _libpq_options(options: str) -> Iterator[None]:
-    """`options` for the libpq sessions opened meanwhile (dlt's loader, psycopg2 and ADBC), as
-    PGOPTIONS: ADBC misreads `options` in a connection URL."""
-    before = os.environ.get("PGOPTIONS")
-    if options:
-        os.environ["PGOPTIONS"] = f"{before or ''} {options}".strip()
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("PGOPTIONS", None)
-        else:
-            os.environ["PGOPTIONS"] = before
 
 
 def _finish_pending(pipeline: dlt.Pipeline) -> None:
@@ -215,12 +182,6 @@ def _failure(exc: PipelineStepFailed, where: str, reads: dict[str, list[Read]]) 
     return IngestionFailed(f"{at}{exc.step} failed: {one_line(cause)}", endpoint)
 
 
-def _appended(reads: Iterable[Read]) -> dict[str, TableChange]:
-    """Per table, the rows the source handed dlt in these reads."""
-    rows: Counter[str] = sum((Counter(read.rows) for read in reads), Counter())
-    return {table: TableChange(table, n) for table, n in rows.items()}
-
-
 def run_ingestion(
     settings: Settings,
     run_id: str,
@@ -243,13 +204,6 @@ def run_ingestion(
     reads: dict[str, list[Read]] = {}
     steps: dict[str, float] = {}
 
-    def summary(run: SourceRun) -> Any:  # the lake's copy of the stats, in the same load
-        latest = {name: [*reads.get(name, []), read] for name, read in run.reads.items()}
-        load_id = dlt.current.load_package_state()["load_id"]
-        tables = _appended(run.reads.values())
-        rows = endpoint_stats(run_id, latest, boundary, tables=tables, load_id=load_id)
-        return stats_table(list(rows.values()))
-
     def step(name: str, since: float) -> float:
         steps[name] = round(time.monotonic() - since, 2)
         return time.monotonic()
@@ -259,7 +213,9 @@ def run_ingestion(
         connect(as_role(warehouse, LOADER), autocommit=True) as conn,
         raw_tables.locked(conn),
         ExitStack() as stack,
-        _libpq_options(f"-c work_mem={LOADER_WORK_MEM}" if destination == "postgres" else ""),
+        temporary_env("PGOPTIONS", f"{os.environ.get('PGOPTIONS', '')} {LOADER_OPTIONS}".strip())
+        if destination == "postgres"
+        else nullcontext(),
     ):
         pipeline, place = make_pipeline(settings, warehouse, config, destination, bucket_url)
         lake = place if destination == "filesystem" else None
@@ -282,7 +238,7 @@ def run_ingestion(
                     snapshot=bool(lake),
                     known_hashes=known,
                     carry=carry,
-                    summary=summary if lake else None,
+                    summary=stats_summary(reads) if lake else None,
                     existing=existing,
                     empty_format=EMPTY_FORMAT.get(destination),
                 )
@@ -318,7 +274,7 @@ def run_ingestion(
             raise IngestionFailed(f"warehouse error: {one_line(exc)}") from exc
 
         load_id = info.loads_ids[-1]
-        tables = _appended(rs[-1] for rs in reads.values())
+        tables = raw_tables.appended(rs[-1] for rs in reads.values())
         if not lake:
             appended = {t: c.added for t, c in tables.items() if t not in ENDPOINTS}
             tables = raw_tables.table_changes(pipeline, load_id, boundary, appended)

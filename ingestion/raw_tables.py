@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dlt
 import numpy as np
@@ -29,6 +30,9 @@ from ingestion.moovitamix_source.contract import (
     Endpoint,
     record_schema,
 )
+
+if TYPE_CHECKING:
+    from ingestion.moovitamix_source import Read
 
 RAW = "raw"
 LOCK_KEY = 0x6D76785F696E6765  # pg advisory lock id of ingestion ("mvx_inge")
@@ -65,8 +69,8 @@ def known_history_hashes(client: SqlClient) -> np.ndarray:
     """Hashes of the listen_history versions in raw (their items are there), sorted, 32 bytes
     each (no Python object per version kept)."""
     parts = [np.array([], dtype="S32")]
-    if LISTEN_HISTORY.table in existing(client):
-        query = f"select distinct {RECORD_HASH} from {_table(client, LISTEN_HISTORY.table)}"
+    if LISTEN_HISTORY.name in existing(client):
+        query = f"select distinct {RECORD_HASH} from {_table(client, LISTEN_HISTORY.name)}"
         with client.execute_query(query) as cursor:
             while rows := cursor.fetchmany(50_000):
                 parts.append(np.array([row[0] for row in rows], dtype="S32"))
@@ -96,14 +100,14 @@ def carry(client: SqlClient, snapshot: bool) -> Carry:
 
     def rows(endpoint: Endpoint, keys: list[int]) -> dict[str, pa.Table]:
         schema = record_schema(endpoint, with_dlt_id=False)
-        records = read(endpoint.table, endpoint.key, keys, schema)
+        records = read(endpoint.name, endpoint.key, keys, schema)
         if records is None or not records.num_rows:
             return {}
         log.info("%s: %d rejected record(s) carried forward", endpoint.name, records.num_rows)
         if not snapshot or endpoint is not LISTEN_HISTORY:
-            return {endpoint.table: records}
+            return {endpoint.name: records}
         items = read(ITEMS_TABLE, "user_id", keys, ITEMS_SCHEMA)
-        return {endpoint.table: records, ITEMS_TABLE: items or ITEMS_SCHEMA.empty_table()}
+        return {endpoint.name: records, ITEMS_TABLE: items or ITEMS_SCHEMA.empty_table()}
 
     return rows
 
@@ -116,6 +120,12 @@ class TableChange:
     current: int | None = None  # current versions after the run (scd2 tables)
 
 
+def appended(reads: Iterable[Read]) -> dict[str, TableChange]:
+    """Per table, the rows the source handed dlt in these reads."""
+    rows: Counter[str] = sum((Counter(read.rows) for read in reads), Counter())
+    return {table: TableChange(table, n) for table, n in rows.items()}
+
+
 def table_changes(
     pipeline: dlt.Pipeline, load_id: str, boundary: datetime, appended: dict[str, int]
 ) -> dict[str, TableChange]:
@@ -125,7 +135,7 @@ def table_changes(
     changes: dict[str, TableChange] = {}
     with pipeline.sql_client() as client:
         tables = existing(client)
-        for table in (e.table for e in ENDPOINTS.values() if e.table in tables):
+        for table in (e for e in ENDPOINTS if e in tables):
             query = (
                 "select count(*) filter (where _dlt_load_id = %s),"
                 " count(*) filter (where _dlt_valid_to = %s),"

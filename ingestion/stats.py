@@ -3,17 +3,16 @@ read and what it cost; a failed run writes its rows too, with the error."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psycopg
-import pyarrow as pa
 from psycopg.types.json import Jsonb
 
-from ingestion.moovitamix_source.contract import ITEMS_TABLE, LISTEN_HISTORY, TIMESTAMP
+from ingestion.moovitamix_source.contract import ITEMS_TABLE, LISTEN_HISTORY
 from moovitamix.warehouse import ensure_tables
 
 if TYPE_CHECKING:
@@ -21,37 +20,8 @@ if TYPE_CHECKING:
     from ingestion.moovitamix_source import Read
     from ingestion.raw_tables import TableChange
 
-SCHEMA = "monitoring"
-TABLE = "ingestion_stats"
-
-DDL = f"""
-create table if not exists {SCHEMA}.{TABLE} (
-    run_id text not null,
-    endpoint text not null,
-    status text not null,             -- loaded | failed (at fault) | discarded (run failed)
-    load_id text,                     -- dlt load id of the endpoint's package (null if not loaded)
-    api_total bigint,                 -- the API's reported total (first page)
-    pages integer not null,           -- pages of the accepted read
-    records bigint not null,          -- records received in the accepted read (incl. rejected)
-    rejected bigint not null,
-    rejected_by_reason jsonb not null,
-    requests integer not null,        -- every HTTP request, retries and re-reads included
-    retries jsonb not null,           -- by cause: timeout, connection, http_429, http_5xx, ...
-    http_errors jsonb not null,       -- by status: {{"503": 2}}
-    bytes bigint not null,
-    rereads integer not null,         -- reads repeated after a mismatch
-    new_fields jsonb not null,        -- schema drift: {{"field": "column"}}
-    versions_added bigint,            -- rows this run added to raw.<endpoint>
-    versions_retired bigint,          -- versions this run closed (absent from the extract)
-    items_added bigint,               -- rows added to raw.listen_history__items
-    carried_forward bigint not null,  -- current versions kept for rejected ids
-    seconds double precision not null,
-    started_at timestamptz not null,
-    finished_at timestamptz not null,
-    error text,
-    primary key (run_id, endpoint)
-)
-"""
+TABLE = "monitoring.ingestion_stats"
+DDL = (Path(__file__).parent / "ingestion_stats.sql").read_text(encoding="utf-8")
 
 
 @dataclass
@@ -137,34 +107,13 @@ def write_stats(conn: psycopg.Connection, rows: list[EndpointStats]) -> None:
     """Upsert the rows (a run id re-run replaces its rows)."""
     # the schema exists (open_warehouse); DDL only if the table does not: the loader role
     # may write it but only its owner may re-comment it
-    ensure_tables(conn, [f"{SCHEMA}.{TABLE}"], DDL)
+    ensure_tables(conn, [TABLE], DDL)
     names = ", ".join(COLUMNS)
     marks = ", ".join(["%s"] * len(COLUMNS))
     updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in ("run_id", "endpoint"))
     query = (
-        f"insert into {SCHEMA}.{TABLE} ({names}) values ({marks}) "
+        f"insert into {TABLE} ({names}) values ({marks}) "
         f"on conflict (run_id, endpoint) do update set {updates}"
     )
     with conn.cursor() as cursor:
         cursor.executemany(query, [r.row() for r in rows])
-
-
-def _arrow_type(annotation: str) -> pa.DataType:
-    """The lake's type of a stats field: its counters and dicts as JSON text."""
-    arrow = {"int": pa.int64(), "float": pa.float64(), "datetime": TIMESTAMP}
-    return arrow.get(annotation.split(" |")[0], pa.string())
-
-
-STATS_SCHEMA = pa.schema((f.name, _arrow_type(str(f.type))) for f in fields(EndpointStats))
-
-
-def stats_table(rows: list[EndpointStats]) -> pa.Table:
-    """The rows as a table of the lake (its JSON columns as text)."""
-    dicts = [
-        {
-            c: json.dumps(dict(v), sort_keys=True) if isinstance(v, dict) else v
-            for c, v in vars(s).items()
-        }
-        for s in rows
-    ]
-    return pa.Table.from_pylist(dicts, schema=STATS_SCHEMA)

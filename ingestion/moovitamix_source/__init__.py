@@ -157,7 +157,7 @@ class SourceRun:
         tables = [(ITEMS_TABLE, pa.concat_tables(items))] if items else []
         if out.records:
             tables.append(
-                (read.endpoint.table, pa.concat_tables(out.records, promote_options="default"))
+                (read.endpoint.name, pa.concat_tables(out.records, promote_options="default"))
             )
         tables += [(REJECTED_TABLE, out.rejected_table())] if out.rejected else []
         return self.mark(tables, read)
@@ -171,19 +171,19 @@ class SourceRun:
             if read:
                 with read.lock:
                     read.rows[name] += n
-                if name == read.endpoint.table and DLT_ID not in table.column_names:
+                if name == read.endpoint.name and DLT_ID not in table.column_names:
                     table = table.append_column(pa.field(DLT_ID, pa.string(), False), dlt_ids(n))
             table = table.append_column(LOAD_ID, pa.repeat(pa.scalar(load_id), n))
             if self.snapshot:
                 table = table.append_column(
                     SNAPSHOT_AT, pa.repeat(pa.scalar(self.boundary, TIMESTAMP), n)
                 )
-            elif read and drift and name == read.endpoint.table:  # new fields: JSON
+            elif read and drift and name == read.endpoint.name:  # new fields: JSON
                 columns = [{"name": c, "data_type": "json", "nullable": True} for c in drift]
                 marked.append(dlt.mark.with_hints(table, dlt.mark.make_hints(columns=columns)))
                 continue
             if not n and self.empty_format:
-                main = read is not None and name == read.endpoint.table
+                main = read is not None and name == read.endpoint.name
                 hints = dlt.mark.make_hints(
                     table_name=None if main else name, file_format=self.empty_format
                 )
@@ -215,14 +215,14 @@ class SourceRun:
             message = f"{checker.rejected} of {n} records break the contract ({share:.1%} > the"
             raise EndpointFailed(name, f"{name}: {message} {limit:.1%} allowed): {reasons}")
         carried = self.carry(endpoint, checker.rejected_keys) if checker.rejected_keys else {}
-        read.carried_forward = carried[endpoint.table].num_rows if carried else 0
-        empty = {endpoint.table: record_schema(endpoint, with_dlt_id=False)}
+        read.carried_forward = carried[endpoint.name].num_rows if carried else 0
+        empty = {endpoint.name: record_schema(endpoint, with_dlt_id=False)}
         empty[REJECTED_TABLE] = REJECTED_SCHEMA
         if endpoint is LISTEN_HISTORY:
             empty[ITEMS_TABLE] = ITEMS_SCHEMA
         tables = list(carried.items())
         for table, schema in empty.items():
-            wanted = table == endpoint.table or table not in self.existing
+            wanted = table == endpoint.name or table not in self.existing
             if wanted and not read.rows[table] and table not in carried:
                 tables.append((table, schema.empty_table()))
         read.finished = time.monotonic()

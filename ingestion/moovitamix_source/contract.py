@@ -46,10 +46,6 @@ class Endpoint:
     key: str  # identifies a record (unique per extract)
     fields: dict[str, Kind]
 
-    @property
-    def table(self) -> str:
-        return self.name
-
 
 _T, _S, _I = Kind.TIMESTAMP, Kind.TEXT, Kind.INT
 TRACKS = Endpoint("tracks", "id", dict(id=_I, name=_S, artist=_S, songwriters=_S,

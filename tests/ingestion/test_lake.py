@@ -15,9 +15,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
+from ingestion.lake import lake_bucket_url
 from ingestion.moovitamix_source import STATS_TABLE
 from ingestion.moovitamix_source.contract import ENDPOINTS
-from ingestion.pipeline import IngestionFailed, IngestionResult, lake_bucket_url, run_ingestion
+from ingestion.pipeline import IngestionFailed, IngestionResult, run_ingestion
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.run_context import new_run_id
 from moovitamix.settings import load_settings
