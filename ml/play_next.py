@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from ml.baselines import GENRE_POPULARITY, POPULARITY, Popularity
 from ml.interactions import positions_of
 from ml.intervals import difference, intervals
+from ml.quality import mean_or_nan
 from ml.sequences import Sequences, TrackFeatures
 
 log = logging.getLogger(__name__)
@@ -448,7 +449,7 @@ def _choose(
     """Each family's best config on validation (hit@k, then MRR@k), and the best family."""
 
     def score(key: str | Config) -> tuple[float, float]:
-        return _mean(val[key][0]), _mean(val[key][1])
+        return mean_or_nan(val[key][0]), mean_or_nan(val[key][1])
 
     best: dict[str, str | Config] = {}
     for key in val:
@@ -515,8 +516,8 @@ def choose_play_next(
         "gate_hit_diff_hi": gate.high,
     }
     for family, key in best.items():
-        metrics[f"validation_{family}_hit"] = _mean(val[key][0])
-        metrics[f"validation_{family}_mrr"] = _mean(val[key][1])
+        metrics[f"validation_{family}_hit"] = mean_or_nan(val[key][0])
+        metrics[f"validation_{family}_mrr"] = mean_or_nan(val[key][1])
 
     # test: refit each family's chosen config without the last listen, target the last
     test_seeds, test_targets = _sample(h.held_out(1), settings.max_eval_users, seed + 1)
@@ -554,11 +555,6 @@ def choose_play_next(
         source=source.astype(np.int8),
         candidates={family: _label(key) for family, key in best.items()},
     )
-
-
-def _mean(values: np.ndarray) -> float:
-    """The mean, NaN (left out of the metrics) when nothing was judged."""
-    return float(values.mean()) if len(values) else float("nan")
 
 
 def _label(key: str | Config) -> str:

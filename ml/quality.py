@@ -111,7 +111,7 @@ def _ratio(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
     return np.divide(part, whole, out=np.full(len(whole), np.nan), where=whole > 0)
 
 
-def _mean(values: np.ndarray) -> float:
+def mean_or_nan(values: np.ndarray) -> float:
     """The mean of the non-NaN values; NaN when there are none."""
     kept = values[~np.isnan(values)]
     return float(kept.mean()) if len(kept) else float("nan")
@@ -164,6 +164,6 @@ def beyond_accuracy(
     """Coverage, and the mean over users of novelty and genre diversity, of lists `ids`."""
     return {
         "coverage": catalog_coverage(ids, n_catalog_tracks),
-        "novelty": _mean(novelty(ids, train)),
-        "diversity": _mean(genre_diversity(ids, track_genres)),
+        "novelty": mean_or_nan(novelty(ids, train)),
+        "diversity": mean_or_nan(genre_diversity(ids, track_genres)),
     }

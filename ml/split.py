@@ -25,7 +25,7 @@ class NotEnoughData(RuntimeError):
 @dataclass(frozen=True)
 class Fold:
     """One judging: fit on `train`, rank for `eval_rows` without their `train` tracks, and
-    compare with their `test` rows (the attributes of ml.evaluate.Holdout)."""
+    compare with their `test` rows."""
 
     train: sp.csr_matrix
     test: sp.csr_matrix

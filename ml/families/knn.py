@@ -87,13 +87,8 @@ def fit_item_knn(
     counts: sp.csr_matrix, params: ItemKnnParams, num_threads: int = 0
 ) -> ItemKnnModel:
     started = time.perf_counter()
-    cls = CLASSES[params.weighting]
-    if params.weighting == "bm25":
-        model = BM25Recommender(
-            K=params.neighbours, K1=params.bm25_k1, B=params.bm25_b, num_threads=num_threads
-        )
-    else:
-        model = cls(K=params.neighbours, num_threads=num_threads)
+    bm25 = {"K1": params.bm25_k1, "B": params.bm25_b} if params.weighting == "bm25" else {}
+    model = CLASSES[params.weighting](K=params.neighbours, num_threads=num_threads, **bm25)
     with warnings.catch_warnings():  # its fit hands its own weighting a COO matrix, and warns
         warnings.filterwarnings("ignore", message="Method expects CSR input")
         model.fit(counts.tocsr().astype(np.float32), show_progress=False)
