@@ -1,8 +1,5 @@
-"""Start the API simulator as a separate program and wait until it serves.
-
-The pipeline only speaks HTTP to the simulator: it runs `python -m simulator` in a child
-process and reads its ready line from the child's log, it never imports it.
-"""
+"""The API simulator as a child process (`python -m simulator`), for a run without an API: the
+pipeline speaks HTTP to it and reads its ready line from its log, it never imports it."""
 
 from __future__ import annotations
 
@@ -16,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from moovitamix.settings import PROJECT_ROOT
+from moovitamix.settings import PROJECT_ROOT, Settings
 
 READY = re.compile(r"MOOVITAMIX_SIMULATOR_READY url=(\S+)")
 
@@ -46,6 +43,20 @@ def running_simulator(
         yield _wait_ready(proc, log_path, timeout_s)
     finally:
         _terminate(proc)
+
+
+@contextmanager
+def api_or_simulator(
+    settings: Settings, run_id: str, args: Sequence[str], api_url: str | None = None
+) -> Iterator[tuple[str, Path | None]]:
+    """`api_url` (default: settings.api_url), else the simulator started with `args` for the
+    duration: yields the URL and the simulator's log (None: no simulator)."""
+    if url := api_url or settings.api_url:
+        yield url, None
+        return
+    log_path = settings.logs_dir / f"{run_id}.simulator.log"
+    with running_simulator(args, log_path=log_path) as url:
+        yield url, log_path
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float) -> str:

@@ -11,8 +11,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -24,7 +23,7 @@ from moovitamix.roles import as_role
 from moovitamix.run_ledger import RunLedger
 from moovitamix.run_lock import RunLocked, run_lock
 from moovitamix.settings import Settings
-from moovitamix.simulator_process import SimulatorError, running_simulator
+from moovitamix.simulator_process import SimulatorError, api_or_simulator
 from moovitamix.spark import SparkUnavailable, check_spark_available, stop_spark_session
 from moovitamix.step import RunContext, Step, StepFailed, StepReport
 from moovitamix.warehouse import WarehouseUnreachable, open_warehouse
@@ -39,18 +38,6 @@ DEMO_SIMULATOR_ARGS = (
     "--profile", "realistic", "--seed", "42", "--users", "5000", "--tracks", "2000",
 )  # fmt: skip
 MISSED_RUN_AFTER = timedelta(hours=26)  # daily cadence plus slack
-
-
-@contextmanager
-def _api(settings: Settings, run_id: str) -> Iterator[tuple[str, bool]]:
-    if settings.api_url:
-        yield settings.api_url, False
-        return
-    extra = os.environ.get("MOOVITAMIX_SIMULATOR_ARGS")
-    args = shlex.split(extra) if extra else list(DEMO_SIMULATOR_ARGS)
-    log_path = settings.logs_dir / f"{run_id}.simulator.log"
-    with running_simulator(args, log_path=log_path) as url:
-        yield url, True
 
 
 @dataclass
@@ -159,11 +146,14 @@ def _start(
             stale.get("run_id"),
             stale.get("pid"),
         )
+    extra = os.environ.get("MOOVITAMIX_SIMULATOR_ARGS")
+    args = shlex.split(extra) if extra else DEMO_SIMULATOR_ARGS
     try:
-        api_url, simulated = stack.enter_context(_api(settings, run_id))
+        api_url, sim_log = stack.enter_context(api_or_simulator(settings, run_id, args))
     except SimulatorError as exc:
         line = f"FAILED step 'simulator': {exc}"
         raise StepFailed(line, exit_codes.SOURCE_UNREACHABLE) from None
+    simulated = sim_log is not None
     source = f"the built-in simulator at {api_url}" if simulated else f"the API at {api_url}"
     print(
         f"MooVitamix daily run {run_id}: using {source}"
