@@ -37,6 +37,10 @@ PACKED_BUCKETS = 256
 LISTEN_RECORD = np.dtype(
     [("user_id", ">i8"), ("track_id", ">i8"), ("listen_count", ">i4"), ("first_seen", ">i8")]
 )
+TRACK_GENRES_QUERY = (  # {}: bridge_track_genres
+    "select distinct track_id::bigint as track_id, genre_id::text as genre "
+    "from {} where genre_id is not null"
+)
 NO_GENRE = -1
 
 
@@ -169,12 +173,12 @@ def read_packed(conn: psycopg.Connection, query: sql.Composable, dtype: np.dtype
     return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
 
-def _read_csv(conn: psycopg.Connection, query: str, table: sql.Identifier) -> pd.DataFrame:
-    """`query` on `table` (its `{}`) through a CSV COPY: an id column and a `genre` string."""
+def read_csv(conn: psycopg.Connection, query: str, table: sql.Identifier) -> pd.DataFrame:
+    """`query` on `table` (its `{}`) through a CSV COPY: an id column and strings."""
     statement = sql.SQL("copy (" + query + ") to stdout (format csv, header)").format(table)
     with conn.cursor() as cur, cur.copy(statement) as copy:
         buffer = io.BytesIO(b"".join(copy))
-    dtypes = {"user_id": "int64", "track_id": "int64", "genre": "string"}
+    dtypes = {"user_id": "int64", "track_id": "int64", "genre": "string", "artist": "string"}
     return pd.read_csv(buffer, dtype=dtypes, keep_default_na=False, na_values=[""])
 
 
@@ -182,18 +186,13 @@ def load_catalog(
     conn: psycopg.Connection, interactions: Interactions, schema: str = MARTS
 ) -> Catalog:
     """Users with their favorite genre, and the genres of the tracks in the matrix."""
-    users = _read_csv(
+    users = read_csv(
         conn,
         "select user_id::bigint as user_id, favorite_genre_id::text as genre "
         "from {} order by user_id",
         sql.Identifier(schema, "dim_users"),
     )
-    bridge = _read_csv(
-        conn,
-        "select distinct track_id::bigint as track_id, genre_id::text as genre "
-        "from {} where genre_id is not null",
-        sql.Identifier(schema, "bridge_track_genres"),
-    )
+    bridge = read_csv(conn, TRACK_GENRES_QUERY, sql.Identifier(schema, "bridge_track_genres"))
     dim_tracks = sql.SQL("select count(*) from {}").format(sql.Identifier(schema, "dim_tracks"))
     (n_catalog,) = conn.execute(dim_tracks).fetchone() or (0,)
     return catalog_from_frames(interactions, users, bridge, int(n_catalog))

@@ -5,7 +5,6 @@ numpy without a Python step per row), and every dim_tracks track with its artist
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 
@@ -15,7 +14,7 @@ import psycopg
 import scipy.sparse as sp
 from psycopg import sql
 
-from ml.interactions import MARTS, PACKED_BUCKETS, read_packed
+from ml.interactions import MARTS, PACKED_BUCKETS, TRACK_GENRES_QUERY, read_csv, read_packed
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +36,10 @@ PACKED_SEQUENCES_QUERY = sql.SQL("""
 SEQUENCE_RECORD = np.dtype(
     [("user_id", ">i8"), ("position", ">i4"), ("track_id", ">i8"), ("listened_at", ">i8")]
 )
-TRACKS_QUERY = sql.SQL("""
-    copy (
-        select track_id::bigint as track_id, lower(btrim(artist_name)) as artist
-        from {dim_tracks} order by track_id
-    ) to stdout (format csv, header)
-""")
-GENRES_QUERY = sql.SQL("""
-    copy (
-        select distinct track_id::bigint as track_id, genre_id::text as genre
-        from {bridge} where genre_id is not null
-    ) to stdout (format csv, header)
-""")
+TRACKS_QUERY = (  # {}: dim_tracks
+    "select track_id::bigint as track_id, lower(btrim(artist_name)) as artist "
+    "from {} order by track_id"
+)
 NO_ARTIST = -1
 
 
@@ -103,13 +94,6 @@ def load_sequences(conn: psycopg.Connection, schema: str = MARTS) -> Sequences:
     return sequences
 
 
-def _read_csv(conn: psycopg.Connection, query: sql.Composed) -> pd.DataFrame:
-    with conn.cursor() as cur, cur.copy(query) as copy:
-        buffer = io.BytesIO(b"".join(copy))
-    dtypes = {"track_id": "int64", "artist": "string", "genre": "string"}
-    return pd.read_csv(buffer, dtype=dtypes, keep_default_na=False, na_values=[""])
-
-
 def track_features(
     track_ids: np.ndarray, artists: pd.Series, genre_track_ids: np.ndarray, genres: pd.Series
 ) -> TrackFeatures:
@@ -133,10 +117,8 @@ def track_features(
 
 def load_track_features(conn: psycopg.Connection, schema: str = MARTS) -> TrackFeatures:
     """Every <schema>.dim_tracks track with its artist (trimmed, case-folded) and genres."""
-    tracks = _read_csv(conn, TRACKS_QUERY.format(dim_tracks=sql.Identifier(schema, "dim_tracks")))
-    pairs = _read_csv(
-        conn, GENRES_QUERY.format(bridge=sql.Identifier(schema, "bridge_track_genres"))
-    )
+    tracks = read_csv(conn, TRACKS_QUERY, sql.Identifier(schema, "dim_tracks"))
+    pairs = read_csv(conn, TRACK_GENRES_QUERY, sql.Identifier(schema, "bridge_track_genres"))
     return track_features(
         tracks["track_id"].to_numpy(dtype=np.int64),
         tracks["artist"],

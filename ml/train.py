@@ -27,7 +27,7 @@ from ml.evaluate import (
     lists_for_test,
     report_on_test,
 )
-from ml.families import ItemKnnParams, Recommender
+from ml.families import ItemKnnParams, Params, Recommender
 from ml.families.base import single_threaded_blas
 from ml.interactions import (
     MARTS,
@@ -463,18 +463,12 @@ def run_evaluation(
         inputs = read_inputs(warehouse, MARTS, settings)
         data = evaluation_data(inputs, config)
         results: list[Scored] = list(evaluate_baselines(data).values())
-        champion = inputs.champion
-        candidates = [(f"champion ({champion.model_run_id})", champion.params)] if champion else []
-        candidates.append(("config [model]", config.model))
-        candidates += [
-            (f"{family} defaults", config.search.params(family, {}))
-            for family in config.search.families
-        ]
-        seen = set()
-        for name, params in candidates:
-            if params in seen:
-                continue
-            seen.add(params)
-            scored, _ = evaluate_model(data, params, name, config.runtime.num_threads)
-            results.append(scored)
+        candidates: dict[Params, str] = {}  # each params once, under the first name it came by
+        if champion := inputs.champion:
+            candidates[champion.params] = f"champion ({champion.model_run_id})"
+        candidates.setdefault(config.model, "config [model]")
+        for family in config.search.families:
+            candidates.setdefault(config.search.params(family, {}), f"{family} defaults")
+        for params, name in candidates.items():
+            results.append(evaluate_model(data, params, name, config.runtime.num_threads)[0])
     return results, data

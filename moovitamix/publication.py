@@ -1,16 +1,6 @@
-"""Write-audit-publish: readers (analysts on `marts`, the app on `recommendations`) never see a
-day that failed its audits.
-
-A run builds its marts into `marts_candidate` and stages its lists as `<table>__new`; the audits
-check those; the publish renames `marts` <-> `marts_candidate` and the staged lists over the
-live ones in one transaction, with what each step registered (`Publication.stage`). A run that
-fails before it leaves yesterday's state and drops what it staged. A renamed schema keeps its
-tables, grants and indexes, and a query that started before the swap finishes on its tables.
-
-The swapped-out marts become the next candidate, so incremental models catch up instead of
-rebuilding; each schema's comment holds its state (`building`, `unpublished`, `published`), and
-a candidate that is not a former publication is rebuilt in full.
-"""
+"""Write-audit-publish (README "Write-audit-publish"): readers never see a day that failed its
+audits. One transaction swaps `marts` <-> `marts_candidate` and runs what each step registered
+(`Publication.stage`); a run that fails before it drops what it staged."""
 
 from __future__ import annotations
 
@@ -100,11 +90,10 @@ class Publication:
         discard: Callable[[psycopg.Connection], None] | None = None,
         last: bool = False,
     ) -> None:
-        """Register a part of the publication: `in_transaction(conn)` runs inside the publish
-        transaction (returns figures for the ledger), `after_commit()` once it committed,
-        `discard(conn)` if the run fails before publishing. `tables` maps the live names of
-        what was staged to the staged ones. A `last` part runs after all others, just before
-        the commit: for a change outside Postgres, which the rollback cannot undo."""
+        """Register a part: `in_transaction(conn)` runs in the publish transaction (figures for
+        the ledger), `after_commit()` once it committed, `discard(conn)` if the run fails first;
+        `tables` maps live names to staged ones. A `last` part (a change outside Postgres, which
+        no rollback undoes) runs after all others, just before the commit."""
         self.staged_tables.update(tables or {})
         self.actions = [a for a in self.actions if a.name != name]
         self.actions.append(_Action(name, in_transaction, after_commit, discard, last))
@@ -131,12 +120,9 @@ def schema_state(conn: psycopg.Connection, schema: str) -> str | None:
 
 
 def prepare_candidate(url: ConnectionURL, run_id: str) -> bool:
-    """Make sure `marts_candidate` exists and mark it as being built by `run_id`.
-
-    Returns True when it must be rebuilt in full: it holds what a failed run left (half-built
-    or unpublished) rather than a former publication. An empty candidate needs no flag: dbt
-    builds missing tables in full anyway.
-    """
+    """Make sure `marts_candidate` exists and mark it as being built by `run_id`. True: it holds
+    what a failed run left (half-built or unpublished), to be rebuilt in full (an empty one
+    needs no flag: dbt builds missing tables in full anyway)."""
     with connect(url) as conn:
         exists = conn.execute(
             "select 1 from pg_namespace where nspname = %s", (CANDIDATE,)
