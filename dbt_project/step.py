@@ -17,10 +17,9 @@ log = logging.getLogger(__name__)
 
 
 def transform(ctx: RunContext) -> StepReport:
-    """dbt build of staging and marts without the unit tests. Under a publication the marts go
-    to the candidate (Postgres: `marts_candidate`; Spark: the unpublished slot), in full when a
-    failed run left it. dbt's first error fails the step; warnings pass, listed in the details.
-    """
+    """dbt build of staging and marts without the unit tests, under a publication into the
+    candidate (rebuilt in full after a failed run); dbt's first error fails the step, warnings
+    pass, listed in the details."""
     marts_schema, full_refresh = None, False
     on_spark = ctx.settings.engine == "spark"
     if ctx.publication is not None and on_spark:

@@ -39,11 +39,6 @@ class Check:
     def description(self) -> str:
         return self.limits.description.replace("{table}", self.table)
 
-    @property
-    def alert(self) -> str:
-        """The alert's title when the check fails."""
-        return self.limits.alert or self.description
-
 
 @dataclass(frozen=True)
 class Measured:

@@ -68,7 +68,7 @@ def check_result(run_id: str, suite: str, gx_result: Any, measured: Measured) ->
         expectation_type=config.type,
         description=check.description,
         observed=found,
-        alert_title=check.alert,
+        alert_title=check.limits.alert or check.description,
         could_not_run=reason,
     )
 

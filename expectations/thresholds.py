@@ -1,7 +1,5 @@
-"""The checks' limits, severities and wording, read from `thresholds.toml` (what an operator
-edits): one limit per severity (`warning = ...`, `error = ...`), a `description`, an optional
-`alert` title and any parameters of the check; `[metrics]` says what each run records for the
-day-over-day checks."""
+"""The checks' limits, severities, wording and parameters, read from `thresholds.toml` (what an
+operator edits); `[metrics]` says what each run records for the day-over-day checks."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """One validation run: record the run's figures, measure every check where the data is, validate
-the measurements with GX in one checkpoint, write the results and alert per failed expectation.
-A failed `error` expectation makes the outcome not ok (the daily step fails); a `warning` alerts.
-"""
+the measurements with GX in one checkpoint, write the results, alert per failed expectation: a
+failed `error` one makes the outcome not ok (the daily step fails), a `warning` only alerts."""
 
 from __future__ import annotations
 

@@ -71,20 +71,16 @@ def resolve_url(settings: Settings, *, start: bool = True) -> ConnectionURL:
         except InvalidWarehouseURL as exc:
             raise WarehouseUnreachable(f"WAREHOUSE_URL is invalid: {exc}") from None
     server = EmbeddedWarehouse(settings.embedded_pgdata)
-    if start:
-        try:
-            admin = server.start()
-        except EmbeddedWarehouseError as exc:
-            raise WarehouseUnreachable(
-                f"cannot start the embedded Postgres in {settings.embedded_pgdata}: {exc}"
-            ) from None
-    else:
-        running = server.url()
-        if running is None:
-            raise WarehouseUnreachable(
-                f"the embedded Postgres in {settings.embedded_pgdata} is not running"
-            )
-        admin = running
+    try:
+        admin = server.start() if start else server.url()
+    except EmbeddedWarehouseError as exc:
+        raise WarehouseUnreachable(
+            f"cannot start the embedded Postgres in {settings.embedded_pgdata}: {exc}"
+        ) from None
+    if admin is None:
+        raise WarehouseUnreachable(
+            f"the embedded Postgres in {settings.embedded_pgdata} is not running"
+        )
     return admin.with_database(DEFAULT_DATABASE)
 
 
@@ -143,11 +139,9 @@ def take_publish_locks(conn: psycopg.Connection, key: int, lock_timeout_s: float
 
 
 def open_warehouse(settings: Settings) -> ConnectionURL:
-    """The warehouse URL, ready for a run: started if embedded, the server's version checked
-    (one line names it), the user's privileges checked before anything is written (naming the
-    SQL an administrator runs), the database, schemas, roles and grants created. The URL is the
-    connecting user's, who may act as every role. Once per process: the run opens it, and a step
-    that opens it again gets the URL at once."""
+    """The connecting user's URL (who may act as every role), once per process: started if
+    embedded, server and privileges checked before anything is written, then the database,
+    schemas, roles and grants created; opened again, it is returned at once."""
     url = resolve_url(settings)
     if url in _OPENED:
         return url

@@ -105,18 +105,27 @@ def test_committed_thresholds_load() -> None:
 
 
 def test_the_wording_comes_from_thresholds_toml() -> None:
-    """A check's description and alert title are thresholds.toml's, `{table}` filled in; without
+    """A result's description and alert title are thresholds.toml's, `{table}` filled in; without
     an `alert`, the description titles the alert."""
+    from great_expectations.core import ExpectationValidationResult
+
+    from expectations.checks import Measured
+    from expectations.results import check_result
+
     checks = {check.name: check for checks in _checks().values() for check in checks}
-    storm = checks["retry_storm"]
-    assert storm.description.startswith("Share of API requests retried")
-    assert storm.alert == "retry storm: too many API requests retried"
-    rejected = checks["rejected_share"]
-    assert (
-        rejected.alert
-        == rejected.description
-        == ("Share of records rejected by the contract, per endpoint")
-    )
+    wording = {}
+    for name in ("retry_storm", "rejected_share"):
+        (expectation,) = expectations(checks[name], "raw.ingestion", RUN)
+        gx = ExpectationValidationResult(success=True, expectation_config=expectation.configuration)
+        result = check_result(RUN, "raw.ingestion", gx, Measured(checks[name]))
+        wording[name] = (result.description, result.alert_title)
+    assert wording == {
+        "retry_storm": (
+            "Share of API requests retried in the latest ingestion, per endpoint",
+            "retry storm: too many API requests retried",
+        ),
+        "rejected_share": ("Share of records rejected by the contract, per endpoint",) * 2,
+    }
     future = [c for c in _checks()["raw.tracks"] if c.name == "timestamps_not_in_future"]
     assert [c.description for c in future] == [
         "Current raw.tracks rows with created_at or updated_at in the future"
