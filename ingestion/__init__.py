@@ -1,7 +1,4 @@
-"""Ingestion: the MooVitamix API into schema raw of the warehouse (dlt).
-
-`python -m ingestion` (what `make ingest` runs) or, from Python, `pipeline.run_ingestion()`.
-"""
+"""Ingestion (dlt): the MooVitamix API into schema raw; `python -m ingestion`, `run_ingestion()`."""
 
 from moovitamix import exit_codes
 

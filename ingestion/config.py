@@ -1,6 +1,5 @@
-"""Ingestion's knobs, checked by Pydantic; the CLI sets them. The caps on what the untrusted API
-may send also come from INGESTION_MAX_RESPONSE_MB (default 50: a larger response fails the
-run) and INGESTION_MAX_FIELD_KB (default 64: a longer string rejects its record)."""
+"""Ingestion's knobs, checked by Pydantic; the CLI sets them, the caps on the untrusted API also
+INGESTION_MAX_RESPONSE_MB and INGESTION_MAX_FIELD_KB (README.md, "Untrusted input")."""
 
 from __future__ import annotations
 

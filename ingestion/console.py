@@ -42,11 +42,7 @@ def print_summary(result: IngestionResult, console: Console | None = None) -> No
     endpoints = [
         (
             s.endpoint,
-            _n(s.pages),
-            _n(s.records),
-            _n(s.api_total),
-            _n(s.rejected),
-            _n(s.requests),
+            *map(_n, (s.pages, s.records, s.api_total, s.rejected, s.requests)),
             _counter(s.retries),
             _counter(s.http_errors),
             f"{s.bytes / 1e6:.1f}",

@@ -1,7 +1,5 @@
-"""The ingestion run: the MooVitamix source -> dlt -> the destination configured: `postgres`
-or `duckdb` (schema raw, records as scd2) or `filesystem` (the Parquet lake: each run appends a
-complete snapshot under its load id). A run that fails before its load leaves the destination as
-it was; a failed load stays pending and is loaded first by the next run (README.md)."""
+"""The ingestion run: the MooVitamix source -> dlt -> `postgres`, `duckdb` (schema raw, scd2) or
+`filesystem` (the lake: a snapshot per run); recovery and failures as README.md says."""
 
 from __future__ import annotations
 
@@ -175,9 +173,7 @@ def _failure(exc: PipelineStepFailed, where: str, reads: dict[str, list[Read]]) 
         pending = "the package stays pending: the next run loads it first"
         return IngestionFailed(f"loading into {where} failed: {one_line(cause)} ({pending})")
     table = getattr(cause, "table_name", None)  # a schema contract violation names its table
-    endpoint = (
-        LISTEN_HISTORY.name if table == ITEMS_TABLE else table if table in ENDPOINTS else None
-    )
+    endpoint = {ITEMS_TABLE: LISTEN_HISTORY.name, **{e: e for e in ENDPOINTS}}.get(table)
     at = f"{endpoint}: " if endpoint else ""
     return IngestionFailed(f"{at}{exc.step} failed: {one_line(cause)}", endpoint)
 
@@ -192,9 +188,8 @@ def run_ingestion(
     destination: str = "postgres",
     bucket_url: str | None = None,
 ) -> IngestionResult:
-    """Ingest the API at `api_url` (default: settings.api_url) into `destination`. `warehouse`
-    (the daily run's, else opened here) holds the lock and the stats. Raises
-    WarehouseUnreachable or IngestionFailed, both one line."""
+    """Ingest the API at `api_url` (default: settings.api_url) into `destination`; `warehouse`
+    (the daily run's, else opened here) holds the lock and the stats."""
     config = config or IngestionConfig()
     api_url = api_url or settings.api_url
     if not api_url:
@@ -276,8 +271,7 @@ def run_ingestion(
         load_id = info.loads_ids[-1]
         tables = raw_tables.appended(rs[-1] for rs in reads.values())
         if not lake:
-            appended = {t: c.added for t, c in tables.items() if t not in ENDPOINTS}
-            tables = raw_tables.table_changes(pipeline, load_id, boundary, appended)
+            tables = raw_tables.table_changes(pipeline, load_id, boundary, tables)
         result = endpoint_stats(run_id, reads, boundary, tables=tables, load_id=load_id)
         write_stats(conn, list(result.values()))
         step("report", at)

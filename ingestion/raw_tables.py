@@ -1,6 +1,5 @@
 """What ingestion reads back through dlt's `sql_client` (the lake's: DuckDB over its Parquet):
-the listen_history versions raw holds, the current rows of rejected ids (a rejected record is
-not a deleted one), what a run changed; and the lock that keeps runs apart."""
+versions raw holds, current rows of rejected ids, what a run changed; and the run's lock."""
 
 from __future__ import annotations
 
@@ -61,16 +60,13 @@ def existing(client: SqlClient) -> set[str]:
         return {row[0] for row in cursor.fetchall()}
 
 
-def _table(client: SqlClient, table: str) -> str:
-    return client.make_qualified_table_name(table)
-
-
 def known_history_hashes(client: SqlClient) -> np.ndarray:
     """Hashes of the listen_history versions in raw (their items are there), sorted, 32 bytes
     each (no Python object per version kept)."""
     parts = [np.array([], dtype="S32")]
     if LISTEN_HISTORY.name in existing(client):
-        query = f"select distinct {RECORD_HASH} from {_table(client, LISTEN_HISTORY.name)}"
+        table = client.make_qualified_table_name(LISTEN_HISTORY.name)
+        query = f"select distinct {RECORD_HASH} from {table}"
         with client.execute_query(query) as cursor:
             while rows := cursor.fetchmany(50_000):
                 parts.append(np.array([row[0] for row in rows], dtype="S32"))
@@ -78,9 +74,8 @@ def known_history_hashes(client: SqlClient) -> np.ndarray:
 
 
 def carry(client: SqlClient, snapshot: bool) -> Carry:
-    """The current rows of rejected ids, for the run to keep them current: scd2's current
-    versions, or the rows (and a history's items) of the lake's latest completed snapshot.
-    `client` is opened by the run: dlt's config context cannot be entered from its threads."""
+    """The current rows of rejected ids (scd2's current versions, or the rows and items of the
+    lake's latest completed snapshot), read through the run's `client` (README.md)."""
     latest = "select load_id from _dlt_loads where status = 0 order by cast(load_id as double)"
     current = f"_dlt_load_id = ({latest} desc limit 1)" if snapshot else "_dlt_valid_to is null"
     lock = threading.Lock()
@@ -88,7 +83,7 @@ def carry(client: SqlClient, snapshot: bool) -> Carry:
     def read(table: str, key: str, keys: list[int], schema: pa.Schema) -> pa.Table | None:
         columns = ", ".join(map(client.escape_column_name, schema.names))
         query = (
-            f"select {columns} from {_table(client, table)} "
+            f"select {columns} from {client.make_qualified_table_name(table)} "
             f"where {current} and {key} in (select unnest(%s))"
         )
         try:
@@ -127,11 +122,11 @@ def appended(reads: Iterable[Read]) -> dict[str, TableChange]:
 
 
 def table_changes(
-    pipeline: dlt.Pipeline, load_id: str, boundary: datetime, appended: dict[str, int]
+    pipeline: dlt.Pipeline, load_id: str, boundary: datetime, source: dict[str, TableChange]
 ) -> dict[str, TableChange]:
-    """Per raw table: what the load added and what the run's boundary retired. `appended`: the
-    rows of the append-only tables (items, rejects) as the source counted them (counting them
-    back would scan the whole items table)."""
+    """Per raw table: what the load added and what the run's boundary retired. The append-only
+    tables (items, rejects) keep the `source`'s counts (`appended()`: counting them back would
+    scan the whole items table)."""
     changes: dict[str, TableChange] = {}
     with pipeline.sql_client() as client:
         tables = existing(client)
@@ -139,10 +134,11 @@ def table_changes(
             query = (
                 "select count(*) filter (where _dlt_load_id = %s),"
                 " count(*) filter (where _dlt_valid_to = %s),"
-                f" count(*) filter (where _dlt_valid_to is null) from {_table(client, table)}"
+                " count(*) filter (where _dlt_valid_to is null)"
+                f" from {client.make_qualified_table_name(table)}"
             )
             with client.execute_query(query, load_id, boundary) as cursor:
                 changes[table] = TableChange(table, *cursor.fetchall()[0])
         for table in (t for t in (ITEMS_TABLE, REJECTED_TABLE) if t in tables):
-            changes[table] = TableChange(table, appended.get(table, 0))
+            changes[table] = source.get(table) or TableChange(table, 0)
     return changes

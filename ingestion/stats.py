@@ -75,7 +75,7 @@ def endpoint_stats(
         last, at_fault = rs[-1], failure is not None and failure.endpoint in (None, name)
         change = tables.get(name)
         items = tables.get(ITEMS_TABLE) if name == LISTEN_HISTORY.name else None
-        s = rows[name] = EndpointStats(
+        rows[name] = EndpointStats(
             run_id,
             name,
             status="failed" if at_fault else status,
@@ -93,20 +93,18 @@ def endpoint_stats(
             new_fields=dict(last.checker.drift),
             rejected_by_reason=Counter(last.checker.rejected_by_reason),
             carried_forward=last.carried_forward,
+            requests=sum(read.counters.requests for read in rs),
+            bytes=sum(read.counters.bytes for read in rs),
+            retries=sum((read.counters.retries for read in rs), Counter()),
+            http_errors=sum((read.counters.http_errors for read in rs), Counter()),
+            seconds=sum(read.seconds for read in rs),
         )
-        for read in rs:
-            s.requests += read.counters.requests
-            s.bytes += read.counters.bytes
-            s.retries.update(read.counters.retries)
-            s.http_errors.update(read.counters.http_errors)
-            s.seconds += read.seconds
     return rows
 
 
 def write_stats(conn: psycopg.Connection, rows: list[EndpointStats]) -> None:
     """Upsert the rows (a run id re-run replaces its rows)."""
-    # the schema exists (open_warehouse); DDL only if the table does not: the loader role
-    # may write it but only its owner may re-comment it
+    # the schema exists (open_warehouse); the table is created if missing (ensure_tables)
     ensure_tables(conn, [TABLE], DDL)
     names = ", ".join(COLUMNS)
     marks = ", ".join(["%s"] * len(COLUMNS))

@@ -1,6 +1,5 @@
-"""The dlt source of the MooVitamix API: one resource per endpoint, each a complete extract.
-Page 1, then `dlt.defer`red tasks of a few pages each, returning one Arrow table per raw table;
-the last task checks the read (records == total, ids unique) and the reject share."""
+"""The dlt source of the MooVitamix API: one resource per endpoint, each a complete extract in
+`dlt.defer`red page tasks; the last task checks the read (README.md, "What a run does")."""
 
 from __future__ import annotations
 
@@ -33,7 +32,6 @@ from ingestion.moovitamix_source.contract import (
     Checker,
     Endpoint,
     Tables,
-    record_schema,
 )
 from ingestion.moovitamix_source.http import Api, Counters, EndpointFailed, Page
 
@@ -202,9 +200,8 @@ class SourceRun:
         return iter(items + self.complete(read) if last else items)
 
     def complete(self, read: Read) -> list[Any]:
-        """The read is in: check it, carry rejected ids' rows; a table without rows gets an
-        empty one if it is new (it exists after the run) or the endpoint's (every version of
-        an empty extract is retired)."""
+        """The read is in: check it, carry rejected ids' rows; a table without rows gets an empty
+        one if it is new (it exists after the run) or the endpoint's (README.md: ADBC)."""
         endpoint, checker, name = read.endpoint, read.checker, read.endpoint.name
         if problems := read.check.problems():
             raise ReadMismatch(name, problems)
@@ -216,8 +213,7 @@ class SourceRun:
             raise EndpointFailed(name, f"{name}: {message} {limit:.1%} allowed): {reasons}")
         carried = self.carry(endpoint, checker.rejected_keys) if checker.rejected_keys else {}
         read.carried_forward = carried[endpoint.name].num_rows if carried else 0
-        empty = {endpoint.name: record_schema(endpoint, with_dlt_id=False)}
-        empty[REJECTED_TABLE] = REJECTED_SCHEMA
+        empty = {endpoint.name: checker.schema, REJECTED_TABLE: REJECTED_SCHEMA}
         if endpoint is LISTEN_HISTORY:
             empty[ITEMS_TABLE] = ITEMS_SCHEMA
         tables = list(carried.items())

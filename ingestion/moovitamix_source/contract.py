@@ -1,8 +1,5 @@
-"""The source contract, declared once per endpoint: the Pydantic type that checks a record
-and the Arrow schema of its raw table. A page becomes Arrow tables: records (with
-`record_hash`), listen history's items, and rejects with their reason (never a value's text).
-Values are kept verbatim; a NUL, a lone surrogate, a string over the field cap or an absurd
-new field rejects its record."""
+"""The source contract, once per endpoint: the Pydantic type of a record and the Arrow schema of
+its raw table; a page -> records, items and rejects (README.md, "Untrusted input")."""
 
 from __future__ import annotations
 
@@ -14,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
+from functools import partial
 from typing import Annotated, Any
 
 import dlt
@@ -82,20 +80,18 @@ def text_problem(value: str, max_bytes: int) -> str | None:
     return f"over the {max_bytes}-byte field cap ({size} bytes)" if size > max_bytes else None
 
 
-def _storable(max_bytes: int) -> AfterValidator:
-    def check(value: str) -> str:
-        if problem := text_problem(value, max_bytes):
-            raise ValueError(problem)
-        return value
-
-    return AfterValidator(check)
+def _storable(value: str, max_bytes: int) -> str:
+    if problem := text_problem(value, max_bytes):
+        raise ValueError(problem)
+    return value
 
 
 def record_type(endpoint: Endpoint, max_field_bytes: int | None = None) -> Any:
     """A record of `endpoint` as a TypedDict Pydantic checks strictly; with `max_field_bytes`
     its strings are checked for what Postgres cannot store (on pages whose body may hold such)
     and its timestamps parsed, else they stay text (`_iso_texts` checks a page's at once)."""
-    text: Any = Annotated[str, Strict(), *([_storable(max_field_bytes)] if max_field_bytes else [])]
+    storable = AfterValidator(partial(_storable, max_bytes=max_field_bytes))
+    text: Any = Annotated[str, Strict(), *([storable] if max_field_bytes else [])]
     integer = Annotated[int, Strict(), Field(ge=-(2**63), lt=2**63)]
     stamp = Annotated[datetime, BeforeValidator(_timestamp)] if max_field_bytes else text
     kinds = {_I: integer, _S: text, _T: stamp, Kind.INT_LIST: list[integer]}

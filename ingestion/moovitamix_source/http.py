@@ -1,6 +1,5 @@
-"""HTTP for the MooVitamix API: dlt's REST client on its `requests` helper, its retries and
-timeouts configured; a response hook (the API is untrusted) reads the body within the response
-cap and parses it into a `Page`."""
+"""HTTP for the MooVitamix API: dlt's REST client on its `requests` helper, retries configured;
+a response hook reads the body within the response cap and parses it into a `Page`."""
 
 from __future__ import annotations
 
