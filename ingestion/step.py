@@ -24,8 +24,7 @@ def ingest(ctx: RunContext) -> StepReport:
     except IngestionFailed as exc:
         raise StepFailed(str(exc)) from None
     per_endpoint = {name: stats.records for name, stats in result.endpoints.items()}
-    ctx.facts["records"] = per_endpoint
-    ctx.facts["rejected"] = result.rejected
+    ctx.facts.update(records=per_endpoint, rejected=result.rejected)
     counts = ", ".join(f"{name} {count:,}" for name, count in per_endpoint.items())
     if lake:
         load_ids = ", ".join(sorted(set(result.load_ids.values())))

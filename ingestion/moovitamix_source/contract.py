@@ -164,16 +164,14 @@ def record_hash(record: Any) -> str:
     return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
-_REASONS = {  # Pydantic's error types (by prefix) in words
+_REASONS: dict[str | tuple[str, ...], str] = {  # Pydantic's error types (by prefix) in words
     "missing": "missing",
     "int": "not an integer",
     "string_type": "not a string",
     "string_unicode": "not valid Unicode (a lone surrogate)",
     "list": "not a list",
-    "greater": "out of the 64-bit range",
-    "less": "out of the 64-bit range",
-    "dict": "not an object",
-    "model": "not an object",
+    ("greater", "less"): "out of the 64-bit range",
+    ("dict", "model"): "not an object",
 }
 
 
@@ -187,13 +185,12 @@ def _reason(error: Any) -> str:
 
 def _cut(value: Any, max_bytes: int) -> Any:
     """The value with its strings over the cap replaced by a note of their size."""
-    if type(value) is str and len(value.encode(errors="surrogatepass")) > max_bytes:
-        return f"<cut: {len(value.encode(errors='surrogatepass'))} bytes, over the field cap>"
-    if type(value) in (list, dict):
-        items = value.items() if type(value) is dict else enumerate(value)
-        cut = {k if type(value) is list else _cut(k, max_bytes): _cut(v, max_bytes)
-               for k, v in items}  # fmt: skip
-        return list(cut.values()) if type(value) is list else cut
+    if type(value) is str and (size := len(value.encode(errors="surrogatepass"))) > max_bytes:
+        return f"<cut: {size} bytes, over the field cap>"
+    if type(value) is list:
+        return [_cut(v, max_bytes) for v in value]
+    if type(value) is dict:
+        return {_cut(k, max_bytes): _cut(v, max_bytes) for k, v in value.items()}
     return value
 
 
