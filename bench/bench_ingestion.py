@@ -17,7 +17,7 @@ in one go:
   ceiling and the ingestion (the machine's cores are shared by all of them).
 The ceiling is measured before and after the ingestion; the faster of the two is used.
 Prints the ratios, records/s and items/s; writes bench/results/ingestion.json.
-Goal (issue #3): ingestion <= 1.5 x the ceiling, peak RSS <= 500 MB.
+Goal: ingestion <= 1.5 x the ceiling, peak RSS <= 500 MB.
 """
 
 from __future__ import annotations

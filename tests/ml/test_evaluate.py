@@ -67,9 +67,9 @@ def test_metrics_by_hand() -> None:
 @pytest.mark.parametrize("kind", ["holdout", "time"])
 def test_metrics_agree_with_implicits_own(structured_marts: SyntheticMarts, kind: str) -> None:
     """MAP and NDCG are implicit's definitions; implicit's "precision" is all hits over the sum
-    of min(k, held-out tracks) (issue #412), our recall when every user holds out the same
-    number, at most k. implicit ranks with its own filtered recommend: this also checks our
-    top-k lists."""
+    of min(k, held-out tracks) (https://github.com/benfred/implicit/issues/412), our recall
+    when every user holds out the same number, at most k. implicit ranks with its own filtered
+    recommend: this also checks our top-k lists."""
     m = structured_marts
     interactions = build_interactions(
         m.event_user, m.event_track, np.ones(len(m.event_user)), m.event_at
