@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "recommendations"
 ROWS_PER_BLOCK = 250_000
-# One publisher at a time (two concurrent runs would otherwise race on the __new tables).
+# One stager at a time (two concurrent runs would otherwise race on the __new tables).
 PUBLISH_LOCK_KEY = 0x6D76785F6D6C  # "mvx_ml"
 PAIR = np.dtype([("user_id", ">i8"), ("track_id", ">i8")])
 

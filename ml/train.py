@@ -66,7 +66,7 @@ from moovitamix.connection_url import ConnectionURL
 from moovitamix.errors import one_line
 from moovitamix.publication import Publication, PublishFailed, discard, publish
 from moovitamix.settings import Settings
-from moovitamix.warehouse import connect
+from moovitamix.warehouse import WarehouseUnreachable, connect
 
 log = logging.getLogger(__name__)
 STEP = "train"
@@ -289,9 +289,11 @@ def run_training(
             with _timed(result.timings, "publish"), _failing("publishing failed"):
                 publish(warehouse, own, lock_timeout_s=config.publish.lock_timeout_s)
         except BaseException:
-            with suppress(psycopg.Error):  # best effort: the next run's stage replaces them
-                discard(warehouse, own)
+            if own.actions:  # best effort, never hiding the error: the next stage replaces them
+                with suppress(psycopg.Error, WarehouseUnreachable):
+                    discard(warehouse, own)
             raise
+        result.seconds += result.timings["publish"]
         return result
     started, trained_at = time.perf_counter(), datetime.now(UTC)
     schema = publication.candidate

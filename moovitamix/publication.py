@@ -170,6 +170,7 @@ def publish(
 ) -> dict[str, object]:
     """Swap the candidate marts in and run every registered part, in one transaction."""
     figures: dict[str, object] = {}
+    what = "marts and recommendations" if publication.swaps_postgres_marts else "lists"
     try:
         with connect(url, autocommit=True) as conn, conn.transaction():
             take_publish_locks(conn, PUBLISH_LOCK_KEY, lock_timeout_s)
@@ -181,11 +182,11 @@ def publish(
     except psycopg.errors.LockNotAvailable:
         raise PublishFailed(
             f"gave up after waiting {lock_timeout_s:g}s for readers of the published tables; "
-            "yesterday's marts and recommendations stay"
+            f"yesterday's {what} stay"
         ) from None
     except psycopg.Error as exc:
         raise PublishFailed(
-            f"publishing failed ({one_line(exc)}); yesterday's marts and recommendations stay"
+            f"publishing failed ({one_line(exc)}); yesterday's {what} stay"
         ) from None
     for action in publication.actions:
         if action.after_commit is not None:

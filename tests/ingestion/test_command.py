@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,6 +89,8 @@ def test_without_an_api_url_the_simulator_is_started(warehouse_env: ConnectionUR
     run_line, first = done.stderr.strip().splitlines()[:2]  # after the run's id and log
     assert " INFO    run " in run_line
     assert "MOOVITAMIX_API_URL is unset: started the built-in simulator at http://" in first
+    run_id, run_log = re.search(r" run (\S+), log (\S+)", run_line).groups()
+    assert (Path(run_log).parent / f"{run_id}.simulator.log").is_file()
     assert "listen_history" in done.stdout and "ok: 110 records" in done.stdout
     assert Raw(warehouse_env).value("select count(*) from raw.users") == 40
 

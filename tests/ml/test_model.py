@@ -33,7 +33,8 @@ def test_similar_is_the_exact_top_k_by_dot_product_without_the_track_itself(
 
 def test_a_tiny_catalog_is_fine_and_the_mllib_scoring_is_configurable(structured_marts) -> None:
     model = fit_factors(_counts(structured_marts), PARAMS, num_threads=1)
-    assert load_config(overrides=["publish.similar_scoring='cosine'"]).publish.similar_scoring
+    config = load_config(overrides=["publish.similar_scoring='cosine'"])
+    assert config.publish.similar_scoring == "cosine"
     model.model.item_factors = model.model.item_factors[:1]
     ids, _ = model.similar(10)
     assert ids.shape == (1, 0)
