@@ -162,7 +162,19 @@ def child(api_url: str, concurrency: int) -> None:
 
     apply_offline_defaults()
     config = IngestionConfig(concurrency=concurrency, progress=False)
+    samples: list[tuple[float, int]] = []  # (seconds since the start, RSS bytes)
+    done = threading.Event()
+    me, started = psutil.Process(), time.monotonic()
+
+    def sample() -> None:
+        while not done.wait(0.2):
+            samples.append((time.monotonic() - started, me.memory_info().rss))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     result = run_ingestion(load_settings(), new_run_id(), api_url=api_url, config=config)
+    done.set()
+    sampler.join()
     items = result.tables.get("listen_history__items")
     print(
         json.dumps(
@@ -172,10 +184,26 @@ def child(api_url: str, concurrency: int) -> None:
                 "items_added": items.added if items else 0,
                 "endpoint_seconds": {e: round(s.seconds, 2) for e, s in result.endpoints.items()},
                 "step_seconds": result.steps,
+                "peak_rss_mb_by_step": rss_by_step(samples, result.steps),
                 "requests": sum(s.requests for s in result.endpoints.values()),
             }
         )
     )
+
+
+def rss_by_step(samples: list[tuple[float, int]], steps: dict[str, float]) -> dict[str, float]:
+    """The highest sampled RSS (MB) in each step; the steps run one after another, so their
+    bounds are the running sums of their seconds (the first also takes the set-up before it)."""
+    bounds, end = [], 0.0
+    for name, seconds in steps.items():
+        end += seconds
+        bounds.append((name, end))
+    setup = (samples[-1][0] if samples else 0.0) - end  # opening the warehouse, imports
+    peaks: dict[str, float] = {}
+    for at, rss in samples:
+        name = next((n for n, e in bounds if at - setup <= e), bounds[-1][0] if bounds else "")
+        peaks[name] = max(peaks.get(name, 0.0), round(rss / 2**20, 1))
+    return peaks
 
 
 class CpuMeter:
@@ -386,7 +414,8 @@ def _bench(args: argparse.Namespace, admin, tmp_path: Path, postmaster: psutil.P
         first_cpu["ingestion"] = first["cpu_s"]
         print(
             f"ingestion (empty warehouse): {first['seconds']:.2f}s, "
-            f"peak RSS {first['peak_rss_mb']:.0f} MB, steps {first['step_seconds']}, "
+            f"peak RSS {first['peak_rss_mb']:.0f} MB (by step {first['peak_rss_mb_by_step']}), "
+            f"steps {first['step_seconds']}, "
             f"CPU {first_cpu}",
             flush=True,
         )
@@ -401,7 +430,8 @@ def _bench(args: argparse.Namespace, admin, tmp_path: Path, postmaster: psutil.P
         rerun = run_child(url, warehouse.url(), tmp_path / "data", args.concurrency)
         print(
             f"ingestion (unchanged data): {rerun['seconds']:.2f}s, "
-            f"peak RSS {rerun['peak_rss_mb']:.0f} MB, steps {rerun['step_seconds']}",
+            f"peak RSS {rerun['peak_rss_mb']:.0f} MB (by step {rerun['peak_rss_mb_by_step']}), "
+            f"steps {rerun['step_seconds']}",
             flush=True,
         )
         ceiling = min(ceiling_before["seconds"], ceiling_after["seconds"])

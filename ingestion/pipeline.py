@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import sys
 import time
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,15 +33,15 @@ from ingestion.stats import EndpointStats, endpoint_stats, write_stats
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.errors import one_line
 from moovitamix.roles import LOADER, as_role
-from moovitamix.settings import Settings, apply_offline_defaults, temporary_env
+from moovitamix.settings import Settings, apply_offline_defaults
 from moovitamix.warehouse import WarehouseUnreachable, connect, open_warehouse
 
 log = logging.getLogger(__name__)
 
 DUCKDB_CONFIG = "destination.duckdb.credentials"
 EMPTY_FORMAT = {"postgres": "csv"}  # dlt's ADBC Parquet load fails on a file without rows
-# keeps dlt's scd2 `NOT IN (current hashes)` hashed; PGOPTIONS: ADBC misreads a URL's options
-LOADER_OPTIONS = "-c work_mem=256MB"
+# dlt's scd2 merge is `NOT IN (current hashes)`: hashed within work_mem, quadratic beyond it
+LOADER_SETTINGS = {"work_mem": "256MB"}  # in the URL: a URL's options override PGOPTIONS
 
 
 @dataclass
@@ -81,8 +80,10 @@ def _destination(
         path = str(dlt.config.get(DUCKDB_CONFIG, str) or settings.data_dir / "moovitamix.duckdb")
         return dlt.destinations.duckdb(credentials=path), path
     # dlt loads as the loader role: it owns what it creates in raw
-    loader = dlt.destinations.postgres(credentials=as_role(warehouse, LOADER).url())
-    return loader, f"{warehouse.host}:{warehouse.port}/{warehouse.database}"
+    loader = as_role(warehouse, LOADER, **LOADER_SETTINGS)
+    return dlt.destinations.postgres(credentials=loader.url()), (
+        f"{warehouse.host}:{warehouse.port}/{warehouse.database}"
+    )
 
 
 def make_pipeline(
@@ -208,9 +209,6 @@ def run_ingestion(
         connect(as_role(warehouse, LOADER), autocommit=True) as conn,
         raw_tables.locked(conn),
         ExitStack() as stack,
-        temporary_env("PGOPTIONS", f"{os.environ.get('PGOPTIONS', '')} {LOADER_OPTIONS}".strip())
-        if destination == "postgres"
-        else nullcontext(),
     ):
         pipeline, place = make_pipeline(settings, warehouse, config, destination, bucket_url)
         lake = place if destination == "filesystem" else None

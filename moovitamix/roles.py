@@ -40,14 +40,16 @@ class RolesError(RuntimeError):
     """The roles could not be created or granted; the message says what a DBA must do."""
 
 
-def as_role(url: ConnectionURL, role: str) -> ConnectionURL:
-    """The same URL, its sessions running as `role` from the start (libpq `options`): for tools
-    that only take a URL. The URL's user must be a member of `role`."""
+def as_role(url: ConnectionURL, role: str, **settings: str) -> ConnectionURL:
+    """The same URL, its sessions running as `role` (and with `settings`) from the start (libpq
+    `options`): for tools that only take a URL. The URL's user must be a member of `role`."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    # Tab-separated: dlt re-renders a URL with quote_plus, and libpq reads its "+" literally;
+    # the server splits `options` on any white space.
     options = dict(url.options)
-    setting = f"--role={role}"
-    options["options"] = f"{options['options']} {setting}" if "options" in options else setting
+    setting = "\t".join(f"--{k}={v}" for k, v in {"role": role, **settings}.items())
+    options["options"] = f"{options['options']}\t{setting}" if "options" in options else setting
     return replace(url, options=tuple(options.items()))
 
 

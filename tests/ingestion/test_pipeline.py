@@ -12,9 +12,11 @@ import orjson
 import psycopg
 import pytest
 
+from ingestion.config import IngestionConfig
 from ingestion.moovitamix_source.contract import ENDPOINTS, record_hash
-from ingestion.pipeline import IngestionFailed
+from ingestion.pipeline import LOADER_SETTINGS, IngestionFailed, make_pipeline
 from moovitamix.connection_url import ConnectionURL
+from moovitamix.settings import load_settings
 from tests.ingestion.ingestion_helpers import (
     FakeApi,
     Ingest,
@@ -83,6 +85,18 @@ def test_a_second_run_on_the_same_day_adds_nothing(
     for s in again.endpoints.values():
         assert (s.versions_added, s.versions_retired) == (0, 0)
     assert again.endpoints["listen_history"].items_added == 0
+
+
+def test_the_loaders_sessions_run_as_the_loader_with_room_to_hash_the_scd2_merge(
+    warehouse_env: ConnectionURL,
+) -> None:
+    """dlt's scd2 merge is `NOT IN (current hashes)`: past work_mem Postgres drops the hash for
+    a row-by-row scan (a rerun at a million users never ended). A URL's libpq options win over
+    PGOPTIONS, so the setting must be in the URL dlt gets."""
+    pipeline, _ = make_pipeline(load_settings(), warehouse_env, IngestionConfig(), "postgres")
+    with pipeline.sql_client() as client:
+        settings = client.execute_sql("select current_user, current_setting('work_mem')")
+    assert [tuple(row) for row in settings] == [("mvx_loader", LOADER_SETTINGS["work_mem"])]
 
 
 def test_day_two_adds_versions_and_retires_deleted_records(
