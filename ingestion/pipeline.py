@@ -104,6 +104,9 @@ def make_pipeline(
         "data_writer.compression": "snappy" if kind == "filesystem" else "none",
         "load.delete_completed_jobs": True,  # loaded files go (~80 bytes per item row a day)
         "load.truncate_staging_dataset": True,
+        # memory stays bounded at scale: a load job streams one file, and few run at once
+        "data_writer.file_max_items": 500_000,
+        "load.workers": 2,
     }.items():
         dlt.config[key] = value
     destination, where = _destination(settings, warehouse, kind, bucket_url)
