@@ -139,6 +139,7 @@ class SourceRun:
     empty_format: str | None = None  # file format of an empty table (ADBC takes no empty file)
     reads: dict[str, Read] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    checking: threading.Lock = field(default_factory=threading.Lock)  # see `task`
 
     def process(self, read: Read, pages: list[Page]) -> list[Any]:
         """Check pages into one table per raw table (dlt's cost is per item), marked."""
@@ -191,9 +192,12 @@ class SourceRun:
         return marked
 
     def task(self, read: Read, numbers: range) -> Iterator[Any]:
-        """A deferred task: fetch and check these pages; the last task completes the read."""
+        """A deferred task: fetch and check these pages; the last task completes the read. The
+        fetches overlap; the checks take turns (CPU work under the GIL: contending for it adds
+        only hand-offs, see README.md, "Speed and size")."""
         pages = [self.api.page(read.endpoint.name, n, read.counters) for n in numbers]
-        items = self.process(read, pages)
+        with self.checking:
+            items = self.process(read, pages)
         with read.lock:
             read.done += 1
             last = read.done == read.tasks

@@ -272,7 +272,7 @@ class Checker:
         columns: dict[str, Any] = {n: [r[n] for r in good] for n in self.endpoint.fields}
         for name in self.stamps:  # naive ISO text from the page check, datetimes otherwise
             if columns[name] and type(columns[name][0]) is str:
-                columns[name] = pc.cast(pa.array(columns[name]), pa.timestamp("us")).cast(TIMESTAMP)
+                columns[name] = pc.cast(pa.array(columns[name]), pa.timestamp("us")).view(TIMESTAMP)
         if self.endpoint is LISTEN_HISTORY:
             items = pa.array(columns["items"], pa.list_(pa.int64()))
             columns["item_count"] = pc.list_value_length(items).cast(pa.int32())
