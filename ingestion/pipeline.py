@@ -26,7 +26,7 @@ from ingestion.moovitamix_source import (
     SourceRun,
     moovitamix_source,
 )
-from ingestion.moovitamix_source.contract import ENDPOINTS, ITEMS_TABLE, LISTEN_HISTORY
+from ingestion.moovitamix_source.contract import ITEMS_TABLE
 from ingestion.moovitamix_source.http import Api, EndpointFailed
 from ingestion.raw_tables import RAW, TableChange
 from ingestion.stats import EndpointStats, endpoint_stats, write_stats
@@ -47,7 +47,6 @@ LOADER_SETTINGS = {"work_mem": "256MB"}  # in the URL: a URL's options override 
 @dataclass
 class IngestionResult:
     run_id: str
-    api_url: str
     endpoints: dict[str, EndpointStats]
     tables: dict[str, TableChange]
     load_ids: dict[str, str]
@@ -151,35 +150,28 @@ def _discard(pipeline: dlt.Pipeline) -> None:
 
 
 def failure_cause(exc: BaseException) -> BaseException:
-    """The exception that made a dlt step fail (dlt wraps it, sometimes twice)."""
+    """The EndpointFailed that made a dlt step fail (dlt wraps it, sometimes twice), else `exc`."""
     seen: set[int] = set()
     current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
+    while current and id(current) not in seen and not isinstance(current, EndpointFailed):
         seen.add(id(current))
-        if isinstance(current, EndpointFailed):
-            return current
         current = getattr(current, "exception", None) or current.__cause__
-    return exc if current is None else current
+    return current or exc
 
 
 def _failure(exc: PipelineStepFailed, where: str, reads: dict[str, list[Read]]) -> IngestionFailed:
     cause = failure_cause(exc)
     if isinstance(cause, ReadMismatch):
-        n = len(reads[cause.endpoint])
-        first = "; ".join(reads[cause.endpoint][0].check.problems())
-        first = f" (first read: {first})" if n > 1 else ""
-        problems = "; ".join(cause.problems)
-        message = f"{cause.endpoint}: incomplete read after {n} reads: {problems}{first}"
+        rs, problems = reads[cause.endpoint], "; ".join(cause.problems)
+        first = f" (first read: {'; '.join(rs[0].check.problems())})" if len(rs) > 1 else ""
+        message = f"{cause.endpoint}: incomplete read after {len(rs)} reads: {problems}{first}"
         return IngestionFailed(message, cause.endpoint)
     if isinstance(cause, EndpointFailed):
         return IngestionFailed(str(cause), cause.endpoint)
     if exc.step == "load":
         pending = "the package stays pending: the next run loads it first"
-        return IngestionFailed(f"loading into {where} failed: {one_line(cause)} ({pending})")
-    table = getattr(cause, "table_name", None)  # a schema contract violation names its table
-    endpoint = {ITEMS_TABLE: LISTEN_HISTORY.name, **{e: e for e in ENDPOINTS}}.get(table)
-    at = f"{endpoint}: " if endpoint else ""
-    return IngestionFailed(f"{at}{exc.step} failed: {one_line(cause)}", endpoint)
+        return IngestionFailed(f"loading into {where} failed: {one_line(exc)} ({pending})")
+    return IngestionFailed(f"{exc.step} failed: {one_line(exc)}")
 
 
 def run_ingestion(
@@ -256,8 +248,10 @@ def run_ingestion(
             at = step("normalize", at)
             pipeline.load().raise_on_failed_jobs()
             at = step("load", at)
-        except PipelineStepFailed as exc:
+        except (PipelineStepFailed, psycopg.Error, DatabaseException) as exc:
             _discard(pipeline)
+            if not isinstance(exc, PipelineStepFailed):  # the warehouse went away
+                raise IngestionFailed(f"warehouse error: {one_line(exc)}") from exc
             failure = _failure(exc, where, reads)
             failure.stats = endpoint_stats(run_id, reads, boundary, "discarded", failure)
             try:
@@ -265,9 +259,6 @@ def run_ingestion(
             except (psycopg.Error, WarehouseUnreachable) as write_exc:
                 log.warning("could not write monitoring.ingestion_stats: %s", one_line(write_exc))
             raise failure from None
-        except (psycopg.Error, DatabaseException) as exc:  # the warehouse went away
-            _discard(pipeline)
-            raise IngestionFailed(f"warehouse error: {one_line(exc)}") from exc
 
         load_id = info.loads_ids[-1]
         tables = raw_tables.appended(rs[-1] for rs in reads.values())
@@ -279,7 +270,6 @@ def run_ingestion(
     log.info("steps: %s", ", ".join(f"{k} {v:.1f}s" for k, v in steps.items()))
     return IngestionResult(
         run_id,
-        api_url,
         result,
         tables,
         dict.fromkeys(result, load_id),
