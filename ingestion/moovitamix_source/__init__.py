@@ -16,7 +16,6 @@ from typing import Any
 import dlt
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ingestion.config import IngestionConfig
 from ingestion.moovitamix_source.contract import (
@@ -116,13 +115,6 @@ def dlt_ids(n: int) -> pa.Array:
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(text)])
 
 
-def known(hashes: np.ndarray, column: pa.ChunkedArray) -> np.ndarray:
-    """Which values of `column` are in the sorted `hashes` (32-byte strings: no objects)."""
-    keys = column.to_numpy().astype("S32")
-    at = np.minimum(np.searchsorted(hashes, keys), len(hashes) - 1)
-    return hashes[at] == keys
-
-
 @dataclass
 class SourceRun:
     """What the resources need from the run, and where they report."""
@@ -148,12 +140,7 @@ class SourceRun:
             keys = read.checker.page(page.number, page.items, page.careful, out)
             with read.lock:
                 read.check.add(page.number, page.total, keys)
-        items = out.items
-        if self.known_hashes is not None and len(self.known_hashes) and items:
-            hashes = pa.chunked_array([t[RECORD_HASH] for t in out.records], pa.string())
-            new = hashes.filter(~known(self.known_hashes, hashes)).combine_chunks()
-            items = [t.filter(pc.is_in(t[RECORD_HASH], value_set=new)) for t in items]
-        tables = [(ITEMS_TABLE, pa.concat_tables(items))] if items else []
+        tables = [(ITEMS_TABLE, pa.concat_tables(out.items))] if out.items else []
         if out.records:
             tables.append(
                 (read.endpoint.name, pa.concat_tables(out.records, promote_options="default"))
@@ -237,7 +224,8 @@ class SourceRun:
 
 
 def _pages(endpoint: Endpoint, run: SourceRun) -> Iterator[Any]:
-    read = Read(endpoint, Checker(endpoint, run.run_id, run.config.max_field_bytes))
+    checker = Checker(endpoint, run.run_id, run.config.max_field_bytes, run.known_hashes)
+    read = Read(endpoint, checker)
     with run.lock:
         run.reads[endpoint.name] = read
     size, per_task = run.config.page_size, run.config.pages_per_task

@@ -11,13 +11,14 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from ingestion.moovitamix_source import ReadCheck, known
+from ingestion.moovitamix_source import ReadCheck
 from ingestion.moovitamix_source.contract import (
     LISTEN_HISTORY,
     TRACKS,
     USERS,
     Checker,
     Tables,
+    known,
     record_hash,
     record_schema,
 )
