@@ -10,7 +10,6 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import dlt
 import psycopg
@@ -68,23 +67,6 @@ class IngestionResult:
         return self.tables[ITEMS_TABLE].added if ITEMS_TABLE in self.tables else 0
 
 
-def _destination(
-    settings: Settings, warehouse: ConnectionURL, kind: str, bucket_url: str | None
-) -> tuple[Any, str]:
-    """dlt's destination `kind` and where it loads: the lake's URL, the DuckDB file (dlt's
-    DESTINATION__DUCKDB__CREDENTIALS, else in the data dir) or the warehouse's database."""
-    if kind == "filesystem":
-        return lake_destination(settings, bucket_url)
-    if kind == "duckdb":
-        path = str(dlt.config.get(DUCKDB_CONFIG, str) or settings.data_dir / "moovitamix.duckdb")
-        return dlt.destinations.duckdb(credentials=path), path
-    # dlt loads as the loader role: it owns what it creates in raw
-    loader = as_role(warehouse, LOADER, **LOADER_SETTINGS)
-    return dlt.destinations.postgres(credentials=loader.url()), (
-        f"{warehouse.host}:{warehouse.port}/{warehouse.database}"
-    )
-
-
 def make_pipeline(
     settings: Settings,
     warehouse: ConnectionURL,
@@ -92,8 +74,10 @@ def make_pipeline(
     kind: str,
     bucket_url: str | None = None,
 ) -> tuple[dlt.Pipeline, str]:
-    """The dlt pipeline into destination `kind`, and where that is. Its working dir is under
-    the data dir (never ~/.dlt), one per place; progress bars are dlt's (tqdm)."""
+    """The dlt pipeline into destination `kind`, and where that is: the lake's URL, the DuckDB
+    file (dlt's DESTINATION__DUCKDB__CREDENTIALS, else in the data dir) or the warehouse's
+    database. Its working dir is under the data dir (never ~/.dlt), one per place; progress
+    bars are dlt's (tqdm)."""
     apply_offline_defaults()
     for key, value in {
         "extract.workers": config.concurrency,
@@ -108,7 +92,15 @@ def make_pipeline(
         "load.workers": 2,
     }.items():
         dlt.config[key] = value
-    destination, where = _destination(settings, warehouse, kind, bucket_url)
+    if kind == "filesystem":
+        destination, where = lake_destination(settings, bucket_url)
+    elif kind == "duckdb":
+        where = str(dlt.config.get(DUCKDB_CONFIG, str) or settings.data_dir / "moovitamix.duckdb")
+        destination = dlt.destinations.duckdb(credentials=where)
+    else:  # dlt loads as the loader role: it owns what it creates in raw
+        loader = as_role(warehouse, LOADER, **LOADER_SETTINGS)
+        destination = dlt.destinations.postgres(credentials=loader.url())
+        where = f"{warehouse.host}:{warehouse.port}/{warehouse.database}"
     digest = hashlib.sha256(where.encode()).hexdigest()[:12]
     prefix = {"postgres": "", "filesystem": "lake-", "duckdb": "duckdb-"}[kind]
     show = sys.stderr.isatty() if config.progress is None else config.progress
