@@ -245,7 +245,7 @@ def run_ingestion(
             if not isinstance(exc, PipelineStepFailed):  # the warehouse went away
                 raise IngestionFailed(f"warehouse error: {one_line(exc)}") from exc
             failure = _failure(exc, where, reads)
-            failure.stats = endpoint_stats(run_id, reads, boundary, "discarded", failure)
+            failure.stats = endpoint_stats(run_id, reads, boundary, failure)
             try:
                 write_stats(conn, list(failure.stats.values()))
             except (psycopg.Error, WarehouseUnreachable) as write_exc:

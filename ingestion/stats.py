@@ -63,13 +63,12 @@ def endpoint_stats(
     run_id: str,
     reads: dict[str, list[Read]],
     started_at: datetime,
-    status: str = "loaded",
     failure: IngestionFailed | None = None,
     tables: dict[str, TableChange] | None = None,
     load_id: str | None = None,
 ) -> dict[str, EndpointStats]:
-    """The rows of a run: per endpoint, its reads (the last one is the one kept; costs add up)
-    and what its tables changed; the endpoint at fault in `failure` (None: all) 'failed'."""
+    """The rows of a run: per endpoint, its reads (the last one kept; costs add up) and what its
+    tables changed; on a `failure`, its endpoint (None: all) 'failed', the others 'discarded'."""
     rows, tables = {}, tables or {}
     for name, rs in reads.items():
         last, at_fault = rs[-1], failure is not None and failure.endpoint in (None, name)
@@ -78,7 +77,7 @@ def endpoint_stats(
         rows[name] = EndpointStats(
             run_id,
             name,
-            status="failed" if at_fault else status,
+            status="failed" if at_fault else "discarded" if failure else "loaded",
             error=str(failure) if at_fault else None,
             started_at=started_at,
             load_id=load_id,
