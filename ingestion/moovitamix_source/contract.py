@@ -89,7 +89,7 @@ def _storable(value: str, max_bytes: int) -> str:
 def record_type(endpoint: Endpoint, max_field_bytes: int | None = None) -> Any:
     """A record of `endpoint` as a TypedDict Pydantic checks strictly; with `max_field_bytes`
     its strings are checked for what Postgres cannot store (on pages whose body may hold such)
-    and its timestamps parsed, else they stay text (`_iso_texts` checks a page's at once)."""
+    and its timestamps parsed, else they stay text (`_iso_column` reads a page's at once)."""
     storable = AfterValidator(partial(_storable, max_bytes=max_field_bytes))
     text: Any = Annotated[str, Strict(), *([storable] if max_field_bytes else [])]
     integer = Annotated[int, Strict(), Field(ge=-(2**63), lt=2**63)]
@@ -99,21 +99,21 @@ def record_type(endpoint: Endpoint, max_field_bytes: int | None = None) -> Any:
 
 
 _ISO = re.compile(
-    r"(?:\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?\n)*"
-    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?"
-)  # what Arrow parses
+    r"(?:(?!0000)\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?\n)*"
+    r"(?!0000)\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?"
+)  # the naive ISO text Arrow and Python read alike (Python has no year 0)
 
 
-def _iso_texts(values: list[str]) -> bool:
-    """Are these all naive ISO timestamps Arrow parses, and real dates? One regex and one C
-    call per value instead of a Python validator per value (the others go record by record)."""
+def _iso_column(values: list[str]) -> pa.Array:
+    """Naive ISO timestamps -> a UTC column: one regex and one Arrow cast (which refuses dates
+    that do not exist) for a page's values instead of a Python validator per value; ValueError
+    if one is in another form (the page then goes record by record)."""
+    if values and not _ISO.fullmatch("\n".join(values)):
+        raise ValueError("a timestamp in another form")
     try:
-        joined = "\n".join(values)
-        return not values or (
-            bool(_ISO.fullmatch(joined)) and all(map(datetime.fromisoformat, values))
-        )
-    except ValueError:
-        return False
+        return pc.cast(pa.array(values, pa.string()), pa.timestamp("us")).view(TIMESTAMP)
+    except pa.ArrowInvalid:
+        raise ValueError("not a real date") from None
 
 
 def _column(name: str, type_: pa.DataType, nullable: bool = False) -> pa.Field:
@@ -262,10 +262,9 @@ class Checker:
             if careful:
                 raise ValueError("check each record")
             good, served = self.page_type.validate_python(records), records
-            if not all(_iso_texts([r[n] for r in good]) for n in self.stamps):
-                raise ValueError("a timestamp in another form")
+            stamps = {n: _iso_column([r[n] for r in good]) for n in self.stamps}
         except (ValidationError, ValueError):
-            good, served = [], []
+            good, served, stamps = [], [], {}
             for record in records:
                 try:
                     good.append(self.careful_type.validate_python(record))
@@ -278,15 +277,16 @@ class Checker:
                 self._reject(number, served.pop(i), problems, out)
                 good.pop(i)
         if good:
-            out.records.append(self._table(good, served, out))
+            out.records.append(self._table(good, served, stamps, out))
         return keys
 
-    def _table(self, good: list[dict], served: list[Any], out: Tables) -> pa.Table:
+    def _table(
+        self, good: list[dict], served: list[Any], stamps: dict[str, pa.Array], out: Tables
+    ) -> pa.Table:
+        """The records as a table (timestamps: the page check's columns, else datetimes)."""
         hashes = pa.array([record_hash(r) for r in served], pa.string())
         columns: dict[str, Any] = {n: [r[n] for r in good] for n in self.endpoint.fields}
-        for name in self.stamps:  # naive ISO text from the page check, datetimes otherwise
-            if columns[name] and type(columns[name][0]) is str:
-                columns[name] = pc.cast(pa.array(columns[name]), pa.timestamp("us")).view(TIMESTAMP)
+        columns.update(stamps)
         if self.endpoint is LISTEN_HISTORY:  # items of the versions raw does not hold yet
             lists, known_ = columns["items"], self.known_hashes
             columns["item_count"] = pa.array([len(x) for x in lists], pa.int32())
@@ -305,7 +305,8 @@ class Checker:
         columns[RECORD_HASH] = hashes
         table = pa.table({n: columns[n] for n in self.schema.names}, schema=self.schema)
         drift: dict[str, list[str | None]] = {}
-        for i, record in enumerate(served):
+        for i in [i for i, r in enumerate(served) if len(r) > len(self.endpoint.fields)]:
+            record = served[i]  # a record with all the fields and more
             for name in record.keys() - self.endpoint.fields.keys():
                 values = drift.setdefault(self._column_for(name), [None] * len(served))
                 values[i] = to_json(record[name])

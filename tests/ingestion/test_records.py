@@ -22,6 +22,7 @@ from ingestion.moovitamix_source.contract import (
     record_hash,
     record_schema,
 )
+from ingestion.moovitamix_source.http import parse_page
 
 
 def track(i: int, **changes: object) -> dict[str, object]:
@@ -162,14 +163,22 @@ def test_the_page_check_and_the_record_by_record_check_agree() -> None:
         (track(7, created_at="2025-03-11T04:05:17\n2025-03-11T04:05:17"), "unparsable timestamp"),
         (track(7, created_at="2025-03-11T04:05:17\n"), "unparsable timestamp"),
         (track(7, updated_at="2025-02-29T00:00:00"), "unparsable timestamp"),  # not a leap year
+        (track(7, updated_at="0000-01-01T00:00:00"), "unparsable timestamp"),  # no year 0
         ([1, 2, 3, 4, 5, 6, 7, 8, 9], "record: not an object"),  # as many elements as fields
         (track(7, name="a\x00b"), "name: holds a NUL character"),
         (track(7, name="x" * (65 * 1024)), "name: over the 65536-byte field cap"),
         (track(7, mood="x" * (65 * 1024)), "over the 65536-byte field cap"),  # a new field
     ],
 )
-def test_a_page_with_one_bad_record_rejects_it_alone(bad: object, reason: str) -> None:
-    checker, out, keys = check(TRACKS, [track(1), bad, track(2)], careful=True)
+@pytest.mark.parametrize("served", [True, False], ids=["as-served", "careful"])
+def test_a_page_with_one_bad_record_rejects_it_alone(
+    bad: object, reason: str, served: bool
+) -> None:
+    records, careful = [track(1), bad, track(2)], True
+    if served:  # as the API serves it: the body decides whether to go record by record
+        page = parse_page(1, orjson.dumps({"items": records}), 64 * 1024)
+        records, careful = page.items, page.careful
+    checker, out, keys = check(TRACKS, records, careful=careful)
     assert checker.rejected == 1 and reason in next(iter(checker.rejected_by_reason))
     assert out.records[0].column("id").to_pylist() == [1, 2]
     assert keys[0][0] == 1 and keys[0][2] == 2
