@@ -88,7 +88,7 @@ def make_pipeline(
         "load.delete_completed_jobs": True,  # loaded files go (~80 bytes per item row a day)
         "load.truncate_staging_dataset": True,
         # memory stays bounded at scale: a load job streams one file, and few run at once
-        "data_writer.file_max_items": 200_000,
+        "data_writer.file_max_items": 100_000,
         "load.workers": 2,
     }.items():
         dlt.config[key] = value
