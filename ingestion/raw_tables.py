@@ -67,14 +67,11 @@ def known_history_hashes(client: SqlClient) -> np.ndarray:
     parts = [np.array([], dtype="S32")]
     if LISTEN_HISTORY.name in existing(client):
         table, column = client.make_qualified_table_name(LISTEN_HISTORY.name), RECORD_HASH
-        query = (
-            f"select string_agg(distinct {column}, '' order by {column}) from {table}"
-            f" group by left({column}, 1) order by left({column}, 1)"
-        )
+        query = f"select string_agg(distinct {column}, '') from {table} group by left({column}, 1)"
         with client.execute_query(query) as cursor:
             while row := cursor.fetchone():
                 parts.append(np.frombuffer(row[0].encode(), dtype="S32"))
-    return np.concatenate(parts)
+    return np.sort(np.concatenate(parts))  # by bytes (the server's order follows its collation)
 
 
 def carry(client: SqlClient, snapshot: bool) -> Carry:

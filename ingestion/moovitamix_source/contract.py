@@ -100,7 +100,8 @@ def record_type(endpoint: Endpoint, max_field_bytes: int | None = None) -> Any:
 
 _ISO = re.compile(
     r"(?:(?!0000)\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?\n)*"
-    r"(?!0000)\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?"
+    r"(?!0000)\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?",
+    re.ASCII,
 )  # the naive ISO text Arrow and Python read alike (Python has no year 0)
 
 

@@ -164,6 +164,7 @@ def test_the_page_check_and_the_record_by_record_check_agree() -> None:
         (track(7, created_at="2025-03-11T04:05:17\n"), "unparsable timestamp"),
         (track(7, updated_at="2025-02-29T00:00:00"), "unparsable timestamp"),  # not a leap year
         (track(7, updated_at="0000-01-01T00:00:00"), "unparsable timestamp"),  # no year 0
+        (track(7, updated_at="\u0662\u0660\u0662\u0665-03-11T04:05:17"), "unparsable timestamp"),
         ([1, 2, 3, 4, 5, 6, 7, 8, 9], "record: not an object"),  # as many elements as fields
         (track(7, name="a\x00b"), "name: holds a NUL character"),
         (track(7, name="x" * (65 * 1024)), "name: over the 65536-byte field cap"),
