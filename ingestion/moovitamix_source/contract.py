@@ -272,11 +272,15 @@ class Checker:
                     served.append(record)
                 except ValidationError as exc:
                     self._reject(number, record, [_reason(e) for e in exc.errors()], out)
+        keep = np.ones(len(served), bool)
         for i in reversed([i for i, r in enumerate(served) if len(r) > len(self.endpoint.fields)]):
             new, cap = served[i].keys() - self.endpoint.fields.keys(), self.max_field_bytes
             if problems := [p for f in new if (p := extra_field_problem(f, served[i][f], cap))]:
                 self._reject(number, served.pop(i), problems, out)
                 good.pop(i)
+                keep[i] = False
+        if not keep.all():
+            stamps = {n: column.filter(keep) for n, column in stamps.items()}
         if good:
             out.records.append(self._table(good, served, stamps, out))
         return keys

@@ -169,6 +169,7 @@ def test_the_page_check_and_the_record_by_record_check_agree() -> None:
         (track(7, name="a\x00b"), "name: holds a NUL character"),
         (track(7, name="x" * (65 * 1024)), "name: over the 65536-byte field cap"),
         (track(7, mood="x" * (65 * 1024)), "over the 65536-byte field cap"),  # a new field
+        (track(7, **{"x" * 300: 1}), "a new field's name: too long"),
     ],
 )
 @pytest.mark.parametrize("served", [True, False], ids=["as-served", "careful"])
@@ -203,6 +204,18 @@ def test_items_keep_their_order_and_repeats() -> None:
         {"record_hash": hashes[10], "user_id": 10, "position": 1, "track_id": 3},
         {"record_hash": hashes[10], "user_id": 10, "position": 2, "track_id": 5},
         {"record_hash": hashes[12], "user_id": 12, "position": 0, "track_id": 9},
+    ]
+
+
+def test_items_only_of_versions_raw_does_not_hold() -> None:
+    page = [history(10, [5, 3]), history(11, [7]), history(12, [9, 9])]
+    known_ = np.array([record_hash(page[0]), record_hash(page[2])], dtype="S32")
+    checker, out = Checker(LISTEN_HISTORY, "run-1", 64 * 1024, np.sort(known_)), Tables()
+    checker.page(1, page, False, out)
+    (records,), (items,) = out.records, out.items
+    assert records.column("item_count").to_pylist() == [2, 1, 2]  # every version's count
+    assert items.to_pylist() == [
+        {"record_hash": record_hash(page[1]), "user_id": 11, "position": 0, "track_id": 7}
     ]
 
 
