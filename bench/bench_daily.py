@@ -1,8 +1,10 @@
-"""Benchmark of `make daily`: wall time end to end and per step, at the reference size (the
-embedded defaults: realistic profile, 5k users, 2k tracks) and at 100k users.
+"""Benchmark of `make daily`: wall time end to end, per step and per dbt model, and peak RSS,
+at the reference size (the embedded defaults: realistic profile, 5k users, 2k tracks), at 100k
+users and, on request, at a million (100k tracks).
 
     .venv/bin/python bench/bench_daily.py                     # reference, then 100k users
     .venv/bin/python bench/bench_daily.py --quick             # reference only
+    .venv/bin/python bench/bench_daily.py --sizes 1m          # a million users (~20 min a day)
     .venv/bin/python bench/bench_daily.py --engine spark      # Spark beside Postgres, each size
 
 Each size runs on a scratch database `moovitamix_bench_daily` of the warehouse in use (the
@@ -16,8 +18,9 @@ run needs (dlt, dbt, Great Expectations, implicit), i.e. the floor any daily run
 does work. With `--engine spark`, every size runs on Postgres and then on the Spark engine
 (`MOOVITAMIX_ENGINE=spark`, local mode, its own lake and metastore), on the same simulator data,
 and the Spark/Postgres ratio of each day is printed: the Postgres run is the Spark run's baseline.
-The machine is shared and noisy: compare ratios; the absolute goals (reference under 60 s after
-the first install, 100k users under 10 minutes) are printed next to the seconds.
+The machine is shared and noisy: compare ratios. The absolute goals are printed next to the
+seconds (SIZES: day 0 and a steady day; peak RSS under 2 GB), and each step and dbt model with
+its ratio to the same day in the previous results file, the slowest first.
 Results: bench/results/daily.json (daily-spark.json with --engine spark), by size: a run
 replaces the sizes it measured, each with its own time, machine load and baseline.
 """
@@ -49,11 +52,13 @@ from moovitamix.warehouse import resolve_url  # noqa: E402
 RESULTS = ROOT / "bench" / "results" / "daily.json"
 SPARK_RESULTS = ROOT / "bench" / "results" / "daily-spark.json"
 DATABASE = "moovitamix_bench_daily"
+# size: (simulator arguments, goal of day 0, goal of a steady day, in seconds)
 SIZES = {
-    "reference": ("--profile realistic --seed 42 --users 5000 --tracks 2000", 60.0),
-    "100k": ("--profile realistic --seed 42 --users 100000 --tracks 20000", 600.0),
-    "1m": ("--profile realistic --seed 42 --users 1000000 --tracks 100000", 3600.0),
+    "reference": ("--profile realistic --seed 42 --users 5000 --tracks 2000", 60.0, 60.0),
+    "100k": ("--profile realistic --seed 42 --users 100000 --tracks 20000", 45.0, 30.0),
+    "1m": ("--profile realistic --seed 42 --users 1000000 --tracks 100000", 600.0, 300.0),
 }
+MAX_RSS_MB = 2048  # the run's peak, at every size
 DEFAULT_SIZES = ("reference", "100k")
 IMPORTS = "import dlt, dbt.cli.main, great_expectations, implicit"
 
@@ -100,17 +105,19 @@ def run_day(
         }
     )
     started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "orchestrator"],
-        env=env, capture_output=True, text=True, check=False, cwd=ROOT,
-    )  # fmt: skip
-    seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        print(result.stdout[-2000:], result.stderr[-4000:], file=sys.stderr)
-        raise SystemExit(f"daily run of day {day} failed (exit {result.returncode})")
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator"], env=env, stdout=out, stderr=err, cwd=ROOT
+        )
+        _, status, usage = os.wait4(proc.pid, 0)  # its rusage: the run's peak RSS
+        seconds = time.perf_counter() - started
+        if (code := os.waitstatus_to_exitcode(status)) != 0:
+            out.seek(0), err.seek(0)
+            print(out.read()[-2000:], err.read()[-4000:], file=sys.stderr)
+            raise SystemExit(f"daily run of day {day} failed (exit {code})")
     with psycopg.connect(url) as conn:
         steps = conn.execute(
-            "select step, seconds from monitoring.pipeline_run_steps "
+            "select step, seconds, details from monitoring.pipeline_run_steps "
             "where run_id = (select run_id from monitoring.pipeline_runs "
             "                order by started_at desc limit 1) order by step_order"
         ).fetchall()
@@ -128,9 +135,17 @@ def run_day(
         "engine": engine,
         "day": day,
         "seconds": round(seconds, 2),
-        "steps": {step: round(float(s or 0), 2) for step, s in steps},
+        "steps": {step: round(float(s or 0), 2) for step, s, _ in steps},
+        # from the run ledger's details: seconds per dbt model, per phase of the training
+        "models": _details(steps, "transform", "seconds"),
+        "train_phases": _details(steps, "train", "timings_s"),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "rows": rows,
     }
+
+
+def _details(steps: list[tuple], step: str, key: str) -> dict[str, float]:
+    return next((dict(details.get(key, {})) for name, _, details in steps if name == step), {})
 
 
 def bench_size(
@@ -139,6 +154,42 @@ def bench_size(
     url = scratch_database(engine)
     with tempfile.TemporaryDirectory(prefix=f"bench-daily-{name}-{engine}-") as tmp:
         return [run_day(url, Path(tmp), simulator_args, day, engine) for day in days]
+
+
+def previous_day(size: dict[str, Any] | None, day: dict[str, Any]) -> dict[str, Any] | None:
+    """The same engine's same day in the previous results of this size, if any."""
+    for earlier in (size or {}).get("days", []):
+        if (earlier["engine"], earlier["day"]) == (day["engine"], day["day"]):
+            return {**earlier, "measured_at": size.get("measured_at", "?")}  # type: ignore[union-attr]
+    return None
+
+
+def print_breakdown(day: dict[str, Any], before: dict[str, Any] | None) -> None:
+    """Seconds per step and per dbt model (slowest first), each with its ratio to `before`
+    (the previous results file's same day), so a change shows where it moved time."""
+
+    def rows(now: dict[str, float], then: dict[str, float]) -> list[str]:
+        lines = []
+        for name, seconds in sorted(now.items(), key=lambda item: -item[1]):
+            was = then.get(name)
+            ratio = f"{seconds / was:5.2f}x" if was else "    -"
+            lines.append(f"      {name:<42} {seconds:8.1f}s  {ratio}  (was {_s(was)})")
+        return lines
+
+    then = before or {}
+    if before:
+        ratio = day["seconds"] / before["seconds"]
+        was = f"{before['measured_at']}: {_s(before['seconds'])}"
+        print(f"    {ratio:.2f}x the previous results ({was})")
+    print("    step" + "".join(f"\n{line}" for line in rows(day["steps"], then.get("steps", {}))))
+    for key, title in (("models", "dbt model (transform)"), ("train_phases", "train phase")):
+        if day.get(key):
+            lines = rows(day[key], then.get(key, {}))
+            print(f"    {title}" + "".join(f"\n{line}" for line in lines))
+
+
+def _s(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f}s"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,18 +210,21 @@ def main(argv: list[str] | None = None) -> int:
     names = (args.sizes or ("reference" if args.quick else ",".join(DEFAULT_SIZES))).split(",")
     engines = ("postgres", "spark") if args.engine == "spark" else ("postgres",)
     run_days = tuple(int(day) for day in args.days.split(","))
+    out = SPARK_RESULTS if args.engine == "spark" else RESULTS
+    previous = json.loads(out.read_text()).get("sizes", {}) if out.exists() else {}
     baseline = baseline_seconds()
     print(f"baseline (fresh process importing dlt, dbt, GX, implicit): {baseline:.1f}s")
     results: dict[str, Any] = {}
     for name in names:
-        simulator_args, goal = SIZES[name]
+        simulator_args, *goals = SIZES[name]
         print(f"== {name}: {simulator_args}", flush=True)
         days: list[dict[str, Any]] = []
         for engine in engines:
             days += bench_size(name, simulator_args, engine, run_days)
-        results[name] = {"simulator_args": simulator_args, "goal_s": goal, "days": days}
+        results[name] = {"simulator_args": simulator_args, "goals_s": goals, "days": days}
         on_postgres = {d["day"]: d["seconds"] for d in days if d["engine"] == "postgres"}
         for day in days:
+            goal = goals[min(day["day"], 1)]
             verdict = "meets" if day["seconds"] <= goal else "MISSES"
             versus = ""
             if day["engine"] != "postgres":
@@ -181,11 +235,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{day['seconds'] / baseline:5.1f}x baseline{versus} "
                 f"({verdict} the {goal:.0f}s goal); rows {day['rows']}"
             )
-            print("    " + ", ".join(f"{s} {t:.1f}s" for s, t in day["steps"].items()))
-    out = SPARK_RESULTS if args.engine == "spark" else RESULTS
+            memory = "meets" if day["peak_rss_mb"] <= MAX_RSS_MB else "MISSES"
+            print(f"    peak RSS {day['peak_rss_mb']:,.0f} MB ({memory} the {MAX_RSS_MB} MB goal)")
+            print_breakdown(day, previous_day(previous.get(name), day))
     out.parent.mkdir(parents=True, exist_ok=True)
     # one file per engine choice; a run replaces the sizes it measured and keeps the others
-    kept = json.loads(out.read_text()).get("sizes", {}) if out.exists() else {}
     context = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
@@ -195,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for result in results.values():
         result.update(context)
-    out.write_text(json.dumps({"sizes": kept | results}, indent=2))
+    out.write_text(json.dumps({"sizes": previous | results}, indent=2))
     print(f"results: {out}")
     return 0
 
