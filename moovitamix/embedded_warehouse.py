@@ -38,6 +38,28 @@ class EmbeddedWarehouseError(RuntimeError):
     pass
 
 
+def sized_settings(memory_bytes: int | None = None) -> dict[str, str]:
+    """Server settings for this machine's memory (Postgres' defaults suit a 1 GB machine): the
+    embedded server starts with them; a server of your own keeps its settings (README.md, "The
+    embedded warehouse", lists them as advice). wal_level=minimal: a table created and filled
+    in one transaction, as dbt builds every mart, writes no WAL (no replication here)."""
+    mb = (memory_bytes or psutil.virtual_memory().total) // 2**20
+
+    def share(divisor: int, low: int, high: int) -> str:
+        return f"{max(low, min(high, mb // divisor))}MB"
+
+    return {
+        "shared_buffers": share(8, 128, 4096),
+        "effective_cache_size": share(2, 512, 65536),
+        "maintenance_work_mem": share(32, 64, 1024),  # index builds
+        "work_mem": share(512, 4, 64),  # per sort or hash; the marts raise it for their own
+        "max_wal_size": "4GB",  # a day's load checkpoints by time, not every 1 GB of WAL
+        "checkpoint_timeout": "15min",
+        "wal_level": "minimal",
+        "max_wal_senders": "0",  # required by wal_level=minimal
+    }
+
+
 def _bin_dir() -> Path:
     # Located, not imported: importing the package sets up its own server manager as a side
     # effect, which we do not use.
@@ -241,7 +263,8 @@ class EmbeddedWarehouse:
             "-c unix_socket_permissions=0700",
             f"-k {socket_dir}",
             f"-p {PORT}",
-            *self.server_options,
+            *(f"-c {name}={value}" for name, value in sized_settings().items()),
+            *self.server_options,  # later -c options win
         ]
         argv = ["pg_ctl", "-D", str(self.pgdata), "-l", str(self.log_path), "-w", "-t", "60"]
         argv += ["-o", " ".join(options), "start"]

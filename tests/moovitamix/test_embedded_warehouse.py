@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from moovitamix.connection_url import ConnectionURL
-from moovitamix.embedded_warehouse import EmbeddedWarehouse
+from moovitamix.embedded_warehouse import EmbeddedWarehouse, sized_settings
 from moovitamix.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
@@ -60,6 +60,14 @@ def test_start_creates_reuses_and_stops(server: EmbeddedWarehouse) -> None:
         assert conn.execute("select 1").fetchone() == (1,)
     first = server.status()
     assert first.running and first.pid
+    with psycopg.connect(url.url()) as conn:  # sized for the machine; the caller's options win
+        sized = sized_settings()
+        assert conn.execute("show wal_level").fetchone() == ("minimal",)
+        assert conn.execute("show max_wal_size").fetchone() == (sized["max_wal_size"],)
+        shared = conn.execute("select setting::bigint * 8192 / 1048576 || 'MB' from pg_settings"
+                              " where name = 'shared_buffers'").fetchone()  # fmt: skip
+        assert shared == (sized["shared_buffers"],)
+        assert conn.execute("show fsync").fetchone() == ("off",)  # FAST
     assert server.log_path.stat().st_mode & 0o777 == 0o600, "the server log is private"
 
     assert server.start() == url  # reused: same server, no second postmaster
@@ -72,11 +80,29 @@ def test_start_creates_reuses_and_stops(server: EmbeddedWarehouse) -> None:
         psycopg.connect(url.url(), connect_timeout=2)
 
 
+@pytest.mark.parametrize(
+    ("gigabytes", "shared_buffers", "work_mem", "maintenance_work_mem"),
+    [
+        (1, "128MB", "4MB", "64MB"),
+        (24, "3072MB", "48MB", "768MB"),
+        (512, "4096MB", "64MB", "1024MB"),
+    ],
+)
+def test_settings_follow_the_machines_memory_within_bounds(
+    gigabytes: int, shared_buffers: str, work_mem: str, maintenance_work_mem: str
+) -> None:
+    settings = sized_settings(gigabytes * 2**30)
+    assert settings["shared_buffers"] == shared_buffers
+    assert settings["work_mem"] == work_mem
+    assert settings["maintenance_work_mem"] == maintenance_work_mem
+    assert settings["effective_cache_size"] == f"{min(65536, max(512, gigabytes * 512))}MB"
+
+
 def test_concurrent_starts_share_one_server(tmp_path: Path) -> None:
     pgdata = tmp_path / "postgres"
     code = f"""
         from pathlib import Path
-        from moovitamix.embedded_warehouse import EmbeddedWarehouse
+        from moovitamix.embedded_warehouse import EmbeddedWarehouse, sized_settings
         server = EmbeddedWarehouse(Path({str(pgdata)!r}), server_options={FAST!r})
         server.start()
         print(server.status().pid)
@@ -108,7 +134,7 @@ def test_server_left_by_a_killed_owner_is_reused(tmp_path: Path) -> None:
             textwrap.dedent(f"""
             import time
             from pathlib import Path
-            from moovitamix.embedded_warehouse import EmbeddedWarehouse
+            from moovitamix.embedded_warehouse import EmbeddedWarehouse, sized_settings
             EmbeddedWarehouse(Path({str(pgdata)!r})).start()
             print("up", flush=True)
             time.sleep(600)
