@@ -158,15 +158,18 @@ def bench_size(
 
 def previous_day(size: dict[str, Any] | None, day: dict[str, Any]) -> dict[str, Any] | None:
     """The same engine's same day in the previous results of this size, if any."""
-    for earlier in (size or {}).get("days", []):
+    if not size:
+        return None
+    for earlier in size.get("days", []):
         if (earlier["engine"], earlier["day"]) == (day["engine"], day["day"]):
-            return {**earlier, "measured_at": size.get("measured_at", "?")}  # type: ignore[union-attr]
+            return {**earlier, "measured_at": size.get("measured_at", "?")}
     return None
 
 
 def print_breakdown(day: dict[str, Any], before: dict[str, Any] | None) -> None:
-    """Seconds per step and per dbt model (slowest first), each with its ratio to `before`
-    (the previous results file's same day), so a change shows where it moved time."""
+    """Seconds per step, per dbt model and per training phase (slowest first), each with its
+    ratio to `before` (the previous results file's same day), so a change shows where it moved
+    time."""
 
     def rows(now: dict[str, float], then: dict[str, float]) -> list[str]:
         lines = []

@@ -102,7 +102,7 @@ def test_concurrent_starts_share_one_server(tmp_path: Path) -> None:
     pgdata = tmp_path / "postgres"
     code = f"""
         from pathlib import Path
-        from moovitamix.embedded_warehouse import EmbeddedWarehouse, sized_settings
+        from moovitamix.embedded_warehouse import EmbeddedWarehouse
         server = EmbeddedWarehouse(Path({str(pgdata)!r}), server_options={FAST!r})
         server.start()
         print(server.status().pid)
@@ -134,7 +134,7 @@ def test_server_left_by_a_killed_owner_is_reused(tmp_path: Path) -> None:
             textwrap.dedent(f"""
             import time
             from pathlib import Path
-            from moovitamix.embedded_warehouse import EmbeddedWarehouse, sized_settings
+            from moovitamix.embedded_warehouse import EmbeddedWarehouse
             EmbeddedWarehouse(Path({str(pgdata)!r})).start()
             print("up", flush=True)
             time.sleep(600)
