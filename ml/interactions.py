@@ -165,12 +165,26 @@ def load_interactions(conn: psycopg.Connection, schema: str = MARTS) -> Interact
     return interactions
 
 
-def read_packed(conn: psycopg.Connection, query: sql.Composable, dtype: np.dtype) -> np.ndarray:
-    """The records of a COPY that packs them into bytea rows (as PACKED_LISTENS_QUERY)."""
+def read_packed(
+    conn: psycopg.Connection, query: sql.Composable, dtype: np.dtype
+) -> dict[str, np.ndarray]:
+    """The records of a COPY that packs them into bytea rows (as PACKED_LISTENS_QUERY), as
+    native-endian columns. Each message is split into its columns as it arrives and each
+    column joined on its own, so the peak is about one copy of the data, not three."""
+    names = dtype.names or ()
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     with conn.cursor() as cur, cur.copy(query) as copy:
         copy.set_types(["bytea"])
-        parts = [np.frombuffer(packed, dtype=dtype) for (packed,) in copy.rows()]
-    return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+        for (packed,) in copy.rows():
+            records = np.frombuffer(packed, dtype=dtype)
+            for name in names:
+                parts[name].append(records[name].astype(records[name].dtype.newbyteorder("=")))
+            del records, packed
+    columns = {}
+    for name in names:
+        native = dtype[name].newbyteorder("=")
+        columns[name] = np.concatenate(parts.pop(name)) if parts[name] else np.empty(0, native)
+    return columns
 
 
 def read_csv(conn: psycopg.Connection, query: str, table: sql.Identifier) -> pd.DataFrame:

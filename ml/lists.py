@@ -134,6 +134,7 @@ def build_lists(
         plain = popularity.recommend(k, heard=heard[listened])
         ids[listened], scores[listened] = plain.ids, plain.scores
         codes[listened] = _fallback_codes(plain)
+    del heard, fallback  # at a million users each of these arrays is tens of MB: let go early
     if model is not None and len(listened):
         model_ids = np.full((len(listened), k), -1, dtype=np.int64)
         model_scores = np.zeros((len(listened), k))
@@ -153,8 +154,10 @@ def build_lists(
         scores[listened] = np.where(blended >= 0, place, 0.0)
         full = weight >= 1  # no blend: the model's own scores
         scores[listened[full]] = model_scores[full]
+        del model_ids, model_scores, model_src, blended, src
     track_ids = interactions.track_ids[np.maximum(ids, 0)]
     track_ids[ids < 0] = -1
+    del ids
     if config.new_track_slots:
         picks = new_track_picks(tracks, interactions.track_ids, genre, catalog.genre_names)
         slots = slice(k - config.new_track_slots, k)

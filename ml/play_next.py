@@ -43,9 +43,10 @@ class PlayNextSettings:
     collaborative_weights: tuple[float, ...] = (0.0, 0.25, 0.5)  # the blend's
     # (each tuple: the values validation chooses from)
     max_eval_users: int = 100_000  # held-out pairs sampled per split (bootstrap cost)
+    max_fit_users: int = 0  # candidates fit on a seeded sample of this many users (0: all)
     bootstrap_samples: int = 1000
     seed: int = 0
-    pair_budget: int = 10_000_000  # track pairs counted at once (bounds memory)
+    pair_budget: int = 5_000_000  # track pairs counted at once (bounds memory)
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,9 @@ class Config:
 class Histories:
     """Listens in catalog column space, sorted by user then position."""
 
-    user: np.ndarray  # int64 user code, non-decreasing
-    position: np.ndarray  # int64
-    col: np.ndarray  # int64 column into the catalog's track ids
+    user: np.ndarray  # int32 user code, non-decreasing
+    position: np.ndarray  # int32
+    col: np.ndarray  # int32 column into the catalog's track ids
     at: np.ndarray  # int64 epoch seconds
     n_tracks: int
 
@@ -106,12 +107,27 @@ class Histories:
         keep = seeds != targets
         return seeds[keep], targets[keep]
 
-    def counts(self) -> sp.csr_matrix:
-        """users x tracks listen counts."""
+    def sampled(self, max_users: int, seed: int) -> Histories:
+        """The histories of a seeded sample of at most `max_users` users (0: everyone's)."""
         n_users = int(self.user[-1]) + 1 if len(self.user) else 0
+        if max_users <= 0 or n_users <= max_users:
+            return self
+        chosen = np.zeros(n_users, dtype=bool)
+        chosen[np.random.default_rng(seed).choice(n_users, max_users, replace=False)] = True
+        keep = chosen[self.user]
+        return Histories(
+            self.user[keep], self.position[keep], self.col[keep], self.at[keep], self.n_tracks
+        )
+
+    def counts(self) -> sp.csr_matrix:
+        """users x tracks listen counts, built as CSR straight from the sorted users (no COO
+        copy of 20M listens)."""
+        n_users = int(self.user[-1]) + 1 if len(self.user) else 0
+        indptr = np.zeros(n_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(self.user, minlength=n_users), out=indptr[1:])
         ones = np.ones(len(self.user), dtype=np.float32)
-        matrix = sp.csr_matrix((ones, (self.user, self.col)), shape=(n_users, self.n_tracks))
-        matrix.sum_duplicates()
+        matrix = sp.csr_matrix((ones, self.col.copy(), indptr), shape=(n_users, self.n_tracks))
+        matrix.sum_duplicates()  # sorts each row's columns in place, then adds repeats
         return matrix
 
 
@@ -121,13 +137,13 @@ def histories(sequences: Sequences, catalog_ids: np.ndarray) -> Histories:
     cols = positions_of(catalog_ids, sequences.track_id)
     keep = cols >= 0
     user_ids = sequences.user_id[keep]  # sorted: a user's code counts the changes before it
-    changes = np.zeros(len(user_ids), dtype=np.int64)
+    changes = np.zeros(len(user_ids), dtype=np.int32)  # compact: 20 bytes a listen
     changes[1:] = user_ids[1:] != user_ids[:-1]
-    users = np.cumsum(changes)
+    del user_ids
     return Histories(
-        users,
-        sequences.position[keep].astype(np.int64),
-        cols[keep],
+        np.cumsum(changes, dtype=np.int32),
+        sequences.position[keep].astype(np.int32),
+        cols[keep].astype(np.int32),
         sequences.listened_at[keep],
         len(catalog_ids),
     )
@@ -481,25 +497,29 @@ def _test_metrics(
 
 
 def choose_play_next(
-    sequences: Sequences,
+    sequences: Sequences | Histories,
     tracks: TrackFeatures,
     settings: PlayNextSettings = PlayNextSettings(),
     *,
     collaborative: Collaborative | None = None,
     track_ids: np.ndarray | None = None,
 ) -> PlayNext:
-    """Fit every candidate on the training histories, pick the best on validation, report
-    each family's test hit@k / MRR@k with intervals, and refit what is published on all
-    histories: lists for every track of `track_ids` (default: every catalog track)."""
+    """Fit every candidate on the training histories of a sample of the users
+    (`max_fit_users`), pick the best on validation, report each family's test hit@k / MRR@k
+    with intervals, and refit what is published on all histories: lists for every track of
+    `track_ids` (default: every catalog track). `sequences` may be given as their Histories
+    (`histories(sequences, tracks.track_ids)`), so that a caller need not hold both."""
     k, resamples, seed = settings.k, settings.bootstrap_samples, settings.seed
     catalog = tracks.track_ids
-    h = histories(sequences, catalog)
+    h = sequences if isinstance(sequences, Histories) else histories(sequences, catalog)
     families = {POPULARITY, GENRE_POPULARITY} | ({COLLABORATIVE} if collaborative else set())
+    # the candidates are fit and judged on a sample of the users; the published model on all
+    fit = h.sampled(settings.max_fit_users, seed)
 
     # validation: fit without each user's last two listens, target the second-to-last
-    val_seeds, val_targets = _sample(h.held_out(2), settings.max_eval_users, seed)
+    val_seeds, val_targets = _sample(fit.held_out(2), settings.max_eval_users, seed)
     grid = _grid(settings, collaborative is not None)
-    lists = _candidate_lists(h.without_tail(2), tracks, grid, settings, collaborative, families)
+    lists = _candidate_lists(fit.without_tail(2), tracks, grid, settings, collaborative, families)
     val = {key: hits(ids, val_seeds, val_targets, k) for key, (ids, _, _) in lists.items()}
     best, winner = _choose(val)
     gate = difference(
@@ -520,9 +540,10 @@ def choose_play_next(
         metrics[f"validation_{family}_mrr"] = mean_or_nan(val[key][1])
 
     # test: refit each family's chosen config without the last listen, target the last
-    test_seeds, test_targets = _sample(h.held_out(1), settings.max_eval_users, seed + 1)
+    test_seeds, test_targets = _sample(fit.held_out(1), settings.max_eval_users, seed + 1)
     chosen = [key for key in best.values() if isinstance(key, Config)]
-    lists = _candidate_lists(h.without_tail(1), tracks, chosen, settings, collaborative, families)
+    lists = _candidate_lists(fit.without_tail(1), tracks, chosen, settings, collaborative, families)
+    del fit
     test = {
         _family(key): hits(ids, test_seeds, test_targets, k) for key, (ids, _, _) in lists.items()
     }

@@ -70,6 +70,7 @@ class SearchResult(Generic[Fit]):
 
     candidates: list[Scored]
     fits: dict[int, Fit]
+    passed_over: int = 0  # challengers left untried: the time budget was spent
 
 
 def keep_if_best(found: SearchResult[Fit], i: int, fitted: Fit | None, metric: str) -> None:
@@ -118,6 +119,7 @@ def search(
         keep_if_best(found, i, fitted, config.selection.metric)
     if passed:
         log.info("time budget %.0fs: %d challenger(s) passed over", budget, passed)
+    found.passed_over = passed
     return found
 
 

@@ -86,9 +86,16 @@ def load_sequences(conn: psycopg.Connection, schema: str = MARTS) -> Sequences:
     query = PACKED_SEQUENCES_QUERY.format(
         fct_listens=sql.Identifier(schema, "fct_listens"), buckets=sql.Literal(PACKED_BUCKETS)
     )
-    records = read_packed(conn, query, SEQUENCE_RECORD)
-    sequences = build_sequences(
-        records["user_id"], records["position"], records["track_id"], records["listened_at"]
+    columns = read_packed(conn, query, SEQUENCE_RECORD)
+    order = np.lexsort((columns["position"], columns["user_id"]))
+    for name in columns:  # one column at a time: at most one extra column held (memory)
+        columns[name] = columns[name][order]
+    del order
+    sequences = Sequences(
+        user_id=columns["user_id"].astype(np.int64, copy=False),
+        position=columns["position"].astype(np.int32, copy=False),
+        track_id=columns["track_id"].astype(np.int64, copy=False),
+        listened_at=columns["listened_at"].astype(np.int64, copy=False),
     )
     log.info("read %s.fct_listens as sequences: %s listens", schema, f"{len(sequences):,}")
     return sequences

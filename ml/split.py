@@ -4,7 +4,7 @@ holdout."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Literal
@@ -45,6 +45,8 @@ class Split:
     reason: str  # one line for the log: which split and why
     cold_valid: int = 0  # users with pairs in a window and nothing before it (time split)
     cold_test: int = 0
+    rows: np.ndarray | None = None  # sampled: the data's row of each row here; None: all rows
+    n_users: int = 0  # the users of the data it was split from (0: as many as its rows)
 
     def validation(self) -> Fold:
         """Model selection: fit on train, judge on the validation pairs."""
@@ -57,6 +59,33 @@ class Split:
     @cached_property
     def _before_test(self) -> sp.csr_matrix:
         return (self.train + self.valid).tocsr()
+
+    def sampled(self, max_users: int, seed: int) -> Split:
+        """The split on at most `max_users` users (0: all): every judged user, and a seeded
+        sample of the others. Candidates are fit and compared on it, so that their cost does
+        not grow with the users; the winner alone is refit on everyone."""
+        n = self.train.shape[0]
+        if max_users <= 0 or n <= max_users or self.rows is not None:
+            return self
+        judged = np.union1d(self.valid_rows, self.test_rows)
+        others = np.setdiff1d(np.arange(n), judged, assume_unique=True)
+        wanted = min(max(max_users - len(judged), 0), len(others))
+        picked = np.random.default_rng(seed).choice(others, wanted, replace=False)
+        rows = np.union1d(judged, picked)
+        return replace(
+            self,
+            train=self.train[rows],
+            valid=self.valid[rows],
+            test=self.test[rows],
+            valid_rows=np.searchsorted(rows, self.valid_rows),
+            test_rows=np.searchsorted(rows, self.test_rows),
+            reason=(
+                f"{self.reason}; candidates fit on {len(rows):,} of {n:,} users (every judged "
+                f"user and a seeded sample of the others)"
+            ),
+            rows=rows,
+            n_users=n,
+        )
 
     def sizes(self) -> dict[str, int]:
         """The ml.model_runs figures of the split."""
@@ -153,12 +182,19 @@ def holdout(counts: sp.csr_matrix, settings: Evaluation, why: str) -> Split:
     to_valid[valid_rows] = h
 
     owner = _owners(counts)
-    order = np.lexsort((rng.random(counts.nnz), owner))  # random order within each user
-    position = np.empty(counts.nnz, dtype=np.int64)
-    position[order] = np.arange(counts.nnz) - counts.indptr[owner[order]]
-    del order
-    in_test = position < to_test[owner]
-    in_valid = ~in_test & (position < to_test[owner] + to_valid[owner])
+    # a random order within each judged user's pairs (the others hide nothing): their first
+    # to_test pairs go to test, the next to_valid to validation
+    hiding = np.flatnonzero((to_test + to_valid)[owner] > 0)
+    of = owner[hiding]
+    order = np.lexsort((rng.random(len(hiding)), of))
+    ranked = of[order]
+    position = np.empty(len(hiding), dtype=np.int64)
+    position[order] = np.arange(len(hiding)) - np.searchsorted(ranked, ranked)
+    in_test = np.zeros(counts.nnz, dtype=bool)
+    in_valid = np.zeros(counts.nnz, dtype=bool)
+    in_test[hiding] = position < to_test[of]
+    in_valid[hiding] = ~in_test[hiding] & (position < to_test[of] + to_valid[of])
+    del hiding, of, order, ranked, position
     small = int(((to_test > 0) & ~can_validate).sum())
     reason = (
         f"per-user holdout: {why}; {len(valid_rows):,} users hold out {h} pairs for validation "

@@ -55,6 +55,7 @@ def train(
                 "test": served,
                 "baseline_metrics": result.baseline_metrics,
                 "candidates": {run.model_run_id: run.status for run in result.model_runs},
+                "challengers_passed_over": result.passed_over,
                 "rows_published"
                 if ctx.publication is None
                 else "rows_staged": result.rows_published,

@@ -12,6 +12,7 @@ HEAVY_QUANTILE = 99.0  # users above this quantile of heard tracks take the filt
 PRUNE_SHARE = 0.1  # share of the items (longest vectors) every query is ranked against first
 PRUNE_SPARE = 50  # ... and at least k + this many
 PRUNE_TOLERANCE = 1e-5  # float32 rounding allowance, relative to |query| x the longest item
+RANKED_CHUNK = 20_000  # rows ranked at once by top_k_ranked: bounds its candidates' memory
 
 
 def in_rows(matrix: sp.csr_matrix, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -56,8 +57,10 @@ def top_k_ranked(
     exclude = exclude.tocsr()
     ids = np.full((n, k), -1, dtype=np.int64)
     for rows, wide in _tiers(np.diff(exclude.indptr), k, n_items):
-        candidates = rankings[classes[rows], :wide].astype(np.int64)
-        ids[rows], _ = _first_unheard(candidates, candidates, exclude[rows], k)  # no scores
+        for lo in range(0, len(rows), RANKED_CHUNK):
+            part = rows[lo : lo + RANKED_CHUNK]
+            candidates = rankings[classes[part], :wide].astype(np.int64)
+            ids[part], _ = _first_unheard(candidates, candidates, exclude[part], k)  # no scores
     return ids
 
 

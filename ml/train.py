@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,7 +40,7 @@ from ml.interactions import (
 )
 from ml.lake_lists import LakeLists
 from ml.lists import MODEL, build_lists
-from ml.play_next import PlayNext, PlayNextSettings, choose_play_next
+from ml.play_next import Histories, PlayNext, PlayNextSettings, choose_play_next, histories
 from ml.publish import (
     PublishError,
     published_user_lists,
@@ -80,10 +80,9 @@ class TrainingFailed(RuntimeError):
 class Inputs:
     interactions: Interactions
     catalog: Catalog
-    sequences: Sequences
+    sequences: Sequences | None  # None: read when "play next" needs them, and let go after
     tracks: TrackFeatures
     champion: Champion | None
-    yesterday: tuple[np.ndarray, np.ndarray]  # the published (user_id, track_id) rows
     fit_seconds: dict[str, float]  # each family's latest fit time, as ml.model_runs has it
 
 
@@ -107,6 +106,7 @@ class TrainResult:
     alerts: list[Alert] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    passed_over: int = 0  # challengers not tried: the selection's time budget was spent
 
     @classmethod
     def of(
@@ -175,8 +175,9 @@ class TrainResult:
                 f"[{m['low']:.4f}, {m['high']:.4f}] ({self.split} split)"
             )
         play_next = f"; play next: {self.play_next}" if self.play_next else ""
+        passed = f"; {self.passed_over} challenger(s) over budget" if self.passed_over else ""
         return (
-            f"{outcome}: {quality}{play_next}; "
+            f"{outcome}: {quality}{play_next}{passed}; "
             f"{self.rows_published.get('user_top_tracks', 0):,} user rows, "
             f"{self.rows_published.get('similar_tracks', 0):,} similar-track rows; "
             f"model run {self.serving_model_run_id}"
@@ -205,8 +206,8 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
 def read_inputs(
     url: ConnectionURL, marts_schema: str = MARTS, settings: Settings | None = None
 ) -> Inputs:
-    """The marts (from Postgres, or Spark on its engine), the champion and the lists served
-    now (always Postgres)."""
+    """The marts (from Postgres, or Spark on its engine; the sequences from Postgres are read
+    later, by read_sequences) and the champion (always Postgres)."""
     with connect(url, autocommit=True) as conn, _failing("reading the marts failed"):
         if settings is not None and settings.engine == "spark":
             from ml.mllib.data import collect_marts
@@ -216,22 +217,32 @@ def read_inputs(
             check_marts(conn, marts_schema)
             interactions = load_interactions(conn, marts_schema)
             catalog = load_catalog(conn, interactions, marts_schema)
-            sequences = load_sequences(conn, marts_schema)
+            sequences = None  # the largest input: read_sequences, for "play next" only
             tracks = load_track_features(conn, marts_schema)
         champion = current_champion(conn)
-        yesterday = published_user_lists(conn)
         fit_seconds = recent_fit_seconds(conn)
     if interactions.n_interactions == 0:
         raise TrainingFailed(f"{marts_schema}.fct_listens has no listens: nothing to train on")
-    return Inputs(interactions, catalog, sequences, tracks, champion, yesterday, fit_seconds)
+    return Inputs(interactions, catalog, sequences, tracks, champion, fit_seconds)
+
+
+def read_sequences(url: ConnectionURL, marts_schema: str = MARTS) -> Sequences:
+    """Every listen of the marts in history order (ml.sequences)."""
+    with (
+        connect(url, autocommit=True) as conn,
+        _failing("reading the listening sequences failed"),
+    ):
+        return load_sequences(conn, marts_schema)
 
 
 def evaluation_data(inputs: Inputs, config: MlConfig) -> EvaluationData:
     with _failing("splitting the listens failed"):
         found = split(inputs.interactions, config.evaluation)
+    found = found.sampled(config.evaluation.max_fit_users, config.evaluation.seed)
     log.info("%s", found.reason)
     catalog = inputs.catalog
-    favorite = catalog.favorite_genre_of(inputs.interactions.user_ids)
+    user_ids = inputs.interactions.user_ids
+    favorite = catalog.favorite_genre_of(user_ids if found.rows is None else user_ids[found.rows])
     return EvaluationData(
         found,
         favorite,
@@ -243,7 +254,7 @@ def evaluation_data(inputs: Inputs, config: MlConfig) -> EvaluationData:
 
 
 def play_next_lists(
-    sequences: Sequences, tracks: TrackFeatures, config: MlConfig, threads: int
+    sequences: Sequences | Histories, tracks: TrackFeatures, config: MlConfig, threads: int
 ) -> PlayNext:
     """The "play next" lists of every catalog track (ml.play_next), with implicit's item kNN
     (BM25) as the collaborative candidate: it refits in seconds on each held-out history."""
@@ -313,6 +324,8 @@ def run_training(
         champion = inputs.champion
         with _timed(timings, "evaluate"):
             data = evaluation_data(inputs, config)
+            # the first-listen times served the split: let them go (memory)
+            inputs = replace(inputs, interactions=replace(inputs.interactions, first_seen=None))
             baselines = evaluate_baselines(data)
             found = search(
                 lambda params, name, stop: evaluate_model(data, params, name, threads, stop),
@@ -343,7 +356,12 @@ def run_training(
                 root = config.artifacts.root_path(settings.project_root)
                 artifact_path = _save(root, serving_id, run_id, trained_at, inputs, winner, fitted)
         with _timed(timings, "play next"):
-            play_next = play_next_lists(inputs.sequences, inputs.tracks, config, threads)
+            listened = inputs.sequences
+            if listened is None:
+                listened = read_sequences(warehouse, schema)
+            listened = histories(listened, inputs.tracks.track_ids)  # the sequences let go
+            play_next = play_next_lists(listened, inputs.tracks, config, threads)
+            del listened
         with _timed(timings, "build lists"):
             user_lists, similar_lists = build_lists(
                 inputs.interactions,
@@ -356,7 +374,14 @@ def run_training(
                 depth=depth,
             )
         served = test.get(MODEL) or test[decision.baseline or GENRE_POPULARITY]
-        served["churn"] = churn(inputs.yesterday, (user_lists.user_id, user_lists.track_id))
+        with (
+            _timed(timings, "churn"),
+            _failing("reading the published lists failed"),
+            connect(warehouse, autocommit=True) as conn,
+        ):
+            yesterday = published_user_lists(conn)  # read here, not held through the run
+            served["churn"] = churn(yesterday, (user_lists.user_id, user_lists.track_id))
+            del yesterday
         served["sources"] = user_lists.sources()
         alerts = _guardrails(run_id, config, served)
         runs = model_run_rows(
@@ -410,6 +435,7 @@ def run_training(
         started=started,
     )
     result.alerts += alerts
+    result.passed_over = found.passed_over
     return result
 
 

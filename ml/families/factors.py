@@ -118,22 +118,25 @@ def fit_factors(
     deadline: float | None = None,
 ) -> FactorModel:
     """ALS on confidences, from random factors, or continued REFIT_ITERATIONS iterations from a
-    copy of the factors of `start` (an ALS fit of the same params and shapes, left unchanged:
-    the serving model); BPR (listens > 0 as positives) and LMF (counts as weights) from
-    scratch. Past `deadline` (time.monotonic()) the fit stops after its current iteration
-    (OverBudget)."""
+    copy of the factors of `start` (an ALS fit of the same params and tracks, left unchanged:
+    the serving model; fit on other users, e.g. a sample, every user's factors are first
+    solved from its track factors); BPR (listens > 0 as positives) and LMF (counts as
+    weights) from scratch. Past `deadline` (time.monotonic()) the fit stops after its current
+    iteration (OverBudget)."""
     started = time.perf_counter()
     model = new_implicit(params, num_threads)
     warm = False
     if isinstance(params, AlsParams):
         data = confidence(counts, params)
         if start is not None and start.params == params:
-            factors = (start.model.user_factors, start.model.item_factors)
-            shapes = [(n, params.factors) for n in counts.shape]
-            warm = [f.shape for f in factors] == shapes
+            users, items = start.model.user_factors, start.model.item_factors
+            warm = items.shape == (counts.shape[1], params.factors)
         if warm:
             model.iterations = REFIT_ITERATIONS
-            model.user_factors, model.item_factors = (np.array(f) for f in factors)  # copies
+            if users.shape[0] != counts.shape[0]:  # implicit's least squares of every user
+                with single_threaded_blas():
+                    users = start.model.recalculate_user(np.arange(counts.shape[0]), data)
+            model.user_factors, model.item_factors = np.array(users), np.array(items)  # copies
     else:
         data = counts.tocsr().astype(np.float32)
     with single_threaded_blas():

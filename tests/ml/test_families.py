@@ -275,3 +275,21 @@ def test_small_chunks_give_ease_the_same_lists(counts, monkeypatch) -> None:
     ):
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
+
+
+def test_als_fit_on_a_sample_of_users_warm_starts_the_fit_on_everyone(holdout) -> None:
+    """Candidates are fit on a sample of users; the winner's refit on all users starts from
+    the sample's track factors, every user's factors solved from them (implicit's own)."""
+    params = SMALL[0]
+    n_users = holdout.train.shape[0]
+    sample = np.sort(np.random.default_rng(2).choice(n_users, n_users // 3, replace=False))
+    start = families.fit(holdout.train[sample], params, num_threads=1)
+    warm = families.fit(holdout.train, params, num_threads=1, start=start)
+    cold = families.fit(holdout.train, params, num_threads=1)
+    assert warm.warm_start and warm.model.user_factors.shape == (n_users, params.factors)
+    assert start.model.user_factors.shape[0] == len(sample)  # the start is left unchanged
+    rows = holdout.eval_rows
+    rates = [
+        hit_rate(m.recommend(rows, holdout.train, 10)[0], holdout.test, rows) for m in (warm, cold)
+    ]
+    assert rates[0] >= 0.9 * rates[1], rates  # two iterations from the sample: about as good

@@ -361,3 +361,45 @@ def test_a_catalog_without_listens_still_gets_genre_lists_and_finite_metrics() -
     assert all(np.isfinite(v) for v in got.metrics.values())
     np.testing.assert_array_equal(got.ids[[0, 2], 0], [3, 1])  # tracks 1 and 3 share genre x
     assert (got.source[[0, 2], 0] == GENRE).all() and (got.ids >= 0).all()
+
+
+def test_a_sample_of_histories_keeps_whole_histories_of_at_most_that_many_users() -> None:
+    h = _random_histories(4)
+    got = h.sampled(3, seed=1)
+    assert len(np.unique(got.user)) == 3
+    for user in np.unique(got.user):  # every listen of a chosen user, in order
+        np.testing.assert_array_equal(got.col[got.user == user], h.col[h.user == user])
+        np.testing.assert_array_equal(got.position[got.user == user], h.position[h.user == user])
+    np.testing.assert_array_equal(h.sampled(3, seed=1).user, got.user)  # seeded
+    assert h.sampled(0, seed=1) is h and h.sampled(6, seed=1) is h
+
+
+def test_candidates_judged_on_a_sample_publish_the_same_lists_fit_on_everyone(
+    structured: Planted, structured_result: PlayNext
+) -> None:
+    sampled = choose_play_next(
+        structured.sequences,
+        structured.tracks,
+        PlayNextSettings(k=K, bootstrap_samples=300, max_fit_users=300),
+        collaborative=co_listening,
+    )
+    assert (
+        sampled.metrics["n_validation_pairs"]
+        <= 300
+        < structured_result.metrics["n_validation_pairs"]
+    )
+    # the same winner, refit on every history: the very lists of the unsampled choice
+    assert sampled.config == structured_result.config
+    np.testing.assert_array_equal(sampled.ids, structured_result.ids)
+    np.testing.assert_array_equal(sampled.source, structured_result.source)
+
+
+def test_counts_are_each_users_listens_per_track() -> None:
+    h = _random_histories(5)
+    expected = np.zeros((int(h.user.max()) + 1, h.n_tracks))
+    for user, col in zip(h.user.tolist(), h.col.tolist(), strict=True):
+        expected[user, col] += 1
+    got = h.counts()
+    np.testing.assert_array_equal(got.toarray(), expected)
+    assert got.has_canonical_format  # sorted columns, one entry each
+    np.testing.assert_array_equal(h.col, _random_histories(5).col)  # the histories untouched

@@ -256,8 +256,9 @@ def test_the_budget_passes_over_a_family_known_to_cost_more_than_is_left() -> No
         ]
     )
     past = {"bpr": 600.0, "item_knn": 1.0, "als": 5.0}  # the last recorded fits
-    search(evaluate, AlsParams(), config, date(2026, 11, 26), 10, past)
+    found = search(evaluate, AlsParams(), config, date(2026, 11, 26), 10, past)
     assert len(tried) == 5 and not any(p.family == "bpr" for p in tried)
+    assert found.passed_over >= 1  # the bpr challengers, said in the step summary
     assert any(p.family == "item_knn" for p in tried)
     tried.clear()
     search(evaluate, AlsParams(), config, date(2026, 11, 26), 10)  # no history: the mean

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ml.config import MlConfig
-from ml.train import read_inputs, run_training
+from ml.train import read_inputs, read_sequences, run_training
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.settings import Settings
 from moovitamix.warehouse import connect
@@ -57,7 +57,9 @@ def test_the_inputs_read_from_spark_equal_those_read_from_postgres(
     assert np.array_equal(c.favorite_genre, d.favorite_genre)
     assert c.genre_names == d.genre_names and c.n_catalog_tracks == d.n_catalog_tracks
     assert (c.track_genres != d.track_genres).nnz == 0
-    e, f = from_postgres.sequences, from_spark.sequences
+    assert from_postgres.sequences is None  # read for "play next" only, on Postgres
+    e, f = read_sequences(marts_url), from_spark.sequences
+    assert f is not None
     assert len(e) == len(f) == len(structured_marts.event_user)
     for column in ("user_id", "position", "track_id", "listened_at"):
         assert np.array_equal(getattr(e, column), getattr(f, column)), column

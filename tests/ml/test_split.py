@@ -200,3 +200,35 @@ def test_settings_are_checked() -> None:
         Evaluation(valid_days=1)
     with pytest.raises(ValueError, match="below 1"):
         Evaluation(valid_share=0.5, test_share=0.5)
+
+
+def test_a_sampled_split_keeps_every_judged_user_and_their_pairs() -> None:
+    counts, times = _listens(600, seed=9)
+    whole = split((counts, times), Evaluation(valid_days=2, test_days=2, max_eval_users=40))
+    got = whole.sampled(150, seed=3)
+    assert got.rows is not None and len(got.rows) == 150 and got.n_users == 600
+    assert np.array_equal(got.rows, np.unique(got.rows))  # sorted, each row once
+    # every judged user is in the sample, at the row that maps back to theirs
+    np.testing.assert_array_equal(got.rows[got.valid_rows], whole.valid_rows)
+    np.testing.assert_array_equal(got.rows[got.test_rows], whole.test_rows)
+    for part, of_whole in (
+        (got.train, whole.train),
+        (got.valid, whole.valid),
+        (got.test, whole.test),
+    ):
+        assert part.shape == (150, counts.shape[1])
+        assert (part != of_whole[got.rows]).nnz == 0  # the same pairs, row for row
+    assert "candidates fit on 150 of 600 users" in got.reason
+    again = whole.sampled(150, seed=3)
+    np.testing.assert_array_equal(again.rows, got.rows)  # seeded
+    assert whole.sampled(0, seed=3) is whole and whole.sampled(600, seed=3) is whole
+    assert got.sampled(100, seed=3) is got  # sampled once
+
+
+def test_a_sample_smaller_than_the_judged_users_keeps_the_judged_users() -> None:
+    counts, times = _listens(600, seed=9)
+    whole = split((counts, times), Evaluation(valid_days=2, test_days=2, max_eval_users=40))
+    judged = np.union1d(whole.valid_rows, whole.test_rows)
+    got = whole.sampled(10, seed=3)
+    assert got.rows is not None
+    np.testing.assert_array_equal(got.rows, judged)

@@ -3,7 +3,8 @@ import pytest
 import scipy.sparse as sp
 from implicit.cpu.topk import topk as implicit_topk
 
-from ml.topk import top_k
+from ml import topk
+from ml.topk import top_k, top_k_ranked
 
 
 def _case(n_users: int, n_items: int, seed: int) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
@@ -36,3 +37,18 @@ def test_without_exclusions_and_without_queries() -> None:
     np.testing.assert_array_equal(ids, implicit_topk(items, query, 5)[0])
     empty_ids, _ = top_k(items, query[:0], 5)
     assert empty_ids.shape == (0, 5)
+
+
+def test_ranked_lists_in_small_chunks_of_users_are_the_same(monkeypatch) -> None:
+    """top_k_ranked ranks users a chunk at a time (memory): the lists do not depend on it."""
+    _, _, exclude = _case(500, 60, seed=5)
+    rng = np.random.default_rng(5)
+    rankings = np.argsort(rng.random((4, 60)), axis=1)
+    classes = rng.integers(0, 4, 500)
+    whole = top_k_ranked(rankings, classes, 10, exclude)
+    monkeypatch.setattr(topk, "RANKED_CHUNK", 7)
+    np.testing.assert_array_equal(top_k_ranked(rankings, classes, 10, exclude), whole)
+    for i in range(500):  # each row: its class's ranking minus what it heard, in order
+        unheard = [t for t in rankings[classes[i]] if t not in set(exclude[i].indices)][:10]
+        np.testing.assert_array_equal(whole[i][: len(unheard)], unheard)
+        assert (whole[i][len(unheard) :] == -1).all()

@@ -195,6 +195,7 @@ def test_when_every_model_loses_the_baseline_is_published_and_an_alert_raised(
         marts_url,
         "select model_run_id, status, params->>'model' from ml.model_runs order by model_run_id",
     )
+    assert result.passed_over > 0 and "challenger(s) over budget" in result.summary
     assert runs == [  # the time budget of 0 left no room for challengers
         ("20261126T000000Z-cccccc-genre_popularity", "champion", "genre_popularity"),
         ("20261126T000000Z-cccccc-m00", "rejected", "als"),
