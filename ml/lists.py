@@ -136,25 +136,24 @@ def build_lists(
         codes[listened] = _fallback_codes(plain)
     del heard, fallback  # at a million users each of these arrays is tens of MB: let go early
     if model is not None and len(listened):
-        model_ids = np.full((len(listened), k), -1, dtype=np.int64)
-        model_scores = np.zeros((len(listened), k))
-        for lo in range(0, len(listened), USER_CHUNK):
-            part = listened[lo : lo + USER_CHUNK]
+        history = np.diff(interactions.matrix.indptr)[rows[listened]]
+        weight = np.minimum(history / max(config.blend_until, 1), 1.0)
+        place = 1.0 - np.arange(k) / k
+        for lo in range(0, len(listened), USER_CHUNK):  # ranked and blended a chunk at a time
+            part, w = listened[lo : lo + USER_CHUNK], weight[lo : lo + USER_CHUNK]
             found = model.recommend(rows[part], interactions.matrix, max(k, depth))
             served = favorite_genre_first(found[0], genre[part], catalog.track_genres, k, depth)
             width = served.shape[1]
+            model_ids = np.full((len(part), k), -1, dtype=np.int64)
+            model_scores = np.zeros((len(part), k))
             for out, values in zip((model_ids, model_scores), found, strict=True):
-                out[lo : lo + len(part), :width] = np.take_along_axis(values, served, axis=1)
-        history = np.diff(interactions.matrix.indptr)[rows[listened]]
-        weight = np.minimum(history / max(config.blend_until, 1), 1.0)
-        model_src = np.where(model_ids >= 0, SOURCES.index(MODEL), -1).astype(np.int8)
-        blended, src = blend((model_ids, model_src), (ids[listened], codes[listened]), weight)
-        ids[listened], codes[listened] = blended, src
-        place = 1.0 - np.arange(k) / k
-        scores[listened] = np.where(blended >= 0, place, 0.0)
-        full = weight >= 1  # no blend: the model's own scores
-        scores[listened[full]] = model_scores[full]
-        del model_ids, model_scores, model_src, blended, src
+                out[:, :width] = np.take_along_axis(values, served, axis=1)
+            model_src = np.where(model_ids >= 0, SOURCES.index(MODEL), -1).astype(np.int8)
+            blended, src = blend((model_ids, model_src), (ids[part], codes[part]), w)
+            ids[part], codes[part] = blended, src
+            scores[part] = np.where(blended >= 0, place, 0.0)
+            full = w >= 1  # no blend: the model's own scores
+            scores[part[full]] = model_scores[full]
     track_ids = interactions.track_ids[np.maximum(ids, 0)]
     track_ids[ids < 0] = -1
     del ids
