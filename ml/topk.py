@@ -9,7 +9,8 @@ from implicit.cpu.topk import topk
 
 FILTERED = -1e38  # implicit gives filtered slots a score of -FLT_MAX
 HEAVY_QUANTILE = 99.0  # users above this quantile of heard tracks take the filtered path
-PRUNE_SHARE = 0.1  # share of the items (longest vectors) every query is ranked against first
+PRUNE_SHARES = (0.01, 0.1)  # shares of the items (longest vectors) a query is ranked against
+# in turn: most queries settle in the first; the rest try the next, then every item
 PRUNE_SPARE = 50  # ... and at least k + this many
 PRUNE_TOLERANCE = 1e-5  # float32 rounding allowance, relative to |query| x the longest item
 RANKED_CHUNK = 20_000  # rows ranked at once by top_k_ranked: bounds its candidates' memory
@@ -64,10 +65,11 @@ def top_k_ranked(
     return ids
 
 
-def _head(norms: np.ndarray, k: int) -> np.ndarray | None:
-    """The items with the longest vectors, sorted by index; None when pruning cannot pay."""
+def _head(norms: np.ndarray, k: int, share: float) -> np.ndarray | None:
+    """The `share` of the items with the longest vectors, sorted by index; None when pruning
+    cannot pay."""
     n_items = len(norms)
-    size = max(int(np.ceil(n_items * PRUNE_SHARE)), k + PRUNE_SPARE)
+    size = max(int(np.ceil(n_items * share)), k + PRUNE_SPARE)
     if size >= n_items // 2:
         return None
     return np.sort(np.argpartition(-norms, size)[:size])
@@ -88,24 +90,34 @@ def top_k(
     n_items = items.shape[0]
     k = min(k, n_items)
     exclude = None if exclude is None else exclude.tocsr()
-    norms = np.linalg.norm(items, axis=1)
-    head = _head(norms, k) if len(query) and k else None
-    if head is None:
+    if not (len(query) and k):
         return _top_k_all(items, query, k, exclude, num_threads)
-    part = None if exclude is None else exclude[:, head]  # renumbered 0..len(head)-1
-    ids, scores = _top_k_all(items[head], query, k, part, num_threads)
-    ids = np.where(ids >= 0, head[np.maximum(ids, 0)], -1)
-    rest = np.ones(n_items, dtype=bool)
-    rest[head] = False
+    norms = np.linalg.norm(items, axis=1)
     query_norms = np.linalg.norm(query, axis=1)
-    bound = query_norms * norms[rest].max()
     margin = PRUNE_TOLERANCE * query_norms * norms.max()
-    unsettled = np.flatnonzero(~(scores[:, k - 1] - margin > bound + margin))
-    if len(unsettled):
-        again = None if exclude is None else exclude[unsettled]
-        ids[unsettled], scores[unsettled] = _top_k_all(
-            items, query[unsettled], k, again, num_threads
-        )
+    ids = np.full((len(query), k), -1, dtype=np.int64)
+    scores = np.full((len(query), k), -np.inf)
+    todo, tried = np.arange(len(query)), 0
+    for share in PRUNE_SHARES:
+        head = _head(norms, k, share)
+        if head is None or len(head) <= tried or not len(todo):
+            continue
+        tried = len(head)
+        rows = exclude if exclude is None or len(todo) == len(query) else exclude[todo]
+        part = None if rows is None else rows[:, head]  # renumbered 0..len(head)-1
+        got, best = _top_k_all(items[head], query[todo], k, part, num_threads)
+        rest = np.ones(n_items, dtype=bool)
+        rest[head] = False
+        bound = query_norms[todo] * norms[rest].max()
+        # settled: the k-th unheard score beats any item left out (Cauchy-Schwarz)
+        settled = best[:, k - 1] - margin[todo] > bound + margin[todo]
+        done = todo[settled]
+        ids[done] = np.where(got[settled] >= 0, head[np.maximum(got[settled], 0)], -1)
+        scores[done] = best[settled]
+        todo = todo[~settled]
+    if len(todo):
+        again = None if exclude is None else exclude[todo]
+        ids[todo], scores[todo] = _top_k_all(items, query[todo], k, again, num_threads)
     return ids, scores
 
 

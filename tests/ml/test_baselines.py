@@ -1,7 +1,8 @@
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
-from ml.baselines import Popularity
+from ml.baselines import Popularity, _distinct_rows
 
 # 4 users x 6 tracks. Listeners per track: t0 4, t1 3, t2 2, t3 2, t4 1, t5 0.
 LISTENS = np.array(
@@ -42,3 +43,13 @@ def test_similar_by_genre_excludes_the_track_itself() -> None:
     recs = pop.similar_by_genre(2)
     assert all(track not in row for track, row in enumerate(recs.ids.tolist()))
     assert recs.ids[3].tolist()[0] in (0, 1, 2)  # shares a genre with t3
+
+
+@pytest.mark.parametrize(("n", "n_genres"), [(2000, 17), (300, 70), (50, 0), (0, 5)])
+def test_users_are_grouped_by_their_genres_as_numpys_unique_rows_would(n, n_genres) -> None:
+    rng = np.random.default_rng(n)
+    flags = rng.random((n, n_genres)) < 0.15
+    classes, of_user = _distinct_rows(flags)
+    expected, expected_of = np.unique(flags, axis=0, return_inverse=True)
+    np.testing.assert_array_equal(classes, expected)
+    np.testing.assert_array_equal(of_user, expected_of.ravel())

@@ -52,3 +52,28 @@ def test_ranked_lists_in_small_chunks_of_users_are_the_same(monkeypatch) -> None
         unheard = [t for t in rankings[classes[i]] if t not in set(exclude[i].indices)][:10]
         np.testing.assert_array_equal(whole[i][: len(unheard)], unheard)
         assert (whole[i][len(unheard) :] == -1).all()
+
+
+def test_queries_settle_in_a_growing_head_then_all_items_with_exact_lists(monkeypatch) -> None:
+    """Long vectors for a few popular items: most queries settle against the smallest head,
+    some need the larger one, the rest every item; the lists are implicit's all the same."""
+    rng = np.random.default_rng(9)
+    n_items = 6000
+    lengths = rng.pareto(1.5, n_items).astype(np.float32) + 0.1
+    items = rng.standard_normal((n_items, 8)).astype(np.float32) * lengths[:, None]
+    query = rng.standard_normal((400, 8)).astype(np.float32)
+    _, _, exclude = _case(400, n_items, seed=9)
+    ranked: list[int] = []  # the items each pass ranked against
+    real = topk._top_k_all
+
+    def spy(items, query, k, exclude, num_threads):
+        ranked.append(len(items))
+        return real(items, query, k, exclude, num_threads)
+
+    monkeypatch.setattr(topk, "_top_k_all", spy)
+    ids, scores = top_k(items, query, 10, exclude)
+    assert ranked == [60, 600, n_items]  # all three passes ran
+    expected_ids, expected_scores = implicit_topk(items, query, 10, filter_query_items=exclude)
+    filtered = expected_scores <= -1e38  # implicit's filtered slots: -1 / -inf here
+    np.testing.assert_array_equal(ids, np.where(filtered, -1, expected_ids))
+    np.testing.assert_allclose(scores[~filtered], expected_scores[~filtered], rtol=1e-5)
