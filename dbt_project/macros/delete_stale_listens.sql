@@ -32,7 +32,7 @@
 {#-
     The users whose rows to rebuild: a listen history version started or ended after `since`
     (the history changed, appeared or was deleted); the user appeared or was deleted; a track
-    their current history holds appeared (its listens became valid).
+    their history holds appeared (its listens became valid).
 -#}
 {% macro listens_users_to_rebuild(since) -%}
     select history_versions.user_id
@@ -47,9 +47,11 @@
 
     union
 
-    select current_items.user_id
-    from {{ ref('stg_moovitamix__listen_history_items') }} as current_items
-    where current_items.track_id in (
+    -- any version's items, not only the current one's (a superset: the users who held it),
+    -- read through raw's index on the track
+    select item_versions.user_id
+    from {{ ref('stg_moovitamix__listen_history_item_versions') }} as item_versions
+    where item_versions.track_id in (
         select track_events.track_id
         from ({{ existence_events('stg_moovitamix__track_versions', 'track_id', since) }})
             as track_events
@@ -94,9 +96,9 @@
 {%- endmacro %}
 
 {#-
-    Pre-hooks of the incremental fct_listens, before the merge (same transaction): delete the
+    Pre-hooks of the incremental fct_listens, before the insert (same transaction): delete the
     rows that may no longer hold. First those of the users to rebuild, through the primary key
-    (the merge inserts their rows anew); then those of the deleted tracks (a lower watermark
+    (the model inserts their rows anew); then those of the deleted tracks (a lower watermark
     after the first delete only adds tracks whose rows are stale anyway). That covers every
     stale row: a row exists while its user and track exist and its track is in its user's
     current history. Nothing to do when the table does not exist yet.

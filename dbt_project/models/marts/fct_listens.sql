@@ -1,10 +1,13 @@
 {#- Spark: a full rebuild every time (its Parquet tables have no merge; see the README) -#}
-{#- delete+insert, not merge: MERGE needs Postgres 15+, and the warehouse may be 14 -#}
+{#-
+    append: the pre-hooks delete every row of the users this build writes (the same users: the
+    watermark is read before either deletes), so a merge on the key would find nothing to
+    replace; the primary key stops the build if a row were written twice
+-#}
 {{
     config(
         materialized='incremental' if target.type == 'postgres' else 'table',
-        incremental_strategy='delete+insert',
-        unique_key=['user_id', 'track_id'],
+        incremental_strategy='append',
         on_schema_change='fail',
         pre_hook=[
             "{{ delete_stale_listens('users') }}",
@@ -18,10 +21,8 @@
 -- version whose list held it (see the docs' overview). Incremental, driven by raw's scd2
 -- validity: the users with an event after the table's watermark (the newest
 -- `history_valid_from` it holds) are rebuilt; `delete_stale_listens` (pre-hook) first deletes
--- their rows, then their rows are merged in (macros/delete_stale_listens.sql). The index on
+-- their rows, then their rows are appended (macros/delete_stale_listens.sql). The index on
 -- `history_valid_from` makes reading the watermark an index scan.
--- depends_on: {{ ref('stg_moovitamix__listen_history') }}
--- depends_on: {{ ref('stg_moovitamix__listen_history_items') }}
 -- depends_on: {{ ref('stg_moovitamix__user_versions') }}
 -- depends_on: {{ ref('stg_moovitamix__track_versions') }}
 with
