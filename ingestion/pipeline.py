@@ -240,6 +240,9 @@ def run_ingestion(
             at = step("normalize", at)
             pipeline.load().raise_on_failed_jobs()
             at = step("load", at)
+            if destination == "postgres":
+                raw_tables.ensure_indexes(conn)
+                at = step("index", at)
         except (PipelineStepFailed, psycopg.Error, DatabaseException) as exc:
             _discard(pipeline)
             if not isinstance(exc, PipelineStepFailed):  # the warehouse went away

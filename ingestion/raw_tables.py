@@ -17,6 +17,7 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 from dlt.destinations.exceptions import DestinationUndefinedEntity
+from psycopg import sql
 
 from ingestion import IngestionAlreadyRunning
 from ingestion.moovitamix_source.contract import (
@@ -143,3 +144,47 @@ def table_changes(
         for table in (t for t in (ITEMS_TABLE, REJECTED_TABLE) if t in tables):
             changes[table] = source.get(table) or TableChange(table, 0)
     return changes
+
+
+# Indexes for the incremental transform's predicates (dbt_project/macros/delete_stale_listens.sql):
+# the items of the users to rebuild and of the tracks that appeared or were deleted, and the
+# history versions that started or ended after a watermark. Created by ingestion because the
+# loader owns raw (dbt's role may not, and dlt has no index hints for Postgres).
+RAW_INDEXES = {
+    f"{ITEMS_TABLE}_user_id_idx": (ITEMS_TABLE, "user_id"),
+    f"{ITEMS_TABLE}_track_id_idx": (ITEMS_TABLE, "track_id"),
+    f"{LISTEN_HISTORY.name}_valid_from_idx": (LISTEN_HISTORY.name, "_dlt_valid_from"),
+    f"{LISTEN_HISTORY.name}_valid_to_idx": (LISTEN_HISTORY.name, "_dlt_valid_to"),
+}
+
+
+def ensure_indexes(conn: psycopg.Connection, schema: str = RAW) -> list[str]:
+    """Create the missing RAW_INDEXES of the tables raw has (after a load: dlt creates the tables
+    on the first). Returns the indexes created; an index built once is kept up by Postgres."""
+    present = {
+        row[0]
+        for row in conn.execute(
+            "select indexname from pg_indexes where schemaname = %s", (schema,)
+        ).fetchall()
+    }
+    tables = {
+        row[0]
+        for row in conn.execute(
+            "select table_name from information_schema.tables where table_schema = %s", (schema,)
+        ).fetchall()
+    }
+    created = []
+    for name, (table, column) in RAW_INDEXES.items():
+        if name in present or table not in tables:
+            continue
+        conn.execute(
+            sql.SQL("create index if not exists {} on {} ({})").format(
+                sql.Identifier(name),
+                sql.Identifier(schema, table),
+                sql.Identifier(column),
+            )
+        )
+        created.append(name)
+    if created:
+        log.info("created indexes on %s: %s", schema, ", ".join(created))
+    return created

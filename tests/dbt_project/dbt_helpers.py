@@ -6,11 +6,18 @@
 3. the simulator moves to day 1 (new, edited, deleted users and tracks, grown histories); the
    ingestion loads it, and a hand-made completed load edits one track (an unparsable duration,
    an unknown genre); dbt build: only what changed moves;
-4. fct_listens is rebuilt from scratch: it must equal the incremental result.
+4. fct_listens is rebuilt from scratch: it must equal the incremental result;
+5. the swap's other schema (`marts_candidate`, its fct_listens built on day 0 after step 2) is
+   built incrementally after hand-made completed loads that delete a track, change a history
+   without growing it (its first listen dropped) and delete a user (their history stays); then
+   after one that serves the track again (its listens, orphans, become valid with no history
+   change). Each time the result must equal a full rebuild (in `marts_check`). The marts stay
+   as step 4 left them.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +31,7 @@ from dbt_project.runner import run_build
 from ingestion.config import IngestionConfig
 from ingestion.pipeline import IngestionResult, run_ingestion
 from moovitamix.connection_url import ConnectionURL
+from moovitamix.roles import TRANSFORMER
 from moovitamix.run_context import new_run_id
 from moovitamix.settings import load_settings
 from moovitamix.warehouse import open_warehouse
@@ -45,6 +53,10 @@ MARTS = (
 )
 INCOMPLETE_TRACK_ID = 990_000_001
 INCOMPLETE_USER_ID = 990_000_002
+# the swap's other schema (a table two builds old), and where the full rebuilds go
+GAP_SCHEMA = "marts_candidate"
+CHECK_SCHEMA = "marts_check"
+LISTEN_MODELS = ["dim_genres", "dim_users", "dim_tracks", "fct_listens"]
 LISTEN_COLUMNS = (
     "user_id, track_id, listen_count, first_seen_at, last_seen_at, positions, listened_at, "
     "history_record_hash"
@@ -64,6 +76,16 @@ class Day:
 
 
 @dataclass
+class GapDay:
+    """An incremental build of the candidate's fct_listens, and a full rebuild to compare."""
+
+    build: BuildResult
+    listens: dict[tuple[int, int], tuple]
+    full_refresh: dict[tuple[int, int], tuple]
+    rebuilt_users: set[int]  # the users whose rows the build had to rewrite
+
+
+@dataclass
 class Scenario:
     url: ConnectionURL
     api_url: str
@@ -74,6 +96,10 @@ class Scenario:
     edited_track_id: int
     full_refresh: BuildResult
     listens_full_refresh: dict[tuple[int, int], tuple]
+    gap_days: list[GapDay] = field(default_factory=list)
+    deleted_track_id: int = 0
+    shrunk_user_id: int = 0
+    deleted_user_id: int = 0
 
     def query(self, statement: str, params: Any = None) -> list[tuple]:
         return query(self.url, statement, params)
@@ -121,8 +147,8 @@ def marts_digests(url: ConnectionURL) -> dict[str, str]:
     return digests
 
 
-def listens(url: ConnectionURL) -> dict[tuple[int, int], tuple]:
-    rows = query(url, f"select {LISTEN_COLUMNS}, run_id from marts.fct_listens")
+def listens(url: ConnectionURL, schema: str = "marts") -> dict[tuple[int, int], tuple]:
+    rows = query(url, f"select {LISTEN_COLUMNS}, run_id from {schema}.fct_listens")
     return {(r[0], r[1]): tuple(r[2:]) for r in rows}
 
 
@@ -203,6 +229,128 @@ def edit_one_track(url: ConnectionURL) -> int:
     return track_id
 
 
+def build_listens(schema: str, *, full_refresh: bool = False) -> BuildResult:
+    """fct_listens and the dimensions it reads, into `schema`, with their own tests (not those
+    that also read marts left out here)."""
+    settings = load_settings()
+    os.environ["DBT_INDIRECT_SELECTION"] = "cautious"
+    try:
+        result = run_build(
+            settings,
+            new_run_id(),
+            open_warehouse(settings),
+            select=LISTEN_MODELS,
+            full_refresh=full_refresh,
+            marts_schema=schema,
+        )
+    finally:
+        del os.environ["DBT_INDIRECT_SELECTION"]
+    assert result.success, result.summary() + "\n" + result.table()
+    return result
+
+
+def gap_day(url: ConnectionURL, rebuilt_users: set[int]) -> GapDay:
+    build = build_listens(GAP_SCHEMA)
+    incremental = listens(url, GAP_SCHEMA)
+    build_listens(CHECK_SCHEMA, full_refresh=True)
+    return GapDay(build, incremental, listens(url, CHECK_SCHEMA), rebuilt_users)
+
+
+def _completed_load(conn: psycopg.Connection) -> tuple[str, Any]:
+    """A load id and its boundary; the load completes when `_finish_load` registers it."""
+    row = conn.execute("select clock_timestamp()").fetchone()
+    assert row is not None
+    return f"{time.time():.6f}", row[0]
+
+
+def _finish_load(conn: psycopg.Connection, load_id: str) -> None:
+    conn.execute(
+        "insert into raw._dlt_loads (load_id, schema_name, status, inserted_at) "
+        "values (%s, 'moovitamix', 0, clock_timestamp())",
+        (load_id,),
+    )
+
+
+CURRENT_ITEMS = (
+    "select items.user_id, items.position, items.track_id from raw.listen_history__items as items"
+    " join raw.listen_history as h on h.user_id = items.user_id"
+    " and h.record_hash = items.record_hash and h._dlt_valid_to is null"
+)
+
+
+def delete_track_change_history_delete_user(url: ConnectionURL) -> tuple[int, int, int]:
+    """One completed load: a track two or more users hold is deleted; a user's history loses its
+    first listen (a new version, the others one position down); another user is deleted and
+    their history stays. Returns (track, user with the changed history, deleted user)."""
+    with psycopg.connect(url.url()) as conn:
+        load_id, boundary = _completed_load(conn)
+        track_id = conn.execute(
+            f"select track_id from ({CURRENT_ITEMS}) as items"
+            " where track_id in (select id from raw.tracks where _dlt_valid_to is null)"
+            " group by track_id having count(distinct user_id) >= 2"
+            " order by count(distinct user_id), track_id limit 1"
+        ).fetchone()[0]  # type: ignore[index]
+        users = conn.execute(
+            f"select user_id from ({CURRENT_ITEMS}) as items"
+            " where user_id in (select id from raw.users where _dlt_valid_to is null)"
+            " group by user_id having count(*) >= 3 and bool_and(track_id <> %s)"
+            " order by user_id limit 2",
+            (track_id,),
+        ).fetchall()
+        (shrunk,), (deleted,) = users
+        conn.execute(
+            "update raw.tracks set _dlt_valid_to = %s where id = %s and _dlt_valid_to is null",
+            (boundary, track_id),
+        )
+        conn.execute(
+            "update raw.users set _dlt_valid_to = %s where id = %s and _dlt_valid_to is null",
+            (boundary, deleted),
+        )
+        old_hash = conn.execute(
+            "update raw.listen_history set _dlt_valid_to = %s"
+            " where user_id = %s and _dlt_valid_to is null returning record_hash",
+            (boundary, shrunk),
+        ).fetchone()[0]  # type: ignore[index]
+        new_hash = f"shrunk-{shrunk}"
+        conn.execute(
+            "insert into raw.listen_history (user_id, item_count, created_at, updated_at,"
+            " record_hash, _dlt_id, _dlt_load_id, _dlt_valid_from)"
+            " select user_id, item_count - 1, created_at, %s, %s, %s, %s, %s"
+            " from raw.listen_history where user_id = %s and record_hash = %s",
+            (boundary, new_hash, new_hash, load_id, boundary, shrunk, old_hash),
+        )
+        conn.execute(
+            "insert into raw.listen_history__items"
+            " (record_hash, user_id, position, track_id, _dlt_load_id)"
+            " select %s, user_id, position - 1, track_id, %s from raw.listen_history__items"
+            " where user_id = %s and record_hash = %s and position > 0",
+            (new_hash, load_id, shrunk, old_hash),
+        )
+        _finish_load(conn, load_id)
+    return track_id, shrunk, deleted
+
+
+def serve_track_again(url: ConnectionURL, track_id: int) -> set[int]:
+    """One completed load: the deleted track is served again (a new version). Returns the
+    users whose current history holds it."""
+    with psycopg.connect(url.url()) as conn:
+        load_id, boundary = _completed_load(conn)
+        conn.execute(
+            "insert into raw.tracks (id, name, artist, songwriters, duration, genres, album,"
+            " created_at, updated_at, record_hash, _dlt_id, _dlt_load_id, _dlt_valid_from)"
+            " select id, name, artist, songwriters, duration, genres, album, created_at,"
+            " updated_at, record_hash, md5(random()::text), %s, %s from raw.tracks"
+            " where id = %s order by _dlt_valid_to desc limit 1",
+            (load_id, boundary, track_id),
+        )
+        _finish_load(conn, load_id)
+        rows = conn.execute(
+            f"select distinct user_id from ({CURRENT_ITEMS}) as items where track_id = %s",
+            (track_id,),
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
 def run_scenario(url: ConnectionURL, api_url: str, target: Path) -> Scenario:
     api_day0 = api_snapshot(api_url)
     ingestion_day0 = ingest(api_url)
@@ -212,6 +360,9 @@ def run_scenario(url: ConnectionURL, api_url: str, target: Path) -> Scenario:
     add_incomplete_load(url)
     rebuild = build(url)
     remove_incomplete_load(url)
+    build_listens(GAP_SCHEMA)  # the swap's other schema, built on day 0
+    with psycopg.connect(url.url()) as conn:  # dbt's role may not create schemas
+        conn.execute(f"create schema if not exists {CHECK_SCHEMA} authorization {TRANSFORMER}")
 
     set_day(api_url, 1)
     api_day1 = api_snapshot(api_url)
@@ -225,6 +376,14 @@ def run_scenario(url: ConnectionURL, api_url: str, target: Path) -> Scenario:
         settings, new_run_id(), open_warehouse(settings), select="fct_listens", full_refresh=True
     )
     assert full.success, full.summary()
+    listens_full_refresh = listens(url)
+
+    # the candidate: two builds old, after a track, a history and a user changed, then after
+    # the track is back (its listens, orphans until then, become valid)
+    track_id, shrunk, deleted = delete_track_change_history_delete_user(url)
+    gap_days = [gap_day(url, set())]
+    holders = serve_track_again(url, track_id)
+    gap_days.append(gap_day(url, holders))
     return Scenario(
         url=url,
         api_url=api_url,
@@ -234,5 +393,9 @@ def run_scenario(url: ConnectionURL, api_url: str, target: Path) -> Scenario:
         day2=day2,
         edited_track_id=edited,
         full_refresh=full,
-        listens_full_refresh=listens(url),
+        listens_full_refresh=listens_full_refresh,
+        gap_days=gap_days,
+        deleted_track_id=track_id,
+        shrunk_user_id=shrunk,
+        deleted_user_id=deleted,
     )

@@ -1,22 +1,30 @@
 {#- Spark: a full rebuild every time (its Parquet tables have no merge; see the README) -#}
-{#- delete+insert, not merge: MERGE needs Postgres 15+, and the warehouse may be 14 -#}
+{#-
+    append: the pre-hooks delete every row of the users this build writes (the same users: the
+    watermark is read before either deletes), so a merge on the key would find nothing to
+    replace; the primary key stops the build if a row were written twice
+-#}
 {{
     config(
         materialized='incremental' if target.type == 'postgres' else 'table',
-        incremental_strategy='delete+insert',
-        unique_key=['user_id', 'track_id'],
+        incremental_strategy='append',
         on_schema_change='fail',
-        pre_hook="{{ delete_stale_listens() }}",
+        pre_hook=[
+            "{{ delete_stale_listens('users') }}",
+            "{{ delete_stale_listens('tracks') }}",
+        ],
+        indexes=[{'columns': ['history_valid_from']}],
     )
 }}
 -- Who listened to what: one row per user and track, from the users' current listen histories.
 -- A listen's time is when the warehouse first saw it: the `updated_at` of the first history
--- version whose list held it (see the docs' overview). Incremental: `delete_stale_listens`
--- (pre-hook) first removes the rows that no longer hold (their user's history changed, or
--- their user or track is gone), then the rows of the users whose history changed (or who
--- gained a valid listen) are merged in.
--- depends_on: {{ ref('stg_moovitamix__listen_history') }}
--- depends_on: {{ ref('stg_moovitamix__listen_history_items') }}
+-- version whose list held it (see the docs' overview). Incremental, driven by raw's scd2
+-- validity: the users with an event after the table's watermark (the newest
+-- `history_valid_from` it holds) are rebuilt; `delete_stale_listens` (pre-hook) first deletes
+-- their rows, then their rows are appended (macros/delete_stale_listens.sql). The index on
+-- `history_valid_from` makes reading the watermark an index scan.
+-- depends_on: {{ ref('stg_moovitamix__user_versions') }}
+-- depends_on: {{ ref('stg_moovitamix__track_versions') }}
 with
 
 history_versions as (
@@ -45,79 +53,11 @@ tracks as (
 
 {% if is_incremental() %}
 
-current_histories as (
-
-    select * from {{ ref('stg_moovitamix__listen_history') }}
-
-),
-
-current_items as (
-
-    select * from {{ ref('stg_moovitamix__listen_history_items') }}
-
-),
-
-built_histories as (
-
-    -- the history version each user's rows were built from
-    select distinct
-        user_id,
-        history_record_hash
-    from {{ this }}
-
-),
-
-built_users as (
-
-    select distinct user_id from built_histories
-
-),
-
-built_tracks as (
-
-    select distinct track_id from {{ this }}
-
-),
-
 users_to_build as (
 
-    -- the history changed since the user's rows were built (or the user is new) ...
-    select current_histories.user_id
-    from current_histories
-    where
-        not exists (
-            select 1
-            from built_histories
-            where
-                built_histories.user_id = current_histories.user_id
-                and built_histories.history_record_hash = current_histories.record_hash
-        )
-
-    union
-
-    -- ... or a listen became valid without a history change: its track or user was missing
-    -- from the dimensions at the last build, so none of their rows are in the table
-    select current_items.user_id
-    from current_items
-    where
-        exists (
-            select 1 from users
-            where users.user_id = current_items.user_id
-        )
-        and exists (
-            select 1 from tracks
-            where tracks.track_id = current_items.track_id
-        )
-        and (
-            not exists (
-                select 1 from built_tracks
-                where built_tracks.track_id = current_items.track_id
-            )
-            or not exists (
-                select 1 from built_users
-                where built_users.user_id = current_items.user_id
-            )
-        )
+    -- the users with a scd2 event after the table's watermark (macros/delete_stale_listens.sql):
+    -- the pre-hook deleted their rows
+    {{ listens_users_to_rebuild(listens_watermark()) }}
 
 ),
 
@@ -132,6 +72,7 @@ timed_items as (
         item_versions.track_id,
         history_versions.is_current,
         history_versions.record_hash,
+        history_versions.valid_from,
         coalesce(history_versions.updated_at, history_versions.valid_from) as seen_at
 
     from item_versions
@@ -153,7 +94,8 @@ current_listens as (
         position,
         track_id,
         min(seen_at) as listened_at,
-        max(case when is_current then record_hash end) as history_record_hash
+        max(case when is_current then record_hash end) as history_record_hash,
+        max(case when is_current then valid_from end) as history_valid_from
 
     from timed_items
     group by user_id, position, track_id
@@ -189,6 +131,7 @@ final as (
         {{ ordered_array_agg('position', 'position') }} as positions,
         {{ ordered_array_agg('listened_at', 'position') }} as listened_at,
         min(history_record_hash) as history_record_hash,
+        min(history_valid_from) as history_valid_from,
         cast('{{ run_id() }}' as {{ type_text() }}) as run_id
 
     from valid_listens
