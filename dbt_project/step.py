@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import logging
 
+from dbt_project.contracts import drifted_tables
 from dbt_project.runner import run_build
 from moovitamix import spark_publication
 from moovitamix.publication import CANDIDATE, mark_built, prepare_candidate
 from moovitamix.spark import spark_session
 from moovitamix.spark_publication import stage_marts
 from moovitamix.step import RunContext, StepFailed, StepReport
+from moovitamix.warehouse import connect
 
 __all__ = ["transform"]
 
 log = logging.getLogger(__name__)
+
+
+def _drifted(ctx: RunContext, schema: str) -> bool:
+    """Whether a mart of `schema` was built to another contract (an older version of the
+    project): then the schema is rebuilt in full, rather than an incremental build failing."""
+    with connect(ctx.warehouse, autocommit=True) as conn:
+        drift = drifted_tables(conn, schema)
+    for name, what in drift.items():
+        log.warning("%s.%s %s: rebuilding %s in full", schema, name, what, schema)
+    return bool(drift)
 
 
 def transform(ctx: RunContext) -> StepReport:
@@ -28,6 +40,8 @@ def transform(ctx: RunContext) -> StepReport:
     elif ctx.publication is not None:  # write-audit-publish: build the candidate, not the marts
         marts_schema = CANDIDATE
         full_refresh = prepare_candidate(ctx.warehouse, ctx.run_id)
+        if not full_refresh:
+            full_refresh = _drifted(ctx, CANDIDATE)
     result = run_build(
         ctx.settings,
         ctx.run_id,
