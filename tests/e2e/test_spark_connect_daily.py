@@ -76,12 +76,11 @@ def connect_server(tmp_path: Path) -> Iterator[str]:
 
 
 def test_a_daily_run_over_spark_connect(
-    connect_server: str, admin_url: ConnectionURL, tmp_path: Path
+    connect_server: str, admin_url: ConnectionURL, tmp_path: Path, project_copy: Path
 ) -> None:
     warehouse = create_warehouse(admin_url, prefix="mvx_e2e_connect")
-    run = cron_daily(
-        tmp_path, warehouse, {"MOOVITAMIX_ENGINE": "spark", "SPARK_MASTER": connect_server}
-    )
+    extra = {"MOOVITAMIX_ENGINE": "spark", "SPARK_MASTER": connect_server}
+    run = cron_daily(project_copy, tmp_path, warehouse, extra)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     assert f"engine spark (master {connect_server}" in run.stdout
     assert query(warehouse, "select status from monitoring.pipeline_runs") == [("success",)]
