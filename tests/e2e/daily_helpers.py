@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import psycopg.sql
 
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.roles import ANALYST, APP, ML, PII_READER
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 # Small enough for a run of a few seconds per step, realistic enough for ALS to have signal.
@@ -80,11 +80,7 @@ def kill_hard(process: subprocess.Popen[bytes]) -> None:
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+    wait_until(condition, what, timeout_s, poll_s=0.2)
 
 
 def set_simulator(api_url: str, **state: Any) -> None:

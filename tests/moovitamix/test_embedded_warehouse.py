@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import psycopg
@@ -16,6 +15,7 @@ import pytest
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.embedded_warehouse import EmbeddedWarehouse, sized_settings
 from moovitamix.settings import PROJECT_ROOT
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -164,10 +164,7 @@ def test_killed_server_is_restarted_cleanly(server: EmbeddedWarehouse) -> None:
     pid = server.status().pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)  # leaves a stale postmaster.pid and orphaned backends
-    deadline = time.monotonic() + 10
-    while server.status().running and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not server.status().running
+    wait_until(lambda: not server.status().running, "the killed server to be seen down")
 
     url = server.start()
     assert server.status().pid != pid
