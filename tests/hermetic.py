@@ -266,6 +266,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         _repo_before = repo_state()
 
 
+@pytest.fixture(autouse=True)
+def _restore_environ() -> Iterator[None]:
+    """Each test starts from the sealed environment: what a test (or the code it runs in
+    process, e.g. a daily run exporting MOOVITAMIX_RUN_ID for its children) sets in os.environ
+    is undone after it."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     """A test whose body tried the outside network fails, even if the code under test coped.

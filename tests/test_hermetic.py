@@ -69,11 +69,9 @@ def test_ingestion_without_an_api_url_ignores_the_dotenv(
 
 
 def _daily(root: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    # an in-process run of an earlier test exports its run id for its children: not ours
-    inherited = {k: v for k, v in os.environ.items() if k != "MOOVITAMIX_RUN_ID"}
     return subprocess.run(
         [str(root / "bin" / "daily")], cwd=root, capture_output=True, text=True, timeout=600,
-        check=False, env={**inherited, "MOOVITAMIX_API_URL": UNREACHABLE_API, **env},
+        check=False, env={**os.environ, "MOOVITAMIX_API_URL": UNREACHABLE_API, **env},
     )  # fmt: skip
 
 
@@ -108,3 +106,13 @@ def test_the_repo_guard_names_every_change() -> None:
     before = {"a.py": "M:1", "b.txt": "??:2", "reports/": "ignored:dir"}
     after = {"a.py": "M:3", "reports/": "ignored:dir", "artifacts/x": "ignored:1:2"}
     assert changed_paths(before, after) == ["a.py", "artifacts/x", "b.txt"]
+
+
+def test_environment_changes_of_a_test_1_of_2() -> None:
+    """What a test puts in os.environ (here as an in-process daily run does with its run id)..."""
+    os.environ["MOOVITAMIX_RUN_ID"] = "leaked-run-id"
+
+
+def test_environment_changes_of_a_test_2_of_2() -> None:
+    """...is gone in the next one (the plugin's `_restore_environ`)."""
+    assert "MOOVITAMIX_RUN_ID" not in os.environ
