@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -13,7 +15,11 @@ import psycopg
 import pytest
 
 from moovitamix.connection_url import ConnectionURL
-from moovitamix.embedded_warehouse import EmbeddedWarehouse, sized_settings
+from moovitamix.embedded_warehouse import (
+    EmbeddedWarehouse,
+    EmbeddedWarehouseError,
+    sized_settings,
+)
 from moovitamix.settings import PROJECT_ROOT
 from tests.waiting import wait_until
 
@@ -232,3 +238,57 @@ def test_external_url_to_missing_database_is_created(
         assert conn.execute(
             "select count(*) from pg_namespace where nspname = 'raw'"
         ).fetchone() == (1,)
+
+
+# ---- the socket directory of a long data path (SECURITY.md, "other local users") ------------
+
+
+@pytest.fixture
+def long_path_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> EmbeddedWarehouse:
+    """A server whose data path is too long for a socket path: its socket goes in the temp dir
+    (here the test's own), as /tmp/mvx-pg-<hash>. Run as the current OS user."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(EmbeddedWarehouse, "_os_user", property(lambda self: None))
+    return EmbeddedWarehouse(tmp_path / ("d" * 100) / "postgres")
+
+
+def _short_dir(tmp_path: Path) -> Path:
+    (found,) = tmp_path.glob("mvx-pg-*")
+    return found
+
+
+def test_a_long_data_path_puts_the_socket_in_a_private_directory(
+    long_path_server: EmbeddedWarehouse, tmp_path: Path
+) -> None:
+    socket_dir = long_path_server._socket_dir()
+    assert socket_dir.parent == tmp_path and socket_dir.name.startswith("mvx-pg-")
+    assert stat.S_IMODE(socket_dir.lstat().st_mode) == 0o700
+    assert socket_dir.lstat().st_uid == os.geteuid()
+    socket_dir.chmod(0o755)  # loosened since: tightened again on the next start
+    assert long_path_server._socket_dir() == socket_dir
+    assert stat.S_IMODE(socket_dir.lstat().st_mode) == 0o700
+
+
+def test_a_socket_directory_that_is_a_symlink_is_refused(
+    long_path_server: EmbeddedWarehouse, tmp_path: Path
+) -> None:
+    name = long_path_server._socket_dir().name
+    (tmp_path / name).rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    (tmp_path / name).symlink_to(elsewhere)
+    with pytest.raises(EmbeddedWarehouseError, match="not ours"):
+        long_path_server._socket_dir()
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o755, "nothing done through the link"
+
+
+def test_a_socket_directory_of_another_user_is_refused(
+    long_path_server: EmbeddedWarehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    socket_dir = long_path_server._socket_dir()
+    if os.geteuid() == 0:
+        os.chown(socket_dir, 65534, 65534)  # nobody's
+    else:  # a non-root user cannot give a directory away: be someone else instead
+        monkeypatch.setattr(os, "geteuid", lambda: socket_dir.lstat().st_uid + 1)
+    with pytest.raises(EmbeddedWarehouseError, match="another user's"):
+        long_path_server._socket_dir()
