@@ -27,7 +27,7 @@ export GX_ANALYTICS_ENABLED := false
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv spark-venv deps daily test lint unit ingest transform validate train evaluate report docs simulator \
+.PHONY: help venv spark-venv deps daily test lint unit mutation-check ingest transform validate train evaluate report docs simulator \
 	serve psql warehouse-stop warehouse-status bench lock clean
 
 help: ## show this menu
@@ -69,6 +69,9 @@ unit: $(STAMP) $(SPARK_STAMP) ## pytest only (ARGS="-k name" to select)
 	@cd $(ROOT)
 	# pytest's exit 5 means it collected no test: a failure here, said plainly.
 	$(PY) -m pytest $(ARGS) || { rc=$$?; [ $$rc -ne 5 ] || echo "error: pytest collected no tests"; exit $$rc; }
+
+mutation-check: $(STAMP) ## deliberate breakages of the key logic, in a copy: each must fail a test (tests/mutations.py)
+	@cd $(ROOT) && $(PY) -m tests.mutations $(ARGS)
 
 ingest: $(ENGINE_DEPS) ## load the API into schema raw (dlt)
 	@cd $(ROOT) && $(PY) -m ingestion $(ARGS)
