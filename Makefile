@@ -7,9 +7,12 @@ VENV := $(ROOT)/.venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SPARK_STAMP := $(VENV)/.installed-spark
-# The engine (MOOVITAMIX_ENGINE from the environment, else from .env): on `spark`, the targets
-# that run the pipeline pull the Spark extras into .venv on first use.
-ENGINE := $(or $(MOOVITAMIX_ENGINE),$(shell sed -n 's/^[[:space:]]*MOOVITAMIX_ENGINE[[:space:]]*=[[:space:]]*//p' $(ROOT)/.env 2>/dev/null | tail -1))
+# The engine (MOOVITAMIX_ENGINE from the environment, else from .env, or from the file
+# MOOVITAMIX_ENV_FILE names: none if it is set but empty): on `spark`, the targets that run the
+# pipeline pull the Spark extras into .venv on first use.
+NAMED_ENV := $(strip $(MOOVITAMIX_ENV_FILE))
+ENV_FILE := $(if $(filter undefined,$(origin MOOVITAMIX_ENV_FILE)),$(ROOT)/.env,$(if $(NAMED_ENV),$(if $(filter /%,$(NAMED_ENV)),$(NAMED_ENV),$(ROOT)/$(NAMED_ENV)),/dev/null))
+ENGINE := $(or $(MOOVITAMIX_ENGINE),$(shell sed -n 's/^[[:space:]]*MOOVITAMIX_ENGINE[[:space:]]*=[[:space:]]*//p' $(ENV_FILE) 2>/dev/null | tail -1))
 ENGINE_DEPS := $(STAMP) $(if $(filter spark,$(ENGINE)),$(SPARK_STAMP))
 # The interpreter that builds .venv: the newest python3.x >= 3.11 found, unless given.
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
@@ -24,7 +27,7 @@ export GX_ANALYTICS_ENABLED := false
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv spark-venv deps daily test lint unit ingest transform validate train evaluate report docs simulator \
+.PHONY: help venv spark-venv deps daily test lint unit mutation-check ingest transform validate train evaluate report docs simulator \
 	serve psql warehouse-stop warehouse-status bench lock clean
 
 help: ## show this menu
@@ -66,6 +69,9 @@ unit: $(STAMP) $(SPARK_STAMP) ## pytest only (ARGS="-k name" to select)
 	@cd $(ROOT)
 	# pytest's exit 5 means it collected no test: a failure here, said plainly.
 	$(PY) -m pytest $(ARGS) || { rc=$$?; [ $$rc -ne 5 ] || echo "error: pytest collected no tests"; exit $$rc; }
+
+mutation-check: $(STAMP) ## deliberate breakages of the key logic, in a copy: each must fail a test (tests/mutations.py)
+	@cd $(ROOT) && $(PY) -m tests.mutations $(ARGS)
 
 ingest: $(ENGINE_DEPS) ## load the API into schema raw (dlt)
 	@cd $(ROOT) && $(PY) -m ingestion $(ARGS)

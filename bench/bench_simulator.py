@@ -37,6 +37,20 @@ from simulator.state import render_page  # noqa: E402
 ENDPOINTS = ("tracks", "users", "listen_history")
 CONCURRENCY = 8
 RESULTS = ROOT / "bench" / "results" / "simulator.json"
+# Bounds that the test suite does not assert on the wall clock (tests/simulator/test_scale.py
+# checks the shape instead): generation stays vectorised, a page renders from its rows only.
+BUDGETS = {"generation_s_per_100k_users": 5.0, "render_ms_per_page": 50.0}
+
+
+def over_budget(run: dict[str, Any]) -> list[str]:
+    """The budgets a run exceeds, said plainly (empty: within all)."""
+    per_100k = run["generation_s"] * 100_000 / max(run["users"], 100_000)
+    problems = []
+    if per_100k > BUDGETS["generation_s_per_100k_users"]:
+        problems.append(f"generation {per_100k:.2f} s per 100k users")
+    if run["render_ms_per_page"] > BUDGETS["render_ms_per_page"]:
+        problems.append(f"render {run['render_ms_per_page']} ms per page")
+    return problems
 
 
 def tracks_for(users: int) -> int:
@@ -177,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             f"gen x{r['generation_s']} start x{r['startup_s']} "
             f"seq x{r['sequential_pages_per_s']} conc x{r['concurrent_pages_per_s']}"
         )
-    return 0
+    problems = [f"{run['users']:,} users: {p}" for run in runs for p in over_budget(run)]
+    for problem in problems:
+        print(f"OVER BUDGET {BUDGETS}: {problem}")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ def _validate(ctx: RunContext, stage: Stage) -> StepReport:
     )
     if errors:
         raise StepFailed(f"{len(errors)} error expectation(s) failed: {', '.join(errors)}")
+    if outcome.validated_nothing:
+        why = "; ".join(f"{suite}: {reason}" for suite, reason in outcome.skipped)
+        raise StepFailed(f"nothing validated: every suite was skipped ({why})")
     details: dict[str, object] = {
         "counts": outcome.counts(),
         "skipped": dict(outcome.skipped),

@@ -55,9 +55,15 @@ class ValidationOutcome:
         return [r for r in self.failures if r.severity == severity]
 
     @property
+    def validated_nothing(self) -> bool:
+        """Every suite chosen was skipped (its tables missing): nothing was checked."""
+        return not self.results and bool(self.skipped)
+
+    @property
     def ok(self) -> bool:
-        """No error expectation failed (warnings allowed)."""
-        return not self.failed("error")
+        """No error expectation failed (warnings allowed), and something was validated: a
+        warehouse without the tables (empty, or the wrong one) fails closed."""
+        return not self.failed("error") and not self.validated_nothing
 
     @property
     def suites(self) -> list[str]:

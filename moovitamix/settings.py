@@ -1,5 +1,6 @@
 """Settings from the environment, with a git-ignored `.env` as a fallback: the environment always
-wins, so cron and CI can override anything."""
+wins, so cron and CI can override anything. MOOVITAMIX_ENV_FILE names another dotenv file, or
+none when empty (the tests' setting: nothing of a developer's `.env` reaches them)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENV_FILE_VARIABLE = "MOOVITAMIX_ENV_FILE"
 DEFAULT_DATABASE = "moovitamix"
 ENGINES = ("postgres", "spark")
 
@@ -56,10 +58,24 @@ class Settings:
         return self.data_dir / "spark"
 
 
+def env_file_values(
+    environ: Mapping[str, str] | None = None, root: Path = PROJECT_ROOT
+) -> dict[str, str]:
+    """The dotenv fallback: `root/.env`, or the file MOOVITAMIX_ENV_FILE (in `environ`, default
+    `os.environ`) names, relative to `root`; set but empty, no file. A missing file reads as {}."""
+    named = (os.environ if environ is None else environ).get(ENV_FILE_VARIABLE)
+    if named is not None and not named.strip():
+        return {}
+    path = root / named.strip() if named is not None else root / ".env"
+    if not path.is_file():  # /dev/null and the like read as empty too
+        return {}
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
 def load_settings(environ: Mapping[str, str] | None = None, root: Path = PROJECT_ROOT) -> Settings:
-    """Read settings: `environ` (default `os.environ`) over `root/.env`. Empty means unset."""
-    env_file = {k: v for k, v in dotenv_values(root / ".env").items() if v is not None}
-    values = {**env_file, **(os.environ if environ is None else environ)}
+    """Read settings: `environ` (default `os.environ`) over the dotenv file (`root/.env` unless
+    MOOVITAMIX_ENV_FILE says otherwise). Empty means unset."""
+    values = {**env_file_values(environ, root), **(os.environ if environ is None else environ)}
 
     def get(key: str) -> str | None:
         value = values.get(key, "").strip()

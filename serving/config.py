@@ -7,10 +7,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from dotenv import dotenv_values
 from pydantic import BaseModel, Field
 
-from moovitamix.settings import PROJECT_ROOT
+from moovitamix.settings import PROJECT_ROOT, env_file_values
 
 TOKENS_ENV = "SERVING_TOKENS"
 ARTIFACTS_ENV = "SERVING_ARTIFACTS_DIR"  # where the API finds the models, if not ml's root
@@ -28,8 +27,8 @@ class ServingConfig(BaseModel, frozen=True):
 
 def from_env(environ: Mapping[str, str] | None = None, root: Path = PROJECT_ROOT) -> ServingConfig:
     """SERVING_TOKENS (comma-separated) and SERVING_ARTIFACTS_DIR, from `environ` (default
-    os.environ) over `root/.env`; empty means unset."""
-    values = {**(dotenv_values(root / ".env") if (root / ".env").is_file() else {})}
+    os.environ) over `root/.env` (or MOOVITAMIX_ENV_FILE's file); empty means unset."""
+    values = env_file_values(environ, root)
     values.update(os.environ if environ is None else environ)
     tokens = (values.get(TOKENS_ENV) or "").split(",")
     artifacts = (values.get(ARTIFACTS_ENV) or "").strip()

@@ -2,7 +2,10 @@
 served over real HTTP on a free loopback port.
 
 Nothing here touches the developer's `.data/` or `.env`: the server lives in a pytest temp dir,
-and each test that writes gets a fresh database of its own (`fresh_warehouse`).
+and each test that writes gets a fresh database of its own (`fresh_warehouse`). The plugin
+tests/hermetic.py seals the session: no dotenv file, every setting of the project's set or
+removed, the repo unchanged, no connection beyond loopback. Whole runs start from a copy of the
+project (`project_copy`), so what they write stays out of the repo.
 
 A second server: a test that takes the `pg_server` fixture (through `pg_admin_url`) runs on the
 embedded Postgres, and also on a throw-away cluster of the distribution's own package
@@ -38,6 +41,9 @@ from tests.system_postgres import BIN_ENV, SystemPostgres, SystemPostgresError, 
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+# The seal: no .env, a sealed environment, the repo and network guards (tests/hermetic.py).
+pytest_plugins = ["tests.hermetic"]
 
 # A throw-away cluster needs no durability: skip the fsyncs.
 TEST_SERVER_OPTIONS = ("-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off")
@@ -82,6 +88,16 @@ def system_server_required() -> bool:
 @pytest.fixture(scope="session", autouse=True)
 def _offline(tmp_path_factory: pytest.TempPathFactory) -> None:
     apply_offline_defaults()
+
+
+@pytest.fixture(scope="session")
+def project_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's code in a temp dir (no .env, .venv linked): the project root of the runs
+    the tests start as subprocesses, where they write reports/, artifacts/, dbt's target/ and
+    GX's uncommitted/."""
+    from tests.hermetic import copy_project  # the plugin's: imported once pytest has loaded it
+
+    return copy_project(tmp_path_factory.mktemp("project") / "moovitamix")
 
 
 @pytest.fixture(scope="session")

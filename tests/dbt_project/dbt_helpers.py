@@ -159,12 +159,12 @@ def histories(url: ConnectionURL) -> dict[int, str]:
 
 def build(url: ConnectionURL, *, unit_tests: bool = False, **kwargs: Any) -> Day:
     run_id = new_run_id()
-    started = time.monotonic()
+    started = time.monotonic()  # clock: the build's duration, reported, never asserted
     settings = load_settings()
     result = run_build(
         settings, run_id, open_warehouse(settings), exclude_unit_tests=not unit_tests, **kwargs
     )
-    seconds = time.monotonic() - started
+    seconds = time.monotonic() - started  # clock: as above
     assert result.success, result.summary() + "\n" + result.table()
     return Day(run_id, result, seconds, marts_digests(url), listens(url), histories(url))
 
@@ -203,7 +203,7 @@ def edit_one_track(url: ConnectionURL) -> int:
     """A completed load (as dlt writes one) that gives a track an unparsable duration and a
     genre text with an unknown genre and the "/" separator. Returns the track id."""
     with psycopg.connect(url.url()) as conn:
-        load_id = f"{time.time():.6f}"
+        load_id = f"{time.time():.6f}"  # clock: dlt's load ids are timestamps
         row = conn.execute(
             "select min(id), clock_timestamp() from raw.tracks where _dlt_valid_to is null"
         ).fetchone()

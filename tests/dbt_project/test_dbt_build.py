@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import httpx
@@ -19,6 +18,7 @@ from dbt_project.runner import PROJECT_DIR
 from ingestion.raw_tables import RAW_INDEXES
 from tests.dbt_project.dbt_helpers import INCOMPLETE_TRACK_ID, INCOMPLETE_USER_ID, MARTS, Scenario
 from tests.system_postgres import free_port
+from tests.waiting import wait_until
 
 # on the embedded Postgres and the distribution's own (tests/conftest.py: pg_server)
 pytestmark = [
@@ -320,14 +320,17 @@ def test_docs_are_served_by_dbt_with_every_column_typed(scenario: Scenario, tmp_
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
-        base, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 300
-        while True:
+        base = f"http://127.0.0.1:{port}"
+
+        def serving() -> bool:
+            assert server.poll() is None, "the docs server stopped"
             try:
-                catalog = httpx.get(f"{base}/catalog.json", timeout=5)
-                break
+                return httpx.get(f"{base}/catalog.json", timeout=5).is_success
             except httpx.TransportError:
-                assert server.poll() is None and time.monotonic() < deadline, "not served"
-                time.sleep(1)
+                return False
+
+        wait_until(serving, "the docs site", timeout_s=300, poll_s=1)
+        catalog = httpx.get(f"{base}/catalog.json", timeout=5)
         manifest = httpx.get(f"{base}/manifest.json", timeout=5).json()
         assert "dbt" in httpx.get(f"{base}/", timeout=5).text
     finally:

@@ -1,6 +1,6 @@
 """The reference for the end-to-end tests: one clean daily run of day 0, started the way cron
-starts it (`env -i`, a minimal PATH, `make -C <repo> daily`), on a warehouse of its own, with a
-password in WAREHOUSE_URL that must appear nowhere.
+starts it (`env -i`, a minimal PATH, `make -C <root> daily`) in a copy of the project, on a
+warehouse of its own, with a password in WAREHOUSE_URL that must appear nowhere.
 
 The tests marked `pg_servers("embedded", "system")` run on both servers (tests/conftest.py):
 the embedded Postgres, whose trust auth ignores the password, and the distribution's own
@@ -37,6 +37,7 @@ class CleanRun:
     fingerprint: dict[str, tuple[Any, ...]]
     logs_dir: Path
     home: Path
+    root: Path  # the copy of the project it ran in
 
 
 @pytest.fixture
@@ -81,11 +82,12 @@ def clean_day0(
     pg_admin_url: ConnectionURL,
     tmp_path_factory: pytest.TempPathFactory,
     request: pytest.FixtureRequest,
+    project_copy: Path,
 ) -> CleanRun:
     """`make daily` under cron's environment: no API URL (the built-in simulator, with the
     tests' small arguments), the warehouse and directories that a crontab line would set."""
     warehouse, extra_env = _cron_warehouse(pg_server, pg_admin_url, request)
     home = tmp_path_factory.mktemp("cron-home")
-    result = cron_daily(home, warehouse, extra_env)
+    result = cron_daily(project_copy, home, warehouse, extra_env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return CleanRun(result, warehouse, fingerprint(warehouse), home / "logs", home)
+    return CleanRun(result, warehouse, fingerprint(warehouse), home / "logs", home, project_copy)

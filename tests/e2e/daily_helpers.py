@@ -1,5 +1,7 @@
 """Driving the daily run (`bin/daily` as cron starts it, `python -m orchestrator`) as real
-subprocesses, fingerprints of the warehouse to compare runs with (counts and content hashes of
+subprocesses started in a copy of the project (the `project_copy` fixture: what a run writes
+in its project root, reports/, artifacts/, dbt's target/, GX's uncommitted/, stays there),
+fingerprints of the warehouse to compare runs with (counts and content hashes of
 what readers see), and an audit of the grants."""
 
 from __future__ import annotations
@@ -8,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import psycopg.sql
 
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.roles import ANALYST, APP, ML, PII_READER
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 # Small enough for a run of a few seconds per step, realistic enough for ALS to have signal.
@@ -36,9 +38,9 @@ def daily_env(api_url: str | None, extra: Mapping[str, str] | None = None) -> di
 
 
 def cron_daily(
-    home: Path, warehouse: ConnectionURL, extra: Mapping[str, str] | None = None
+    root: Path, home: Path, warehouse: ConnectionURL, extra: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`<repo>/bin/daily` as cron starts it (the README's cron line): `env -i`, a minimal PATH,
+    """`<root>/bin/daily` as cron starts it (the README's cron line): `env -i`, a minimal PATH,
     the warehouse, data and logs under `home`, the built-in simulator with the tests' arguments,
     plus `extra`."""
     env = {
@@ -52,21 +54,24 @@ def cron_daily(
     }
     return subprocess.run(
         ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items()),
-         str(REPO / "bin" / "daily")],
+         str(root / "bin" / "daily")],
         cwd=home, capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
     )  # fmt: skip
 
 
-def run_daily(env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+def run_daily(env: Mapping[str, str], root: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m orchestrator` with `root`, a copy of the project, as its project root."""
     return subprocess.run(
-        DAILY, cwd="/", env=dict(env), capture_output=True, text=True,
+        DAILY, cwd=root, env=dict(env), capture_output=True, text=True,
         timeout=TIMEOUT_S, check=False,
     )  # fmt: skip
 
 
-def start_daily(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start_daily(env: Mapping[str, str], log: Path, root: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
-        return subprocess.Popen(DAILY, cwd="/", env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            DAILY, cwd=root, env=dict(env), stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def kill_hard(process: subprocess.Popen[bytes]) -> None:
@@ -75,11 +80,7 @@ def kill_hard(process: subprocess.Popen[bytes]) -> None:
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+    wait_until(condition, what, timeout_s, poll_s=0.2)
 
 
 def set_simulator(api_url: str, **state: Any) -> None:

@@ -9,7 +9,6 @@ ends in the same state as a clean run of that day.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import dlt
@@ -23,7 +22,6 @@ from moovitamix.roles import ANALYST, ML, ensure_roles
 from tests.conftest import SimulatorFactory, Webhook
 from tests.e2e.conftest import SECRET, CleanRun
 from tests.e2e.daily_helpers import (
-    REPO,
     SIMULATOR_ARGS,
     audit_grants,
     daily_env,
@@ -100,15 +98,15 @@ def test_the_grants_hold_after_a_daily_rebuild(clean_day0: CleanRun) -> None:
 
 @BOTH_SERVERS
 def test_the_password_is_nowhere(clean_day0: CleanRun) -> None:
-    """Console, run logs, dlt's state, and every folder the run writes in the repo."""
+    """Console, run logs, dlt's state, and every folder the run writes in its project root."""
     assert SECRET not in clean_day0.result.stdout + clean_day0.result.stderr
     folders = [
         clean_day0.home,  # logs/ and the data dir (dlt's pipelines and state, .dlt)
-        REPO / "dbt_project" / "target",
-        REPO / "dbt_project" / "logs",
-        REPO / "expectations",
-        REPO / "reports",
-        REPO / "artifacts",
+        clean_day0.root / "dbt_project" / "target",
+        clean_day0.root / "dbt_project" / "logs",
+        clean_day0.root / "expectations",
+        clean_day0.root / "reports",
+        clean_day0.root / "artifacts",
     ]
     leaks = [
         path
@@ -126,12 +124,13 @@ def test_three_days_a_concurrent_start_then_a_broken_day(
     start_simulator: SimulatorFactory,
     webhook: Webhook,
     tmp_path: Path,
+    project_copy: Path,
 ) -> None:
     api = start_simulator(*SIMULATOR_ARGS)
     env = daily_env(api, {"ALERT_WEBHOOK_URL": webhook.url})
     # day 0: two runs started at once; one runs, the other exits at once with the lock code
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
-    both = [start_daily(env, log) for log in logs]
+    both = [start_daily(env, log, project_copy) for log in logs]
     codes = [process.wait(timeout=600) for process in both]
     outputs = [log.read_text() for log in logs]
     assert sorted(codes) == [exit_codes.OK, exit_codes.ALREADY_RUNNING], outputs
@@ -143,7 +142,7 @@ def test_three_days_a_concurrent_start_then_a_broken_day(
     before = fingerprint(warehouse_env)
     for day in (1, 2):
         set_simulator(api, day=day)
-        result = run_daily(env)
+        result = run_daily(env, project_copy)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         _assert_day_published(warehouse_env, api, _run_id(result.stdout))
         after = fingerprint(warehouse_env)
@@ -161,7 +160,7 @@ def test_three_days_a_concurrent_start_then_a_broken_day(
     # day 3 is broken: the API stops serving half of the users
     set_simulator(api, day=3, faults=["users:missing_records=0.5"])
     webhook.bodies.clear()
-    broken = run_daily(env)
+    broken = run_daily(env, project_copy)
     assert broken.returncode == exit_codes.STEP_FAILED
     assert "FAILED in step 'validate'" in broken.stderr
     assert "marts.day_over_day.volume_drop" in broken.stderr
@@ -177,7 +176,7 @@ def test_three_days_a_concurrent_start_then_a_broken_day(
 
     # the API recovers: the next run rebuilds the candidate the broken run left, and publishes
     set_simulator(api, faults=[])
-    result = run_daily(env)
+    result = run_daily(env, project_copy)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     _assert_day_published(warehouse_env, api, _run_id(result.stdout))
     statuses = [status for _, status, _ in runs(warehouse_env)]
@@ -190,21 +189,21 @@ def test_kill_during_ingestion_then_a_normal_run_equals_a_clean_run(
     start_simulator: SimulatorFactory,
     clean_day0: CleanRun,
     tmp_path: Path,
+    project_copy: Path,
 ) -> None:
     api = start_simulator(*SIMULATOR_ARGS, extra=["--fault", "*:latency=1.0,latency_ms=1500"])
     env = daily_env(api)
-    killed = start_daily(env, tmp_path / "killed.log")
+    killed = start_daily(env, tmp_path / "killed.log", project_copy)
     wait_for(lambda: step_started(warehouse_env, "ingest"), "the ingest step")
     # killed while the extract is under way (each page takes 1.5 s)
     packages = Path(env["MOOVITAMIX_DATA_DIR"]).glob
     wait_for(lambda: any(packages("dlt/*/moovitamix/normalize/**/new_jobs")), "the extract")
-    time.sleep(3)
     assert killed.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
     kill_hard(killed)
     assert scalar(warehouse_env, "select to_regclass('raw.users')") is None, "nothing loaded"
 
     set_simulator(api, faults=[])
-    result = run_daily(env)
+    result = run_daily(env, project_copy)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "ended without finishing (killed?)" in result.stderr
     assert [status for _, status, _ in runs(warehouse_env)] == ["failed", "success"]
@@ -221,6 +220,7 @@ def test_kill_during_publish_then_a_normal_run_equals_a_clean_run(
     start_simulator: SimulatorFactory,
     clean_day0: CleanRun,
     tmp_path: Path,
+    project_copy: Path,
 ) -> None:
     api = start_simulator(*SIMULATOR_ARGS)
     env = daily_env(api)
@@ -232,7 +232,7 @@ def test_kill_during_publish_then_a_normal_run_equals_a_clean_run(
         ensure_model_runs(blocker)
         blocker.commit()
         blocker.execute("lock table ml.model_runs in exclusive mode")
-        killed = start_daily(env, tmp_path / "killed.log")
+        killed = start_daily(env, tmp_path / "killed.log", project_copy)
 
         def publishing() -> bool:
             assert killed.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
@@ -263,7 +263,7 @@ def test_kill_during_publish_then_a_normal_run_equals_a_clean_run(
     assert scalar(warehouse_env, "select to_regclass('recommendations.user_top_tracks')") is None
     assert scalar(warehouse_env, "select count(*) from ml.model_runs") == 0
 
-    result = run_daily(env)
+    result = run_daily(env, project_copy)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert [status for _, status, _ in runs(warehouse_env)] == ["failed", "success"]
     (details,) = query(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from moovitamix.connection_url import ConnectionURL
 from tests.conftest import create_warehouse
 from tests.e2e.daily_helpers import cron_daily, query, scalar
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.spark]
 
@@ -63,10 +63,7 @@ def connect_server(tmp_path: Path) -> Iterator[str]:
         cwd=home, env=env, check=True, capture_output=True, timeout=120,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 180
-        while not _listening(port):
-            assert time.monotonic() < deadline, "the Spark Connect server did not start"
-            time.sleep(1)
+        wait_until(lambda: _listening(port), "the Spark Connect server", timeout_s=180, poll_s=1)
         yield f"sc://127.0.0.1:{port}"
     finally:
         subprocess.run(
@@ -76,12 +73,11 @@ def connect_server(tmp_path: Path) -> Iterator[str]:
 
 
 def test_a_daily_run_over_spark_connect(
-    connect_server: str, admin_url: ConnectionURL, tmp_path: Path
+    connect_server: str, admin_url: ConnectionURL, tmp_path: Path, project_copy: Path
 ) -> None:
     warehouse = create_warehouse(admin_url, prefix="mvx_e2e_connect")
-    run = cron_daily(
-        tmp_path, warehouse, {"MOOVITAMIX_ENGINE": "spark", "SPARK_MASTER": connect_server}
-    )
+    extra = {"MOOVITAMIX_ENGINE": "spark", "SPARK_MASTER": connect_server}
+    run = cron_daily(project_copy, tmp_path, warehouse, extra)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     assert f"engine spark (master {connect_server}" in run.stdout
     assert query(warehouse, "select status from monitoring.pipeline_runs") == [("success",)]

@@ -40,14 +40,16 @@ print(json.dumps({
 """
 
 
-def _daily(home: Path, warehouse: ConnectionURL, day: int) -> subprocess.CompletedProcess[str]:
+def _daily(
+    root: Path, home: Path, warehouse: ConnectionURL, day: int
+) -> subprocess.CompletedProcess[str]:
     simulator = " ".join(SIMULATOR_ARGS) + (f" --day {day}" if day else "")
     extra = {
         "MOOVITAMIX_ENGINE": "spark",
         "SPARK_MASTER": "local[2]",
         "MOOVITAMIX_SIMULATOR_ARGS": simulator,
     }
-    return cron_daily(home, warehouse, extra)
+    return cron_daily(root, home, warehouse, extra)
 
 
 def _inspect(data_dir: Path) -> dict[str, object]:
@@ -70,7 +72,9 @@ def _completed_loads(lake: Path) -> int:
     return sum(1 for row in rows if row.get("status") == 0)
 
 
-def test_two_days_on_spark(clean_day0, admin_url: ConnectionURL, tmp_path: Path) -> None:
+def test_two_days_on_spark(
+    clean_day0, admin_url: ConnectionURL, tmp_path: Path, project_copy: Path
+) -> None:
     """Day 0 is also the parity check: against the reference clean run of day 0 on Postgres
     (same simulator data), the same marts volumes and recommendation quality within 10% on
     the same holdout."""
@@ -78,7 +82,7 @@ def test_two_days_on_spark(clean_day0, admin_url: ConnectionURL, tmp_path: Path)
     home = tmp_path
     lake = home / "data" / "lake"
 
-    day0 = _daily(home, warehouse, 0)
+    day0 = _daily(project_copy, home, warehouse, 0)
     assert day0.returncode == 0, day0.stdout[-4000:] + day0.stderr[-4000:]
     first_line = next(x for x in day0.stdout.splitlines() if x.startswith("MooVitamix daily run"))
     assert f"engine spark (master local[2], lake {lake.as_uri()})" in first_line
@@ -103,7 +107,7 @@ def test_two_days_on_spark(clean_day0, admin_url: ConnectionURL, tmp_path: Path)
     spark_ndcg, postgres_ndcg = scalar(warehouse, quality), scalar(on_postgres, quality)
     assert abs(spark_ndcg - postgres_ndcg) <= 0.10 * postgres_ndcg, (spark_ndcg, postgres_ndcg)
 
-    day1 = _daily(home, warehouse, 1)
+    day1 = _daily(project_copy, home, warehouse, 1)
     assert day1.returncode == 0, day1.stdout[-4000:] + day1.stderr[-4000:]
     seen1 = _inspect(home / "data")
     assert seen1["slot"] == "marts_b"

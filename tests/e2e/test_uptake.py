@@ -26,7 +26,6 @@ import pytest
 from moovitamix.connection_url import ConnectionURL
 from tests.conftest import SimulatorFactory, create_warehouse
 from tests.e2e.daily_helpers import (
-    REPO,
     SIMULATOR_ARGS,
     daily_env,
     query,
@@ -52,15 +51,16 @@ def published_lists(url: ConnectionURL) -> Lists:
 
 
 @contextmanager
-def serving(env: dict[str, str]) -> Iterator[Callable[[ConnectionURL], Lists]]:
-    """`python -m serving` on the run's warehouse; yields a function that waits until it serves
-    the published run, asks it for every user's list and waits until its impressions are in."""
+def serving(env: dict[str, str], root: Path) -> Iterator[Callable[[ConnectionURL], Lists]]:
+    """`python -m serving` on the run's warehouse and the models in `root` (the runs' project
+    copy); yields a function that waits until it serves the published run, asks it for every
+    user's list and waits until its impressions are in."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     process = subprocess.Popen(
         [sys.executable, "-m", "serving", "--port", str(port)],
-        cwd=REPO, env={**env, "SERVING_TOKENS": TOKEN}, stdout=subprocess.DEVNULL,
+        cwd=root, env={**env, "SERVING_TOKENS": TOKEN}, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -96,7 +96,7 @@ def serving(env: dict[str, str]) -> Iterator[Callable[[ConnectionURL], Lists]]:
 
 
 def three_days(
-    admin_url: ConnectionURL, start_simulator: SimulatorFactory, home: Path, p: float
+    admin_url: ConnectionURL, start_simulator: SimulatorFactory, home: Path, p: float, root: Path
 ) -> ConnectionURL:
     lists_file = home / "lists.json"
     api = start_simulator(*SIMULATOR_ARGS, "--follow-lists", str(lists_file), "--follow-p", str(p))
@@ -117,10 +117,10 @@ def three_days(
                 lists_by_day[str(day)] = give(warehouse)
                 lists_file.write_text(json.dumps(lists_by_day))
                 set_simulator(api, day=day)
-            result = run_daily(env)
+            result = run_daily(env, root)
             assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
             if day == 0 and p:  # the API, once there are lists to serve
-                give = stack.enter_context(serving(env))
+                give = stack.enter_context(serving(env, root))
     return warehouse
 
 
@@ -142,11 +142,14 @@ def run_ids(url: ConnectionURL) -> list[str]:
 
 
 def test_listeners_who_follow_their_lists_raise_the_uptake(
-    admin_url: ConnectionURL, start_simulator: SimulatorFactory, tmp_path: Path
+    admin_url: ConnectionURL,
+    start_simulator: SimulatorFactory,
+    tmp_path: Path,
+    project_copy: Path,
 ) -> None:
     measured = {}
     for p in (0.5, 0.0):
-        warehouse = three_days(admin_url, start_simulator, tmp_path / f"p{p}", p)
+        warehouse = three_days(admin_url, start_simulator, tmp_path / f"p{p}", p, project_copy)
         days = uptake_by_day(warehouse)
         # days 1 and 2 of the simulator (its day 0 is before any run), each against the lists
         # of the run of the day before

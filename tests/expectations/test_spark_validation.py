@@ -369,12 +369,13 @@ def test_the_recommendations_suite_checks_the_lists_against_the_spark_marts(
     assert published.ok and not published.failures and len(published.results) == 2
 
 
-def test_on_a_fresh_lake_the_suites_are_skipped_not_failed(
+def test_on_a_fresh_lake_the_suites_are_skipped_and_nothing_validated_fails(
     lake: SparkSession, fresh_warehouse: ConnectionURL, spark_validate: Validator
 ) -> None:
-    """No raw, no marts, no ingestion yet: nothing to check, and nothing failed."""
+    """No raw, no marts, no ingestion yet: no check failed, but nothing was validated either,
+    so the outcome fails closed (with no expectation's alert)."""
     outcome = spark_validate(fresh_warehouse, RUN, relations=CANDIDATE)
-    assert outcome.ok and outcome.results == ()
+    assert outcome.results == () and outcome.validated_nothing and not outcome.ok
     skipped = dict(outcome.skipped)
     assert set(skipped) == {spec.name for spec in all_suites()}
     assert "raw.users" in skipped["raw.users"]

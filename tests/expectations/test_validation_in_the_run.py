@@ -46,7 +46,10 @@ def daily_env(
 
 
 def _run_daily(step: daily.Step) -> int:
-    return daily.run(load_settings(), RUN, steps=(("validate", step),))
+    """The run with the test's temp dir (warehouse_env's data dir's parent) as its project root:
+    the closing report step writes reports/health.html there, not in the repo."""
+    root = Path(os.environ["MOOVITAMIX_DATA_DIR"]).parent
+    return daily.run(load_settings(root=root), RUN, steps=(("validate", step),))
 
 
 def _ledger(url: ConnectionURL) -> tuple[tuple[object, ...], tuple[object, ...]]:

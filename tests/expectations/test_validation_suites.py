@@ -272,11 +272,12 @@ def test_an_unknown_suite_is_refused(fresh_warehouse: ConnectionURL, validate: V
         validate(fresh_warehouse, RUN, suites=["raw.users", "raw.nope"])
 
 
-def test_suites_whose_tables_do_not_exist_are_skipped(
+def test_suites_whose_tables_do_not_exist_are_skipped_and_nothing_validated_fails(
     fresh_warehouse: ConnectionURL, validate: Validator
 ) -> None:
+    """An empty warehouse is not a validated one: the outcome fails closed."""
     outcome = validate(fresh_warehouse, RUN)
-    assert outcome.results == () and outcome.ok
+    assert outcome.results == () and outcome.validated_nothing and not outcome.ok
     skipped = dict(outcome.skipped)
     assert "recommendations.user_top_tracks" in skipped["recommendations"]
     assert set(skipped) >= {"raw.users", "raw.ingestion", "marts.day_over_day"}

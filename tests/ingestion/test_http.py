@@ -17,6 +17,7 @@ import pytest
 
 from ingestion.config import IngestionConfig
 from ingestion.moovitamix_source.http import Api, Counters, EndpointFailed, parse_page
+from tests.waiting import wait_until
 
 CAP = 64 * 1024
 FAST = IngestionConfig(
@@ -102,7 +103,7 @@ def cut_mid_body(handler: BaseHTTPRequestHandler) -> None:
 
 
 def too_slow(handler: BaseHTTPRequestHandler) -> None:
-    time.sleep(0.6)
+    time.sleep(0.6)  # sleep: a server slower than the 0.3 s read timeout (the timeout must fire)
     status(200, page_body(1))(handler)
 
 
@@ -155,18 +156,33 @@ def test_giving_up_names_endpoint_page_and_last_error(server: Callable) -> None:
     assert counters.requests == 3
 
 
-def test_retry_after_is_honoured(server: Callable) -> None:
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The sleeps of this thread (the retries' waits), recorded instead of slept: an injected
+    clock, so the waits asked for are checked, not how long the machine took."""
+    asked: list[float] = []
+    real, me = time.sleep, threading.get_ident()
+
+    def sleep(seconds: float) -> None:
+        if threading.get_ident() == me:
+            asked.append(seconds)
+        else:
+            real(seconds)  # sleep: the test servers' threads keep the real one
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    return asked
+
+
+def test_retry_after_is_honoured(server: Callable, waits: list[float]) -> None:
     url = server(first_attempt(status(503, Retry_After="1")))
-    started = time.monotonic()
     Api(url, FAST).page("users", 1, Counters())
-    assert time.monotonic() - started >= 1.0
+    assert waits == [1.0]
 
 
-def test_retry_after_is_capped(server: Callable) -> None:
+def test_retry_after_is_capped(server: Callable, waits: list[float]) -> None:
     url = server(first_attempt(status(429, Retry_After="3600")))
-    started = time.monotonic()
     Api(url, FAST).page("users", 1, Counters())
-    assert time.monotonic() - started < 3  # max_retry_delay_s: 1
+    assert waits == [FAST.max_retry_delay_s]  # not 3600
 
 
 @pytest.mark.parametrize("code", [400, 401, 403, 404, 422])
@@ -180,14 +196,20 @@ def test_client_errors_are_not_retried_and_show_the_body(server: Callable, code:
 
 
 def test_an_idle_connection_closed_by_the_server_is_reopened(server: Callable) -> None:
+    closed: list[bool] = []
+
     def close_after_answer(handler: BaseHTTPRequestHandler, number: int, attempt: int) -> bool:
         handler.close_connection = True  # answers, then closes (no "Connection: close" sent)
-        return False
+        status(200, page_body(number))(handler)
+        handler.wfile.flush()
+        handler.connection.shutdown(socket.SHUT_RDWR)  # closed, before the next request comes
+        closed.append(True)
+        return True
 
     counters = Counters()
     api = Api(server(close_after_answer), FAST)
     api.page("tracks", 1, counters)
-    time.sleep(0.1)  # the server has closed the kept-alive connection by now
+    wait_until(lambda: closed, "the server to close the kept-alive connection")
     api.page("tracks", 2, counters)
     assert counters.requests == 2 and not counters.retries
 

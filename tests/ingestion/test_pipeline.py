@@ -322,3 +322,44 @@ def test_new_fields_are_kept_and_reported_as_drift(
     again = ingest(fake_api(changed))
     assert again.endpoints["tracks"].versions_retired == len(served["tracks"])
     assert {r["bpm"] for r in raw.current("tracks").values()} == {-1}
+
+
+def test_a_renamed_or_retyped_field_is_quarantined_and_a_renamed_endpoint_loads_nothing(
+    simulator_url: str, fake_api: FakeApi, ingest: Ingest, raw: Raw
+) -> None:
+    """Drift that breaks the contract, served over real HTTP (`fake_api`, a local server of the
+    API's pages): a few tracks with `name` renamed to `title` or `created_at` retyped to epoch
+    seconds are quarantined with their reasons and keep their current version, the rest loads;
+    the same rename on every track fails the run and leaves raw as it was, every endpoint."""
+    served = {e: fetch_all(simulator_url, e) for e in ENDPOINTS}
+    ingest(fake_api(served))
+    tracks = served["tracks"]
+    renamed = [{**{k: v for k, v in r.items() if k != "name"}, "title": r["name"]} for r in tracks]
+    retyped = [{**r, "created_at": 1_700_000_000} for r in tracks]
+    drifted = {**served, "tracks": renamed[:3] + retyped[3:6] + tracks[6:]}
+
+    result = ingest(fake_api(drifted), max_reject_share=0.2)
+
+    s = result.endpoints["tracks"]
+    assert (s.rejected, s.carried_forward, s.versions_added) == (6, 6, 0)
+    rejected = {
+        orjson.loads(r["payload"])["id"]: r["reason"]
+        for r in raw.rows("select * from raw._rejected where run_id = %s", (result.run_id,))
+    }
+    assert sorted(rejected) == sorted(r["id"] for r in tracks[:6])
+    assert [rejected[r["id"]] for r in tracks[:6]] == ["name: missing"] * 3 + [
+        "created_at: not a timestamp but int"
+    ] * 3
+    current = raw.current("tracks")
+    assert {i: current[r["id"]]["name"] for i, r in enumerate(tracks)} == {
+        i: r["name"] for i, r in enumerate(tracks)
+    }, "a rejected track keeps its current version; the others are unchanged"
+    reasons = raw.stats(result.run_id)["tracks"]["rejected_by_reason"]
+    assert reasons == {"name: missing": 3, "created_at: not a timestamp but int": 3}
+
+    before = raw.snapshot()
+    with pytest.raises(IngestionFailed) as failed:
+        ingest(fake_api({**served, "tracks": renamed}))
+    message = str(failed.value)
+    assert message.startswith("tracks: ") and "break the contract" in message
+    assert raw.snapshot() == before, "nothing half-loaded: no endpoint's records went in"

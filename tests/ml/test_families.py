@@ -162,15 +162,16 @@ def test_ease_is_skipped_above_max_tracks(counts) -> None:
 @pytest.mark.parametrize("params", SMALL[:3], ids=IDS[:3])
 def test_a_factor_fit_past_its_deadline_stops_after_one_iteration(counts, params) -> None:
     with pytest.raises(OverBudget, match="stopped after 1 of"):
-        families.fit(counts, params, deadline=time.monotonic() - 1.0)
-    in_time = families.fit(counts, params, deadline=time.monotonic() + 3600.0)
+        families.fit(counts, params, deadline=time.monotonic() - 1.0)  # clock: long past
+    in_time = families.fit(counts, params, deadline=time.monotonic() + 3600.0)  # clock: far off
     assert in_time.n_tracks == counts.shape[1]
 
 
 def test_ease_does_not_start_an_inversion_that_would_end_past_its_deadline(counts) -> None:
     with pytest.raises(OverBudget, match="not started: its inversion would take"):
-        families.fit(counts, EaseParams(), deadline=time.monotonic())
-    assert families.fit(counts, EaseParams(), deadline=time.monotonic() + 3600.0).n_tracks
+        families.fit(counts, EaseParams(), deadline=time.monotonic())  # clock: now, no time left
+    far_off = time.monotonic() + 3600.0  # clock: an hour for a fit of seconds
+    assert families.fit(counts, EaseParams(), deadline=far_off).n_tracks
 
 
 @pytest.mark.parametrize("params", SMALL[3:], ids=IDS[3:])

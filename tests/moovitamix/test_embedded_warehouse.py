@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from moovitamix.connection_url import ConnectionURL
-from moovitamix.embedded_warehouse import EmbeddedWarehouse, sized_settings
+from moovitamix.embedded_warehouse import (
+    EmbeddedWarehouse,
+    EmbeddedWarehouseError,
+    sized_settings,
+)
 from moovitamix.settings import PROJECT_ROOT
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -164,10 +170,7 @@ def test_killed_server_is_restarted_cleanly(server: EmbeddedWarehouse) -> None:
     pid = server.status().pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)  # leaves a stale postmaster.pid and orphaned backends
-    deadline = time.monotonic() + 10
-    while server.status().running and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not server.status().running
+    wait_until(lambda: not server.status().running, "the killed server to be seen down")
 
     url = server.start()
     assert server.status().pid != pid
@@ -204,7 +207,8 @@ def test_cli_creates_the_database_and_schemas(tmp_path: Path) -> None:
     ("url", "expected"),
     [
         ("postgresql://bob:hunter2@127.0.0.1:1/wh", "host 127.0.0.1:1, database wh"),
-        ("postgresql://bob:hunter2@no-such-host.invalid/wh", "no-such-host.invalid"),
+        # '!' is no host-name character: the resolver rejects the name without asking any DNS
+        ("postgresql://bob:hunter2@no-such-host!.invalid/wh", "no-such-host!.invalid"),
     ],
 )
 def test_unreachable_warehouse_url_gives_one_clear_line(
@@ -234,3 +238,57 @@ def test_external_url_to_missing_database_is_created(
         assert conn.execute(
             "select count(*) from pg_namespace where nspname = 'raw'"
         ).fetchone() == (1,)
+
+
+# ---- the socket directory of a long data path (SECURITY.md, "other local users") ------------
+
+
+@pytest.fixture
+def long_path_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> EmbeddedWarehouse:
+    """A server whose data path is too long for a socket path: its socket goes in the temp dir
+    (here the test's own), as /tmp/mvx-pg-<hash>. Run as the current OS user."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(EmbeddedWarehouse, "_os_user", property(lambda self: None))
+    return EmbeddedWarehouse(tmp_path / ("d" * 100) / "postgres")
+
+
+def _short_dir(tmp_path: Path) -> Path:
+    (found,) = tmp_path.glob("mvx-pg-*")
+    return found
+
+
+def test_a_long_data_path_puts_the_socket_in_a_private_directory(
+    long_path_server: EmbeddedWarehouse, tmp_path: Path
+) -> None:
+    socket_dir = long_path_server._socket_dir()
+    assert socket_dir.parent == tmp_path and socket_dir.name.startswith("mvx-pg-")
+    assert stat.S_IMODE(socket_dir.lstat().st_mode) == 0o700
+    assert socket_dir.lstat().st_uid == os.geteuid()
+    socket_dir.chmod(0o755)  # loosened since: tightened again on the next start
+    assert long_path_server._socket_dir() == socket_dir
+    assert stat.S_IMODE(socket_dir.lstat().st_mode) == 0o700
+
+
+def test_a_socket_directory_that_is_a_symlink_is_refused(
+    long_path_server: EmbeddedWarehouse, tmp_path: Path
+) -> None:
+    name = long_path_server._socket_dir().name
+    (tmp_path / name).rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    (tmp_path / name).symlink_to(elsewhere)
+    with pytest.raises(EmbeddedWarehouseError, match="not ours"):
+        long_path_server._socket_dir()
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o755, "nothing done through the link"
+
+
+def test_a_socket_directory_of_another_user_is_refused(
+    long_path_server: EmbeddedWarehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    socket_dir = long_path_server._socket_dir()
+    if os.geteuid() == 0:
+        os.chown(socket_dir, 65534, 65534)  # nobody's
+    else:  # a non-root user cannot give a directory away: be someone else instead
+        monkeypatch.setattr(os, "geteuid", lambda: socket_dir.lstat().st_uid + 1)
+    with pytest.raises(EmbeddedWarehouseError, match="another user's"):
+        long_path_server._socket_dir()

@@ -5,7 +5,6 @@ whether the next build starts over."""
 from __future__ import annotations
 
 import threading
-import time
 
 import psycopg
 import pytest
@@ -25,6 +24,7 @@ from moovitamix.publication import (
     publish,
     schema_state,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -147,9 +147,7 @@ def test_a_reader_sees_one_whole_day_or_the_other(fresh_warehouse: ConnectionURL
             mark_built(url, run)
             publish(url, Publication(run))
         # let the reader query once more after the last publish before it stops
-        deadline = time.monotonic() + 30
-        while 40 not in seen and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: 40 in seen, "the reader to read the last publish")
     finally:
         stop.set()
         reader.join()

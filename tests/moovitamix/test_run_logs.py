@@ -46,7 +46,7 @@ def test_the_run_log_is_json_lines_with_the_run_id(tmp_path: Path) -> None:
 
 
 def test_logs_older_than_the_retention_are_deleted(tmp_path: Path) -> None:
-    now = time.time()
+    now = time.time()  # clock: the files' mtimes are set relative to it, then passed as `now`
     old, recent, other = tmp_path / "old.jsonl", tmp_path / "recent.jsonl", tmp_path / "keep.txt"
     for path in (old, recent, other):
         path.write_text("{}\n")

@@ -25,3 +25,13 @@ def test_empty_values_mean_unset(tmp_path: Path) -> None:
     )
     assert settings.warehouse_url is None
     assert settings.embedded_pgdata == tmp_path / "d" / "postgres"
+
+
+def test_env_file_named_by_the_environment_or_none(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("MOOVITAMIX_API_URL=http://from-dotenv\n")
+    (tmp_path / "other.env").write_text("MOOVITAMIX_API_URL=http://from-other\n")
+    named = load_settings({"MOOVITAMIX_ENV_FILE": "other.env"}, root=tmp_path)
+    assert named.api_url == "http://from-other"
+    for none in ("", " ", "/dev/null", "missing.env"):
+        assert load_settings({"MOOVITAMIX_ENV_FILE": none}, root=tmp_path).api_url is None, none
+    assert load_settings({}, root=tmp_path).api_url == "http://from-dotenv"

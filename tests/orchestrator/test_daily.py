@@ -17,16 +17,17 @@ from moovitamix.run_lock import run_lock
 from moovitamix.settings import load_settings
 from moovitamix.step import RunContext, StepFailed, StepReport
 from orchestrator.daily import run
-from tests.e2e.daily_helpers import REPO
 
 pytestmark = pytest.mark.integration
 
 SMALL = "--seed 3 --users 200 --tracks 100"
 
 
-def _daily(env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _daily(root: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`bin/daily` of `root`, a copy of the project (its closing step writes the health report
+    in the project root)."""
     return subprocess.run(
-        [str(REPO / "bin" / "daily")],
+        [str(root / "bin" / "daily")],
         cwd=Path("/"),  # works from any directory, as under cron
         capture_output=True, text=True, timeout=600, check=False,
         env={**os.environ, "MOOVITAMIX_SIMULATOR_ARGS": SMALL, **(env or {})},
@@ -40,8 +41,10 @@ def _runs(url: ConnectionURL) -> list[tuple[str, str, str | None]]:
         ).fetchall()
 
 
-def test_unreachable_api_fails_naming_the_step(warehouse_env: ConnectionURL) -> None:
-    result = _daily({"MOOVITAMIX_API_URL": "http://127.0.0.1:1"})
+def test_unreachable_api_fails_naming_the_step(
+    warehouse_env: ConnectionURL, project_copy: Path
+) -> None:
+    result = _daily(project_copy, {"MOOVITAMIX_API_URL": "http://127.0.0.1:1"})
     assert result.returncode == exit_codes.SOURCE_UNREACHABLE
     assert "FAILED in step 'source'" in result.stderr
     assert "Traceback" not in result.stderr
@@ -49,10 +52,12 @@ def test_unreachable_api_fails_naming_the_step(warehouse_env: ConnectionURL) -> 
     assert (status, failed) == ("failed", "source")
 
 
-def test_second_run_while_one_runs_exits_at_once(warehouse_env: ConnectionURL) -> None:
+def test_second_run_while_one_runs_exits_at_once(
+    warehouse_env: ConnectionURL, project_copy: Path
+) -> None:
     lock = Path(os.environ["MOOVITAMIX_DATA_DIR"]) / "daily.lock"
     with run_lock(lock, "the-running-one"):
-        result = _daily()
+        result = _daily(project_copy)
     assert result.returncode == exit_codes.ALREADY_RUNNING
     assert "another run is in progress (run the-running-one" in result.stderr
     with psycopg.connect(warehouse_env.url()) as conn:
@@ -60,13 +65,14 @@ def test_second_run_while_one_runs_exits_at_once(warehouse_env: ConnectionURL) -
     assert ledger == (None,), "a refused run writes nothing"
 
 
-def test_unreachable_warehouse_is_one_line(tmp_path: Path) -> None:
+def test_unreachable_warehouse_is_one_line(tmp_path: Path, project_copy: Path) -> None:
     result = _daily(
+        project_copy,
         {
             "WAREHOUSE_URL": "postgresql://u:pw@127.0.0.1:1/wh",
             "MOOVITAMIX_DATA_DIR": str(tmp_path),
             "MOOVITAMIX_LOGS_DIR": str(tmp_path),
-        }
+        },
     )
     assert result.returncode == exit_codes.WAREHOUSE_UNREACHABLE
     assert "FAILED step 'warehouse': cannot reach the warehouse (host 127.0.0.1:1" in result.stderr

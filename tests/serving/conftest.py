@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from serving.app import create_app
 from serving.config import ServingConfig
 from tests.conftest import create_warehouse
 from tests.ml.synthetic import SyntheticMarts, generate, write_marts
+from tests.waiting import wait_until
 
 TOKEN = "s3cret-token"
 HASHED_TOKEN = "another-token"  # configured as its sha256 only
@@ -118,11 +118,9 @@ def running_api(settings: Settings, serving: ServingConfig) -> Iterator[httpx.Cl
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the API did not start")
-        time.sleep(0.02)
+    wait_until(lambda: server.started or not thread.is_alive(), "the API to start")
+    if not server.started:
+        raise RuntimeError("the API did not start")
     port = server.servers[0].sockets[0].getsockname()[1]
     headers = {"Authorization": f"Bearer {TOKEN}"}
     try:
@@ -144,8 +142,4 @@ def api(trained: Trained) -> Iterator[httpx.Client]:
 
 def wait_for(check: Callable[[], bool], timeout_s: float = 30) -> None:
     """Poll `check` until it holds (a bound on waiting, not a speed assertion)."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
+    wait_until(check, "the condition", timeout_s)
