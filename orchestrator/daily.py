@@ -6,12 +6,14 @@ it goes, alerts on failure, and says in its first line which API and warehouse i
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import os
 import shlex
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -87,7 +89,20 @@ def _run_steps(ctx: RunContext, ledger: RunLedger, steps: Steps) -> _Outcome:
         )
         outcome.reports.append((name, seconds, report))
         log.info("[%d/%d] %s done in %.1fs: %s", index, len(steps), name, seconds, report.summary)
+        release_memory()
     return outcome
+
+
+def release_memory() -> None:
+    """Give back what a step freed before the next one starts: the steps share one process,
+    and Arrow's pool (the ingestion's tables) and glibc's heap keep freed blocks for reuse, so
+    the next step's peak would stand on the last one's."""
+    gc.collect()
+    if (arrow := sys.modules.get("pyarrow")) is not None:
+        arrow.default_memory_pool().release_unused()
+    if sys.platform.startswith("linux"):
+        with suppress(OSError, AttributeError):  # not glibc (musl): nothing to trim
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _failure(name: str, exc: Exception) -> tuple[str, int]:

@@ -96,3 +96,20 @@ def test_a_failed_closing_step_fails_the_run_and_the_summary_keeps_every_step(
     assert "did its part" in summary
     assert "report     failed: the report could not be written" in summary
     assert _runs(warehouse_env) == [("run-closing", "failed", "report")]
+
+
+def test_memory_a_step_freed_is_given_back_before_the_next_step(monkeypatch) -> None:
+    """The steps share one process: Arrow's pool and glibc's heap are trimmed after each."""
+    import pyarrow
+
+    from orchestrator import daily
+
+    released: list[str] = []
+    pool = pyarrow.default_memory_pool()
+    monkeypatch.setattr(
+        pyarrow, "default_memory_pool", lambda: released.append("arrow") or pool, raising=True
+    )
+    table = pyarrow.table({"x": list(range(200_000))})  # something in the pool
+    del table
+    daily.release_memory()
+    assert released == ["arrow"]
