@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
@@ -292,3 +295,26 @@ def test_a_socket_directory_of_another_user_is_refused(
         monkeypatch.setattr(os, "geteuid", lambda: socket_dir.lstat().st_uid + 1)
     with pytest.raises(EmbeddedWarehouseError, match="another user's"):
         long_path_server._socket_dir()
+
+
+def test_the_suites_server_listens_on_no_tcp_address(embedded_server: EmbeddedWarehouse) -> None:
+    """The server every test uses (conftest's `embedded_server`, started as the project starts
+    it) has no TCP listener: the setting, its lock file, its sockets and a real connect."""
+    url = embedded_server.start()  # the running server, reused
+    with psycopg.connect(url.url()) as conn:
+        assert conn.execute("show listen_addresses").fetchone() == ("",)
+        port = int(conn.execute("show port").fetchone()[0])  # type: ignore[index]
+    # postmaster.pid: line 4 the port, line 5 the socket directory, line 6 the first TCP address
+    lines = (embedded_server.pgdata / "postmaster.pid").read_text().splitlines()
+    assert lines[3].strip() == str(port) and lines[4].strip() == url.host
+    assert lines[5].strip() == "", f"the server listens on {lines[5]!r}"
+    pid = embedded_server.status().pid
+    assert pid is not None
+    assert psutil.Process(pid).net_connections(kind="inet") == [], "the postmaster holds a socket"
+    assert psutil.Process(pid).net_connections(kind="unix"), "the control: its Unix socket shows"
+    # nothing else on this machine answers on that port either: a TCP connect is refused
+    others = [c for c in psutil.net_connections(kind="inet") if c.laddr and c.laddr.port == port]
+    assert all(c.pid != pid for c in others)
+    if not any(c.status == psutil.CONN_LISTEN for c in others):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) == errno.ECONNREFUSED
