@@ -4,6 +4,7 @@ is down fails nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -80,6 +81,41 @@ def test_error_expectation_fails_the_step_and_the_run(
     assert expectation_alert["details"]["expectation"] == "row_count_matches_api_total"
     assert expectation_alert["details"]["threshold"] == "<= 0"
     assert expectation_alert["run_id"] == RUN
+
+
+def test_a_failing_runs_alerts_carry_counts_not_the_users_names_or_e_mails(
+    daily_env: ConnectionURL, webhook: Webhook, sql: Execute
+) -> None:
+    """The validate step reads the users' records; the run fails there (an error expectation)
+    while 5 of the current e-mails break their format. What reaches the webhook names the step
+    and the counts, and no user's name or e-mail, broken or not."""
+    sql(
+        "update raw.users set first_name = 'Philomena' || id, last_name = 'Quackenbush' || id,"
+        " email = 'philomena.quackenbush' || id || '@example.net'"
+    )
+    sql(
+        "update raw.users set email = 'Philomena Quackenbush ' || id || ' at example dot net'"
+        " where id between 10 and 14"
+    )
+    sql("update raw.users set _dlt_valid_to = now() where id <= 3")  # the error: 3 rows gone
+    with psycopg.connect(daily_env.url()) as conn:
+        seeded = conn.execute(
+            "select distinct unnest(array[email, first_name, last_name]) from raw.users"
+        ).fetchall()
+    assert len(seeded) >= 3 * 200  # every version's name and e-mail, the broken ones included
+    assert _run_daily(monitoring.validate_data) == exit_codes.STEP_FAILED
+    assert webhook.bodies, "the failing run alerted"
+    posted = json.dumps(webhook.bodies).lower()
+    leaked = sorted(value for (value,) in seeded if value and value.lower() in posted)
+    assert not leaked, f"record contents in the alerts: {leaked[:5]}"
+    assert "quackenbush" not in posted and "philomena" not in posted
+    # ...and they say where and how much
+    assert {b["step"] for b in webhook.bodies} == {"validate"}
+    assert any(b["details"].get("expectation") == "row_count_matches_api_total"
+               for b in webhook.bodies)  # fmt: skip
+    (email_alert,) = [b for b in webhook.bodies if "email" in str(b["details"].get("expectation"))]
+    assert "5 of 197 break it" in email_alert["text"]
+    assert any("daily run failed in step validate" in b["text"] for b in webhook.bodies)
 
 
 def test_warning_expectation_only_alerts(
