@@ -111,10 +111,14 @@ def config(trained: Trained, **changes: object) -> ServingConfig:
 
 
 @contextmanager
-def running_api(settings: Settings, serving: ServingConfig) -> Iterator[httpx.Client]:
-    """The app under uvicorn on a free loopback port; an httpx client with the token."""
+def running_api(
+    settings: Settings, serving: ServingConfig, **uvicorn_options: object
+) -> Iterator[httpx.Client]:
+    """The app under uvicorn on a free loopback port; an httpx client with the token.
+    `uvicorn_options` go to uvicorn.Config (by default it logs warnings only)."""
+    options: dict[str, object] = {"log_level": "warning", **uvicorn_options}
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, serving), host="127.0.0.1", port=0, log_level="warning")
+        uvicorn.Config(create_app(settings, serving), host="127.0.0.1", port=0, **options)  # type: ignore[arg-type]
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
