@@ -54,10 +54,12 @@ def locked(conn: psycopg.Connection) -> Iterator[None]:
             conn.execute("select pg_advisory_unlock(%s)", (LOCK_KEY,))
 
 
+TABLES_QUERY = "select table_name from information_schema.tables where table_schema = %s"
+
+
 def existing(client: SqlClient) -> set[str]:
     """The tables the destination's raw has."""
-    query = "select table_name from information_schema.tables where table_schema = %s"
-    with client.execute_query(query, client.dataset_name) as cursor:
+    with client.execute_query(TABLES_QUERY, client.dataset_name) as cursor:
         return {row[0] for row in cursor.fetchall()}
 
 
@@ -167,12 +169,7 @@ def ensure_indexes(conn: psycopg.Connection, schema: str = RAW) -> list[str]:
             "select indexname from pg_indexes where schemaname = %s", (schema,)
         ).fetchall()
     }
-    tables = {
-        row[0]
-        for row in conn.execute(
-            "select table_name from information_schema.tables where table_schema = %s", (schema,)
-        ).fetchall()
-    }
+    tables = {row[0] for row in conn.execute(TABLES_QUERY, (schema,)).fetchall()}
     created = []
     for name, (table, column) in RAW_INDEXES.items():
         if name in present or table not in tables:

@@ -125,6 +125,7 @@ class TrainResult:
         artifact_path: Path | None,
         timings: dict[str, float],
         started: float,
+        passed_over: int = 0,
     ) -> TrainResult:
         """A decided run's result, from either trainer; a published baseline adds a warning."""
         metric = config.selection.metric
@@ -159,6 +160,7 @@ class TrainResult:
             alerts=alerts,
             timings=timings,
             seconds=time.perf_counter() - started,
+            passed_over=passed_over,
         )
 
     @property
@@ -433,9 +435,9 @@ def run_training(
         artifact_path=artifact_path,
         timings=timings,
         started=started,
+        passed_over=found.passed_over,
     )
     result.alerts += alerts
-    result.passed_over = found.passed_over
     return result
 
 
