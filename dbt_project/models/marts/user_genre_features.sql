@@ -44,14 +44,20 @@ genres_per_track as (
 
 listen_counts as (
 
-    -- per user and track: all listens, and those first seen inside the window
+    -- per user and track: all listens, and those first seen inside the window. Only a pair
+    -- whose listens straddle the window's start needs its array counted; integer counts keep
+    -- the sums below off Postgres' numeric (the sum of a bigint)
     select
         listens.user_id,
         listens.track_id,
         listens.listen_count,
         case
+            when listens.first_seen_at > as_of.window_start_at then listens.listen_count
             when listens.last_seen_at > as_of.window_start_at
-                then {{ count_elements_greater('listens.listened_at', 'as_of.window_start_at') }}
+                then cast(
+                    {{ count_elements_greater('listens.listened_at', 'as_of.window_start_at') }}
+                    as integer
+                )
             else 0
         end as listen_count_30d
 
