@@ -20,7 +20,12 @@ with
 
 listens as (
 
-    select * from {{ ref('fct_listens') }}
+    -- read three times, so Postgres materializes it: without the arrays
+    select
+        user_id,
+        track_id,
+        first_seen_at
+    from {{ ref('fct_listens') }}
 
 ),
 
