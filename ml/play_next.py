@@ -134,17 +134,26 @@ class Histories:
 def histories(sequences: Sequences, catalog_ids: np.ndarray) -> Histories:
     """`sequences` in the column space of `catalog_ids` (sorted); listens of other tracks
     are dropped (their neighbours are then not counted as consecutive)."""
-    cols = positions_of(catalog_ids, sequences.track_id)
+    n = len(sequences)
+    cols = np.empty(n, dtype=np.int32)  # mapped a chunk at a time: positions_of holds int64s
+    for start in range(0, n, LISTEN_CHUNK):
+        part = slice(start, start + LISTEN_CHUNK)
+        cols[part] = positions_of(catalog_ids, sequences.track_id[part])
     keep = cols >= 0
-    user_ids = sequences.user_id[keep]  # sorted: a user's code counts the changes before it
+    every = bool(keep.all())  # the usual case: no copies, the arrays are shared
+
+    def kept(values: np.ndarray) -> np.ndarray:
+        return values if every else values[keep]
+
+    user_ids = kept(sequences.user_id)  # sorted: a user's code counts the changes before it
     changes = np.zeros(len(user_ids), dtype=np.int32)  # compact: 20 bytes a listen
     changes[1:] = user_ids[1:] != user_ids[:-1]
     del user_ids
     return Histories(
         np.cumsum(changes, dtype=np.int32),
-        sequences.position[keep].astype(np.int32),
-        cols[keep].astype(np.int32),
-        sequences.listened_at[keep],
+        kept(sequences.position.astype(np.int32, copy=False)),
+        kept(cols),
+        kept(sequences.listened_at),
         len(catalog_ids),
     )
 

@@ -20,6 +20,7 @@ from ml.topk import FILTERED
 
 MODEL_FILE, PARAMS_FILE = "model.npz", "params.json"
 CHUNK_CELLS = 1 << 24  # users x tracks scores held at once (64 MB of float32)
+SPARSE_CHUNK = 2_000_000  # stored scores sorted at once by sparse_top_k
 
 
 def single_threaded_blas() -> threadpool_limits:
@@ -128,18 +129,34 @@ def dense_top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def sparse_top_k(scores: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the k highest stored scores, best first (ties: lower column first): (ids,
-    scores), -1 / -inf past the last stored one. One sort of all stored entries."""
+    scores), -1 / -inf past the last stored one. One sort per block of rows holding about
+    SPARSE_CHUNK stored entries: a sort's index arrays are several times its block's size."""
     scores = scores.tocsr()
     n = scores.shape[0]
     k = min(k, scores.shape[1])
     ids, values = np.full((n, k), -1, dtype=np.int64), np.full((n, k), -np.inf)
-    rows = np.repeat(np.arange(n), np.diff(scores.indptr))
-    order = np.lexsort((scores.indices, -scores.data, rows))
-    rank = np.arange(len(order)) - scores.indptr[rows[order]]
-    keep = order[rank < k]
-    ids[rows[keep], rank[rank < k]] = scores.indices[keep]
-    values[rows[keep], rank[rank < k]] = scores.data[keep]
+    for lo, hi in row_blocks(scores.indptr, SPARSE_CHUNK):
+        block = scores[lo:hi]
+        rows = np.repeat(np.arange(hi - lo), np.diff(block.indptr))
+        order = np.lexsort((block.indices, -block.data, rows))
+        rank = np.arange(len(order)) - block.indptr[rows[order]]
+        top = rank < k
+        keep = order[top]
+        ids[lo + rows[keep], rank[top]] = block.indices[keep]
+        values[lo + rows[keep], rank[top]] = block.data[keep]
     return ids, values
+
+
+def row_blocks(indptr: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Consecutive row ranges of a CSR matrix (its `indptr`) each holding at most `budget`
+    stored entries, or a single row that holds more."""
+    n, blocks, lo = len(indptr) - 1, [], 0
+    while lo < n:
+        hi = int(np.searchsorted(indptr, indptr[lo] + budget, side="right")) - 1
+        hi = min(max(hi, lo + 1), n)
+        blocks.append((lo, hi))
+        lo = hi
+    return blocks
 
 
 def chunked_top_k(

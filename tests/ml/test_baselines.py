@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from ml import baselines
 from ml.baselines import Popularity, _distinct_rows
 
 # 4 users x 6 tracks. Listeners per track: t0 4, t1 3, t2 2, t3 2, t4 1, t5 0.
@@ -53,3 +54,24 @@ def test_users_are_grouped_by_their_genres_as_numpys_unique_rows_would(n, n_genr
     expected, expected_of = np.unique(flags, axis=0, return_inverse=True)
     np.testing.assert_array_equal(classes, expected)
     np.testing.assert_array_equal(of_user, expected_of.ravel())
+
+
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_genre_classes_ranked_a_few_at_a_time_give_the_same_lists(monkeypatch, chunk) -> None:
+    """Many genre classes (tracks with several genres): ranking them in chunks (memory)
+    changes no list, for tracks (similar_by_genre) and for users (recommend)."""
+    rng = np.random.default_rng(7)
+    listens = sp.csr_matrix((rng.random((40, 30)) < 0.3).astype(np.float32))
+    genres = sp.csr_matrix((rng.random((30, 6)) < 0.4).astype(np.float32))
+    favorite = rng.integers(-1, 6, size=40)
+    pop = Popularity(listens, genres)
+    whole = (pop.similar_by_genre(5), pop.recommend(5, heard=listens, favorite_genre=favorite))
+
+    monkeypatch.setattr(baselines, "RANKING_CHUNK", chunk)
+    chunked = (pop.similar_by_genre(5), pop.recommend(5, heard=listens, favorite_genre=favorite))
+
+    assert len(_distinct_rows(genres.toarray() > 0)[0]) > 3 * chunk  # several chunks
+    for got, want in zip(chunked, whole, strict=True):
+        np.testing.assert_array_equal(got.ids, want.ids)
+        np.testing.assert_array_equal(got.scores, want.scores)
+        np.testing.assert_array_equal(got.from_genre, want.from_genre)

@@ -18,6 +18,7 @@ from ml.families import (
     ItemKnnParams,
     LmfParams,
     OverBudget,
+    base,
     default_search_space,
     parse_params,
 )
@@ -294,3 +295,24 @@ def test_als_fit_on_a_sample_of_users_warm_starts_the_fit_on_everyone(holdout) -
         hit_rate(m.recommend(rows, holdout.train, 10)[0], holdout.test, rows) for m in (warm, cold)
     ]
     assert rates[0] >= 0.9 * rates[1], rates  # two iterations from the sample: about as good
+
+
+@pytest.mark.parametrize("budget", [1, 3, 7, 1_000])
+def test_sparse_top_k_by_blocks_of_rows_equals_one_sort(monkeypatch, budget) -> None:
+    """Sorting a block of rows at a time (memory) keeps every row's list: ties to the lower
+    column, rows longer than a block, empty rows."""
+    rng = np.random.default_rng(3)
+    dense = rng.integers(0, 4, size=(12, 9)).astype(np.float32)  # many ties, some empty cells
+    dense[4] = 0  # an empty row
+    dense[7] = np.arange(1, 10)  # a row longer than the small budgets
+    matrix = sp.csr_matrix(dense)
+    expected = [sorted(np.flatnonzero(row), key=lambda c, r=row: (-r[c], c))[:4] for row in dense]
+
+    monkeypatch.setattr(base, "SPARSE_CHUNK", budget)
+    ids, scores = base.sparse_top_k(matrix, 4)
+
+    for row, want in enumerate(expected):
+        got = [int(c) for c in ids[row] if c >= 0]
+        assert got == want, row
+        np.testing.assert_array_equal(scores[row, : len(want)], dense[row, want])
+        assert np.isneginf(scores[row, len(want) :]).all()

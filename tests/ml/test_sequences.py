@@ -5,6 +5,7 @@ import pytest
 from ml.sequences import (
     NO_ARTIST,
     build_sequences,
+    in_history_order,
     load_sequences,
     load_track_features,
     track_features,
@@ -13,8 +14,8 @@ from moovitamix.warehouse import connect
 
 EPOCH_2026 = 1767225600  # 2026-01-01T00:00:00Z
 
-# (user_id, track_id, positions, listen times as seconds after EPOCH_2026): user ids spread
-# over several COPY buckets (user_id % 256), histories with repeats and interleaved tracks
+# (user_id, track_id, positions, listen times as seconds after EPOCH_2026): users in several
+# COPY messages (ranges of dim_users), histories with repeats and interleaved tracks
 LISTENS = [
     (300, 11, [0, 2], [0, 60]),
     (300, 12, [1], [30]),
@@ -27,6 +28,7 @@ LISTENS = [
 SCHEMA = "play_next_marts"
 DDL = f"""
     create schema {SCHEMA};
+    create table {SCHEMA}.dim_users (user_id bigint primary key);
     create table {SCHEMA}.dim_tracks (track_id bigint primary key, artist_name text);
     create table {SCHEMA}.bridge_track_genres (track_id bigint, genre_id text);
     create table {SCHEMA}.fct_listens (
@@ -64,10 +66,21 @@ def test_track_features_codes_artists_and_drops_pairs_of_unknown_tracks() -> Non
     np.testing.assert_array_equal(got.genres.toarray(), [[0, 0, 0], [0, 0, 1], [1, 0, 1]])
 
 
+def test_history_order_is_checked_across_chunks() -> None:
+    user = np.array([1, 1, 2, 2, 2, 5])
+    position = np.array([0, 1, 0, 1, 2, 0])
+    for chunk in (1, 2, 4, 100):
+        assert in_history_order(user, position, chunk)
+        assert not in_history_order(user[::-1], position, chunk)
+        assert not in_history_order(user, np.array([0, 1, 0, 2, 1, 0]), chunk)
+    assert in_history_order(np.array([], dtype=np.int64), np.array([], dtype=np.int32))
+
+
 @pytest.mark.integration
-def test_sequences_and_track_features_load_from_the_marts(fresh_warehouse) -> None:
+def test_sequences_and_track_features_load_from_the_marts(fresh_warehouse, caplog) -> None:
     with connect(fresh_warehouse) as conn:
         conn.execute(DDL)
+        conn.execute(f"insert into {SCHEMA}.dim_users values (45), (300), (1001), (2000)")
         conn.execute(
             f"insert into {SCHEMA}.dim_tracks values "
             "(11, 'Nina'), (12, ' nina '), (13, null), (14, 'Otis'), (15, 'Nina')"
@@ -94,6 +107,7 @@ def test_sequences_and_track_features_load_from_the_marts(fresh_warehouse) -> No
     )
     columns = [got.user_id, got.position, got.track_id, got.listened_at]
     assert list(zip(*(c.tolist() for c in columns), strict=True)) == expected
+    assert "out of order" not in caplog.text  # the server sent them in history order
     assert [c.dtype for c in columns] == [np.int64, np.int32, np.int64, np.int64]
 
     np.testing.assert_array_equal(features.track_ids, [11, 12, 13, 14, 15])
