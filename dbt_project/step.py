@@ -8,6 +8,7 @@ from dbt_project.contracts import drifted_tables
 from dbt_project.runner import run_build
 from moovitamix import spark_publication
 from moovitamix.publication import CANDIDATE, mark_built, prepare_candidate
+from moovitamix.roles import PUBLISHER
 from moovitamix.spark import spark_session
 from moovitamix.spark_publication import stage_marts
 from moovitamix.step import RunContext, StepFailed, StepReport
@@ -39,7 +40,7 @@ def transform(ctx: RunContext) -> StepReport:
         marts_schema, full_refresh = candidate.slot, candidate.full_refresh
     elif ctx.publication is not None:  # write-audit-publish: build the candidate, not the marts
         marts_schema = CANDIDATE
-        full_refresh = prepare_candidate(ctx.warehouse, ctx.run_id)
+        full_refresh = prepare_candidate(ctx.url_as(PUBLISHER), ctx.run_id)
         if not full_refresh:
             full_refresh = _drifted(ctx, CANDIDATE)
     result = run_build(
@@ -59,7 +60,7 @@ def transform(ctx: RunContext) -> StepReport:
             spark_session(ctx.settings), ctx.publication.candidate, ctx.run_id
         )
     elif ctx.publication is not None:
-        mark_built(ctx.warehouse, ctx.run_id)
+        mark_built(ctx.url_as(PUBLISHER), ctx.run_id)
     rows = {node.name: node.rows_affected for node in result.models}
     warnings = {node.name: node.failures for node in result.warned}
     ctx.facts["marts"] = {name: count for name, count in rows.items() if count is not None}

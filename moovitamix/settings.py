@@ -38,6 +38,9 @@ class Settings:
     engine: str = "postgres"  # where raw, staging and marts live: "postgres" or "spark"
     lake_url: str | None = None  # the raw Parquet lake of the Spark engine (None: data_dir/lake)
     spark_master: str = "local[*]"  # the Spark engine's master (or a Thrift/Connect endpoint)
+    # the project logins' passwords (.pgpass format, 0600); None: moovitamix.credentials'
+    # default, outside the repo (~/.config/moovitamix/credentials.pgpass)
+    credentials_file: Path | None = None
 
     @property
     def embedded_pgdata(self) -> Path:
@@ -86,6 +89,7 @@ def load_settings(environ: Mapping[str, str] | None = None, root: Path = PROJECT
     engine = (get("MOOVITAMIX_ENGINE") or "postgres").lower()
     if engine not in ENGINES:
         raise ValueError(f"MOOVITAMIX_ENGINE={engine!r}: expected one of {', '.join(ENGINES)}")
+    credentials = get("MOOVITAMIX_CREDENTIALS_FILE")
     lake_url = get("LAKE_URL")
     if lake_url and "://" not in lake_url:  # a plain path: relative to where the run starts
         lake_url = Path(lake_url).resolve().as_uri()
@@ -100,6 +104,7 @@ def load_settings(environ: Mapping[str, str] | None = None, root: Path = PROJECT
         engine=engine,
         lake_url=lake_url,
         spark_master=get("SPARK_MASTER") or "local[*]",
+        credentials_file=Path(credentials).expanduser().resolve() if credentials else None,
     )
 
 
