@@ -24,7 +24,13 @@ from moovitamix.credentials import CredentialsError, CredentialsFile, default_pa
 from moovitamix.errors import one_line
 from moovitamix.roles import ANALYST, APP, LOADER, ML, PII_READER, PUBLISHER, TRANSFORMER, as_role
 from moovitamix.settings import Settings
-from moovitamix.warehouse import WarehouseUnreachable, connect, open_warehouse, resolve_url
+from moovitamix.warehouse import (
+    WarehouseUnreachable,
+    connect,
+    open_warehouse,
+    resolve_url,
+    setup_url,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,18 +123,19 @@ def _ensure_login(conn: psycopg.Connection, role: str, login: str) -> bool:
 
 
 def ensure_project_logins(admin: ConnectionURL, file: CredentialsFile) -> Logins:
-    """Create the project logins that are missing, give each a password unless the secrets
-    file holds one, and return them (idempotent)."""
+    """Create the project logins that are missing and give each the password of the secrets
+    file, a new one where it holds none (written there); return them. The server is set to the
+    file's passwords each time: a file is the truth, also after another file's set-up."""
     with file.locked():
         passwords: dict[str, str] = {}
         new: dict[str, str] = {}
-        with connect(admin, autocommit=True) as conn:
+        with connect(setup_url(admin), autocommit=True) as conn:
             for role, login in PROJECT_LOGINS.items():
                 created = _ensure_login(conn, role, login)
                 stored = None if created else file.password(admin, login)
                 if stored is None:
                     stored = new[login] = new_password()
-                    _set_password(conn, login, stored)
+                _set_password(conn, login, stored)
                 passwords[login] = stored
         if new:
             file.store(admin, new)
@@ -139,7 +146,7 @@ def ensure_project_logins(admin: ConnectionURL, file: CredentialsFile) -> Logins
 def rotate_project_logins(admin: ConnectionURL, file: CredentialsFile) -> list[str]:
     """A new password for every project login, in the server and the secrets file. Sessions
     open already keep working (Postgres checks a password at connection only)."""
-    with file.locked(), connect(admin, autocommit=True) as conn:
+    with file.locked(), connect(setup_url(admin), autocommit=True) as conn:
         new = {login: new_password() for login in PROJECT_LOGINS.values()}
         for role, login in PROJECT_LOGINS.items():
             _ensure_login(conn, role, login)
