@@ -98,7 +98,9 @@ def _rotate(cmd: Command) -> None:
         reraise=True,
     ):
         with attempt, run_lock(settings.data_dir / "daily.lock", f"rotate-{cmd.run_id}"):
-            rotated = logins.rotate_project_logins(admin, logins.credentials_file(settings))
+            rotated = logins.rotate_project_logins(
+                admin, logins.credentials_file(settings), settings.login_passwords
+            )
     print(f"new passwords for {', '.join(rotated)} in {logins.credentials_file(settings).path}")
     print("sessions open already keep theirs; restart a running serving API (make serve)")
 

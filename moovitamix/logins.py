@@ -122,17 +122,21 @@ def _ensure_login(conn: psycopg.Connection, role: str, login: str) -> bool:
     return row is None
 
 
-def ensure_project_logins(admin: ConnectionURL, file: CredentialsFile) -> Logins:
-    """Create the project logins that are missing and give each the password of the secrets
-    file, a new one where it holds none (written there); return them. The server is set to the
-    file's passwords each time: a file is the truth, also after another file's set-up."""
+def ensure_project_logins(
+    admin: ConnectionURL, file: CredentialsFile, given: Mapping[str, str] | None = None
+) -> Logins:
+    """Create the project logins that are missing and give each its password: `given` (the
+    environment's), else the secrets file's, else a new one (written there); return them. The
+    server is set to these passwords each time: they are the truth, also after another file's
+    set-up."""
+    given = given or {}
     with file.locked():
         passwords: dict[str, str] = {}
         new: dict[str, str] = {}
         with connect(setup_url(admin), autocommit=True) as conn:
             for role, login in PROJECT_LOGINS.items():
-                created = _ensure_login(conn, role, login)
-                stored = None if created else file.password(admin, login)
+                _ensure_login(conn, role, login)
+                stored = given.get(login) or file.password(admin, login)
                 if stored is None:
                     stored = new[login] = new_password()
                 _set_password(conn, login, stored)
@@ -143,11 +147,16 @@ def ensure_project_logins(admin: ConnectionURL, file: CredentialsFile) -> Logins
     return Logins(admin, passwords)
 
 
-def rotate_project_logins(admin: ConnectionURL, file: CredentialsFile) -> list[str]:
-    """A new password for every project login, in the server and the secrets file. Sessions
-    open already keep working (Postgres checks a password at connection only)."""
+def rotate_project_logins(
+    admin: ConnectionURL, file: CredentialsFile, given: Mapping[str, str] | None = None
+) -> list[str]:
+    """A new password for every project login whose password is not `given` (the
+    environment's: rotate those where they are set), in the server and the secrets file.
+    Sessions open already keep working (Postgres checks a password at connection only)."""
     with file.locked(), connect(setup_url(admin), autocommit=True) as conn:
-        new = {login: new_password() for login in PROJECT_LOGINS.values()}
+        new = {
+            login: new_password() for login in PROJECT_LOGINS.values() if login not in (given or {})
+        }
         for role, login in PROJECT_LOGINS.items():
             _ensure_login(conn, role, login)
         with conn.transaction():
@@ -158,9 +167,15 @@ def rotate_project_logins(admin: ConnectionURL, file: CredentialsFile) -> list[s
     return list(new)
 
 
-def stored_logins(server: ConnectionURL, file: CredentialsFile) -> Logins | None:
-    """The project logins as the secrets file has them (None if one is missing)."""
-    passwords = {login: file.password(server, login) for login in PROJECT_LOGINS.values()}
+def stored_logins(
+    server: ConnectionURL, file: CredentialsFile, given: Mapping[str, str] | None = None
+) -> Logins | None:
+    """The project logins as `given` (the environment) or else the secrets file has them (None
+    if one is missing)."""
+    passwords = {
+        login: (given or {}).get(login) or file.password(server, login)
+        for login in PROJECT_LOGINS.values()
+    }
     if any(password is None for password in passwords.values()):
         return None
     return Logins(server, {login: pw or "" for login, pw in passwords.items()})
@@ -183,12 +198,12 @@ def open_logins(settings: Settings) -> Logins:
     try:
         admin = open_warehouse(settings)
         if admin not in _SET_UP:
-            _SET_UP[admin] = ensure_project_logins(admin, file)
+            _SET_UP[admin] = ensure_project_logins(admin, file, settings.login_passwords)
         return _SET_UP[admin]
     except (WarehouseUnreachable, psycopg.errors.InsufficientPrivilege) as exc:
         reason = one_line(exc)
         server = resolve_url(settings)
-        logins = stored_logins(server, file)
+        logins = stored_logins(server, file, settings.login_passwords)
         if logins is None or not _answers(logins):
             if isinstance(exc, WarehouseUnreachable):
                 raise

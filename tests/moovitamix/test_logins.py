@@ -296,3 +296,20 @@ def test_analyst_psql_stays_the_analyst_after_set_role_none(
     assert "permission denied to set role" in done.stderr
     assert "permission denied for table dim_users_pii" in done.stderr
     assert project.passwords[login] not in done.stdout + done.stderr
+
+
+def test_a_password_from_the_environment_is_used_not_written_nor_rotated(
+    warehouse: tuple[ConnectionURL, Logins], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MOOVITAMIX_<LOGIN>_PASSWORD: a login a DBA made, its password kept in the environment."""
+    url, _ = warehouse
+    login, password = PROJECT_LOGINS[APP], "app-from-the-environment-1"
+    monkeypatch.setenv(f"MOOVITAMIX_{login.upper()}_PASSWORD", password)
+    given = load_settings().login_passwords
+    assert given == {login: password}
+    project = logins.ensure_project_logins(url, _file(), given)
+    assert project.passwords[login] == password
+    assert password not in _file().path.read_text()
+    assert login not in logins.rotate_project_logins(url, _file(), given)
+    with psycopg.connect(project.url(APP).url()) as conn:
+        assert conn.execute("select session_user::text").fetchone() == (login,)
