@@ -105,8 +105,21 @@ psql: $(STAMP) ## a psql shell on the warehouse (starts the embedded one if need
 	@cd $(ROOT) && $(PY) -m moovitamix warehouse psql $(ARGS)
 
 .PHONY: analyst-psql
-analyst-psql: $(STAMP) ## psql as the read-only role mvx_analyst (no raw, no PII, no writes)
+analyst-psql: $(STAMP) ## psql as the project's analyst login (no raw, no PII, no writes; SET ROLE gives nothing more)
 	@cd $(ROOT) && $(PY) -m moovitamix warehouse --role mvx_analyst psql $(ARGS)
+
+.PHONY: add-login remove-login logins rotate-credentials
+add-login: $(STAMP) ## a person's login (ARGS="--name alice --role mvx_analyst [--password-stdin | --no-password]")
+	@cd $(ROOT) && $(PY) -m moovitamix login add $(ARGS)
+
+remove-login: $(STAMP) ## drop a person's login (ARGS="--name alice")
+	@cd $(ROOT) && $(PY) -m moovitamix login remove $(ARGS)
+
+logins: $(STAMP) ## who logs in to the warehouse, and with which roles
+	@cd $(ROOT) && $(PY) -m moovitamix login list $(ARGS)
+
+rotate-credentials: $(STAMP) ## new passwords for the project's logins (waits for a running daily run)
+	@cd $(ROOT) && $(PY) -m moovitamix login rotate $(ARGS)
 
 .PHONY: print-admin-sql
 print-admin-sql: $(STAMP) ## the SQL an administrator runs once when the warehouse user is no superuser

@@ -13,6 +13,7 @@ from dbt_project.results import BuildResult
 from moovitamix import exit_codes
 from moovitamix.command import Command, Commands
 from moovitamix.connection_url import ConnectionURL
+from moovitamix.roles import TRANSFORMER
 from moovitamix.settings import PROJECT_ROOT
 from moovitamix.spark import stop_spark_session
 
@@ -20,8 +21,9 @@ LINT_PATHS = ("models", "tests", "analyses")  # sqlfluff skips macro files
 
 
 def _warehouse(cmd: Command) -> ConnectionURL | None:
-    """The Postgres warehouse dbt builds in; none for dbt-spark."""
-    return None if cmd.settings.engine == "spark" else cmd.warehouse
+    """The Postgres warehouse dbt builds in, as the transformer's own login; none for
+    dbt-spark."""
+    return None if cmd.settings.engine == "spark" else cmd.login(TRANSFORMER)
 
 
 def _report(result: BuildResult, *, table: bool = True) -> int:

@@ -7,7 +7,9 @@ import logging
 from dbt_project.contracts import drifted_tables
 from dbt_project.runner import run_build
 from moovitamix import spark_publication
+from moovitamix.connection_url import ConnectionURL
 from moovitamix.publication import CANDIDATE, mark_built, prepare_candidate
+from moovitamix.roles import PUBLISHER
 from moovitamix.spark import spark_session
 from moovitamix.spark_publication import stage_marts
 from moovitamix.step import RunContext, StepFailed, StepReport
@@ -28,6 +30,12 @@ def _drifted(ctx: RunContext, schema: str) -> bool:
     return bool(drift)
 
 
+def _owner(ctx: RunContext) -> ConnectionURL:
+    """Who marks the candidate's state (a comment on the schema, its owner's to write): the
+    publisher's login in the daily run, else the URL the step was given."""
+    return ctx.url_as(PUBLISHER) if ctx.logins is not None else ctx.warehouse
+
+
 def transform(ctx: RunContext) -> StepReport:
     """dbt build of staging and marts without the unit tests, under a publication into the
     candidate (rebuilt in full after a failed run); dbt's first error fails the step, warnings
@@ -39,7 +47,7 @@ def transform(ctx: RunContext) -> StepReport:
         marts_schema, full_refresh = candidate.slot, candidate.full_refresh
     elif ctx.publication is not None:  # write-audit-publish: build the candidate, not the marts
         marts_schema = CANDIDATE
-        full_refresh = prepare_candidate(ctx.warehouse, ctx.run_id)
+        full_refresh = prepare_candidate(_owner(ctx), ctx.run_id)
         if not full_refresh:
             full_refresh = _drifted(ctx, CANDIDATE)
     result = run_build(
@@ -59,7 +67,7 @@ def transform(ctx: RunContext) -> StepReport:
             spark_session(ctx.settings), ctx.publication.candidate, ctx.run_id
         )
     elif ctx.publication is not None:
-        mark_built(ctx.warehouse, ctx.run_id)
+        mark_built(_owner(ctx), ctx.run_id)
     rows = {node.name: node.rows_affected for node in result.models}
     warnings = {node.name: node.failures for node in result.warned}
     ctx.facts["marts"] = {name: count for name, count in rows.items() if count is not None}

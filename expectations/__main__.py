@@ -11,6 +11,7 @@ from expectations.suites import Stage, UnknownSuite
 from expectations.thresholds import ThresholdsError
 from moovitamix import exit_codes
 from moovitamix.command import Command, Commands, UsageError
+from moovitamix.roles import ANALYST, ML, TRANSFORMER
 from moovitamix.step import StepFailed
 
 GX_DIR_HELP = "the GX context (default expectations/gx)"
@@ -20,10 +21,12 @@ def _validate(cmd: Command) -> int:
     from expectations.validate import run_validation
 
     args = cmd.args
+    # each stage as its step's own login; both at once need the bootstrap user's reach
+    role = {Stage.DATA: TRANSFORMER, Stage.RECOMMENDATIONS: ML}.get(Stage(args.stage))
     outcome = run_validation(
         cmd.settings,
         cmd.run_id,
-        cmd.warehouse,
+        cmd.warehouse if role is None else cmd.login(role),
         stage=Stage(args.stage),
         build_docs=not args.no_docs,
         suites=args.suite,
@@ -43,7 +46,7 @@ def _report(cmd: Command) -> None:
     if cmd.args.max_runs < 1:
         raise UsageError("--max-runs must be at least 1")
     output = cmd.args.output or default_report_path(cmd.settings)
-    path = write_health_report(cmd.warehouse, output, max_runs=cmd.args.max_runs)
+    path = write_health_report(cmd.login(ANALYST), output, max_runs=cmd.args.max_runs)
     print(f"health report: {path}")
 
 

@@ -31,9 +31,10 @@ from ingestion.raw_tables import RAW, TableChange
 from ingestion.stats import EndpointStats, endpoint_stats, write_stats
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.errors import one_line
+from moovitamix.logins import open_logins
 from moovitamix.roles import LOADER, as_role
 from moovitamix.settings import Settings, apply_offline_defaults
-from moovitamix.warehouse import WarehouseUnreachable, connect, open_warehouse
+from moovitamix.warehouse import WarehouseUnreachable, connect
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def run_ingestion(
     if not api_url:
         raise IngestionFailed("no API URL: set MOOVITAMIX_API_URL (or pass --api-url)")
     started, boundary = time.monotonic(), datetime.now(UTC)
-    warehouse = warehouse or open_warehouse(settings)
+    warehouse = warehouse or open_logins(settings).url(LOADER)
     reads: dict[str, list[Read]] = {}
     steps: dict[str, float] = {}
 

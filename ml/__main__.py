@@ -10,17 +10,18 @@ from ml.evaluate import format_table
 from ml.step import train
 from ml.train import TrainingFailed, run_evaluation
 from moovitamix.command import Command, Commands
+from moovitamix.roles import ML
 
 
 def _train(cmd: Command) -> None:
     config = load_config(cmd.args.config, cmd.args.override)
-    report = train(cmd.context(), config, cmd.args.champion_from_config)
+    report = train(cmd.context(ML), config, cmd.args.champion_from_config)
     print(f"train OK in {report.details['seconds']}s: {report.summary}")
 
 
 def _evaluate(cmd: Command) -> None:
     config = load_config(cmd.args.config, cmd.args.override)
-    results, data = run_evaluation(cmd.settings, config=config, warehouse=cmd.warehouse)
+    results, data = run_evaluation(cmd.settings, config=config, warehouse=cmd.login(ML))
     metric = config.selection.metric
     print(f"split: {data.split.reason}")
     print(

@@ -18,6 +18,7 @@ import psycopg
 from moovitamix import exit_codes
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.errors import one_line
+from moovitamix.logins import open_logins
 from moovitamix.run_context import RUN_ID_ENV, current_run_id, setup_logging
 from moovitamix.settings import Settings, apply_offline_defaults, load_settings
 from moovitamix.step import RunContext, StepFailed
@@ -44,10 +45,17 @@ class Command:
         """The warehouse, opened on first use (started if embedded, roles set up)."""
         return open_warehouse(self.settings)
 
-    def context(self) -> RunContext:
-        """A step's context when it runs on its own: no publication, the live tables."""
+    def login(self, role: str) -> ConnectionURL:
+        """The warehouse as `role`'s own project login (the warehouse and logins set up first):
+        what a step run on its own connects as, as in the daily run."""
+        return open_logins(self.settings).url(role)
+
+    def context(self, role: str | None = None) -> RunContext:
+        """A step's context when it runs on its own: no publication, the live tables; with
+        `role`, it connects as that role's own login."""
         api_url = self.settings.api_url or ""
-        return RunContext(self.settings, self.run_id, self.warehouse, api_url, False)
+        warehouse = self.warehouse if role is None else self.login(role)
+        return RunContext(self.settings, self.run_id, warehouse, api_url, False)
 
 
 class Commands:

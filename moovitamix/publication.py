@@ -14,7 +14,6 @@ from psycopg import sql
 
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.errors import one_line
-from moovitamix.roles import apply_roles
 from moovitamix.warehouse import connect, take_publish_locks
 
 log = logging.getLogger(__name__)
@@ -119,6 +118,17 @@ def schema_state(conn: psycopg.Connection, schema: str) -> str | None:
     return str(row[0]).split(" ", 1)[0]
 
 
+def _recreate_candidate(conn: psycopg.Connection) -> None:
+    """Create `marts_candidate` again with the schema grants roles.sql gives it (its owner,
+    mvx_publisher, may): no bootstrap user needed."""
+    schema = sql.Identifier(CANDIDATE)
+    conn.execute(sql.SQL("create schema {}").format(schema))
+    conn.execute(sql.SQL("grant usage, create on schema {} to mvx_transformer").format(schema))
+    conn.execute(sql.SQL("grant usage on schema {} to mvx_ml, mvx_analyst, mvx_app").format(schema))
+    if conn.execute("select current_user <> 'mvx_publisher'").fetchone() == (True,):
+        conn.execute(sql.SQL("alter schema {} owner to mvx_publisher").format(schema))
+
+
 def prepare_candidate(url: ConnectionURL, run_id: str) -> bool:
     """Make sure `marts_candidate` exists and mark it as being built by `run_id`. True: it holds
     what a failed run left (half-built or unpublished), to be rebuilt in full (an empty one
@@ -128,7 +138,7 @@ def prepare_candidate(url: ConnectionURL, run_id: str) -> bool:
             "select 1 from pg_namespace where nspname = %s", (CANDIDATE,)
         ).fetchone()
         if not exists:  # dropped by hand: a new schema has none of the old one's grants
-            apply_roles(conn)
+            _recreate_candidate(conn)
         state = schema_state(conn, CANDIDATE)
         _comment(conn, CANDIDATE, BUILDING, run_id)
     full_refresh = state in (BUILDING, UNPUBLISHED)

@@ -21,7 +21,8 @@ ML = "mvx_ml"
 ANALYST = "mvx_analyst"
 APP = "mvx_app"
 PII_READER = "mvx_pii_reader"
-ROLES = (LOADER, TRANSFORMER, ML, ANALYST, APP, PII_READER)
+PUBLISHER = "mvx_publisher"  # owns the marts schemas: swaps them in, records the run
+ROLES = (LOADER, TRANSFORMER, ML, ANALYST, APP, PII_READER, PUBLISHER)
 SCHEMAS = (
     "raw", "raw_staging", "staging", "marts", "marts_candidate", "recommendations", "ml",
     "monitoring",

@@ -11,6 +11,9 @@
 --   mvx_analyst      reads the non-PII marts and monitoring; writes and creates nothing
 --   mvx_app          reads recommendations (and fct_listens, for fold-in); logs impressions
 --   mvx_pii_reader   what mvx_analyst reads, plus the PII marts (named *_pii)
+--   mvx_publisher    owns the schemas marts and marts_candidate: swaps them (the publish) and
+--                    the staged lists (a member of mvx_ml); records the run in monitoring
+-- Each has LOGIN members (moovitamix/logins.py): the steps' own logins and people's.
 
 -- one run of this file at a time per database ("mvx_rol")
 select pg_advisory_xact_lock(30811031830949740);
@@ -30,7 +33,8 @@ begin
             ('mvx_ml', 'reads the non-PII marts; writes ml and recommendations'),
             ('mvx_analyst', 'reads the non-PII marts and monitoring; writes nothing'),
             ('mvx_app', 'reads recommendations only (the app)'),
-            ('mvx_pii_reader', 'mvx_analyst plus the PII marts')
+            ('mvx_pii_reader', 'mvx_analyst plus the PII marts'),
+            ('mvx_publisher', 'owns the marts schemas; publishes a run (swaps them, the lists)')
         ) as r (name, purpose)
     loop
         if not exists (select from pg_roles where rolname = role.name) then
@@ -54,11 +58,17 @@ begin
         grant mvx_analyst to mvx_pii_reader;
         raise notice 'granted mvx_analyst to mvx_pii_reader';
     end if;
+    -- the publish replaces mvx_ml's lists, which takes their owner's privileges
+    if not pg_has_role('mvx_publisher', 'mvx_ml', 'member') then
+        grant mvx_ml to mvx_publisher;
+        raise notice 'granted mvx_ml to mvx_publisher';
+    end if;
 
     select array_agg(r.rolname order by r.rolname) into missing
     from pg_roles r
     where r.rolname in (
-        'mvx_loader', 'mvx_transformer', 'mvx_ml', 'mvx_analyst', 'mvx_app', 'mvx_pii_reader'
+        'mvx_loader', 'mvx_transformer', 'mvx_ml', 'mvx_analyst', 'mvx_app', 'mvx_pii_reader',
+        'mvx_publisher'
     )
     and not exists (
         select from pg_auth_members m
@@ -93,6 +103,25 @@ create schema if not exists marts_candidate;  -- the marts of a run until it pub
 create schema if not exists recommendations;
 create schema if not exists ml;
 create schema if not exists monitoring;
+
+-- The publish renames the marts schemas, which takes their owner and CREATE on the database:
+-- both go to mvx_publisher, so no superuser publishes. (A warning, not an error, if the
+-- warehouse user may not grant CREATE on the database: a DBA then grants it, see SECURITY.md.)
+do $$
+declare
+    schema text;
+begin
+    if not has_database_privilege('mvx_publisher', current_database(), 'create') then
+        execute format('grant create on database %I to mvx_publisher', current_database());
+    end if;
+    foreach schema in array array['marts', 'marts_candidate'] loop
+        if (select pg_get_userbyid(nspowner) from pg_namespace where nspname = schema)
+            <> 'mvx_publisher' then
+            execute format('alter schema %I owner to mvx_publisher', schema);
+            raise notice 'schema % now owned by mvx_publisher', schema;
+        end if;
+    end loop;
+end $$;
 
 -- Relations made before the roles (or by hand) go to the role that writes their schema: its
 -- step must be able to replace them. A serial's sequence follows its table.
@@ -185,22 +214,24 @@ grant select on tables to mvx_app, mvx_transformer;
 grant select on all tables in schema recommendations to mvx_app, mvx_transformer;
 
 -- monitoring: every step records its rows here (`create table if not exists` needs CREATE even
--- when the table exists, hence three creators), the warehouse user its run ledger; analysts
--- read it all.
-grant usage, create on schema monitoring to mvx_loader, mvx_transformer, mvx_ml;
+-- when the table exists, hence the creators), mvx_publisher the run ledger; analysts read it
+-- all.
+grant usage, create on schema monitoring to mvx_loader, mvx_transformer, mvx_ml, mvx_publisher;
 grant usage on schema monitoring to mvx_analyst;
-alter default privileges for role mvx_loader, mvx_transformer, mvx_ml, current_user
+alter default privileges for role mvx_loader, mvx_transformer, mvx_ml, mvx_publisher, current_user
 in schema monitoring
-grant select, insert, update, delete on tables to mvx_loader, mvx_transformer, mvx_ml;
-alter default privileges for role mvx_loader, mvx_transformer, mvx_ml, current_user
+grant select, insert, update, delete on tables
+to mvx_loader, mvx_transformer, mvx_ml, mvx_publisher;
+alter default privileges for role mvx_loader, mvx_transformer, mvx_ml, mvx_publisher, current_user
 in schema monitoring
-grant usage, select on sequences to mvx_loader, mvx_transformer, mvx_ml;
-alter default privileges for role mvx_loader, mvx_transformer, mvx_ml, current_user
+grant usage, select on sequences to mvx_loader, mvx_transformer, mvx_ml, mvx_publisher;
+alter default privileges for role mvx_loader, mvx_transformer, mvx_ml, mvx_publisher, current_user
 in schema monitoring
 grant select on tables to mvx_analyst;
 grant select, insert, update, delete on all tables in schema monitoring
-to mvx_loader, mvx_transformer, mvx_ml;
-grant usage, select on all sequences in schema monitoring to mvx_loader, mvx_transformer, mvx_ml;
+to mvx_loader, mvx_transformer, mvx_ml, mvx_publisher;
+grant usage, select on all sequences in schema monitoring
+to mvx_loader, mvx_transformer, mvx_ml, mvx_publisher;
 grant select on all tables in schema monitoring to mvx_analyst;
 
 -- serving/'s log of every list it serves (batched inserts as mvx_app); dbt's uptake mart

@@ -12,9 +12,10 @@ from datetime import datetime
 from pathlib import Path
 
 from moovitamix.connection_url import ConnectionURL
-from moovitamix.warehouse import connect
+from moovitamix.warehouse import connect, ensure_tables
 
 DDL = (Path(__file__).parent / "run_ledger.sql").read_text()
+TABLES = ("monitoring.pipeline_runs", "monitoring.pipeline_run_steps")
 
 
 class RunLedger:
@@ -24,8 +25,10 @@ class RunLedger:
         self._order = 0
 
     def ensure_tables(self) -> None:
+        """Create the ledger's tables if missing: the publisher writes them, and their owner
+        (mvx_loader, which owns monitoring's tables) alone may run the DDL's comments."""
         with connect(self.url) as conn:
-            conn.execute(DDL)
+            ensure_tables(conn, TABLES, DDL)
 
     def close_abandoned_runs(self) -> list[str]:
         """Mark runs still `running` as failed: called under the run lock, so none is alive."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dotenv import dotenv_values
@@ -16,6 +16,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_FILE_VARIABLE = "MOOVITAMIX_ENV_FILE"
 DEFAULT_DATABASE = "moovitamix"
 ENGINES = ("postgres", "spark")
+# MOOVITAMIX_MVX_LOADER_LOGIN_PASSWORD=...: a project login's password from the environment
+LOGIN_PASSWORD_PREFIX, LOGIN_PASSWORD_SUFFIX = "MOOVITAMIX_", "_PASSWORD"
 
 # Telemetry of the tools we run. Nothing at run time may call the internet.
 OFFLINE_ENV = {
@@ -38,6 +40,12 @@ class Settings:
     engine: str = "postgres"  # where raw, staging and marts live: "postgres" or "spark"
     lake_url: str | None = None  # the raw Parquet lake of the Spark engine (None: data_dir/lake)
     spark_master: str = "local[*]"  # the Spark engine's master (or a Thrift/Connect endpoint)
+    # the project logins' passwords (.pgpass format, 0600); None: moovitamix.credentials'
+    # default, outside the repo (~/.config/moovitamix/credentials.pgpass)
+    credentials_file: Path | None = None
+    # project logins' passwords given as MOOVITAMIX_<LOGIN>_PASSWORD (e.g. a DBA's logins on a
+    # managed service): login -> password, over the credentials file's
+    login_passwords: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def embedded_pgdata(self) -> Path:
@@ -86,6 +94,7 @@ def load_settings(environ: Mapping[str, str] | None = None, root: Path = PROJECT
     engine = (get("MOOVITAMIX_ENGINE") or "postgres").lower()
     if engine not in ENGINES:
         raise ValueError(f"MOOVITAMIX_ENGINE={engine!r}: expected one of {', '.join(ENGINES)}")
+    credentials = get("MOOVITAMIX_CREDENTIALS_FILE")
     lake_url = get("LAKE_URL")
     if lake_url and "://" not in lake_url:  # a plain path: relative to where the run starts
         lake_url = Path(lake_url).resolve().as_uri()
@@ -100,6 +109,14 @@ def load_settings(environ: Mapping[str, str] | None = None, root: Path = PROJECT
         engine=engine,
         lake_url=lake_url,
         spark_master=get("SPARK_MASTER") or "local[*]",
+        credentials_file=Path(credentials).expanduser().resolve() if credentials else None,
+        login_passwords={
+            key[len(LOGIN_PASSWORD_PREFIX) : -len(LOGIN_PASSWORD_SUFFIX)].lower(): value.strip()
+            for key, value in values.items()
+            if key.startswith(LOGIN_PASSWORD_PREFIX)
+            and key.endswith(f"_LOGIN{LOGIN_PASSWORD_SUFFIX}")
+            and value.strip()
+        },
     )
 
 

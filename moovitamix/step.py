@@ -6,12 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from moovitamix import exit_codes
 from moovitamix.alerts import Alert, Severity, send_alert
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.publication import LIVE, Publication, Relations
+from moovitamix.roles import as_role
 from moovitamix.settings import Settings
+
+if TYPE_CHECKING:
+    from moovitamix.logins import Logins
 
 
 class StepFailed(RuntimeError):
@@ -34,6 +39,15 @@ class RunContext:
     # write-audit-publish (moovitamix/publication.py): set by the daily run, None when a step
     # runs on its own and writes the live tables directly
     publication: Publication | None = None
+    # the project logins (moovitamix/logins.py): set by the daily run, where each step connects
+    # as its own login; None: `warehouse` is one URL that acts as each role by SET ROLE
+    logins: Logins | None = None
+
+    def url_as(self, role: str) -> ConnectionURL:
+        """Where to connect to act as `role`: its own login, or the run's URL as that role."""
+        if self.logins is not None:
+            return self.logins.url(role)
+        return as_role(self.warehouse, role)
 
     @property
     def relations(self) -> Relations:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 import psycopg
 from psycopg import sql
@@ -138,6 +139,16 @@ def take_publish_locks(conn: psycopg.Connection, key: int, lock_timeout_s: float
     )
 
 
+SETUP_APPLICATION = "moovitamix set-up"  # what pg_stat_activity shows of the bootstrap user
+
+
+def setup_url(url: ConnectionURL) -> ConnectionURL:
+    """The bootstrap URL, its sessions named as the set-up's in pg_stat_activity: the only
+    sessions of a run that log in as the warehouse user."""
+    options = dict(url.options) | {"application_name": SETUP_APPLICATION}
+    return replace(url, options=tuple(options.items()))
+
+
 def open_warehouse(settings: Settings) -> ConnectionURL:
     """The connecting user's URL (who may act as every role), once per process: started if
     embedded, server and privileges checked before anything is written, then the database,
@@ -145,7 +156,7 @@ def open_warehouse(settings: Settings) -> ConnectionURL:
     url = resolve_url(settings)
     if url in _OPENED:
         return url
-    conn, exists = connect_server(url)
+    conn, exists = connect_server(setup_url(url))
     with conn:
         source = "embedded Postgres" if settings.uses_embedded_warehouse else "WAREHOUSE_URL"
         version = conn.info.parameter_status("server_version") or ""
@@ -156,7 +167,7 @@ def open_warehouse(settings: Settings) -> ConnectionURL:
         if not exists:
             _create_database(conn, url.database)
     try:
-        ensure_roles(url)
+        ensure_roles(setup_url(url))
     except RolesError as exc:
         raise WarehouseUnreachable(str(exc)) from None
     _OPENED.add(url)

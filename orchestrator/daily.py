@@ -20,15 +20,16 @@ from datetime import UTC, datetime, timedelta
 from moovitamix import exit_codes
 from moovitamix.command import Commands
 from moovitamix.errors import one_line
+from moovitamix.logins import open_logins
 from moovitamix.publication import Publication, discard
-from moovitamix.roles import as_role
+from moovitamix.roles import PUBLISHER
 from moovitamix.run_ledger import RunLedger
 from moovitamix.run_lock import RunLocked, run_lock
 from moovitamix.settings import Settings
 from moovitamix.simulator_process import SimulatorError, api_or_simulator
 from moovitamix.spark import SparkUnavailable, check_spark_available, stop_spark_session
 from moovitamix.step import RunContext, Step, StepFailed, StepReport
-from moovitamix.warehouse import WarehouseUnreachable, open_warehouse
+from moovitamix.warehouse import WarehouseUnreachable
 from orchestrator.steps import STEP_ROLES, Steps, closing_steps, pipeline_steps
 
 __all__ = ["Step", "main", "run"]
@@ -60,9 +61,10 @@ def _check_previous_runs(ctx: RunContext, ledger: RunLedger) -> None:
 
 
 def _as_step_role(ctx: RunContext, name: str) -> RunContext:
-    """The context a step runs with: its warehouse URL sets the step's role, if it has one."""
+    """The context a step runs with: its warehouse URL is the step's own login (acting as its
+    role), if it has one."""
     role = STEP_ROLES.get(name)
-    return ctx if role is None else replace(ctx, warehouse=as_role(ctx.warehouse, role))
+    return ctx if role is None else replace(ctx, warehouse=ctx.url_as(role))
 
 
 def _run_steps(ctx: RunContext, ledger: RunLedger, steps: Steps) -> _Outcome:
@@ -179,11 +181,15 @@ def _start(
     if settings.engine == "spark":
         stack.callback(stop_spark_session)
     try:
-        warehouse = open_warehouse(settings)
+        logins = open_logins(settings)
     except WarehouseUnreachable as exc:
         line = f"FAILED step 'warehouse': {exc}"
         raise StepFailed(line, exit_codes.WAREHOUSE_UNREACHABLE) from None
-    return RunContext(settings, run_id, warehouse, api_url, simulated, publication=publication)
+    # the run's own bookkeeping (ledger, discarding what failed) is the publisher login's
+    warehouse = logins.url(PUBLISHER)
+    return RunContext(
+        settings, run_id, warehouse, api_url, simulated, publication=publication, logins=logins
+    )
 
 
 def _run_recorded(ctx: RunContext, steps: Steps, closing: Steps) -> _Outcome:

@@ -12,14 +12,16 @@ from moovitamix.step import RunContext, Step, StepFailed, StepReport
 # open transaction on a mart) before the run fails and yesterday's state stays.
 PUBLISH_LOCK_TIMEOUT_S = 120.0
 Steps = tuple[tuple[str, Step], ...]  # (name, step function), in the order they run
-# The role of each step's connections. The others keep the connecting user: `source` needs no
-# warehouse, `ingest` and `transform` set their role themselves (dlt's loader, dbt's profile),
-# `publish` renames the marts schemas, which their owner does.
+# The role of each step: it connects as that role's own login (moovitamix/logins.py). `source`
+# needs no warehouse; the run's ledger is written as the publisher.
 STEP_ROLES = {
+    "ingest": roles.LOADER,  # dlt's loader and the step's own connections
+    "transform": roles.TRANSFORMER,  # dbt's profile; the candidate's state as the publisher
     "validate": roles.TRANSFORMER,  # reads raw, owns the candidate marts, writes monitoring
     "train": roles.ML,
     "audit_recs": roles.ML,  # owns the staged lists, reads the candidate marts
     "report": roles.ANALYST,  # reads monitoring only
+    "publish": roles.PUBLISHER,  # owns the marts schemas, a member of mvx_ml (the lists)
 }
 
 

@@ -23,9 +23,9 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from threadpoolctl import threadpool_limits
 
 from ml.config import load_config
-from moovitamix.roles import APP, as_role
+from moovitamix.logins import open_logins
+from moovitamix.roles import APP
 from moovitamix.settings import Settings, load_settings
-from moovitamix.warehouse import open_warehouse
 from serving.auth import BearerAuth
 from serving.config import ServingConfig, from_env
 from serving.impressions import Impression, ImpressionLog
@@ -50,8 +50,8 @@ NEXT_ROUTE = "/tracks/{track_id}/next"
 
 
 def create_app(settings: Settings, config: ServingConfig | None = None) -> FastAPI:
-    """The API on the warehouse of `settings`, as role mvx_app; `config` by default from the
-    environment (serving.config.from_env)."""
+    """The API on the warehouse of `settings`, as its own login mvx_app_login (role mvx_app);
+    `config` by default from the environment (serving.config.from_env)."""
     config = config or from_env(root=settings.project_root)
     artifacts = config.artifacts or load_config().artifacts.root_path(settings.project_root)
     metrics = Metrics()
@@ -59,7 +59,7 @@ def create_app(settings: Settings, config: ServingConfig | None = None) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        url = as_role(await anyio.to_thread.run_sync(open_warehouse, settings), APP)
+        url = (await anyio.to_thread.run_sync(open_logins, settings)).url(APP)  # its own login
         pool = AsyncConnectionPool(
             url.url(),
             min_size=2,

@@ -56,6 +56,7 @@ def sealed_environment(root: Path) -> dict[str, str]:
         MOOVITAMIX_LOG_RETENTION_DAYS="30",
         MOOVITAMIX_DATA_DIR=str(root / "data"),
         MOOVITAMIX_LOGS_DIR=str(root / "logs"),
+        MOOVITAMIX_CREDENTIALS_FILE=str(root / "credentials" / "credentials.pgpass"),
         DBT_TARGET_PATH=str(root / "dbt-target"),
         DBT_LOG_PATH=str(root / "dbt-logs"),
     )

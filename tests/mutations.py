@@ -113,6 +113,17 @@ MUTATIONS = (
             "::test_analyst_cannot_read_raw_pii_or_staging_nor_write_anything",
         ),
     ),
+    Mutation(
+        "login-wears-the-bootstrap-user",
+        "a step connects as the warehouse user and only sets its role",
+        "moovitamix/logins.py",
+        'base = replace(self.server, user=login, password=self.passwords.get(login, ""))',
+        "base = self.server",
+        (
+            "tests/moovitamix/test_logins.py"
+            "::test_no_login_breaks_out_of_its_role[embedded-mvx_analyst]",
+        ),
+    ),
 )
 
 

@@ -1,11 +1,10 @@
 """The API's warehouse sessions run as mvx_app, and its log lines hold no token and no body
 (SECURITY.md, "The serving API"), with the API serving real requests over HTTP.
 
-The API logs in with the warehouse URL's user and takes the role through libpq's options
-(`--role=mvx_app`, moovitamix.roles.as_role), not through a LOGIN role of its own; so
-pg_stat_activity shows the login, not the role. What the test checks is what holds: the role the
-sessions act as, read inside the warehouse by a probe trigger on the one table the API writes
-(its impressions, flushed from the pool that also serves the reads)."""
+The API logs in as its own LOGIN role, `mvx_app_login` (moovitamix/logins.py), a member of
+mvx_app only, and acts as mvx_app (libpq's `--role=mvx_app`; RESET ROLE would return it to the
+login, which may do no more). Both are read inside the warehouse by a probe trigger on the one
+table the API writes (its impressions, flushed from the pool that also serves the reads)."""
 
 from __future__ import annotations
 
@@ -15,6 +14,7 @@ import logging
 import psycopg
 import pytest
 
+from moovitamix.logins import PROJECT_LOGINS
 from moovitamix.roles import APP
 from tests.serving.conftest import HASHED_TOKEN, TOKEN, Trained, config, running_api, wait_for
 
@@ -75,7 +75,7 @@ def test_the_apis_sessions_act_as_mvx_app_and_its_logs_hold_no_token_or_body(
         wait_for(lambda: len(_writers(trained)) > 0)  # the impressions flushed, as the pool's
         writers = set(_writers(trained))
 
-    assert writers == {(APP, trained.url.user)}, "the API's sessions act as mvx_app"
+    assert writers == {(APP, PROJECT_LOGINS[APP])}, "the API logs in as its own login"
 
     api_records = [r for r in caplog.records if not r.name.startswith(CLIENT_LOGGERS)]
     captured = capfd.readouterr()
