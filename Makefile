@@ -108,6 +108,13 @@ psql: $(STAMP) ## a psql shell on the warehouse (starts the embedded one if need
 analyst-psql: $(STAMP) ## psql as the read-only role mvx_analyst (no raw, no PII, no writes)
 	@cd $(ROOT) && $(PY) -m moovitamix warehouse --role mvx_analyst psql $(ARGS)
 
+.PHONY: forget-user erasure-report
+forget-user: $(STAMP) ## erase a user everywhere, now (ARGS="--user-id 123 --reason ticket-987")
+	@cd $(ROOT) && $(PY) -m privacy forget $(ARGS)
+
+erasure-report: $(STAMP) ## the erasure audit: per request, hashed subject, times, rows per store, role
+	@cd $(ROOT) && $(PY) -m privacy report $(ARGS)
+
 .PHONY: print-admin-sql
 print-admin-sql: $(STAMP) ## the SQL an administrator runs once when the warehouse user is no superuser
 	@cd $(ROOT) && $(PY) -m moovitamix warehouse admin-sql

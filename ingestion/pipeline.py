@@ -34,6 +34,7 @@ from moovitamix.errors import one_line
 from moovitamix.roles import LOADER, as_role
 from moovitamix.settings import Settings, apply_offline_defaults
 from moovitamix.warehouse import WarehouseUnreachable, connect, open_warehouse
+from privacy.subjects import load_suppression
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +209,7 @@ def run_ingestion(
             carry = raw_tables.carry(client, snapshot=bool(lake))
             known = None if lake else raw_tables.known_history_hashes(client)
             existing = set() if lake else raw_tables.existing(client)
+            suppression = load_suppression(conn)  # erased users: never stored again
             at = step("prepare", at)
             for attempt in range(config.rereads + 1):
                 run = SourceRun(
@@ -221,6 +223,7 @@ def run_ingestion(
                     summary=stats_summary(reads) if lake else None,
                     existing=existing,
                     empty_format=EMPTY_FORMAT.get(destination),
+                    suppression=suppression,
                 )
                 try:
                     info = pipeline.extract(moovitamix_source(run), loader_file_format="parquet")

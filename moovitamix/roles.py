@@ -21,10 +21,11 @@ ML = "mvx_ml"
 ANALYST = "mvx_analyst"
 APP = "mvx_app"
 PII_READER = "mvx_pii_reader"
-ROLES = (LOADER, TRANSFORMER, ML, ANALYST, APP, PII_READER)
+PRIVACY = "mvx_privacy"
+ROLES = (LOADER, TRANSFORMER, ML, ANALYST, APP, PII_READER, PRIVACY)
 SCHEMAS = (
     "raw", "raw_staging", "staging", "marts", "marts_candidate", "recommendations", "ml",
-    "monitoring",
+    "monitoring", "privacy",
 )  # fmt: skip
 ROLES_SQL = Path(__file__).with_name("roles.sql")
 CONNECT_TIMEOUT_S = 10

@@ -60,9 +60,11 @@ def pipeline_steps() -> Steps:
     from expectations import step as monitoring
     from ingestion.step import ingest
     from ml.step import train
+    from privacy.step import erase
 
     return (
         ("source", check_source),
+        ("erase", erase),  # pending erasure requests, as mvx_privacy (privacy/)
         ("ingest", ingest),
         ("transform", transform),
         ("validate", monitoring.validate_data),
