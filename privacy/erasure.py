@@ -101,16 +101,19 @@ def _delete_where(column: str) -> Callable[[str, str], Store]:
 
 
 def _rejected(schema: str, table: str) -> Store:
-    """Quarantined payloads that are the user's: their id as the record's key or a field, or an
-    e-mail on the suppression list (hashes compared in SQL: no plain e-mail needed on resume)."""
+    """Quarantined payloads that are the user's: their id as a user endpoint's record key or
+    field (a track's id is no user's), or an e-mail on the suppression list (hashes compared in
+    SQL: no plain e-mail needed on resume)."""
 
     def erase(conn: psycopg.Connection, subject: Subject) -> int:
         payload = "(case when left(ltrim(r.payload), 1) = '{' then r.payload::jsonb end)"
         email = subject_hash_sql(EMAIL, f"({payload} ->> 'email')", "%(salt)s")
         where = sql.Identifier(schema, table).as_string(conn)
         statement = (
-            f"delete from {where} as r where r.record_key = %(id)s"
-            f" or {payload} ->> 'id' = %(id)s or {payload} ->> 'user_id' = %(id)s"
+            f"delete from {where} as r where (r.endpoint in ('users', 'listen_history')"
+            " and r.record_key = %(id)s)"
+            f" or (r.endpoint = 'users' and {payload} ->> 'id' = %(id)s)"
+            f" or (r.endpoint = 'listen_history' and {payload} ->> 'user_id' = %(id)s)"
             f" or {email} in (select subject_hash from {SUPPRESSIONS} where kind = 'email')"
         )
         params = {"id": str(subject.user_id), "salt": subject.salt}
@@ -146,7 +149,7 @@ def _emails(conn: psycopg.Connection, user_id: int) -> set[str]:
             " and left(ltrim(r.payload), 1) = '{'"
         )
         rows = conn.execute(query, (str(user_id),))  # type: ignore[arg-type]
-        found |= {r[0] for r in rows if isinstance(r[0], str)}
+        found |= {r[0] for r in rows if isinstance(r[0], str) and "@" in r[0]}
     return found
 
 
