@@ -30,7 +30,10 @@ def _suppressed_present(ctx: BuildContext) -> list[Check]:
         f" from {table}) as d"
         for table, column in id_sources.items()
     )
-    id_hash, email_hash = subject_hash_sql(USER_ID, "ids.user_id"), subject_hash_sql(EMAIL, "e")
+    id_hash, email_hash = (
+        subject_hash_sql(USER_ID, "ids.user_id"),
+        subject_hash_sql(EMAIL, "u.email"),
+    )
     query = f"""
         with ids as ({ids}
         union all
@@ -42,8 +45,7 @@ def _suppressed_present(ctx: BuildContext) -> list[Check]:
             select ids.subject from ids cross join {SALT} as salt
             where {id_hash} in (select b.subject_hash from {{batch}} as b where b.kind = 'user_id')
             union all
-            select '{t.RAW_USERS} (e-mail)' from (select distinct email as e from {t.RAW_USERS})
-                as u cross join {SALT} as salt
+            select '{t.RAW_USERS} (e-mail)' from {t.RAW_USERS} as u cross join {SALT} as salt
             where {email_hash} in (select b.subject_hash from {{batch}} as b where b.kind = 'email')
         )
         select s.subject, count(h.subject) as observed
