@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
 from psycopg import sql
@@ -46,6 +46,7 @@ class Subject:
     request_id: int
     user_id: int
     salt: bytes
+    email_hashes: frozenset[str] = frozenset()  # the suppressed e-mails (files have no SQL)
 
 
 @dataclass
@@ -239,6 +240,8 @@ def erase_request(
         )
         if SUPPRESSION_STEP not in _done_steps(conn, request_id):
             _record(conn, request_id, SUPPRESSION_STEP, _suppress(conn, subject))
+    emails = f"select subject_hash from {SUPPRESSIONS} where kind = 'email'"
+    subject = replace(subject, email_hashes=frozenset(r[0] for r in conn.execute(emails)))
     done = _done_steps(conn, request_id)
     _erase_tables(conn, subject, [(n, s) for n, s in stores(conn).items() if n not in done])
     for name, outer_store in (outer or {}).items():

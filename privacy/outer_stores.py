@@ -91,7 +91,16 @@ def outer_stores(settings: Settings, warehouse: ConnectionURL) -> dict[str, Call
     from ml.config import load_config
 
     root = load_config().artifacts.root_path(settings.project_root)
-    return {
+    stores: dict[str, Callable] = {
         "artifacts (model files)": lambda s: forget_in_artifacts(root, s.user_id),
         "dlt pending load packages": lambda s: drop_pending_packages(settings, warehouse),
     }
+    if settings.engine == "spark":  # the lake's snapshots and lists, Spark's own tables
+        from privacy.lake import forget_in_parquet
+
+        def parquet(url: str) -> Callable:
+            return lambda s: forget_in_parquet(url, s.user_id, s.salt, set(s.email_hashes))
+
+        stores["the lake (Parquet)"] = parquet(settings.lake)
+        stores["Spark's tables (Parquet)"] = parquet(str(settings.spark_dir / "warehouse"))
+    return stores
