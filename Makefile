@@ -121,6 +121,13 @@ logins: $(STAMP) ## who logs in to the warehouse, and with which roles
 rotate-credentials: $(STAMP) ## new passwords for the project's logins (waits for a running daily run)
 	@cd $(ROOT) && $(PY) -m moovitamix login rotate $(ARGS)
 
+.PHONY: forget-user erasure-report
+forget-user: $(STAMP) ## erase a user everywhere, now (ARGS="--user-id 123 --reason ticket-987")
+	@cd $(ROOT) && $(PY) -m privacy forget $(ARGS)
+
+erasure-report: $(STAMP) ## the erasure audit: per request, hashed subject, times, rows per store, role
+	@cd $(ROOT) && $(PY) -m privacy report $(ARGS)
+
 .PHONY: print-admin-sql
 print-admin-sql: $(STAMP) ## the SQL an administrator runs once when the warehouse user is no superuser
 	@cd $(ROOT) && $(PY) -m moovitamix warehouse admin-sql

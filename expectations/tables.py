@@ -18,6 +18,8 @@ RAW_TRACKS = "raw.tracks"
 RAW_USERS = "raw.users"
 RAW_LISTEN_HISTORY = "raw.listen_history"
 RAW_TABLES = {"tracks": RAW_TRACKS, "users": RAW_USERS, "listen_history": RAW_LISTEN_HISTORY}
+RAW_LISTEN_HISTORY_ITEMS = "raw.listen_history__items"
+RAW_REJECTED = "raw._rejected"  # the quarantine
 
 # marts (dbt)
 DIM_USERS = "marts.dim_users"

@@ -23,5 +23,6 @@ create table if not exists monitoring.ingestion_stats (
     started_at timestamptz not null,
     finished_at timestamptz not null,
     error text,
+    suppressed bigint not null default 0,  -- records of erased users dropped on purpose
     primary key (run_id, endpoint)
 )

@@ -35,6 +35,7 @@ from moovitamix.logins import open_logins
 from moovitamix.roles import LOADER, as_role
 from moovitamix.settings import Settings, apply_offline_defaults
 from moovitamix.warehouse import WarehouseUnreachable, connect
+from privacy.subjects import load_suppression
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +210,7 @@ def run_ingestion(
             carry = raw_tables.carry(client, snapshot=bool(lake))
             known = None if lake else raw_tables.known_history_hashes(client)
             existing = set() if lake else raw_tables.existing(client)
+            suppression = load_suppression(conn)  # erased users: never stored again
             at = step("prepare", at)
             for attempt in range(config.rereads + 1):
                 run = SourceRun(
@@ -222,6 +224,7 @@ def run_ingestion(
                     summary=stats_summary(reads) if lake else None,
                     existing=existing,
                     empty_format=EMPTY_FORMAT.get(destination),
+                    suppression=suppression,
                 )
                 try:
                     info = pipeline.extract(moovitamix_source(run), loader_file_format="parquet")

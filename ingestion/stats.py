@@ -51,6 +51,7 @@ class EndpointStats:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     error: str | None = None
+    suppressed: int = 0  # records of erased users, dropped on purpose (privacy/)
 
     def row(self) -> tuple[object, ...]:
         return tuple(Jsonb(dict(v)) if isinstance(v, dict) else v for v in vars(self).values())
@@ -92,6 +93,7 @@ def endpoint_stats(
             new_fields=dict(last.checker.drift),
             rejected_by_reason=Counter(last.checker.rejected_by_reason),
             carried_forward=last.carried_forward,
+            suppressed=last.checker.suppressed,
             requests=sum(read.counters.requests for read in rs),
             bytes=sum(read.counters.bytes for read in rs),
             retries=sum((read.counters.retries for read in rs), Counter()),
@@ -105,6 +107,7 @@ def write_stats(conn: psycopg.Connection, rows: list[EndpointStats]) -> None:
     """Upsert the rows (a run id re-run replaces its rows)."""
     # the schema exists (open_warehouse); the table is created if missing (ensure_tables)
     ensure_tables(conn, [TABLE], DDL)
+    _add_suppressed_column(conn)
     names = ", ".join(COLUMNS)
     marks = ", ".join(["%s"] * len(COLUMNS))
     updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in ("run_id", "endpoint"))
@@ -114,3 +117,16 @@ def write_stats(conn: psycopg.Connection, rows: list[EndpointStats]) -> None:
     )
     with conn.cursor() as cursor:
         cursor.executemany(query, [r.row() for r in rows])
+
+
+def _add_suppressed_column(conn: psycopg.Connection) -> None:
+    """A warehouse made before erasure existed gets the `suppressed` column (once)."""
+    missing = conn.execute(
+        "select not exists (select from information_schema.columns where table_schema = "
+        "'monitoring' and table_name = 'ingestion_stats' and column_name = 'suppressed')"
+    ).fetchone()
+    if missing and missing[0]:
+        conn.execute(f"alter table {TABLE} add column if not exists {SUPPRESSED_COLUMN}")
+
+
+SUPPRESSED_COLUMN = "suppressed bigint not null default 0"

@@ -22,7 +22,17 @@ from psycopg import sql
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.credentials import CredentialsError, CredentialsFile, default_path
 from moovitamix.errors import one_line
-from moovitamix.roles import ANALYST, APP, LOADER, ML, PII_READER, PUBLISHER, TRANSFORMER, as_role
+from moovitamix.roles import (
+    ANALYST,
+    APP,
+    LOADER,
+    ML,
+    PII_READER,
+    PRIVACY,
+    PUBLISHER,
+    TRANSFORMER,
+    as_role,
+)
 from moovitamix.settings import Settings
 from moovitamix.warehouse import (
     WarehouseUnreachable,
@@ -36,7 +46,7 @@ log = logging.getLogger(__name__)
 
 # The project's own logins, one per group role that runs something.
 PROJECT_LOGINS = {
-    role: f"{role}_login" for role in (LOADER, TRANSFORMER, ML, ANALYST, APP, PUBLISHER)
+    role: f"{role}_login" for role in (LOADER, TRANSFORMER, ML, ANALYST, APP, PUBLISHER, PRIVACY)
 }
 PERSON_ROLES = (ANALYST, PII_READER)  # what a person's login may be a member of
 PERSON_COMMENT = "MooVitamix person login"

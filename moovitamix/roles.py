@@ -22,10 +22,11 @@ ANALYST = "mvx_analyst"
 APP = "mvx_app"
 PII_READER = "mvx_pii_reader"
 PUBLISHER = "mvx_publisher"  # owns the marts schemas: swaps them in, records the run
-ROLES = (LOADER, TRANSFORMER, ML, ANALYST, APP, PII_READER, PUBLISHER)
+PRIVACY = "mvx_privacy"  # erases a user on request (privacy/)
+ROLES = (LOADER, TRANSFORMER, ML, ANALYST, APP, PII_READER, PUBLISHER, PRIVACY)
 SCHEMAS = (
     "raw", "raw_staging", "staging", "marts", "marts_candidate", "recommendations", "ml",
-    "monitoring",
+    "monitoring", "privacy",
 )  # fmt: skip
 ROLES_SQL = Path(__file__).with_name("roles.sql")
 CONNECT_TIMEOUT_S = 10

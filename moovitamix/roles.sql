@@ -13,6 +13,7 @@
 --   mvx_pii_reader   what mvx_analyst reads, plus the PII marts (named *_pii)
 --   mvx_publisher    owns the schemas marts and marts_candidate: swaps them (the publish) and
 --                    the staged lists (a member of mvx_ml); records the run in monitoring
+--   mvx_privacy      erases a user on request: reads and deletes their rows wherever they are
 -- Each has LOGIN members (moovitamix/logins.py): the steps' own logins and people's.
 
 -- one run of this file at a time per database ("mvx_rol")
@@ -34,7 +35,8 @@ begin
             ('mvx_analyst', 'reads the non-PII marts and monitoring; writes nothing'),
             ('mvx_app', 'reads recommendations only (the app)'),
             ('mvx_pii_reader', 'mvx_analyst plus the PII marts'),
-            ('mvx_publisher', 'owns the marts schemas; publishes a run (swaps them, the lists)')
+            ('mvx_publisher', 'owns the marts schemas; publishes a run (swaps them, the lists)'),
+            ('mvx_privacy', 'erases users on request (privacy/); no other writes')
         ) as r (name, purpose)
     loop
         if not exists (select from pg_roles where rolname = role.name) then
@@ -68,7 +70,7 @@ begin
     from pg_roles r
     where r.rolname in (
         'mvx_loader', 'mvx_transformer', 'mvx_ml', 'mvx_analyst', 'mvx_app', 'mvx_pii_reader',
-        'mvx_publisher'
+        'mvx_publisher', 'mvx_privacy'
     )
     and not exists (
         select from pg_auth_members m
@@ -103,6 +105,7 @@ create schema if not exists marts_candidate;  -- the marts of a run until it pub
 create schema if not exists recommendations;
 create schema if not exists ml;
 create schema if not exists monitoring;
+create schema if not exists privacy;  -- the suppression list and its salt (privacy/)
 
 -- The publish renames the marts schemas, which takes their owner and CREATE on the database:
 -- both go to mvx_publisher, so no superuser publishes. (A warning, not an error, if the
@@ -257,3 +260,86 @@ reset role;
 grant usage on schema monitoring to mvx_app;
 grant insert on monitoring.recommendation_impressions to mvx_app;
 grant select on monitoring.recommendation_impressions to mvx_transformer;
+
+-- Erasure (privacy/, SECURITY.md "Forgetting a user"). mvx_privacy reads and deletes the rows of
+-- the stores that hold users: raw and dlt's staging (mvx_loader's), staging's copy of the
+-- published lists (mvx_transformer's), the lists (mvx_ml's), the impressions. The marts get it
+-- from dbt's `grants` config (dbt_project.yml), re-applied on every build.
+grant usage on schema raw, raw_staging, staging, marts, marts_candidate, recommendations, ml,
+monitoring to mvx_privacy;
+alter default privileges for role mvx_loader in schema raw, raw_staging
+grant select, delete on tables to mvx_privacy;
+grant select, delete on all tables in schema raw, raw_staging to mvx_privacy;
+alter default privileges for role mvx_transformer in schema staging
+grant select, delete on tables to mvx_privacy;
+grant select, delete on all tables in schema staging to mvx_privacy;
+alter default privileges for role mvx_ml in schema recommendations
+grant select, delete on tables to mvx_privacy;
+grant select, delete on all tables in schema recommendations to mvx_privacy;
+grant select, delete on monitoring.recommendation_impressions to mvx_privacy;
+
+-- The suppression list: salted hashes of erased users' ids and e-mails, never plain values;
+-- the salt is made once per warehouse. Read by ingestion (it drops them) and validation (no
+-- table may hold them); only mvx_privacy adds to it. Analysts and the app see none of it.
+create table if not exists privacy.salt (
+    singleton boolean primary key default true check (singleton),
+    salt bytea not null
+);
+insert into privacy.salt (salt)
+select uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid())
+where not exists (select from privacy.salt);
+create table if not exists privacy.suppressions (
+    subject_hash text primary key,  -- sha256(salt || 'user_id:<id>' or 'email:<e-mail>'), hex
+    kind text not null check (kind in ('user_id', 'email')),
+    request_id bigint not null,
+    suppressed_at timestamptz not null default now()
+);
+revoke all on schema privacy from public;
+grant usage on schema privacy to mvx_privacy, mvx_loader, mvx_transformer;
+grant select on privacy.salt, privacy.suppressions to mvx_privacy, mvx_loader, mvx_transformer;
+grant insert on privacy.suppressions to mvx_privacy;
+
+-- Requests: an operator inserts (user_id, reason); the next daily run or `make forget-user`
+-- processes them. Each store erased is a row of erasure_steps, written in the store's own
+-- transaction (a killed erasure resumes where it stopped); the audit is their sum, no PII.
+-- Created as mvx_loader, the owner of monitoring's tables (nothing to adopt on the next run).
+set local role mvx_loader;
+create table if not exists monitoring.erasure_requests (
+    request_id bigserial primary key,
+    user_id bigint,  -- cleared once the request is done: the audit keeps the hash only
+    subject_hash text,
+    reason text not null default '',
+    requested_at timestamptz not null default now(),
+    requested_by text not null default current_user,
+    status text not null default 'pending' check (status in ('pending', 'running', 'done')),
+    started_at timestamptz,
+    finished_at timestamptz,
+    check (user_id is not null or status = 'done')
+);
+create table if not exists monitoring.erasure_steps (
+    request_id bigint not null references monitoring.erasure_requests,
+    store text not null,  -- a table (schema.table) or a store outside Postgres (artifacts, lake)
+    removed bigint not null,
+    done_at timestamptz not null default now(),
+    done_by text not null default current_user,  -- the role that erased
+    primary key (request_id, store)
+);
+create or replace view monitoring.erasure_audit as
+select r.request_id, r.subject_hash, r.reason, r.requested_at, r.started_at, r.finished_at,
+    r.status, coalesce(sum(s.removed), 0) as removed,
+    coalesce(jsonb_object_agg(s.store, s.removed) filter (where s.store is not null), '{}')
+        as removed_by_store,
+    coalesce(string_agg(distinct s.done_by, ', '), '') as erased_by
+from monitoring.erasure_requests as r
+left join monitoring.erasure_steps as s on s.request_id = r.request_id
+group by r.request_id;
+comment on view monitoring.erasure_audit is
+'One row per erasure request: hashed subject, when, rows removed per store, by which role.';
+reset role;
+revoke all on monitoring.erasure_requests, monitoring.erasure_steps
+from mvx_transformer, mvx_ml, mvx_analyst;
+revoke all on monitoring.erasure_audit from mvx_transformer, mvx_ml;
+grant select, insert, update on monitoring.erasure_requests to mvx_privacy;
+grant select, insert on monitoring.erasure_steps to mvx_privacy;
+grant usage on sequence monitoring.erasure_requests_request_id_seq to mvx_privacy;
+grant select on monitoring.erasure_audit to mvx_privacy, mvx_analyst;

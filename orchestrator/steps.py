@@ -15,6 +15,7 @@ Steps = tuple[tuple[str, Step], ...]  # (name, step function), in the order they
 # The role of each step: it connects as that role's own login (moovitamix/logins.py). `source`
 # needs no warehouse; the run's ledger is written as the publisher.
 STEP_ROLES = {
+    "erase": roles.PRIVACY,  # pending erasure requests (privacy/)
     "ingest": roles.LOADER,  # dlt's loader and the step's own connections
     "transform": roles.TRANSFORMER,  # dbt's profile; the candidate's state as the publisher
     "validate": roles.TRANSFORMER,  # reads raw, owns the candidate marts, writes monitoring
@@ -62,9 +63,11 @@ def pipeline_steps() -> Steps:
     from expectations import step as monitoring
     from ingestion.step import ingest
     from ml.step import train
+    from privacy.step import erase
 
     return (
         ("source", check_source),
+        ("erase", erase),  # pending erasure requests, as mvx_privacy (privacy/)
         ("ingest", ingest),
         ("transform", transform),
         ("validate", monitoring.validate_data),

@@ -58,6 +58,6 @@ class SuiteSpec:
 
 
 def all_suites() -> tuple[SuiteSpec, ...]:
-    from expectations.suites import marts, raw, recommendations
+    from expectations.suites import marts, privacy, raw, recommendations
 
-    return (*raw.SUITES, *marts.SUITES, *recommendations.SUITES)
+    return (*raw.SUITES, *marts.SUITES, *privacy.SUITES, *recommendations.SUITES)

@@ -69,7 +69,11 @@ def _current_rows(ctx: BuildContext) -> str:
 
 
 def _ingestion(ctx: BuildContext) -> list[Check]:
-    expected = "coalesce(s.api_total, s.records) - s.rejected + s.carried_forward"
+    # erased users' records are dropped on purpose (privacy/): not missing
+    expected = (
+        "coalesce(s.api_total, s.records) - s.rejected - coalesce(s.suppressed, 0)"
+        " + s.carried_forward"
+    )
     row_counts = f"""
         with latest as ({LATEST_LOADED}),
         current_rows as ({_current_rows(ctx)})

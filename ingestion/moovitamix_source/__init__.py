@@ -33,6 +33,7 @@ from ingestion.moovitamix_source.contract import (
     Tables,
 )
 from ingestion.moovitamix_source.http import Api, Counters, EndpointFailed, Page
+from privacy.subjects import Suppression
 
 # New tables and columns may appear (schema drift is kept); the type of a column never changes.
 SCHEMA_CONTRACT = {"tables": "evolve", "columns": "evolve", "data_type": "freeze"}
@@ -129,6 +130,7 @@ class SourceRun:
     summary: Callable[[SourceRun], pa.Table] | None = None  # the stats table, last
     existing: set[str] = field(default_factory=set)  # the destination's tables
     empty_format: str | None = None  # file format of an empty table (ADBC takes no empty file)
+    suppression: Suppression | None = None  # erased users, dropped before anything is stored
     reads: dict[str, Read] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     checking: threading.Lock = field(default_factory=threading.Lock)  # see `task`
@@ -224,7 +226,9 @@ class SourceRun:
 
 
 def _pages(endpoint: Endpoint, run: SourceRun) -> Iterator[Any]:
-    checker = Checker(endpoint, run.run_id, run.config.max_field_bytes, run.known_hashes)
+    checker = Checker(
+        endpoint, run.run_id, run.config.max_field_bytes, run.known_hashes, run.suppression
+    )
     read = Read(endpoint, checker)
     with run.lock:
         run.reads[endpoint.name] = read

@@ -22,6 +22,8 @@ import pyarrow.compute as pc
 from pydantic import AfterValidator, BeforeValidator, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
+from privacy.subjects import Suppression
+
 RECORD_HASH = "record_hash"  # content hash of a record version: the scd2 row version column
 DLT_ID = "_dlt_id"
 TIMESTAMP = pa.timestamp("us", tz="UTC")  # the API's naive timestamps are UTC
@@ -54,6 +56,7 @@ LISTEN_HISTORY = Endpoint(
     "listen_history", "user_id", dict(user_id=_I, items=Kind.INT_LIST, created_at=_T, updated_at=_T)
 )
 ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (TRACKS, USERS, LISTEN_HISTORY)}
+USER_KEYS = {USERS.name: "id", LISTEN_HISTORY.name: "user_id"}  # whose a record is (erasure)
 
 
 def _timestamp(value: Any) -> datetime:
@@ -239,8 +242,11 @@ class Checker:
         run_id: str,
         max_field_bytes: int,
         known_hashes: np.ndarray | None = None,
+        suppression: Suppression | None = None,
     ) -> None:
         self.endpoint, self.run_id, self.max_field_bytes = endpoint, run_id, max_field_bytes
+        self.suppression = suppression  # erased users: dropped before anything is kept
+        self.suppressed = 0
         self.known_hashes = known_hashes  # sorted S32 hashes of versions whose items raw holds
         self.page_type = TypeAdapter(list[record_type(endpoint)])  # type: ignore[misc]
         self.careful_type = TypeAdapter(record_type(endpoint, max_field_bytes))
@@ -257,6 +263,8 @@ class Checker:
         key = self.endpoint.key
         keys = [r.get(key) if type(r) is dict and type(r.get(key)) is int else None
                 for r in records]  # fmt: skip
+        if self.suppression and self.endpoint.name in USER_KEYS:
+            records = self._unsuppressed(records)
         good: list[dict[str, Any]] = []
         served: list[dict[str, Any]] = []
         try:  # the whole page at once; record by record if one breaks the contract
@@ -284,6 +292,26 @@ class Checker:
         if good:
             out.records.append(self._table(good, served, stamps, out))
         return keys
+
+    def _unsuppressed(self, records: list[Any]) -> list[Any]:
+        """The records of users not on the suppression list: an erased user's (by id, or by
+        e-mail) is dropped here, before it is checked, stored or quarantined. Their keys were
+        counted already: the read stays complete, and `suppressed` says how many were dropped."""
+        assert self.suppression is not None
+        key, check = USER_KEYS[self.endpoint.name], self.suppression
+
+        def erased(record: Any) -> bool:
+            if type(record) is not dict:
+                return False
+            return check.user_id(record.get(key)) or (
+                self.endpoint is USERS and check.email(record.get("email"))
+            )
+
+        kept = [record for record in records if not erased(record)]
+        if dropped := len(records) - len(kept):
+            with self._lock:
+                self.suppressed += dropped
+        return kept
 
     def _table(
         self, good: list[dict], served: list[Any], stamps: dict[str, pa.Array], out: Tables

@@ -57,6 +57,23 @@ create table marts.user_genre_features (
 );
 """
 
+# what the suppression check reads besides (moovitamix/roles.sql, dlt's tables): none suppressed
+PRIVACY_DDL = """
+create table raw.listen_history__items (
+    record_hash text, user_id bigint, position integer, track_id bigint, _dlt_load_id text
+);
+create table raw._rejected (
+    endpoint text, page integer, record_key text, payload text, reason text, run_id text,
+    rejected_at timestamptz, _dlt_load_id text
+);
+create table privacy.salt (singleton boolean primary key default true, salt bytea not null);
+insert into privacy.salt (salt) values ('\\x00112233');
+create table privacy.suppressions (
+    subject_hash text primary key, kind text not null, request_id bigint not null,
+    suppressed_at timestamptz not null default now()
+);
+"""
+
 RECOMMENDATIONS_DDL = """
 create table recommendations.user_top_tracks (
     user_id bigint not null, rank integer not null, track_id bigint not null,
@@ -80,6 +97,7 @@ class Sizes:
 
 def _raw(conn: psycopg.Connection, sizes: Sizes) -> None:
     conn.execute(RAW_DDL)
+    conn.execute(PRIVACY_DDL)
     past = "now() - interval '30 days'"
     conn.execute(
         f"""

@@ -37,7 +37,7 @@ def _build_all() -> dict[str, list[object]]:
 def test_every_expectation_has_a_severity_a_limit_and_a_description() -> None:
     suites = _build_all()
     expectations = [e for built in suites.values() for e in built]
-    assert len(expectations) == 15
+    assert len(expectations) == 16
     for expectation in expectations:
         meta = expectation.meta  # type: ignore[attr-defined]
         assert meta["severity"] in ("error", "warning")
@@ -50,7 +50,7 @@ def test_every_batch_of_a_metric_query_has_an_alias() -> None:
     """`{batch}` may be a subquery (a raw table's current rows), which Postgres 14 and 15 refuse
     in FROM without an alias."""
     queries = [check.query for checks in _checks().values() for check in checks]
-    assert len(queries) == 14  # the 15 expectations: orphaned_listens has two levels
+    assert len(queries) == 15  # the 16 expectations: orphaned_listens has two levels
     for query in queries:
         batches = re.findall(r"\{batch\}(\s+as\s+\w+)?", query)
         assert batches and all(batches), query

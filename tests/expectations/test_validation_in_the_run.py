@@ -125,7 +125,7 @@ def test_warning_expectation_only_alerts(
     assert _run_daily(monitoring.validate_data) == exit_codes.OK
     (status, _, _), (_, step_status, rows_out, _) = _ledger(daily_env)
     assert (status, step_status) == ("success", "success")
-    assert rows_out == 13  # the data stage's expectations
+    assert rows_out == 14  # the data stage's expectations
     (body,) = webhook.bodies
     assert body["severity"] == "warning" and body["details"]["suite"] == "raw.users"
     assert body["text"].startswith(":warning: MooVitamix warning [validate]")

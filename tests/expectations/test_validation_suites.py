@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 RUN = "20261126T100000Z-bbbbbb"
 PREVIOUS = "20261125T100000Z-aaaaaa"
-ALL_EXPECTATIONS = 15
+ALL_EXPECTATIONS = 16
 
 
 @pytest.fixture
@@ -58,6 +58,7 @@ def test_clean_warehouse_passes_and_writes_a_row_per_expectation(
     assert set(outcome.suites) == {
         "raw.users", "raw.tracks", "raw.listen_history", "raw.ingestion",
         "marts.orphaned_listens", "marts.day_over_day", "recommendations", "play_next",
+        "privacy.suppressed",
     }  # fmt: skip
     assert validate.alerts == []
     with psycopg.connect(warehouse.url()) as conn:
@@ -248,6 +249,29 @@ def test_active_users_without_recommendations_are_an_error(
     assert sorted({r.suite for r in outcome.results}) == ["play_next", "recommendations"]
     assert _failed(outcome) == {("recommendations", "active_users_covered", "error")}
     assert outcome.failures[0].observed["subjects"][0]["without_recommendations"] == 2
+
+
+def test_a_suppressed_user_back_in_raw_or_the_marts_is_an_error(
+    warehouse: ConnectionURL, validate: Validator, sql: Execute
+) -> None:
+    """privacy/: an erased user's hashed id (and e-mail) found again fails the run."""
+    from privacy.subjects import EMAIL, USER_ID, subject_hash
+
+    salt = bytes.fromhex("00112233")
+    with psycopg.connect(warehouse.url()) as conn:
+        (email,) = conn.execute("select email from raw.users where id = 4 limit 1").fetchone()  # type: ignore[misc]
+    for kind, value in ((USER_ID, 4), (EMAIL, email.upper())):
+        sql(
+            "insert into privacy.suppressions values (%s, %s, 1)",
+            (subject_hash(salt, kind, value), kind),
+        )
+    outcome = validate(warehouse, RUN, stage=Stage.DATA)
+    assert _failed(outcome) == {("privacy.suppressed", "suppressed_users_absent", "error")}
+    (failure,) = outcome.failures
+    found = {row["subject"]: row["observed"] for row in failure.observed["subjects"]}
+    assert found["raw.users"] >= 1 and found["raw.users (e-mail)"] >= 1, found
+    assert found["marts.fct_listens"] == 1 and "raw._rejected" not in found, found
+    assert email not in str(failure.observed) and email not in failure.observed_value
 
 
 def test_catalog_tracks_without_play_next_are_an_error(

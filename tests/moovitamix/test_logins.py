@@ -24,7 +24,16 @@ from moovitamix.__main__ import main as moovitamix_main
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.credentials import CredentialsError, CredentialsFile
 from moovitamix.logins import PROJECT_LOGINS, Logins
-from moovitamix.roles import ANALYST, APP, LOADER, ML, PII_READER, PUBLISHER, TRANSFORMER
+from moovitamix.roles import (
+    ANALYST,
+    APP,
+    LOADER,
+    ML,
+    PII_READER,
+    PRIVACY,
+    PUBLISHER,
+    TRANSFORMER,
+)
 from moovitamix.run_lock import run_lock
 from moovitamix.settings import load_settings
 from tests.conftest import create_warehouse
@@ -36,13 +45,15 @@ Denied = psycopg.errors.InsufficientPrivilege
 PERSON = "test_alice"  # a person's login (their names may not start with mvx_)
 
 # What each login may read: every other table below is refused to it.
+# mvx_privacy erases a user wherever their rows are: it reads (to delete by a condition) the
+# tables that hold users (the marts by dbt's grants, on a build), never the models' registry
 TABLES = {
-    "raw.users": {LOADER, TRANSFORMER},
-    "staging.stg_users": {TRANSFORMER},
+    "raw.users": {LOADER, TRANSFORMER, PRIVACY},
+    "staging.stg_users": {TRANSFORMER, PRIVACY},
     "marts.dim_users_pii": {TRANSFORMER},  # dbt builds it; else the PII reader only
     "marts.dim_users": {ANALYST, ML, TRANSFORMER, PUBLISHER},
     "ml.model_runs": {ML, PUBLISHER},  # the publisher swaps mvx_ml's lists: a member of it
-    "recommendations.user_top_tracks": {ML, APP, TRANSFORMER, PUBLISHER},
+    "recommendations.user_top_tracks": {ML, APP, TRANSFORMER, PUBLISHER, PRIVACY},
 }
 
 
