@@ -73,16 +73,18 @@ def forget_in_artifacts(root: Path, user_id: int) -> int:
 
 
 def drop_pending_packages(settings: Settings, warehouse: ConnectionURL) -> int:
-    """dlt's packages extracted or normalized but not loaded hold the records as served: drop
-    them (dlt's public `drop_pending_packages`); the next ingestion reads the API whole again."""
+    """dlt's packages extracted or normalized but not loaded hold the records as served, and
+    dropping them (dlt's `drop_pending_packages`) keeps their files as an aborted package: so
+    the whole local working dir goes, by dlt's public `Pipeline.drop()` (packages, trace, local
+    state and schemas). The next ingestion restores state and schema from the destination and
+    reads the API whole again. Returns how many pending packages there were."""
     from ingestion.config import IngestionConfig
     from ingestion.pipeline import make_pipeline
 
     kind = "filesystem" if settings.engine == "spark" else "postgres"
     pipeline, _ = make_pipeline(settings, warehouse, IngestionConfig(progress=False), kind)
     pending = pipeline.list_extracted_load_packages() + pipeline.list_normalized_load_packages()
-    if pending:
-        pipeline.drop_pending_packages()
+    pipeline.drop()
     return len(pending)
 
 
