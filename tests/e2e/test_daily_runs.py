@@ -18,6 +18,7 @@ import pytest
 from ml.registry import ensure_model_runs
 from moovitamix import exit_codes
 from moovitamix.connection_url import ConnectionURL
+from moovitamix.logins import PROJECT_LOGINS
 from moovitamix.roles import ANALYST, ML, ensure_roles
 from tests.conftest import SimulatorFactory, Webhook
 from tests.e2e.conftest import SECRET, CleanRun
@@ -102,7 +103,7 @@ def test_the_password_is_nowhere(clean_day0: CleanRun) -> None:
     bootstrap password, nor any of the project logins' (outside their credentials file)."""
     credentials = clean_day0.home / ".config" / "moovitamix" / "credentials.pgpass"
     passwords = [line.rsplit(":", 1)[1] for line in credentials.read_text().splitlines()]
-    assert len(passwords) == 6
+    assert len(passwords) == len(PROJECT_LOGINS)
     secrets = [SECRET.encode(), *(password.encode() for password in passwords)]
     output = clean_day0.result.stdout + clean_day0.result.stderr
     assert not any(secret.decode() in output for secret in secrets)
