@@ -157,6 +157,7 @@ def run_validation(
     measured: dict[str, Measurements] = {}  # by suite
     skipped: list[tuple[str, str]] = []
     with open_engine(settings, url, relations) as engine:
+        chosen = [spec for spec in chosen if spec.runs_on(engine.dialect)]
         if stage is not Stage.RECOMMENDATIONS:
             record_run_metrics(engine, run_id, thresholds)
         engine.load({table for spec in chosen for table in spec.requires})

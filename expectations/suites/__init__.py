@@ -40,6 +40,10 @@ class SuiteSpec:
     also_reads: tuple[str, ...] = ()
     stage: Stage = Stage.DATA
     current: bool = False
+    postgres_only: bool = False  # its tables live in Postgres on either engine: not on Spark
+
+    def runs_on(self, dialect: Dialect) -> bool:
+        return dialect is POSTGRES or not self.postgres_only
 
     @property
     def requires(self) -> tuple[str, ...]:

@@ -70,5 +70,6 @@ SUITES = (
             t.DIM_USERS,
             t.FCT_LISTENS,
         ),
+        postgres_only=True,
     ),
 )
