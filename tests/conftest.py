@@ -180,10 +180,17 @@ def warehouse_env(
 ) -> ConnectionURL:
     """`fresh_warehouse`, exported as WAREHOUSE_URL (with private data and logs dirs) for the
     code under test and the subprocesses it starts."""
-    monkeypatch.setenv("WAREHOUSE_URL", fresh_warehouse.url())
+    return export_warehouse(fresh_warehouse, monkeypatch, tmp_path)
+
+
+def export_warehouse(
+    url: ConnectionURL, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> ConnectionURL:
+    """`url` as WAREHOUSE_URL, with data and logs dirs under `tmp_path`, for the test."""
+    monkeypatch.setenv("WAREHOUSE_URL", url.url())
     monkeypatch.setenv("MOOVITAMIX_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("MOOVITAMIX_LOGS_DIR", str(tmp_path / "logs"))
-    return fresh_warehouse
+    return url
 
 
 @dataclass

@@ -18,7 +18,7 @@ from moovitamix.settings import load_settings
 from moovitamix.step import RunContext, StepReport
 from orchestrator.daily import run
 from orchestrator.steps import STEP_ROLES
-from tests.conftest import create_warehouse
+from tests.conftest import create_warehouse, export_warehouse
 
 pytestmark = [pytest.mark.integration, pytest.mark.pg_servers("embedded", "system")]
 
@@ -53,9 +53,7 @@ def test_each_step_logs_in_as_itself_and_a_run_needs_no_bootstrap_password(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     url = create_warehouse(pg_admin_url, prefix="mvx_logins_run")
-    monkeypatch.setenv("WAREHOUSE_URL", url.url())
-    monkeypatch.setenv("MOOVITAMIX_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("MOOVITAMIX_LOGS_DIR", str(tmp_path / "logs"))
+    export_warehouse(url, monkeypatch, tmp_path)
     monkeypatch.setenv("MOOVITAMIX_API_URL", "http://127.0.0.1:1")  # no step asks it
     open_logins(load_settings())  # the set-up, with the bootstrap password
     if pg_server == "system":  # the embedded server trusts its private socket: nothing to remove

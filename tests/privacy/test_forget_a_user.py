@@ -24,7 +24,7 @@ from moovitamix.roles import ANALYST, APP, LOADER, PRIVACY
 from moovitamix.settings import load_settings
 from privacy import ErasureFailed
 from privacy.erasure import process_requests
-from tests.conftest import SimulatorFactory, create_warehouse
+from tests.conftest import SimulatorFactory, create_warehouse, export_warehouse
 from tests.e2e.daily_helpers import SIMULATOR_ARGS, daily_env, query, run_daily, set_simulator
 
 pytestmark = [
@@ -176,9 +176,7 @@ def test_a_forgotten_user_is_nowhere_after_two_more_days_of_the_api_serving_them
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url = create_warehouse(pg_admin_url, prefix="mvx_forget")
-    monkeypatch.setenv("WAREHOUSE_URL", url.url())
-    monkeypatch.setenv("MOOVITAMIX_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("MOOVITAMIX_LOGS_DIR", str(tmp_path / "logs"))
+    export_warehouse(url, monkeypatch, tmp_path)
     api = start_simulator(*SIMULATOR_ARGS)
     env = daily_env(api)
     _day(env, project_copy)
