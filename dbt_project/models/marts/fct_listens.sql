@@ -13,7 +13,7 @@
             "{{ delete_stale_listens('users') }}",
             "{{ delete_stale_listens('tracks') }}",
         ],
-        indexes=[{'columns': ['history_valid_from']}],
+        indexes=[{'columns': ['history_valid_from']}, {'columns': ['first_seen_at']}],
     )
 }}
 -- Who listened to what: one row per user and track, from the users' current listen histories.
@@ -22,7 +22,8 @@
 -- validity: the users with an event after the table's watermark (the newest
 -- `history_valid_from` it holds) are rebuilt; `delete_stale_listens` (pre-hook) first deletes
 -- their rows, then their rows are appended (macros/delete_stale_listens.sql). The index on
--- `history_valid_from` makes reading the watermark an index scan.
+-- `history_valid_from` makes reading the watermark an index scan; the one on `first_seen_at`
+-- finds the listens of the latest days (fct_recommendation_uptake) without a scan.
 -- depends_on: {{ ref('stg_moovitamix__user_versions') }}
 -- depends_on: {{ ref('stg_moovitamix__track_versions') }}
 with

@@ -15,17 +15,16 @@
 -- same length (the baseline). The lists of "the day before" are those of the latest model run
 -- whose data ends before the day begins, in the data's clock: its data ends at the latest
 -- listen time loaded before its lists were generated. Incremental: each build recomputes the
--- days from the latest one built (a day may have been partial) onwards.
+-- days from the latest one built (a day may have been partial) onwards. fct_listens is read
+-- where it is used, not in one CTE: through its index on first_seen_at (the latest days) and
+-- its primary key (the users of those days), never whole.
 with
 
-listens as (
+track_popularity as (
 
-    -- read three times, so Postgres materializes it: without the arrays
-    select
-        user_id,
-        track_id,
-        first_seen_at
-    from {{ ref('fct_listens') }}
+    -- distinct listeners per track over all of fct_listens (its listener_count: a row of
+    -- fct_listens is one user and track)
+    select * from {{ ref('track_popularity') }}
 
 ),
 
@@ -91,14 +90,22 @@ new_listens as (
 
     -- each user's first listen of each track, on its day (UTC)
     select
-        user_id,
-        track_id,
-        cast(timezone('UTC', first_seen_at) as date) as listen_date
-    from listens
+        listens.user_id,
+        listens.track_id,
+        cast(timezone('UTC', listens.first_seen_at) as date) as listen_date
+    from {{ ref('fct_listens') }} as listens
     {% if is_incremental() %}
     where
-        timezone('UTC', first_seen_at) >= coalesce(
-            (select max(built.listen_date) from {{ this }} as built), date '-infinity'
+        -- midnight (UTC) of the latest day built: a range on the index
+        listens.first_seen_at >= timezone(
+            'UTC',
+            cast(
+                coalesce(
+                    (select max(built.listen_date) from {{ this }} as built),
+                    date '-infinity'
+                )
+                as timestamp
+            )
         )
     {% endif %}
 
@@ -173,19 +180,42 @@ day_runs_data as (
 
 ),
 
-popularity as (
+not_yet_heard as (
 
-    -- the popularity ranking of each run's data: distinct listeners, ties to the lower id
+    -- per run and track, the listeners first seen after the run's data end (the days being
+    -- built, a small share of the listens), read through the index on first_seen_at
     select
         day_runs_data.model_run_id,
         listens.track_id,
+        count(*) as listener_count
+    from day_runs_data
+    inner join {{ ref('fct_listens') }} as listens
+        on day_runs_data.data_until_at < listens.first_seen_at
+    group by day_runs_data.model_run_id, listens.track_id
+
+),
+
+popularity as (
+
+    -- the popularity ranking of each run's data: distinct listeners by the run's data end
+    -- (all of them less those not yet heard then), ties to the lower id
+    select
+        day_runs_data.model_run_id,
+        track_popularity.track_id,
         row_number() over (
             partition by day_runs_data.model_run_id
-            order by count(*) desc, listens.track_id asc
+            order by
+                track_popularity.listener_count
+                - coalesce(not_yet_heard.listener_count, 0) desc,
+                track_popularity.track_id asc
         ) as popularity_rank
     from day_runs_data
-    inner join listens on day_runs_data.data_until_at >= listens.first_seen_at
-    group by day_runs_data.model_run_id, listens.track_id
+    cross join track_popularity
+    left join not_yet_heard
+        on
+            day_runs_data.model_run_id = not_yet_heard.model_run_id
+            and track_popularity.track_id = not_yet_heard.track_id
+    where track_popularity.listener_count > coalesce(not_yet_heard.listener_count, 0)
 
 ),
 
@@ -213,7 +243,7 @@ heard_above as (
         ranked_listens.track_id,
         count(*) as heard_count
     from ranked_listens
-    inner join listens as heard
+    inner join {{ ref('fct_listens') }} as heard
         on
             ranked_listens.user_id = heard.user_id
             and ranked_listens.data_until_at >= heard.first_seen_at
