@@ -3,9 +3,15 @@
 -- and warned about by a test, so that a growing number is seen.
 with
 
-current_items as (
+item_versions as (
 
-    select * from {{ ref('stg_moovitamix__listen_history_items') }}
+    select * from {{ ref('stg_moovitamix__listen_history_item_versions') }}
+
+),
+
+current_histories as (
+
+    select * from {{ ref('stg_moovitamix__listen_history') }}
 
 ),
 
@@ -28,20 +34,43 @@ tracks_history as (
 
 ),
 
-orphaned_items as (
+orphaned_versions as (
 
+    -- the elements of any version of a user or a track the API does not serve now: the two
+    -- lookups first, while the items are read, as they leave few rows
     select
-        current_items.user_id,
-        current_items.track_id,
-        current_items.position,
+        item_versions.user_id,
+        item_versions.track_id,
+        item_versions.position,
+        item_versions.record_hash,
         users.user_id is null as is_unknown_user
 
-    from current_items
+    from item_versions
     left join users
-        on current_items.user_id = users.user_id
+        on item_versions.user_id = users.user_id
     left join tracks
-        on current_items.track_id = tracks.track_id
+        on item_versions.track_id = tracks.track_id
     where users.user_id is null or tracks.track_id is null
+
+),
+
+orphaned_items as (
+
+    -- of those, the elements of the current version (as stg_moovitamix__listen_history_items)
+    select
+        orphaned_versions.user_id,
+        orphaned_versions.track_id,
+        orphaned_versions.position,
+        orphaned_versions.is_unknown_user
+
+    from orphaned_versions
+    where exists (
+        select 1
+        from current_histories
+        where
+            current_histories.user_id = orphaned_versions.user_id
+            and current_histories.record_hash = orphaned_versions.record_hash
+    )
 
 ),
 
