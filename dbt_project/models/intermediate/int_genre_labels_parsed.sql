@@ -53,19 +53,24 @@ genre_texts as (
 
 ),
 
+distinct_texts as (
+
+    -- few: combinations of a few genres, each parsed once rather than once per version
+    select distinct genre_text
+    from genre_texts
+
+),
+
 labels as (
 
     select
-        genre_texts.entity_type,
-        genre_texts.entity_id,
-        genre_texts.valid_from,
-        genre_texts.is_current,
+        distinct_texts.genre_text,
         parts.label_number,
         btrim(parts.genre_label) as genre_label
 
-    from genre_texts
+    from distinct_texts
     {{ split_to_rows(
-        'genre_texts.genre_text', genre_separator_pattern(), 'parts', 'genre_label', 'label_number'
+        'distinct_texts.genre_text', genre_separator_pattern(), 'parts', 'genre_label', 'label_number'
     ) }}
 
 ),
@@ -73,10 +78,7 @@ labels as (
 mapped as (
 
     select
-        labels.entity_type,
-        labels.entity_id,
-        labels.valid_from,
-        labels.is_current,
+        labels.genre_text,
         labels.label_number,
         labels.genre_label,
         known_genres.genre_id is not null as is_known_genre,
@@ -93,39 +95,51 @@ deduplicated as (
 
     -- a genre listed twice ("Rock, rock") counts once, at its first place
     select
-        entity_type,
-        entity_id,
-        valid_from,
-        is_current,
+        genre_text,
         genre_id,
         is_known_genre,
         min(label_number) as first_label_number,
         {{ first_by('genre_label', 'label_number') }} as genre_label
 
     from mapped
-    group by entity_type, entity_id, valid_from, is_current, genre_id, is_known_genre
+    group by genre_text, genre_id, is_known_genre
 
 ),
 
-final as (
+parsed as (
 
     select
-        entity_type,
-        entity_id,
-        valid_from,
-        is_current,
+        genre_text,
         genre_id,
         genre_label,
         is_known_genre,
         cast(
             row_number() over (
-                partition by entity_type, entity_id, valid_from, is_current
+                partition by genre_text
                 order by first_label_number
             ) - 1
             as integer
         ) as position
 
     from deduplicated
+
+),
+
+final as (
+
+    select
+        genre_texts.entity_type,
+        genre_texts.entity_id,
+        genre_texts.valid_from,
+        genre_texts.is_current,
+        parsed.genre_id,
+        parsed.genre_label,
+        parsed.is_known_genre,
+        parsed.position
+
+    from genre_texts
+    inner join parsed
+        on genre_texts.genre_text = parsed.genre_text
 
 )
 
