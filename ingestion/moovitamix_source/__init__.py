@@ -265,11 +265,6 @@ def moovitamix_source(run: SourceRun) -> Iterator[Any]:
         )
         for table in (ITEMS_TABLE, REJECTED_TABLE, STATS_TABLE):
             resource.apply_hints(
-                table_name=table,
-                write_disposition="append",
-                create_table_variant=True,
-                # the extract's Parquet as it is (a variant gets no `loader_file_format`: dlt
-                # rewrote the items as CSV in normalize and loaded them through COPY)
-                file_format="parquet" if table == ITEMS_TABLE else None,
+                table_name=table, write_disposition="append", create_table_variant=True
             )
         yield resource

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from ingestion.config import IngestionConfig
-from ingestion.moovitamix_source.contract import ENDPOINTS, ITEMS_TABLE, record_hash
+from ingestion.moovitamix_source.contract import ENDPOINTS, record_hash
 from ingestion.pipeline import LOADER_SETTINGS, IngestionFailed, make_pipeline
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.settings import load_settings
@@ -97,23 +97,6 @@ def test_the_loaders_sessions_run_as_the_loader_with_room_to_hash_the_scd2_merge
     with pipeline.sql_client() as client:
         settings = client.execute_sql("select current_user, current_setting('work_mem')")
     assert [tuple(row) for row in settings] == [("mvx_loader", LOADER_SETTINGS["work_mem"])]
-
-
-def test_the_items_load_from_the_extracts_parquet(
-    simulator_url: str, ingest: Ingest, warehouse_env: ConnectionURL
-) -> None:
-    """A table variant gets no `loader_file_format` from dlt: without its own hint, normalize
-    rewrote the items (most of a run's rows) as CSV and loaded them through COPY."""
-    ingest(simulator_url)
-
-    pipeline, _ = make_pipeline(load_settings(), warehouse_env, IngestionConfig(), "postgres")
-    (package,) = pipeline.last_trace.last_load_info.load_packages
-    formats = {
-        (job.job_file_info.table_name, job.job_file_info.file_format)
-        for job in package.jobs["completed_jobs"]
-    }
-    assert (ITEMS_TABLE, "parquet") in formats
-    assert (ITEMS_TABLE, "csv") not in formats
 
 
 def test_day_two_adds_versions_and_retires_deleted_records(
