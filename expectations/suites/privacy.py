@@ -30,6 +30,11 @@ def _suppressed_present(ctx: BuildContext) -> list[Check]:
         f" from {table}) as d"
         for table, column in id_sources.items()
     )
+    # the subjects: the tables with ids (a table's existence test, not its distinct ids)
+    subjects = "\n              union all ".join(
+        f"select '{table}' as subject where exists (select from {table})" for table in id_sources
+    )
+    rejected_users = "endpoint <> 'tracks' and record_key ~ '^[0-9]{{1,18}}$'"  # a user's id
     id_hash, email_hash = (
         subject_hash_sql(USER_ID, "ids.user_id"),
         subject_hash_sql(EMAIL, "u.email"),
@@ -39,18 +44,24 @@ def _suppressed_present(ctx: BuildContext) -> list[Check]:
         union all
         select '{t.RAW_REJECTED}' as subject, cast(record_key as bigint) as user_id
         from (select distinct record_key from {t.RAW_REJECTED}
-              where endpoint <> 'tracks' and record_key ~ '^[0-9]{{{{1,18}}}}$') as r
+              where {rejected_users}) as r
         ),
         hits as (
             select ids.subject from ids cross join {SALT} as salt
             where {id_hash} in (select b.subject_hash from {{batch}} as b where b.kind = 'user_id')
+              and exists (select from {{batch}} as b where b.kind = 'user_id')
             union all
             select '{t.RAW_USERS} (e-mail)' from {t.RAW_USERS} as u cross join {SALT} as salt
             where {email_hash} in (select b.subject_hash from {{batch}} as b where b.kind = 'email')
+              and exists (select from {{batch}} as b where b.kind = 'email')
         )
         select s.subject, count(h.subject) as observed
-        from (select distinct subject from ids
-              union select '{t.RAW_USERS} (e-mail)') as s
+        from ({subjects}
+              union all
+              select '{t.RAW_REJECTED}' where exists (
+                  select from {t.RAW_REJECTED} where {rejected_users})
+              union all
+              select '{t.RAW_USERS} (e-mail)') as s
         left join hits as h on h.subject = s.subject
         group by s.subject"""
     return [Check(ctx.thresholds["privacy.suppressed_users_absent"], query, "rows")]
