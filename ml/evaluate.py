@@ -18,6 +18,7 @@ from ml.families import FamilySkipped, OverBudget, Params, Recommender
 from ml.intervals import Interval, difference
 from ml.quality import (
     ACCURACY,
+    ALL,
     beyond_accuracy,
     catalog_coverage,
     per_user_ranking_metrics,
@@ -152,28 +153,40 @@ def report_on_test(
     history; beyond accuracy; and the paired gain of `champion` over each other list."""
     fold = data.split.testing()
     labels = segments(np.diff(fold.train[fold.eval_rows].indptr))
-    bootstrap = data.settings.bootstrap()
+    per_user = {
+        name: judge(ids, fold, data.k, data.n_catalog_tracks)[1] for name, ids in lists.items()
+    }
+    columns: dict[tuple[str, str, str], np.ndarray] = {
+        ("metric", name, m): values
+        for name, found in per_user.items()
+        for m, values in found.items()
+    }
+    for name in lists:  # the paired gains, on the same resamples as the rest
+        if name != champion:
+            columns["gain", name, metric] = per_user[champion][metric] - per_user[name][metric]
+    # every list and gain at once: one bootstrap per segment (the same draws as one by one)
+    by_segment = segment_intervals(columns, labels, **data.settings.bootstrap())
     report: dict[str, dict[str, Any]] = {}
-    per_user: dict[str, dict[str, np.ndarray]] = {}
     for name, ids in lists.items():
-        _, per_user[name] = judge(ids, fold, data.k, data.n_catalog_tracks)
-        by_segment = segment_intervals(per_user[name], labels, **bootstrap)
+        overall = by_segment[ALL]
         report[name] = {
             "users": len(fold.eval_rows),
-            **{m: _interval_json(i) for m, i in by_segment.pop("all").items()},
+            **{m: _interval_json(overall["metric", name, m]) for m in per_user[name]},
             "segments": {
                 segment: {
                     "users": int(np.sum(labels == segment)),
-                    metric: _interval_json(i[metric]),
+                    metric: _interval_json(found["metric", name, metric]),
                 }
-                for segment, i in by_segment.items()
+                for segment, found in by_segment.items()
+                if segment != ALL
             },
             **beyond_accuracy(ids, fold.train, data.track_genres, data.n_catalog_tracks),
         }
     for name in lists:
         if name != champion:
-            gain = difference(per_user[champion][metric], per_user[name][metric], **bootstrap)
-            report[champion][f"gain_vs_{name}"] = _interval_json(gain)
+            report[champion][f"gain_vs_{name}"] = _interval_json(
+                by_segment[ALL]["gain", name, metric]
+            )
     return report
 
 

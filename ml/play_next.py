@@ -248,7 +248,23 @@ def top_k_rows(matrix: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
 def _row_max_normalised(matrix: sp.csr_matrix) -> sp.csr_matrix:
     best = matrix.max(axis=1).toarray().ravel()
     scale = (1.0 / np.where(best > 0, best, 1.0)).astype(np.float32)
-    return sp.diags(scale).dot(matrix).tocsr()
+    return _scaled(matrix, rows=scale)
+
+
+def _scaled(
+    matrix: sp.csr_matrix, *, rows: np.ndarray | None = None, cols: np.ndarray | None = None
+) -> sp.csr_matrix:
+    """Each stored entry times its row's and column's factor: diag(rows) . matrix . diag(cols)
+    entry by entry (the same products as the sparse products, in the matrix's dtype), keeping
+    the matrix's sorted columns instead of a product's unsorted ones."""
+    data = matrix.data
+    if rows is not None:
+        data = data * np.repeat(rows.astype(data.dtype), np.diff(matrix.indptr))
+    if cols is not None:
+        data = data * cols.astype(data.dtype)[matrix.indices]
+    out = sp.csr_matrix((data, matrix.indices, matrix.indptr), shape=matrix.shape)
+    out.has_sorted_indices = matrix.has_sorted_indices
+    return out
 
 
 def _collaborative_matrix(ids: np.ndarray, n_tracks: int) -> sp.csr_matrix:
@@ -291,7 +307,7 @@ def fit_sequence_lists(
                 scores = scores + config.co_occurrence * c_counts[config.window]
             scores = sp.csr_matrix(scores)
             if config.damping:
-                scores = scores.dot(sp.diags(popularity**-config.damping)).tocsr()
+                scores = _scaled(scores, cols=popularity**-config.damping)
             scores = _row_max_normalised(scores)
             if config.collaborative and collab is not None:
                 scores = (1 - config.collaborative) * scores + config.collaborative * collab[lo:hi]

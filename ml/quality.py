@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import numpy as np
 import scipy.sparse as sp
 
-from ml.intervals import LEVEL, RESAMPLES, SEED, Interval, intervals
+from ml.intervals import LEVEL, RESAMPLES, SEED, Interval, K, intervals
 from ml.topk import in_rows
 
 ACCURACY = ("precision", "recall", "map", "ndcg")
@@ -51,15 +51,16 @@ def segments(train_tracks_per_user: np.ndarray) -> np.ndarray:
 
 
 def segment_intervals(
-    per_user: Mapping[str, np.ndarray],
+    per_user: Mapping[K, np.ndarray],
     labels: np.ndarray,
     *,
     resamples: int = RESAMPLES,
     level: float = LEVEL,
     seed: int = SEED,
-) -> dict[str, dict[str, Interval]]:
-    """Each metric's interval over all users ("all") and inside each segment of `labels`
-    (every segment listed; NaN intervals where a segment has no users)."""
+) -> dict[str, dict[K, Interval]]:
+    """Each column's interval (a metric's per-user values) over all users ("all") and inside
+    each segment of `labels` (every segment listed; NaN intervals where a segment has no
+    users); all columns on one set of resamples per segment."""
     names = [ALL, *SEGMENTS, *([COLD] if np.any(labels == COLD) else [])]
     out = {}
     for name in names:

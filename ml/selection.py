@@ -17,7 +17,7 @@ import numpy as np
 
 from ml.config import MlConfig, Search
 from ml.evaluate import Scored
-from ml.intervals import Interval, difference
+from ml.intervals import Interval, differences
 from ml.params import LASTFM_ALS, Params
 from ml.registry import ModelRun
 
@@ -161,15 +161,15 @@ def decide(
     bar = baselines[best_baseline]
     scores = [c.score(metric) for c in candidates]
 
-    def gain(a: Scored, b: Scored) -> Interval:
-        return difference(a.per_user[metric], b.per_user[metric], **(bootstrap or {}))
-
-    gains: dict[int, dict[str, Interval]] = {}
+    pairs: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
     for i, scored in enumerate(candidates):
         if scored.error is None:
-            gains[i] = {"vs_baseline": gain(scored, bar)}
+            pairs[i, "vs_baseline"] = (scored.per_user[metric], bar.per_user[metric])
             if i and candidates[0].error is None:
-                gains[i]["vs_champion"] = gain(scored, candidates[0])
+                pairs[i, "vs_champion"] = (scored.per_user[metric], candidates[0].per_user[metric])
+    gains: dict[int, dict[str, Interval]] = {}
+    for (i, versus), found in differences(pairs, **(bootstrap or {})).items():  # one bootstrap
+        gains.setdefault(i, {})[versus] = found
     valid = [i for i in gains if gains[i]["vs_baseline"].low > 0]
     statuses = [CHALLENGER if i in valid else REJECTED for i in range(len(candidates))]
     champion_ok = candidates[0].error is None

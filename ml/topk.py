@@ -13,14 +13,25 @@ PRUNE_SHARES = (0.01, 0.1)  # shares of the items (longest vectors) a query is r
 # in turn: most queries settle in the first; the rest try the next, then every item
 PRUNE_SPARE = 50  # ... and at least k + this many
 PRUNE_TOLERANCE = 1e-5  # float32 rounding allowance, relative to |query| x the longest item
+PRUNE_PROBE = 2_000  # a head is first tried on this many rows (evenly spaced) ...
+PRUNE_WORTH = 0.5  # ... and ranked for every row only if this share of them settles there
 RANKED_CHUNK = 20_000  # rows ranked at once by top_k_ranked: bounds its candidates' memory
 
 
 def in_rows(matrix: sp.csr_matrix, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Whether ids[i, j] is a column of `matrix` row rows[i], for all i, j at once (-1 never is;
-    the matrices here hold no explicit zeros)."""
-    sampled = matrix.tocsr()[np.asarray(rows)[:, None], np.maximum(ids, 0)]
-    return (sampled.toarray() != 0) & (ids >= 0)
+    """Whether ids[i, j] is a nonzero column of `matrix` row rows[i], for all i, j at once (-1
+    never is): one binary search per cell in the rows' (row, column) keys, sorted."""
+    sub = matrix.tocsr()[np.asarray(rows)]
+    if not sub.has_sorted_indices:
+        sub.sort_indices()
+    width = np.int64(max(sub.shape[1], 1))
+    owner = np.repeat(np.arange(sub.shape[0], dtype=np.int64), np.diff(sub.indptr))
+    keys = (owner * width + sub.indices)[sub.data != 0]
+    if len(keys) == 0:
+        return np.zeros(np.shape(ids), dtype=bool)
+    wanted = np.arange(len(ids), dtype=np.int64)[:, None] * width + np.maximum(ids, 0)
+    found = keys[np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)] == wanted
+    return found & (ids >= 0)
 
 
 def _tiers(heard: np.ndarray, k: int, n_items: int) -> list[tuple[np.ndarray, int]]:
@@ -98,22 +109,30 @@ def top_k(
     ids = np.full((len(query), k), -1, dtype=np.int64)
     scores = np.full((len(query), k), -np.inf)
     todo, tried = np.arange(len(query)), 0
+
+    def ranked_in(head: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Rows' top-k among the `head` items (as item ids), and which are settled: their k-th
+        unheard score beats any item left out (Cauchy-Schwarz)."""
+        heard = None if exclude is None else exclude[rows][:, head]  # renumbered 0..head-1
+        got, best = _top_k_all(items[head], query[rows], k, heard, num_threads)
+        rest = np.ones(n_items, dtype=bool)
+        rest[head] = False
+        bound = query_norms[rows] * norms[rest].max()
+        settled = best[:, k - 1] - margin[rows] > bound + margin[rows]
+        return np.where(got >= 0, head[np.maximum(got, 0)], -1), best, settled
+
     for share in PRUNE_SHARES:
         head = _head(norms, k, share)
         if head is None or len(head) <= tried or not len(todo):
             continue
+        if len(todo) > PRUNE_PROBE:  # a pass that settles few rows costs more than it saves
+            probe = todo[np.linspace(0, len(todo) - 1, PRUNE_PROBE).astype(np.int64)]
+            if ranked_in(head, probe)[2].mean() < PRUNE_WORTH:
+                continue
         tried = len(head)
-        rows = exclude if exclude is None or len(todo) == len(query) else exclude[todo]
-        part = None if rows is None else rows[:, head]  # renumbered 0..len(head)-1
-        got, best = _top_k_all(items[head], query[todo], k, part, num_threads)
-        rest = np.ones(n_items, dtype=bool)
-        rest[head] = False
-        bound = query_norms[todo] * norms[rest].max()
-        # settled: the k-th unheard score beats any item left out (Cauchy-Schwarz)
-        settled = best[:, k - 1] - margin[todo] > bound + margin[todo]
+        got, best, settled = ranked_in(head, todo)
         done = todo[settled]
-        ids[done] = np.where(got[settled] >= 0, head[np.maximum(got[settled], 0)], -1)
-        scores[done] = best[settled]
+        ids[done], scores[done] = got[settled], best[settled]
         todo = todo[~settled]
     if len(todo):
         again = None if exclude is None else exclude[todo]

@@ -130,21 +130,33 @@ def dense_top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def sparse_top_k(scores: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the k highest stored scores, best first (ties: lower column first): (ids,
     scores), -1 / -inf past the last stored one. One sort per block of rows holding about
-    SPARSE_CHUNK stored entries: a sort's index arrays are several times its block's size."""
-    scores = scores.tocsr()
+    SPARSE_CHUNK stored entries (a sort's index arrays are several times its block's size), of
+    one 64-bit key per entry: the row, then the score's order as 32 bits (descending_bits)."""
+    scores = sp.csr_matrix(scores, dtype=np.float32)  # ranked as float32, like the families'
+    if not scores.has_sorted_indices:
+        scores = scores.sorted_indices()  # ties then keep the lower column first (stable sort)
     n = scores.shape[0]
     k = min(k, scores.shape[1])
     ids, values = np.full((n, k), -1, dtype=np.int64), np.full((n, k), -np.inf)
     for lo, hi in row_blocks(scores.indptr, SPARSE_CHUNK):
-        block = scores[lo:hi]
-        rows = np.repeat(np.arange(hi - lo), np.diff(block.indptr))
-        order = np.lexsort((block.indices, -block.data, rows))
-        rank = np.arange(len(order)) - block.indptr[rows[order]]
+        first, last = scores.indptr[lo], scores.indptr[hi]
+        data, indices = scores.data[first:last], scores.indices[first:last]
+        rows = np.repeat(np.arange(hi - lo, dtype=np.int64), np.diff(scores.indptr[lo : hi + 1]))
+        order = np.argsort((rows << 32) | descending_bits(data), kind="stable")
+        rank = np.arange(len(order)) - (scores.indptr[lo + rows] - first)  # rows: sorted
         top = rank < k
         keep = order[top]
-        ids[lo + rows[keep], rank[top]] = block.indices[keep]
-        values[lo + rows[keep], rank[top]] = block.data[keep]
+        ids[lo + rows[top], rank[top]] = indices[keep]
+        values[lo + rows[top], rank[top]] = data[keep]
     return ids, values
+
+
+def descending_bits(values: np.ndarray) -> np.ndarray:
+    """float32 values as int64 keys in [0, 2**32) that sort them best first: a larger value
+    gets a smaller key, equal values (0.0 and -0.0 too) the same key (NaN not expected)."""
+    bits = (np.asarray(values, dtype=np.float32) + np.float32(0.0)).view(np.uint32)  # -0 -> 0
+    negative = bits >= np.uint32(0x80000000)
+    return np.where(negative, bits, np.uint32(0x7FFFFFFF) - bits).astype(np.int64)
 
 
 def row_blocks(indptr: np.ndarray, budget: int) -> list[tuple[int, int]]:

@@ -1,0 +1,200 @@
+"""Faster ways of computing the same thing, each against the way it was computed before (kept
+here as the reference): the bootstrap, the decision's gains and the test report drawn at once,
+the sparse top-k, the popularity rankings, the membership test, play next's scaling and the
+pruned top-k's skipped passes."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from ml import evaluate, topk
+from ml.baselines import Popularity, _distinct_rows
+from ml.evaluate import Scored, evaluate_model, judge
+from ml.families.base import sparse_top_k
+from ml.intervals import bootstrap_means, difference, differences
+from ml.play_next import _scaled
+from ml.quality import segment_intervals, segments
+from ml.selection import decide
+from ml.topk import in_rows, top_k
+from tests.ml.test_evaluate import ALS, _data
+
+CLOSE = {"rel": 1e-12, "abs": 1e-15}  # sums of the same products in another order
+
+
+def previous_bootstrap_means(values: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """ml.intervals.bootstrap_means as it was: int64 draws, one bincount per chunk."""
+    values = np.asarray(values, dtype=np.float64)
+    n = values.shape[0]
+    rng = np.random.default_rng(seed)
+    present = (~np.isnan(values)).astype(np.float64)
+    filled = np.where(present > 0, values, 0.0)
+    out = np.empty((resamples, values.shape[1]))
+    chunk = max(1, 4_000_000 // max(n, 1))
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        drawn = rng.integers(0, n, (size, n)) + np.arange(size)[:, None] * n
+        weights = np.bincount(drawn.ravel(), minlength=size * n).reshape(size, n)
+        weights = weights.astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start : start + size] = (weights @ filled) / (weights @ present)
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 500, 20_001])
+def test_the_bootstrap_draws_the_same_resamples_as_before(n: int) -> None:
+    rng = np.random.default_rng(n)
+    values = rng.random((n, 3))
+    values[::3, 1] = np.nan  # a metric undefined for some users
+    values[:, 2] = np.nan if n == 1 else values[:, 2]
+    got = bootstrap_means(values, resamples=300, seed=5)
+    np.testing.assert_array_equal(got, previous_bootstrap_means(values, 300, 5))
+
+
+def test_many_differences_at_once_are_each_difference_alone() -> None:
+    rng = np.random.default_rng(1)
+    a, b, c = (rng.random(3000) for _ in range(3))
+    together = differences({"ab": (a, b), "ac": (a, c), "cb": (c, b)}, resamples=200, seed=3)
+    for key, (x, y) in {"ab": (a, b), "ac": (a, c), "cb": (c, b)}.items():
+        alone = difference(x, y, resamples=200, seed=3)
+        assert vars(together[key]) == pytest.approx(vars(alone), **CLOSE)
+    with pytest.raises(ValueError, match="same users"):
+        differences({"x": (a, b[:-1])})
+
+
+def test_the_decision_and_its_gains_are_those_of_one_difference_at_a_time() -> None:
+    rng = np.random.default_rng(2)
+    base = rng.random(2000) * 0.2
+    candidates = [
+        Scored(f"c{i}", {"ndcg": 0.0}, per_user={"ndcg": base + shift + rng.normal(0, 0.05, 2000)})
+        for i, shift in enumerate([0.01, 0.0, 0.03, 0.012])
+    ]
+    for c in candidates:
+        c.metrics["ndcg"] = float(c.per_user["ndcg"].mean())
+    baselines = {"pop": Scored("pop", {"ndcg": float(base.mean())}, per_user={"ndcg": base})}
+    bootstrap = {"resamples": 300, "seed": 4}
+    decision = decide(candidates, baselines, "ndcg", bootstrap)
+    for i, found in decision.gains.items():
+        one = difference(candidates[i].per_user["ndcg"], base, **bootstrap)
+        assert vars(found["vs_baseline"]) == pytest.approx(vars(one), **CLOSE)
+        if i:
+            champion = candidates[0].per_user["ndcg"]
+            one = difference(candidates[i].per_user["ndcg"], champion, **bootstrap)
+            assert vars(found["vs_champion"]) == pytest.approx(vars(one), **CLOSE)
+    assert decision.serving == 2 and decision.promoted
+
+
+def test_the_test_report_is_each_lists_own_segments_and_gains(structured_marts) -> None:
+    """report_on_test bootstraps every list and gain at once per segment: the figures of the
+    previous way, one list (and one gain) at a time."""
+    data = _data(structured_marts)
+    _, start = evaluate_model(data, ALS, "als")
+    lists, _ = evaluate.lists_for_test(data, ("model", ALS, start), num_threads=1)
+    report = evaluate.report_on_test(data, lists, "ndcg", "model")
+    fold = data.split.testing()
+    labels = segments(np.diff(fold.train[fold.eval_rows].indptr))
+    bootstrap = data.settings.bootstrap()
+    per_user = {
+        name: judge(ids, fold, data.k, data.n_catalog_tracks)[1] for name, ids in lists.items()
+    }
+    for name in lists:
+        alone = segment_intervals(per_user[name], labels, **bootstrap)
+        for metric, interval in alone.pop("all").items():
+            assert report[name][metric] == pytest.approx(vars(interval), rel=1e-9, abs=1e-6)
+        for segment, found in alone.items():
+            assert report[name]["segments"][segment]["ndcg"] == pytest.approx(
+                vars(found["ndcg"]), rel=1e-9, abs=1e-6, nan_ok=True
+            )
+        if name != "model":
+            gain = difference(per_user["model"]["ndcg"], per_user[name]["ndcg"], **bootstrap)
+            assert report["model"][f"gain_vs_{name}"] == pytest.approx(
+                vars(gain), rel=1e-9, abs=1e-6
+            )
+
+
+def previous_sparse_top_k(scores: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = scores.tocsr()
+    n, k = scores.shape[0], min(k, scores.shape[1])
+    ids, values = np.full((n, k), -1, dtype=np.int64), np.full((n, k), -np.inf)
+    rows = np.repeat(np.arange(n), np.diff(scores.indptr))
+    order = np.lexsort((scores.indices, -scores.data, rows))
+    rank = np.arange(len(order)) - scores.indptr[rows[order]]
+    top = rank < k
+    keep = order[top]
+    ids[rows[keep], rank[top]] = scores.indices[keep]
+    values[rows[keep], rank[top]] = scores.data[keep]
+    return ids, values
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sparse_top_k_by_packed_keys_is_the_lexsorts(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    dense = rng.choice([-2.5, -1.0, -0.0, 0.5, 1.0, 3.0, np.inf], size=(40, 30)).astype(np.float32)
+    dense[rng.random(dense.shape) < 0.4] = 0  # not stored
+    dense[5] = 0
+    coo = sp.coo_matrix(dense)
+    keep = coo.data != 0
+    order = rng.permutation(int(keep.sum()))  # columns unsorted within rows
+    matrix = sp.csr_matrix(
+        (coo.data[keep][order], (coo.row[keep][order], coo.col[keep][order])), shape=dense.shape
+    )
+    matrix.data[::7] = -0.0  # stored zeros of either sign rank as equals
+    for k in (1, 4, 30):
+        got, expected = sparse_top_k(matrix, k), previous_sparse_top_k(matrix, k)
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
+
+
+def test_popularity_rankings_by_genres_shared_are_the_score_sorts() -> None:
+    rng = np.random.default_rng(3)
+    counts = sp.random(300, 500, density=0.02, format="csr", random_state=4, dtype=np.float32)
+    genres = sp.csr_matrix((rng.random((500, 12)) < 0.15).astype(np.float32))
+    popularity = Popularity(counts, genres)
+    classes, _ = _distinct_rows(popularity.genres)
+    scores = popularity.rank_score + popularity.bonus * (
+        classes.astype(float) @ popularity.genres.T
+    )
+    previous = np.argsort(-scores, axis=1, kind="stable")
+    np.testing.assert_array_equal(popularity._rankings(classes), previous)
+
+
+def test_in_rows_is_the_sparse_lookup() -> None:
+    rng = np.random.default_rng(5)
+    matrix = sp.random(50, 40, density=0.2, format="csr", random_state=6, dtype=np.float32)
+    matrix.data[::5] = 0  # a stored zero is not a member
+    matrix.has_sorted_indices = False
+    rows = rng.integers(0, 50, 30)
+    ids = rng.integers(-1, 40, (30, 12))
+    previous = (matrix[rows[:, None], np.maximum(ids, 0)].toarray() != 0) & (ids >= 0)
+    np.testing.assert_array_equal(in_rows(matrix, rows, ids), previous)
+    np.testing.assert_array_equal(in_rows(sp.csr_matrix((50, 40)), rows, ids), False)
+
+
+def test_entrywise_scaling_is_the_diagonal_products() -> None:
+    rng = np.random.default_rng(7)
+    matrix = sp.random(30, 20, density=0.3, format="csr", random_state=8, dtype=np.float32)
+    rows, cols = rng.random(30).astype(np.float32), rng.random(20).astype(np.float32) ** -0.5
+    by_products = sp.diags(rows).dot(matrix).dot(sp.diags(cols)).tocsr()
+    by_products.sort_indices()
+    got = _scaled(_scaled(matrix, rows=rows), cols=cols)
+    np.testing.assert_array_equal(got.indptr, by_products.indptr)
+    np.testing.assert_array_equal(got.indices, by_products.indices)
+    np.testing.assert_array_equal(got.data, by_products.data)  # the same float32 products
+
+
+@pytest.mark.parametrize("probe", [10, 100_000])
+def test_skipping_a_head_pass_that_settles_few_rows_keeps_the_lists(monkeypatch, probe) -> None:
+    """With the probe (10 rows) a pass is tried first on a few rows and skipped when they
+    do not settle; without it (a probe larger than the rows) every pass runs: same lists."""
+    rng = np.random.default_rng(9)
+    lengths = rng.pareto(1.5, 3000).astype(np.float32) + 0.1
+    items = rng.standard_normal((3000, 8)).astype(np.float32) * lengths[:, None]
+    query = rng.standard_normal((300, 8)).astype(np.float32)
+    exclude = sp.random(300, 3000, density=0.01, format="csr", random_state=2, dtype=np.float32)
+    exclude.data[:] = 1
+    full = topk._top_k_all(items, query, 50, exclude, 1)
+    monkeypatch.setattr(topk, "PRUNE_PROBE", probe)
+    for worth in (0.0, 0.5, 1.0):  # every pass, some, none
+        monkeypatch.setattr(topk, "PRUNE_WORTH", worth)
+        ids, scores = top_k(items, query, 50, exclude, num_threads=1)
+        np.testing.assert_array_equal(ids, full[0])
+        np.testing.assert_array_equal(scores, full[1])
