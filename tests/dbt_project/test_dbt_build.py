@@ -12,6 +12,7 @@ from collections import Counter
 
 import httpx
 import pytest
+import yaml
 
 import dbt_project.__main__ as cli
 from dbt_project.runner import PROJECT_DIR
@@ -242,6 +243,32 @@ def test_foreign_keys_exist_after_the_incremental_build(scenario: Scenario) -> N
     assert ("marts.fct_listens", "pk_fct_listens") in keys
     assert ("marts.bridge_track_genres", "fk_bridge_track_genres_genre") in keys
     assert ("marts.dim_users", "pk_dim_users") in keys
+
+
+def test_every_contracted_primary_key_is_in_the_database(scenario: Scenario) -> None:
+    """The keys are added once the rows are in (macros/table_constraints.sql): after full and
+    incremental builds, each mart has its contract's primary key, on its columns, named
+    `pk_<table>`, and no other."""
+    contracts = yaml.safe_load((PROJECT_DIR / "models/marts/_marts__models.yml").read_text())
+    wanted = {
+        f"marts.{model['name']}": (f"pk_{model['name']}", constraint["columns"])
+        for model in contracts["models"]
+        for constraint in model.get("constraints", [])
+        if constraint["type"] == "primary_key"
+    }
+    built = {
+        table: (name, list(columns))
+        for table, name, columns in scenario.query(
+            "select c.conrelid::regclass::text, c.conname,"
+            " array_agg(a.attname::text order by k.ord)"
+            " from pg_constraint as c"
+            " cross join unnest(c.conkey) with ordinality as k (attnum, ord)"
+            " join pg_attribute as a on a.attrelid = c.conrelid and a.attnum = k.attnum"
+            " where c.connamespace = 'marts'::regnamespace and c.contype = 'p'"
+            " group by 1, 2"
+        )
+    }
+    assert built == wanted
 
 
 def test_features_shares_add_up_and_windows_are_bounded(scenario: Scenario) -> None:

@@ -3,15 +3,9 @@
 -- and warned about by a test, so that a growing number is seen.
 with
 
-item_versions as (
+current_items as (
 
-    select * from {{ ref('stg_moovitamix__listen_history_item_versions') }}
-
-),
-
-current_histories as (
-
-    select * from {{ ref('stg_moovitamix__listen_history') }}
+    select * from {{ ref('stg_moovitamix__listen_history_items') }}
 
 ),
 
@@ -34,43 +28,20 @@ tracks_history as (
 
 ),
 
-orphaned_versions as (
-
-    -- the elements of any version of a user or a track the API does not serve now: the two
-    -- lookups first, while the items are read, as they leave few rows
-    select
-        item_versions.user_id,
-        item_versions.track_id,
-        item_versions.position,
-        item_versions.record_hash,
-        users.user_id is null as is_unknown_user
-
-    from item_versions
-    left join users
-        on item_versions.user_id = users.user_id
-    left join tracks
-        on item_versions.track_id = tracks.track_id
-    where users.user_id is null or tracks.track_id is null
-
-),
-
 orphaned_items as (
 
-    -- of those, the elements of the current version (as stg_moovitamix__listen_history_items)
     select
-        orphaned_versions.user_id,
-        orphaned_versions.track_id,
-        orphaned_versions.position,
-        orphaned_versions.is_unknown_user
+        current_items.user_id,
+        current_items.track_id,
+        current_items.position,
+        users.user_id is null as is_unknown_user
 
-    from orphaned_versions
-    where exists (
-        select 1
-        from current_histories
-        where
-            current_histories.user_id = orphaned_versions.user_id
-            and current_histories.record_hash = orphaned_versions.record_hash
-    )
+    from current_items
+    left join users
+        on current_items.user_id = users.user_id
+    left join tracks
+        on current_items.track_id = tracks.track_id
+    where users.user_id is null or tracks.track_id is null
 
 ),
 
