@@ -112,10 +112,7 @@ def difference(
     seed: int = SEED,
 ) -> Interval:
     """The interval of mean(a - b), a and b aligned over the same users (paired)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"a and b must hold the same users ({a.shape} vs {b.shape})")
-    return interval(a - b, resamples=resamples, level=level, seed=seed)
+    return differences({"": (a, b)}, resamples=resamples, level=level, seed=seed)[""]
 
 
 def differences(

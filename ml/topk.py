@@ -110,10 +110,17 @@ def top_k(
     scores = np.full((len(query), k), -np.inf)
     todo, tried = np.arange(len(query)), 0
 
+    def heard_by(rows: np.ndarray) -> sp.csr_matrix | None:
+        """`exclude`'s rows for `rows` (a subset of todo, in order): no copy when all of them."""
+        if exclude is None or len(rows) == len(query):
+            return exclude
+        return exclude[rows]
+
     def ranked_in(head: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         """Rows' top-k among the `head` items (as item ids), and which are settled: their k-th
         unheard score beats any item left out (Cauchy-Schwarz)."""
-        heard = None if exclude is None else exclude[rows][:, head]  # renumbered 0..head-1
+        heard = heard_by(rows)
+        heard = None if heard is None else heard[:, head]  # renumbered 0..len(head)-1
         got, best = _top_k_all(items[head], query[rows], k, heard, num_threads)
         rest = np.ones(n_items, dtype=bool)
         rest[head] = False
@@ -135,8 +142,7 @@ def top_k(
         ids[done], scores[done] = got[settled], best[settled]
         todo = todo[~settled]
     if len(todo):
-        again = None if exclude is None else exclude[todo]
-        ids[todo], scores[todo] = _top_k_all(items, query[todo], k, again, num_threads)
+        ids[todo], scores[todo] = _top_k_all(items, query[todo], k, heard_by(todo), num_threads)
     return ids, scores
 
 
