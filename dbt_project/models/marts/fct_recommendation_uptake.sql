@@ -16,8 +16,8 @@
 -- whose data ends before the day begins, in the data's clock: its data ends at the latest
 -- listen time loaded before its lists were generated. Incremental: each build recomputes the
 -- days from the latest one built (a day may have been partial) onwards. fct_listens is read
--- where it is used, not in one CTE: through its index on first_seen_at (the latest days) and
--- its primary key (the users of those days), never whole.
+-- where it is used, not materialized whole in one CTE: the latest days through its index on
+-- first_seen_at, the earlier listens of those days' users by a join on the user.
 with
 
 track_popularity as (
