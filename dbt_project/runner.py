@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
+from dbt_project.contracts import ENFORCED_TAG
 from dbt_project.results import BuildResult, NodeResult
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.errors import one_line
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 PROJECT_DIR = Path(__file__).resolve().parent
 MARTS_SCHEMA_ENV = "MVX_DBT_MARTS_SCHEMA"  # dbt_project.yml, models.moovitamix.marts
+ENFORCED_SELECTOR = f"tag:{ENFORCED_TAG}"  # data tests that Postgres constraints prove
 TARGETS = {"postgres": "warehouse", "spark": "spark"}  # Settings.engine -> profiles.yml target
 # libpq variables that say what a session does, or that the profile already names: dbt gets the
 # others (how to reach the server: TLS, GSS, authentication) from the environment.
@@ -121,9 +123,13 @@ def run_build(
 ) -> BuildResult:
     """`dbt build` (seeds, models, tests) in one invocation; `success` is false if anything
     errored or failed (warnings pass). `marts_schema` builds the marts there instead of `marts`.
-    Unit tests run on Postgres only: their inputs are raw's SCD2 shape."""
+    Unit tests run on Postgres only: their inputs are raw's SCD2 shape. The data tests that a
+    mart's enforced constraints prove run on Spark only (dbt_project.contracts.ENFORCED_TAG):
+    Postgres checks those as the rows are written."""
     target = prepare_environment(settings, warehouse, run_id)
     exclude_unit_tests = exclude_unit_tests or settings.engine == "spark"
+    if settings.engine != "spark":
+        exclude = [*([exclude] if isinstance(exclude, str) else exclude or []), ENFORCED_SELECTOR]
     args = build_args(
         select, exclude, exclude_unit_tests=exclude_unit_tests, full_refresh=full_refresh
     )

@@ -3,7 +3,13 @@
 import psycopg
 
 from dbt_project import step
-from dbt_project.contracts import contracted_columns, drifted_tables
+from dbt_project.contracts import (
+    ENFORCED_TAG,
+    contracted_columns,
+    drifted_tables,
+    mart_tests,
+    proven_tests,
+)
 from dbt_project.results import BuildResult
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.publication import CANDIDATE, PUBLISHED, Publication
@@ -74,3 +80,64 @@ def test_the_daily_transform_rebuilds_a_candidate_of_another_contract_in_full(
     assert transform() is True
     lacks = f"{CANDIDATE}.fct_listens lacks history_valid_from"
     assert warned == [f"{lacks}: rebuilding {CANDIDATE} in full"]
+
+
+def test_exactly_the_tests_that_constraints_prove_are_tagged() -> None:
+    """A Postgres build leaves the tagged tests out: a tag without its constraint would leave
+    a property unchecked, a proven test without the tag scans a table for nothing."""
+    tagged = {t.label for t in mart_tests() if ENFORCED_TAG in t.tags}
+    assert tagged == {t.label for t in proven_tests()}
+    assert {"fct_listens.*: unique_combination_of_columns"} <= {
+        label.split(" {")[0] for label in tagged
+    }
+
+
+def test_what_a_constraint_proves(tmp_path) -> None:
+    path = tmp_path / "marts.yml"
+    path.write_text(
+        """
+models:
+  - name: m
+    constraints:
+      - {type: primary_key, columns: [a, b]}
+      - type: foreign_key
+        columns: [a]
+        to: ref('d')
+        to_columns: [a]
+      - type: check
+        expression: >
+          a >= 1 and (b > 0 or c) and d between 0 and a and (d > 0) = (e is not null)
+          and e <= 5
+    data_tests:
+      - unique_combination_of_columns: {arguments: {combination_of_columns: [b, a]}}
+      - unique_combination_of_columns: {arguments: {combination_of_columns: [a, c]}}
+      - expression_is_true: {arguments: {expression: "b > 0 or c"}}
+      - expression_is_true: {arguments: {expression: "(d > 0) = (e is not null)"}}
+      - expression_is_true: {arguments: {expression: "e <= 5"}}
+      - expression_is_true: {arguments: {expression: "d between 0"}}
+    columns:
+      - name: a
+        data_tests:
+          - not_null
+          - relationships: {arguments: {to: "ref('d')", field: a}}
+          - relationships: {arguments: {to: "ref('x')", field: a}}
+          - accepted_range: {arguments: {min_value: 1}}
+          - accepted_range: {arguments: {min_value: 1, inclusive: false}}
+      - {name: b, data_tests: [not_null, unique]}
+      - {name: c, constraints: [{type: not_null}], data_tests: [not_null]}
+      - {name: d, constraints: [{type: not_null}], data_tests: [not_null]}
+      - {name: e, data_tests: [not_null]}
+"""
+    )
+    assert sorted(t.label for t in proven_tests(path)) == [
+        "m.*: expression_is_true {'expression': '(d > 0) = (e is not null)'}",
+        "m.*: expression_is_true {'expression': 'b > 0 or c'}",
+        "m.*: unique_combination_of_columns {'combination_of_columns': ['b', 'a']}",
+        "m.a: accepted_range {'min_value': 1}",
+        "m.a: not_null",
+        "m.a: relationships {'to': \"ref('d')\", 'field': 'a'}",
+        "m.b: not_null",
+        "m.c: not_null",
+        "m.d: not_null",
+    ]  # not: `e <= 5` (e may be null: the check passes it, the test fails it), a half of a
+    # `between`, a foreign key to another table, an exclusive range, `b` unique alone
