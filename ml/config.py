@@ -159,9 +159,12 @@ class Artifacts(Section):
     root: str = "artifacts/models"
     keep: Annotated[int, Field(ge=1)] = 5  # the serving model is always kept besides
 
-    def root_path(self, project_root: Path) -> Path:
+    def root_path(self, data_dir: Path) -> Path:
+        """`root`, a relative one under the warehouse's data dir (MOOVITAMIX_DATA_DIR): the
+        models belong to the warehouse they were trained on, and each warehouse's retention
+        prunes only its own."""
         path = Path(self.root).expanduser()
-        return path if path.is_absolute() else project_root / path
+        return path if path.is_absolute() else data_dir / path
 
 
 class Spark(Section):

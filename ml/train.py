@@ -355,7 +355,7 @@ def run_training(
             del test_fit
             with _timed(timings, "save artifact"):
                 serving_id = model_run_id(run_id, decision.serving or 0)
-                root = config.artifacts.root_path(settings.project_root)
+                root = config.artifacts.root_path(settings.data_dir)
                 artifact_path = _save(root, serving_id, run_id, trained_at, inputs, winner, fitted)
         with _timed(timings, "play next"):
             listened = inputs.sequences

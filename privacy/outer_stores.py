@@ -92,7 +92,7 @@ def outer_stores(settings: Settings, warehouse: ConnectionURL) -> dict[str, Call
     """The stores outside Postgres, by the name the audit gives them."""
     from ml.config import load_config
 
-    root = load_config().artifacts.root_path(settings.project_root)
+    root = load_config().artifacts.root_path(settings.data_dir)
     stores: dict[str, Callable] = {
         "artifacts (model files)": lambda s: forget_in_artifacts(root, s.user_id),
         "dlt pending load packages": lambda s: drop_pending_packages(settings, warehouse),

@@ -53,7 +53,7 @@ def create_app(settings: Settings, config: ServingConfig | None = None) -> FastA
     """The API on the warehouse of `settings`, as its own login mvx_app_login (role mvx_app);
     `config` by default from the environment (serving.config.from_env)."""
     config = config or from_env(root=settings.project_root)
-    artifacts = config.artifacts or load_config().artifacts.root_path(settings.project_root)
+    artifacts = config.artifacts or load_config().artifacts.root_path(settings.data_dir)
     metrics = Metrics()
     auth = [Depends(BearerAuth(config.tokens))]
 

@@ -151,3 +151,22 @@ def test_config_file_errors(tmp_path: Path) -> None:
     extra.write_text("[modle]\nfactors = 1\n")
     with pytest.raises(ConfigError, match="unknown section"):
         load_config(extra)
+
+
+def test_the_artifacts_of_two_warehouses_are_apart(tmp_path) -> None:
+    """A relative artifacts root is under the data dir: two warehouses run from one checkout
+    (MOOVITAMIX_DATA_DIR) keep, and prune, only their own models."""
+    from moovitamix.settings import load_settings
+
+    roots = {
+        load_config().artifacts.root_path(
+            load_settings({"MOOVITAMIX_DATA_DIR": str(tmp_path / name)}).data_dir
+        )
+        for name in ("one", "two")
+    }
+    assert roots == {
+        tmp_path / "one" / "artifacts" / "models",
+        tmp_path / "two" / "artifacts" / "models",
+    }
+    absolute = load_config(overrides=["artifacts.root=/srv/models"]).artifacts
+    assert absolute.root_path(tmp_path / "one") == Path("/srv/models")
