@@ -1,7 +1,8 @@
-"""The marts' contracted columns, from the models' YAML, against what a schema's tables hold.
+"""The marts' contracts, from the models' YAML, against what a schema's tables hold.
 
 An incremental mart built by an older version of the project (a column added or renamed since)
-would fail its build (`on_schema_change='fail'`); the transform step rebuilds such a schema in
+would fail its build (`on_schema_change='fail'`), and one that lacks a check constraint added
+since would not enforce it on the rows it keeps; the transform step rebuilds such a schema in
 full instead, once, and says why. After a full build every mart matches its contract (they are
 enforced), so a difference means the project changed."""
 
@@ -27,12 +28,31 @@ def contracted_columns(path: Path = MARTS_YML) -> dict[str, set[str]]:
     }
 
 
+def contracted_checks(path: Path = MARTS_YML) -> dict[str, set[str]]:
+    """Each mart's named check constraints, as its YAML declares them."""
+    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return {
+        model["name"]: {
+            constraint["name"]
+            for constraint in model.get("constraints") or []
+            if constraint["type"] == "check" and constraint.get("name")
+        }
+        for model in document.get("models") or []
+    }
+
+
 def drifted_tables(
-    conn: psycopg.Connection, schema: str, contracts: dict[str, set[str]] | None = None
+    conn: psycopg.Connection,
+    schema: str,
+    contracts: dict[str, set[str]] | None = None,
+    checks: dict[str, set[str]] | None = None,
 ) -> dict[str, str]:
-    """The tables of `schema` whose columns differ from their contract: name -> what differs
-    (one line). A mart not built yet is not drift."""
-    contracts = contracted_columns() if contracts is None else contracts
+    """The tables of `schema` whose columns or named check constraints differ from their
+    contract: name -> what differs (one line). A mart not built yet is not drift. `contracts`
+    (columns) and `checks` default to the YAML's; given columns alone, checks are not compared."""
+    if contracts is None:
+        contracts, checks = contracted_columns(), contracted_checks() if checks is None else checks
+    checks = checks or {}
     built: dict[str, set[str]] = {}
     for table, column in conn.execute(  # the catalog: whatever the role may read
         "select c.relname, a.attname from pg_attribute as a "
@@ -43,14 +63,29 @@ def drifted_tables(
         (schema,),
     ):
         built.setdefault(table, set()).add(column)
+    built_checks: dict[str, set[str]] = {}
+    for table, name in conn.execute(
+        "select c.relname, k.conname from pg_constraint as k "
+        "join pg_class as c on c.oid = k.conrelid "
+        "join pg_namespace as n on n.oid = c.relnamespace "
+        "where n.nspname = %s and k.contype = 'c'",
+        (schema,),
+    ):
+        built_checks.setdefault(table, set()).add(name)
     drift = {}
     for name, wanted in sorted(contracts.items()):
-        if name not in built or built[name] == wanted:
+        if name not in built:
             continue
-        missing, extra = sorted(wanted - built[name]), sorted(built[name] - wanted)
-        parts = [f"lacks {', '.join(missing)}"] if missing else []
-        parts += [f"has {', '.join(extra)} no longer in its contract"] if extra else []
-        drift[name] = "; ".join(parts)
+        parts = []
+        for what, want, have in (
+            ("", wanted, built[name]),
+            ("check ", checks.get(name, set()), built_checks.get(name, set()) if checks else set()),
+        ):
+            missing, extra = sorted(want - have), sorted(have - want)
+            parts += [f"lacks {what}{', '.join(missing)}"] if missing else []
+            parts += [f"has {what}{', '.join(extra)} no longer in its contract"] if extra else []
+        if parts:
+            drift[name] = "; ".join(parts)
     return drift
 
 
@@ -185,14 +220,14 @@ def _proven(test: DataTest, constraints: _Constraints, columns: set[str]) -> boo
         expression = _normal(f"{column or ''} {args['expression']}")
         never_null = re.sub(r"\b[a-z_][a-z0-9_]*\s+is\s+(not\s+)?null\b", "", expression)
         named = set(re.findall(r"[a-z_][a-z0-9_]*", never_null)) & columns
-        return expression in constraints.checks and named <= constraints.not_null
+        return _conjuncts(expression) <= constraints.checks and named <= constraints.not_null
     return False
 
 
 def proven_tests(path: Path = MARTS_YML) -> list[DataTest]:
     """The marts' data tests that their enforced constraints prove on Postgres: not_null on a
     not-null or key column, unique on a key, relationships along a foreign key, a range or an
-    expression that is one of a check's conjuncts (over not-null columns, or tested with
+    expression whose terms are among a check's conjuncts (over not-null columns, or tested with
     `is [not] null`, only: a null passes a check but fails the test)."""
     document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     proven = []

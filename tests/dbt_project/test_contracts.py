@@ -1,10 +1,13 @@
 """A candidate schema built by an older version of the project is found and rebuilt in full."""
 
 import psycopg
+import yaml
 
 from dbt_project import step
 from dbt_project.contracts import (
     ENFORCED_TAG,
+    MARTS_YML,
+    contracted_checks,
     contracted_columns,
     drifted_tables,
     mart_tests,
@@ -69,6 +72,8 @@ def test_the_daily_transform_rebuilds_a_candidate_of_another_contract_in_full(
             f"create table {CANDIDATE}.fct_listens as select "
             + ", ".join(f"null::text as {c}" for c in sorted(contracted_columns()["fct_listens"]))
         )
+        for name in contracted_checks()["fct_listens"]:  # compared by name
+            conn.execute(f"alter table {CANDIDATE}.fct_listens add constraint {name} check (true)")
         # the former marts, published by an earlier run: no other reason to rebuild in full
         published = f"comment on schema {CANDIDATE} is '{PUBLISHED} by run run-0'"
         conn.execute(published)
@@ -80,6 +85,28 @@ def test_the_daily_transform_rebuilds_a_candidate_of_another_contract_in_full(
     assert transform() is True
     lacks = f"{CANDIDATE}.fct_listens lacks history_valid_from"
     assert warned == [f"{lacks}: rebuilding {CANDIDATE} in full"]
+
+
+def test_a_table_without_a_check_of_its_contract_is_drift(fresh_warehouse: ConnectionURL) -> None:
+    """An incremental mart keeps the rows of earlier builds: one built before a check was
+    declared is rebuilt in full, so that the check (and the tests it replaces) holds for all."""
+    with psycopg.connect(fresh_warehouse.url(), autocommit=True) as conn:
+        conn.execute("create schema old_checks")
+        conn.execute("create table old_checks.fct_listens (n int constraint ck_old check (n > 0))")
+        drift = drifted_tables(
+            conn, "old_checks", {"fct_listens": {"n"}}, {"fct_listens": {"ck_new"}}
+        )
+        assert drift == {
+            "fct_listens": "lacks check ck_new; has check ck_old no longer in its contract"
+        }
+        assert drifted_tables(conn, "old_checks", {"fct_listens": {"n"}}) == {}  # columns only
+    assert all(
+        constraint.get("name")  # compared by name: Postgres' own names would not match
+        for model in yaml.safe_load(MARTS_YML.read_text())["models"]
+        for constraint in model.get("constraints") or []
+        if constraint["type"] == "check"
+    )
+    assert {"ck_fct_listens_counts", "ck_fct_listens_arrays"} <= contracted_checks()["fct_listens"]
 
 
 def test_exactly_the_tests_that_constraints_prove_are_tagged() -> None:
