@@ -182,7 +182,7 @@ def test_a_forgotten_user_is_nowhere_after_two_more_days_of_the_api_serving_them
     _day(env, project_copy)
     user_id, email = _pick_user(url)
     _seed_rejected_and_impression(url, user_id, email)
-    artifacts = project_copy / "artifacts"
+    artifacts = Path(env["MOOVITAMIX_DATA_DIR"]) / "artifacts"
     assert any(
         user_id in np.load(p, allow_pickle=False)["user_ids"]
         for p in artifacts.rglob("id_maps.npz")
