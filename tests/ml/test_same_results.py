@@ -169,6 +169,38 @@ def test_in_rows_is_the_sparse_lookup() -> None:
     np.testing.assert_array_equal(in_rows(sp.csr_matrix((50, 40)), rows, ids), False)
 
 
+def previous_in_rows(matrix: sp.csr_matrix, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """ml.topk.in_rows as it was: one binary search per cell in the rows' sorted keys."""
+    sub = matrix.tocsr()[np.asarray(rows)]
+    if not sub.has_sorted_indices:
+        sub.sort_indices()
+    width = np.int64(max(sub.shape[1], 1))
+    owner = np.repeat(np.arange(sub.shape[0], dtype=np.int64), np.diff(sub.indptr))
+    keys = (owner * width + sub.indices)[sub.data != 0]
+    if len(keys) == 0:
+        return np.zeros(np.shape(ids), dtype=bool)
+    wanted = np.arange(len(ids), dtype=np.int64)[:, None] * width + np.maximum(ids, 0)
+    found = keys[np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)] == wanted
+    return found & (ids >= 0)
+
+
+@pytest.mark.parametrize("flags", [1, 7 * 40, 10**9])  # a row at a time, some, all at once
+def test_in_rows_by_dense_flags_is_the_binary_search(monkeypatch, flags: int) -> None:
+    monkeypatch.setattr(topk, "IN_ROWS_FLAGS", flags)
+    rng = np.random.default_rng(flags)
+    matrix = sp.random(300, 40, density=0.15, format="csr", random_state=2, dtype=np.float32)
+    matrix.data[::7] = 0  # stored zeros are not members
+    duplicated = sp.csr_matrix(  # a repeated column, unsorted: still one member
+        (np.ones(3, np.float32), np.array([5, 2, 5]), np.array([0, 3] + [3] * 299)),
+        shape=(300, 40),
+    )
+    for m in (matrix, duplicated, sp.csr_matrix((300, 40), dtype=np.float32)):
+        rows = rng.integers(0, 300, 250)
+        ids = rng.integers(-1, 40, (250, 15))
+        np.testing.assert_array_equal(in_rows(m, rows, ids), previous_in_rows(m, rows, ids))
+    assert in_rows(matrix, rows[:0], ids[:0]).shape == (0, 15)
+
+
 def test_entrywise_scaling_is_the_diagonal_products() -> None:
     rng = np.random.default_rng(7)
     matrix = sp.random(30, 20, density=0.3, format="csr", random_state=8, dtype=np.float32)
