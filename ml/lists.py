@@ -66,20 +66,18 @@ def blend(
     weight x (1 - rank/k) for the first and (1 - weight) x (1 - rank/k) for the second; a track
     in both keeps its better score and its first-list source."""
     (ids_a, src_a), (ids_b, src_b) = first, second
-    n, k = ids_a.shape
+    k = ids_a.shape[1]
     place = 1.0 - np.arange(k) / k
     ids = np.hstack([ids_a, ids_b])
     src = np.hstack([src_a, src_b])
     score = np.hstack([weight[:, None] * place, (1 - weight)[:, None] * place])
     score[ids < 0] = -np.inf
-    row = np.repeat(np.arange(n), 2 * k)
-    order = np.lexsort((-score.ravel(), ids.ravel(), row))  # per row and id, the best first
-    sorted_ids, sorted_rows = ids.ravel()[order], row[order]
-    repeat = np.r_[
-        False, (sorted_ids[1:] == sorted_ids[:-1]) & (sorted_rows[1:] == sorted_rows[:-1])
-    ]
-    flat = score.ravel()
-    flat[order[repeat]] = -np.inf
+    # per row and id, the best first (ties: the first list's): one short sort per row, not a
+    # sort of every row's slots by row, id and score
+    order = np.lexsort((-score, ids), axis=1)
+    sorted_ids = np.take_along_axis(ids, order, axis=1)
+    rows, later = np.nonzero(sorted_ids[:, 1:] == sorted_ids[:, :-1])
+    score[rows, order[rows, later + 1]] = -np.inf  # an id's every slot after its best
     best = np.argsort(-score, axis=1, kind="stable")[:, :k]
     picked = np.take_along_axis(ids, best, axis=1)
     kept = np.take_along_axis(score, best, axis=1) > -np.inf

@@ -1,7 +1,7 @@
 """Faster ways of computing the same thing, each against the way it was computed before (kept
 here as the reference): the bootstrap, the decision's gains and the test report drawn at once,
-the sparse top-k, the popularity rankings, the membership test, play next's scaling and the
-pruned top-k's skipped passes."""
+the sparse top-k, the popularity rankings, the membership test, play next's scaling, the
+pruned top-k's skipped passes and the cold-start blend's per-row sort."""
 
 import numpy as np
 import pytest
@@ -12,6 +12,7 @@ from ml.baselines import Popularity, _distinct_rows
 from ml.evaluate import Scored, evaluate_model, judge
 from ml.families.base import sparse_top_k
 from ml.intervals import bootstrap_means, difference, differences
+from ml.lists import blend
 from ml.play_next import _scaled
 from ml.quality import segment_intervals, segments
 from ml.selection import decide
@@ -230,3 +231,42 @@ def test_skipping_a_head_pass_that_settles_few_rows_keeps_the_lists(monkeypatch,
         ids, scores = top_k(items, query, 50, exclude, num_threads=1)
         np.testing.assert_array_equal(ids, full[0])
         np.testing.assert_array_equal(scores, full[1])
+
+
+def previous_blend(
+    first: tuple[np.ndarray, np.ndarray], second: tuple[np.ndarray, np.ndarray], weight: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """ml.lists.blend as it was: one sort of every row's slots by row, id and score."""
+    (ids_a, src_a), (ids_b, src_b) = first, second
+    n, k = ids_a.shape
+    place = 1.0 - np.arange(k) / k
+    ids = np.hstack([ids_a, ids_b])
+    src = np.hstack([src_a, src_b])
+    score = np.hstack([weight[:, None] * place, (1 - weight)[:, None] * place])
+    score[ids < 0] = -np.inf
+    row = np.repeat(np.arange(n), 2 * k)
+    order = np.lexsort((-score.ravel(), ids.ravel(), row))
+    sorted_ids, sorted_rows = ids.ravel()[order], row[order]
+    repeat = np.r_[
+        False, (sorted_ids[1:] == sorted_ids[:-1]) & (sorted_rows[1:] == sorted_rows[:-1])
+    ]
+    flat = score.ravel()
+    flat[order[repeat]] = -np.inf
+    best = np.argsort(-score, axis=1, kind="stable")[:, :k]
+    picked = np.take_along_axis(ids, best, axis=1)
+    kept = np.take_along_axis(score, best, axis=1) > -np.inf
+    return np.where(kept, picked, -1), np.where(kept, np.take_along_axis(src, best, axis=1), -1)
+
+
+def test_the_blend_by_a_sort_per_row_is_the_sort_of_all_rows() -> None:
+    rng = np.random.default_rng(9)
+    n, k = 2_000, 10
+    a, b = rng.integers(-1, 25, (n, k)), rng.integers(-1, 25, (n, k))  # many ids in both
+    a[:50], b[50:100] = -1, -1  # empty lists
+    src_a = np.where(a >= 0, 0, -1).astype(np.int8)
+    src_b = np.where(b >= 0, rng.integers(1, 3, (n, k)), -1).astype(np.int8)
+    weight = rng.random(n)
+    weight[::4], weight[1::4], weight[2::8] = 1.0, 0.5, 0.0  # ties between the lists' scores
+    got = blend((a, src_a), (b, src_b), weight)
+    for mine, theirs in zip(got, previous_blend((a, src_a), (b, src_b), weight), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
