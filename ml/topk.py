@@ -16,7 +16,8 @@ PRUNE_TOLERANCE = 1e-5  # float32 rounding allowance, relative to |query| x the 
 PRUNE_PROBE = 2_000  # a head is first tried on this many rows (evenly spaced) ...
 PRUNE_WORTH = 0.5  # ... and ranked for every row only if this share of them settles there
 IN_ROWS_FLAGS = 32_000_000  # dense membership flags held by in_rows (bytes)
-RANKED_CHUNK = 20_000  # rows ranked at once by top_k_ranked: bounds its candidates' memory
+RANKED_CHUNK = 20_000  # rows ranked at once by top_k_ranked and top_k's unfiltered tier:
+# bounds their (rows x candidates) memory
 
 
 def in_rows(matrix: sp.csr_matrix, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -178,10 +179,12 @@ def _top_k_all(
 
     for tier, (rows, wide) in enumerate(_tiers(np.diff(exclude.indptr), k, n_items)):
         if tier == 0:  # most users: unfiltered kernel, then drop the heard candidates
-            found, values = topk(items, query[rows], wide, num_threads=num_threads)
-            found = np.asarray(found, dtype=np.int64)
-            values = np.asarray(values, dtype=np.float64)
-            ids[rows], scores[rows] = _first_unheard(found, values, exclude[rows], k)
+            for lo in range(0, len(rows), RANKED_CHUNK):  # bounds the wide candidates' memory
+                part = rows[lo : lo + RANKED_CHUNK]
+                found, values = topk(items, query[part], wide, num_threads=num_threads)
+                found = np.asarray(found, dtype=np.int64)
+                values = np.asarray(values, dtype=np.float64)
+                ids[part], scores[part] = _first_unheard(found, values, exclude[part], k)
         else:  # the heavy listeners: implicit's filtered path, few users
             found, values = topk(
                 items, query[rows], k, filter_query_items=exclude[rows], num_threads=num_threads

@@ -12,7 +12,7 @@ from ml.baselines import Popularity, _distinct_rows
 from ml.evaluate import Scored, evaluate_model, judge
 from ml.families.base import sparse_top_k
 from ml.intervals import bootstrap_means, difference, differences
-from ml.lists import blend
+from ml.lists import blend, rows_or_empty
 from ml.play_next import _scaled
 from ml.quality import segment_intervals, segments
 from ml.selection import decide
@@ -270,3 +270,18 @@ def test_the_blend_by_a_sort_per_row_is_the_sort_of_all_rows() -> None:
     got = blend((a, src_a), (b, src_b), weight)
     for mine, theirs in zip(got, previous_blend((a, src_a), (b, src_b), weight), strict=True):
         np.testing.assert_array_equal(mine, theirs)
+
+
+@pytest.mark.parametrize("case", ["every row in order", "new users between", "some rows"])
+def test_rows_or_empty_is_the_selection_times_a_mask(case: str) -> None:
+    matrix = sp.random(40, 30, density=0.2, format="csr", random_state=3, dtype=np.float32)
+    rows = {
+        "every row in order": np.arange(40),
+        "new users between": np.insert(np.arange(40), [0, 7, 7, 40], -1),
+        "some rows": np.array([-1, 3, 4, 9, -1, 30, 39]),
+    }[case]
+    previous = sp.csr_matrix(matrix[np.maximum(rows, 0)].multiply((rows >= 0)[:, None]))
+    got = rows_or_empty(matrix, rows)
+    assert got.shape == previous.shape
+    np.testing.assert_array_equal(got.toarray(), previous.toarray())
+    assert (got.data != 0).all()  # the product stored zeros for new users: none here
