@@ -11,6 +11,7 @@ from ml import evaluate, topk
 from ml.baselines import Popularity, _distinct_rows
 from ml.evaluate import Scored, evaluate_model, judge
 from ml.families.base import sparse_top_k
+from ml.interactions import build_interactions
 from ml.intervals import bootstrap_means, difference, differences
 from ml.lists import blend, rows_or_empty
 from ml.play_next import _scaled
@@ -285,3 +286,48 @@ def test_rows_or_empty_is_the_selection_times_a_mask(case: str) -> None:
     assert got.shape == previous.shape
     np.testing.assert_array_equal(got.toarray(), previous.toarray())
     assert (got.data != 0).all()  # the product stored zeros for new users: none here
+
+
+def previous_build_interactions(
+    user_ids: np.ndarray, track_ids: np.ndarray, counts: np.ndarray, first_seen: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """ml.interactions.build_interactions as it was: np.unique of both ids, then one sort of
+    every pair's key (its matrix's arrays, ids and times)."""
+    users, rows = np.unique(np.asarray(user_ids, dtype=np.int64), return_inverse=True)
+    tracks, cols = np.unique(np.asarray(track_ids, dtype=np.int64), return_inverse=True)
+    width = max(len(tracks), 1)
+    key = rows.astype(np.int64) * width + cols
+    order = np.argsort(key)
+    key = key[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]][: len(key)])
+    data = np.add.reduceat(np.asarray(counts, dtype=np.float32)[order], starts)
+    times = np.minimum.reduceat(np.asarray(first_seen, dtype=np.int64)[order], starts)
+    key = key[starts]
+    indptr = np.searchsorted(key // width, np.arange(len(users) + 1))
+    return indptr, (key % width), data, users, tracks, times
+
+
+@pytest.mark.parametrize("repeats", [False, True])
+@pytest.mark.parametrize("ids", ["dense", "sparse"])
+def test_interactions_built_by_scipys_csr_build_are_the_key_sort(repeats: bool, ids: str) -> None:
+    rng = np.random.default_rng(int(repeats))
+    n_users, n_tracks = 3000, 700
+    pairs = rng.choice(n_users * n_tracks, 40_000, replace=False)
+    if repeats:
+        pairs = np.concatenate([pairs, pairs[:500]])
+    rng.shuffle(pairs)
+    scale = 1 if ids == "dense" else 10**9  # sparse ids: np.unique's path
+    users, tracks = (pairs // n_tracks) * scale + 5, (pairs % n_tracks) * scale + 11
+    counts = rng.integers(1, 30, len(pairs))
+    times = rng.integers(0, 10**9, len(pairs))
+    got = build_interactions(users, tracks, counts, times)
+    indptr, indices, data, user_ids, track_ids, first_seen = previous_build_interactions(
+        users, tracks, counts, times
+    )
+    np.testing.assert_array_equal(got.matrix.indptr, indptr)
+    np.testing.assert_array_equal(got.matrix.indices, indices)
+    np.testing.assert_array_equal(got.matrix.data, data)
+    np.testing.assert_array_equal(got.user_ids, user_ids)
+    np.testing.assert_array_equal(got.track_ids, track_ids)
+    np.testing.assert_array_equal(got.first_seen, first_seen)
+    assert got.matrix.dtype == np.float32 and got.matrix.has_sorted_indices
