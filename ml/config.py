@@ -59,7 +59,7 @@ class Evaluation(Section):
     max_eval_users: int = 20000  # per window
     # candidates are fit and compared on the judged users and a seeded sample of the others,
     # at most this many users in all (0: every user); the winner is refit on everyone
-    max_fit_users: Annotated[int, Field(ge=0)] = 100_000
+    max_fit_users: Annotated[int, Field(ge=0)] = 30_000
     min_eval_users: Positive = 20  # per window, time split and holdout alike
     seed: int = 7
     valid_share: Share = 0.1  # the latest pairs: validation window, then test window
@@ -152,7 +152,7 @@ class PlayNext(Section):
     dampings: Values[NonNegative] = (0.0, 0.5)
     collaborative_weights: Values[NonNegative] = (0.0, 0.25, 0.5)
     max_eval_users: Positive = 100_000
-    max_fit_users: Annotated[int, Field(ge=0)] = 100_000  # candidates' histories (0: all)
+    max_fit_users: Annotated[int, Field(ge=0)] = 30_000  # candidates' histories (0: all)
 
 
 class Artifacts(Section):

@@ -109,6 +109,22 @@ def positions_of(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.where(sorted_ids[pos] == ids, pos, -1)
 
 
+def _codes(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(ids, return_inverse=True) with int32 codes: by a table of the id range when the
+    ids are dense enough (database keys usually are: no sort of every pair), else np.unique."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) == 0:
+        return ids.copy(), np.zeros(0, dtype=np.int32)
+    low, high = int(ids.min()), int(ids.max())
+    if high - low > max(4 * len(ids), 1 << 20):  # sparse ids: a table would not pay
+        unique, inverse = np.unique(ids, return_inverse=True)
+        return unique, inverse.astype(np.int32).ravel()
+    present = np.zeros(high - low + 1, dtype=bool)
+    present[ids - low] = True
+    code = np.cumsum(present, dtype=np.int32) - 1
+    return np.flatnonzero(present) + low, code[ids - low]
+
+
 def build_interactions(
     user_ids: np.ndarray,
     track_ids: np.ndarray,
@@ -116,9 +132,39 @@ def build_interactions(
     first_seen: np.ndarray | None = None,
 ) -> Interactions:
     """The CSR matrix and id maps of (user, track, count) triples, with each pair's first
-    listen time when `first_seen` is given. A pair listed twice: counts summed, earliest time."""
-    users, rows = np.unique(np.asarray(user_ids, dtype=np.int64), return_inverse=True)
-    tracks, cols = np.unique(np.asarray(track_ids, dtype=np.int64), return_inverse=True)
+    listen time when `first_seen` is given. A pair listed twice: counts summed, earliest time.
+    Without repeated pairs (the marts have none) scipy's CSR build orders the pairs (its
+    counting by row, then each row's columns sorted), not a sort of every pair's key."""
+    users, rows = _codes(user_ids)
+    del user_ids  # the caller may have handed over its last reference: let it go
+    tracks, cols = _codes(track_ids)
+    del track_ids
+    shape = (len(users), len(tracks))
+    # each pair's index as the data of the CSR build (which sums repeated pairs' entries)
+    placed = sp.csr_matrix((np.arange(len(rows), dtype=np.int64), (rows, cols)), shape=shape)
+    if placed.nnz != len(rows):  # a repeated pair: sum its counts, keep its earliest time
+        del placed
+        return _summing_repeats(users, tracks, rows, cols, counts, first_seen)
+    del rows, cols
+    placed.sort_indices()  # already sorted by the build's own summing; the flag says so
+    order = placed.data
+    data = np.asarray(counts, dtype=np.float32)[order]
+    times = None if first_seen is None else np.asarray(first_seen, dtype=np.int64)[order]
+    del order
+    matrix = sp.csr_matrix((data, placed.indices, placed.indptr), shape=shape)
+    matrix.has_sorted_indices = True
+    return Interactions(matrix, users, tracks, times)
+
+
+def _summing_repeats(
+    users: np.ndarray,
+    tracks: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    counts: np.ndarray,
+    first_seen: np.ndarray | None,
+) -> Interactions:
+    """build_interactions with repeated pairs: one sort of every pair's (row, column) key."""
     width = max(len(tracks), 1)
     key = rows.astype(np.int64) * width + cols
     del rows, cols
@@ -158,8 +204,11 @@ def load_interactions(conn: psycopg.Connection, schema: str = MARTS) -> Interact
         fct_listens=sql.Identifier(schema, "fct_listens"), buckets=sql.Literal(PACKED_BUCKETS)
     )
     records = read_packed(conn, query, LISTEN_RECORD)
-    interactions = build_interactions(
-        records["user_id"], records["track_id"], records["listen_count"], records["first_seen"]
+    interactions = build_interactions(  # each column handed over: let go once used
+        records.pop("user_id"),
+        records.pop("track_id"),
+        records.pop("listen_count"),
+        records.pop("first_seen"),
     )
     log.info("read %s.fct_listens: %s", schema, interactions.sizes())
     return interactions

@@ -66,20 +66,18 @@ def blend(
     weight x (1 - rank/k) for the first and (1 - weight) x (1 - rank/k) for the second; a track
     in both keeps its better score and its first-list source."""
     (ids_a, src_a), (ids_b, src_b) = first, second
-    n, k = ids_a.shape
+    k = ids_a.shape[1]
     place = 1.0 - np.arange(k) / k
     ids = np.hstack([ids_a, ids_b])
     src = np.hstack([src_a, src_b])
     score = np.hstack([weight[:, None] * place, (1 - weight)[:, None] * place])
     score[ids < 0] = -np.inf
-    row = np.repeat(np.arange(n), 2 * k)
-    order = np.lexsort((-score.ravel(), ids.ravel(), row))  # per row and id, the best first
-    sorted_ids, sorted_rows = ids.ravel()[order], row[order]
-    repeat = np.r_[
-        False, (sorted_ids[1:] == sorted_ids[:-1]) & (sorted_rows[1:] == sorted_rows[:-1])
-    ]
-    flat = score.ravel()
-    flat[order[repeat]] = -np.inf
+    # per row and id, the best first (ties: the first list's): one short sort per row, not a
+    # sort of every row's slots by row, id and score
+    order = np.lexsort((-score, ids), axis=1)
+    sorted_ids = np.take_along_axis(ids, order, axis=1)
+    rows, later = np.nonzero(sorted_ids[:, 1:] == sorted_ids[:, :-1])
+    score[rows, order[rows, later + 1]] = -np.inf  # an id's every slot after its best
     best = np.argsort(-score, axis=1, kind="stable")[:, :k]
     picked = np.take_along_axis(ids, best, axis=1)
     kept = np.take_along_axis(score, best, axis=1) > -np.inf
@@ -107,6 +105,26 @@ def new_track_picks(
     return picks
 
 
+def rows_or_empty(matrix: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
+    """The CSR of `matrix`'s rows `rows`, an empty row where rows[i] is -1: one gather of the
+    rows kept, none when they are all of the matrix's in order (at a million users a selection
+    times a mask held three more copies of the listens)."""
+    matrix = matrix.tocsr()
+    rows = np.asarray(rows, dtype=np.int64)
+    has = rows >= 0
+    kept = rows[has]
+    lengths = np.zeros(len(rows), dtype=np.int64)
+    lengths[has] = np.diff(matrix.indptr)[kept]
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    if len(kept) == matrix.shape[0] and (kept == np.arange(len(kept))).all():
+        indices, data = matrix.indices, matrix.data  # shared, not copied
+    else:
+        part = matrix[kept]
+        indices, data = part.indices, part.data
+    return sp.csr_matrix((data, indices, indptr), shape=(len(rows), matrix.shape[1]))
+
+
 def build_lists(
     interactions: Interactions,
     catalog: Catalog,
@@ -125,8 +143,7 @@ def build_lists(
     k = min(config.k, interactions.n_tracks)
     rows = interactions.rows_of(catalog.user_ids)
     genre = catalog.favorite_genre
-    heard = interactions.matrix[np.maximum(rows, 0)]
-    heard = sp.csr_matrix(heard.multiply((rows >= 0)[:, None]))  # users without listens: none
+    heard = rows_or_empty(interactions.matrix, rows)  # users without listens: none
     fallback = popularity.recommend(k, heard=heard, favorite_genre=genre)
     ids, scores, codes = fallback.ids, fallback.scores, _fallback_codes(fallback)
     listened = np.flatnonzero(rows >= 0)

@@ -15,23 +15,37 @@ PRUNE_SPARE = 50  # ... and at least k + this many
 PRUNE_TOLERANCE = 1e-5  # float32 rounding allowance, relative to |query| x the longest item
 PRUNE_PROBE = 2_000  # a head is first tried on this many rows (evenly spaced) ...
 PRUNE_WORTH = 0.5  # ... and ranked for every row only if this share of them settles there
-RANKED_CHUNK = 20_000  # rows ranked at once by top_k_ranked: bounds its candidates' memory
+IN_ROWS_FLAGS = 32_000_000  # dense membership flags held by in_rows (bytes)
+RANKED_CHUNK = 20_000  # rows ranked at once by top_k_ranked and top_k's unfiltered tier:
+# bounds their (rows x candidates) memory
 
 
 def in_rows(matrix: sp.csr_matrix, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Whether ids[i, j] is a nonzero column of `matrix` row rows[i], for all i, j at once (-1
-    never is): one binary search per cell in the rows' (row, column) keys, sorted."""
+    never is): the rows' columns set in a dense block of flags, a chunk of rows at a time, and
+    each cell looked up there (the flags are unset after each chunk, so the block is cleared
+    once, not per chunk: at a million users x 100k tracks a clear per chunk would be most of
+    the time)."""
     sub = matrix.tocsr()[np.asarray(rows)]
-    if not sub.has_sorted_indices:
-        sub.sort_indices()
-    width = np.int64(max(sub.shape[1], 1))
-    owner = np.repeat(np.arange(sub.shape[0], dtype=np.int64), np.diff(sub.indptr))
-    keys = (owner * width + sub.indices)[sub.data != 0]
-    if len(keys) == 0:
-        return np.zeros(np.shape(ids), dtype=bool)
-    wanted = np.arange(len(ids), dtype=np.int64)[:, None] * width + np.maximum(ids, 0)
-    found = keys[np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)] == wanted
-    return found & (ids >= 0)
+    ids = np.asarray(ids)
+    out = np.zeros(np.shape(ids), dtype=bool)
+    n_rows, width = sub.shape[0], max(sub.shape[1], 1)
+    if n_rows == 0 or sub.nnz == 0 or out.size == 0:
+        return out
+    chunk = max(1, min(n_rows, IN_ROWS_FLAGS // width))
+    flags = np.zeros((chunk, width), dtype=bool)
+    for lo in range(0, n_rows, chunk):
+        hi = min(lo + chunk, n_rows)
+        start, stop = sub.indptr[lo], sub.indptr[hi]
+        owner = np.repeat(np.arange(hi - lo), np.diff(sub.indptr[lo : hi + 1]))
+        cols = sub.indices[start:stop]
+        stored = sub.data[start:stop] != 0
+        owner, cols = owner[stored], cols[stored]
+        flags[owner, cols] = True
+        wanted = ids[lo:hi]
+        out[lo:hi] = flags[np.arange(hi - lo)[:, None], np.maximum(wanted, 0)] & (wanted >= 0)
+        flags[owner, cols] = False
+    return out
 
 
 def _tiers(heard: np.ndarray, k: int, n_items: int) -> list[tuple[np.ndarray, int]]:
@@ -165,10 +179,12 @@ def _top_k_all(
 
     for tier, (rows, wide) in enumerate(_tiers(np.diff(exclude.indptr), k, n_items)):
         if tier == 0:  # most users: unfiltered kernel, then drop the heard candidates
-            found, values = topk(items, query[rows], wide, num_threads=num_threads)
-            found = np.asarray(found, dtype=np.int64)
-            values = np.asarray(values, dtype=np.float64)
-            ids[rows], scores[rows] = _first_unheard(found, values, exclude[rows], k)
+            for lo in range(0, len(rows), RANKED_CHUNK):  # bounds the wide candidates' memory
+                part = rows[lo : lo + RANKED_CHUNK]
+                found, values = topk(items, query[part], wide, num_threads=num_threads)
+                found = np.asarray(found, dtype=np.int64)
+                values = np.asarray(values, dtype=np.float64)
+                ids[part], scores[part] = _first_unheard(found, values, exclude[part], k)
         else:  # the heavy listeners: implicit's filtered path, few users
             found, values = topk(
                 items, query[rows], k, filter_query_items=exclude[rows], num_threads=num_threads

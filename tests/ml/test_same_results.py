@@ -1,7 +1,7 @@
 """Faster ways of computing the same thing, each against the way it was computed before (kept
 here as the reference): the bootstrap, the decision's gains and the test report drawn at once,
-the sparse top-k, the popularity rankings, the membership test, play next's scaling and the
-pruned top-k's skipped passes."""
+the sparse top-k, the popularity rankings, the membership test, play next's scaling, the
+pruned top-k's skipped passes and the cold-start blend's per-row sort."""
 
 import numpy as np
 import pytest
@@ -11,7 +11,9 @@ from ml import evaluate, topk
 from ml.baselines import Popularity, _distinct_rows
 from ml.evaluate import Scored, evaluate_model, judge
 from ml.families.base import sparse_top_k
+from ml.interactions import build_interactions
 from ml.intervals import bootstrap_means, difference, differences
+from ml.lists import blend, rows_or_empty
 from ml.play_next import _scaled
 from ml.quality import segment_intervals, segments
 from ml.selection import decide
@@ -169,6 +171,38 @@ def test_in_rows_is_the_sparse_lookup() -> None:
     np.testing.assert_array_equal(in_rows(sp.csr_matrix((50, 40)), rows, ids), False)
 
 
+def previous_in_rows(matrix: sp.csr_matrix, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """ml.topk.in_rows as it was: one binary search per cell in the rows' sorted keys."""
+    sub = matrix.tocsr()[np.asarray(rows)]
+    if not sub.has_sorted_indices:
+        sub.sort_indices()
+    width = np.int64(max(sub.shape[1], 1))
+    owner = np.repeat(np.arange(sub.shape[0], dtype=np.int64), np.diff(sub.indptr))
+    keys = (owner * width + sub.indices)[sub.data != 0]
+    if len(keys) == 0:
+        return np.zeros(np.shape(ids), dtype=bool)
+    wanted = np.arange(len(ids), dtype=np.int64)[:, None] * width + np.maximum(ids, 0)
+    found = keys[np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)] == wanted
+    return found & (ids >= 0)
+
+
+@pytest.mark.parametrize("flags", [1, 7 * 40, 10**9])  # a row at a time, some, all at once
+def test_in_rows_by_dense_flags_is_the_binary_search(monkeypatch, flags: int) -> None:
+    monkeypatch.setattr(topk, "IN_ROWS_FLAGS", flags)
+    rng = np.random.default_rng(flags)
+    matrix = sp.random(300, 40, density=0.15, format="csr", random_state=2, dtype=np.float32)
+    matrix.data[::7] = 0  # stored zeros are not members
+    duplicated = sp.csr_matrix(  # a repeated column, unsorted: still one member
+        (np.ones(3, np.float32), np.array([5, 2, 5]), np.array([0, 3] + [3] * 299)),
+        shape=(300, 40),
+    )
+    for m in (matrix, duplicated, sp.csr_matrix((300, 40), dtype=np.float32)):
+        rows = rng.integers(0, 300, 250)
+        ids = rng.integers(-1, 40, (250, 15))
+        np.testing.assert_array_equal(in_rows(m, rows, ids), previous_in_rows(m, rows, ids))
+    assert in_rows(matrix, rows[:0], ids[:0]).shape == (0, 15)
+
+
 def test_entrywise_scaling_is_the_diagonal_products() -> None:
     rng = np.random.default_rng(7)
     matrix = sp.random(30, 20, density=0.3, format="csr", random_state=8, dtype=np.float32)
@@ -198,3 +232,102 @@ def test_skipping_a_head_pass_that_settles_few_rows_keeps_the_lists(monkeypatch,
         ids, scores = top_k(items, query, 50, exclude, num_threads=1)
         np.testing.assert_array_equal(ids, full[0])
         np.testing.assert_array_equal(scores, full[1])
+
+
+def previous_blend(
+    first: tuple[np.ndarray, np.ndarray], second: tuple[np.ndarray, np.ndarray], weight: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """ml.lists.blend as it was: one sort of every row's slots by row, id and score."""
+    (ids_a, src_a), (ids_b, src_b) = first, second
+    n, k = ids_a.shape
+    place = 1.0 - np.arange(k) / k
+    ids = np.hstack([ids_a, ids_b])
+    src = np.hstack([src_a, src_b])
+    score = np.hstack([weight[:, None] * place, (1 - weight)[:, None] * place])
+    score[ids < 0] = -np.inf
+    row = np.repeat(np.arange(n), 2 * k)
+    order = np.lexsort((-score.ravel(), ids.ravel(), row))
+    sorted_ids, sorted_rows = ids.ravel()[order], row[order]
+    repeat = np.r_[
+        False, (sorted_ids[1:] == sorted_ids[:-1]) & (sorted_rows[1:] == sorted_rows[:-1])
+    ]
+    flat = score.ravel()
+    flat[order[repeat]] = -np.inf
+    best = np.argsort(-score, axis=1, kind="stable")[:, :k]
+    picked = np.take_along_axis(ids, best, axis=1)
+    kept = np.take_along_axis(score, best, axis=1) > -np.inf
+    return np.where(kept, picked, -1), np.where(kept, np.take_along_axis(src, best, axis=1), -1)
+
+
+def test_the_blend_by_a_sort_per_row_is_the_sort_of_all_rows() -> None:
+    rng = np.random.default_rng(9)
+    n, k = 2_000, 10
+    a, b = rng.integers(-1, 25, (n, k)), rng.integers(-1, 25, (n, k))  # many ids in both
+    a[:50], b[50:100] = -1, -1  # empty lists
+    src_a = np.where(a >= 0, 0, -1).astype(np.int8)
+    src_b = np.where(b >= 0, rng.integers(1, 3, (n, k)), -1).astype(np.int8)
+    weight = rng.random(n)
+    weight[::4], weight[1::4], weight[2::8] = 1.0, 0.5, 0.0  # ties between the lists' scores
+    got = blend((a, src_a), (b, src_b), weight)
+    for mine, theirs in zip(got, previous_blend((a, src_a), (b, src_b), weight), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+@pytest.mark.parametrize("case", ["every row in order", "new users between", "some rows"])
+def test_rows_or_empty_is_the_selection_times_a_mask(case: str) -> None:
+    matrix = sp.random(40, 30, density=0.2, format="csr", random_state=3, dtype=np.float32)
+    rows = {
+        "every row in order": np.arange(40),
+        "new users between": np.insert(np.arange(40), [0, 7, 7, 40], -1),
+        "some rows": np.array([-1, 3, 4, 9, -1, 30, 39]),
+    }[case]
+    previous = sp.csr_matrix(matrix[np.maximum(rows, 0)].multiply((rows >= 0)[:, None]))
+    got = rows_or_empty(matrix, rows)
+    assert got.shape == previous.shape
+    np.testing.assert_array_equal(got.toarray(), previous.toarray())
+    assert (got.data != 0).all()  # the product stored zeros for new users: none here
+
+
+def previous_build_interactions(
+    user_ids: np.ndarray, track_ids: np.ndarray, counts: np.ndarray, first_seen: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """ml.interactions.build_interactions as it was: np.unique of both ids, then one sort of
+    every pair's key (its matrix's arrays, ids and times)."""
+    users, rows = np.unique(np.asarray(user_ids, dtype=np.int64), return_inverse=True)
+    tracks, cols = np.unique(np.asarray(track_ids, dtype=np.int64), return_inverse=True)
+    width = max(len(tracks), 1)
+    key = rows.astype(np.int64) * width + cols
+    order = np.argsort(key)
+    key = key[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]][: len(key)])
+    data = np.add.reduceat(np.asarray(counts, dtype=np.float32)[order], starts)
+    times = np.minimum.reduceat(np.asarray(first_seen, dtype=np.int64)[order], starts)
+    key = key[starts]
+    indptr = np.searchsorted(key // width, np.arange(len(users) + 1))
+    return indptr, (key % width), data, users, tracks, times
+
+
+@pytest.mark.parametrize("repeats", [False, True])
+@pytest.mark.parametrize("ids", ["dense", "sparse"])
+def test_interactions_built_by_scipys_csr_build_are_the_key_sort(repeats: bool, ids: str) -> None:
+    rng = np.random.default_rng(int(repeats))
+    n_users, n_tracks = 3000, 700
+    pairs = rng.choice(n_users * n_tracks, 40_000, replace=False)
+    if repeats:
+        pairs = np.concatenate([pairs, pairs[:500]])
+    rng.shuffle(pairs)
+    scale = 1 if ids == "dense" else 10**9  # sparse ids: np.unique's path
+    users, tracks = (pairs // n_tracks) * scale + 5, (pairs % n_tracks) * scale + 11
+    counts = rng.integers(1, 30, len(pairs))
+    times = rng.integers(0, 10**9, len(pairs))
+    got = build_interactions(users, tracks, counts, times)
+    indptr, indices, data, user_ids, track_ids, first_seen = previous_build_interactions(
+        users, tracks, counts, times
+    )
+    np.testing.assert_array_equal(got.matrix.indptr, indptr)
+    np.testing.assert_array_equal(got.matrix.indices, indices)
+    np.testing.assert_array_equal(got.matrix.data, data)
+    np.testing.assert_array_equal(got.user_ids, user_ids)
+    np.testing.assert_array_equal(got.track_ids, track_ids)
+    np.testing.assert_array_equal(got.first_seen, first_seen)
+    assert got.matrix.dtype == np.float32 and got.matrix.has_sorted_indices

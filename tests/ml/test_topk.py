@@ -31,6 +31,15 @@ def test_same_lists_as_implicits_filtered_topk(n_items: int, k: int) -> None:
     assert all(not (set(row[row >= 0]) & heard[i]) for i, row in enumerate(ids))
 
 
+def test_the_unfiltered_tier_ranked_in_small_chunks_of_users_is_the_same(monkeypatch) -> None:
+    """top_k's light users are ranked a chunk at a time (memory): the lists do not depend on it."""
+    items, query, exclude = _case(500, 300, seed=4)
+    whole = top_k(items, query, 10, exclude)
+    monkeypatch.setattr(topk, "RANKED_CHUNK", 7)
+    for mine, theirs in zip(top_k(items, query, 10, exclude), whole, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+
+
 def test_without_exclusions_and_without_queries() -> None:
     items, query, _ = _case(20, 50, seed=1)
     ids, _ = top_k(items, query, 5)
