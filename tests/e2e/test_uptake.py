@@ -53,8 +53,8 @@ def published_lists(url: ConnectionURL) -> Lists:
 @contextmanager
 def serving(env: dict[str, str], root: Path) -> Iterator[Callable[[ConnectionURL], Lists]]:
     """`python -m serving` from `root` (the runs' project copy) on the run's warehouse and
-    models (in the runs' data dir, from `env`); yields a function that waits until it serves the published run, asks it for every
-    user's list and waits until its impressions are in."""
+    models (in the runs' data dir, from `env`); yields a function that waits until it serves
+    the published run, asks it for every user's list and waits until its impressions are in."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
