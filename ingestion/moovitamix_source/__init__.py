@@ -137,11 +137,12 @@ class SourceRun:
 
     def process(self, read: Read, pages: list[Page]) -> list[Any]:
         """Check pages into one table per raw table (dlt's cost is per item), marked."""
-        out = Tables()
+        out = Tables(batch=True)
         for page in pages:
             keys = read.checker.page(page.number, page.items, page.careful, out)
             with read.lock:
                 read.check.add(page.number, page.total, keys)
+        read.checker.flush(out)
         tables = [(ITEMS_TABLE, pa.concat_tables(out.items))] if out.items else []
         if out.records:
             tables.append(

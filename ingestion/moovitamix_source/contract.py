@@ -228,6 +228,8 @@ class Tables:
     records: list[pa.Table] = field(default_factory=list)
     items: list[pa.Table] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    batch: bool = False  # checked pages wait in `pending` for Checker.flush (one table)
+    pending: list[tuple[list, list, dict[str, pa.Array]]] = field(default_factory=list)
 
     def rejected_table(self) -> pa.Table:
         return pa.Table.from_pylist(self.rejected, schema=REJECTED_SCHEMA)
@@ -289,9 +291,26 @@ class Checker:
                 keep[i] = False
         if not keep.all():
             stamps = {n: column.filter(keep) for n, column in stamps.items()}
-        if good:
+        if good and out.batch:
+            out.pending.append((good, served, stamps))
+        elif good:
             out.records.append(self._table(good, served, stamps, out))
         return keys
+
+    def flush(self, out: Tables) -> None:
+        """The checked pages `out` holds (`batch`) as one table: Arrow's cost is per call."""
+        if not out.pending:
+            return
+        pending, out.pending = out.pending, []
+        good = [record for page in pending for record in page[0]]
+        served = [record for page in pending for record in page[1]]
+        stamps = {  # a page checked record by record has datetimes, not a column
+            n: pa.concat_arrays(
+                [s[n] if n in s else pa.array([r[n] for r in g], TIMESTAMP) for g, _, s in pending]
+            )
+            for n in self.stamps
+        }
+        out.records.append(self._table(good, served, stamps, out))
 
     def _unsuppressed(self, records: list[Any]) -> list[Any]:
         """The records of users not on the suppression list: an erased user's (by id, or by

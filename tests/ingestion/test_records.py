@@ -240,6 +240,44 @@ def test_new_fields_are_kept_as_json_and_reported() -> None:
     assert rows[5]["api_record_hash"] == '"theirs"' and rows[5]["record_hash"] != "theirs"
 
 
+@pytest.mark.parametrize("endpoint", [TRACKS, LISTEN_HISTORY])
+def test_pages_checked_as_one_batch_give_the_rows_page_by_page_gives(endpoint) -> None:
+    """A task's pages become one table (Tables(batch=True) + flush): the same rows, items and
+    rejects as a table per page, with pages checked record by record (careful) among them."""
+    if endpoint is TRACKS:
+        pages = [[track(1), track(2, mood="happy")], [track(3, id="x"), track(4)],
+                 [track(5, created_at="2025-03-11T04:05:17+02:00"), track(6, **{"A b": 1})],
+                 [track(7, name="\x00")], [track(8)]]  # fmt: skip
+    else:
+        pages = [[history(1, [5, 3]), history(2, [])], [history(3, [1, "a"]), history(6, [2])],
+                 [history(4, [7, 7], updated_at="2025-02-01T00:00:00Z")],
+                 [history(5, [1])]]  # fmt: skip
+    careful = {3} if endpoint is TRACKS else {2}  # 1-based page numbers checked as the API's
+    known_ = np.array([record_hash(history(5, [1]))], dtype="S32")
+
+    def run(batch: bool) -> tuple[Checker, Tables, list]:
+        checker = Checker(
+            endpoint, "run-1", 64 * 1024, known_ if endpoint is LISTEN_HISTORY else None
+        )
+        out = Tables(batch=batch)
+        keys = [checker.page(n, p, n in careful, out) for n, p in enumerate(pages, 1)]
+        checker.flush(out)
+        return checker, out, keys
+
+    (by_page, pages_out, page_keys), (batched, batch_out, batch_keys) = run(False), run(True)
+    assert len(pages_out.records) > 1 and len(batch_out.records) == 1
+    assert batch_keys == page_keys and batched.rejected == by_page.rejected > 0
+    assert batched.drift == by_page.drift
+    one = pa.concat_tables(pages_out.records, promote_options="default")
+    assert batch_out.records[0].equals(one.select(batch_out.records[0].column_names))
+    assert set(one.column_names) == set(batch_out.records[0].column_names)
+    if endpoint is LISTEN_HISTORY:
+        assert pa.concat_tables(batch_out.items).equals(pa.concat_tables(pages_out.items))
+        assert pa.concat_tables(batch_out.items).num_rows == 5  # not user 5's: raw holds it
+    rejects = [{**r, "rejected_at": None} for r in pages_out.rejected]
+    assert [{**r, "rejected_at": None} for r in batch_out.rejected] == rejects
+
+
 # ---- completeness ----------------------------------------------------------------------------
 
 
