@@ -230,17 +230,14 @@ def proven_tests(path: Path = MARTS_YML) -> list[DataTest]:
     expression whose terms are among a check's conjuncts (over not-null columns, or tested with
     `is [not] null`, only: a null passes a check but fails the test)."""
     document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    proven = []
-    for model in document.get("models") or []:
-        constraints = _constraints(model)
-        columns = {column["name"] for column in model.get("columns") or []}
-        entries = [(None, model.get("data_tests"))] + [
-            (column["name"], column.get("data_tests")) for column in model.get("columns") or []
-        ]
-        for column, tests in entries:
-            proven += [
-                test
-                for test in _data_tests(model["name"], column, tests)
-                if _proven(test, constraints, columns)
-            ]
-    return proven
+    models = {model["name"]: model for model in document.get("models") or []}
+    constraints = {name: _constraints(model) for name, model in models.items()}
+    columns = {
+        name: {column["name"] for column in model.get("columns") or []}
+        for name, model in models.items()
+    }
+    return [
+        test
+        for test in mart_tests(path)
+        if _proven(test, constraints[test.model], columns[test.model])
+    ]
