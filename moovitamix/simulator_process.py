@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,10 +24,16 @@ class SimulatorError(RuntimeError):
 
 @contextmanager
 def running_simulator(
-    args: Sequence[str], *, log_path: Path, timeout_s: float = 180.0
+    args: Sequence[str],
+    *,
+    log_path: Path,
+    timeout_s: float = 180.0,
+    meanwhile: Callable[[], object] | None = None,
 ) -> Iterator[str]:
     """Serve the simulator on a free loopback port for the duration; yield its base URL.
-    Its output goes to `log_path`, never to a pipe that could fill."""
+    Its output goes to `log_path`, never to a pipe that could fill. `meanwhile` is called
+    once the process is started, before waiting for it to be ready: work that overlaps its
+    start-up."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", "0", *args]
     with log_path.open("w") as log_file:
@@ -40,6 +46,8 @@ def running_simulator(
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     try:
+        if meanwhile is not None:
+            meanwhile()
         yield _wait_ready(proc, log_path, timeout_s)
     finally:
         _terminate(proc)
@@ -47,15 +55,23 @@ def running_simulator(
 
 @contextmanager
 def api_or_simulator(
-    settings: Settings, run_id: str, args: Sequence[str], api_url: str | None = None
+    settings: Settings,
+    run_id: str,
+    args: Sequence[str],
+    api_url: str | None = None,
+    *,
+    meanwhile: Callable[[], object] | None = None,
 ) -> Iterator[tuple[str, Path | None]]:
     """`api_url` (default: settings.api_url), else the simulator started with `args` for the
-    duration: yields the URL and the simulator's log (None: no simulator)."""
+    duration: yields the URL and the simulator's log (None: no simulator). `meanwhile` is
+    called before yielding, while the simulator starts if there is one."""
     if url := api_url or settings.api_url:
+        if meanwhile is not None:
+            meanwhile()
         yield url, None
         return
     log_path = settings.logs_dir / f"{run_id}.simulator.log"
-    with running_simulator(args, log_path=log_path) as url:
+    with running_simulator(args, log_path=log_path, meanwhile=meanwhile) as url:
         yield url, log_path
 
 

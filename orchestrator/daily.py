@@ -13,6 +13,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,13 @@ from moovitamix.simulator_process import SimulatorError, api_or_simulator
 from moovitamix.spark import SparkUnavailable, check_spark_available, stop_spark_session
 from moovitamix.step import RunContext, Step, StepFailed, StepReport
 from moovitamix.warehouse import WarehouseUnreachable
-from orchestrator.steps import STEP_ROLES, Steps, closing_steps, pipeline_steps
+from orchestrator.steps import (
+    STEP_ROLES,
+    Steps,
+    closing_steps,
+    pipeline_steps,
+    while_the_simulator_starts,
+)
 
 __all__ = ["Step", "main", "run"]
 log = logging.getLogger("orchestrator.daily")
@@ -98,8 +105,13 @@ def _run_steps(ctx: RunContext, ledger: RunLedger, steps: Steps) -> _Outcome:
 def release_memory() -> None:
     """Give back what a step freed before the next one starts: the steps share one process,
     and Arrow's pool (the ingestion's tables) and glibc's heap keep freed blocks for reuse, so
-    the next step's peak would stand on the last one's."""
+    the next step's peak would stand on the last one's.
+
+    What outlives a full collection between steps is the run's long-lived state (the tools'
+    modules, classes and caches: hundreds of thousands of objects): it is frozen, so the next
+    collections (here, and the interpreter's own during a step) no longer walk it."""
     gc.collect()
+    gc.freeze()
     if (arrow := sys.modules.get("pyarrow")) is not None:
         arrow.default_memory_pool().release_unused()
     if sys.platform.startswith("linux"):
@@ -129,11 +141,13 @@ def run(
     pass their own steps, which then work on the live tables."""
     started = time.monotonic()
     publication = Publication(run_id) if steps is None else None
+    meanwhile = None
     if steps is None:
         steps, closing = pipeline_steps(), closing_steps()
+        meanwhile = while_the_simulator_starts
     with ExitStack() as stack:
         try:
-            ctx = _start(stack, settings, run_id, publication)
+            ctx = _start(stack, settings, run_id, publication, meanwhile)
         except StepFailed as exc:
             print(exc, file=sys.stderr, flush=True)
             return exc.code
@@ -143,11 +157,16 @@ def run(
 
 
 def _start(
-    stack: ExitStack, settings: Settings, run_id: str, publication: Publication | None
+    stack: ExitStack,
+    settings: Settings,
+    run_id: str,
+    publication: Publication | None,
+    meanwhile: Callable[[], object] | None = None,
 ) -> RunContext:
     """Before the first step: the Spark engine checked, the run lock taken, the API (the
-    simulator when none is set) and the warehouse opened, all held by `stack`. StepFailed
-    carries the one line and exit code of a run that did not start."""
+    simulator when none is set; `meanwhile` runs while it starts) and the warehouse opened,
+    all held by `stack`. StepFailed carries the one line and exit code of a run that did not
+    start."""
     if settings.engine == "spark":
         try:
             check_spark_available()
@@ -166,7 +185,9 @@ def _start(
     extra = os.environ.get("MOOVITAMIX_SIMULATOR_ARGS")
     args = shlex.split(extra) if extra else DEMO_SIMULATOR_ARGS
     try:
-        api_url, sim_log = stack.enter_context(api_or_simulator(settings, run_id, args))
+        api_url, sim_log = stack.enter_context(
+            api_or_simulator(settings, run_id, args, meanwhile=meanwhile)
+        )
     except SimulatorError as exc:
         line = f"FAILED step 'simulator': {exc}"
         raise StepFailed(line, exit_codes.SOURCE_UNREACHABLE) from None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
+
 import httpx
 
 from moovitamix import exit_codes, roles
@@ -57,28 +60,42 @@ def publish_step(ctx: RunContext) -> StepReport:
     return StepReport(f"published {', '.join(figures)} of run {ctx.run_id}", details=figures)
 
 
-def pipeline_steps() -> Steps:
-    """The daily run's steps; each package is imported here, as it pulls in its heavy tool."""
-    from dbt_project.step import transform
-    from expectations import step as monitoring
-    from ingestion.step import ingest
-    from ml.step import train
-    from privacy.step import erase
+@dataclass(frozen=True)
+class LazyStep:
+    """A step function of a package imported when the step starts: each package pulls in its
+    heavy tool (dlt, dbt, Great Expectations, implicit), which its step pays for, not the run's
+    start."""
 
+    module: str
+    function: str
+
+    def load(self) -> Step:
+        return getattr(importlib.import_module(self.module), self.function)
+
+    def __call__(self, ctx: RunContext) -> StepReport:
+        return self.load()(ctx)
+
+
+def pipeline_steps() -> Steps:
+    """The daily run's steps, in order."""
     return (
         ("source", check_source),
-        ("erase", erase),  # pending erasure requests, as mvx_privacy (privacy/)
-        ("ingest", ingest),
-        ("transform", transform),
-        ("validate", monitoring.validate_data),
-        ("train", train),
-        ("audit_recs", monitoring.validate_recommendations),
+        ("erase", LazyStep("privacy.step", "erase")),  # pending erasure requests (privacy/)
+        ("ingest", LazyStep("ingestion.step", "ingest")),
+        ("transform", LazyStep("dbt_project.step", "transform")),
+        ("validate", LazyStep("expectations.step", "validate_data")),
+        ("train", LazyStep("ml.step", "train")),
+        ("audit_recs", LazyStep("expectations.step", "validate_recommendations")),
         ("publish", publish_step),
     )
 
 
 def closing_steps() -> Steps:
     """The steps that run once the run is recorded as finished, whether it failed or not."""
-    from expectations import step as monitoring
+    return (("report", LazyStep("expectations.step", "health_report")),)
 
-    return (("report", monitoring.health_report),)
+
+def while_the_simulator_starts() -> None:
+    """What the daily run imports while its simulator starts (a child process, on another
+    core): the packages of the steps that read the API (source, ingest), dlt's."""
+    importlib.import_module("ingestion.step")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -113,3 +115,69 @@ def test_memory_a_step_freed_is_given_back_before_the_next_step(monkeypatch) -> 
     del table
     daily.release_memory()
     assert released == ["arrow"]
+
+
+def test_what_outlives_a_collection_between_steps_is_frozen_and_garbage_is_not() -> None:
+    """release_memory collects a step's cyclic garbage, then freezes the survivors (the run's
+    long-lived state) so the next collections do not walk them again."""
+    import gc
+    import weakref
+
+    from orchestrator import daily
+
+    class Node:
+        pass
+
+    garbage, kept = Node(), Node()
+    garbage.self = garbage  # a cycle: only a collection frees it
+    dead = weakref.ref(garbage)
+    del garbage
+    try:
+        daily.release_memory()
+        assert dead() is None, "the cyclic garbage is collected before the freeze"
+        assert gc.get_freeze_count() > 0
+        assert not any(obj is kept for obj in gc.get_objects())  # frozen: not in a generation
+    finally:
+        gc.unfreeze()  # the test process goes on collecting as before
+
+
+def test_the_run_imports_a_step_package_when_its_step_starts(tmp_path: Path) -> None:
+    """A fresh interpreter: listing the steps imports none of the tools; a step's package
+    (and its tool) is imported by calling it."""
+    script = """
+import sys
+from orchestrator.steps import closing_steps, pipeline_steps
+steps = dict(pipeline_steps() + closing_steps())
+tools = ("dlt", "dbt", "great_expectations", "implicit", "matplotlib")
+print(sorted(t for t in tools if t in sys.modules))
+steps["erase"].load()
+print(sorted(t for t in tools if t in sys.modules), "privacy.step" in sys.modules)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert result.stdout.splitlines() == ["[]", "[] True"]
+
+
+def test_the_run_works_while_its_simulator_starts(tmp_path: Path) -> None:
+    """`meanwhile` runs once the simulator's process is started, before it is ready; with an
+    API set (no simulator) it runs all the same."""
+    from moovitamix.simulator_process import api_or_simulator
+
+    settings = load_settings()
+    done: list[str] = []
+    with api_or_simulator(
+        replace(settings, api_url=None, logs_dir=tmp_path),
+        "run-meanwhile",
+        SMALL.split(),
+        meanwhile=lambda: done.append("meanwhile"),
+    ) as (url, sim_log):
+        done.append("ready")
+        assert sim_log is not None and url.startswith("http://127.0.0.1:")
+    with api_or_simulator(
+        settings, "run-meanwhile", (), "http://127.0.0.1:1", meanwhile=lambda: done.append("api")
+    ) as (url, sim_log):
+        assert (url, sim_log) == ("http://127.0.0.1:1", None)
+    assert done == ["meanwhile", "ready", "api"]
