@@ -18,26 +18,30 @@ import yaml
 MARTS_YML = Path(__file__).resolve().parent / "models" / "marts" / "_marts__models.yml"
 
 
+def _models(path: Path) -> list[dict]:
+    """The marts' model entries of the YAML at `path`."""
+    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return document.get("models") or []
+
+
 def contracted_columns(path: Path = MARTS_YML) -> dict[str, set[str]]:
     """Each mart's columns, as its YAML declares them."""
-    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     return {
         model["name"]: {column["name"] for column in model.get("columns") or []}
-        for model in document.get("models") or []
+        for model in _models(path)
         if model.get("columns")
     }
 
 
 def contracted_checks(path: Path = MARTS_YML) -> dict[str, set[str]]:
     """Each mart's named check constraints, as its YAML declares them."""
-    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     return {
         model["name"]: {
             constraint["name"]
             for constraint in model.get("constraints") or []
             if constraint["type"] == "check" and constraint.get("name")
         }
-        for model in document.get("models") or []
+        for model in _models(path)
     }
 
 
@@ -51,7 +55,8 @@ def drifted_tables(
     contract: name -> what differs (one line). A mart not built yet is not drift. `contracts`
     (columns) and `checks` default to the YAML's; given columns alone, checks are not compared."""
     if contracts is None:
-        contracts, checks = contracted_columns(), contracted_checks() if checks is None else checks
+        contracts = contracted_columns()
+        checks = contracted_checks() if checks is None else checks
     checks = checks or {}
     built: dict[str, set[str]] = {}
     for table, column in conn.execute(  # the catalog: whatever the role may read
@@ -76,11 +81,11 @@ def drifted_tables(
     for name, wanted in sorted(contracts.items()):
         if name not in built:
             continue
+        compared = [("", wanted, built[name])]
+        if name in checks:
+            compared.append(("check ", checks[name], built_checks.get(name, set())))
         parts = []
-        for what, want, have in (
-            ("", wanted, built[name]),
-            ("check ", checks.get(name, set()), built_checks.get(name, set()) if checks else set()),
-        ):
+        for what, want, have in compared:
             missing, extra = sorted(want - have), sorted(have - want)
             parts += [f"lacks {what}{', '.join(missing)}"] if missing else []
             parts += [f"has {what}{', '.join(extra)} no longer in its contract"] if extra else []
@@ -127,9 +132,8 @@ def _data_tests(model: str, column: str | None, entries: list) -> list[DataTest]
 
 def mart_tests(path: Path = MARTS_YML) -> list[DataTest]:
     """Every generic data test of the marts (model-level and column-level)."""
-    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     tests = []
-    for model in document.get("models") or []:
+    for model in _models(path):
         tests += _data_tests(model["name"], None, model.get("data_tests"))
         for column in model.get("columns") or []:
             tests += _data_tests(model["name"], column["name"], column.get("data_tests"))
@@ -229,8 +233,7 @@ def proven_tests(path: Path = MARTS_YML) -> list[DataTest]:
     not-null or key column, unique on a key, relationships along a foreign key, a range or an
     expression whose terms are among a check's conjuncts (over not-null columns, or tested with
     `is [not] null`, only: a null passes a check but fails the test)."""
-    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    models = {model["name"]: model for model in document.get("models") or []}
+    models = {model["name"]: model for model in _models(path)}
     constraints = {name: _constraints(model) for name, model in models.items()}
     columns = {
         name: {column["name"] for column in model.get("columns") or []}
