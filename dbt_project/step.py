@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 
 from dbt_project.contracts import drifted_tables
+from dbt_project.rebuild import REBUILD_ENV, changed_share, rebuild_share
 from dbt_project.runner import run_build
 from moovitamix import spark_publication
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.publication import CANDIDATE, mark_built, prepare_candidate
 from moovitamix.roles import PUBLISHER
+from moovitamix.settings import temporary_env
 from moovitamix.spark import spark_session
 from moovitamix.spark_publication import stage_marts
 from moovitamix.step import RunContext, StepFailed, StepReport
@@ -30,6 +33,24 @@ def _drifted(ctx: RunContext, schema: str) -> bool:
     return bool(drift)
 
 
+def _rebuild_listens(ctx: RunContext, schema: str) -> float | None:
+    """The share of listen histories changed since `schema`.fct_listens was built, when it is
+    above `listens_rebuild_share` (dbt_project.rebuild): that table is then rebuilt in full."""
+    with connect(ctx.warehouse, autocommit=True) as conn:
+        share = changed_share(conn, schema)
+    threshold = rebuild_share()
+    if share is None or share <= threshold:
+        return None
+    log.info(
+        "%.0f%% of the listen histories changed since %s.fct_listens was built (over %.0f%%):"
+        " rebuilding it in full",
+        100 * share,
+        schema,
+        100 * threshold,
+    )
+    return share
+
+
 def _owner(ctx: RunContext) -> ConnectionURL:
     """Who marks the candidate's state (a comment on the schema, its owner's to write): the
     publisher's login in the daily run, else the URL the step was given."""
@@ -40,7 +61,7 @@ def transform(ctx: RunContext) -> StepReport:
     """dbt build of staging and marts without the unit tests, under a publication into the
     candidate (rebuilt in full after a failed run); dbt's first error fails the step, warnings
     pass, listed in the details."""
-    marts_schema, full_refresh = None, False
+    marts_schema, full_refresh, listens_share = None, False, None
     on_spark = ctx.settings.engine == "spark"
     if ctx.publication is not None and on_spark:
         candidate = stage_marts(ctx.publication, spark_session(ctx.settings))
@@ -50,14 +71,17 @@ def transform(ctx: RunContext) -> StepReport:
         full_refresh = prepare_candidate(_owner(ctx), ctx.run_id)
         if not full_refresh:
             full_refresh = _drifted(ctx, CANDIDATE)
-    result = run_build(
-        ctx.settings,
-        ctx.run_id,
-        ctx.warehouse,
-        exclude_unit_tests=True,
-        full_refresh=full_refresh,
-        marts_schema=marts_schema,
-    )
+        if not full_refresh:
+            listens_share = _rebuild_listens(ctx, CANDIDATE)
+    with temporary_env(REBUILD_ENV, "1") if listens_share is not None else nullcontext():
+        result = run_build(
+            ctx.settings,
+            ctx.run_id,
+            ctx.warehouse,
+            exclude_unit_tests=True,
+            full_refresh=full_refresh,
+            marts_schema=marts_schema,
+        )
     for line in result.table().splitlines():
         log.info("%s", line)
     if not result.success:
@@ -84,5 +108,7 @@ def transform(ctx: RunContext) -> StepReport:
             "warnings": warnings,
             "marts_schema": marts_schema or "marts",
             "full_refresh": full_refresh,
+            # the share of changed histories that had fct_listens rebuilt (null: it was not)
+            "listens_rebuilt_at_share": listens_share,
         },
     )

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from dbt_project.rebuild import REBUILD_ENV, changed_share
 from dbt_project.results import BuildResult
 from dbt_project.runner import run_build
 from ingestion.config import IngestionConfig
@@ -33,7 +34,7 @@ from ingestion.pipeline import IngestionResult, run_ingestion
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.roles import TRANSFORMER
 from moovitamix.run_context import new_run_id
-from moovitamix.settings import load_settings
+from moovitamix.settings import load_settings, temporary_env
 from moovitamix.warehouse import open_warehouse
 
 INGESTION_CONFIG = IngestionConfig(concurrency=4, progress=False)
@@ -96,6 +97,9 @@ class Scenario:
     edited_track_id: int
     full_refresh: BuildResult
     listens_full_refresh: dict[tuple[int, int], tuple]
+    day2_changed_share: float | None  # measured before day 2's build, as the transform step does
+    rebuilt: BuildResult  # fct_listens built again with the transform step's rebuild switch
+    listens_rebuilt: dict[tuple[int, int], tuple]
     gap_days: list[GapDay] = field(default_factory=list)
     deleted_track_id: int = 0
     shrunk_user_id: int = 0
@@ -368,6 +372,8 @@ def run_scenario(url: ConnectionURL, api_url: str, target: Path) -> Scenario:
     api_day1 = api_snapshot(api_url)
     ingestion_day1 = ingest(api_url)
     edited = edit_one_track(url)
+    with psycopg.connect(url.url()) as conn:
+        day2_changed_share = changed_share(conn, "marts")
     day2 = build(url)
     day2.api, day2.ingestion = api_day1, ingestion_day1
 
@@ -377,6 +383,10 @@ def run_scenario(url: ConnectionURL, api_url: str, target: Path) -> Scenario:
     )
     assert full.success, full.summary()
     listens_full_refresh = listens(url)
+    with temporary_env(REBUILD_ENV, "1"):  # an incremental build, rebuilt in full by its config
+        rebuilt = run_build(settings, new_run_id(), open_warehouse(settings), select="fct_listens")
+    assert rebuilt.success, rebuilt.summary()
+    listens_rebuilt = listens(url)
 
     # the candidate: two builds old, after a track, a history and a user changed, then after
     # the track is back (its listens, orphans until then, become valid)
@@ -394,6 +404,9 @@ def run_scenario(url: ConnectionURL, api_url: str, target: Path) -> Scenario:
         edited_track_id=edited,
         full_refresh=full,
         listens_full_refresh=listens_full_refresh,
+        day2_changed_share=day2_changed_share,
+        rebuilt=rebuilt,
+        listens_rebuilt=listens_rebuilt,
         gap_days=gap_days,
         deleted_track_id=track_id,
         shrunk_user_id=shrunk,

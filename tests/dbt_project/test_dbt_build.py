@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ import yaml
 
 import dbt_project.__main__ as cli
 from dbt_project.contracts import proven_tests
+from dbt_project.rebuild import rebuild_share
 from dbt_project.runner import PROJECT_DIR
 from ingestion.raw_tables import RAW_INDEXES
 from tests.dbt_project.dbt_helpers import INCOMPLETE_TRACK_ID, INCOMPLETE_USER_ID, MARTS, Scenario
@@ -162,6 +164,38 @@ def test_day2_merges_only_the_users_whose_history_changed(scenario: Scenario) ->
 
 def test_incremental_result_equals_a_full_rebuild(scenario: Scenario) -> None:
     assert _without_run_id(scenario.listens_full_refresh) == _without_run_id(scenario.day2.listens)
+
+
+def test_the_changed_share_counts_the_histories_an_incremental_build_rewrites(
+    scenario: Scenario,
+) -> None:
+    """What the transform step weighs before choosing to rebuild fct_listens: the histories
+    that changed, appeared or went since the table was built, over today's histories."""
+    before, after = scenario.day1.histories, scenario.day2.histories
+    changed = {u for u in before.keys() | after.keys() if before.get(u) != after.get(u)}
+    assert changed and len(changed) < len(after)
+    assert scenario.day2_changed_share == pytest.approx(len(changed) / len(after))
+
+
+def test_the_rebuild_switch_rebuilds_fct_listens_in_full_with_the_same_rows(
+    scenario: Scenario,
+) -> None:
+    """With nothing changed since the last build, an incremental build writes no row (see
+    the second build above); the switch rewrites them all, and they are a full refresh's."""
+    assert scenario.rebuilt.rows("fct_listens") == len(scenario.listens_rebuilt) > 0
+    assert _without_run_id(scenario.listens_rebuilt) == _without_run_id(
+        scenario.listens_full_refresh
+    )
+    assert {row[-1] for row in scenario.listens_rebuilt.values()} == {scenario.rebuilt.run_id}
+
+
+def test_the_rebuild_share_is_the_projects_var(tmp_path: Path) -> None:
+    project = tmp_path / "dbt_project.yml"
+    project.write_text("name: x\nvars:\n  listens_rebuild_share: 0.25\n", encoding="utf-8")
+    assert rebuild_share(project) == 0.25
+    project.write_text("name: x\n", encoding="utf-8")
+    assert rebuild_share(project) == 1.0  # no var: never rebuild
+    assert 0 < rebuild_share() < 1  # the project's own
 
 
 def _without_run_id(rows: dict) -> dict:

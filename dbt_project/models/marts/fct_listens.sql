@@ -2,13 +2,15 @@
 {#-
     append: the pre-hooks delete every row of the users this build writes (the same users: the
     watermark is read before either deletes), so a merge on the key would find nothing to
-    replace; the primary key stops the build if a row were written twice
+    replace; the primary key stops the build if a row were written twice. full_refresh: the
+    transform step rebuilds it in full when many histories changed (dbt_project/rebuild.py)
 -#}
 {{
     config(
         materialized='incremental' if target.type == 'postgres' else 'table',
         incremental_strategy='append',
         on_schema_change='fail',
+        full_refresh=(true if env_var('MVX_DBT_REBUILD_FCT_LISTENS', '') == '1' else none),
         pre_hook=[
             "{{ delete_stale_listens('users') }}",
             "{{ delete_stale_listens('tracks') }}",

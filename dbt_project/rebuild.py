@@ -1,0 +1,59 @@
+"""Whether the incremental `fct_listens` is cheaper rebuilt than updated in place.
+
+An incremental build deletes and rewrites the rows of every user whose listen history changed
+after the table's watermark, one index entry and one key check per row, and leaves the deleted
+rows for vacuum; a full build writes the table once and builds its indexes in bulk. Past a share
+of changed histories (the `listens_rebuild_share` var of dbt_project.yml) the rebuild is the
+cheaper one (dbt_project/README.md, "Incremental or rebuilt"), so the transform step asks dbt to
+rebuild that model alone. Either way the rows are the same."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import yaml
+from psycopg import sql
+
+PROJECT_FILE = Path(__file__).resolve().parent / "dbt_project.yml"
+# Read by fct_listens' config: "1" makes dbt rebuild it in full (its `full_refresh` config).
+REBUILD_ENV = "MVX_DBT_REBUILD_FCT_LISTENS"
+STAGING = "staging"  # dbt_project.yml, models.moovitamix.staging
+
+
+def rebuild_share(project_file: Path = PROJECT_FILE) -> float:
+    """The `listens_rebuild_share` var: above this share of changed histories, rebuild."""
+    document = yaml.safe_load(project_file.read_text(encoding="utf-8")) or {}
+    return float((document.get("vars") or {}).get("listens_rebuild_share", 1.0))
+
+
+def changed_share(conn: psycopg.Connection, schema: str) -> float | None:
+    """The share of current listen histories with a version that started or ended after the
+    watermark of `schema`.fct_listens (the users an incremental build would rewrite, less those
+    whose tracks came or went); None when the table does not exist or is empty (dbt builds it
+    in full anyway). Reads raw's validity through its indexes."""
+    table = conn.execute(
+        "select to_regclass(%s)", (f"{sql.Identifier(schema).as_string(conn)}.fct_listens",)
+    ).fetchone()
+    if table is None or table[0] is None:
+        return None
+    versions = sql.Identifier(STAGING, "stg_moovitamix__listen_history_versions")
+    query = sql.SQL(
+        """
+        with watermark as (
+            select max(history_valid_from) as at from {listens}
+        )
+        select
+            (
+                select count(distinct versions.user_id)
+                from {versions} as versions, watermark
+                where versions.valid_from > watermark.at or versions.valid_to > watermark.at
+            ),
+            (select count(*) from {versions} as versions where versions.is_current),
+            (select watermark.at is not null from watermark)
+        """
+    ).format(listens=sql.Identifier(schema, "fct_listens"), versions=versions)
+    changed, current, has_rows = conn.execute(query).fetchone() or (0, 0, False)
+    if not has_rows:
+        return None
+    return changed / current if current else 1.0
