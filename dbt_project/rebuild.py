@@ -31,13 +31,15 @@ def changed_share(conn: psycopg.Connection, schema: str) -> float | None:
     """The share of current listen histories with a version that started or ended after the
     watermark of `schema`.fct_listens (the users an incremental build would rewrite, less those
     whose tracks came or went); None when the table does not exist or is empty (dbt builds it
-    in full anyway). Reads raw's validity through its indexes."""
-    table = conn.execute(
-        "select to_regclass(%s)", (f"{sql.Identifier(schema).as_string(conn)}.fct_listens",)
-    ).fetchone()
-    if table is None or table[0] is None:
-        return None
+    in full anyway) or staging does not exist yet. Reads raw's validity through its indexes."""
+    listens = sql.Identifier(schema, "fct_listens")
     versions = sql.Identifier(STAGING, "stg_moovitamix__listen_history_versions")
+    found = conn.execute(
+        "select to_regclass(%s) is not null and to_regclass(%s) is not null",
+        (listens.as_string(conn), versions.as_string(conn)),
+    ).fetchone()
+    if not found or not found[0]:  # no table yet, or staging not built yet
+        return None
     query = sql.SQL(
         """
         with watermark as (
@@ -52,7 +54,7 @@ def changed_share(conn: psycopg.Connection, schema: str) -> float | None:
             (select count(*) from {versions} as versions where versions.is_current),
             (select watermark.at is not null from watermark)
         """
-    ).format(listens=sql.Identifier(schema, "fct_listens"), versions=versions)
+    ).format(listens=listens, versions=versions)
     changed, current, has_rows = conn.execute(query).fetchone() or (0, 0, False)
     if not has_rows:
         return None
