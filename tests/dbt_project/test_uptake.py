@@ -51,6 +51,8 @@ class Uptake:
     kept_rebuilt: set[tuple]
     full_refresh: set[Row]
     kept_full_refresh: set[tuple]
+    run_b: set[tuple]  # run-b's lists as published, in the copy's form
+    copy_indexes: list[str]  # the copy's indexes, as pg_indexes defines them
 
 
 def as_role(url: ConnectionURL, role: str, *statements: tuple[str, object]) -> None:
@@ -64,13 +66,14 @@ def as_role(url: ConnectionURL, role: str, *statements: tuple[str, object]) -> N
 
 
 def publish(url: ConnectionURL, model_run_id: str, lists: dict[int, list[int]]) -> datetime:
-    """The lists as ml/ leaves them: a new table in place of the old one, owned by mvx_ml."""
+    """The lists as ml/ leaves them: a new table in place of the old one, owned by mvx_ml.
+    Inserted last rank first: the copy's lists are in rank order whatever the table's order."""
     generated_at = datetime.now(UTC)
     rows = [
         (user, rank, track, 1.0 / rank, "model", model_run_id, generated_at)
         for user, tracks in lists.items()
         for rank, track in enumerate(tracks, start=1)
-    ]
+    ][::-1]
     as_role(
         url,
         ML,
@@ -196,11 +199,23 @@ def uptake(dbt_env: ConnectionURL, tmp_path_factory: pytest.TempPathFactory) -> 
         )
         build(url)
         rebuilt, kept_rebuilt = set(query(url, UPTAKE)), set(query(url, KEPT))
-        publish(url, "run-b", {user: tracks[:K] for user in users})
+        # run-b: a list per user, to compare with the copy whole
+        run_b = {user: tracks[user % 7 : user % 7 + K] for user in users}
+        publish(url, "run-b", run_b)
         build(url, full_refresh=True)
+        copy_indexes = [
+            r[0]
+            for r in query(
+                url,
+                "select indexdef from pg_indexes where schemaname = 'staging'"
+                " and tablename = 'stg_recommendations__published_lists'",
+            )
+        ]
         yield Uptake(
             url, before, day1, expected, kept, rebuilt, kept_rebuilt,
             set(query(url, UPTAKE)), set(query(url, KEPT)),
+            {("run-b", user, "{" + ",".join(map(str, ts)) + "}") for user, ts in run_b.items()},
+            copy_indexes,
         )  # fmt: skip
 
 
@@ -226,3 +241,12 @@ def test_rebuilds_change_nothing_and_the_lists_copy_outlives_a_full_refresh(
     assert uptake.full_refresh == uptake.day1
     assert {row[0] for row in uptake.kept_full_refresh} == {"run-a", "run-b"}
     assert uptake.kept <= uptake.kept_full_refresh, "run-a's lists are still there"
+    assert uptake.kept_full_refresh - uptake.kept == uptake.run_b, "run-b's lists, as published"
+
+
+def test_the_copy_is_unique_by_run_and_user_through_an_index(uptake: Uptake) -> None:
+    """The index the copy's probe of a kept run and the mart's lookup of a user's list read;
+    added by a post-hook, so a copy created before it gets it at its next build."""
+    assert any(
+        "UNIQUE INDEX" in d and d.endswith("(model_run_id, user_id)") for d in uptake.copy_indexes
+    ), uptake.copy_indexes

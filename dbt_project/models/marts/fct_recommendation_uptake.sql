@@ -18,6 +18,16 @@
 -- days from the latest one built (a day may have been partial) onwards. fct_listens is read
 -- where it is used, not materialized whole in one CTE: the latest days through its index on
 -- first_seen_at, the earlier listens of those days' users by a join on the user.
+{#-
+    The latest day built, as a literal: the planner then estimates the listens from it on from
+    fct_listens' statistics (a parameter would count as a third of the table, and the joins
+    after it were planned for millions of rows). Read when the model compiles.
+-#}
+{%- set since = "date '-infinity'" -%}
+{%- if is_incremental() and execute -%}
+{%- set latest = run_query("select max(listen_date)::text from " ~ this).columns[0][0] -%}
+{%- if latest -%}{%- set since = "date '" ~ latest ~ "'" -%}{%- endif -%}
+{%- endif %}
 with
 
 track_popularity as (
@@ -34,8 +44,10 @@ history_versions as (
 
 ),
 
-published_lists as (
+published_lists as not materialized (
 
+    -- read where it is used: the runs, and each listen's list through the index on
+    -- (model_run_id, user_id), not the whole copy materialized once
     select * from {{ ref('stg_recommendations__published_lists') }}
 
 ),
@@ -46,9 +58,10 @@ impressions as (
 
 ),
 
-loads as (
+loads as materialized (
 
-    -- the data's clock at each load: its latest listen time (a version's updated_at)
+    -- the data's clock at each load: its latest listen time (a version's updated_at); computed
+    -- once, not once per run
     select
         valid_from as loaded_at,
         max(coalesce(updated_at, valid_from)) as latest_listen_at
@@ -94,20 +107,12 @@ new_listens as (
         listens.track_id,
         cast(timezone('UTC', listens.first_seen_at) as date) as listen_date
     from {{ ref('fct_listens') }} as listens
-    {% if is_incremental() %}
     where
         -- midnight (UTC) of the latest day built: a range on the index
-        listens.first_seen_at >= timezone(
-            'UTC',
-            cast(
-                coalesce(
-                    (select max(built.listen_date) from {{ this }} as built),
-                    date '-infinity'
-                )
-                as timestamp
-            )
-        )
-    {% endif %}
+        listens.first_seen_at >= timezone('UTC', cast({{ since }} as timestamp))
+        -- a listen before the first run's data end is on no run's day (its day began
+        -- before that): left out here rather than after reading every listen
+        and listens.first_seen_at >= (select min(timed_runs.data_until_at) from timed_runs)
 
 ),
 
@@ -140,17 +145,24 @@ day_listens as (
 
 published as (
 
-    -- in the user's list of the day's run (one list per run and user)
+    -- in the user's list of the day's run: one list per run and user, looked up through the
+    -- copy's index on (model_run_id, user_id) rather than the copy of every run hashed (it
+    -- grows by a run a day); `offset 0` keeps Postgres from turning the lookup into that join
     select
         day_listens.listen_date,
         day_listens.user_id,
-        day_listens.track_id
+        day_listens.model_run_id
     from day_listens
-    inner join published_lists
-        on
-            day_listens.model_run_id = published_lists.model_run_id
-            and day_listens.user_id = published_lists.user_id
-    where day_listens.track_id = any(published_lists.track_ids)
+    cross join
+        lateral (
+            select published_lists.track_ids
+            from published_lists
+            where
+                published_lists.model_run_id = day_listens.model_run_id
+                and published_lists.user_id = day_listens.user_id
+            offset 0  -- noqa: AM09
+        ) as listed
+    where day_listens.track_id = any(listed.track_ids)
 
 ),
 
@@ -160,7 +172,8 @@ served as (
     select distinct
         day_listens.listen_date,
         day_listens.user_id,
-        day_listens.track_id
+        day_listens.track_id,
+        day_listens.model_run_id
     from day_listens
     inner join impressions
         on
@@ -234,73 +247,145 @@ ranked_listens as (
 
 ),
 
-heard_above as (
+listeners as (
 
-    -- how many tracks ranked above it the user had already heard by the run's data end
-    select
-        ranked_listens.listen_date,
-        ranked_listens.user_id,
-        ranked_listens.track_id,
-        count(*) as heard_count
+    select distinct
+        user_id,
+        model_run_id,
+        data_until_at
     from ranked_listens
-    inner join {{ ref('fct_listens') }} as heard
-        on
-            ranked_listens.user_id = heard.user_id
-            and ranked_listens.data_until_at >= heard.first_seen_at
+
+),
+
+heard as (
+
+    -- what each of those users had heard by the run's data end, with its rank: their rows of
+    -- fct_listens read through its primary key (user_id first), user by user, not the whole
+    -- table hashed
+    select
+        listeners.user_id,
+        listeners.model_run_id,
+        heard_rank.popularity_rank
+    from listeners
+    cross join
+        lateral (
+            select listens.track_id
+            from {{ ref('fct_listens') }} as listens
+            where
+                listens.user_id = listeners.user_id
+                and listens.first_seen_at <= listeners.data_until_at
+        ) as heard_tracks
     inner join popularity as heard_rank
         on
-            ranked_listens.model_run_id = heard_rank.model_run_id
-            and heard.track_id = heard_rank.track_id
-            and ranked_listens.popularity_rank > heard_rank.popularity_rank
-    group by ranked_listens.listen_date, ranked_listens.user_id, ranked_listens.track_id
+            listeners.model_run_id = heard_rank.model_run_id
+            and heard_tracks.track_id = heard_rank.track_id
+
+),
+
+heard_counts as (
+
+    select
+        user_id,
+        model_run_id,
+        count(*) as heard_count
+    from heard
+    group by user_id, model_run_id
+
+),
+
+candidates as (
+
+    -- the listens that can be in the user's popularity list: ranked within k plus the number
+    -- of tracks the user had heard (fewer than k unheard tracks rank above it); the rest
+    -- cannot, and are not joined to what the user had heard
+    select ranked_listens.*
+    from ranked_listens
+    left join heard_counts
+        on
+            ranked_listens.user_id = heard_counts.user_id
+            and ranked_listens.model_run_id = heard_counts.model_run_id
+    where
+        ranked_listens.popularity_rank
+        <= ranked_listens.k + coalesce(heard_counts.heard_count, 0)
 
 ),
 
 baseline as (
 
     -- in the user's popularity list: the first k of the ranking the user had not heard, i.e.
-    -- fewer than k unheard tracks rank above the track
+    -- fewer than k unheard tracks rank above the track (the tracks ranked above it that the
+    -- user had already heard are counted)
     select
-        ranked_listens.listen_date,
-        ranked_listens.user_id,
-        ranked_listens.track_id
-    from ranked_listens
-    left join heard_above
+        candidates.listen_date,
+        candidates.user_id,
+        candidates.model_run_id
+    from candidates
+    left join heard
         on
-            ranked_listens.listen_date = heard_above.listen_date
-            and ranked_listens.user_id = heard_above.user_id
-            and ranked_listens.track_id = heard_above.track_id
-    where
-        ranked_listens.popularity_rank - 1 - coalesce(heard_above.heard_count, 0)
-        < ranked_listens.k
+            candidates.user_id = heard.user_id
+            and candidates.model_run_id = heard.model_run_id
+            and candidates.popularity_rank > heard.popularity_rank
+    group by
+        candidates.listen_date,
+        candidates.user_id,
+        candidates.track_id,
+        candidates.model_run_id,
+        candidates.popularity_rank,
+        candidates.k
+    having candidates.popularity_rank - 1 - count(heard.popularity_rank) < candidates.k
 
 ),
 
-scored as (
+counted as (
+
+    -- one row per new listen, and one per hit: each of published, served and baseline holds
+    -- a new listen at most once (fct_listens has one row per user and track), so summing the
+    -- flags counts what joining them to the listens by (day, user, track) would
+    select
+        user_id,
+        listen_date,
+        model_run_id,
+        1 as is_new,
+        0 as is_published,
+        0 as is_served,
+        0 as is_baseline
+    from day_listens
+
+    union all
 
     select
-        day_listens.user_id,
-        day_listens.listen_date,
-        day_listens.model_run_id,
-        published.track_id is not null as is_published,
-        served.track_id is not null as is_served,
-        baseline.track_id is not null as is_baseline
-    from day_listens
-    left join published
-        on
-            day_listens.listen_date = published.listen_date
-            and day_listens.user_id = published.user_id
-            and day_listens.track_id = published.track_id
-    left join served
-        on
-            day_listens.listen_date = served.listen_date
-            and day_listens.user_id = served.user_id
-            and day_listens.track_id = served.track_id
-    left join baseline
-        on
-            day_listens.listen_date = baseline.listen_date
-            and day_listens.user_id = baseline.user_id
-            and day_listens.track_id = baseline.track_id
+        user_id,
+        listen_date,
+        model_run_id,
+        0 as is_new,
+        1 as is_published,
+        0 as is_served,
+        0 as is_baseline
+    from published
+
+    union all
+
+    select
+        user_id,
+        listen_date,
+        model_run_id,
+        0 as is_new,
+        0 as is_published,
+        1 as is_served,
+        0 as is_baseline
+    from served
+
+    union all
+
+    select
+        user_id,
+        listen_date,
+        model_run_id,
+        0 as is_new,
+        0 as is_published,
+        0 as is_served,
+        1 as is_baseline
+    from baseline
 
 ),
 
@@ -310,11 +395,11 @@ final as (
         user_id,
         listen_date,
         model_run_id,
-        cast(count(*) as integer) as new_tracks,
-        cast(sum(case when is_published then 1 else 0 end) as integer) as hits_published,
-        cast(sum(case when is_served then 1 else 0 end) as integer) as hits_served,
-        cast(sum(case when is_baseline then 1 else 0 end) as integer) as baseline_hits
-    from scored
+        cast(sum(is_new) as integer) as new_tracks,
+        cast(sum(is_published) as integer) as hits_published,
+        cast(sum(is_served) as integer) as hits_served,
+        cast(sum(is_baseline) as integer) as baseline_hits
+    from counted
     group by user_id, listen_date, model_run_id
 
 )
