@@ -378,8 +378,13 @@ class Fallbacks:
 
 
 def fallbacks(h: Histories, tracks: TrackFeatures, k: int) -> Fallbacks:
-    popularity = Popularity(h.counts(), tracks.genres)
-    itself = sp.identity(h.n_tracks, dtype=np.float32, format="csr")
+    return fallbacks_of(h.counts(), tracks, k)
+
+
+def fallbacks_of(counts: sp.csr_matrix, tracks: TrackFeatures, k: int) -> Fallbacks:
+    """The fill, from users x catalog tracks listens (the tracks' listeners are what count)."""
+    popularity = Popularity(counts, tracks.genres)
+    itself = sp.identity(counts.shape[1], dtype=np.float32, format="csr")
     global_recs = popularity.recommend(k, heard=itself)
     genre_recs = popularity.similar_by_genre(k)
     artist_ids = artist_lists(tracks.artist, popularity.listeners, k)
@@ -605,3 +610,25 @@ def choose_play_next(
 
 def _label(key: str | Config) -> str:
     return key.label() if isinstance(key, Config) else key
+
+
+def filled_lists(
+    counts: sp.csr_matrix, tracks: TrackFeatures, k: int, track_ids: np.ndarray, model: str
+) -> PlayNext:
+    """Lists of the fill alone (artist, genre, global) for `track_ids` (catalog tracks), on
+    users x catalog tracks listens: the tracks a kept "play next" lacks (new since)."""
+    rows = positions_of(tracks.track_ids, np.asarray(track_ids, dtype=np.int64))
+    rows = rows[rows >= 0]
+    ids, scores, source = fallbacks_of(counts, tracks, k).fill()
+    ids, scores, source = ids[rows], scores[rows], source[rows]
+    catalog = tracks.track_ids
+    return PlayNext(
+        model=model,
+        winner=model,
+        config="the fill (artist, genre, global) of tracks the kept lists lack",
+        metrics={},
+        track_ids=catalog[rows],
+        ids=np.where(ids >= 0, catalog[np.maximum(ids, 0)], -1),
+        scores=scores,
+        source=source.astype(np.int8),
+    )
