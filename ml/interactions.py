@@ -215,19 +215,29 @@ def load_interactions(conn: psycopg.Connection, schema: str = MARTS) -> Interact
 
 
 def read_packed(
-    conn: psycopg.Connection, query: sql.Composable, dtype: np.dtype
+    conn: psycopg.Connection,
+    query: sql.Composable,
+    dtype: np.dtype,
+    sort_by: tuple[str, ...] = (),
 ) -> dict[str, np.ndarray]:
     """The records of a COPY that packs them into bytea rows (as PACKED_LISTENS_QUERY), as
     native-endian columns. Each message is split into its columns as it arrives and each
-    column joined on its own, so the peak is about one copy of the data, not three."""
+    column joined on its own, so the peak is about one copy of the data, not three. With
+    `sort_by`, each message's records are sorted by those fields (stable) first."""
     names = dtype.names or ()
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     with conn.cursor() as cur, cur.copy(query) as copy:
         copy.set_types(["bytea"])
         for (packed,) in copy.rows():
             records = np.frombuffer(packed, dtype=dtype)
+            native = {
+                name: records[name].astype(records[name].dtype.newbyteorder("=")) for name in names
+            }
+            if sort_by:
+                order = np.lexsort([native[name] for name in reversed(sort_by)])
+                native = {name: column[order] for name, column in native.items()}
             for name in names:
-                parts[name].append(records[name].astype(records[name].dtype.newbyteorder("=")))
+                parts[name].append(native.pop(name))
             del records, packed
     columns = {}
     for name in names:

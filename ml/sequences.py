@@ -20,9 +20,12 @@ log = logging.getLogger(__name__)
 
 # As ml.interactions: the server unnests positions/listened_at and packs the listens into a
 # few hundred bytea messages of fixed-width big-endian records. The messages are ranges of
-# users (bounds: every n-th user of dim_users, whose ids fct_listens' hold) sent in order,
-# each sorted by user and position: the listens arrive in history order, and the client
-# sorts nothing (a sort of 20M listens held several hundred MB more than the listens).
+# users (bounds: every n-th user of dim_users, whose ids fct_listens' hold) sent in order;
+# the client sorts each message by user and position as it arrives, so the listens end in
+# history order without a sort of them all on either side (the server's spilled to disk; a
+# client's of 20M listens held several hundred MB more than the listens). Most (user, track)
+# rows hold one listen: those are read as they are, and only the others go through unnest
+# (a function call per row: most of the query's time).
 PACKED_SEQUENCES_QUERY = sql.SQL("""
     copy (
         with numbered as (
@@ -37,21 +40,28 @@ PACKED_SEQUENCES_QUERY = sql.SQL("""
             from numbered
             where user_number % step = 0
         ),
-        listens as (
-            select
-                width_bucket(f.user_id, bounds.lower_bounds) as bucket,
-                f.user_id,
-                u.position,
-                int8send(f.user_id::bigint) || int4send(u.position)
-                    || int8send(f.track_id::bigint)
-                    || int8send(coalesce(extract(epoch from u.listened_at), 0)::bigint)
-                    as record
+        unnested as (
+            select f.user_id, f.positions[1] as position, f.track_id, f.listened_at[1] as at
+            from {fct_listens} as f
+            where cardinality(f.positions) = 1 and cardinality(f.listened_at) = 1
+            union all
+            select f.user_id, u.position, f.track_id, u.listened_at as at
             from {fct_listens} as f
             cross join lateral unnest(f.positions, f.listened_at) as u(position, listened_at)
+            where not (cardinality(f.positions) = 1 and cardinality(f.listened_at) = 1)
+        ),
+        listens as (
+            select
+                width_bucket(l.user_id, bounds.lower_bounds) as bucket,
+                int8send(l.user_id::bigint) || int4send(l.position)
+                    || int8send(l.track_id::bigint)
+                    || int8send(coalesce(extract(epoch from l.at), 0)::bigint)
+                    as record
+            from unnested as l
             cross join bounds
-            where u.position is not null
+            where l.position is not null
         )
-        select string_agg(record, ''::bytea order by user_id, position)
+        select string_agg(record, ''::bytea)
         from listens
         group by bucket
         order by bucket
@@ -124,7 +134,7 @@ def load_sequences(conn: psycopg.Connection, schema: str = MARTS) -> Sequences:
         dim_users=sql.Identifier(schema, "dim_users"),
         buckets=sql.Literal(PACKED_BUCKETS),
     )
-    columns = read_packed(conn, query, SEQUENCE_RECORD)
+    columns = read_packed(conn, query, SEQUENCE_RECORD, sort_by=("user_id", "position"))
     if not in_history_order(columns["user_id"], columns["position"]):  # not expected: sorted
         log.warning("%s.fct_listens' sequences arrived out of order: sorting them", schema)
         order = np.lexsort((columns["position"], columns["user_id"]))

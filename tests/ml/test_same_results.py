@@ -6,18 +6,21 @@ pruned top-k's skipped passes and the cold-start blend's per-row sort."""
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from psycopg import sql
 
 from ml import evaluate, topk
 from ml.baselines import Popularity, _distinct_rows
 from ml.evaluate import Scored, evaluate_model, judge
 from ml.families.base import sparse_top_k
-from ml.interactions import build_interactions
+from ml.interactions import build_interactions, read_packed
 from ml.intervals import bootstrap_means, difference, differences
 from ml.lists import blend, rows_or_empty
 from ml.play_next import _scaled
 from ml.quality import segment_intervals, segments
 from ml.selection import decide
+from ml.sequences import SEQUENCE_RECORD, load_sequences
 from ml.topk import in_rows, top_k
+from moovitamix.warehouse import connect
 from tests.ml.test_evaluate import ALS, _data
 
 CLOSE = {"rel": 1e-12, "abs": 1e-15}  # sums of the same products in another order
@@ -331,3 +334,72 @@ def test_interactions_built_by_scipys_csr_build_are_the_key_sort(repeats: bool, 
     np.testing.assert_array_equal(got.track_ids, track_ids)
     np.testing.assert_array_equal(got.first_seen, first_seen)
     assert got.matrix.dtype == np.float32 and got.matrix.has_sorted_indices
+
+
+PREVIOUS_SEQUENCES_QUERY = """
+    copy (
+        with numbered as (
+            select
+                user_id,
+                row_number() over (order by user_id) - 1 as user_number,
+                greatest(count(*) over () / 256, 1) as step
+            from marts.dim_users
+        ),
+        bounds as (
+            select array_agg(user_id order by user_id) as lower_bounds
+            from numbered
+            where user_number % step = 0
+        ),
+        listens as (
+            select
+                width_bucket(f.user_id, bounds.lower_bounds) as bucket,
+                f.user_id,
+                u.position,
+                int8send(f.user_id::bigint) || int4send(u.position)
+                    || int8send(f.track_id::bigint)
+                    || int8send(coalesce(extract(epoch from u.listened_at), 0)::bigint)
+                    as record
+            from marts.fct_listens as f
+            cross join lateral unnest(f.positions, f.listened_at) as u(position, listened_at)
+            cross join bounds
+            where u.position is not null
+        )
+        select string_agg(record, ''::bytea order by user_id, position)
+        from listens
+        group by bucket
+        order by bucket
+    ) to stdout (format binary)
+"""
+
+
+@pytest.mark.integration
+def test_sequences_sorted_per_message_and_unnested_only_when_needed_are_the_servers(
+    marts_url, caplog
+) -> None:
+    with connect(marts_url, autocommit=True) as conn:
+        # besides the synthetic histories: a null position and time, arrays of unequal length
+        # (unnest pads them), fractional and pre-1970 times (the rounding of the seconds)
+        conn.execute("insert into marts.dim_tracks values (999001, 'x')")
+        conn.execute(
+            "insert into marts.fct_listens (user_id, track_id, listen_count, positions, "
+            "listened_at) select min(user_id), 999001, 3, "
+            "array[null, 9001, 9002], array['1969-12-31 23:59:58.5+00'::timestamptz, null, "
+            "'2026-01-01 00:00:00.5+00'] from marts.fct_listens"
+        )
+        conn.execute(
+            "insert into marts.fct_listens (user_id, track_id, listen_count, positions, "
+            "listened_at) select max(user_id), 999001, 1, array[9003, 9004], "
+            "array['2026-01-01 00:00:01.49+00'::timestamptz] from marts.fct_listens"
+        )
+        conn.execute("analyze marts.fct_listens")
+        multi = conn.execute(
+            "select count(*) filter (where cardinality(positions) > 1), count(*) "
+            "from marts.fct_listens"
+        ).fetchone()
+        got = load_sequences(conn)
+        previous = read_packed(conn, sql.SQL(PREVIOUS_SEQUENCES_QUERY), SEQUENCE_RECORD)
+    assert "out of order" not in caplog.text  # in history order as read: no fallback sort
+    assert multi is not None and 0 < multi[0] < multi[1]  # both kinds of rows
+    assert len(got) == len(previous["user_id"]) > multi[1]
+    for name in ("user_id", "position", "track_id", "listened_at"):
+        np.testing.assert_array_equal(getattr(got, name), previous[name], err_msg=name)
