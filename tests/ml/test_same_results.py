@@ -15,7 +15,7 @@ from ml.families.base import sparse_top_k
 from ml.interactions import build_interactions, read_packed
 from ml.intervals import bootstrap_means, difference, differences
 from ml.lists import blend, rows_or_empty
-from ml.play_next import _scaled
+from ml.play_next import NO_GAP, Histories, _scaled, block_members, pair_counts, pair_masks
 from ml.quality import segment_intervals, segments
 from ml.selection import decide
 from ml.sequences import SEQUENCE_RECORD, load_sequences
@@ -403,3 +403,52 @@ def test_sequences_sorted_per_message_and_unnested_only_when_needed_are_the_serv
     assert len(got) == len(previous["user_id"]) > multi[1]
     for name in ("user_id", "position", "track_id", "listened_at"):
         np.testing.assert_array_equal(getattr(got, name), previous[name], err_msg=name)
+
+
+def previous_pair_counts(
+    h: Histories, window: int, max_gap: int, lo: int, hi: int, masks: list[np.ndarray]
+) -> sp.csr_matrix:
+    """ml.play_next.pair_counts as it was: a pass over every listen per lag and way."""
+    in_block = (h.col >= lo) & (h.col < hi)
+    rows, cols, values = [], [], []
+    for lag, ok in enumerate(masks, start=1):
+        ways = [(ok & in_block, 0, lag)]
+        if window > 1:
+            ways.append((ok & np.roll(in_block, -lag), lag, 0))
+        for keep, row_at, col_at in ways:
+            first = np.flatnonzero(keep)
+            distance = h.position[first + lag] - h.position[first]
+            rows.append(h.col[first + row_at] - lo)
+            cols.append(h.col[first + col_at])
+            values.append((1.0 / distance).astype(np.float32))
+    matrix = sp.csr_matrix(
+        (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(hi - lo, h.n_tracks),
+        dtype=np.float32,
+    )
+    matrix.sum_duplicates()
+    return matrix
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_pair_counts_among_a_blocks_listens_are_the_passes_over_every_listen(window) -> None:
+    rng = np.random.default_rng(window)
+    n, n_tracks = 30_000, 300
+    user = np.sort(rng.integers(0, 2_000, n)).astype(np.int32)
+    position = np.zeros(n, dtype=np.int32)
+    for i in range(1, n):  # gaps where a listen of an unknown track was dropped
+        position[i] = 0 if user[i] != user[i - 1] else position[i - 1] + rng.integers(1, 3)
+    col = rng.zipf(1.5, n).clip(1, n_tracks).astype(np.int32) - 1  # popular tracks repeat
+    h = Histories(user, position, col, np.cumsum(rng.choice([0, 60, 4000], n)), n_tracks)
+    gap = NO_GAP if window == 1 else 3600
+    masks = pair_masks(h, window, gap)
+    # the last block ends at the last listen's track: a pair mask is False past n - lag
+    for lo, hi in [(0, 1), (0, 17), (17, 120), (120, n_tracks), (0, n_tracks)]:
+        previous = previous_pair_counts(h, window, gap, lo, hi, masks)
+        for got in (
+            pair_counts(h, window, gap, lo, hi, masks),
+            pair_counts(h, window, gap, lo, hi, masks, block_members(h, lo, hi)),
+        ):
+            np.testing.assert_array_equal(got.indptr, previous.indptr)
+            np.testing.assert_array_equal(got.indices, previous.indices)
+            np.testing.assert_array_equal(got.data, previous.data)  # summed in the same order
