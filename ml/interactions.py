@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -214,6 +215,29 @@ def load_interactions(conn: psycopg.Connection, schema: str = MARTS) -> Interact
     return interactions
 
 
+def packed_parts(
+    conn: psycopg.Connection,
+    query: sql.Composable,
+    dtype: np.dtype,
+    sort_by: tuple[str, ...] = (),
+) -> Iterator[dict[str, np.ndarray]]:
+    """Each bytea row of a COPY that packs records (as PACKED_LISTENS_QUERY) as native-endian
+    columns, as it arrives; with `sort_by`, sorted by those fields (stable)."""
+    names = dtype.names or ()
+    with conn.cursor() as cur, cur.copy(query) as copy:
+        copy.set_types(["bytea"])
+        for (packed,) in copy.rows():
+            records = np.frombuffer(packed, dtype=dtype)
+            native = {
+                name: records[name].astype(records[name].dtype.newbyteorder("=")) for name in names
+            }
+            del records, packed
+            if sort_by:
+                order = np.lexsort([native[name] for name in reversed(sort_by)])
+                native = {name: column[order] for name, column in native.items()}
+            yield native
+
+
 def read_packed(
     conn: psycopg.Connection,
     query: sql.Composable,
@@ -226,19 +250,9 @@ def read_packed(
     `sort_by`, each message's records are sorted by those fields (stable) first."""
     names = dtype.names or ()
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    with conn.cursor() as cur, cur.copy(query) as copy:
-        copy.set_types(["bytea"])
-        for (packed,) in copy.rows():
-            records = np.frombuffer(packed, dtype=dtype)
-            native = {
-                name: records[name].astype(records[name].dtype.newbyteorder("=")) for name in names
-            }
-            if sort_by:
-                order = np.lexsort([native[name] for name in reversed(sort_by)])
-                native = {name: column[order] for name, column in native.items()}
-            for name in names:
-                parts[name].append(native.pop(name))
-            del records, packed
+    for native in packed_parts(conn, query, dtype, sort_by):
+        for name in names:
+            parts[name].append(native.pop(name))
     columns = {}
     for name in names:
         native = dtype[name].newbyteorder("=")

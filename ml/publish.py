@@ -16,7 +16,7 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from ml.interactions import PACKED_BUCKETS, read_packed
+from ml.interactions import PACKED_BUCKETS, packed_parts, read_packed
 from ml.lists import SOURCES, SimilarTracks, UserTopTracks
 from ml.registry import ModelRun, ensure_model_runs, record_model_runs
 from moovitamix.publication import Publication
@@ -244,15 +244,30 @@ def published_user_lists(conn: psycopg.Connection) -> tuple[np.ndarray, np.ndarr
     """The (user_id, track_id) rows served now (empty before the first publish): what the
     day-to-day churn of the new lists is counted against. Packed on the server as
     ml.interactions reads the listens: a few hundred bytea rows, no Python object per row."""
+    query = _published_pairs(conn)
+    if query is None:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    pairs = read_packed(conn, query, PAIR)
+    return pairs["user_id"].astype(np.int64), pairs["track_id"].astype(np.int64)
+
+
+def published_user_parts(conn: psycopg.Connection) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """published_user_lists' rows a bytea row at a time (ml.quality.Churn adds them): they
+    are never held whole."""
+    query = _published_pairs(conn)
+    if query is not None:
+        for pairs in packed_parts(conn, query, PAIR):
+            yield pairs["user_id"], pairs["track_id"]
+
+
+def _published_pairs(conn: psycopg.Connection) -> sql.Composed | None:
     name = f"{SCHEMA}.{USER_TOP_TRACKS.name}"
     if conn.execute("select to_regclass(%s)", (name,)).fetchone() == (None,):
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    query = sql.SQL(
+        return None
+    return sql.SQL(
         "copy (select string_agg(int8send(user_id) || int8send(track_id), ''::bytea) "
         "from {} group by user_id % {}) to stdout (format binary)"
     ).format(sql.Identifier(SCHEMA, USER_TOP_TRACKS.name), sql.Literal(PACKED_BUCKETS))
-    pairs = read_packed(conn, query, PAIR)
-    return pairs["user_id"].astype(np.int64), pairs["track_id"].astype(np.int64)
 
 
 @dataclass(frozen=True)

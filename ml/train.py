@@ -54,13 +54,13 @@ from ml.publish import (
     LivePlayNext,
     PublishError,
     live_play_next,
-    published_user_lists,
+    published_user_parts,
     register_swap,
     similar_columns,
     stage,
     user_columns,
 )
-from ml.quality import churn
+from ml.quality import Churn
 from ml.registry import (
     Champion,
     ModelRun,
@@ -452,9 +452,11 @@ def run_training(
                 _failing("reading the published lists failed"),
                 connect(warehouse, autocommit=True) as conn,
             ):
-                yesterday = published_user_lists(conn)  # read here, not held through the run
-                served["churn"] = churn(yesterday, (user_lists.user_id, user_lists.track_id))
-                del yesterday
+                counted = Churn(user_lists.user_id, user_lists.track_id)
+                for users, tracks in published_user_parts(conn):  # yesterday's, part by part
+                    counted.add(users, tracks)
+                served["churn"] = counted.value
+                del counted
         else:
             budget.skip("churn")
         served["sources"] = user_lists.sources()

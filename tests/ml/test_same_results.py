@@ -16,7 +16,7 @@ from ml.interactions import build_interactions, read_packed
 from ml.intervals import bootstrap_means, difference, differences
 from ml.lists import blend, rows_or_empty
 from ml.play_next import NO_GAP, Histories, _scaled, block_members, pair_counts, pair_masks
-from ml.quality import segment_intervals, segments
+from ml.quality import Churn, churn, segment_intervals, segments
 from ml.selection import decide
 from ml.sequences import SEQUENCE_RECORD, load_sequences
 from ml.topk import in_rows, top_k
@@ -452,3 +452,58 @@ def test_pair_counts_among_a_blocks_listens_are_the_passes_over_every_listen(win
             np.testing.assert_array_equal(got.indptr, previous.indptr)
             np.testing.assert_array_equal(got.indices, previous.indices)
             np.testing.assert_array_equal(got.data, previous.data)  # summed in the same order
+
+
+def previous_churn(
+    yesterday: tuple[np.ndarray, np.ndarray], today: tuple[np.ndarray, np.ndarray]
+) -> float:
+    """ml.quality.churn as it was: both days as sorted int64 keys, searched."""
+    ids = [np.asarray(a, dtype=np.int64) for a in (*yesterday, *today)]
+    if all(len(a) == 0 or (a.min() >= 0 and a.max() < 2**31) for a in ids):
+        y_key, t_key, width = ids[0] * 2**31 + ids[1], ids[2] * 2**31 + ids[3], 2**31
+    else:
+        _, users = np.unique(np.r_[ids[0], ids[2]], return_inverse=True)
+        tracks, codes = np.unique(np.r_[ids[1], ids[3]], return_inverse=True)
+        key = users.astype(np.int64) * len(tracks) + codes
+        y_key, t_key, width = key[: len(ids[0])], key[len(ids[0]) :], len(tracks)
+    if len(y_key) == 0 or len(t_key) == 0:
+        return float("nan")
+    t_key = np.sort(t_key)
+    block = y_key // width * width
+    served_today = np.searchsorted(t_key, block + width) > np.searchsorted(t_key, block)
+    if not served_today.any():
+        return float("nan")
+    at = np.minimum(np.searchsorted(t_key, y_key), len(t_key) - 1)
+    return float(np.mean(t_key[at][served_today] != y_key[served_today]))
+
+
+@pytest.mark.parametrize("ids", ["small", "beyond 31 bits", "negative"])
+@pytest.mark.parametrize("today_order", ["by user", "shuffled", "k each"])
+def test_churn_by_rows_of_tracks_per_user_is_the_key_search(ids: str, today_order: str) -> None:
+    rng = np.random.default_rng(len(ids) + len(today_order))
+    scale, shift = {"small": (1, 0), "beyond 31 bits": (2**33, 0), "negative": (1, -500)}[ids]
+
+    def lists(users: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        owners = np.repeat(users, k)  # by user, k[i] rows each (short lists too)
+        tracks = rng.integers(0, 60, len(owners)) * scale + shift  # repeats within a list too
+        return owners * scale + shift, tracks
+
+    y = lists(rng.choice(3000, 2000, replace=False), rng.integers(1, 11, 2000))
+    lengths = np.full(2500, 10) if today_order == "k each" else rng.integers(1, 11, 2500)
+    t = lists(np.sort(rng.choice(3000, 2500, replace=False)), lengths)
+    if today_order == "shuffled":
+        order = rng.permutation(len(t[0]))
+        t = (t[0][order], t[1][order])
+    previous = previous_churn(y, t)
+    assert 0 < previous < 1
+    assert churn(y, t) == previous
+    counted = Churn(*t)  # yesterday's rows in parts, in any order
+    order = rng.permutation(len(y[0]))
+    for part in np.array_split(order, 7):
+        counted.add(y[0][part], y[1][part])
+    assert counted.value == previous
+    empty = np.empty(0, np.int64)
+    for a, b in [(y, (empty, empty)), ((empty, empty), t), (y, (y[0][:0], y[1][:0]))]:
+        assert np.isnan(churn(a, b)) and np.isnan(previous_churn(a, b))
+    nobody = (y[0] + 10**6 * scale, y[1])  # no user of yesterday's served today
+    assert np.isnan(churn(nobody, t)) and np.isnan(previous_churn(nobody, t))
