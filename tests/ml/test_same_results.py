@@ -4,6 +4,7 @@ the sparse top-k, the popularity rankings, the membership test, play next's scal
 pruned top-k's skipped passes and the cold-start blend's per-row sort."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 from psycopg import sql
@@ -12,7 +13,7 @@ from ml import evaluate, topk
 from ml.baselines import Popularity, _distinct_rows
 from ml.evaluate import Scored, evaluate_model, judge
 from ml.families.base import sparse_top_k
-from ml.interactions import build_interactions, read_packed
+from ml.interactions import build_interactions, read_csv, read_packed, read_users
 from ml.intervals import bootstrap_means, difference, differences
 from ml.lists import blend, rows_or_empty
 from ml.play_next import NO_GAP, Histories, _scaled, block_members, pair_counts, pair_masks
@@ -507,3 +508,21 @@ def test_churn_by_rows_of_tracks_per_user_is_the_key_search(ids: str, today_orde
         assert np.isnan(churn(a, b)) and np.isnan(previous_churn(a, b))
     nobody = (y[0] + 10**6 * scale, y[1])  # no user of yesterday's served today
     assert np.isnan(churn(nobody, t)) and np.isnan(previous_churn(nobody, t))
+
+
+@pytest.mark.integration
+def test_users_packed_with_their_genres_number_are_the_csv_rows(marts_url) -> None:
+    with connect(marts_url, autocommit=True) as conn:
+        conn.execute(  # no genre, an empty one, one CSV would quote, ids out of order
+            "insert into marts.dim_users values (990003, null), (990001, ''), "
+            "(990002, 'rock, \"live\"'), (-5, 'NA')"
+        )
+        got = read_users(conn)
+        previous = read_csv(
+            conn,
+            "select user_id::bigint as user_id, favorite_genre_id::text as genre "
+            "from {} order by user_id",
+            sql.Identifier("marts", "dim_users"),
+        )
+    assert previous["genre"].isna().sum() >= 2 and (previous["genre"] == "NA").sum() == 1
+    pd.testing.assert_frame_equal(got, previous)
