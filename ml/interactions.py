@@ -20,12 +20,14 @@ log = logging.getLogger(__name__)
 # Postgres sends a COPY one message per row, and a Python step per message costs more than the
 # whole transfer: so the server packs the rows into a few hundred big messages, each one bytea
 # of fixed-width big-endian records (int8send/int4send), which numpy reads without a loop.
-# `first_seen` is the pair's first listen in epoch seconds (0 when unknown: the oldest).
+# `first_seen` is the pair's first listen in epoch seconds (0 when unknown: the oldest), sent
+# as Postgres' own binary timestamp (microseconds since 2000, NO_TIME for none; epoch_seconds
+# converts it): extract(epoch) makes a numeric per row, a fifth of the query's time.
 PACKED_LISTENS_QUERY = sql.SQL("""
     copy (
         select string_agg(
             int8send(user_id::bigint) || int8send(track_id::bigint) || int4send(listen_count)
-                || int8send(coalesce(floor(extract(epoch from first_seen_at))::bigint, 0)),
+                || coalesce(timestamptz_send(first_seen_at), int8send({no_time}::bigint)),
             ''::bytea
         )
         from {fct_listens}
@@ -33,6 +35,8 @@ PACKED_LISTENS_QUERY = sql.SQL("""
         group by user_id % {buckets}
     ) to stdout (format binary)
 """)
+NO_TIME = np.iinfo(np.int64).min  # (also -infinity, which extract(epoch) refused)
+UNIX_EPOCH_SINCE_2000 = 946_684_800  # seconds from 1970-01-01 to 2000-01-01 (UTC)
 MARTS = "marts"  # or the daily run's candidate schema before it is published: readers take it
 PACKED_BUCKETS = 256
 LISTEN_RECORD = np.dtype(
@@ -202,9 +206,12 @@ def check_marts(conn: psycopg.Connection, schema: str = MARTS) -> None:
 def load_interactions(conn: psycopg.Connection, schema: str = MARTS) -> Interactions:
     """<schema>.fct_listens -> Interactions, streamed with a binary COPY of packed records."""
     query = PACKED_LISTENS_QUERY.format(
-        fct_listens=sql.Identifier(schema, "fct_listens"), buckets=sql.Literal(PACKED_BUCKETS)
+        fct_listens=sql.Identifier(schema, "fct_listens"),
+        buckets=sql.Literal(PACKED_BUCKETS),
+        no_time=sql.Literal(str(NO_TIME)),
     )
     records = read_packed(conn, query, LISTEN_RECORD)
+    records["first_seen"] = epoch_seconds(records["first_seen"])
     interactions = build_interactions(  # each column handed over: let go once used
         records.pop("user_id"),
         records.pop("track_id"),
@@ -236,6 +243,16 @@ def packed_parts(
                 order = np.lexsort([native[name] for name in reversed(sort_by)])
                 native = {name: column[order] for name, column in native.items()}
             yield native
+
+
+def epoch_seconds(micros: np.ndarray) -> np.ndarray:
+    """Postgres binary timestamps (microseconds since 2000; NO_TIME: none) as whole epoch
+    seconds, floored (as floor(extract(epoch from ...))), 0 for none; in place."""
+    none = micros == NO_TIME
+    np.floor_divide(micros, 1_000_000, out=micros)
+    micros += UNIX_EPOCH_SINCE_2000
+    micros[none] = 0
+    return micros
 
 
 def read_packed(

@@ -13,7 +13,14 @@ from ml import evaluate, topk
 from ml.baselines import Popularity, _distinct_rows
 from ml.evaluate import Scored, evaluate_model, judge
 from ml.families.base import sparse_top_k
-from ml.interactions import build_interactions, read_csv, read_packed, read_users
+from ml.interactions import (
+    LISTEN_RECORD,
+    build_interactions,
+    load_interactions,
+    read_csv,
+    read_packed,
+    read_users,
+)
 from ml.intervals import bootstrap_means, difference, differences
 from ml.lists import blend, rows_or_empty
 from ml.play_next import NO_GAP, Histories, _scaled, block_members, pair_counts, pair_masks
@@ -526,3 +533,42 @@ def test_users_packed_with_their_genres_number_are_the_csv_rows(marts_url) -> No
         )
     assert previous["genre"].isna().sum() >= 2 and (previous["genre"] == "NA").sum() == 1
     pd.testing.assert_frame_equal(got, previous)
+
+
+PREVIOUS_LISTENS_QUERY = """
+    copy (
+        select string_agg(
+            int8send(user_id::bigint) || int8send(track_id::bigint) || int4send(listen_count)
+                || int8send(coalesce(floor(extract(epoch from first_seen_at))::bigint, 0)),
+            ''::bytea
+        )
+        from marts.fct_listens
+        where listen_count > 0
+        group by user_id % 256
+    ) to stdout (format binary)
+"""
+
+
+@pytest.mark.integration
+def test_first_listens_sent_as_binary_timestamps_are_the_extracted_epochs(marts_url) -> None:
+    with connect(marts_url, autocommit=True) as conn:
+        conn.execute(
+            "insert into marts.dim_tracks select 999000 + i, 'x' from generate_series(1, 5) i"
+        )
+        conn.execute(  # no time, before 1970 and 2000 with fractions, just before/after a second
+            "insert into marts.fct_listens (user_id, track_id, listen_count, first_seen_at) "
+            "select u, 999000 + i, i, t from (select min(user_id) u from marts.dim_users) m, "
+            "(values (1, null::timestamptz), (2, '1969-12-31 23:59:58.5+00'), "
+            "(3, '1999-12-31 23:59:59.999999+00'), (4, '2026-01-01 00:00:00.000001+00'), "
+            "(5, '1960-01-01 00:00:00+00')) v(i, t)"
+        )
+        got = load_interactions(conn)
+        records = read_packed(conn, sql.SQL(PREVIOUS_LISTENS_QUERY), LISTEN_RECORD)
+    previous = build_interactions(
+        records["user_id"], records["track_id"], records["listen_count"], records["first_seen"]
+    )
+    assert got.first_seen is not None and previous.first_seen is not None
+    assert (previous.first_seen < 0).sum() == 2 and (previous.first_seen == 0).sum() >= 1
+    np.testing.assert_array_equal(got.first_seen, previous.first_seen)
+    np.testing.assert_array_equal(got.matrix.data, previous.matrix.data)
+    np.testing.assert_array_equal(got.matrix.indices, previous.matrix.indices)
