@@ -14,7 +14,15 @@ import psycopg
 import scipy.sparse as sp
 from psycopg import sql
 
-from ml.interactions import MARTS, PACKED_BUCKETS, TRACK_GENRES_QUERY, read_csv, read_packed
+from ml.interactions import (
+    MARTS,
+    NO_TIME,
+    PACKED_BUCKETS,
+    TRACK_GENRES_QUERY,
+    UNIX_EPOCH_SINCE_2000,
+    read_csv,
+    read_packed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +63,7 @@ PACKED_SEQUENCES_QUERY = sql.SQL("""
                 width_bucket(l.user_id, bounds.lower_bounds) as bucket,
                 int8send(l.user_id::bigint) || int4send(l.position)
                     || int8send(l.track_id::bigint)
-                    || int8send(coalesce(extract(epoch from l.at), 0)::bigint)
+                    || coalesce(timestamptz_send(l.at), int8send({no_time}::bigint))
                     as record
             from unnested as l
             cross join bounds
@@ -115,6 +123,20 @@ def build_sequences(
     )
 
 
+def rounded_epoch_seconds(micros: np.ndarray) -> np.ndarray:
+    """Postgres binary timestamps (microseconds since 2000; NO_TIME: none) as epoch seconds
+    rounded half away from zero (as extract(epoch from ...)::bigint), 0 for none; in place."""
+    none = micros == NO_TIME
+    micros += UNIX_EPOCH_SINCE_2000 * 1_000_000
+    sign = np.where(micros < 0, -1, 1)
+    np.abs(micros, out=micros)
+    micros += 500_000
+    np.floor_divide(micros, 1_000_000, out=micros)
+    micros *= sign
+    micros[none] = 0
+    return micros
+
+
 def in_history_order(user_id: np.ndarray, position: np.ndarray, chunk: int = 4_000_000) -> bool:
     """Whether the listens are sorted by user, then position (checked a chunk at a time)."""
     last = len(user_id) - 1
@@ -133,8 +155,10 @@ def load_sequences(conn: psycopg.Connection, schema: str = MARTS) -> Sequences:
         fct_listens=sql.Identifier(schema, "fct_listens"),
         dim_users=sql.Identifier(schema, "dim_users"),
         buckets=sql.Literal(PACKED_BUCKETS),
+        no_time=sql.Literal(str(NO_TIME)),
     )
     columns = read_packed(conn, query, SEQUENCE_RECORD, sort_by=("user_id", "position"))
+    columns["listened_at"] = rounded_epoch_seconds(columns["listened_at"])
     if not in_history_order(columns["user_id"], columns["position"]):  # not expected: sorted
         log.warning("%s.fct_listens' sequences arrived out of order: sorting them", schema)
         order = np.lexsort((columns["position"], columns["user_id"]))
