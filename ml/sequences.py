@@ -83,6 +83,7 @@ TRACKS_QUERY = (  # {}: dim_tracks
     "from {} order by track_id"
 )
 NO_ARTIST = -1
+TIME_CHUNK = 4_000_000  # listen times converted at once
 
 
 @dataclass(frozen=True)
@@ -125,15 +126,18 @@ def build_sequences(
 
 def rounded_epoch_seconds(micros: np.ndarray) -> np.ndarray:
     """Postgres binary timestamps (microseconds since 2000; NO_TIME: none) as epoch seconds
-    rounded half away from zero (as extract(epoch from ...)::bigint), 0 for none; in place."""
-    none = micros == NO_TIME
-    micros += UNIX_EPOCH_SINCE_2000 * 1_000_000
-    sign = np.where(micros < 0, -1, 1)
-    np.abs(micros, out=micros)
-    micros += 500_000
-    np.floor_divide(micros, 1_000_000, out=micros)
-    micros *= sign
-    micros[none] = 0
+    rounded half away from zero (as extract(epoch from ...)::bigint), 0 for none; in place, a
+    chunk at a time (no temporary as large as the listens)."""
+    for start in range(0, len(micros), TIME_CHUNK):
+        part = micros[start : start + TIME_CHUNK]  # a view
+        none = part == NO_TIME
+        part += UNIX_EPOCH_SINCE_2000 * 1_000_000
+        negative = part < 0
+        np.abs(part, out=part)
+        part += 500_000
+        np.floor_divide(part, 1_000_000, out=part)
+        np.negative(part, out=part, where=negative)
+        part[none] = 0
     return micros
 
 

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 from psycopg import sql
 
-from ml import evaluate, topk
+from ml import evaluate, sequences, topk
 from ml.baselines import Popularity, _distinct_rows
 from ml.evaluate import Scored, evaluate_model, judge
 from ml.families.base import sparse_top_k
@@ -382,8 +382,9 @@ PREVIOUS_SEQUENCES_QUERY = """
 
 @pytest.mark.integration
 def test_sequences_sorted_per_message_and_unnested_only_when_needed_are_the_servers(
-    marts_url, caplog
+    marts_url, caplog, monkeypatch
 ) -> None:
+    monkeypatch.setattr(sequences, "TIME_CHUNK", 1_001)  # times converted in several chunks
     with connect(marts_url, autocommit=True) as conn:
         # besides the synthetic histories: a null position and time, arrays of unequal length
         # (unnest pads them), fractional and pre-1970 times (the rounding of the seconds)
