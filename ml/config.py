@@ -98,6 +98,13 @@ class Selection(Section):
     max_challengers: Annotated[int, Field(ge=0)] = 6
 
 
+class Train(Section):
+    """The train step as a whole: past `time_budget_s` seconds (0: no limit) it gives up its
+    optional phases, in ml.budget's order (ml/README.md "Time budget")."""
+
+    time_budget_s: NonNegative = 0.0
+
+
 class Search(Section):
     """The challengers: which families, and the values each knob may take per family
     (`[search.<family>]`; a family's knobs not listed keep its defaults)."""
@@ -179,6 +186,7 @@ class MlConfig(Section):
     runtime: Runtime = Runtime()
     evaluation: Evaluation = Evaluation()
     selection: Selection = Selection()
+    train: Train = Train()
     search: Search = Search()
     publish: Publish = Publish()
     play_next: PlayNext = PlayNext()

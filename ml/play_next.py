@@ -189,6 +189,11 @@ def _blocks(h: Histories, n_pairs: int, budget: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
 
 
+def block_members(h: Histories, lo: int, hi: int) -> np.ndarray:
+    """The listens of tracks lo..hi (columns), in order."""
+    return np.flatnonzero((h.col >= lo) & (h.col < hi))
+
+
 def pair_counts(
     h: Histories,
     window: int,
@@ -196,20 +201,25 @@ def pair_counts(
     lo: int = 0,
     hi: int | None = None,
     masks: list[np.ndarray] | None = None,
+    members: np.ndarray | None = None,
 ) -> sp.csr_matrix:
     """Rows lo..hi (source tracks) of the pair counts: window 1 counts b right after a (the
     transitions); a wider window counts b within `window` positions and `max_gap` seconds of
-    a, either way round, weighted 1 / distance (the co-occurrence). `masks`: pair_masks'."""
+    a, either way round, weighted 1 / distance (the co-occurrence). `masks`: pair_masks';
+    `members`: block_members(h, lo, hi)."""
     hi = h.n_tracks if hi is None else hi
     masks = pair_masks(h, window, max_gap) if masks is None else masks
-    in_block = (h.col >= lo) & (h.col < hi)
+    members = block_members(h, lo, hi) if members is None else members
+    # the pairs are found among the block's listens (a pair mask is False past n - lag, so
+    # i + lag stays in range), not by a pass over every listen per lag and way
     rows, cols, values = [], [], []
     for lag, ok in enumerate(masks, start=1):
-        ways = [(ok & in_block, 0, lag)]  # (pair starts kept, offset of the row, of the col)
+        # (pair starts kept, in order; offset of the row, of the col)
+        ways = [(members[ok[members]], 0, lag)]
         if window > 1:
-            ways.append((ok & np.roll(in_block, -lag), lag, 0))
-        for keep, row_at, col_at in ways:
-            first = np.flatnonzero(keep)
+            starts = members[members >= lag] - lag  # pairs whose second listen is the block's
+            ways.append((starts[ok[starts]], lag, 0))
+        for first, row_at, col_at in ways:
             distance = h.position[first + lag] - h.position[first]
             rows.append(h.col[first + row_at] - lo)
             cols.append(h.col[first + col_at])
@@ -296,11 +306,13 @@ def fit_sequence_lists(
     t_masks = pair_masks(h, 1, NO_GAP)
     c_masks = {w: pair_masks(h, w, settings.max_gap_seconds) for w in windows}
     for lo, hi in _blocks(h, n_pairs, settings.pair_budget):
-        t_counts = pair_counts(h, 1, NO_GAP, lo, hi, t_masks)
+        members = block_members(h, lo, hi)  # one pass over the listens per block
+        t_counts = pair_counts(h, 1, NO_GAP, lo, hi, t_masks, members)
         c_counts = {
-            w: pair_counts(h, w, settings.max_gap_seconds, lo, hi, masks)
+            w: pair_counts(h, w, settings.max_gap_seconds, lo, hi, masks, members)
             for w, masks in c_masks.items()
         }
+        del members
         for config in configs:
             scores = config.transitions * t_counts
             if config.co_occurrence:
@@ -378,8 +390,13 @@ class Fallbacks:
 
 
 def fallbacks(h: Histories, tracks: TrackFeatures, k: int) -> Fallbacks:
-    popularity = Popularity(h.counts(), tracks.genres)
-    itself = sp.identity(h.n_tracks, dtype=np.float32, format="csr")
+    return fallbacks_of(h.counts(), tracks, k)
+
+
+def fallbacks_of(counts: sp.csr_matrix, tracks: TrackFeatures, k: int) -> Fallbacks:
+    """The fill, from users x catalog tracks listens (the tracks' listeners are what count)."""
+    popularity = Popularity(counts, tracks.genres)
+    itself = sp.identity(counts.shape[1], dtype=np.float32, format="csr")
     global_recs = popularity.recommend(k, heard=itself)
     genre_recs = popularity.similar_by_genre(k)
     artist_ids = artist_lists(tracks.artist, popularity.listeners, k)
@@ -605,3 +622,25 @@ def choose_play_next(
 
 def _label(key: str | Config) -> str:
     return key.label() if isinstance(key, Config) else key
+
+
+def filled_lists(
+    counts: sp.csr_matrix, tracks: TrackFeatures, k: int, track_ids: np.ndarray, model: str
+) -> PlayNext:
+    """Lists of the fill alone (artist, genre, global) for `track_ids` (catalog tracks), on
+    users x catalog tracks listens: the tracks a kept "play next" lacks (new since)."""
+    rows = positions_of(tracks.track_ids, np.asarray(track_ids, dtype=np.int64))
+    rows = rows[rows >= 0]
+    ids, scores, source = fallbacks_of(counts, tracks, k).fill()
+    ids, scores, source = ids[rows], scores[rows], source[rows]
+    catalog = tracks.track_ids
+    return PlayNext(
+        model=model,
+        winner=model,
+        config="the fill (artist, genre, global) of tracks the kept lists lack",
+        metrics={},
+        track_ids=catalog[rows],
+        ids=np.where(ids >= 0, catalog[np.maximum(ids, 0)], -1),
+        scores=scores,
+        source=source.astype(np.int8),
+    )

@@ -133,30 +133,58 @@ def _genre_masks(track_genres: sp.csr_matrix) -> np.ndarray:
 def churn(yesterday: tuple[np.ndarray, np.ndarray], today: tuple[np.ndarray, np.ndarray]) -> float:
     """The share of yesterday's served (user, track) rows not served today, over the users
     served both days (each day: aligned user ids and track ids). NaN when none are."""
-    y_key, t_key, width = _pair_keys(*yesterday, *today)
-    if len(y_key) == 0 or len(t_key) == 0:
-        return float("nan")
-    t_key = np.sort(t_key)  # by user, then track: a user's rows are one block
-    block = y_key // width * width
-    served_today = np.searchsorted(t_key, block + width) > np.searchsorted(t_key, block)
-    if not served_today.any():
-        return float("nan")
-    at = np.minimum(np.searchsorted(t_key, y_key), len(t_key) - 1)
-    return float(np.mean(t_key[at][served_today] != y_key[served_today]))
+    counted = Churn(*today)
+    counted.add(*yesterday)
+    return counted.value
 
 
-def _pair_keys(
-    y_users: np.ndarray, y_tracks: np.ndarray, t_users: np.ndarray, t_tracks: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """(user, track) rows of both days as int64 keys user x width + track, and the width: the
-    ids themselves when they fit in 31 bits (no sort), else their codes over both days."""
-    ids = [np.asarray(a, dtype=np.int64) for a in (y_users, y_tracks, t_users, t_tracks)]
-    if all(len(a) == 0 or (a.min() >= 0 and a.max() < 2**31) for a in ids):
-        return ids[0] * 2**31 + ids[1], ids[2] * 2**31 + ids[3], 2**31
-    _, users = np.unique(np.r_[ids[0], ids[2]], return_inverse=True)
-    tracks, codes = np.unique(np.r_[ids[1], ids[3]], return_inverse=True)
-    key = users.astype(np.int64) * len(tracks) + codes
-    return key[: len(ids[0])], key[len(ids[0]) :], len(tracks)
+CHURN_CHUNK = 1_000_000  # yesterday's rows compared at once
+
+
+class Churn:
+    """churn() counted part by part: today's lists held as one row of tracks per user (the
+    users sorted), yesterday's rows added as they are read, so they are never held whole."""
+
+    def __init__(self, users: np.ndarray, tracks: np.ndarray) -> None:
+        users, tracks = np.asarray(users, np.int64), np.asarray(tracks, np.int64)
+        if len(users) > 1 and (users[1:] < users[:-1]).any():  # the lists come sorted
+            order = np.argsort(users, kind="stable")
+            users, tracks = users[order], tracks[order]
+        starts = (
+            np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+            if len(users)
+            else np.zeros(0, np.int64)
+        )
+        counts = np.diff(np.r_[starts, len(users)])
+        self.users = users[starts]  # sorted, distinct
+        # each user's tracks in a row, padded with the row's first track (a repeat changes
+        # nothing of "is the track among them")
+        width = int(counts.max()) if len(counts) else 0
+        if (counts == width).all():  # the usual: k rows each, already one row per user
+            self.tracks = tracks.reshape(len(starts), width)
+        else:
+            self.tracks = np.repeat(tracks[starts][:, None], width, axis=1)
+            slot = np.arange(len(users)) - np.repeat(starts, counts)
+            self.tracks[np.repeat(np.arange(len(starts)), counts), slot] = tracks
+        self.served = 0  # yesterday's rows of users served today
+        self.changed = 0  # ... whose track is not served to them today
+
+    def add(self, users: np.ndarray, tracks: np.ndarray) -> None:
+        """Count some of yesterday's (user, track) rows."""
+        if len(self.users) == 0:
+            return
+        for lo in range(0, len(users), CHURN_CHUNK):
+            u = np.asarray(users[lo : lo + CHURN_CHUNK], np.int64)
+            t = np.asarray(tracks[lo : lo + CHURN_CHUNK], np.int64)
+            at = np.minimum(np.searchsorted(self.users, u), len(self.users) - 1)
+            both = self.users[at] == u
+            kept = (self.tracks[at[both]] == t[both][:, None]).any(axis=1)
+            self.served += int(both.sum())
+            self.changed += int((~kept).sum())
+
+    @property
+    def value(self) -> float:
+        return self.changed / self.served if self.served else float("nan")
 
 
 def beyond_accuracy(

@@ -96,6 +96,24 @@ def recent_fit_seconds(conn: psycopg.Connection) -> dict[str, float]:
     return {family: seconds for family, seconds in rows if seconds is not None}
 
 
+def recent_step_timings(conn: psycopg.Connection, runs: int = 7) -> dict[str, float]:
+    """Each phase's seconds in the latest of the last `runs` serving rows that timed it (a
+    phase a run skipped comes from the run before): what the step's time budget expects."""
+    ensure_model_runs(conn)
+    rows = conn.execute(
+        "select metrics -> 'step' -> 'timings_s' from ml.model_runs "
+        "where status = 'champion' and metrics -> 'step' ? 'timings_s' "
+        "order by trained_at desc, model_run_id desc limit %s",
+        (runs,),
+    ).fetchall()
+    found: dict[str, float] = {}
+    for (timings,) in rows:
+        for phase, seconds in (timings or {}).items():
+            if isinstance(seconds, int | float):
+                found.setdefault(phase, float(seconds))
+    return found
+
+
 def finite_json(value: Any) -> Any:
     """`value` with every NaN or infinite float as None (JSON has neither: a metric that is
     undefined, e.g. a segment without users or the churn of a first day, is null)."""

@@ -93,19 +93,23 @@ def search(
     today: date,
     k: int,
     past_seconds: Mapping[str, float] | None = None,
+    step_budget: float | None = None,
 ) -> SearchResult[Fit]:
     """The champion's parameters refit, then the challengers that fit in the time budget
     (ml/README.md "Selection"; expected: `past_seconds`, else the mean candidate's so far).
-    `evaluate(params, name, deadline)` stops a fit at `deadline` (None for the champion)."""
+    `evaluate(params, name, deadline)` stops a fit at `deadline` (None for the champion).
+    `step_budget`: what the train step's own budget leaves them, when it is the shorter."""
     found: SearchResult[Fit] = SearchResult([], {})
     proposals = [champion, *challenger_params(champion, config.model, config.search, today)]
     budget, spent, passed = config.selection.time_budget_s, [], 0
+    if step_budget is not None:
+        budget = min(budget, step_budget)
     for params in proposals:
         i = len(found.candidates)
         if i > config.selection.max_challengers:
             break
         expected = (past_seconds or {}).get(params.family, float(np.mean(spent or [0.0])))
-        if i and sum(spent[1:]) + expected > budget:
+        if i and (budget <= 0 or sum(spent[1:]) + expected > budget):
             passed += 1
             continue
         started = time.monotonic()
@@ -230,10 +234,12 @@ def model_run_rows(
     serving_fit_seconds: float | None = None,
     artifact_path: str | None = None,
     extra: dict[str, Any] | None = None,
+    step: dict[str, Any] | None = None,
 ) -> list[ModelRun]:
     """The ml.model_runs rows of one run: one per candidate (`<run_id>-mNN`), and a champion
     row for a published baseline. `split` is (kind, reason, sizes); `extra` joins every row's
-    metrics (e.g. the trainer's name)."""
+    metrics (e.g. the trainer's name); `step` (the step's phase timings, its time budget and
+    what it skipped) the serving row's."""
     kind, reason, split_sizes = split
     common: dict[str, Any] = {
         "k": config.evaluation.k,
@@ -264,6 +270,8 @@ def model_run_rows(
             metrics["error"] = scored.error
         if serving:
             metrics["test"] = test or {}
+            if step is not None:
+                metrics["step"] = step
             if serving_fit_seconds is not None:
                 metrics["serving_fit_seconds"] = round(serving_fit_seconds, 3)
         rows.append(
@@ -279,6 +287,8 @@ def model_run_rows(
     if decision.baseline is not None:
         name = decision.baseline
         metrics = {**baselines[name].metrics, **common, "role": "baseline", "test": test or {}}
+        if step is not None:
+            metrics["step"] = step
         rows.append(
             row(
                 f"{run_id}-{name}",

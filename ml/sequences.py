@@ -14,15 +14,26 @@ import psycopg
 import scipy.sparse as sp
 from psycopg import sql
 
-from ml.interactions import MARTS, PACKED_BUCKETS, TRACK_GENRES_QUERY, read_csv, read_packed
+from ml.interactions import (
+    MARTS,
+    NO_TIME,
+    PACKED_BUCKETS,
+    TRACK_GENRES_QUERY,
+    UNIX_EPOCH_SINCE_2000,
+    read_csv,
+    read_packed,
+)
 
 log = logging.getLogger(__name__)
 
 # As ml.interactions: the server unnests positions/listened_at and packs the listens into a
 # few hundred bytea messages of fixed-width big-endian records. The messages are ranges of
-# users (bounds: every n-th user of dim_users, whose ids fct_listens' hold) sent in order,
-# each sorted by user and position: the listens arrive in history order, and the client
-# sorts nothing (a sort of 20M listens held several hundred MB more than the listens).
+# users (bounds: every n-th user of dim_users, whose ids fct_listens' hold) sent in order;
+# the client sorts each message by user and position as it arrives, so the listens end in
+# history order without a sort of them all on either side (the server's spilled to disk; a
+# client's of 20M listens held several hundred MB more than the listens). Most (user, track)
+# rows hold one listen: those are read as they are, and only the others go through unnest
+# (a function call per row: most of the query's time).
 PACKED_SEQUENCES_QUERY = sql.SQL("""
     copy (
         with numbered as (
@@ -37,21 +48,28 @@ PACKED_SEQUENCES_QUERY = sql.SQL("""
             from numbered
             where user_number % step = 0
         ),
-        listens as (
-            select
-                width_bucket(f.user_id, bounds.lower_bounds) as bucket,
-                f.user_id,
-                u.position,
-                int8send(f.user_id::bigint) || int4send(u.position)
-                    || int8send(f.track_id::bigint)
-                    || int8send(coalesce(extract(epoch from u.listened_at), 0)::bigint)
-                    as record
+        unnested as (
+            select f.user_id, f.positions[1] as position, f.track_id, f.listened_at[1] as at
+            from {fct_listens} as f
+            where cardinality(f.positions) = 1 and cardinality(f.listened_at) = 1
+            union all
+            select f.user_id, u.position, f.track_id, u.listened_at as at
             from {fct_listens} as f
             cross join lateral unnest(f.positions, f.listened_at) as u(position, listened_at)
+            where not (cardinality(f.positions) = 1 and cardinality(f.listened_at) = 1)
+        ),
+        listens as (
+            select
+                width_bucket(l.user_id, bounds.lower_bounds) as bucket,
+                int8send(l.user_id::bigint) || int4send(l.position)
+                    || int8send(l.track_id::bigint)
+                    || coalesce(timestamptz_send(l.at), int8send({no_time}::bigint))
+                    as record
+            from unnested as l
             cross join bounds
-            where u.position is not null
+            where l.position is not null
         )
-        select string_agg(record, ''::bytea order by user_id, position)
+        select string_agg(record, ''::bytea)
         from listens
         group by bucket
         order by bucket
@@ -65,6 +83,7 @@ TRACKS_QUERY = (  # {}: dim_tracks
     "from {} order by track_id"
 )
 NO_ARTIST = -1
+TIME_CHUNK = 4_000_000  # listen times converted at once
 
 
 @dataclass(frozen=True)
@@ -105,6 +124,23 @@ def build_sequences(
     )
 
 
+def rounded_epoch_seconds(micros: np.ndarray) -> np.ndarray:
+    """Postgres binary timestamps (microseconds since 2000; NO_TIME: none) as epoch seconds
+    rounded half away from zero (as extract(epoch from ...)::bigint), 0 for none; in place, a
+    chunk at a time (no temporary as large as the listens)."""
+    for start in range(0, len(micros), TIME_CHUNK):
+        part = micros[start : start + TIME_CHUNK]  # a view
+        none = part == NO_TIME
+        part += UNIX_EPOCH_SINCE_2000 * 1_000_000
+        negative = part < 0
+        np.abs(part, out=part)
+        part += 500_000
+        np.floor_divide(part, 1_000_000, out=part)
+        np.negative(part, out=part, where=negative)
+        part[none] = 0
+    return micros
+
+
 def in_history_order(user_id: np.ndarray, position: np.ndarray, chunk: int = 4_000_000) -> bool:
     """Whether the listens are sorted by user, then position (checked a chunk at a time)."""
     last = len(user_id) - 1
@@ -123,8 +159,10 @@ def load_sequences(conn: psycopg.Connection, schema: str = MARTS) -> Sequences:
         fct_listens=sql.Identifier(schema, "fct_listens"),
         dim_users=sql.Identifier(schema, "dim_users"),
         buckets=sql.Literal(PACKED_BUCKETS),
+        no_time=sql.Literal(str(NO_TIME)),
     )
-    columns = read_packed(conn, query, SEQUENCE_RECORD)
+    columns = read_packed(conn, query, SEQUENCE_RECORD, sort_by=("user_id", "position"))
+    columns["listened_at"] = rounded_epoch_seconds(columns["listened_at"])
     if not in_history_order(columns["user_id"], columns["position"]):  # not expected: sorted
         log.warning("%s.fct_listens' sequences arrived out of order: sorting them", schema)
         order = np.lexsort((columns["position"], columns["user_id"]))

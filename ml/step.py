@@ -56,6 +56,8 @@ def train(
                 "baseline_metrics": result.baseline_metrics,
                 "candidates": {run.model_run_id: run.status for run in result.model_runs},
                 "challengers_passed_over": result.passed_over,
+                "time_budget_s": result.time_budget_s,
+                "skipped": result.skipped,  # what the step's time budget gave up
                 "rows_published"
                 if ctx.publication is None
                 else "rows_staged": result.rows_published,

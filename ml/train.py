@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 from ml import families
 from ml.baselines import GENRE_POPULARITY
+from ml.budget import CHURN, EVALUATE, LISTS, PLAY_NEXT, READ, REFIT, SAVE, STAGE, TEST, StepBudget
 from ml.config import MlConfig, load_config
 from ml.evaluate import (
     EvaluationData,
@@ -37,25 +38,36 @@ from ml.interactions import (
     check_marts,
     load_catalog,
     load_interactions,
+    positions_of,
 )
 from ml.lake_lists import LakeLists
 from ml.lists import MODEL, build_lists
-from ml.play_next import Histories, PlayNext, PlayNextSettings, choose_play_next, histories
+from ml.play_next import (
+    Histories,
+    PlayNext,
+    PlayNextSettings,
+    choose_play_next,
+    filled_lists,
+    histories,
+)
 from ml.publish import (
+    LivePlayNext,
     PublishError,
-    published_user_lists,
+    live_play_next,
+    published_user_parts,
     register_swap,
     similar_columns,
     stage,
     user_columns,
 )
-from ml.quality import churn
+from ml.quality import Churn
 from ml.registry import (
     Champion,
     ModelRun,
     apply_retention,
     current_champion,
     recent_fit_seconds,
+    recent_step_timings,
     save_model,
 )
 from ml.selection import CHAMPION, Decision, decide_search, model_run_id, model_run_rows, search
@@ -84,6 +96,7 @@ class Inputs:
     tracks: TrackFeatures
     champion: Champion | None
     fit_seconds: dict[str, float]  # each family's latest fit time, as ml.model_runs has it
+    step_timings: dict[str, float] = field(default_factory=dict)  # recent_step_timings'
 
 
 @dataclass
@@ -107,6 +120,8 @@ class TrainResult:
     timings: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     passed_over: int = 0  # challengers not tried: the selection's time budget was spent
+    skipped: list[str] = field(default_factory=list)  # what the step's time budget gave up
+    time_budget_s: float = 0.0  # the step's (0: no limit)
 
     @classmethod
     def of(
@@ -126,6 +141,8 @@ class TrainResult:
         timings: dict[str, float],
         started: float,
         passed_over: int = 0,
+        skipped: Sequence[str] = (),
+        time_budget_s: float = 0.0,
     ) -> TrainResult:
         """A decided run's result, from either trainer; a published baseline adds a warning."""
         metric = config.selection.metric
@@ -161,6 +178,8 @@ class TrainResult:
             timings=timings,
             seconds=time.perf_counter() - started,
             passed_over=passed_over,
+            skipped=list(skipped),
+            time_budget_s=time_budget_s,
         )
 
     @property
@@ -178,6 +197,10 @@ class TrainResult:
             )
         play_next = f"; play next: {self.play_next}" if self.play_next else ""
         passed = f"; {self.passed_over} challenger(s) over budget" if self.passed_over else ""
+        if self.skipped:
+            passed += f"; over the step's {self.time_budget_s:g}s budget, skipped: " + ", ".join(
+                self.skipped
+            )
         return (
             f"{outcome}: {quality}{play_next}{passed}; "
             f"{self.rows_published.get('user_top_tracks', 0):,} user rows, "
@@ -205,6 +228,28 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
     log.info("%s: %.1fs", name, timings[name])
 
 
+def catalog_counts(interactions: Interactions, catalog_ids: np.ndarray) -> sp.csr_matrix:
+    """The listen matrix with its columns in the catalog's (sorted `catalog_ids`) space; pairs
+    of tracks outside the catalog dropped."""
+    cols = positions_of(catalog_ids, interactions.track_ids)[interactions.matrix.indices]
+    keep = cols >= 0
+    rows = np.repeat(np.arange(interactions.n_users), np.diff(interactions.matrix.indptr))
+    return sp.csr_matrix(
+        (interactions.matrix.data[keep], (rows[keep], cols[keep])),
+        shape=(interactions.n_users, len(catalog_ids)),
+    )
+
+
+def kept_play_next(
+    live: LivePlayNext, interactions: Interactions, tracks: TrackFeatures, k: int
+) -> PlayNext:
+    """The published "play next" lists stay; the catalog tracks they lack (new since) get the
+    fill's lists (artist, genre, global) on today's listens."""
+    new = np.setdiff1d(tracks.track_ids, live.track_ids)
+    counts = catalog_counts(interactions, tracks.track_ids)
+    return filled_lists(counts, tracks, k, new, live.model)
+
+
 def read_inputs(
     url: ConnectionURL, marts_schema: str = MARTS, settings: Settings | None = None
 ) -> Inputs:
@@ -223,9 +268,10 @@ def read_inputs(
             tracks = load_track_features(conn, marts_schema)
         champion = current_champion(conn)
         fit_seconds = recent_fit_seconds(conn)
+        step_timings = recent_step_timings(conn)
     if interactions.n_interactions == 0:
         raise TrainingFailed(f"{marts_schema}.fct_listens has no listens: nothing to train on")
-    return Inputs(interactions, catalog, sequences, tracks, champion, fit_seconds)
+    return Inputs(interactions, catalog, sequences, tracks, champion, fit_seconds, step_timings)
 
 
 def read_sequences(url: ConnectionURL, marts_schema: str = MARTS) -> Sequences:
@@ -282,11 +328,13 @@ def run_training(
     config: MlConfig | None = None,
     champion_from_config: bool = False,
     publication: Publication | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> TrainResult:
     """The training step; raises TrainingFailed (one line) when nothing was published. It reads
     the `publication`'s marts (the daily run's candidate), stages the lists and registers their
     swap, model runs and retention with it (rows counted staged); without one (`make train`) the
-    run publishes at once through a publication of its own."""
+    run publishes at once through a publication of its own. `clock` (seconds) times the phases
+    against `[train] time_budget_s` (ml.budget)."""
     config = config or load_config()
     if publication is None:
         own = Publication(run_id, candidate=MARTS, swaps_postgres_marts=False)
@@ -298,6 +346,7 @@ def run_training(
                 config=config,
                 champion_from_config=champion_from_config,
                 publication=own,
+                clock=clock,
             )
             with _timed(result.timings, "publish"), _failing("publishing failed"):
                 publish(warehouse, own, lock_timeout_s=config.publish.lock_timeout_s)
@@ -318,17 +367,20 @@ def run_training(
         )
         if trained is not None:
             return trained
-    timings: dict[str, float] = {}
+    budget = StepBudget(config.train.time_budget_s, clock=clock)
+    timings = budget.timings
     threads, metric = config.runtime.num_threads, config.selection.metric
     with single_threaded_blas():
-        with _timed(timings, "read marts"):
+        with budget.timed(READ):
             inputs = read_inputs(warehouse, schema, settings)
+        budget.recorded = inputs.step_timings
         champion = inputs.champion
-        with _timed(timings, "evaluate"):
+        with budget.timed(EVALUATE):
             data = evaluation_data(inputs, config)
             # the first-listen times served the split: let them go (memory)
             inputs = replace(inputs, interactions=replace(inputs.interactions, first_seen=None))
             baselines = evaluate_baselines(data)
+            left = budget.left_for_challengers()
             found = search(
                 lambda params, name, stop: evaluate_model(data, params, name, threads, stop),
                 champion.params if champion and not champion_from_config else config.model,
@@ -336,11 +388,14 @@ def run_training(
                 trained_at.date(),
                 data.k,
                 inputs.fit_seconds,
+                step_budget=left,
             )
+            if left is not None and left < config.selection.time_budget_s and found.passed_over:
+                budget.skip(f"{found.passed_over} challenger(s) (search cut to {left:.1f}s)")
             decision, winner_fit = decide_search(found, baselines, config)
         candidates = found.candidates
         winner = None if decision.serving is None else candidates[decision.serving]
-        with _timed(timings, "test"):
+        with budget.timed(TEST):
             serving = None if winner is None else (MODEL, winner.params, winner_fit)
             depth = 0 if winner is None else winner.depth
             lists, test_fit = lists_for_test(data, serving, threads, depth)
@@ -350,21 +405,36 @@ def run_training(
         fitted, artifact_path = None, None
         if winner is not None:
             assert winner.params is not None
-            with _timed(timings, "refit on all data"):
+            with budget.timed(REFIT):
                 fitted = families.fit(inputs.interactions.matrix, winner.params, threads, test_fit)
             del test_fit
-            with _timed(timings, "save artifact"):
+            with budget.timed(SAVE):
                 serving_id = model_run_id(run_id, decision.serving or 0)
                 root = config.artifacts.root_path(settings.data_dir)
                 artifact_path = _save(root, serving_id, run_id, trained_at, inputs, winner, fitted)
-        with _timed(timings, "play next"):
-            listened = inputs.sequences
-            if listened is None:
-                listened = read_sequences(warehouse, schema)
-            listened = histories(listened, inputs.tracks.track_ids)  # the sequences let go
-            play_next = play_next_lists(listened, inputs.tracks, config, threads)
-            del listened
-        with _timed(timings, "build lists"):
+        live = None  # the published play next, when it is kept
+        if settings.engine != "spark" and not budget.fits(PLAY_NEXT, (LISTS, STAGE)):
+            with connect(warehouse, autocommit=True) as conn, _failing("reading play next failed"):
+                live = live_play_next(conn)
+            if live is None:
+                log.warning("no published play next to keep: it is refreshed all the same")
+        if live is not None:
+            with budget.timed("keep play next"):
+                k_similar = config.publish.similar_k
+                play_next = kept_play_next(live, inputs.interactions, inputs.tracks, k_similar)
+            new = len(play_next.track_ids)
+            budget.skip(f"play next (kept from {live.kept_from}, {new} new track(s) filled)")
+            play_next_report = {"model": live.model, "kept_from": live.kept_from, "filled": new}
+        else:
+            with budget.timed(PLAY_NEXT):
+                listened = inputs.sequences
+                if listened is None:
+                    listened = read_sequences(warehouse, schema)
+                listened = histories(listened, inputs.tracks.track_ids)  # the sequences let go
+                play_next = play_next_lists(listened, inputs.tracks, config, threads)
+                del listened
+            play_next_report = {"model": play_next.model, **play_next.metrics}
+        with budget.timed(LISTS):
             user_lists, similar_lists = build_lists(
                 inputs.interactions,
                 inputs.catalog,
@@ -376,16 +446,40 @@ def run_training(
                 depth=depth,
             )
         served = test.get(MODEL) or test[decision.baseline or GENRE_POPULARITY]
-        with (
-            _timed(timings, "churn"),
-            _failing("reading the published lists failed"),
-            connect(warehouse, autocommit=True) as conn,
-        ):
-            yesterday = published_user_lists(conn)  # read here, not held through the run
-            served["churn"] = churn(yesterday, (user_lists.user_id, user_lists.track_id))
-            del yesterday
+        if budget.fits(CHURN, (STAGE,)):
+            with (
+                budget.timed(CHURN),
+                _failing("reading the published lists failed"),
+                connect(warehouse, autocommit=True) as conn,
+            ):
+                counted = Churn(user_lists.user_id, user_lists.track_id)
+                for users, tracks in published_user_parts(conn):  # yesterday's, part by part
+                    counted.add(users, tracks)
+                served["churn"] = counted.value
+                del counted
+        else:
+            budget.skip("churn")
         served["sources"] = user_lists.sources()
         alerts = _guardrails(run_id, config, served)
+        serving_run = (
+            model_run_id(run_id, decision.serving)
+            if decision.serving is not None
+            else f"{run_id}-{decision.baseline}"
+        )
+        generated_at = datetime.now(UTC)
+        with (
+            budget.timed(STAGE),
+            _failing("publishing failed, yesterday's lists stay"),
+            connect(warehouse, autocommit=True) as conn,
+        ):
+            parts = [user_columns(user_lists)], [similar_columns(similar_lists)]
+            rows = stage(
+                conn,
+                *parts,
+                model_run_id=serving_run,
+                generated_at=generated_at,
+                keep_similar=live is not None,
+            )
         runs = model_run_rows(
             run_id,
             trained_at,
@@ -395,32 +489,31 @@ def run_training(
             config=config,
             split=(data.split.kind, data.split.reason, data.split.sizes()),
             sizes=inputs.interactions.sizes(),
-            test={**test, "play_next": {"model": play_next.model, **play_next.metrics}},
+            test={**test, "play_next": play_next_report},
             refit_of=champion.model_run_id if champion is not None else None,
             serving_fit_seconds=fitted.fit_seconds if fitted else None,
             artifact_path=str(artifact_path) if artifact_path else None,
+            step={
+                "timings_s": dict(timings),
+                "time_budget_s": budget.seconds,
+                "skipped": list(budget.skipped),
+            },
         )
-        serving_run = next(run for run in runs if run.status == CHAMPION).model_run_id
-        generated_at = datetime.now(UTC)
-        with (
-            _timed(timings, "stage"),
-            _failing("publishing failed, yesterday's lists stay"),
-            connect(warehouse, autocommit=True) as conn,
-        ):
-            parts = [user_columns(user_lists)], [similar_columns(similar_lists)]
-            rows = stage(conn, *parts, model_run_id=serving_run, generated_at=generated_at)
+        assert serving_run == next(run for run in runs if run.status == CHAMPION).model_run_id
     log.info("user_top_tracks sources: %s", user_lists.sources())
 
     def retention() -> None:
         if artifact_path is not None:
             apply_retention(artifact_path.parent, config.artifacts.keep, {serving_run})
 
-    register_swap(publication, serving_run, runs, after_commit=retention)
+    kept = live.model_runs if live is not None else ()
+    register_swap(publication, serving_run, runs, after_commit=retention, kept_similar=kept)
     if settings.engine == "spark":  # the lake's copy of the lists, for the data platform
         lake = LakeLists(settings, run_id, keep=config.artifacts.keep)
         with _timed(timings, "lake lists"):
             lake.write(user_lists, similar_lists, serving_run, generated_at=trained_at)
         lake.stage(publication)
+    shown = play_next.model if live is None else f"{live.model} kept from {live.kept_from}"
     result = TrainResult.of(
         run_id,
         config,
@@ -430,12 +523,14 @@ def run_training(
         runs,
         split_kind=data.split.kind,
         test=test,
-        play_next=play_next.model,
+        play_next=shown,
         rows=rows,
         artifact_path=artifact_path,
         timings=timings,
         started=started,
         passed_over=found.passed_over,
+        skipped=budget.skipped,
+        time_budget_s=budget.seconds,
     )
     result.alerts += alerts
     return result

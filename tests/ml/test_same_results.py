@@ -4,20 +4,31 @@ the sparse top-k, the popularity rankings, the membership test, play next's scal
 pruned top-k's skipped passes and the cold-start blend's per-row sort."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
+from psycopg import sql
 
-from ml import evaluate, topk
+from ml import evaluate, sequences, topk
 from ml.baselines import Popularity, _distinct_rows
 from ml.evaluate import Scored, evaluate_model, judge
 from ml.families.base import sparse_top_k
-from ml.interactions import build_interactions
+from ml.interactions import (
+    LISTEN_RECORD,
+    build_interactions,
+    load_interactions,
+    read_csv,
+    read_packed,
+    read_users,
+)
 from ml.intervals import bootstrap_means, difference, differences
 from ml.lists import blend, rows_or_empty
-from ml.play_next import _scaled
-from ml.quality import segment_intervals, segments
+from ml.play_next import NO_GAP, Histories, _scaled, block_members, pair_counts, pair_masks
+from ml.quality import Churn, churn, segment_intervals, segments
 from ml.selection import decide
+from ml.sequences import SEQUENCE_RECORD, load_sequences
 from ml.topk import in_rows, top_k
+from moovitamix.warehouse import connect
 from tests.ml.test_evaluate import ALS, _data
 
 CLOSE = {"rel": 1e-12, "abs": 1e-15}  # sums of the same products in another order
@@ -331,3 +342,234 @@ def test_interactions_built_by_scipys_csr_build_are_the_key_sort(repeats: bool, 
     np.testing.assert_array_equal(got.track_ids, track_ids)
     np.testing.assert_array_equal(got.first_seen, first_seen)
     assert got.matrix.dtype == np.float32 and got.matrix.has_sorted_indices
+
+
+PREVIOUS_SEQUENCES_QUERY = """
+    copy (
+        with numbered as (
+            select
+                user_id,
+                row_number() over (order by user_id) - 1 as user_number,
+                greatest(count(*) over () / 256, 1) as step
+            from marts.dim_users
+        ),
+        bounds as (
+            select array_agg(user_id order by user_id) as lower_bounds
+            from numbered
+            where user_number % step = 0
+        ),
+        listens as (
+            select
+                width_bucket(f.user_id, bounds.lower_bounds) as bucket,
+                f.user_id,
+                u.position,
+                int8send(f.user_id::bigint) || int4send(u.position)
+                    || int8send(f.track_id::bigint)
+                    || int8send(coalesce(extract(epoch from u.listened_at), 0)::bigint)
+                    as record
+            from marts.fct_listens as f
+            cross join lateral unnest(f.positions, f.listened_at) as u(position, listened_at)
+            cross join bounds
+            where u.position is not null
+        )
+        select string_agg(record, ''::bytea order by user_id, position)
+        from listens
+        group by bucket
+        order by bucket
+    ) to stdout (format binary)
+"""
+
+
+@pytest.mark.integration
+def test_sequences_sorted_per_message_and_unnested_only_when_needed_are_the_servers(
+    marts_url, caplog, monkeypatch
+) -> None:
+    monkeypatch.setattr(sequences, "TIME_CHUNK", 1_001)  # times converted in several chunks
+    with connect(marts_url, autocommit=True) as conn:
+        # besides the synthetic histories: a null position and time, arrays of unequal length
+        # (unnest pads them), fractional and pre-1970 times (the rounding of the seconds)
+        conn.execute("insert into marts.dim_tracks values (999001, 'x')")
+        conn.execute(
+            "insert into marts.fct_listens (user_id, track_id, listen_count, positions, "
+            "listened_at) select min(user_id), 999001, 3, "
+            "array[null, 9001, 9002], array['1969-12-31 23:59:58.5+00'::timestamptz, null, "
+            "'2026-01-01 00:00:00.5+00'] from marts.fct_listens"
+        )
+        conn.execute(
+            "insert into marts.fct_listens (user_id, track_id, listen_count, positions, "
+            "listened_at) select max(user_id), 999001, 1, array[9003, 9004], "
+            "array['2026-01-01 00:00:01.49+00'::timestamptz] from marts.fct_listens"
+        )
+        conn.execute("analyze marts.fct_listens")
+        multi = conn.execute(
+            "select count(*) filter (where cardinality(positions) > 1), count(*) "
+            "from marts.fct_listens"
+        ).fetchone()
+        got = load_sequences(conn)
+        previous = read_packed(conn, sql.SQL(PREVIOUS_SEQUENCES_QUERY), SEQUENCE_RECORD)
+    assert "out of order" not in caplog.text  # in history order as read: no fallback sort
+    assert multi is not None and 0 < multi[0] < multi[1]  # both kinds of rows
+    assert len(got) == len(previous["user_id"]) > multi[1]
+    for name in ("user_id", "position", "track_id", "listened_at"):
+        np.testing.assert_array_equal(getattr(got, name), previous[name], err_msg=name)
+
+
+def previous_pair_counts(
+    h: Histories, window: int, max_gap: int, lo: int, hi: int, masks: list[np.ndarray]
+) -> sp.csr_matrix:
+    """ml.play_next.pair_counts as it was: a pass over every listen per lag and way."""
+    in_block = (h.col >= lo) & (h.col < hi)
+    rows, cols, values = [], [], []
+    for lag, ok in enumerate(masks, start=1):
+        ways = [(ok & in_block, 0, lag)]
+        if window > 1:
+            ways.append((ok & np.roll(in_block, -lag), lag, 0))
+        for keep, row_at, col_at in ways:
+            first = np.flatnonzero(keep)
+            distance = h.position[first + lag] - h.position[first]
+            rows.append(h.col[first + row_at] - lo)
+            cols.append(h.col[first + col_at])
+            values.append((1.0 / distance).astype(np.float32))
+    matrix = sp.csr_matrix(
+        (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(hi - lo, h.n_tracks),
+        dtype=np.float32,
+    )
+    matrix.sum_duplicates()
+    return matrix
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_pair_counts_among_a_blocks_listens_are_the_passes_over_every_listen(window) -> None:
+    rng = np.random.default_rng(window)
+    n, n_tracks = 30_000, 300
+    user = np.sort(rng.integers(0, 2_000, n)).astype(np.int32)
+    position = np.zeros(n, dtype=np.int32)
+    for i in range(1, n):  # gaps where a listen of an unknown track was dropped
+        position[i] = 0 if user[i] != user[i - 1] else position[i - 1] + rng.integers(1, 3)
+    col = rng.zipf(1.5, n).clip(1, n_tracks).astype(np.int32) - 1  # popular tracks repeat
+    h = Histories(user, position, col, np.cumsum(rng.choice([0, 60, 4000], n)), n_tracks)
+    gap = NO_GAP if window == 1 else 3600
+    masks = pair_masks(h, window, gap)
+    # the last block ends at the last listen's track: a pair mask is False past n - lag
+    for lo, hi in [(0, 1), (0, 17), (17, 120), (120, n_tracks), (0, n_tracks)]:
+        previous = previous_pair_counts(h, window, gap, lo, hi, masks)
+        for got in (
+            pair_counts(h, window, gap, lo, hi, masks),
+            pair_counts(h, window, gap, lo, hi, masks, block_members(h, lo, hi)),
+        ):
+            np.testing.assert_array_equal(got.indptr, previous.indptr)
+            np.testing.assert_array_equal(got.indices, previous.indices)
+            np.testing.assert_array_equal(got.data, previous.data)  # summed in the same order
+
+
+def previous_churn(
+    yesterday: tuple[np.ndarray, np.ndarray], today: tuple[np.ndarray, np.ndarray]
+) -> float:
+    """ml.quality.churn as it was: both days as sorted int64 keys, searched."""
+    ids = [np.asarray(a, dtype=np.int64) for a in (*yesterday, *today)]
+    if all(len(a) == 0 or (a.min() >= 0 and a.max() < 2**31) for a in ids):
+        y_key, t_key, width = ids[0] * 2**31 + ids[1], ids[2] * 2**31 + ids[3], 2**31
+    else:
+        _, users = np.unique(np.r_[ids[0], ids[2]], return_inverse=True)
+        tracks, codes = np.unique(np.r_[ids[1], ids[3]], return_inverse=True)
+        key = users.astype(np.int64) * len(tracks) + codes
+        y_key, t_key, width = key[: len(ids[0])], key[len(ids[0]) :], len(tracks)
+    if len(y_key) == 0 or len(t_key) == 0:
+        return float("nan")
+    t_key = np.sort(t_key)
+    block = y_key // width * width
+    served_today = np.searchsorted(t_key, block + width) > np.searchsorted(t_key, block)
+    if not served_today.any():
+        return float("nan")
+    at = np.minimum(np.searchsorted(t_key, y_key), len(t_key) - 1)
+    return float(np.mean(t_key[at][served_today] != y_key[served_today]))
+
+
+@pytest.mark.parametrize("ids", ["small", "beyond 31 bits", "negative"])
+@pytest.mark.parametrize("today_order", ["by user", "shuffled", "k each"])
+def test_churn_by_rows_of_tracks_per_user_is_the_key_search(ids: str, today_order: str) -> None:
+    rng = np.random.default_rng(len(ids) + len(today_order))
+    scale, shift = {"small": (1, 0), "beyond 31 bits": (2**33, 0), "negative": (1, -500)}[ids]
+
+    def lists(users: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        owners = np.repeat(users, k)  # by user, k[i] rows each (short lists too)
+        tracks = rng.integers(0, 60, len(owners)) * scale + shift  # repeats within a list too
+        return owners * scale + shift, tracks
+
+    y = lists(rng.choice(3000, 2000, replace=False), rng.integers(1, 11, 2000))
+    lengths = np.full(2500, 10) if today_order == "k each" else rng.integers(1, 11, 2500)
+    t = lists(np.sort(rng.choice(3000, 2500, replace=False)), lengths)
+    if today_order == "shuffled":
+        order = rng.permutation(len(t[0]))
+        t = (t[0][order], t[1][order])
+    previous = previous_churn(y, t)
+    assert 0 < previous < 1
+    assert churn(y, t) == previous
+    counted = Churn(*t)  # yesterday's rows in parts, in any order
+    order = rng.permutation(len(y[0]))
+    for part in np.array_split(order, 7):
+        counted.add(y[0][part], y[1][part])
+    assert counted.value == previous
+    empty = np.empty(0, np.int64)
+    for a, b in [(y, (empty, empty)), ((empty, empty), t), (y, (y[0][:0], y[1][:0]))]:
+        assert np.isnan(churn(a, b)) and np.isnan(previous_churn(a, b))
+    nobody = (y[0] + 10**6 * scale, y[1])  # no user of yesterday's served today
+    assert np.isnan(churn(nobody, t)) and np.isnan(previous_churn(nobody, t))
+
+
+@pytest.mark.integration
+def test_users_packed_with_their_genres_number_are_the_csv_rows(marts_url) -> None:
+    with connect(marts_url, autocommit=True) as conn:
+        conn.execute(  # no genre, an empty one, one CSV would quote, ids out of order
+            "insert into marts.dim_users values (990003, null), (990001, ''), "
+            "(990002, 'rock, \"live\"'), (-5, 'NA')"
+        )
+        got = read_users(conn)
+        previous = read_csv(
+            conn,
+            "select user_id::bigint as user_id, favorite_genre_id::text as genre "
+            "from {} order by user_id",
+            sql.Identifier("marts", "dim_users"),
+        )
+    assert previous["genre"].isna().sum() >= 2 and (previous["genre"] == "NA").sum() == 1
+    pd.testing.assert_frame_equal(got, previous)
+
+
+PREVIOUS_LISTENS_QUERY = """
+    copy (
+        select string_agg(
+            int8send(user_id::bigint) || int8send(track_id::bigint) || int4send(listen_count)
+                || int8send(coalesce(floor(extract(epoch from first_seen_at))::bigint, 0)),
+            ''::bytea
+        )
+        from marts.fct_listens
+        where listen_count > 0
+        group by user_id % 256
+    ) to stdout (format binary)
+"""
+
+
+@pytest.mark.integration
+def test_first_listens_sent_as_binary_timestamps_are_the_extracted_epochs(marts_url) -> None:
+    with connect(marts_url, autocommit=True) as conn:
+        conn.execute(
+            "insert into marts.dim_tracks select 999000 + i, 'x' from generate_series(1, 5) i"
+        )
+        conn.execute(  # no time, before 1970 and 2000 with fractions, just before/after a second
+            "insert into marts.fct_listens (user_id, track_id, listen_count, first_seen_at) "
+            "select u, 999000 + i, i, t from (select min(user_id) u from marts.dim_users) m, "
+            "(values (1, null::timestamptz), (2, '1969-12-31 23:59:58.5+00'), "
+            "(3, '1999-12-31 23:59:59.999999+00'), (4, '2026-01-01 00:00:00.000001+00'), "
+            "(5, '1960-01-01 00:00:00+00')) v(i, t)"
+        )
+        got = load_interactions(conn)
+        records = read_packed(conn, sql.SQL(PREVIOUS_LISTENS_QUERY), LISTEN_RECORD)
+    previous = build_interactions(
+        records["user_id"], records["track_id"], records["listen_count"], records["first_seen"]
+    )
+    assert got.first_seen is not None and previous.first_seen is not None
+    assert (previous.first_seen < 0).sum() == 2 and (previous.first_seen == 0).sum() >= 1
+    np.testing.assert_array_equal(got.first_seen, previous.first_seen)
+    np.testing.assert_array_equal(got.matrix.data, previous.matrix.data)
+    np.testing.assert_array_equal(got.matrix.indices, previous.matrix.indices)
