@@ -2,10 +2,12 @@
 
 An incremental build deletes and rewrites the rows of every user whose listen history changed
 after the table's watermark, one index entry and one key check per row, and leaves the deleted
-rows for vacuum; a full build writes the table once and builds its indexes in bulk. Past a share
-of changed histories (the `listens_rebuild_share` var of dbt_project.yml) the rebuild is the
-cheaper one (dbt_project/README.md, "Incremental or rebuilt"), so the transform step asks dbt to
-rebuild that model alone. Either way the rows are the same."""
+rows for vacuum; a full build writes the table once and builds its indexes in bulk. While the
+table and its indexes fit in the cache the server counts on (`effective_cache_size`) the
+rewrites stay cheap; once they outgrow it each one is a random read, and past a share of
+changed histories (the `listens_rebuild_share` var of dbt_project.yml) the rebuild is the
+cheaper build (dbt_project/README.md, "Incremental or rebuilt"): the transform step then asks
+dbt to rebuild that model alone. Either way the rows are the same."""
 
 from __future__ import annotations
 
@@ -59,3 +61,16 @@ def changed_share(conn: psycopg.Connection, schema: str) -> float | None:
     if not has_rows:
         return None
     return changed / current if current else 1.0
+
+
+def outgrown_cache(conn: psycopg.Connection, schema: str) -> tuple[int, int] | None:
+    """(bytes of `schema`.fct_listens with its indexes, effective_cache_size in bytes) when the
+    first is the larger; None while the table fits, or when it does not exist."""
+    row = conn.execute(
+        "select pg_total_relation_size(to_regclass(%s)),"
+        " pg_size_bytes(current_setting('effective_cache_size'))",
+        (sql.Identifier(schema, "fct_listens").as_string(conn),),
+    ).fetchone()
+    if row is None or row[0] is None or row[0] <= row[1]:
+        return None
+    return int(row[0]), int(row[1])

@@ -6,7 +6,7 @@ import logging
 from contextlib import nullcontext
 
 from dbt_project.contracts import drifted_tables
-from dbt_project.rebuild import REBUILD_ENV, changed_share, rebuild_share
+from dbt_project.rebuild import REBUILD_ENV, changed_share, outgrown_cache, rebuild_share
 from dbt_project.runner import run_build
 from moovitamix import spark_publication
 from moovitamix.connection_url import ConnectionURL
@@ -35,18 +35,25 @@ def _drifted(ctx: RunContext, schema: str) -> bool:
 
 def _rebuild_listens(ctx: RunContext, schema: str) -> float | None:
     """The share of listen histories changed since `schema`.fct_listens was built, when it is
-    above `listens_rebuild_share` (dbt_project.rebuild): that table is then rebuilt in full."""
+    above `listens_rebuild_share` and the table outgrows the server's cache (dbt_project.rebuild):
+    that table is then rebuilt in full."""
     with connect(ctx.warehouse, autocommit=True) as conn:
         share = changed_share(conn, schema)
-    threshold = rebuild_share()
-    if share is None or share <= threshold:
+        threshold = rebuild_share()
+        if share is None or share <= threshold:
+            return None
+        sizes = outgrown_cache(conn, schema)
+    if sizes is None:
         return None
     log.info(
-        "%.0f%% of the listen histories changed since %s.fct_listens was built (over %.0f%%):"
-        " rebuilding it in full",
+        "%.0f%% of the listen histories changed since %s.fct_listens was built (over %.0f%%),"
+        " and it outgrows the server's cache (%.1f GB with its indexes, effective_cache_size"
+        " %.1f GB): rebuilding it in full",
         100 * share,
         schema,
         100 * threshold,
+        sizes[0] / 2**30,
+        sizes[1] / 2**30,
     )
     return share
 

@@ -1,5 +1,6 @@
 """The daily transform rebuilds fct_listens in full when many listen histories changed since the
-candidate's watermark, and says so; below the share it stays incremental."""
+candidate's watermark and the table outgrows the server's cache, and says so; otherwise it
+stays incremental."""
 
 import os
 
@@ -8,7 +9,7 @@ import pytest
 
 from dbt_project import step
 from dbt_project.contracts import contracted_checks, contracted_columns
-from dbt_project.rebuild import REBUILD_ENV, changed_share, rebuild_share
+from dbt_project.rebuild import REBUILD_ENV, changed_share, outgrown_cache, rebuild_share
 from dbt_project.results import BuildResult
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.publication import CANDIDATE, PUBLISHED, Publication
@@ -65,12 +66,14 @@ def _transform(warehouse: ConnectionURL, monkeypatch: pytest.MonkeyPatch) -> tup
     return report.details, seen[-1]
 
 
-def test_many_changed_histories_rebuild_fct_listens_alone(
+def test_many_changed_histories_rebuild_fct_listens_alone_once_it_outgrows_the_cache(
     fresh_warehouse: ConnectionURL, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     below, above = 1, USERS // 2
     assert below / (USERS - 1) <= rebuild_share() < above / (USERS - 1)
     with psycopg.connect(fresh_warehouse.url(), autocommit=True) as conn:
+        # the server counts on one page of cache: any table outgrows it
+        conn.execute(f"alter database {fresh_warehouse.database} set effective_cache_size = 1")
         _candidate_after(conn, below)
         # the deleted user's history counts as changed but no longer as a current one
         assert changed_share(conn, CANDIDATE) == pytest.approx(below / (USERS - 1))
@@ -88,11 +91,21 @@ def test_many_changed_histories_rebuild_fct_listens_alone(
     assert details["listens_rebuilt_at_share"] == pytest.approx(share)
     assert details["full_refresh"] is False  # the other marts stay incremental
     assert f"{100 * share:.0f}% of the listen histories changed since {CANDIDATE}" in infos[0]
+    assert "outgrows the server's cache" in infos[0]
+
+    # the same share on a table the cache holds: rewritten in place
+    with psycopg.connect(fresh_warehouse.url(), autocommit=True) as conn:
+        conn.execute(f"alter database {fresh_warehouse.database} reset effective_cache_size")
+    with psycopg.connect(fresh_warehouse.url(), autocommit=True) as conn:  # a new session's
+        assert outgrown_cache(conn, CANDIDATE) is None
+    details, switch = _transform(fresh_warehouse, monkeypatch)
+    assert (switch, details["listens_rebuilt_at_share"]) == ("", None)
 
 
 def test_nothing_to_measure_leaves_the_choice_to_dbt(fresh_warehouse: ConnectionURL) -> None:
     with psycopg.connect(fresh_warehouse.url(), autocommit=True) as conn:
         assert changed_share(conn, "no_such_schema") is None
+        assert outgrown_cache(conn, "no_such_schema") is None
         _candidate_after(conn, 3)
         conn.execute(f"delete from {CANDIDATE}.fct_listens")  # empty: dbt builds it in full
         assert changed_share(conn, CANDIDATE) is None
