@@ -3,8 +3,8 @@
 An incremental build deletes and rewrites the rows of every user whose listen history changed
 after the table's watermark, one index entry and one key check per row, and leaves the deleted
 rows for vacuum; a full build writes the table once and builds its indexes in bulk. While the
-table and its indexes fit in the cache the server counts on (`effective_cache_size`) the
-rewrites stay cheap; once they outgrow it each one is a random read, and past a share of
+table and its indexes fit in the server's own buffers (`shared_buffers`) the rewrites stay
+cheap; once they outgrow them each one is a page read and written back, and past a share of
 changed histories (the `listens_rebuild_share` var of dbt_project.yml) the rebuild is the
 cheaper build (dbt_project/README.md, "Incremental or rebuilt"): the transform step then asks
 dbt to rebuild that model alone. Either way the rows are the same."""
@@ -63,13 +63,16 @@ def changed_share(conn: psycopg.Connection, schema: str) -> float | None:
     return changed / current if current else 1.0
 
 
-def outgrown_cache(conn: psycopg.Connection, schema: str) -> tuple[int, int] | None:
-    """(bytes of `schema`.fct_listens with its indexes, effective_cache_size in bytes) when the
-    first is the larger; None while the table fits, or when it does not exist."""
+def outgrown_cache(
+    conn: psycopg.Connection, schema: str, cache_bytes: int | None = None
+) -> tuple[int, int] | None:
+    """(bytes of `schema`.fct_listens with its indexes, the cache's bytes: `cache_bytes`, or
+    the server's shared_buffers) when the first is the larger; None while the table fits, or
+    when it does not exist."""
     row = conn.execute(
         "select pg_total_relation_size(to_regclass(%s)),"
-        " pg_size_bytes(current_setting('effective_cache_size'))",
-        (sql.Identifier(schema, "fct_listens").as_string(conn),),
+        " coalesce(%s, pg_size_bytes(current_setting('shared_buffers')))",
+        (sql.Identifier(schema, "fct_listens").as_string(conn), cache_bytes),
     ).fetchone()
     if row is None or row[0] is None or row[0] <= row[1]:
         return None

@@ -35,7 +35,7 @@ def _drifted(ctx: RunContext, schema: str) -> bool:
 
 def _rebuild_listens(ctx: RunContext, schema: str) -> float | None:
     """The share of listen histories changed since `schema`.fct_listens was built, when it is
-    above `listens_rebuild_share` and the table outgrows the server's cache (dbt_project.rebuild):
+    above `listens_rebuild_share` and the table outgrows the server's buffers (dbt_project.rebuild):
     that table is then rebuilt in full."""
     with connect(ctx.warehouse, autocommit=True) as conn:
         share = changed_share(conn, schema)
@@ -47,7 +47,7 @@ def _rebuild_listens(ctx: RunContext, schema: str) -> float | None:
         return None
     log.info(
         "%.0f%% of the listen histories changed since %s.fct_listens was built (over %.0f%%),"
-        " and it outgrows the server's cache (%.1f GB with its indexes, effective_cache_size"
+        " and it outgrows the server's buffers (%.1f GB with its indexes, shared_buffers"
         " %.1f GB): rebuilding it in full",
         100 * share,
         schema,
