@@ -5,6 +5,7 @@ and one validation run in it; everything GX generates goes to gx/uncommitted/.""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,15 @@ def metrics_batch(context: FileDataContext) -> BatchDefinition:
     return asset.get_batch_definition(BATCH_DEFINITION)
 
 
+def run_identifier(run_id: str) -> Any:
+    """GX's id of this run's validations, with the run's time given: without one GX parses the
+    run name as a date, and a run id whose suffix starts with a number of hours of 24 or more
+    (`...Z-25ad1a`) reads as an impossible UTC offset that fails the validation's store."""
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    return RunIdentifier(run_name=run_id, run_time=datetime.now(UTC))
+
+
 def run_suites(
     gx_dir: Path,
     url: ConnectionURL,
@@ -50,7 +60,6 @@ def run_suites(
     """Run the suites in one checkpoint over check_metrics: each suite's expectation results,
     and the data docs index when built (then made readable offline)."""
     import great_expectations as gx
-    from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.resource_identifiers import (
         ExpectationSuiteIdentifier,
     )
@@ -72,7 +81,7 @@ def run_suites(
         ]
         result = context.checkpoints.add_or_update(
             gx.Checkpoint(name=checkpoint, validation_definitions=definitions)
-        ).run(run_id=RunIdentifier(run_name=run_id))
+        ).run(run_id=run_identifier(run_id))
     by_suite = {r.suite_name: list(r.results) for r in result.run_results.values()}
     if not build_docs:
         return by_suite, None
