@@ -63,16 +63,16 @@ def changed_share(conn: psycopg.Connection, schema: str) -> float | None:
     return changed / current if current else 1.0
 
 
-def outgrown_cache(
-    conn: psycopg.Connection, schema: str, cache_bytes: int | None = None
+def outgrown_buffers(
+    conn: psycopg.Connection, schema: str, buffer_bytes: int | None = None
 ) -> tuple[int, int] | None:
-    """(bytes of `schema`.fct_listens with its indexes, the cache's bytes: `cache_bytes`, or
+    """(bytes of `schema`.fct_listens with its indexes, the buffers' bytes: `buffer_bytes`, or
     the server's shared_buffers) when the first is the larger; None while the table fits, or
     when it does not exist."""
     row = conn.execute(
         "select pg_total_relation_size(to_regclass(%s)),"
         " coalesce(%s, pg_size_bytes(current_setting('shared_buffers')))",
-        (sql.Identifier(schema, "fct_listens").as_string(conn), cache_bytes),
+        (sql.Identifier(schema, "fct_listens").as_string(conn), buffer_bytes),
     ).fetchone()
     if row is None or row[0] is None or row[0] <= row[1]:
         return None

@@ -6,7 +6,7 @@ import logging
 from contextlib import nullcontext
 
 from dbt_project.contracts import drifted_tables
-from dbt_project.rebuild import REBUILD_ENV, changed_share, outgrown_cache, rebuild_share
+from dbt_project.rebuild import REBUILD_ENV, changed_share, outgrown_buffers, rebuild_share
 from dbt_project.runner import run_build
 from moovitamix import spark_publication
 from moovitamix.connection_url import ConnectionURL
@@ -42,7 +42,7 @@ def _rebuild_listens(ctx: RunContext, schema: str) -> float | None:
         threshold = rebuild_share()
         if share is None or share <= threshold:
             return None
-        sizes = outgrown_cache(conn, schema)
+        sizes = outgrown_buffers(conn, schema)
     if sizes is None:
         return None
     log.info(

@@ -10,7 +10,7 @@ import pytest
 
 from dbt_project import step
 from dbt_project.contracts import contracted_checks, contracted_columns
-from dbt_project.rebuild import REBUILD_ENV, changed_share, outgrown_cache, rebuild_share
+from dbt_project.rebuild import REBUILD_ENV, changed_share, outgrown_buffers, rebuild_share
 from dbt_project.results import BuildResult
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.publication import CANDIDATE, PUBLISHED, Publication
@@ -82,16 +82,16 @@ def test_many_changed_histories_rebuild_fct_listens_alone_once_it_outgrows_the_b
 
     with psycopg.connect(fresh_warehouse.url(), autocommit=True) as conn:
         _candidate_after(conn, above)
-        assert outgrown_cache(conn, CANDIDATE) is None  # tiny: the server's buffers hold it
-        size, cache = outgrown_cache(conn, CANDIDATE, cache_bytes=1) or (0, 0)
-        assert size > cache == 1
+        assert outgrown_buffers(conn, CANDIDATE) is None  # tiny: the server's buffers hold it
+        size, buffers = outgrown_buffers(conn, CANDIDATE, buffer_bytes=1) or (0, 0)
+        assert size > buffers == 1
     # the same share on a table the server's buffers hold: rewritten in place
     details, switch = _transform(fresh_warehouse, monkeypatch)
     assert (switch, details["listens_rebuilt_at_share"]) == ("", None)
 
     # buffers of one byte, which any table outgrows (the candidate as it was: the step above
     # marked it built and unpublished, which a next run rebuilds in full anyway)
-    monkeypatch.setattr(step, "outgrown_cache", partial(outgrown_cache, cache_bytes=1))
+    monkeypatch.setattr(step, "outgrown_buffers", partial(outgrown_buffers, buffer_bytes=1))
     with psycopg.connect(fresh_warehouse.url(), autocommit=True) as conn:
         _candidate_after(conn, above)
     infos: list[str] = []
@@ -108,7 +108,7 @@ def test_many_changed_histories_rebuild_fct_listens_alone_once_it_outgrows_the_b
 def test_nothing_to_measure_leaves_the_choice_to_dbt(fresh_warehouse: ConnectionURL) -> None:
     with psycopg.connect(fresh_warehouse.url(), autocommit=True) as conn:
         assert changed_share(conn, "no_such_schema") is None
-        assert outgrown_cache(conn, "no_such_schema") is None
+        assert outgrown_buffers(conn, "no_such_schema") is None
         _candidate_after(conn, 3)
         conn.execute(f"delete from {CANDIDATE}.fct_listens")  # empty: dbt builds it in full
         assert changed_share(conn, CANDIDATE) is None
