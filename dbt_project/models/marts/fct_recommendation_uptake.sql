@@ -339,16 +339,13 @@ baseline as (
 counted as (
 
     -- one row per new listen, and one per hit: each of published, served and baseline holds
-    -- a new listen at most once (fct_listens has one row per user and track), so summing the
-    -- flags counts what joining them to the listens by (day, user, track) would
+    -- a new listen at most once (fct_listens has one row per user and track), so counting the
+    -- rows of each kind counts what joining them to the listens by (day, user, track) would
     select
         user_id,
         listen_date,
         model_run_id,
-        1 as is_new,
-        0 as is_published,
-        0 as is_served,
-        0 as is_baseline
+        'new' as counted_as
     from day_listens
 
     union all
@@ -357,10 +354,7 @@ counted as (
         user_id,
         listen_date,
         model_run_id,
-        0 as is_new,
-        1 as is_published,
-        0 as is_served,
-        0 as is_baseline
+        'published' as counted_as
     from published
 
     union all
@@ -369,10 +363,7 @@ counted as (
         user_id,
         listen_date,
         model_run_id,
-        0 as is_new,
-        0 as is_published,
-        1 as is_served,
-        0 as is_baseline
+        'served' as counted_as
     from served
 
     union all
@@ -381,10 +372,7 @@ counted as (
         user_id,
         listen_date,
         model_run_id,
-        0 as is_new,
-        0 as is_published,
-        0 as is_served,
-        1 as is_baseline
+        'baseline' as counted_as
     from baseline
 
 ),
@@ -395,10 +383,10 @@ final as (
         user_id,
         listen_date,
         model_run_id,
-        cast(sum(is_new) as integer) as new_tracks,
-        cast(sum(is_published) as integer) as hits_published,
-        cast(sum(is_served) as integer) as hits_served,
-        cast(sum(is_baseline) as integer) as baseline_hits
+        cast(count(*) filter (where counted_as = 'new') as integer) as new_tracks,
+        cast(count(*) filter (where counted_as = 'published') as integer) as hits_published,
+        cast(count(*) filter (where counted_as = 'served') as integer) as hits_served,
+        cast(count(*) filter (where counted_as = 'baseline') as integer) as baseline_hits
     from counted
     group by user_id, listen_date, model_run_id
 
