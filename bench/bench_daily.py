@@ -140,8 +140,24 @@ def run_day(
         "models": _details(steps, "transform", "seconds"),
         "train_phases": _details(steps, "train", "timings_s"),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        # the run process's high-water mark after each step (the run ledger): where it rose
+        "peak_rss_mb_after": {
+            step: float(details["process_peak_rss_mb"])
+            for step, _, details in steps
+            if "process_peak_rss_mb" in details
+        },
         "rows": rows,
     }
+
+
+def _rises(after: dict[str, float]) -> str:
+    """The steps that raised the process's high-water mark, with the mark after each."""
+    rises, mark = [], 0.0
+    for step, mb in after.items():
+        if mb > mark:
+            rises.append(f"{step} {mb:,.0f}")
+            mark = mb
+    return ", ".join(rises)
 
 
 def _details(steps: list[tuple], step: str, key: str) -> dict[str, float]:
@@ -239,7 +255,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"({verdict} the {goal:.0f}s goal); rows {day['rows']}"
             )
             memory = "meets" if day["peak_rss_mb"] <= MAX_RSS_MB else "MISSES"
-            print(f"    peak RSS {day['peak_rss_mb']:,.0f} MB ({memory} the {MAX_RSS_MB} MB goal)")
+            rises = _rises(day.get("peak_rss_mb_after", {}))
+            print(
+                f"    peak RSS {day['peak_rss_mb']:,.0f} MB ({memory} the {MAX_RSS_MB} MB goal)"
+                + (f"; rose in {rises}" if rises else "")
+            )
             print_breakdown(day, previous_day(previous.get(name), day))
     out.parent.mkdir(parents=True, exist_ok=True)
     # one file per engine choice; a run replaces the sizes it measured and keeps the others

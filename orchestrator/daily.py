@@ -10,6 +10,7 @@ import ctypes
 import gc
 import logging
 import os
+import resource
 import shlex
 import sys
 import time
@@ -56,6 +57,23 @@ class _Outcome:
     failed_step: str | None = None
     error: str | None = None
     code: int = exit_codes.OK
+    # the run process's peak RSS after each passed step, in MB: the step that raised it last
+    # is where the run's peak was reached
+    peaks: dict[str, float] = field(default_factory=dict)
+
+    def peak_step(self) -> tuple[str, float] | None:
+        """(the step during which the process reached its peak RSS, the peak in MB)."""
+        if not self.peaks:
+            return None
+        top = max(self.peaks.values())
+        return next((name, mb) for name, mb in self.peaks.items() if mb == top)
+
+
+def peak_rss_mb() -> float:
+    """The run process's peak resident set size so far (its high-water mark), in MB: the steps
+    share the process, so the mark after a step is the highest it reached up to then."""
+    kilobytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kilobytes / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
 def _check_previous_runs(ctx: RunContext, ledger: RunLedger) -> None:
@@ -89,12 +107,13 @@ def _run_steps(ctx: RunContext, ledger: RunLedger, steps: Steps) -> _Outcome:
                 ledger.finish_step(name, seconds=time.monotonic() - started, error=outcome.error)
             return outcome
         seconds = time.monotonic() - started
+        outcome.peaks[name] = peak_rss_mb()
         ledger.finish_step(
             name,
             seconds=seconds,
             rows_in=report.rows_in,
             rows_out=report.rows_out,
-            details=report.details,
+            details=report.details | {"process_peak_rss_mb": outcome.peaks[name]},
         )
         outcome.reports.append((name, seconds, report))
         log.info("[%d/%d] %s done in %.1fs: %s", index, len(steps), name, seconds, report.summary)
@@ -227,8 +246,10 @@ def _run_recorded(ctx: RunContext, steps: Steps, closing: Steps) -> _Outcome:
         ledger.finish_run(failed_step=outcome.failed_step, error=outcome.error)
         after = _run_steps(ctx, ledger, closing)
         outcome.reports += after.reports
+        outcome.peaks |= after.peaks
         if after.failed_step and not outcome.failed_step:
-            outcome = replace(after, reports=outcome.reports)  # the summary lists every step
+            # the summary lists every step
+            outcome = replace(after, reports=outcome.reports, peaks=outcome.peaks)
             ledger.finish_run(failed_step=outcome.failed_step, error=outcome.error)
     if outcome.failed_step:
         title = f"daily run failed in step {outcome.failed_step}"
@@ -259,6 +280,8 @@ def _summary(run_id: str, outcome: _Outcome, seconds: float, alerts: int, engine
     lines += [f"  engine     {engine}"] + [
         f"  {name:<10} {secs:7.1f}s  {report.summary}" for name, secs, report in outcome.reports
     ]
+    if (peak := outcome.peak_step()) is not None:
+        lines.append(f"  memory     peak RSS {peak[1]:,.0f} MB (reached in {peak[0]})")
     if outcome.failed_step:
         lines.append(f"  {outcome.failed_step:<10} failed: {outcome.error}")
         if "publish" not in (name for name, _, _ in outcome.reports):  # else a closing step

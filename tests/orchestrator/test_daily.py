@@ -18,7 +18,7 @@ from moovitamix.connection_url import ConnectionURL
 from moovitamix.run_lock import run_lock
 from moovitamix.settings import load_settings
 from moovitamix.step import RunContext, StepFailed, StepReport
-from orchestrator.daily import run
+from orchestrator.daily import peak_rss_mb, run
 
 pytestmark = pytest.mark.integration
 
@@ -181,3 +181,33 @@ def test_the_run_works_while_its_simulator_starts(tmp_path: Path) -> None:
     ) as (url, sim_log):
         assert (url, sim_log) == ("http://127.0.0.1:1", None)
     assert done == ["meanwhile", "ready", "api"]
+
+
+def test_the_ledger_and_the_summary_say_where_the_memory_peaked(
+    warehouse_env: ConnectionURL, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Each step's row holds the process's peak RSS after it; the summary names the step that
+    raised it last (here the one that holds 200 MB more than the process ever had)."""
+    monkeypatch.setenv("MOOVITAMIX_API_URL", "http://127.0.0.1:1")  # no step asks it
+
+    def holds_memory(ctx: RunContext) -> StepReport:
+        resident = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGESIZE")
+        above = max(0, int(peak_rss_mb() * 2**20) - resident) + 200 * 2**20
+        block = bytearray(above)
+        block[::4096] = b"x" * len(block[::4096])  # every page touched: resident
+        return StepReport(f"held {len(block) // 2**20} MB")
+
+    steps = (("small", lambda ctx: StepReport("nothing")), ("large", holds_memory))
+    assert run(load_settings(), "run-memory", steps, (("after", lambda c: StepReport("")),)) == 0
+    with psycopg.connect(warehouse_env.url()) as conn:
+        peaks = dict(
+            conn.execute(
+                "select step, (details ->> 'process_peak_rss_mb')::float"
+                " from monitoring.pipeline_run_steps where run_id = 'run-memory'"
+            ).fetchall()
+        )
+    assert peaks["large"] >= peaks["small"] + 190
+    assert peaks["after"] == peaks["large"]  # a high-water mark: the step after keeps it
+    assert f"memory     peak RSS {peaks['large']:,.0f} MB (reached in large)" in (
+        capsys.readouterr().out
+    )
