@@ -1,5 +1,6 @@
-"""Exact top-k by dot product without each user's own tracks, for every user at once, on
-implicit's kernels (ml/README.md "Performance notes"; bench/bench_ml.py measures it).
+"""Exact top-k by dot product without each user's own tracks, for every user at once: heads of
+the longest item vectors ranked with numpy, every item on implicit's kernels (ml/README.md
+"Performance notes"; bench/bench_ml.py measures it).
 
 Ties: among equal scores the higher column comes first, and a cut through equal scores keeps
 the higher columns (each row is its unheard columns sorted by score, then column, both
@@ -22,7 +23,7 @@ PRUNE_TOLERANCE = 1e-5  # float32 rounding allowance, relative to |query| x the 
 PRUNE_PROBE = 2_000  # a head is first tried on this many rows (evenly spaced) ...
 PRUNE_WORTH = 0.5  # ... and ranked for every row only if this share of them settles there
 IN_ROWS_FLAGS = 32_000_000  # dense membership flags held by in_rows (bytes)
-HEAD_CELLS = 8_000_000  # scores a head pass holds at once (rows x head items, float32)
+HEAD_CELLS = 4_000_000  # scores a head pass holds at once (rows x head items, float32)
 RANKED_CHUNK = 20_000  # rows ranked at once by top_k_ranked and top_k's unfiltered tier:
 # bounds their (rows x candidates) memory
 
@@ -175,7 +176,7 @@ def top_k(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The k columns of `items` scoring highest against each row of `query`, minus those its
     `exclude` row holds: (ids int64, scores float64), (len(query), k), -1 / -inf where fewer
-    remain, ties in implicit's order."""
+    remain, ties as the module says."""
     items = np.ascontiguousarray(items, dtype=np.float32)
     query = np.ascontiguousarray(query, dtype=np.float32)
     n_items = items.shape[0]
