@@ -128,8 +128,9 @@ def _head_ranked(
 ) -> tuple[np.ndarray, np.ndarray]:
     """top_k among the `head` items (item ids, < 2**31) with numpy, HEAD_CELLS scores at a
     time: one product, the k-th unheard score by a partition, and a sort of the (score, id)
-    keys that reach it (so ties go to the higher id, as in top_k). implicit's kernel keeps a
-    heap of k per row: at the re-rank's k = 100 that, not the product, was the time."""
+    keys that reach it (so ties go to the higher id, as in top_k). implicit's kernel selects
+    k (+ heard) per row at a cost that grows with k: at the re-rank's k = 100 that selection,
+    not the product, was the time."""
     n, width = len(query), len(head)
     kept = min(k, width)
     ids = np.full((n, k), -1, dtype=np.int64)
