@@ -53,7 +53,14 @@ def test_the_published_model_slots_follow_the_favorite_genre_rerank(inputs) -> N
     got, _ = lists.build_lists(*inputs[:4], config, model=model, depth=DEPTH)
     rows = interactions.rows_of(catalog.user_ids)
     listened = np.flatnonzero(rows >= 0)
-    ids, _ = model.recommend(rows[listened], interactions.matrix, DEPTH)
+    # the model's top DEPTH by brute force: every score, the heard ones dropped, a full sort
+    # by score then track column (both descending, ml.topk's order among ties)
+    users, items = model.model.user_factors[rows[listened]], model.model.item_factors
+    scores = (users @ items.T).astype(np.float64)
+    scores[interactions.matrix[rows[listened]].toarray() != 0] = -np.inf
+    columns = np.broadcast_to(np.arange(items.shape[0]), scores.shape)
+    ids = np.lexsort((-columns, -scores), axis=1)[:, :DEPTH]
+    assert np.isfinite(np.take_along_axis(scores, ids, axis=1)).all()
     genre = catalog.favorite_genre[listened]
     expected = interactions.track_ids[reranked(ids, genre, catalog.track_genres, 10, DEPTH)]
     served = pd.DataFrame({"user": got.user_id, "track": got.track_id}).groupby("user")["track"]

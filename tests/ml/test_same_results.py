@@ -25,6 +25,7 @@ from ml.intervals import bootstrap_means, difference, differences
 from ml.lists import blend, rows_or_empty
 from ml.play_next import NO_GAP, Histories, _scaled, block_members, pair_counts, pair_masks
 from ml.quality import Churn, churn, segment_intervals, segments
+from ml.rerank import favorite_genre_first
 from ml.selection import decide
 from ml.sequences import SEQUENCE_RECORD, load_sequences
 from ml.topk import in_rows, top_k
@@ -573,3 +574,42 @@ def test_first_listens_sent_as_binary_timestamps_are_the_extracted_epochs(marts_
     np.testing.assert_array_equal(got.first_seen, previous.first_seen)
     np.testing.assert_array_equal(got.matrix.data, previous.matrix.data)
     np.testing.assert_array_equal(got.matrix.indices, previous.matrix.indices)
+
+
+def previous_favorite_genre_first(
+    ids: np.ndarray, favorite: np.ndarray, track_genres: sp.csr_matrix, k: int, depth: int
+) -> np.ndarray:
+    """ml.rerank.favorite_genre_first as it was: a binary search of (track, genre) keys."""
+    k = min(k, ids.shape[1])
+    if depth <= k:
+        return np.broadcast_to(np.arange(k), (len(ids), k))
+    head = ids[:, :depth]
+    n_genres = max(track_genres.shape[1], 1)
+    memberships = track_genres.tocoo()
+    keys = np.unique(memberships.row.astype(np.int64) * n_genres + memberships.col)
+    wanted = np.maximum(head, 0).astype(np.int64) * n_genres + np.maximum(favorite, 0)[:, None]
+    found = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+    in_genre = keys[found] == wanted if len(keys) else np.zeros(head.shape, dtype=bool)
+    in_genre &= (head >= 0) & (favorite >= 0)[:, None]
+    group = np.where(in_genre, 0, np.where(head >= 0, 1, 2))
+    return np.argsort(group, axis=1, kind="stable")[:, :k]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_favorite_genre_first_by_a_table_is_the_binary_search(seed: int) -> None:
+    """Tracks of several, one or no genres, users of no favorite, empty slots, every depth."""
+    rng = np.random.default_rng(seed)
+    n_tracks, n_genres = 300, 7
+    track_genres = sp.random(
+        n_tracks, n_genres, density=0.2, format="csr", random_state=seed, dtype=np.float32
+    )
+    ids = np.argsort(rng.random((200, n_tracks)), axis=1)[:, :120]
+    ids[rng.random(ids.shape) < 0.05] = -1
+    ids = np.sort(ids, axis=1)[:, ::-1].copy()  # empty slots last
+    ids[:, :100] = ids[:, rng.permutation(100)]
+    favorite = rng.integers(-1, n_genres, 200)
+    for k, depth in [(10, 10), (10, 25), (10, 100), (20, 120)]:
+        got = favorite_genre_first(ids, favorite, track_genres, k, depth)
+        expected = previous_favorite_genre_first(ids, favorite, track_genres, k, depth)
+        np.testing.assert_array_equal(got, expected)
+    assert (favorite_genre_first(ids, favorite, track_genres, 10, 100) != np.arange(10)).any()
