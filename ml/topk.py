@@ -98,6 +98,11 @@ def top_k_ranked(
     return ids
 
 
+def _unfound(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, scores) of n rows with nothing found yet: -1 and -inf, as top_k returns them."""
+    return np.full((n, k), -1, dtype=np.int64), np.full((n, k), -np.inf)
+
+
 def _head(order: np.ndarray, k: int, share: float) -> np.ndarray | None:
     """The `share` of the items with the longest vectors (`order`: longest first), longest
     first; None when pruning cannot pay."""
@@ -133,8 +138,7 @@ def _head_ranked(
     not the product, was the time."""
     n, width = len(query), len(head)
     kept = min(k, width)
-    ids = np.full((n, k), -1, dtype=np.int64)
-    scores = np.full((n, k), -np.inf)
+    ids, scores = _unfound(n, k)
     if n == 0 or kept == 0:
         return ids, scores
     block = np.ascontiguousarray(items[head].T)
@@ -188,8 +192,7 @@ def top_k(
     norms = np.linalg.norm(items, axis=1)
     query_norms = np.linalg.norm(query, axis=1)
     margin = PRUNE_TOLERANCE * query_norms * norms.max()
-    ids = np.full((len(query), k), -1, dtype=np.int64)
-    scores = np.full((len(query), k), -np.inf)
+    ids, scores = _unfound(len(query), k)
     todo, tried = np.arange(len(query)), 0
 
     def heard_by(rows: np.ndarray) -> sp.csr_matrix | None:
@@ -255,8 +258,7 @@ def _filtered(
     whose k-th score equals the last one returned (the cut may fall inside a tie) is asked
     again for twice as many."""
     n, n_items = query.shape[0], items.shape[0]
-    ids = np.full((n, k), -1, dtype=np.int64)
-    scores = np.full((n, k), -np.inf)
+    ids, scores = _unfound(n, k)
     todo, wide = np.arange(n), min(k + 1, n_items)
     while len(todo):
         heard = {} if exclude is None else {"filter_query_items": exclude[todo]}
@@ -280,8 +282,7 @@ def _top_k_all(
 ) -> tuple[np.ndarray, np.ndarray]:
     """top_k against every item."""
     n, n_items = query.shape[0], items.shape[0]
-    ids = np.full((n, k), -1, dtype=np.int64)
-    scores = np.full((n, k), -np.inf)
+    ids, scores = _unfound(n, k)
     if n == 0 or k == 0:
         return ids, scores
     if exclude is None:
