@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 from contextlib import nullcontext
 
+from dbt_project.checked_loads import DETAIL as CHECKED_THROUGH
+from dbt_project.checked_loads import newest_load
 from dbt_project.contracts import drifted_tables
 from dbt_project.rebuild import REBUILD_ENV, changed_share, outgrown_buffers, rebuild_share
 from dbt_project.runner import run_build
 from moovitamix import spark_publication
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.publication import CANDIDATE, mark_built, prepare_candidate
-from moovitamix.roles import PUBLISHER
+from moovitamix.roles import PUBLISHER, TRANSFORMER
 from moovitamix.settings import temporary_env
 from moovitamix.spark import spark_session
 from moovitamix.spark_publication import stage_marts
@@ -64,6 +66,13 @@ def _owner(ctx: RunContext) -> ConnectionURL:
     return ctx.url_as(PUBLISHER) if ctx.logins is not None else ctx.warehouse
 
 
+def _newest_load(ctx: RunContext) -> str | None:
+    """The newest completed load as the build starts: a build that passes has checked its
+    elements and those of every load before it (dbt_project/checked_loads.py)."""
+    with connect(ctx.url_as(TRANSFORMER), autocommit=True) as conn:
+        return newest_load(conn)
+
+
 def transform(ctx: RunContext) -> StepReport:
     """dbt build of staging and marts without the unit tests, under a publication into the
     candidate (rebuilt in full after a failed run); dbt's first error fails the step, warnings
@@ -80,6 +89,7 @@ def transform(ctx: RunContext) -> StepReport:
             full_refresh = _drifted(ctx, CANDIDATE)
         if not full_refresh:
             listens_share = _rebuild_listens(ctx, CANDIDATE)
+    checked_through = None if on_spark else _newest_load(ctx)
     with temporary_env(REBUILD_ENV, "1") if listens_share is not None else nullcontext():
         result = run_build(
             ctx.settings,
@@ -117,5 +127,7 @@ def transform(ctx: RunContext) -> StepReport:
             "full_refresh": full_refresh,
             # the share of changed histories that had fct_listens rebuilt (null: it was not)
             "listens_rebuilt_at_share": listens_share,
+            # the newest load whose elements this build checked: the next build's start
+            CHECKED_THROUGH: checked_through,
         },
     )

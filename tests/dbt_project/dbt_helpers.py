@@ -412,3 +412,33 @@ def run_scenario(url: ConnectionURL, api_url: str, target: Path) -> Scenario:
         shrunk_user_id=shrunk,
         deleted_user_id=deleted,
     )
+
+
+WRITTEN_TWICE = "written-twice"  # the record_hash of a hand-made version written twice
+
+
+def add_elements_written_twice(url: ConnectionURL) -> str:
+    """One completed load with elements in raw twice: a copy of an element of the oldest load's
+    (its version came with that load), and two elements of a new version at one position.
+    Returns the load id."""
+    with psycopg.connect(url.url()) as conn:
+        load_id, _ = _completed_load(conn)
+        oldest = "select min(load_id) from raw._dlt_loads where status = 0"
+        copy = (
+            "insert into raw.listen_history__items"
+            " (record_hash, user_id, position, track_id, _dlt_load_id)"
+            " select {hash}, user_id, {position}, track_id, %s from raw.listen_history__items"
+            f" where _dlt_load_id = ({oldest}) order by user_id, position limit 1"
+        )
+        conn.execute(copy.format(hash="record_hash", position="position"), (load_id,))
+        for _ in range(2):
+            conn.execute(copy.format(hash=f"'{WRITTEN_TWICE}'", position="0"), (load_id,))
+        _finish_load(conn, load_id)
+    return load_id
+
+
+def remove_load(url: ConnectionURL, load_id: str) -> None:
+    """Delete a hand-made load's elements and its `_dlt_loads` row."""
+    with psycopg.connect(url.url()) as conn:
+        conn.execute("delete from raw.listen_history__items where _dlt_load_id = %s", (load_id,))
+        conn.execute("delete from raw._dlt_loads where load_id = %s", (load_id,))

@@ -12,15 +12,29 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 import yaml
 
 import dbt_project.__main__ as cli
+from dbt_project.checked_loads import DETAIL, newest_load
 from dbt_project.contracts import proven_tests
 from dbt_project.rebuild import rebuild_share
-from dbt_project.runner import PROJECT_DIR
+from dbt_project.results import NodeResult
+from dbt_project.runner import PROJECT_DIR, run_build
 from ingestion.raw_tables import RAW_INDEXES
-from tests.dbt_project.dbt_helpers import INCOMPLETE_TRACK_ID, INCOMPLETE_USER_ID, MARTS, Scenario
+from moovitamix.run_context import new_run_id
+from moovitamix.run_ledger import RunLedger
+from moovitamix.settings import load_settings
+from moovitamix.warehouse import open_warehouse
+from tests.dbt_project.dbt_helpers import (
+    INCOMPLETE_TRACK_ID,
+    INCOMPLETE_USER_ID,
+    MARTS,
+    Scenario,
+    add_elements_written_twice,
+    remove_load,
+)
 from tests.system_postgres import free_port
 from tests.waiting import wait_until
 
@@ -469,3 +483,67 @@ def test_cli_build_prints_a_table_of_models(
     assert lines[0].split() == ["model", "materialized", "rows", "status", "seconds"]
     assert any(line.split()[:3] == ["dim_genres", "table", str(genres)] for line in lines)
     assert "dbt build OK" in lines[-1]
+
+
+WRITTEN_ONCE = "stg_moovitamix__listen_history_item_versions_written_once"
+
+
+def _written_once(scenario: Scenario, *, full_refresh: bool = False) -> tuple[NodeResult, str]:
+    """The test that each listen history element is in raw once, alone; its result and the SQL
+    it ran."""
+    settings = load_settings()
+    result = run_build(
+        settings, new_run_id(), open_warehouse(settings), WRITTEN_ONCE, full_refresh=full_refresh
+    )
+    (node,) = [node for node in result.tests if node.name == WRITTEN_ONCE]
+    (ran,) = scenario.target.glob(f"run/**/{WRITTEN_ONCE}.sql")
+    return node, ran.read_text(encoding="utf-8")
+
+
+def _record_checked_through(scenario: Scenario, load_id: str | None) -> str:
+    """A successful transform in the run ledger that checked the loads through `load_id`."""
+    ledger = RunLedger(scenario.url, new_run_id())
+    ledger.ensure_tables()
+    ledger.start_run(source="test", warehouse="test")
+    ledger.start_step("transform")
+    ledger.finish_step("transform", seconds=1.0, details={DETAIL: load_id})
+    ledger.finish_run()
+    return ledger.run_id
+
+
+def test_elements_written_twice_fail_and_only_loads_after_a_passing_build_are_read(
+    scenario: Scenario,
+) -> None:
+    runs: list[str] = []
+    load_id = ""
+    try:
+        # no ledger: every element, grouped
+        node, ran = _written_once(scenario)
+        assert node.status == "pass" and "new_elements" not in ran
+        with psycopg.connect(scenario.url.url()) as conn:
+            checked = newest_load(conn)
+        assert checked is not None
+        runs.append(_record_checked_through(scenario, checked))
+        node, ran = _written_once(scenario)
+        assert node.status == "pass" and "new_elements" in ran  # only the loads after it
+
+        load_id = add_elements_written_twice(scenario.url)
+        node, ran = _written_once(scenario)
+        # a copy of an element an earlier load wrote, and a position of a version twice
+        assert (node.status, node.failures) == ("fail", 2) and "new_elements" in ran
+        node, ran = _written_once(scenario, full_refresh=True)
+        assert (node.status, node.failures) == ("fail", 2) and "new_elements" not in ran
+
+        # a load a passing build recorded as checked is not read again; a record that is not a
+        # load id counts as none: every element is read
+        runs.append(_record_checked_through(scenario, load_id))
+        assert _written_once(scenario)[0].status == "pass"
+        runs.append(_record_checked_through(scenario, "not a load id"))
+        node, ran = _written_once(scenario)
+        assert (node.status, node.failures) == ("fail", 2) and "new_elements" not in ran
+    finally:
+        if load_id:
+            remove_load(scenario.url, load_id)
+        with psycopg.connect(scenario.url.url()) as conn:
+            for table in ("pipeline_run_steps", "pipeline_runs"):
+                conn.execute(f"delete from monitoring.{table} where run_id = any(%s)", (runs,))

@@ -165,6 +165,17 @@ def test_three_days_a_concurrent_start_then_a_broken_day(
         assert comment.startswith("published by run "), comment
     assert [status for _, status, _ in runs(warehouse_env)] == ["success"] * 3
     day2_run = published_by(warehouse_env)
+    # each transform recorded the newest load it checked each element of: the next one's start
+    checked = query(
+        warehouse_env,
+        "select details ->> 'elements_checked_through' from monitoring.pipeline_run_steps"
+        " where step = 'transform' order by started_at",
+    )
+    loads = query(
+        warehouse_env,
+        "select load_id from raw._dlt_loads where status = 0 order by cast(load_id as numeric)",
+    )
+    assert checked == loads[-3:], (checked, loads)
 
     # day 3 is broken: the API stops serving half of the users
     set_simulator(api, day=3, faults=["users:missing_records=0.5"])
