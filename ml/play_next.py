@@ -131,14 +131,43 @@ class Histories:
         return matrix
 
 
+def _column_lookup(catalog_ids: np.ndarray, n_listens: int) -> Callable[[np.ndarray], np.ndarray]:
+    """track ids -> catalog columns (-1: not in the catalog; `catalog_ids` sorted, distinct),
+    as positions_of gives them: by a table over the catalog's id range when that table is no
+    larger than the listens' columns (database keys are usually dense enough), as a binary
+    search of every listen's track among the catalog's costs a cache miss per step."""
+    span = int(catalog_ids[-1]) - int(catalog_ids[0]) + 1 if len(catalog_ids) else 0
+    if not len(catalog_ids) or span > max(n_listens, 1 << 20):
+
+        def searched(track_ids: np.ndarray) -> np.ndarray:
+            return positions_of(catalog_ids, track_ids).astype(np.int32)
+
+        return searched
+    low = int(catalog_ids[0])
+    table = np.full(span, -1, dtype=np.int32)
+    table[catalog_ids - low] = np.arange(len(catalog_ids), dtype=np.int32)
+
+    def looked_up(track_ids: np.ndarray) -> np.ndarray:
+        offset = track_ids - low
+        outside = (offset < 0) | (offset >= span)
+        np.clip(offset, 0, span - 1, out=offset)
+        found = table[offset]
+        found[outside] = -1
+        return found
+
+    return looked_up
+
+
 def histories(sequences: Sequences, catalog_ids: np.ndarray) -> Histories:
     """`sequences` in the column space of `catalog_ids` (sorted); listens of other tracks
     are dropped (their neighbours are then not counted as consecutive)."""
     n = len(sequences)
-    cols = np.empty(n, dtype=np.int32)  # mapped a chunk at a time: positions_of holds int64s
+    cols = np.empty(n, dtype=np.int32)  # mapped a chunk at a time: no int64 of every listen
+    to_column = _column_lookup(catalog_ids, n)
     for start in range(0, n, LISTEN_CHUNK):
         part = slice(start, start + LISTEN_CHUNK)
-        cols[part] = positions_of(catalog_ids, sequences.track_id[part])
+        cols[part] = to_column(sequences.track_id[part])
+    del to_column
     keep = cols >= 0
     every = bool(keep.all())  # the usual case: no copies, the arrays are shared
 
@@ -345,13 +374,27 @@ def merge_lists(
     repeat = np.zeros(ids.shape, dtype=bool)
     np.put_along_axis(repeat, order[:, 1:], ranked[:, 1:] == ranked[:, :-1], 1)
     keep = (ids >= 0) & ~repeat
-    pick = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-    kept = np.take_along_axis(keep, pick, 1)
-    return (
-        np.where(kept, np.take_along_axis(ids, pick, 1), -1),
-        np.where(kept, np.take_along_axis(scores, pick, 1), 0.0),
-        np.where(kept, np.take_along_axis(source, pick, 1), -1).astype(np.int8),
-    )
+    return _first_kept(keep, ids, scores, source, k)
+
+
+def _first_kept(
+    keep: np.ndarray, ids: np.ndarray, scores: np.ndarray, source: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, the first k entries where `keep` holds, packed to the front (-1 / 0 / -1
+    after; at most as many columns as given): each kept entry goes to its count of kept
+    entries so far (no sort per row)."""
+    n, k = ids.shape[0], min(k, ids.shape[1])
+    slot = np.cumsum(keep, axis=1, dtype=np.int32) - 1
+    keep = keep & (slot < k)
+    rows = np.broadcast_to(np.arange(n)[:, None], ids.shape)[keep]
+    out_ids = np.full((n, k), -1, dtype=np.int64)
+    out_scores = np.zeros((n, k))
+    out_source = np.full((n, k), -1, dtype=np.int8)
+    at = slot[keep]
+    out_ids[rows, at] = ids[keep]
+    out_scores[rows, at] = scores[keep]
+    out_source[rows, at] = source[keep]
+    return out_ids, out_scores, out_source
 
 
 def artist_lists(artist: np.ndarray, listeners: np.ndarray, k: int) -> np.ndarray:
@@ -379,14 +422,38 @@ class Fallbacks:
     artist: tuple[np.ndarray, np.ndarray]
     genre: tuple[np.ndarray, np.ndarray, np.ndarray]  # ids, scores, source (genre or global)
     popular: tuple[np.ndarray, np.ndarray]
+    # the fill alone (artist, then genre, then global picks), merged once for every fill()
+    merged: tuple[np.ndarray, np.ndarray, np.ndarray] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        parts = [(*self.artist, ARTIST), self.genre, (*self.popular, GLOBAL)]
+        object.__setattr__(self, "merged", merge_lists(parts, self.popular[0].shape[1]))
 
     def fill(
         self, ids: np.ndarray | None = None, scores: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`ids` (model lists, or none) filled with artist, then genre, then global picks."""
-        parts = [] if ids is None else [(ids, scores, MODEL)]
-        parts += [(*self.artist, ARTIST), self.genre, (*self.popular, GLOBAL)]
-        return merge_lists(parts, self.popular[0].shape[1])
+        """`ids` (model lists, or none) filled with artist, then genre, then global picks:
+        merge_lists of the model's and the fill's parts, from the fill merged once (a fill
+        pick is kept where the model's list lacks it; the first k of the merged fill are
+        enough, as at most as many of them as the model's list keeps can be dropped)."""
+        fill_ids, fill_scores, fill_source = self.merged
+        k = fill_ids.shape[1]
+        if ids is None:
+            return fill_ids.copy(), fill_scores.copy(), fill_source.copy()
+        ids = np.asarray(ids)
+        model = ids >= 0
+        for j in range(1, ids.shape[1]):  # a repeat within the model's list counts once
+            model[:, j] &= ~(ids[:, :j] == ids[:, j : j + 1]).any(axis=1)
+        taken = np.zeros(fill_ids.shape, dtype=bool)
+        for j in range(ids.shape[1]):
+            taken |= fill_ids == np.where(model[:, j], ids[:, j], -1)[:, None]
+        return _first_kept(
+            np.concatenate([model, (fill_ids >= 0) & ~taken], axis=1),
+            np.concatenate([ids, fill_ids], axis=1),
+            np.concatenate([np.asarray(scores, np.float64), fill_scores], axis=1),
+            np.concatenate([np.full(ids.shape, MODEL, np.int8), fill_source], axis=1),
+            k,
+        )
 
 
 def fallbacks(h: Histories, tracks: TrackFeatures, k: int) -> Fallbacks:
@@ -475,15 +542,17 @@ def _candidate_lists(
     """Filled lists (ids, scores, source) of the configs and of the named non-sequence
     families, all fit on `h`."""
     k = settings.k
-    fill = fallbacks(h, tracks, k)
+    counts = h.counts()  # the fill's and the collaborative model's
+    fill = fallbacks_of(counts, tracks, k)
     collab_ids = None
     if collaborative is not None and (
         COLLABORATIVE in families or any(c.collaborative for c in configs)
     ):
-        collab_ids, collab_scores = collaborative(h.counts(), k)
+        collab_ids, collab_scores = collaborative(counts, k)
         collab_ids = np.asarray(collab_ids, dtype=np.int64)[:, :k]
         unheard = np.bincount(h.col, minlength=h.n_tracks) == 0  # a model knows nothing of them
         collab_ids = np.where(unheard[:, None], -1, collab_ids)
+    del counts
     out: dict[str | Config, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     if configs:
         for config, (ids, scores) in fit_sequence_lists(h, configs, settings, collab_ids).items():
