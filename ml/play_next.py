@@ -190,23 +190,28 @@ def histories(sequences: Sequences, catalog_ids: np.ndarray) -> Histories:
 # --- the sequence models --------------------------------------------------------------------
 
 
-def pair_masks(h: Histories, window: int, max_gap: int) -> list[np.ndarray]:
-    """Per lag 1..window, whether listen i pairs with listen i + lag: same user, at most
-    `window` positions and `max_gap` seconds apart, different tracks (one byte per listen)."""
-    n, masks = len(h.user), []
+def pair_distances(h: Histories, window: int, max_gap: int) -> list[np.ndarray]:
+    """Per lag 1..window, how many positions listen i + lag comes after listen i where the
+    two pair (same user, at most `window` positions and `max_gap` seconds apart, different
+    tracks), else 0: one byte per listen (the pair's weight is 1 / that distance)."""
+    n, found = len(h.user), []
+    dtype = np.int8 if window <= np.iinfo(np.int8).max else np.int32
     for lag in range(1, window + 1):
-        ok = np.zeros(n, dtype=bool)
+        distance = np.zeros(n, dtype=dtype)
         for start in range(0, max(n - lag, 0), LISTEN_CHUNK):
             first = slice(start, min(start + LISTEN_CHUNK, n - lag))
             second = slice(first.start + lag, first.stop + lag)
-            ok[first] = (
+            apart = h.position[second] - h.position[first]
+            ok = (
                 (h.user[second] == h.user[first])
-                & (h.position[second] - h.position[first] <= window)
+                & (apart <= window)
+                & (apart > 0)  # positions increase within a history
                 & (h.at[second] - h.at[first] <= max_gap)
                 & (h.col[second] != h.col[first])
             )
-        masks.append(ok)
-    return masks
+            distance[first] = np.where(ok, apart, 0)
+        found.append(distance)
+    return found
 
 
 def _blocks(h: Histories, n_pairs: int, budget: int) -> list[tuple[int, int]]:
@@ -229,30 +234,38 @@ def pair_counts(
     max_gap: int,
     lo: int = 0,
     hi: int | None = None,
-    masks: list[np.ndarray] | None = None,
+    distances: list[np.ndarray] | None = None,
     members: np.ndarray | None = None,
 ) -> sp.csr_matrix:
     """Rows lo..hi (source tracks) of the pair counts: window 1 counts b right after a (the
     transitions); a wider window counts b within `window` positions and `max_gap` seconds of
-    a, either way round, weighted 1 / distance (the co-occurrence). `masks`: pair_masks';
-    `members`: block_members(h, lo, hi)."""
+    a, either way round, weighted 1 / distance (the co-occurrence). `distances`:
+    pair_distances'; `members`: block_members(h, lo, hi)."""
     hi = h.n_tracks if hi is None else hi
-    masks = pair_masks(h, window, max_gap) if masks is None else masks
+    distances = pair_distances(h, window, max_gap) if distances is None else distances
     members = block_members(h, lo, hi) if members is None else members
-    # the pairs are found among the block's listens (a pair mask is False past n - lag, so
-    # i + lag stays in range), not by a pass over every listen per lag and way
+    # the pairs are found among the block's listens (a distance is 0 past n - lag, so i + lag
+    # stays in range), not by a pass over every listen per lag and way; the block's tracks
+    # are looked up once (the rows of its pairs), and each pair's distance was stored with
+    # its flag, so a pair costs one look-up of its other listen's track
+    weight = (1.0 / np.arange(window + 1, dtype=np.float64)[1:]).astype(np.float32)
+    weight = np.r_[np.float32(0), weight]  # by distance: 1 / distance (as float32)
+    member_cols = h.col[members] - np.int32(lo)
     rows, cols, values = [], [], []
-    for lag, ok in enumerate(masks, start=1):
-        # (pair starts kept, in order; offset of the row, of the col)
-        ways = [(members[ok[members]], 0, lag)]
-        if window > 1:
-            starts = members[members >= lag] - lag  # pairs whose second listen is the block's
-            ways.append((starts[ok[starts]], lag, 0))
-        for first, row_at, col_at in ways:
-            distance = h.position[first + lag] - h.position[first]
-            rows.append(h.col[first + row_at] - lo)
-            cols.append(h.col[first + col_at])
-            values.append((1.0 / distance).astype(np.float32))
+    for lag, distance in enumerate(distances, start=1):
+        after = distance[members]  # the block's listen first, the pair's second lag later
+        paired = after > 0
+        ways = [(member_cols[paired], members[paired] + lag, after[paired])]
+        if window > 1:  # the pairs whose second listen is the block's
+            seconds = members >= lag
+            before = distance[members[seconds] - lag]
+            paired = before > 0
+            firsts = members[seconds][paired] - lag
+            ways.append((member_cols[seconds][paired], firsts, before[paired]))
+        for row, other, apart in ways:
+            rows.append(row)
+            cols.append(h.col[other])
+            values.append(weight[apart])
     matrix = sp.csr_matrix(
         (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
         shape=(hi - lo, h.n_tracks),
@@ -332,14 +345,14 @@ def fit_sequence_lists(
     if collaborative_ids is not None:
         collab = _collaborative_matrix(collaborative_ids, n_tracks)
     out = {c: (np.full((n_tracks, k), -1, np.int64), np.zeros((n_tracks, k))) for c in configs}
-    t_masks = pair_masks(h, 1, NO_GAP)
-    c_masks = {w: pair_masks(h, w, settings.max_gap_seconds) for w in windows}
+    t_distances = pair_distances(h, 1, NO_GAP)
+    c_distances = {w: pair_distances(h, w, settings.max_gap_seconds) for w in windows}
     for lo, hi in _blocks(h, n_pairs, settings.pair_budget):
         members = block_members(h, lo, hi)  # one pass over the listens per block
-        t_counts = pair_counts(h, 1, NO_GAP, lo, hi, t_masks, members)
+        t_counts = pair_counts(h, 1, NO_GAP, lo, hi, t_distances, members)
         c_counts = {
-            w: pair_counts(h, w, settings.max_gap_seconds, lo, hi, masks, members)
-            for w, masks in c_masks.items()
+            w: pair_counts(h, w, settings.max_gap_seconds, lo, hi, distances, members)
+            for w, distances in c_distances.items()
         }
         del members
         for config in configs:

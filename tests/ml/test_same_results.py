@@ -34,7 +34,7 @@ from ml.play_next import (
     histories,
     merge_lists,
     pair_counts,
-    pair_masks,
+    pair_distances,
 )
 from ml.quality import Churn, churn, segment_intervals, segments
 from ml.rerank import favorite_genre_first
@@ -427,10 +427,27 @@ def test_sequences_sorted_per_message_and_unnested_only_when_needed_are_the_serv
         np.testing.assert_array_equal(getattr(got, name), previous[name], err_msg=name)
 
 
+def previous_pair_masks(h: Histories, window: int, max_gap: int) -> list[np.ndarray]:
+    """ml.play_next's pair flags as they were (now pair_distances, whose flags are d > 0)."""
+    n, masks = len(h.user), []
+    for lag in range(1, window + 1):
+        ok = np.zeros(n, dtype=bool)
+        first, second = slice(0, max(n - lag, 0)), slice(lag, n)
+        ok[first] = (
+            (h.user[second] == h.user[first])
+            & (h.position[second] - h.position[first] <= window)
+            & (h.at[second] - h.at[first] <= max_gap)
+            & (h.col[second] != h.col[first])
+        )
+        masks.append(ok)
+    return masks
+
+
 def previous_pair_counts(
     h: Histories, window: int, max_gap: int, lo: int, hi: int, masks: list[np.ndarray]
 ) -> sp.csr_matrix:
-    """ml.play_next.pair_counts as it was: a pass over every listen per lag and way."""
+    """ml.play_next.pair_counts as it was two ways back: a pass over every listen per lag and
+    way, each pair's distance from the positions."""
     in_block = (h.col >= lo) & (h.col < hi)
     rows, cols, values = [], [], []
     for lag, ok in enumerate(masks, start=1):
@@ -463,13 +480,17 @@ def test_pair_counts_among_a_blocks_listens_are_the_passes_over_every_listen(win
     col = rng.zipf(1.5, n).clip(1, n_tracks).astype(np.int32) - 1  # popular tracks repeat
     h = Histories(user, position, col, np.cumsum(rng.choice([0, 60, 4000], n)), n_tracks)
     gap = NO_GAP if window == 1 else 3600
-    masks = pair_masks(h, window, gap)
+    distances = pair_distances(h, window, gap)
+    masks = previous_pair_masks(h, window, gap)
+    for mask, distance in zip(masks, distances, strict=True):  # the flags are the distances'
+        np.testing.assert_array_equal(distance > 0, mask)
     # the last block ends at the last listen's track: a pair mask is False past n - lag
     for lo, hi in [(0, 1), (0, 17), (17, 120), (120, n_tracks), (0, n_tracks)]:
         previous = previous_pair_counts(h, window, gap, lo, hi, masks)
         for got in (
-            pair_counts(h, window, gap, lo, hi, masks),
-            pair_counts(h, window, gap, lo, hi, masks, block_members(h, lo, hi)),
+            pair_counts(h, window, gap, lo, hi),
+            pair_counts(h, window, gap, lo, hi, distances),
+            pair_counts(h, window, gap, lo, hi, distances, block_members(h, lo, hi)),
         ):
             np.testing.assert_array_equal(got.indptr, previous.indptr)
             np.testing.assert_array_equal(got.indices, previous.indices)
