@@ -427,6 +427,29 @@ def test_sequences_sorted_per_message_and_unnested_only_when_needed_are_the_serv
         np.testing.assert_array_equal(getattr(got, name), previous[name], err_msg=name)
 
 
+@pytest.mark.integration
+def test_sequences_in_messages_bounded_by_given_users_are_the_server_bounded_ones(
+    marts_url, caplog
+) -> None:
+    with connect(marts_url, autocommit=True) as conn:
+        user_ids = np.sort(read_users(conn)["user_id"].to_numpy(dtype=np.int64))
+        bounds = sequences.SERVER_BOUNDS.format(
+            dim_users=sql.Identifier("marts", "dim_users"),
+            buckets=sql.Literal(sequences.PACKED_BUCKETS),
+        )
+        query = sql.SQL("with {} unused as (select 1) select lower_bounds from bounds")
+        row = conn.execute(query.format(bounds)).fetchone()
+        assert row is not None and row[0] == sequences.message_bounds(user_ids)  # the same
+        served = load_sequences(conn)
+        # and any other increasing bounds: other messages, the same sequences
+        for given in (user_ids, user_ids[::7], user_ids[-1:], np.r_[user_ids, user_ids[-1] + 5]):
+            got = load_sequences(conn, user_ids=given)
+            for name in ("user_id", "position", "track_id", "listened_at"):
+                np.testing.assert_array_equal(getattr(got, name), getattr(served, name), name)
+    assert len(served) > len(user_ids) > 1
+    assert "out of order" not in caplog.text  # in history order as read: no fallback sort
+
+
 def previous_pair_masks(h: Histories, window: int, max_gap: int) -> list[np.ndarray]:
     """ml.play_next's pair flags as they were (now pair_distances, whose flags are d > 0)."""
     n, masks = len(h.user), []
