@@ -131,14 +131,43 @@ class Histories:
         return matrix
 
 
+def _column_lookup(catalog_ids: np.ndarray, n_listens: int) -> Callable[[np.ndarray], np.ndarray]:
+    """track ids -> catalog columns (-1: not in the catalog; `catalog_ids` sorted, distinct),
+    as positions_of gives them: by a table over the catalog's id range when that table is no
+    larger than the listens' columns (database keys are usually dense enough), as a binary
+    search of every listen's track among the catalog's costs a cache miss per step."""
+    span = int(catalog_ids[-1]) - int(catalog_ids[0]) + 1 if len(catalog_ids) else 0
+    if not len(catalog_ids) or span > max(n_listens, 1 << 20):
+
+        def searched(track_ids: np.ndarray) -> np.ndarray:
+            return positions_of(catalog_ids, track_ids).astype(np.int32)
+
+        return searched
+    low = int(catalog_ids[0])
+    table = np.full(span, -1, dtype=np.int32)
+    table[catalog_ids - low] = np.arange(len(catalog_ids), dtype=np.int32)
+
+    def looked_up(track_ids: np.ndarray) -> np.ndarray:
+        offset = track_ids - low
+        outside = (offset < 0) | (offset >= span)
+        np.clip(offset, 0, span - 1, out=offset)
+        found = table[offset]
+        found[outside] = -1
+        return found
+
+    return looked_up
+
+
 def histories(sequences: Sequences, catalog_ids: np.ndarray) -> Histories:
     """`sequences` in the column space of `catalog_ids` (sorted); listens of other tracks
     are dropped (their neighbours are then not counted as consecutive)."""
     n = len(sequences)
-    cols = np.empty(n, dtype=np.int32)  # mapped a chunk at a time: positions_of holds int64s
+    cols = np.empty(n, dtype=np.int32)  # mapped a chunk at a time: no int64 of every listen
+    to_column = _column_lookup(catalog_ids, n)
     for start in range(0, n, LISTEN_CHUNK):
         part = slice(start, start + LISTEN_CHUNK)
-        cols[part] = positions_of(catalog_ids, sequences.track_id[part])
+        cols[part] = to_column(sequences.track_id[part])
+    del to_column
     keep = cols >= 0
     every = bool(keep.all())  # the usual case: no copies, the arrays are shared
 
@@ -161,23 +190,28 @@ def histories(sequences: Sequences, catalog_ids: np.ndarray) -> Histories:
 # --- the sequence models --------------------------------------------------------------------
 
 
-def pair_masks(h: Histories, window: int, max_gap: int) -> list[np.ndarray]:
-    """Per lag 1..window, whether listen i pairs with listen i + lag: same user, at most
-    `window` positions and `max_gap` seconds apart, different tracks (one byte per listen)."""
-    n, masks = len(h.user), []
+def pair_distances(h: Histories, window: int, max_gap: int) -> list[np.ndarray]:
+    """Per lag 1..window, how many positions listen i + lag comes after listen i where the
+    two pair (same user, at most `window` positions and `max_gap` seconds apart, different
+    tracks), else 0: one byte per listen (the pair's weight is 1 / that distance)."""
+    n, found = len(h.user), []
+    dtype = np.int8 if window <= np.iinfo(np.int8).max else np.int32
     for lag in range(1, window + 1):
-        ok = np.zeros(n, dtype=bool)
+        distance = np.zeros(n, dtype=dtype)
         for start in range(0, max(n - lag, 0), LISTEN_CHUNK):
             first = slice(start, min(start + LISTEN_CHUNK, n - lag))
             second = slice(first.start + lag, first.stop + lag)
-            ok[first] = (
+            apart = h.position[second] - h.position[first]
+            ok = (
                 (h.user[second] == h.user[first])
-                & (h.position[second] - h.position[first] <= window)
+                & (apart <= window)
+                & (apart > 0)  # positions increase within a history
                 & (h.at[second] - h.at[first] <= max_gap)
                 & (h.col[second] != h.col[first])
             )
-        masks.append(ok)
-    return masks
+            distance[first] = np.where(ok, apart, 0)
+        found.append(distance)
+    return found
 
 
 def _blocks(h: Histories, n_pairs: int, budget: int) -> list[tuple[int, int]]:
@@ -200,30 +234,38 @@ def pair_counts(
     max_gap: int,
     lo: int = 0,
     hi: int | None = None,
-    masks: list[np.ndarray] | None = None,
+    distances: list[np.ndarray] | None = None,
     members: np.ndarray | None = None,
 ) -> sp.csr_matrix:
     """Rows lo..hi (source tracks) of the pair counts: window 1 counts b right after a (the
     transitions); a wider window counts b within `window` positions and `max_gap` seconds of
-    a, either way round, weighted 1 / distance (the co-occurrence). `masks`: pair_masks';
-    `members`: block_members(h, lo, hi)."""
+    a, either way round, weighted 1 / distance (the co-occurrence). `distances`:
+    pair_distances'; `members`: block_members(h, lo, hi)."""
     hi = h.n_tracks if hi is None else hi
-    masks = pair_masks(h, window, max_gap) if masks is None else masks
+    distances = pair_distances(h, window, max_gap) if distances is None else distances
     members = block_members(h, lo, hi) if members is None else members
-    # the pairs are found among the block's listens (a pair mask is False past n - lag, so
-    # i + lag stays in range), not by a pass over every listen per lag and way
+    # the pairs are found among the block's listens (a distance is 0 past n - lag, so i + lag
+    # stays in range), not by a pass over every listen per lag and way; the block's tracks
+    # are looked up once (the rows of its pairs), and each pair's distance was stored with
+    # its flag, so a pair costs one look-up of its other listen's track
+    weight = (1.0 / np.arange(window + 1, dtype=np.float64)[1:]).astype(np.float32)
+    weight = np.r_[np.float32(0), weight]  # by distance: 1 / distance (as float32)
+    member_cols = h.col[members] - np.int32(lo)
     rows, cols, values = [], [], []
-    for lag, ok in enumerate(masks, start=1):
-        # (pair starts kept, in order; offset of the row, of the col)
-        ways = [(members[ok[members]], 0, lag)]
-        if window > 1:
-            starts = members[members >= lag] - lag  # pairs whose second listen is the block's
-            ways.append((starts[ok[starts]], lag, 0))
-        for first, row_at, col_at in ways:
-            distance = h.position[first + lag] - h.position[first]
-            rows.append(h.col[first + row_at] - lo)
-            cols.append(h.col[first + col_at])
-            values.append((1.0 / distance).astype(np.float32))
+    for lag, distance in enumerate(distances, start=1):
+        after = distance[members]  # the block's listen first, the pair's second lag later
+        paired = after > 0
+        ways = [(member_cols[paired], members[paired] + lag, after[paired])]
+        if window > 1:  # the pairs whose second listen is the block's
+            seconds = members >= lag
+            before = distance[members[seconds] - lag]
+            paired = before > 0
+            firsts = members[seconds][paired] - lag
+            ways.append((member_cols[seconds][paired], firsts, before[paired]))
+        for row, other, apart in ways:
+            rows.append(row)
+            cols.append(h.col[other])
+            values.append(weight[apart])
     matrix = sp.csr_matrix(
         (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
         shape=(hi - lo, h.n_tracks),
@@ -303,14 +345,14 @@ def fit_sequence_lists(
     if collaborative_ids is not None:
         collab = _collaborative_matrix(collaborative_ids, n_tracks)
     out = {c: (np.full((n_tracks, k), -1, np.int64), np.zeros((n_tracks, k))) for c in configs}
-    t_masks = pair_masks(h, 1, NO_GAP)
-    c_masks = {w: pair_masks(h, w, settings.max_gap_seconds) for w in windows}
+    t_distances = pair_distances(h, 1, NO_GAP)
+    c_distances = {w: pair_distances(h, w, settings.max_gap_seconds) for w in windows}
     for lo, hi in _blocks(h, n_pairs, settings.pair_budget):
         members = block_members(h, lo, hi)  # one pass over the listens per block
-        t_counts = pair_counts(h, 1, NO_GAP, lo, hi, t_masks, members)
+        t_counts = pair_counts(h, 1, NO_GAP, lo, hi, t_distances, members)
         c_counts = {
-            w: pair_counts(h, w, settings.max_gap_seconds, lo, hi, masks, members)
-            for w, masks in c_masks.items()
+            w: pair_counts(h, w, settings.max_gap_seconds, lo, hi, distances, members)
+            for w, distances in c_distances.items()
         }
         del members
         for config in configs:
@@ -345,13 +387,27 @@ def merge_lists(
     repeat = np.zeros(ids.shape, dtype=bool)
     np.put_along_axis(repeat, order[:, 1:], ranked[:, 1:] == ranked[:, :-1], 1)
     keep = (ids >= 0) & ~repeat
-    pick = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-    kept = np.take_along_axis(keep, pick, 1)
-    return (
-        np.where(kept, np.take_along_axis(ids, pick, 1), -1),
-        np.where(kept, np.take_along_axis(scores, pick, 1), 0.0),
-        np.where(kept, np.take_along_axis(source, pick, 1), -1).astype(np.int8),
-    )
+    return _first_kept(keep, ids, scores, source, k)
+
+
+def _first_kept(
+    keep: np.ndarray, ids: np.ndarray, scores: np.ndarray, source: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, the first k entries where `keep` holds, packed to the front (-1 / 0 / -1
+    after; at most as many columns as given): each kept entry goes to its count of kept
+    entries so far (no sort per row)."""
+    n, k = ids.shape[0], min(k, ids.shape[1])
+    slot = np.cumsum(keep, axis=1, dtype=np.int32) - 1
+    keep = keep & (slot < k)
+    rows = np.broadcast_to(np.arange(n)[:, None], ids.shape)[keep]
+    out_ids = np.full((n, k), -1, dtype=np.int64)
+    out_scores = np.zeros((n, k))
+    out_source = np.full((n, k), -1, dtype=np.int8)
+    at = slot[keep]
+    out_ids[rows, at] = ids[keep]
+    out_scores[rows, at] = scores[keep]
+    out_source[rows, at] = source[keep]
+    return out_ids, out_scores, out_source
 
 
 def artist_lists(artist: np.ndarray, listeners: np.ndarray, k: int) -> np.ndarray:
@@ -379,14 +435,38 @@ class Fallbacks:
     artist: tuple[np.ndarray, np.ndarray]
     genre: tuple[np.ndarray, np.ndarray, np.ndarray]  # ids, scores, source (genre or global)
     popular: tuple[np.ndarray, np.ndarray]
+    # the fill alone (artist, then genre, then global picks), merged once for every fill()
+    merged: tuple[np.ndarray, np.ndarray, np.ndarray] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        parts = [(*self.artist, ARTIST), self.genre, (*self.popular, GLOBAL)]
+        object.__setattr__(self, "merged", merge_lists(parts, self.popular[0].shape[1]))
 
     def fill(
         self, ids: np.ndarray | None = None, scores: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`ids` (model lists, or none) filled with artist, then genre, then global picks."""
-        parts = [] if ids is None else [(ids, scores, MODEL)]
-        parts += [(*self.artist, ARTIST), self.genre, (*self.popular, GLOBAL)]
-        return merge_lists(parts, self.popular[0].shape[1])
+        """`ids` (model lists, or none) filled with artist, then genre, then global picks:
+        merge_lists of the model's and the fill's parts, from the fill merged once (a fill
+        pick is kept where the model's list lacks it; the first k of the merged fill are
+        enough, as at most as many of them as the model's list keeps can be dropped)."""
+        fill_ids, fill_scores, fill_source = self.merged
+        k = fill_ids.shape[1]
+        if ids is None:
+            return fill_ids.copy(), fill_scores.copy(), fill_source.copy()
+        ids = np.asarray(ids)
+        model = ids >= 0
+        for j in range(1, ids.shape[1]):  # a repeat within the model's list counts once
+            model[:, j] &= ~(ids[:, :j] == ids[:, j : j + 1]).any(axis=1)
+        taken = np.zeros(fill_ids.shape, dtype=bool)
+        for j in range(ids.shape[1]):
+            taken |= fill_ids == np.where(model[:, j], ids[:, j], -1)[:, None]
+        return _first_kept(
+            np.concatenate([model, (fill_ids >= 0) & ~taken], axis=1),
+            np.concatenate([ids, fill_ids], axis=1),
+            np.concatenate([np.asarray(scores, np.float64), fill_scores], axis=1),
+            np.concatenate([np.full(ids.shape, MODEL, np.int8), fill_source], axis=1),
+            k,
+        )
 
 
 def fallbacks(h: Histories, tracks: TrackFeatures, k: int) -> Fallbacks:
@@ -475,15 +555,17 @@ def _candidate_lists(
     """Filled lists (ids, scores, source) of the configs and of the named non-sequence
     families, all fit on `h`."""
     k = settings.k
-    fill = fallbacks(h, tracks, k)
+    counts = h.counts()  # the fill's and the collaborative model's
+    fill = fallbacks_of(counts, tracks, k)
     collab_ids = None
     if collaborative is not None and (
         COLLABORATIVE in families or any(c.collaborative for c in configs)
     ):
-        collab_ids, collab_scores = collaborative(h.counts(), k)
+        collab_ids, collab_scores = collaborative(counts, k)
         collab_ids = np.asarray(collab_ids, dtype=np.int64)[:, :k]
         unheard = np.bincount(h.col, minlength=h.n_tracks) == 0  # a model knows nothing of them
         collab_ids = np.where(unheard[:, None], -1, collab_ids)
+    del counts
     out: dict[str | Config, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     if configs:
         for config, (ids, scores) in fit_sequence_lists(h, configs, settings, collab_ids).items():

@@ -36,18 +36,7 @@ log = logging.getLogger(__name__)
 # (a function call per row: most of the query's time).
 PACKED_SEQUENCES_QUERY = sql.SQL("""
     copy (
-        with numbered as (
-            select
-                user_id,
-                row_number() over (order by user_id) - 1 as user_number,
-                greatest(count(*) over () / {buckets}, 1) as step
-            from {dim_users}
-        ),
-        bounds as (
-            select array_agg(user_id order by user_id) as lower_bounds
-            from numbered
-            where user_number % step = 0
-        ),
+        with {bounds_ctes}
         unnested as (
             select f.user_id, f.positions[1] as position, f.track_id, f.listened_at[1] as at
             from {fct_listens} as f
@@ -75,6 +64,23 @@ PACKED_SEQUENCES_QUERY = sql.SQL("""
         order by bucket
     ) to stdout (format binary)
 """)
+# the messages' lower bounds: every n-th user of dim_users, numbered on the server (a scan of
+# a million users in id order), or given by the caller who holds them already
+SERVER_BOUNDS = sql.SQL("""
+        numbered as (
+            select
+                user_id,
+                row_number() over (order by user_id) - 1 as user_number,
+                greatest(count(*) over () / {buckets}, 1) as step
+            from {dim_users}
+        ),
+        bounds as (
+            select array_agg(user_id order by user_id) as lower_bounds
+            from numbered
+            where user_number % step = 0
+        ),""")
+GIVEN_BOUNDS = sql.SQL("""
+        bounds as (select {lower_bounds}::bigint[] as lower_bounds),""")
 SEQUENCE_RECORD = np.dtype(
     [("user_id", ">i8"), ("position", ">i4"), ("track_id", ">i8"), ("listened_at", ">i8")]
 )
@@ -153,12 +159,29 @@ def in_history_order(user_id: np.ndarray, position: np.ndarray, chunk: int = 4_0
     return True
 
 
-def load_sequences(conn: psycopg.Connection, schema: str = MARTS) -> Sequences:
-    """<schema>.fct_listens -> Sequences, one record per listen (unnested on the server)."""
+def message_bounds(user_ids: np.ndarray) -> list[int]:
+    """The messages' lower bounds as the server numbers them: every n-th of the users (sorted,
+    distinct: dim_users'), n = users // PACKED_BUCKETS (at least 1)."""
+    step = max(len(user_ids) // PACKED_BUCKETS, 1)
+    return np.asarray(user_ids, dtype=np.int64)[::step].tolist()
+
+
+def load_sequences(
+    conn: psycopg.Connection, schema: str = MARTS, user_ids: np.ndarray | None = None
+) -> Sequences:
+    """<schema>.fct_listens -> Sequences, one record per listen (unnested on the server).
+    `user_ids`: <schema>.dim_users' (sorted), when the caller has them: the messages' bounds
+    are then taken from them instead of numbering the users on the server (the same bounds;
+    any increasing bounds would give the same sequences, only other messages)."""
+    if user_ids is None:
+        bounds = SERVER_BOUNDS.format(
+            dim_users=sql.Identifier(schema, "dim_users"), buckets=sql.Literal(PACKED_BUCKETS)
+        )
+    else:
+        bounds = GIVEN_BOUNDS.format(lower_bounds=sql.Literal(message_bounds(user_ids)))
     query = PACKED_SEQUENCES_QUERY.format(
+        bounds_ctes=bounds,
         fct_listens=sql.Identifier(schema, "fct_listens"),
-        dim_users=sql.Identifier(schema, "dim_users"),
-        buckets=sql.Literal(PACKED_BUCKETS),
         no_time=sql.Literal(str(NO_TIME)),
     )
     columns = read_packed(conn, query, SEQUENCE_RECORD, sort_by=("user_id", "position"))

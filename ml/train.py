@@ -274,13 +274,16 @@ def read_inputs(
     return Inputs(interactions, catalog, sequences, tracks, champion, fit_seconds, step_timings)
 
 
-def read_sequences(url: ConnectionURL, marts_schema: str = MARTS) -> Sequences:
-    """Every listen of the marts in history order (ml.sequences)."""
+def read_sequences(
+    url: ConnectionURL, marts_schema: str = MARTS, user_ids: np.ndarray | None = None
+) -> Sequences:
+    """Every listen of the marts in history order (ml.sequences); `user_ids`: dim_users',
+    when read already."""
     with (
         connect(url, autocommit=True) as conn,
         _failing("reading the listening sequences failed"),
     ):
-        return load_sequences(conn, marts_schema)
+        return load_sequences(conn, marts_schema, user_ids)
 
 
 def evaluation_data(inputs: Inputs, config: MlConfig) -> EvaluationData:
@@ -429,7 +432,7 @@ def run_training(
             with budget.timed(PLAY_NEXT):
                 listened = inputs.sequences
                 if listened is None:
-                    listened = read_sequences(warehouse, schema)
+                    listened = read_sequences(warehouse, schema, inputs.catalog.user_ids)
                 listened = histories(listened, inputs.tracks.track_ids)  # the sequences let go
                 play_next = play_next_lists(listened, inputs.tracks, config, threads)
                 del listened

@@ -1,7 +1,8 @@
 """Faster ways of computing the same thing, each against the way it was computed before (kept
 here as the reference): the bootstrap, the decision's gains and the test report drawn at once,
-the sparse top-k, the popularity rankings, the membership test, play next's scaling, the
-pruned top-k's skipped passes and the cold-start blend's per-row sort."""
+the sparse top-k, the popularity rankings, the membership test, play next's scaling, its
+columns by a table and its lists merged without sorts, the pruned top-k's skipped passes and
+the cold-start blend's per-row sort."""
 
 import numpy as np
 import pandas as pd
@@ -9,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 from psycopg import sql
 
-from ml import evaluate, sequences, topk
+from ml import evaluate, play_next, sequences, topk
 from ml.baselines import Popularity, _distinct_rows
 from ml.evaluate import Scored, evaluate_model, judge
 from ml.families.base import sparse_top_k
@@ -17,17 +18,28 @@ from ml.interactions import (
     LISTEN_RECORD,
     build_interactions,
     load_interactions,
+    positions_of,
     read_csv,
     read_packed,
     read_users,
 )
 from ml.intervals import bootstrap_means, difference, differences
 from ml.lists import blend, rows_or_empty
-from ml.play_next import NO_GAP, Histories, _scaled, block_members, pair_counts, pair_masks
+from ml.play_next import (
+    NO_GAP,
+    Fallbacks,
+    Histories,
+    _scaled,
+    block_members,
+    histories,
+    merge_lists,
+    pair_counts,
+    pair_distances,
+)
 from ml.quality import Churn, churn, segment_intervals, segments
 from ml.rerank import favorite_genre_first
 from ml.selection import decide
-from ml.sequences import SEQUENCE_RECORD, load_sequences
+from ml.sequences import SEQUENCE_RECORD, Sequences, load_sequences
 from ml.topk import in_rows, top_k
 from moovitamix.warehouse import connect
 from tests.ml.test_evaluate import ALS, _data
@@ -415,10 +427,50 @@ def test_sequences_sorted_per_message_and_unnested_only_when_needed_are_the_serv
         np.testing.assert_array_equal(getattr(got, name), previous[name], err_msg=name)
 
 
+@pytest.mark.integration
+def test_sequences_in_messages_bounded_by_given_users_are_the_server_bounded_ones(
+    marts_url, caplog
+) -> None:
+    with connect(marts_url, autocommit=True) as conn:
+        user_ids = np.sort(read_users(conn)["user_id"].to_numpy(dtype=np.int64))
+        bounds = sequences.SERVER_BOUNDS.format(
+            dim_users=sql.Identifier("marts", "dim_users"),
+            buckets=sql.Literal(sequences.PACKED_BUCKETS),
+        )
+        query = sql.SQL("with {} unused as (select 1) select lower_bounds from bounds")
+        row = conn.execute(query.format(bounds)).fetchone()
+        assert row is not None and row[0] == sequences.message_bounds(user_ids)  # the same
+        served = load_sequences(conn)
+        # and any other increasing bounds: other messages, the same sequences
+        for given in (user_ids, user_ids[::7], user_ids[-1:], np.r_[user_ids, user_ids[-1] + 5]):
+            got = load_sequences(conn, user_ids=given)
+            for name in ("user_id", "position", "track_id", "listened_at"):
+                np.testing.assert_array_equal(getattr(got, name), getattr(served, name), name)
+    assert len(served) > len(user_ids) > 1
+    assert "out of order" not in caplog.text  # in history order as read: no fallback sort
+
+
+def previous_pair_masks(h: Histories, window: int, max_gap: int) -> list[np.ndarray]:
+    """ml.play_next's pair flags as they were (now pair_distances, whose flags are d > 0)."""
+    n, masks = len(h.user), []
+    for lag in range(1, window + 1):
+        ok = np.zeros(n, dtype=bool)
+        first, second = slice(0, max(n - lag, 0)), slice(lag, n)
+        ok[first] = (
+            (h.user[second] == h.user[first])
+            & (h.position[second] - h.position[first] <= window)
+            & (h.at[second] - h.at[first] <= max_gap)
+            & (h.col[second] != h.col[first])
+        )
+        masks.append(ok)
+    return masks
+
+
 def previous_pair_counts(
     h: Histories, window: int, max_gap: int, lo: int, hi: int, masks: list[np.ndarray]
 ) -> sp.csr_matrix:
-    """ml.play_next.pair_counts as it was: a pass over every listen per lag and way."""
+    """ml.play_next.pair_counts as it was two ways back: a pass over every listen per lag and
+    way, each pair's distance from the positions."""
     in_block = (h.col >= lo) & (h.col < hi)
     rows, cols, values = [], [], []
     for lag, ok in enumerate(masks, start=1):
@@ -451,13 +503,17 @@ def test_pair_counts_among_a_blocks_listens_are_the_passes_over_every_listen(win
     col = rng.zipf(1.5, n).clip(1, n_tracks).astype(np.int32) - 1  # popular tracks repeat
     h = Histories(user, position, col, np.cumsum(rng.choice([0, 60, 4000], n)), n_tracks)
     gap = NO_GAP if window == 1 else 3600
-    masks = pair_masks(h, window, gap)
+    distances = pair_distances(h, window, gap)
+    masks = previous_pair_masks(h, window, gap)
+    for mask, distance in zip(masks, distances, strict=True):  # the flags are the distances'
+        np.testing.assert_array_equal(distance > 0, mask)
     # the last block ends at the last listen's track: a pair mask is False past n - lag
     for lo, hi in [(0, 1), (0, 17), (17, 120), (120, n_tracks), (0, n_tracks)]:
         previous = previous_pair_counts(h, window, gap, lo, hi, masks)
         for got in (
-            pair_counts(h, window, gap, lo, hi, masks),
-            pair_counts(h, window, gap, lo, hi, masks, block_members(h, lo, hi)),
+            pair_counts(h, window, gap, lo, hi),
+            pair_counts(h, window, gap, lo, hi, distances),
+            pair_counts(h, window, gap, lo, hi, distances, block_members(h, lo, hi)),
         ):
             np.testing.assert_array_equal(got.indptr, previous.indptr)
             np.testing.assert_array_equal(got.indices, previous.indices)
@@ -613,3 +669,97 @@ def test_favorite_genre_first_by_a_table_is_the_binary_search(seed: int) -> None
         expected = previous_favorite_genre_first(ids, favorite, track_genres, k, depth)
         np.testing.assert_array_equal(got, expected)
     assert (favorite_genre_first(ids, favorite, track_genres, 10, 100) != np.arange(10)).any()
+
+
+def previous_histories_columns(sequences: Sequences, catalog_ids: np.ndarray) -> np.ndarray:
+    """ml.play_next.histories' columns as they were: a binary search of every listen's track."""
+    return positions_of(catalog_ids, sequences.track_id).astype(np.int32)
+
+
+@pytest.mark.parametrize("ids", ["dense", "sparse"])  # by the table, by the binary search
+def test_histories_columns_by_a_table_are_the_binary_search(monkeypatch, ids: str) -> None:
+    rng = np.random.default_rng(5)
+    n = 5_000
+    space = 3_000 if ids == "dense" else 10**12  # the id range, against the listens
+    catalog = 7 + 3 * np.unique(rng.integers(0, space // 3, 450))[:400]  # sorted, distinct
+    # played tracks: catalog ones, others between them, and some below and above its range
+    others = np.r_[catalog - 1, catalog[0] - 5, catalog[-1] + 1, catalog[-1] + 10**6, -3]
+    track_id = np.where(rng.random(n) < 0.8, rng.choice(catalog, n), rng.choice(others, n))
+    user_id = np.sort(rng.integers(0, 300, n)).astype(np.int64)
+    position = np.arange(n, dtype=np.int32)  # in order within each user
+    sequences = Sequences(user_id, position, track_id, np.arange(n, dtype=np.int64))
+    previous = previous_histories_columns(sequences, catalog)
+    assert (previous < 0).any() and (previous >= 0).any()
+    got = histories(sequences, catalog)
+    kept = previous >= 0
+    np.testing.assert_array_equal(got.col, previous[kept])
+    np.testing.assert_array_equal(got.position, position[kept])
+    np.testing.assert_array_equal(got.at, sequences.listened_at[kept])
+    assert got.n_tracks == len(catalog) and got.col.dtype == np.int32
+    # the same in many chunks (each mapped on its own), and in chunks of 1,000
+    for chunk in (7, 1_000):
+        monkeypatch.setattr(play_next, "LISTEN_CHUNK", chunk)
+        np.testing.assert_array_equal(histories(sequences, catalog).col, got.col)
+
+
+def previous_merge_lists(
+    parts: list[tuple[np.ndarray, np.ndarray, int | np.ndarray]], k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ml.play_next.merge_lists as it was: the kept entries brought forward by a stable sort."""
+    ids = np.concatenate([p[0] for p in parts], axis=1)
+    scores = np.concatenate([np.asarray(p[1], np.float64) for p in parts], axis=1)
+    source = np.concatenate([np.broadcast_to(p[2], p[0].shape) for p in parts], axis=1)
+    order = np.argsort(ids, axis=1, kind="stable")
+    ranked = np.take_along_axis(ids, order, 1)
+    repeat = np.zeros(ids.shape, dtype=bool)
+    np.put_along_axis(repeat, order[:, 1:], ranked[:, 1:] == ranked[:, :-1], 1)
+    keep = (ids >= 0) & ~repeat
+    pick = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+    kept = np.take_along_axis(keep, pick, 1)
+    return (
+        np.where(kept, np.take_along_axis(ids, pick, 1), -1),
+        np.where(kept, np.take_along_axis(scores, pick, 1), 0.0),
+        np.where(kept, np.take_along_axis(source, pick, 1), -1).astype(np.int8),
+    )
+
+
+def _lists(rng: np.random.Generator, n: int, width: int, n_ids: int) -> np.ndarray:
+    """Lists over few ids: repeats within a row and across lists, -1 anywhere (mostly at the
+    end), some rows empty."""
+    ids = rng.integers(-1, n_ids, (n, width))
+    ids[rng.random((n, width)) < 0.2] = -1
+    ends = rng.integers(0, width + 1, n)
+    ids[np.arange(width)[None, :] >= ends[:, None]] = -1
+    return ids
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lists_merged_without_sorts_are_the_sorted_merge(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, k = 2_000, 10
+    model, artist, genre, popular = (_lists(rng, n, k, 25) for _ in range(4))
+    scores = [rng.random((n, k)).round(1) for _ in range(4)]  # ties
+    genre_source = rng.integers(2, 4, (n, k))
+    parts = [(model, scores[0], 0), (artist, scores[1], 1), (genre, scores[2], genre_source)]
+    parts.append((popular, scores[3], 3))
+    for width in (1, 3, k, 2 * k, 4 * k + 5):  # narrower and wider than the lists
+        for got, previous in (
+            (merge_lists(parts, width), previous_merge_lists(parts, width)),
+            (merge_lists(parts[1:2], width), previous_merge_lists(parts[1:2], width)),
+        ):
+            for a, b in zip(got, previous, strict=True):
+                assert a.dtype == b.dtype
+                np.testing.assert_array_equal(a, b)
+    fill = Fallbacks((artist, scores[1]), (genre, scores[2], genre_source), (popular, scores[3]))
+    for got, previous in (
+        (fill.fill(model, scores[0]), previous_merge_lists(parts, k)),
+        (fill.fill(), previous_merge_lists(parts[1:], k)),
+        (
+            fill.fill(model[:, :3], scores[0][:, :3]),
+            previous_merge_lists([(model[:, :3], scores[0][:, :3], 0), *parts[1:]], k),
+        ),
+        (fill.fill(np.full((n, k), -1), scores[0]), previous_merge_lists(parts[1:], k)),
+    ):
+        for a, b in zip(got, previous, strict=True):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
