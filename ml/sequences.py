@@ -81,6 +81,10 @@ SERVER_BOUNDS = sql.SQL("""
         ),""")
 GIVEN_BOUNDS = sql.SQL("""
         bounds as (select {lower_bounds}::bigint[] as lower_bounds),""")
+# The server holds every message while it packs them (a hash aggregate of each bucket's bytea,
+# about the records' size: 28 bytes a listen); under the usual work_mem it spills them to disk
+# and reads them back (ml/README.md). A cap for the read alone, used only as far as needed.
+PACKING_MEMORY = "1GB"
 SEQUENCE_RECORD = np.dtype(
     [("user_id", ">i8"), ("position", ">i4"), ("track_id", ">i8"), ("listened_at", ">i8")]
 )
@@ -184,7 +188,9 @@ def load_sequences(
         fct_listens=sql.Identifier(schema, "fct_listens"),
         no_time=sql.Literal(str(NO_TIME)),
     )
-    columns = read_packed(conn, query, SEQUENCE_RECORD, sort_by=("user_id", "position"))
+    with conn.transaction():  # the setting ends with it (or with the caller's transaction)
+        conn.execute(sql.SQL("set local work_mem = {}").format(sql.Literal(PACKING_MEMORY)))
+        columns = read_packed(conn, query, SEQUENCE_RECORD, sort_by=("user_id", "position"))
     columns["listened_at"] = rounded_epoch_seconds(columns["listened_at"])
     if not in_history_order(columns["user_id"], columns["position"]):  # not expected: sorted
         log.warning("%s.fct_listens' sequences arrived out of order: sorting them", schema)

@@ -4,6 +4,7 @@ import pytest
 
 from ml.sequences import (
     NO_ARTIST,
+    PACKING_MEMORY,
     build_sequences,
     in_history_order,
     load_sequences,
@@ -96,7 +97,12 @@ def test_sequences_and_track_features_load_from_the_marts(fresh_warehouse, caplo
                 f"array[{', '.join(times)}], {times[0]}, {times[-1]})",
                 (user, track, len(positions), positions),
             )
+        conn.commit()
+        conn.autocommit = True  # as the train step reads: the read is a transaction of its own
+        work_mem = conn.execute("show work_mem").fetchone()
         got = load_sequences(conn, SCHEMA)
+        # the read's larger work_mem (ml.sequences.PACKING_MEMORY) ended with it
+        assert conn.execute("show work_mem").fetchone() == work_mem != (PACKING_MEMORY,)
         features = load_track_features(conn, SCHEMA)
 
     # the oracle: every listen unpacked in Python, sorted by (user, position)
