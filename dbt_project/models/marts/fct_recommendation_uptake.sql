@@ -247,13 +247,41 @@ ranked_listens as (
 
 ),
 
+history_lengths as (
+
+    -- the length of each user's current listen history: no fewer elements than the distinct
+    -- tracks of their rows in fct_listens, so no fewer than the tracks they had heard
+    select
+        user_id,
+        item_count
+    from history_versions
+    where is_current
+
+),
+
+candidates as (
+
+    -- the listens that can be in the user's popularity list: ranked within k plus the number
+    -- of tracks the user had heard (fewer than k unheard tracks rank above it), bounded from
+    -- above by the length of the user's history; the rest cannot, and are not joined to what
+    -- the user had heard (the bound only leaves listens out: `baseline` tests each exactly)
+    select ranked_listens.*
+    from ranked_listens
+    left join history_lengths
+        on ranked_listens.user_id = history_lengths.user_id
+    where
+        history_lengths.item_count is null
+        or ranked_listens.popularity_rank <= ranked_listens.k + history_lengths.item_count
+
+),
+
 listeners as (
 
     select distinct
         user_id,
         model_run_id,
         data_until_at
-    from ranked_listens
+    from candidates
 
 ),
 
@@ -279,34 +307,6 @@ heard as (
         on
             listeners.model_run_id = heard_rank.model_run_id
             and heard_tracks.track_id = heard_rank.track_id
-
-),
-
-heard_counts as (
-
-    select
-        user_id,
-        model_run_id,
-        count(*) as heard_count
-    from heard
-    group by user_id, model_run_id
-
-),
-
-candidates as (
-
-    -- the listens that can be in the user's popularity list: ranked within k plus the number
-    -- of tracks the user had heard (fewer than k unheard tracks rank above it); the rest
-    -- cannot, and are not joined to what the user had heard
-    select ranked_listens.*
-    from ranked_listens
-    left join heard_counts
-        on
-            ranked_listens.user_id = heard_counts.user_id
-            and ranked_listens.model_run_id = heard_counts.model_run_id
-    where
-        ranked_listens.popularity_rank
-        <= ranked_listens.k + coalesce(heard_counts.heard_count, 0)
 
 ),
 
