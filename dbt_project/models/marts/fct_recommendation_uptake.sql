@@ -143,25 +143,47 @@ day_listens as (
 
 ),
 
-published as (
+listed as materialized (
 
-    -- in the user's list of the day's run: one list per run and user, looked up through the
-    -- copy's index on (model_run_id, user_id) rather than the copy of every run hashed (it
-    -- grows by a run a day); `offset 0` keeps Postgres from turning the lookup into that join
+    -- the list of the day's run of each user with new listens, once per run and user (not once
+    -- per listen: materialized, or Postgres moves the lookup after the join to the listens),
+    -- looked up through the copy's index on (model_run_id, user_id) rather than the copy of
+    -- every run hashed (it grows by a run a day); `offset 0` keeps Postgres from turning the
+    -- lookup into that join
     select
-        day_listens.listen_date,
-        day_listens.user_id,
-        day_listens.model_run_id
-    from day_listens
+        listeners.model_run_id,
+        listeners.user_id,
+        lists.track_ids
+    from (
+        select distinct
+            day_listens.model_run_id,
+            day_listens.user_id
+        from day_listens
+    ) as listeners
     cross join
         lateral (
             select published_lists.track_ids
             from published_lists
             where
-                published_lists.model_run_id = day_listens.model_run_id
-                and published_lists.user_id = day_listens.user_id
+                published_lists.model_run_id = listeners.model_run_id
+                and published_lists.user_id = listeners.user_id
             offset 0  -- noqa: AM09
-        ) as listed
+        ) as lists
+
+),
+
+published as (
+
+    -- in the user's list of the day's run
+    select
+        day_listens.listen_date,
+        day_listens.user_id,
+        day_listens.model_run_id
+    from day_listens
+    inner join listed
+        on
+            day_listens.model_run_id = listed.model_run_id
+            and day_listens.user_id = listed.user_id
     where day_listens.track_id = any(listed.track_ids)
 
 ),
