@@ -18,8 +18,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 import pytest
+import yaml
 from psycopg import sql
 
+from dbt_project.contracts import ENFORCED_TAG
+from dbt_project.runner import PROJECT_DIR
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.roles import APP, ML
 from moovitamix.simulator_process import running_simulator
@@ -27,6 +30,8 @@ from tests.dbt_project.conftest import SIMULATOR_ARGS
 from tests.dbt_project.dbt_helpers import build, fetch_all, ingest, query, set_day
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SERVING_YML = PROJECT_DIR / "models" / "staging" / "serving" / "_serving__models.yml"
 
 K = 3
 UPTAKE = (
@@ -246,7 +251,14 @@ def test_rebuilds_change_nothing_and_the_lists_copy_outlives_a_full_refresh(
 
 def test_the_copy_is_unique_by_run_and_user_through_an_index(uptake: Uptake) -> None:
     """The index the copy's probe of a kept run and the mart's lookup of a user's list read;
-    added by a post-hook, so a copy created before it gets it at its next build."""
+    added by a post-hook, so a copy created before it gets it at its next build. It proves the
+    copy's uniqueness test, which Postgres builds therefore leave out (ENFORCED_TAG)."""
     assert any(
         "UNIQUE INDEX" in d and d.endswith("(model_run_id, user_id)") for d in uptake.copy_indexes
     ), uptake.copy_indexes
+    models = yaml.safe_load(SERVING_YML.read_text())["models"]
+    copy = next(m for m in models if m["name"] == "stg_recommendations__published_lists")
+    unique = [t["unique_combination_of_columns"] for t in copy["data_tests"]]
+    columns = [t["arguments"]["combination_of_columns"] for t in unique]
+    assert columns == [["model_run_id", "user_id"]]
+    assert [ENFORCED_TAG in t["config"]["tags"] for t in unique] == [True]

@@ -143,25 +143,47 @@ day_listens as (
 
 ),
 
-published as (
+listed as materialized (
 
-    -- in the user's list of the day's run: one list per run and user, looked up through the
-    -- copy's index on (model_run_id, user_id) rather than the copy of every run hashed (it
-    -- grows by a run a day); `offset 0` keeps Postgres from turning the lookup into that join
+    -- the list of the day's run of each user with new listens, once per run and user (not once
+    -- per listen: materialized, or Postgres moves the lookup after the join to the listens),
+    -- looked up through the copy's index on (model_run_id, user_id) rather than the copy of
+    -- every run hashed (it grows by a run a day); `offset 0` keeps Postgres from turning the
+    -- lookup into that join
     select
-        day_listens.listen_date,
-        day_listens.user_id,
-        day_listens.model_run_id
-    from day_listens
+        listeners.model_run_id,
+        listeners.user_id,
+        lists.track_ids
+    from (
+        select distinct
+            day_listens.model_run_id,
+            day_listens.user_id
+        from day_listens
+    ) as listeners
     cross join
         lateral (
             select published_lists.track_ids
             from published_lists
             where
-                published_lists.model_run_id = day_listens.model_run_id
-                and published_lists.user_id = day_listens.user_id
+                published_lists.model_run_id = listeners.model_run_id
+                and published_lists.user_id = listeners.user_id
             offset 0  -- noqa: AM09
-        ) as listed
+        ) as lists
+
+),
+
+published as (
+
+    -- in the user's list of the day's run
+    select
+        day_listens.listen_date,
+        day_listens.user_id,
+        day_listens.model_run_id
+    from day_listens
+    inner join listed
+        on
+            day_listens.model_run_id = listed.model_run_id
+            and day_listens.user_id = listed.user_id
     where day_listens.track_id = any(listed.track_ids)
 
 ),
@@ -247,13 +269,41 @@ ranked_listens as (
 
 ),
 
+history_lengths as (
+
+    -- the length of each user's current listen history: no fewer elements than the distinct
+    -- tracks of their rows in fct_listens, so no fewer than the tracks they had heard
+    select
+        user_id,
+        item_count
+    from history_versions
+    where is_current
+
+),
+
+candidates as (
+
+    -- the listens that can be in the user's popularity list: ranked within k plus the number
+    -- of tracks the user had heard (fewer than k unheard tracks rank above it), bounded from
+    -- above by the length of the user's history; the rest cannot, and are not joined to what
+    -- the user had heard (the bound only leaves listens out: `baseline` tests each exactly)
+    select ranked_listens.*
+    from ranked_listens
+    left join history_lengths
+        on ranked_listens.user_id = history_lengths.user_id
+    where
+        history_lengths.item_count is null
+        or ranked_listens.popularity_rank <= ranked_listens.k + history_lengths.item_count
+
+),
+
 listeners as (
 
     select distinct
         user_id,
         model_run_id,
         data_until_at
-    from ranked_listens
+    from candidates
 
 ),
 
@@ -279,34 +329,6 @@ heard as (
         on
             listeners.model_run_id = heard_rank.model_run_id
             and heard_tracks.track_id = heard_rank.track_id
-
-),
-
-heard_counts as (
-
-    select
-        user_id,
-        model_run_id,
-        count(*) as heard_count
-    from heard
-    group by user_id, model_run_id
-
-),
-
-candidates as (
-
-    -- the listens that can be in the user's popularity list: ranked within k plus the number
-    -- of tracks the user had heard (fewer than k unheard tracks rank above it); the rest
-    -- cannot, and are not joined to what the user had heard
-    select ranked_listens.*
-    from ranked_listens
-    left join heard_counts
-        on
-            ranked_listens.user_id = heard_counts.user_id
-            and ranked_listens.model_run_id = heard_counts.model_run_id
-    where
-        ranked_listens.popularity_rank
-        <= ranked_listens.k + coalesce(heard_counts.heard_count, 0)
 
 ),
 
