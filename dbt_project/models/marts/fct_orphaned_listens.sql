@@ -5,14 +5,14 @@
     Postgres: only the current items that can be orphans are read, found through raw's indexes
     on track_id and user_id instead of a scan of every element of every history version: those
     of a track id that the histories hold and dim_tracks does not (the distinct track ids, one
-    index descent each: a loose index scan, on raw itself, since the staging view's
-    completed-load filter hides the index's order) and those of a user whose current history
+    index descent each: a loose index scan, through a plain staging view of raw's track ids,
+    since the completed-load filter of the others hides the index's order) and those of a user whose current history
     dim_users does not serve. A superset of the orphans, filtered below as on Spark;
     `= any(array(...))` gives Postgres a bitmap scan of both indexes whatever the number of
     ids. The recursive scan is nested in its CTE: dbt's unit tests put their fixtures in the
     model's top-level WITH, which must stay plain.
 -#}
--- depends_on: {{ source('moovitamix', 'listen_history__items') }}
+-- depends_on: {{ ref('stg_moovitamix__listen_history_item_track_ids') }}
 -- depends_on: {{ ref('stg_moovitamix__listen_history') }}
 {%- set by_index = target.type == 'postgres' %}
 with
@@ -29,7 +29,7 @@ unserved_track_ids as (
 
             (
                 select items.track_id
-                from {{ source('moovitamix', 'listen_history__items') }} as items
+                from {{ ref('stg_moovitamix__listen_history_item_track_ids') }} as items
                 order by items.track_id
                 limit 1
             )
@@ -39,7 +39,7 @@ unserved_track_ids as (
             select
                 (
                     select items.track_id
-                    from {{ source('moovitamix', 'listen_history__items') }} as items
+                    from {{ ref('stg_moovitamix__listen_history_item_track_ids') }} as items
                     where items.track_id > item_track_ids.track_id
                     order by items.track_id
                     limit 1
