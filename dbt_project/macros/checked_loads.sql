@@ -21,8 +21,13 @@
     ) -%}
     {%- set values = result.columns[0].values() if result.columns else [] -%}
     {%- set value = values[0] if values else none -%}
-    {%- if value is none or not modules.re.fullmatch('[0-9]+([.][0-9]+)?', value | string) -%}
+    {%- if value is none or not is_load_id(value) -%}
         {{ return(none) }}
     {%- endif -%}
     {{ return(value | string) }}
+{%- endmacro %}
+
+{#- Whether `value` is a dlt load id (the load package's creation, in seconds), not hand-made. -#}
+{% macro is_load_id(value) -%}
+    {{ return(modules.re.fullmatch('[0-9]+([.][0-9]+)?', value | string) is not none) }}
 {%- endmacro %}

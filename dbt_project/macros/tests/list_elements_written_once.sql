@@ -1,11 +1,11 @@
 {#-
     Elements of listen history versions (`model`: record_hash, user_id, position, load_id) that
-    are in raw more than once (`loads`: dlt's `_dlt_loads`). After a passing build (macros/checked_loads.sql) only the
-    elements of later loads are checked: those twice among themselves, and those written in a
-    later load than the first load of their version in `versions` (the loader writes a
-    version's elements with its first row, once), which a copy of an element already checked
-    would be. Only the day's elements are grouped (a scan of raw's elements remains), not the
-    whole history's. Otherwise every element is grouped.
+    are in raw more than once (`loads`: dlt's `_dlt_loads`). After a passing build
+    (macros/checked_loads.sql) only the elements of later loads are checked: those twice among
+    themselves, and those written in a later load than the first load of their version in
+    `versions` (the loader writes a version's elements with its first row, once), which a copy
+    of an element already checked would be. Only the day's elements are grouped (a scan of
+    raw's elements remains), not the whole history's. Otherwise every element is grouped.
 -#}
 {% test list_elements_written_once(model, versions, loads) %}
 
@@ -79,8 +79,7 @@
             "select load_id from " ~ loads ~ " where status = 0"
         ).columns[0].values() -%}
         {%- for load_id in completed -%}
-            {%- if modules.re.fullmatch('[0-9]+([.][0-9]+)?', load_id | string)
-                and (load_id | float) > (since | float) -%}
+            {%- if is_load_id(load_id) and (load_id | float) > (since | float) -%}
                 {%- do after.append("'" ~ load_id ~ "'") -%}
             {%- endif -%}
         {%- endfor -%}
