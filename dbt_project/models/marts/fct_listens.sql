@@ -14,6 +14,7 @@
         pre_hook=[
             "{{ delete_stale_listens('users') }}",
             "{{ delete_stale_listens('tracks') }}",
+            "{{ plan_full_listens_build() }}",
         ],
         indexes=[{'columns': ['history_valid_from']}, {'columns': ['first_seen_at']}],
     )
@@ -91,39 +92,23 @@ timed_items as (
 
 current_listens as (
 
-    -- the elements of the current version, each with the time of the first version holding it
+    -- the elements of the current version, each with the time of the first version holding it;
+    -- grouped by user and track first, so that one sort serves both aggregations
     select
         user_id,
-        position,
         track_id,
+        position,
         min(seen_at) as listened_at,
         max(case when is_current then record_hash end) as history_record_hash,
         max(case when is_current then valid_from end) as history_valid_from
 
     from timed_items
-    group by user_id, position, track_id
+    group by user_id, track_id, position
     having bool_or(is_current)
 
 ),
 
-valid_listens as (
-
-    -- listens of a user and a track that both exist now (the rest: fct_orphaned_listens)
-    select current_listens.*
-    from current_listens
-    where
-        exists (
-            select 1 from users
-            where users.user_id = current_listens.user_id
-        )
-        and exists (
-            select 1 from tracks
-            where tracks.track_id = current_listens.track_id
-        )
-
-),
-
-final as (
+listen_pairs as (
 
     select
         user_id,
@@ -137,8 +122,26 @@ final as (
         min(history_valid_from) as history_valid_from,
         cast('{{ run_id() }}' as {{ type_text() }}) as run_id
 
-    from valid_listens
+    from current_listens
     group by user_id, track_id
+
+),
+
+final as (
+
+    -- listens of a user and a track that both exist now (the rest: fct_orphaned_listens),
+    -- checked per pair: the check depends on the user and the track alone
+    select listen_pairs.*
+    from listen_pairs
+    where
+        exists (
+            select 1 from users
+            where users.user_id = listen_pairs.user_id
+        )
+        and exists (
+            select 1 from tracks
+            where tracks.track_id = listen_pairs.track_id
+        )
 
 )
 
