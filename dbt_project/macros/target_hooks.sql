@@ -26,17 +26,17 @@
 {%- endmacro %}
 
 {#-
-    pre-hook of fct_listens' full build: aggregate by sorting, and check the users and tracks by
-    hash or merge joins. Postgres estimates the items joined to their versions (a join on user
-    id and record hash, whose selectivities it multiplies) at a few thousand rows where there
-    are tens of millions; it then plans hash aggregations that spill and sorts by track and by
-    user for the checks, or index probes per pair. Sorted, the rows are sorted once, in
-    parallel workers, by user, track and position, and both aggregations and the checks read
-    them in that order (dbt_project/README.md). An incremental build keeps the planner's own
-    choice: it reads the few users it rebuilds through raw's indexes.
+    pre-hook of fct_listens (after its deletes): aggregate by sorting, and check the users and
+    tracks by hash or merge joins. Postgres estimates the items joined to their versions (a
+    join on user id and record hash, whose selectivities it multiplies) at a few thousand rows
+    where there are tens of millions; it then plans hash aggregations that spill and sorts by
+    track and by user for the checks, or an index probe per pair. Sorted, a full build sorts
+    the rows once, in parallel workers, by user, track and position, and both aggregations and
+    the checks read them in that order (dbt_project/README.md); an incremental build's checks
+    become merge joins too.
 -#}
-{% macro plan_full_listens_build() -%}
-    {%- if target.type == 'postgres' and not is_incremental() -%}
+{% macro plan_listens_build() -%}
+    {%- if target.type == 'postgres' -%}
         set local enable_hashagg = off;
         set local enable_nestloop = off
     {%- endif -%}

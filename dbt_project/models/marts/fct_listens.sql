@@ -14,7 +14,7 @@
         pre_hook=[
             "{{ delete_stale_listens('users') }}",
             "{{ delete_stale_listens('tracks') }}",
-            "{{ plan_full_listens_build() }}",
+            "{{ plan_listens_build() }}",
         ],
         indexes=[{'columns': ['history_valid_from']}, {'columns': ['first_seen_at']}],
     )
