@@ -6,11 +6,11 @@
     on track_id and user_id instead of a scan of every element of every history version: those
     of a track id that the histories hold and dim_tracks does not (the distinct track ids, one
     index descent each: a loose index scan, through a plain staging view of raw's track ids,
-    since the completed-load filter of the others hides the index's order) and those of a user whose current history
-    dim_users does not serve. A superset of the orphans, filtered below as on Spark;
-    `= any(array(...))` gives Postgres a bitmap scan of both indexes whatever the number of
-    ids. The recursive scan is nested in its CTE: dbt's unit tests put their fixtures in the
-    model's top-level WITH, which must stay plain.
+    since the completed-load filter of the others hides the index's order) and those of a user
+    whose current history dim_users does not serve. A superset of the orphans, filtered below
+    as on Spark; `= any(array(...))` gives Postgres a bitmap scan of both indexes whatever the
+    number of ids. The recursive scan is nested in its CTE: dbt's unit tests put their
+    fixtures in the model's top-level WITH, which must stay plain.
 -#}
 -- depends_on: {{ ref('stg_moovitamix__listen_history_item_track_ids') }}
 -- depends_on: {{ ref('stg_moovitamix__listen_history') }}
