@@ -8,9 +8,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 from dbt_project.contracts import ENFORCED_TAG
 from dbt_project.results import BuildResult, NodeResult
@@ -68,8 +69,16 @@ def target_dir() -> Path:
     return Path(os.environ.get("DBT_TARGET_PATH") or PROJECT_DIR / "target")
 
 
-def invoke(command: str, args: Sequence[str] = (), *, run_id: str = "", target: str = "") -> tuple:
-    """One dbtRunner invocation with the project's paths; (BuildResult, dbtRunnerResult)."""
+def invoke(
+    command: str,
+    args: Sequence[str] = (),
+    *,
+    run_id: str = "",
+    target: str = "",
+    callbacks: Sequence[Callable[[Any], None]] = (),
+) -> tuple:
+    """One dbtRunner invocation with the project's paths; (BuildResult, dbtRunnerResult).
+    `callbacks` get dbt's events as they happen (dbtRunner's own argument)."""
     from dbt.cli.main import dbtRunner  # imported late: only when dbt actually runs
 
     log_dir = os.environ.get("DBT_LOG_PATH") or str(PROJECT_DIR / "logs")
@@ -81,7 +90,7 @@ def invoke(command: str, args: Sequence[str] = (), *, run_id: str = "", target: 
     log.debug("dbt %s", " ".join(argv))
     started = time.monotonic()
     try:
-        outcome = dbtRunner().invoke(argv)
+        outcome = dbtRunner(callbacks=list(callbacks)).invoke(argv)
     except Exception as exc:  # dbt raises some setup errors instead of reporting them
         seconds = time.monotonic() - started
         return BuildResult(command, run_id, False, seconds, error=one_line(exc)), None
@@ -120,12 +129,13 @@ def run_build(
     exclude: Sequence[str] | str | None = None,
     full_refresh: bool = False,
     marts_schema: str | None = None,
+    callbacks: Sequence[Callable[[Any], None]] = (),
 ) -> BuildResult:
     """`dbt build` (seeds, models, tests) in one invocation; `success` is false if anything
     errored or failed (warnings pass). `marts_schema` builds the marts there instead of `marts`.
     Unit tests run on Postgres only: their inputs are raw's SCD2 shape. The data tests that a
     mart's enforced constraints prove run on Spark only (dbt_project.contracts.ENFORCED_TAG):
-    Postgres checks those as the rows are written."""
+    Postgres checks those as the rows are written. `callbacks`: see `invoke`."""
     target = prepare_environment(settings, warehouse, run_id)
     exclude_unit_tests = exclude_unit_tests or settings.engine == "spark"
     if settings.engine != "spark":
@@ -134,7 +144,7 @@ def run_build(
         select, exclude, exclude_unit_tests=exclude_unit_tests, full_refresh=full_refresh
     )
     with temporary_env(MARTS_SCHEMA_ENV, marts_schema) if marts_schema else nullcontext():
-        return invoke("build", args, run_id=run_id, target=target)[0]
+        return invoke("build", args, run_id=run_id, target=target, callbacks=callbacks)[0]
 
 
 def run_dbt(

@@ -92,15 +92,21 @@ def transform(ctx: RunContext) -> StepReport:
     # the daily run's (its ledger keeps the record); on Spark the test checks every load
     daily_on_postgres = ctx.publication is not None and not on_spark
     checked_through = _newest_load(ctx) if daily_on_postgres else None
-    with temporary_env(REBUILD_ENV, "1") if listens_share is not None else nullcontext():
-        result = run_build(
-            ctx.settings,
-            ctx.run_id,
-            ctx.warehouse,
-            exclude_unit_tests=True,
-            full_refresh=full_refresh,
-            marts_schema=marts_schema,
-        )
+    progress = ctx.build_progress
+    try:
+        with temporary_env(REBUILD_ENV, "1") if listens_share is not None else nullcontext():
+            result = run_build(
+                ctx.settings,
+                ctx.run_id,
+                ctx.warehouse,
+                exclude_unit_tests=True,
+                full_refresh=full_refresh,
+                marts_schema=marts_schema,
+                callbacks=[progress.dbt_callback] if progress is not None else [],
+            )
+    finally:
+        if progress is not None:
+            progress.end()
     for line in result.table().splitlines():
         log.info("%s", line)
     if not result.success:

@@ -38,6 +38,8 @@ PACKED_LISTENS_QUERY = sql.SQL("""
 NO_TIME = np.iinfo(np.int64).min  # (also -infinity, which extract(epoch) refused)
 UNIX_EPOCH_SINCE_2000 = 946_684_800  # seconds from 1970-01-01 to 2000-01-01 (UTC)
 MARTS = "marts"  # or the daily run's candidate schema before it is published: readers take it
+# every mart training reads (the daily run starts training once these are built)
+MARTS_READ = ("fct_listens", "dim_users", "dim_tracks", "bridge_track_genres")
 PACKED_BUCKETS = 256
 LISTEN_RECORD = np.dtype(
     [("user_id", ">i8"), ("track_id", ">i8"), ("listen_count", ">i4"), ("first_seen", ">i8")]
@@ -189,7 +191,7 @@ def _summing_repeats(
 
 
 def check_marts(conn: psycopg.Connection, schema: str = MARTS) -> None:
-    tables = ["fct_listens", "dim_users", "dim_tracks", "bridge_track_genres"]
+    tables = list(MARTS_READ)
     found = conn.execute(
         "select table_name from information_schema.tables "
         "where table_schema = %s and table_name = any(%s)",

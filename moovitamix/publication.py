@@ -5,6 +5,7 @@ audits. One transaction swaps `marts` <-> `marts_candidate` and runs what each s
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -73,6 +74,10 @@ class Publication:
     # database, moovitamix/spark_publication.py) and the Postgres marts are not swapped.
     candidate: str = CANDIDATE
     swaps_postgres_marts: bool = True
+    # steps may run side by side (orchestrator/daily.py): one registers at a time
+    _registering: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     @property
     def relations(self) -> Relations:
@@ -93,9 +98,10 @@ class Publication:
         the ledger), `after_commit()` once it committed, `discard(conn)` if the run fails first;
         `tables` maps live names to staged ones. A `last` part (a change outside Postgres, which
         no rollback undoes) runs after all others, just before the commit."""
-        self.staged_tables.update(tables or {})
-        self.actions = [a for a in self.actions if a.name != name]
-        self.actions.append(_Action(name, in_transaction, after_commit, discard, last))
+        with self._registering:
+            self.staged_tables.update(tables or {})
+            self.actions = [a for a in self.actions if a.name != name]
+            self.actions.append(_Action(name, in_transaction, after_commit, discard, last))
 
 
 def _comment(conn: psycopg.Connection, schema: str, state: str, run_id: str) -> None:

@@ -85,12 +85,14 @@ class RunLedger:
             ("failed" if failed_step else "success", failed_step, error, self.run_id),
         )
 
-    def start_step(self, step: str) -> None:
-        self._order += 1
+    def start_step(self, step: str, order: int | None = None) -> None:
+        """`order`: the step's place in the run (steps may overlap); default: the next one."""
+        place = order if order is not None else self._order + 1
+        self._order = max(self._order, place)
         self._write(
             "insert into monitoring.pipeline_run_steps (run_id, step, step_order, status) "
             "values (%s, %s, %s, 'running')",
-            (self.run_id, step, self._order),
+            (self.run_id, step, place),
         )
 
     def finish_step(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from moovitamix import exit_codes
 from moovitamix.alerts import Alert, Severity, send_alert
+from moovitamix.build_progress import BuildProgress
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.publication import LIVE, Publication, Relations
 from moovitamix.roles import as_role
@@ -42,6 +43,9 @@ class RunContext:
     # the project logins (moovitamix/logins.py): set by the daily run, where each step connects
     # as its own login; None: `warehouse` is one URL that acts as each role by SET ROLE
     logins: Logins | None = None
+    # the transform's progress, set by the daily run when a later step may start during it
+    # (orchestrator/daily.py): the transform reports each model it built
+    build_progress: BuildProgress | None = None
 
     def url_as(self, role: str) -> ConnectionURL:
         """Where to connect to act as `role`: its own login, or the run's URL as that role."""

@@ -13,13 +13,15 @@ import os
 import resource
 import shlex
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from moovitamix import exit_codes
+from moovitamix.build_progress import BuildProgress
 from moovitamix.command import Commands
 from moovitamix.errors import one_line
 from moovitamix.logins import open_logins
@@ -34,8 +36,10 @@ from moovitamix.step import RunContext, Step, StepFailed, StepReport
 from moovitamix.warehouse import WarehouseUnreachable
 from orchestrator.steps import (
     STEP_ROLES,
+    EarlyStart,
     Steps,
     closing_steps,
+    early_starts,
     pipeline_steps,
     while_the_simulator_starts,
 )
@@ -92,45 +96,165 @@ def _as_step_role(ctx: RunContext, name: str) -> RunContext:
     return ctx if role is None else replace(ctx, warehouse=ctx.url_as(role))
 
 
-def _run_steps(ctx: RunContext, ledger: RunLedger, steps: Steps) -> _Outcome:
-    outcome = _Outcome()
-    for index, (name, step) in enumerate(steps, start=1):
-        log.info("[%d/%d] %s ...", index, len(steps), name)
-        ledger.start_step(name)
-        started = time.monotonic()
+class _EarlyRun:
+    """A step run in a thread of its own, started during an earlier step (`EarlyStart`) once
+    the models it reads are built; the run's loop collects it when it reaches the step."""
+
+    def __init__(
+        self,
+        name: str,
+        order: int,
+        label: str,
+        step: Step,
+        ctx: RunContext,
+        ledger: RunLedger,
+        when: EarlyStart,
+    ) -> None:
+        self.name, self.order, self.label, self.step = name, order, label, step
+        self.ctx, self.ledger, self.when = ctx, ledger, when
+        self.progress = BuildProgress()
+        self.started: float | None = None  # monotonic; None: it did not start (yet)
+        self.seconds = 0.0
+        self.report: StepReport | None = None
+        self.error: Exception | None = None
+        self._thread = threading.Thread(target=self._run, name=f"step-{name}", daemon=True)
+
+    def begin(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        if not self.progress.wait_for(self.when.models):
+            return  # the build ended without them: the step runs in its turn, or not at all
+        log.info(
+            "%s %s ... (during %s: %s are built)",
+            self.label, self.name, self.when.during, ", ".join(self.when.models),
+        )  # fmt: skip
+        self.ledger.start_step(self.name, self.order)
+        self.started = time.monotonic()
         try:
-            report = step(_as_step_role(ctx, name))
-        except Exception as exc:  # any failure is named, recorded and alerted (_failure)
-            outcome.failed_step = name
-            outcome.error, outcome.code = _failure(name, exc)
-            if outcome.code != exit_codes.WAREHOUSE_UNREACHABLE:  # else the ledger is gone too
-                ledger.finish_step(name, seconds=time.monotonic() - started, error=outcome.error)
-            return outcome
-        seconds = time.monotonic() - started
-        outcome.peaks[name] = peak_rss_mb()
-        ledger.finish_step(
-            name,
-            seconds=seconds,
-            rows_in=report.rows_in,
-            rows_out=report.rows_out,
-            details=report.details | {"process_peak_rss_mb": outcome.peaks[name]},
-        )
-        outcome.reports.append((name, seconds, report))
-        log.info("[%d/%d] %s done in %.1fs: %s", index, len(steps), name, seconds, report.summary)
-        release_memory()
+            self.report = self.step(self.ctx)
+        except Exception as exc:  # reported where the run's loop collects the step
+            self.error = exc
+        self.seconds = time.monotonic() - self.started
+
+    def join(self) -> None:
+        """Wait for the step (a build that ended without its models never starts it)."""
+        self.progress.end()
+        if self._thread.is_alive():
+            log.info("waiting for %s, started during %s, to finish", self.name, self.when.during)
+        self._thread.join()
+
+
+def _run_steps(
+    ctx: RunContext,
+    ledger: RunLedger,
+    steps: Steps,
+    first: int = 1,
+    early: Mapping[str, EarlyStart] | None = None,
+) -> _Outcome:
+    """Run `steps` in order (their ledger places from `first`); a step of `early` starts in a
+    thread of its own during the step it names, once that step's build has what it reads."""
+    outcome = _Outcome()
+    places = {name: place for place, (name, _) in enumerate(steps, start=first)}
+    total = first + len(steps) - 1
+    runs: dict[str, _EarlyRun] = {}
+    try:
+        for name, step in steps:
+            place = places[name]
+            early_run = runs.pop(name, None)
+            if early_run is not None:
+                early_run.join()
+            for later, when in (early or {}).items():
+                if when.during == name and later in places:
+                    runs[later] = _EarlyRun(
+                        later, places[later], f"[{places[later]}/{total}]", dict(steps)[later],
+                        _as_step_role(ctx, later), ledger, when,
+                    )  # fmt: skip
+                    ctx.build_progress = runs[later].progress
+                    runs[later].begin()
+            if early_run is None or early_run.started is None:
+                log.info("[%d/%d] %s ...", place, total, name)
+                ledger.start_step(name, place)
+                started = time.monotonic()
+                try:
+                    report = step(_as_step_role(ctx, name))
+                except Exception as exc:  # any failure is named, recorded and alerted (_failure)
+                    _failed(outcome, ledger, name, exc, time.monotonic() - started)
+                    return outcome
+                finally:
+                    ctx.build_progress = None
+                seconds = time.monotonic() - started
+            elif early_run.report is None:
+                error = early_run.error or RuntimeError("the step returned no report")
+                _failed(outcome, ledger, name, error, early_run.seconds)
+                return outcome
+            else:
+                report, seconds = early_run.report, early_run.seconds
+            _passed(outcome, ledger, name, seconds, report, f"[{place}/{total}]")
+            # a step running beside the next ones keeps what it holds: nothing to freeze
+            release_memory(freeze=not any(run.started is not None for run in runs.values()))
+    finally:
+        for run in runs.values():  # the run failed before reaching them: they end first
+            run.join()
+            if run.started is None:
+                continue
+            if run.report is not None:
+                _passed(outcome, ledger, run.name, run.seconds, run.report, run.label)
+            else:
+                error = run.error or RuntimeError("the step returned no report")
+                _failed(outcome, ledger, run.name, error, run.seconds, first_failure=False)
     return outcome
 
 
-def release_memory() -> None:
+def _passed(
+    outcome: _Outcome,
+    ledger: RunLedger,
+    name: str,
+    seconds: float,
+    report: StepReport,
+    place: str,
+) -> None:
+    outcome.peaks[name] = peak_rss_mb()
+    ledger.finish_step(
+        name,
+        seconds=seconds,
+        rows_in=report.rows_in,
+        rows_out=report.rows_out,
+        details=report.details | {"process_peak_rss_mb": outcome.peaks[name]},
+    )
+    outcome.reports.append((name, seconds, report))
+    log.info("%s %s done in %.1fs: %s", place, name, seconds, report.summary)
+
+
+def _failed(
+    outcome: _Outcome,
+    ledger: RunLedger,
+    name: str,
+    exc: Exception,
+    seconds: float,
+    first_failure: bool = True,
+) -> None:
+    """Record a failed step; the run's failure is its first failed step (a step that started
+    early and failed after the run had already failed is recorded, not the run's failure)."""
+    error, code = _failure(name, exc)
+    if first_failure or outcome.failed_step is None:
+        outcome.failed_step, outcome.error, outcome.code = name, error, code
+    if code != exit_codes.WAREHOUSE_UNREACHABLE:  # else the ledger is gone too
+        ledger.finish_step(name, seconds=seconds, error=error)
+
+
+def release_memory(freeze: bool = True) -> None:
     """Give back what a step freed before the next one starts: the steps share one process,
     and Arrow's pool (the ingestion's tables) and glibc's heap keep freed blocks for reuse, so
     the next step's peak would stand on the last one's.
 
     What outlives a full collection between steps is the run's long-lived state (the tools'
     modules, classes and caches: hundreds of thousands of objects): it is frozen, so the next
-    collections (here, and the interpreter's own during a step) no longer walk it."""
+    collections (here, and the interpreter's own during a step) no longer walk it. Not while
+    a step runs beside the next ones (`freeze=False`): what it holds is not long-lived."""
     gc.collect()
-    gc.freeze()
+    if freeze:
+        gc.freeze()
     if (arrow := sys.modules.get("pyarrow")) is not None:
         arrow.default_memory_pool().release_unused()
     if sys.platform.startswith("linux"):
@@ -154,15 +278,18 @@ def run(
     run_id: str,
     steps: Steps | None = None,
     closing: Steps | None = None,
+    early: Mapping[str, EarlyStart] | None = None,
 ) -> int:
     """Run `steps` in order, then the `closing` steps even after a failure. Both default to the
-    whole pipeline, which writes, audits, then publishes (the run has a `Publication`); tests
-    pass their own steps, which then work on the live tables."""
+    whole pipeline, which writes, audits, then publishes (the run has a `Publication`), and
+    trains beside the end of its build (`early_starts`); tests pass their own steps, which then
+    work on the live tables, and the steps they start `early`."""
     started = time.monotonic()
     publication = Publication(run_id) if steps is None else None
     meanwhile = None
     if steps is None:
         steps, closing = pipeline_steps(), closing_steps()
+        early = early_starts(settings.engine)
         meanwhile = while_the_simulator_starts
     with ExitStack() as stack:
         try:
@@ -170,7 +297,7 @@ def run(
         except StepFailed as exc:
             print(exc, file=sys.stderr, flush=True)
             return exc.code
-        outcome = _run_recorded(ctx, steps, closing or ())
+        outcome = _run_recorded(ctx, steps, closing or (), early or {})
     _summary(run_id, outcome, time.monotonic() - started, len(ctx.alerts), engine_line(settings))
     return outcome.code
 
@@ -232,19 +359,22 @@ def _start(
     )
 
 
-def _run_recorded(ctx: RunContext, steps: Steps, closing: Steps) -> _Outcome:
-    """The steps, recorded in the run ledger: a failure discards what the run staged; the
-    closing steps run once the run is recorded as finished; a failed run is alerted."""
+def _run_recorded(
+    ctx: RunContext, steps: Steps, closing: Steps, early: Mapping[str, EarlyStart]
+) -> _Outcome:
+    """The steps, recorded in the run ledger: a failure discards what the run staged (once
+    every step it started ended); the closing steps run once the run is recorded as finished;
+    a failed run is alerted."""
     ledger = RunLedger(ctx.warehouse, ctx.run_id)
     ledger.ensure_tables()
     _check_previous_runs(ctx, ledger)
     ledger.start_run(source=ctx.api_url, warehouse=ctx.warehouse.masked)
-    outcome = _run_steps(ctx, ledger, steps)
+    outcome = _run_steps(ctx, ledger, steps, early=early)
     if outcome.failed_step and outcome.code != exit_codes.WAREHOUSE_UNREACHABLE:
         _discard(ctx)
     if outcome.code != exit_codes.WAREHOUSE_UNREACHABLE:
         ledger.finish_run(failed_step=outcome.failed_step, error=outcome.error)
-        after = _run_steps(ctx, ledger, closing)
+        after = _run_steps(ctx, ledger, closing, first=len(steps) + 1)
         outcome.reports += after.reports
         outcome.peaks |= after.peaks
         if after.failed_step and not outcome.failed_step:

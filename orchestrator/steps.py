@@ -90,6 +90,27 @@ def pipeline_steps() -> Steps:
     )
 
 
+@dataclass(frozen=True)
+class EarlyStart:
+    """A step that may start while an earlier step (a dbt build) runs, in a thread of its own,
+    once the models it reads are built: the rest of the build, and the steps between, run
+    beside it. A failure of either fails the run, which waits for both before discarding."""
+
+    during: str  # the step whose build reports its models (RunContext.build_progress)
+    models: tuple[str, ...]  # the models the step reads, all built before it starts
+
+
+# Training reads these marts alone (ml/interactions.py, ml/sequences.py): it starts once they are
+# built, beside `user_genre_features`, the other marts, dbt's remaining tests and `validate`.
+TRAIN_READS = ("dim_users", "dim_tracks", "bridge_track_genres", "fct_listens")
+
+
+def early_starts(engine: str) -> dict[str, EarlyStart]:
+    """The pipeline's steps that may start early, by name. On Postgres only: on Spark, dbt's
+    build and training share the run's one Spark session."""
+    return {"train": EarlyStart("transform", TRAIN_READS)} if engine == "postgres" else {}
+
+
 def closing_steps() -> Steps:
     """The steps that run once the run is recorded as finished, whether it failed or not."""
     return (("report", LazyStep("expectations.step", "health_report")),)

@@ -3,7 +3,8 @@ orchestrator` in a copy of the project of this test's own, the simulator over HT
 Postgres) after a good day, each broken for real in one step:
 
 - transform: a dbt model (a table) added to the copy errors when it is built (division by
-  zero);
+  zero), after `fct_listens`: training has started beside the build, and the run waits for it
+  before it drops what it staged;
 - train: the copy's ml/config.toml asks for more judged users than the data has;
 - audit_recs: the copy's ML step stages deliberately bad lists (half the users' lists dropped
   before they are committed), which the real recommendations audit refuses.
@@ -105,6 +106,15 @@ def _good_run(env: dict[str, str], root: Path, url: ConnectionURL) -> str:
     )
     assert recs_run == (run_id,), "the lists in place are this run's"
     assert scalar(url, STAGED) == 0
+    (overlap,) = query(
+        url,
+        "select train.started_at < transform.finished_at"
+        " from monitoring.pipeline_run_steps as train"
+        " join monitoring.pipeline_run_steps as transform using (run_id)"
+        " where run_id = %s and train.step = 'train' and transform.step = 'transform'",
+        (run_id,),
+    )
+    assert overlap == (True,), "training started once its marts were built, beside the build"
     return run_id
 
 
@@ -146,15 +156,17 @@ def test_a_run_failing_in_transform_train_or_audit_recs_publishes_nothing(
     day0_seen = _published(warehouse_env)
     set_simulator(api, day=1)  # the failing runs have a new day to publish, and do not
 
-    # transform: a model of the dbt project fails when it is built
+    # transform: a model of the dbt project fails when it is built, after the marts training
+    # reads: training has started beside the build and staged its lists
     broken = own_copy / BROKEN_MODEL
     broken.write_text(
         "{{ config(materialized='table') }}\n"
-        "select 1 / (count(*) - count(*)) as x from {{ ref('stg_moovitamix__users') }}\n"
+        "select 1 / (count(*) - count(*)) as x from {{ ref('fct_listens') }}\n"
     )
-    line, _ = _failing_run(env, own_copy, warehouse_env, "transform")
+    line, output = _failing_run(env, own_copy, warehouse_env, "transform")
     assert "dbt build FAILED" in line, line
     assert "int_broken_on_purpose: Database Error in model int_broken_on_purpose" in line, line
+    assert "staged {'user_top_tracks': " in output, "the lists were staged, then dropped"
     broken.unlink()
 
     # train: too few users to judge a model on
