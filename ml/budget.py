@@ -8,6 +8,7 @@ rank above it (the required ones and the optional ones given up later) fit in th
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -27,6 +28,13 @@ OPTIONAL = (CHALLENGERS, CHURN, PLAY_NEXT)
 # phases whose time tracks the data's size and the machine's speed: today's over their
 # recorded time scales the recorded time of a phase still to come (the search's is its budget)
 SCALING = (READ, TEST, REFIT, SAVE, PLAY_NEXT, LISTS)
+
+
+class Stopped(RuntimeError):
+    """The run failed beside the step (it started early: orchestrator/daily.py): the step
+    stopped before its next phase. The message is one line."""
+
+
 # what comes after each decision point, given up later than it (or never)
 _AFTER_CHALLENGERS = (TEST, REFIT, SAVE, PLAY_NEXT, LISTS, CHURN, STAGE)
 
@@ -34,7 +42,8 @@ _AFTER_CHALLENGERS = (TEST, REFIT, SAVE, PLAY_NEXT, LISTS, CHURN, STAGE)
 @dataclass
 class StepBudget:
     """`seconds` (0: no limit) from `started` by `clock`; `recorded`: each phase's seconds in
-    the latest run that timed it (ml.registry.recent_step_timings). `timings` is this run's."""
+    the latest run that timed it (ml.registry.recent_step_timings). `timings` is this run's.
+    `stop`: once set, the next phase raises Stopped instead of starting."""
 
     seconds: float
     recorded: Mapping[str, float] = field(default_factory=dict)
@@ -42,6 +51,7 @@ class StepBudget:
     started: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    stop: threading.Event | None = None
 
     def __post_init__(self) -> None:
         if self.started is None:
@@ -58,6 +68,8 @@ class StepBudget:
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:
         """Time a phase into `timings` (seconds, rounded to ms) and log it."""
+        if self.stop is not None and self.stop.is_set():
+            raise Stopped(f"stopped before {name}: the run failed beside training")
         started = self.clock()
         yield
         self.timings[name] = round(self.clock() - started, 3)

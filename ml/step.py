@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ml.budget import Stopped
 from ml.config import MlConfig
 from ml.registry import finite_json
 from ml.train import TrainingFailed, run_training
@@ -23,8 +24,9 @@ def train(
             config=config,
             champion_from_config=champion_from_config,
             publication=ctx.publication,
+            stop=ctx.stop,
         )
-    except TrainingFailed as exc:
+    except (TrainingFailed, Stopped) as exc:
         raise StepFailed(str(exc)) from None
     for alert in result.alerts:  # ALS lost to the baselines: published, but say so
         ctx.alert(alert.severity, alert.title, alert.step, **alert.details)

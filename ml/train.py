@@ -5,6 +5,7 @@ A failure before the publish's commit leaves yesterday's recommendations."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -332,12 +333,14 @@ def run_training(
     champion_from_config: bool = False,
     publication: Publication | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    stop: threading.Event | None = None,
 ) -> TrainResult:
     """The training step; raises TrainingFailed (one line) when nothing was published. It reads
     the `publication`'s marts (the daily run's candidate), stages the lists and registers their
     swap, model runs and retention with it (rows counted staged); without one (`make train`) the
     run publishes at once through a publication of its own. `clock` (seconds) times the phases
-    against `[train] time_budget_s` (ml.budget)."""
+    against `[train] time_budget_s` (ml.budget); once `stop` is set, the next phase raises
+    ml.budget.Stopped (the daily run failed beside the step)."""
     config = config or load_config()
     if publication is None:
         own = Publication(run_id, candidate=MARTS, swaps_postgres_marts=False)
@@ -350,6 +353,7 @@ def run_training(
                 champion_from_config=champion_from_config,
                 publication=own,
                 clock=clock,
+                stop=stop,
             )
             with _timed(result.timings, "publish"), _failing("publishing failed"):
                 publish(warehouse, own, lock_timeout_s=config.publish.lock_timeout_s)
@@ -370,7 +374,7 @@ def run_training(
         )
         if trained is not None:
             return trained
-    budget = StepBudget(config.train.time_budget_s, clock=clock)
+    budget = StepBudget(config.train.time_budget_s, clock=clock, stop=stop)
     timings = budget.timings
     threads, metric = config.runtime.num_threads, config.selection.metric
     with single_threaded_blas():

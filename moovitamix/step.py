@@ -4,6 +4,7 @@ the orchestrator lists them in order."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -46,6 +47,9 @@ class RunContext:
     # the transform's progress, set by the daily run when a later step may start during it
     # (orchestrator/daily.py): the transform reports each model it built
     build_progress: BuildProgress | None = None
+    # set when the run failed beside a step that started early: it stops at its next safe
+    # point (training: before its next phase) instead of running to its end
+    stop: threading.Event | None = None
 
     def url_as(self, role: str) -> ConnectionURL:
         """Where to connect to act as `role`: its own login, or the run's URL as that role."""

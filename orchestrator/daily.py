@@ -111,7 +111,8 @@ class _EarlyRun:
         when: EarlyStart,
     ) -> None:
         self.name, self.order, self.label, self.step = name, order, label, step
-        self.ctx, self.ledger, self.when = ctx, ledger, when
+        self.stop = threading.Event()
+        self.ctx, self.ledger, self.when = replace(ctx, stop=self.stop), ledger, when
         self.progress = BuildProgress()
         self.started: float | None = None  # monotonic; None: it did not start (yet)
         self.seconds = 0.0
@@ -132,16 +133,24 @@ class _EarlyRun:
         self.ledger.start_step(self.name, self.order)
         self.started = time.monotonic()
         try:
-            self.report = self.step(self.ctx)
+            report = self.step(self.ctx)
+            # the summary's seconds of overlapping steps add up to more than the run's
+            self.report = replace(report, summary=f"{report.summary} (beside {self.when.during})")
         except Exception as exc:  # reported where the run's loop collects the step
             self.error = exc
         self.seconds = time.monotonic() - self.started
 
-    def join(self) -> None:
-        """Wait for the step (a build that ended without its models never starts it)."""
+    def join(self, stop: bool = False) -> None:
+        """Wait for the step (a build that ended without its models never starts it); `stop`:
+        the run failed, the step stops at its next safe point (RunContext.stop)."""
         self.progress.end()
+        if stop:
+            self.stop.set()
         if self._thread.is_alive():
-            log.info("waiting for %s, started during %s, to finish", self.name, self.when.during)
+            log.info(
+                "waiting for %s, started during %s, to %s",
+                self.name, self.when.during, "stop" if stop else "finish",
+            )  # fmt: skip
         self._thread.join()
 
 
@@ -158,12 +167,20 @@ def _run_steps(
     places = {name: place for place, (name, _) in enumerate(steps, start=first)}
     total = first + len(steps) - 1
     runs: dict[str, _EarlyRun] = {}
+    collected: set[str] = set()  # early steps already ended and recorded
     try:
         for name, step in steps:
             place = places[name]
-            early_run = runs.pop(name, None)
-            if early_run is not None:
-                early_run.join()
+            # an early step ends before the step that waits for it, and in its own turn
+            for run in [r for r in runs.values() if name in (r.name, r.when.ends_before)]:
+                del runs[run.name]
+                run.join()
+                if run.started is not None:
+                    collected.add(run.name)
+                    if not _collect(outcome, ledger, run):
+                        return outcome
+            if name in collected:
+                continue
             for later, when in (early or {}).items():
                 if when.during == name and later in places:
                     runs[later] = _EarlyRun(
@@ -172,38 +189,37 @@ def _run_steps(
                     )  # fmt: skip
                     ctx.build_progress = runs[later].progress
                     runs[later].begin()
-            if early_run is None or early_run.started is None:
-                log.info("[%d/%d] %s ...", place, total, name)
-                ledger.start_step(name, place)
-                started = time.monotonic()
-                try:
-                    report = step(_as_step_role(ctx, name))
-                except Exception as exc:  # any failure is named, recorded and alerted (_failure)
-                    _failed(outcome, ledger, name, exc, time.monotonic() - started)
-                    return outcome
-                finally:
-                    ctx.build_progress = None
-                seconds = time.monotonic() - started
-            elif early_run.report is None:
-                error = early_run.error or RuntimeError("the step returned no report")
-                _failed(outcome, ledger, name, error, early_run.seconds)
+            log.info("[%d/%d] %s ...", place, total, name)
+            ledger.start_step(name, place)
+            started = time.monotonic()
+            try:
+                report = step(_as_step_role(ctx, name))
+            except Exception as exc:  # any failure is named, recorded and alerted (_failure)
+                _failed(outcome, ledger, name, exc, time.monotonic() - started)
                 return outcome
-            else:
-                report, seconds = early_run.report, early_run.seconds
-            _passed(outcome, ledger, name, seconds, report, f"[{place}/{total}]")
+            finally:
+                ctx.build_progress = None
+            _passed(outcome, ledger, name, time.monotonic() - started, report, f"[{place}/{total}]")
             # a step running beside the next ones keeps what it holds: nothing to freeze
             release_memory(freeze=not any(run.started is not None for run in runs.values()))
     finally:
-        for run in runs.values():  # the run failed before reaching them: they end first
-            run.join()
-            if run.started is None:
-                continue
-            if run.report is not None:
-                _passed(outcome, ledger, run.name, run.seconds, run.report, run.label)
-            else:
-                error = run.error or RuntimeError("the step returned no report")
-                _failed(outcome, ledger, run.name, error, run.seconds, first_failure=False)
+        for run in runs.values():  # the run failed before reaching them: they stop first
+            run.join(stop=True)
+            if run.started is not None:
+                _collect(outcome, ledger, run, first_failure=False)
     return outcome
+
+
+def _collect(
+    outcome: _Outcome, ledger: RunLedger, run: _EarlyRun, first_failure: bool = True
+) -> bool:
+    """Record an early step that ended; True if it passed."""
+    if run.report is not None:
+        _passed(outcome, ledger, run.name, run.seconds, run.report, run.label)
+        return True
+    error = run.error or RuntimeError("the step returned no report")
+    _failed(outcome, ledger, run.name, error, run.seconds, first_failure=first_failure)
+    return False
 
 
 def _passed(

@@ -98,17 +98,24 @@ class EarlyStart:
 
     during: str  # the step whose build reports its models (RunContext.build_progress)
     models: tuple[str, ...]  # the models the step reads, all built before it starts
+    # a later step that starts only once this one ended (None: its own turn): their peaks of
+    # memory would add up
+    ends_before: str | None = None
 
 
 # Training reads these marts alone (ml/interactions.py, ml/sequences.py): it starts once they are
-# built, beside `user_genre_features`, the other marts, dbt's remaining tests and `validate`.
+# built, beside `user_genre_features`, the other marts and dbt's remaining tests; `validate`
+# waits for it (at a million users, training's lists and GX's checks side by side took the run
+# past 2 GB of memory: bench/bench_daily.py).
 TRAIN_READS = ("dim_users", "dim_tracks", "bridge_track_genres", "fct_listens")
 
 
 def early_starts(engine: str) -> dict[str, EarlyStart]:
     """The pipeline's steps that may start early, by name. On Postgres only: on Spark, dbt's
     build and training share the run's one Spark session."""
-    return {"train": EarlyStart("transform", TRAIN_READS)} if engine == "postgres" else {}
+    if engine != "postgres":
+        return {}
+    return {"train": EarlyStart("transform", TRAIN_READS, ends_before="validate")}
 
 
 def closing_steps() -> Steps:

@@ -3,10 +3,12 @@ what it publishes stays complete (play next kept from an earlier run, new tracks
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from ml import step
-from ml.budget import CHURN, LISTS, PLAY_NEXT, READ, STAGE, TEST, StepBudget
+from ml.budget import CHURN, LISTS, PLAY_NEXT, READ, STAGE, TEST, StepBudget, Stopped
 from ml.config import ConfigError, load_config
 from ml.registry import finite_json
 from ml.train import run_training
@@ -37,6 +39,18 @@ USERS = "select user_id, rank, track_id, score, source from recommendations.user
 
 
 # --- the budget alone -----------------------------------------------------------------------
+
+
+def test_once_stopped_the_next_phase_raises_instead_of_starting() -> None:
+    """The daily run stops training that started beside its build when the run fails."""
+    stop = threading.Event()
+    budget = StepBudget(0, clock=Clock(), stop=stop)
+    with budget.timed(READ):
+        stop.set()  # the phase under way finishes
+    stopped = pytest.raises(Stopped, match="stopped before test: the run failed beside training")
+    with stopped, budget.timed(TEST):
+        pytest.fail("a stopped budget starts no phase")
+    assert list(budget.timings) == [READ]
 
 
 def test_no_limit_fits_everything_and_leaves_the_search_alone() -> None:

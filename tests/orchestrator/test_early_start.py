@@ -99,7 +99,7 @@ def test_the_step_starts_during_the_build_once_its_models_are_built(
         "train": (3, "success", None),
     }
     summary = capsys.readouterr().out
-    assert "Run run-early: OK" in summary and "trained" in summary
+    assert "Run run-early: OK" in summary and "trained (beside build)" in summary
 
 
 def test_a_build_that_ends_without_the_models_runs_the_step_in_its_turn(
@@ -135,6 +135,28 @@ def test_a_build_that_fails_beside_the_step_fails_the_run_once_the_step_ended(
     assert "FAILED in step 'build'" in err and "build      failed: a test of fct_b failed" in err
 
 
+def test_a_failed_build_stops_the_step_beside_it_at_its_next_safe_point(
+    warehouse_env: ConnectionURL,
+) -> None:
+    """The step sees RunContext.stop set (training checks it before each phase)."""
+    stopped: list[bool] = []
+
+    def train(ctx: RunContext) -> StepReport:
+        train_started.set()
+        assert ctx.stop is not None
+        stopped.append(ctx.stop.wait(WAIT_S))
+        raise StepFailed("stopped before evaluate: the run failed beside training")
+
+    build = Build(("dim_a", "fct_b"), fails="a model failed")
+    steps = (("build", build), ("train", train))
+    assert run(load_settings(), "run-stop", steps, (), EARLY) == exit_codes.STEP_FAILED
+    assert stopped == [True]
+    assert _steps(warehouse_env, "run-stop") == {
+        "build": (1, "failed", "a model failed"),  # the run's failure, not the stopped step
+        "train": (2, "failed", "stopped before evaluate: the run failed beside training"),
+    }
+
+
 def test_a_step_that_fails_beside_the_build_fails_the_run_in_its_name(
     warehouse_env: ConnectionURL, capsys: pytest.CaptureFixture
 ) -> None:
@@ -150,6 +172,48 @@ def test_a_step_that_fails_beside_the_build_fails_the_run_in_its_name(
     assert _steps(warehouse_env, "run-train-fails")["train"] == (
         3, "failed", "training failed: no listens",
     )  # fmt: skip
+    assert "FAILED in step 'train'" in capsys.readouterr().err
+
+
+def test_a_step_that_waits_for_the_early_one_starts_once_it_ended(
+    warehouse_env: ConnectionURL,
+) -> None:
+    """`ends_before`: the step between (validate, in the pipeline) does not run beside it."""
+    build, train = Build(("dim_a", "fct_b")), Train(seconds=0.5)
+    checked_at: list[float] = []
+    steps = (
+        ("build", build),
+        ("check", lambda ctx: checked_at.append(time.monotonic()) or StepReport("checked")),
+        ("train", train),
+    )
+    early = {"train": EarlyStart("build", ("dim_a", "fct_b"), ends_before="check")}
+    assert run(load_settings(), "run-waits", steps, (), early) == exit_codes.OK
+    assert train.started_at < build.ended_at
+    assert checked_at and checked_at[0] >= train.ended_at
+    assert _steps(warehouse_env, "run-waits") == {
+        "build": (1, "success", None),
+        "check": (2, "success", None),
+        "train": (3, "success", None),
+    }
+
+
+def test_an_early_step_that_failed_fails_the_run_before_the_step_waiting_for_it(
+    warehouse_env: ConnectionURL, capsys: pytest.CaptureFixture
+) -> None:
+    build, train = Build(("dim_a", "fct_b")), Train(fails="training failed: no listens")
+    checked: list[bool] = []
+    steps = (
+        ("build", build),
+        ("check", lambda ctx: checked.append(True) or StepReport("checked")),
+        ("train", train),
+    )
+    early = {"train": EarlyStart("build", ("dim_a", "fct_b"), ends_before="check")}
+    assert run(load_settings(), "run-fails-first", steps, (), early) == exit_codes.STEP_FAILED
+    assert checked == []
+    assert _steps(warehouse_env, "run-fails-first") == {
+        "build": (1, "success", None),
+        "train": (3, "failed", "training failed: no listens"),
+    }
     assert "FAILED in step 'train'" in capsys.readouterr().err
 
 
@@ -174,5 +238,7 @@ def test_training_starts_early_on_postgres_only_and_waits_for_every_mart_it_read
     from ml.interactions import MARTS_READ
 
     assert set(TRAIN_READS) == set(MARTS_READ)
-    assert early_starts("postgres") == {"train": EarlyStart("transform", TRAIN_READS)}
+    assert early_starts("postgres") == {
+        "train": EarlyStart("transform", TRAIN_READS, ends_before="validate")
+    }
     assert early_starts("spark") == {}
