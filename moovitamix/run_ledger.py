@@ -85,6 +85,17 @@ class RunLedger:
             ("failed" if failed_step else "success", failed_step, error, self.run_id),
         )
 
+    def last_detail(self, step: str, key: str) -> float | None:
+        """A number `step` recorded in its details (`key`) in its latest successful run."""
+        with connect(self.url) as conn:
+            row = conn.execute(
+                "select (details ->> %s)::float from monitoring.pipeline_run_steps"
+                " where step = %s and status = 'success' and details ? %s"
+                " order by started_at desc limit 1",
+                (key, step, key),
+            ).fetchone()
+        return row[0] if row else None
+
     def start_step(self, step: str, order: int | None = None) -> None:
         """`order`: the step's place in the run (steps may overlap); default: the next one."""
         place = order if order is not None else self._order + 1

@@ -46,6 +46,9 @@ class Settings:
     # project logins' passwords given as MOOVITAMIX_<LOGIN>_PASSWORD (e.g. a DBA's logins on a
     # managed service): login -> password, over the credentials file's
     login_passwords: Mapping[str, str] = field(default_factory=dict)
+    # the run process's memory a step may start beside the build under (orchestrator/daily.py):
+    # it does only if its last recorded rise, beside the build, fits (0: never beside it)
+    memory_budget_mb: float = 2048.0
 
     @property
     def embedded_pgdata(self) -> Path:
@@ -109,6 +112,7 @@ def load_settings(environ: Mapping[str, str] | None = None, root: Path = PROJECT
         engine=engine,
         lake_url=lake_url,
         spark_master=get("SPARK_MASTER") or "local[*]",
+        memory_budget_mb=float(get("MOOVITAMIX_MEMORY_BUDGET_MB") or 2048),
         credentials_file=Path(credentials).expanduser().resolve() if credentials else None,
         login_passwords={
             key[len(LOGIN_PASSWORD_PREFIX) : -len(LOGIN_PASSWORD_SUFFIX)].lower(): value.strip()

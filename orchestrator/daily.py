@@ -1,7 +1,9 @@
 """The daily run (`make daily`, `bin/daily`): one run id, a summary at the end, a clear exit code.
 
 It holds a lock (a second run exits at once), records itself and each step in the run ledger as
-it goes, alerts on failure, and says in its first line which API and warehouse it uses.
+it goes, alerts on failure, and says in its first line which API and warehouse it uses. The
+steps run in order; one may start during an earlier step's build (orchestrator/steps.py,
+`EarlyStart`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable, Mapping
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from moovitamix import exit_codes
 from moovitamix.build_progress import BuildProgress
@@ -53,6 +56,11 @@ DEMO_SIMULATOR_ARGS = (
     "--profile", "realistic", "--seed", "42", "--users", "5000", "--tracks", "2000",
 )  # fmt: skip
 MISSED_RUN_AFTER = timedelta(hours=26)  # daily cadence plus slack
+# What a dbt build adds to the run process's memory while it runs, estimated from the bench at
+# a million users (bench/bench_daily.py): training beside the build peaked 120-310 MB above
+# its peak after it, where the build had been let go. And the ledger's key of a step's rise.
+BUILD_MEMORY_MB = 400.0
+RISE = "rss_rise_mb"
 
 
 @dataclass
@@ -71,6 +79,15 @@ class _Outcome:
             return None
         top = max(self.peaks.values())
         return next((name, mb) for name, mb in self.peaks.items() if mb == top)
+
+
+def rss_mb() -> float:
+    """The run process's resident set size now, in MB (0 where /proc is not there)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return round(pages * os.sysconf("SC_PAGESIZE") / 2**20, 1)
 
 
 def peak_rss_mb() -> float:
@@ -114,6 +131,7 @@ class _EarlyRun:
         self.stop = threading.Event()
         self.ctx, self.ledger, self.when = replace(ctx, stop=self.stop), ledger, when
         self.progress = BuildProgress()
+        self.rss_at_start = 0.0
         self.started: float | None = None  # monotonic; None: it did not start (yet)
         self.seconds = 0.0
         self.report: StepReport | None = None
@@ -131,6 +149,7 @@ class _EarlyRun:
             self.label, self.name, self.when.during, ", ".join(self.when.models),
         )  # fmt: skip
         self.ledger.start_step(self.name, self.order)
+        self.rss_at_start = rss_mb()
         self.started = time.monotonic()
         try:
             report = self.step(self.ctx)
@@ -182,7 +201,7 @@ def _run_steps(
             if name in collected:
                 continue
             for later, when in (early or {}).items():
-                if when.during == name and later in places:
+                if when.during == name and later in places and _fits_beside(ctx, ledger, later):
                     runs[later] = _EarlyRun(
                         later, places[later], f"[{places[later]}/{total}]", dict(steps)[later],
                         _as_step_role(ctx, later), ledger, when,
@@ -191,7 +210,7 @@ def _run_steps(
                     runs[later].begin()
             log.info("[%d/%d] %s ...", place, total, name)
             ledger.start_step(name, place)
-            started = time.monotonic()
+            rss_before, started = rss_mb(), time.monotonic()
             try:
                 report = step(_as_step_role(ctx, name))
             except Exception as exc:  # any failure is named, recorded and alerted (_failure)
@@ -199,7 +218,9 @@ def _run_steps(
                 return outcome
             finally:
                 ctx.build_progress = None
-            _passed(outcome, ledger, name, time.monotonic() - started, report, f"[{place}/{total}]")
+            seconds = time.monotonic() - started
+            rise = _rise(rss_before) if name in (early or {}) else None
+            _passed(outcome, ledger, name, seconds, report, f"[{place}/{total}]", rise)
             # a step running beside the next ones keeps what it holds: nothing to freeze
             release_memory(freeze=not any(run.started is not None for run in runs.values()))
     finally:
@@ -210,12 +231,37 @@ def _run_steps(
     return outcome
 
 
+def _rise(rss_at_start: float) -> float:
+    """How far a step took the process's memory above where it was when it started (MB)."""
+    return round(max(0.0, peak_rss_mb() - rss_at_start), 1)
+
+
+def _fits_beside(ctx: RunContext, ledger: RunLedger, name: str) -> bool:
+    """Whether step `name` may start beside the build: its rise in its latest run (the ledger's
+    `rss_rise_mb`), over the process's memory now and what the build itself takes
+    (BUILD_MEMORY_MB), fits the run's memory budget. Not before a run has measured it."""
+    budget = ctx.settings.memory_budget_mb
+    rise = ledger.last_detail(name, RISE)
+    if rise is None or budget <= 0:
+        return False
+    expected = rss_mb() + BUILD_MEMORY_MB + rise
+    if expected > budget:
+        log.info(
+            "%s starts after the build: beside it the run would reach ~%.0f MB (now %.0f MB, "
+            "the build ~%.0f MB, %s's last rise %.0f MB), above MOOVITAMIX_MEMORY_BUDGET_MB=%.0f",
+            name, expected, rss_mb(), BUILD_MEMORY_MB, name, rise, budget,
+        )  # fmt: skip
+        return False
+    return True
+
+
 def _collect(
     outcome: _Outcome, ledger: RunLedger, run: _EarlyRun, first_failure: bool = True
 ) -> bool:
     """Record an early step that ended; True if it passed."""
     if run.report is not None:
-        _passed(outcome, ledger, run.name, run.seconds, run.report, run.label)
+        rise = _rise(run.rss_at_start)
+        _passed(outcome, ledger, run.name, run.seconds, run.report, run.label, rise)
         return True
     error = run.error or RuntimeError("the step returned no report")
     _failed(outcome, ledger, run.name, error, run.seconds, first_failure=first_failure)
@@ -229,14 +275,18 @@ def _passed(
     seconds: float,
     report: StepReport,
     place: str,
+    rise: float | None = None,
 ) -> None:
     outcome.peaks[name] = peak_rss_mb()
+    memory: dict[str, object] = {"process_peak_rss_mb": outcome.peaks[name]}
+    if rise is not None:
+        memory[RISE] = rise
     ledger.finish_step(
         name,
         seconds=seconds,
         rows_in=report.rows_in,
         rows_out=report.rows_out,
-        details=report.details | {"process_peak_rss_mb": outcome.peaks[name]},
+        details=report.details | memory,
     )
     outcome.reports.append((name, seconds, report))
     log.info("%s %s done in %.1fs: %s", place, name, seconds, report.summary)

@@ -34,9 +34,9 @@ class Build:
         self.ended_at = 0.0
 
     def __call__(self, ctx: RunContext) -> StepReport:
-        assert ctx.build_progress is not None, "the run hands the build its progress"
-        for model in self.models:
-            ctx.build_progress.built(model)
+        for model in self.models:  # (the real build reports only where the run asks it to)
+            if ctx.build_progress is not None:
+                ctx.build_progress.built(model)
         if self.wait:
             assert train_started.wait(WAIT_S), "the early step did not start"
         self.ended_at = time.monotonic()
@@ -79,9 +79,17 @@ def _steps(url: ConnectionURL, run_id: str) -> dict[str, tuple[int, str, str | N
     return {step: (order, status, error) for step, order, status, error in rows}
 
 
+def _measured(run_id: str = "run-before") -> None:
+    """A run in which training ran in its turn and recorded how far it took the memory: the
+    next runs may start it beside the build (orchestrator.daily._fits_beside)."""
+    steps = (("train", lambda ctx: StepReport("trained")),)
+    assert run(load_settings(), run_id, steps, (), {"train": EarlyStart("none", ())}) == 0
+
+
 def test_the_step_starts_during_the_build_once_its_models_are_built(
     warehouse_env: ConnectionURL, capsys: pytest.CaptureFixture
 ) -> None:
+    _measured()
     build, train = Build(("dim_a", "other", "fct_b")), Train()
     checked: list[bool] = []
     steps = (
@@ -105,6 +113,7 @@ def test_the_step_starts_during_the_build_once_its_models_are_built(
 def test_a_build_that_ends_without_the_models_runs_the_step_in_its_turn(
     warehouse_env: ConnectionURL,
 ) -> None:
+    _measured()
     build, train = Build(("dim_a",), wait=False), Train()
     order: list[str] = []
     steps = (
@@ -121,6 +130,7 @@ def test_a_build_that_fails_beside_the_step_fails_the_run_once_the_step_ended(
     warehouse_env: ConnectionURL, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     """Nothing is discarded while the step may still stage something: the run waits for it."""
+    _measured()
     build, train = Build(("dim_a", "fct_b"), fails="a test of fct_b failed"), Train(seconds=1.0)
     discarded_at: list[float] = []
     monkeypatch.setattr(daily, "_discard", lambda ctx: discarded_at.append(time.monotonic()))
@@ -139,6 +149,7 @@ def test_a_failed_build_stops_the_step_beside_it_at_its_next_safe_point(
     warehouse_env: ConnectionURL,
 ) -> None:
     """The step sees RunContext.stop set (training checks it before each phase)."""
+    _measured()
     stopped: list[bool] = []
 
     def train(ctx: RunContext) -> StepReport:
@@ -160,6 +171,7 @@ def test_a_failed_build_stops_the_step_beside_it_at_its_next_safe_point(
 def test_a_step_that_fails_beside_the_build_fails_the_run_in_its_name(
     warehouse_env: ConnectionURL, capsys: pytest.CaptureFixture
 ) -> None:
+    _measured()
     build, train = Build(("dim_a", "fct_b")), Train(fails="training failed: no listens")
     checked: list[bool] = []
     steps = (
@@ -179,6 +191,7 @@ def test_a_step_that_waits_for_the_early_one_starts_once_it_ended(
     warehouse_env: ConnectionURL,
 ) -> None:
     """`ends_before`: the step between (validate, in the pipeline) does not run beside it."""
+    _measured()
     build, train = Build(("dim_a", "fct_b")), Train(seconds=0.5)
     checked_at: list[float] = []
     steps = (
@@ -200,6 +213,7 @@ def test_a_step_that_waits_for_the_early_one_starts_once_it_ended(
 def test_an_early_step_that_failed_fails_the_run_before_the_step_waiting_for_it(
     warehouse_env: ConnectionURL, capsys: pytest.CaptureFixture
 ) -> None:
+    _measured()
     build, train = Build(("dim_a", "fct_b")), Train(fails="training failed: no listens")
     checked: list[bool] = []
     steps = (
@@ -242,3 +256,31 @@ def test_training_starts_early_on_postgres_only_and_waits_for_every_mart_it_read
         "train": EarlyStart("transform", TRAIN_READS, ends_before="validate")
     }
     assert early_starts("spark") == {}
+
+
+def test_the_step_runs_in_its_turn_until_a_run_measured_it_or_when_it_would_not_fit(
+    warehouse_env: ConnectionURL, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No record of training's memory yet: in its turn (and now measured). A budget that the
+    build and training's last rise would pass: in its turn, and the log says why."""
+    order: list[str] = []
+    steps = (
+        ("build", Build(("dim_a", "fct_b"), wait=False)),
+        ("check", lambda ctx: order.append("check") or StepReport("checked")),
+        ("train", lambda ctx: order.append("train") or StepReport("trained")),
+    )
+    assert run(load_settings(), "run-first", steps, (), EARLY) == exit_codes.OK
+    assert order == ["check", "train"]
+    with psycopg.connect(warehouse_env.url()) as conn:
+        (rise,) = conn.execute(
+            "select details ->> 'rss_rise_mb' from monitoring.pipeline_run_steps"
+            " where run_id = 'run-first' and step = 'train'"
+        ).fetchone()
+    assert float(rise) >= 0
+    order.clear()
+    monkeypatch.setenv("MOOVITAMIX_MEMORY_BUDGET_MB", "100")  # less than the process has
+    with caplog.at_level("INFO", logger="orchestrator.daily"):
+        assert run(load_settings(), "run-small", steps, (), EARLY) == exit_codes.OK
+    assert order == ["check", "train"]
+    assert "train starts after the build: beside it the run would reach" in caplog.text
+    assert "above MOOVITAMIX_MEMORY_BUDGET_MB=100" in caplog.text
