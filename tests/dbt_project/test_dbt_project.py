@@ -12,6 +12,7 @@ from dbt_project import step
 from dbt_project.results import BuildResult, NodeResult
 from dbt_project.runner import PROJECT_DIR, build_args
 from moovitamix import exit_codes
+from moovitamix.build_progress import BuildProgress
 from moovitamix.connection_url import ConnectionURL
 from moovitamix.settings import load_settings
 from moovitamix.step import RunContext, StepFailed
@@ -177,11 +178,28 @@ def test_transform_step_reports_rows_and_warnings(monkeypatch) -> None:
         "exclude_unit_tests": True,
         "full_refresh": False,
         "marts_schema": None,  # a step on its own (no publication) builds the marts in place
+        "callbacks": [],  # no step waits for its models (RunContext.build_progress)
     }
     assert report.rows_out == 40
     assert report.details["warnings"] == {"orphaned_listens": 3}
     assert "warnings: orphaned_listens 3" in report.summary
     assert ctx.facts["marts"] == {"fct_listens": 40}
+
+
+def test_transform_step_reports_its_models_to_a_step_waiting_for_them(monkeypatch) -> None:
+    """The daily run's progress gets dbt's events while the build runs, and is ended after it
+    (passed or not): a step waiting for models dbt did not build stops waiting."""
+    result = BuildResult("build", "run-1", success=False, seconds=1.0, error="a model failed")
+    callbacks: list = []
+    monkeypatch.setattr(
+        step, "run_build", lambda *a, **kw: callbacks.extend(kw["callbacks"]) or result
+    )
+    ctx = _context()
+    ctx.build_progress = progress = BuildProgress()
+    with pytest.raises(StepFailed):
+        step.transform(ctx)
+    assert callbacks == [progress.dbt_callback]
+    assert progress.wait_for(["fct_listens"]) is False  # ended: nobody waits forever
 
 
 def test_transform_step_fails_with_one_line(monkeypatch) -> None:
