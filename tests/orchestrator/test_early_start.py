@@ -4,6 +4,7 @@ the run records, says and exits with when either side fails."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.integration
 
 WAIT_S = 30.0  # generous: a stuck thread fails the test instead of hanging it
 EARLY = {"train": EarlyStart("build", ("dim_a", "fct_b"))}
+TICKS = itertools.count()  # the order of events across the run's threads (no clock)
 
 
 class Build:
@@ -31,7 +33,7 @@ class Build:
 
     def __init__(self, models: tuple[str, ...], wait: bool = True, fails: str = "") -> None:
         self.models, self.wait, self.fails = models, wait, fails
-        self.ended_at = 0.0
+        self.ended_at = 0
 
     def __call__(self, ctx: RunContext) -> StepReport:
         for model in self.models:  # (the real build reports only where the run asks it to)
@@ -39,7 +41,7 @@ class Build:
                 ctx.build_progress.built(model)
         if self.wait:
             assert train_started.wait(WAIT_S), "the early step did not start"
-        self.ended_at = time.monotonic()
+        self.ended_at = next(TICKS)
         if self.fails:
             raise StepFailed(self.fails)
         return StepReport("built")
@@ -51,13 +53,13 @@ train_started = threading.Event()
 class Train:
     def __init__(self, fails: str = "", seconds: float = 0.0) -> None:
         self.fails, self.seconds = fails, seconds
-        self.started_at = self.ended_at = 0.0
+        self.started_at = self.ended_at = 0
 
     def __call__(self, ctx: RunContext) -> StepReport:
-        self.started_at = time.monotonic()
+        self.started_at = next(TICKS)
         train_started.set()
-        time.sleep(self.seconds)
-        self.ended_at = time.monotonic()
+        time.sleep(self.seconds)  # sleep: still running when the build fails beside it
+        self.ended_at = next(TICKS)
         if self.fails:
             raise StepFailed(self.fails)
         return StepReport("trained")
@@ -132,8 +134,8 @@ def test_a_build_that_fails_beside_the_step_fails_the_run_once_the_step_ended(
     """Nothing is discarded while the step may still stage something: the run waits for it."""
     _measured()
     build, train = Build(("dim_a", "fct_b"), fails="a test of fct_b failed"), Train(seconds=1.0)
-    discarded_at: list[float] = []
-    monkeypatch.setattr(daily, "_discard", lambda ctx: discarded_at.append(time.monotonic()))
+    discarded_at: list[int] = []
+    monkeypatch.setattr(daily, "_discard", lambda ctx: discarded_at.append(next(TICKS)))
     steps = (("build", build), ("check", lambda ctx: StepReport("")), ("train", train))
     assert run(load_settings(), "run-build-fails", steps, (), EARLY) == exit_codes.STEP_FAILED
     assert discarded_at and discarded_at[0] >= train.ended_at
@@ -193,10 +195,10 @@ def test_a_step_that_waits_for_the_early_one_starts_once_it_ended(
     """`ends_before`: the step between (validate, in the pipeline) does not run beside it."""
     _measured()
     build, train = Build(("dim_a", "fct_b")), Train(seconds=0.5)
-    checked_at: list[float] = []
+    checked_at: list[int] = []
     steps = (
         ("build", build),
-        ("check", lambda ctx: checked_at.append(time.monotonic()) or StepReport("checked")),
+        ("check", lambda ctx: checked_at.append(next(TICKS)) or StepReport("checked")),
         ("train", train),
     )
     early = {"train": EarlyStart("build", ("dim_a", "fct_b"), ends_before="check")}
@@ -237,7 +239,7 @@ def test_progress_waits_for_every_model_or_the_build_end() -> None:
     waiter = threading.Thread(target=lambda: waited.append(progress.wait_for(["a", "b"])))
     waiter.start()
     progress.built("a")
-    time.sleep(0.05)
+    time.sleep(0.05)  # sleep: time for the waiter to return too early (it must not)
     assert waiter.is_alive(), "one of two models is not enough"
     progress.built("b")
     waiter.join(WAIT_S)
