@@ -81,6 +81,15 @@ def _steps(url: ConnectionURL, run_id: str) -> dict[str, tuple[int, str, str | N
     return {step: (order, status, error) for step, order, status, error in rows}
 
 
+def _build_check_train(build: Build, train: Train, checked: list[bool]) -> tuple:
+    """The steps of most tests: the build, a step between that notes it ran, then training."""
+    return (
+        ("build", build),
+        ("check", lambda ctx: checked.append(True) or StepReport("checked")),
+        ("train", train),
+    )
+
+
 def _measured(run_id: str = "run-before") -> None:
     """A run in which training ran in its turn and recorded how far it took the memory: the
     next runs may start it beside the build (orchestrator.daily._fits_beside)."""
@@ -94,11 +103,7 @@ def test_the_step_starts_during_the_build_once_its_models_are_built(
     _measured()
     build, train = Build(("dim_a", "other", "fct_b")), Train()
     checked: list[bool] = []
-    steps = (
-        ("build", build),
-        ("check", lambda ctx: checked.append(True) or StepReport("checked")),
-        ("train", train),
-    )
+    steps = _build_check_train(build, train, checked)
     assert run(load_settings(), "run-early", steps, (), EARLY) == exit_codes.OK
     assert train.started_at < build.ended_at  # beside the build, not after it
     assert checked == [True]
@@ -176,11 +181,7 @@ def test_a_step_that_fails_beside_the_build_fails_the_run_in_its_name(
     _measured()
     build, train = Build(("dim_a", "fct_b")), Train(fails="training failed: no listens")
     checked: list[bool] = []
-    steps = (
-        ("build", build),
-        ("check", lambda ctx: checked.append(True) or StepReport("checked")),
-        ("train", train),
-    )
+    steps = _build_check_train(build, train, checked)
     assert run(load_settings(), "run-train-fails", steps, (), EARLY) == exit_codes.STEP_FAILED
     assert checked == [True]  # the steps between ran; the failure is reported in its turn
     assert _steps(warehouse_env, "run-train-fails")["train"] == (
@@ -218,11 +219,7 @@ def test_an_early_step_that_failed_fails_the_run_before_the_step_waiting_for_it(
     _measured()
     build, train = Build(("dim_a", "fct_b")), Train(fails="training failed: no listens")
     checked: list[bool] = []
-    steps = (
-        ("build", build),
-        ("check", lambda ctx: checked.append(True) or StepReport("checked")),
-        ("train", train),
-    )
+    steps = _build_check_train(build, train, checked)
     early = {"train": EarlyStart("build", ("dim_a", "fct_b"), ends_before="check")}
     assert run(load_settings(), "run-fails-first", steps, (), early) == exit_codes.STEP_FAILED
     assert checked == []
